@@ -1,0 +1,1 @@
+//! Workload builders and benchmarks of Caasiope node's hot paths.

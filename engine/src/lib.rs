@@ -1,0 +1,21 @@
+//! The ledger protocol core of Caasiope node.
+//!
+//! Everything a validator, node or light client needs to agree on, and nothing else: the types
+//! and their canonical codec, Address32, keys and signatures (two interchangeable backends),
+//! account types and spend rules, transaction validation, the deterministic state transition,
+//! the state and transaction Merkle trees with offline-verifiable proofs, and genesis.
+//!
+//! This crate does no I/O, spawns no threads of its own (CPU-heavy work runs on the caller's
+//! rayon pool) and forbids `unsafe`. Untrusted bytes are decoded against the bounds in
+//! [`limits`] and refused with an error, never a panic.
+
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod codec;
+pub mod hash;
+pub mod limits;
+
+pub use address::{Address, AddressError, AddressType};
+pub use codec::{CodecError, Decode, Encode};
+pub use hash::Hash;

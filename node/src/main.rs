@@ -1,0 +1,3 @@
+//! The `caasiope` binary.
+
+fn main() {}
