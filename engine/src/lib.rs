@@ -13,9 +13,15 @@
 
 pub mod address;
 pub mod codec;
+pub mod currency;
+pub mod declaration;
 pub mod hash;
+pub mod keys;
 pub mod limits;
 
 pub use address::{Address, AddressError, AddressType};
 pub use codec::{CodecError, Decode, Encode};
+pub use currency::Currency;
+pub use declaration::{Declaration, HashType, MultiSig, PaymentChannel, ValidatorUpdate, Voucher};
 pub use hash::Hash;
+pub use keys::{Backend, PublicKey, SecretKey, Signature};
