@@ -11,13 +11,19 @@
 
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod address;
 pub mod codec;
 pub mod currency;
 pub mod declaration;
+pub mod genesis;
 pub mod hash;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
+
+pub mod tx;
+pub mod validate;
 
 pub use address::{Address, AddressError, AddressType};
 pub use codec::{CodecError, Decode, Encode};

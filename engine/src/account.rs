@@ -1,0 +1,168 @@
+//! Accounts: balances per currency, the declaration that defines a special account, and the
+//! amount already claimed from a payment channel.
+//!
+//! Canonical form (hashed into the state trie's leaf):
+//! `address (21) | last_height u64 | n u16 | n × (currency, i64 amount) | declaration flag u8
+//! [| declaration] | channel_claimed i64`, balances sorted by currency, zero balances omitted.
+
+use crate::{
+    address::Address,
+    codec::{CodecError, Decode, Encode, Reader, check_strictly_ascending},
+    currency::Currency,
+    declaration::Declaration,
+    hash::{self, Domain, Hash},
+    limits::ACCOUNT_CURRENCIES_MAX,
+};
+
+/// The state of one address.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    /// The address.
+    pub address: Address,
+    /// Height of the ledger that last changed the account.
+    pub last_height: u64,
+    /// Non-zero balances, sorted by currency. Only a currency's issuer may hold a negative one.
+    balances: Vec<(Currency, i64)>,
+    /// The declaration of a MultiSig, HashLock, PaymentChannel (or TimeLock) account, once
+    /// published.
+    pub declaration: Option<Declaration>,
+    /// For a payment channel: the cumulative amount the payee has claimed.
+    pub channel_claimed: i64,
+}
+
+impl Account {
+    /// An empty account.
+    pub const fn new(address: Address) -> Self {
+        Self {
+            address,
+            last_height: 0,
+            balances: Vec::new(),
+            declaration: None,
+            channel_claimed: 0,
+        }
+    }
+
+    /// The balance in `currency` (0 if none).
+    pub fn balance(&self, currency: &Currency) -> i64 {
+        match self.balances.binary_search_by(|(c, _)| c.cmp(currency)) {
+            Ok(i) => self.balances[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    /// Every non-zero balance, sorted by currency.
+    pub fn balances(&self) -> &[(Currency, i64)] {
+        &self.balances
+    }
+
+    /// Sets the balance in `currency`, dropping the entry when it reaches zero (canonical form).
+    pub fn set_balance(&mut self, currency: Currency, amount: i64) {
+        match self.balances.binary_search_by(|(c, _)| c.cmp(&currency)) {
+            Ok(i) if amount == 0 => {
+                self.balances.remove(i);
+            }
+            Ok(i) => self.balances[i].1 = amount,
+            Err(_) if amount == 0 => {}
+            Err(i) => self.balances.insert(i, (currency, amount)),
+        }
+    }
+
+    /// The state-trie leaf hash of this account.
+    pub fn leaf_hash(&self) -> Hash {
+        let mut buf = Vec::with_capacity(64 + 17 * self.balances.len());
+        self.encode(&mut buf);
+        hash::hash_parts(Domain::StateLeaf, &[&buf])
+    }
+}
+
+impl Encode for Account {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.address.encode(out);
+        out.extend_from_slice(&self.last_height.to_le_bytes());
+        out.extend_from_slice(&(self.balances.len() as u16).to_le_bytes());
+        for (c, a) in &self.balances {
+            c.encode(out);
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+        match &self.declaration {
+            None => out.push(0),
+            Some(d) => {
+                out.push(1);
+                d.encode(out);
+            }
+        }
+        out.extend_from_slice(&self.channel_claimed.to_le_bytes());
+    }
+}
+
+impl Decode for Account {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let address = Address::decode(r)?;
+        let last_height = r.u64("last height")?;
+        let n = usize::from(r.u16("balance count")?);
+        if n > ACCOUNT_CURRENCIES_MAX {
+            return Err(CodecError::OverLimit {
+                what: "balances",
+                got: n,
+                max: ACCOUNT_CURRENCIES_MAX,
+            });
+        }
+        if n > r.remaining() {
+            return Err(CodecError::UnexpectedEnd("balances"));
+        }
+        let mut balances = Vec::with_capacity(n);
+        for _ in 0..n {
+            let c = Currency::decode(r)?;
+            let a = r.i64("balance")?;
+            if a == 0 {
+                return Err(CodecError::Invalid {
+                    what: "balance",
+                    why: "zero balances are omitted",
+                });
+            }
+            balances.push((c, a));
+        }
+        check_strictly_ascending(&balances, "balances", |(c, _)| *c)?;
+        let declaration = if r.bool("declaration flag")? {
+            let d = Declaration::decode(r)?;
+            if d.address() != Some(address) {
+                return Err(CodecError::Invalid {
+                    what: "account",
+                    why: "the declaration does not define this address",
+                });
+            }
+            Some(d)
+        } else {
+            None
+        };
+        let channel_claimed = r.i64("channel claimed")?;
+        Ok(Self {
+            address,
+            last_height,
+            balances,
+            declaration,
+            channel_claimed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AddressType, codec::decode_exact};
+
+    #[test]
+    fn balances_stay_canonical() {
+        let mut a = Account::new(Address::new(AddressType::Ecdsa, [1; 20]));
+        let btc = Currency::new("BTC").unwrap();
+        a.set_balance(btc, 5);
+        a.set_balance(Currency::CAS, -3);
+        a.set_balance(Currency::new("ZZZ").unwrap(), 0);
+        assert_eq!(a.balances(), &[(btc, 5), (Currency::CAS, -3)]);
+        let h = a.leaf_hash();
+        assert_eq!(decode_exact::<Account>(&a.to_bytes()).unwrap(), a);
+        a.set_balance(btc, 0);
+        assert_eq!(a.balances(), &[(Currency::CAS, -3)]);
+        assert_ne!(a.leaf_hash(), h);
+    }
+}

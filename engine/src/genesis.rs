@@ -1,0 +1,334 @@
+//! Genesis: the chain's parameters and first state, read from a TOML file.
+//!
+//! ```toml
+//! chain_id = "localnet"
+//! timestamp_ms = 1767225600000
+//! min_fee = 1000                 # raw CAS units
+//! max_ttl_ms = 3600000
+//! fee_account = "qy…"
+//! governance = "qg…"             # authorizes validator-set changes
+//!
+//! [[validators]]
+//! public_key = "04…"             # 65-byte uncompressed consensus key, hex
+//! weight = 1
+//!
+//! [[currencies]]
+//! symbol = "CAS"
+//! issuer = "qsqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqxdpx0l"   # CAS is always issued by TimeLock(0)
+//!
+//! [[declarations]]               # published at genesis, e.g. an issuer's MultiSig
+//! type = "multisig"
+//! required = 2
+//! signers = ["qy…", "qy…", "qy…"]
+//!
+//! [[balances]]
+//! address = "qy…"
+//! currency = "CAS"
+//! amount = 100000000000          # raw units; the issuer's balance becomes −Σ
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::{
+    address::Address,
+    currency::Currency,
+    declaration::{Declaration, HashType, MultiSig, PaymentChannel},
+    hash::Hash,
+    ledger::{Validator, ValidatorSet, ValidatorSetError},
+    limits::{ACCOUNT_CURRENCIES_MAX, CHAIN_ID_LEN_MAX, GENESIS_BYTES_MAX},
+};
+
+/// The parameters every validation needs, fixed at genesis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainParams {
+    /// Mixed into every signed hash.
+    pub chain_id: String,
+    /// Minimum fee, raw CAS units.
+    pub min_fee: i64,
+    /// Longest allowed distance from ledger time to a transaction's expiration.
+    pub max_ttl_ms: i64,
+    /// Receives every fee.
+    pub fee_account: Address,
+    /// Authorizes validator-set changes.
+    pub governance: Address,
+    /// The issuer of each currency; only it may hold a negative balance of that currency.
+    pub issuers: BTreeMap<Currency, Address>,
+}
+
+impl ChainParams {
+    /// Whether `address` issues `currency`.
+    pub fn is_issuer(&self, address: &Address, currency: &Currency) -> bool {
+        self.issuers.get(currency) == Some(address)
+    }
+}
+
+/// A genesis file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisConfig {
+    /// Chain id, `[a-z0-9-]`, 1 to 32 characters.
+    pub chain_id: String,
+    /// Timestamp of ledger 0, unix ms.
+    pub timestamp_ms: i64,
+    /// Minimum fee, raw CAS units.
+    pub min_fee: i64,
+    /// Max TTL of a transaction, ms (default one hour).
+    #[serde(default = "default_ttl")]
+    pub max_ttl_ms: i64,
+    /// Fee account.
+    pub fee_account: Address,
+    /// Governance account.
+    pub governance: Address,
+    /// Initial validators.
+    pub validators: Vec<Validator>,
+    /// Currencies and their issuers.
+    pub currencies: Vec<CurrencySpec>,
+    /// Declarations published at genesis.
+    #[serde(default)]
+    pub declarations: Vec<DeclarationSpec>,
+    /// Initial balances.
+    #[serde(default)]
+    pub balances: Vec<BalanceSpec>,
+}
+
+const fn default_ttl() -> i64 {
+    3_600_000
+}
+
+/// A currency and its issuer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurrencySpec {
+    /// Symbol.
+    pub symbol: Currency,
+    /// Issuer.
+    pub issuer: Address,
+}
+
+/// An initial balance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceSpec {
+    /// Account.
+    pub address: Address,
+    /// Currency.
+    pub currency: Currency,
+    /// Raw units, positive.
+    pub amount: i64,
+}
+
+/// A declaration in a genesis file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeclarationSpec {
+    /// A MultiSig.
+    Multisig {
+        /// Required signers.
+        required: i16,
+        /// Signers.
+        signers: Vec<Address>,
+    },
+    /// A HashLock.
+    Hashlock {
+        /// Hash function.
+        hash_type: HashType,
+        /// Hash.
+        hash: Hash,
+    },
+    /// A payment channel.
+    PaymentChannel {
+        /// Payer.
+        payer: Address,
+        /// Payee.
+        payee: Address,
+        /// Currency.
+        currency: Currency,
+        /// Expiry, unix ms.
+        expiry_ms: i64,
+    },
+}
+
+impl DeclarationSpec {
+    /// The declaration.
+    pub fn to_declaration(&self) -> Result<Declaration, GenesisError> {
+        Ok(match self {
+            Self::Multisig { required, signers } => Declaration::MultiSig(
+                MultiSig::new(signers.clone(), *required)
+                    .map_err(|e| GenesisError::Invalid(format!("multisig: {e}")))?,
+            ),
+            Self::Hashlock { hash_type, hash } => Declaration::HashLock {
+                hash_type: *hash_type,
+                hash: hash.0,
+            },
+            Self::PaymentChannel {
+                payer,
+                payee,
+                currency,
+                expiry_ms,
+            } => {
+                let d = Declaration::PaymentChannel(PaymentChannel {
+                    payer: *payer,
+                    payee: *payee,
+                    currency: *currency,
+                    expiry_ms: *expiry_ms,
+                });
+                // Round-trip through the decoder so genesis obeys the same rules as transactions.
+                crate::codec::decode_exact::<Declaration>(&crate::codec::Encode::to_bytes(&d))
+                    .map_err(|e| GenesisError::Invalid(format!("payment channel: {e}")))?
+            }
+        })
+    }
+}
+
+/// Why a genesis file was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenesisError {
+    /// Not valid TOML for a genesis file.
+    #[error("genesis file: {0}")]
+    Parse(String),
+    /// Larger than the limit.
+    #[error("genesis file is larger than {GENESIS_BYTES_MAX} bytes")]
+    TooLarge,
+    /// A rule of genesis broken.
+    #[error("invalid genesis: {0}")]
+    Invalid(String),
+    /// Validators.
+    #[error("invalid genesis validators: {0}")]
+    Validators(#[from] ValidatorSetError),
+}
+
+/// A checked genesis: parameters, validators, declarations and balances (issuers included).
+#[derive(Clone, Debug)]
+pub struct Genesis {
+    /// The file it came from.
+    pub config: GenesisConfig,
+    /// Chain parameters.
+    pub params: ChainParams,
+    /// Validators of height 1.
+    pub validators: ValidatorSet,
+    /// Declarations to publish.
+    pub declarations: Vec<Declaration>,
+    /// Every initial balance, the issuers' negative ones included, sorted.
+    pub balances: BTreeMap<(Address, Currency), i64>,
+}
+
+/// Checks a chain id: `[a-z0-9-]`, 1 to 32 characters.
+pub fn check_chain_id(chain_id: &str) -> Result<(), GenesisError> {
+    let ok = !chain_id.is_empty()
+        && chain_id.len() <= CHAIN_ID_LEN_MAX
+        && chain_id
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(GenesisError::Invalid(format!(
+            "chain id {chain_id:?} is not 1-32 of [a-z0-9-]"
+        )))
+    }
+}
+
+impl Genesis {
+    /// Parses and checks a genesis TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, GenesisError> {
+        if text.len() > GENESIS_BYTES_MAX {
+            return Err(GenesisError::TooLarge);
+        }
+        let config: GenesisConfig =
+            toml::from_str(text).map_err(|e| GenesisError::Parse(e.message().to_owned()))?;
+        Self::new(config)
+    }
+
+    /// Checks a genesis config.
+    pub fn new(config: GenesisConfig) -> Result<Self, GenesisError> {
+        let invalid = |s: String| GenesisError::Invalid(s);
+        check_chain_id(&config.chain_id)?;
+        if config.min_fee < 0 {
+            return Err(invalid("min_fee is negative".into()));
+        }
+        if config.max_ttl_ms <= 0 {
+            return Err(invalid("max_ttl_ms is not positive".into()));
+        }
+        if config.currencies.len() > ACCOUNT_CURRENCIES_MAX {
+            return Err(invalid(format!(
+                "more than {ACCOUNT_CURRENCIES_MAX} currencies"
+            )));
+        }
+        let mut issuers = BTreeMap::new();
+        for c in &config.currencies {
+            if issuers.insert(c.symbol, c.issuer).is_some() {
+                return Err(invalid(format!("currency {} listed twice", c.symbol)));
+            }
+        }
+        match issuers.get(&Currency::CAS) {
+            Some(a) if *a == Address::timelock(0) => {}
+            Some(a) => {
+                return Err(invalid(format!(
+                    "the CAS issuer must be TimeLock(0), not {a}"
+                )));
+            }
+            None => return Err(invalid("CAS is not listed among currencies".into())),
+        }
+        let validators = ValidatorSet::new(config.validators.clone())?;
+        let declarations = config
+            .declarations
+            .iter()
+            .map(DeclarationSpec::to_declaration)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut balances = BTreeMap::new();
+        let mut supply: BTreeMap<Currency, i64> = BTreeMap::new();
+        for b in &config.balances {
+            let Some(issuer) = issuers.get(&b.currency) else {
+                return Err(invalid(format!(
+                    "balance in unknown currency {}",
+                    b.currency
+                )));
+            };
+            if b.amount <= 0 {
+                return Err(invalid(format!(
+                    "balance of {} {} is not positive",
+                    b.address, b.currency
+                )));
+            }
+            if *issuer == b.address {
+                return Err(invalid(format!(
+                    "{} is the issuer of {}; its balance is derived",
+                    b.address, b.currency
+                )));
+            }
+            if balances.insert((b.address, b.currency), b.amount).is_some() {
+                return Err(invalid(format!(
+                    "balance of {} {} listed twice",
+                    b.address, b.currency
+                )));
+            }
+            let s = supply.entry(b.currency).or_insert(0);
+            *s = s
+                .checked_add(b.amount)
+                .ok_or_else(|| invalid(format!("supply of {} overflows", b.currency)))?;
+        }
+        for (currency, total) in supply {
+            balances.insert((issuers[&currency], currency), -total);
+        }
+        let params = ChainParams {
+            chain_id: config.chain_id.clone(),
+            min_fee: config.min_fee,
+            max_ttl_ms: config.max_ttl_ms,
+            fee_account: config.fee_account,
+            governance: config.governance,
+            issuers,
+        };
+        Ok(Self {
+            config,
+            params,
+            validators,
+            declarations,
+            balances,
+        })
+    }
+
+    /// The TOML text of this genesis.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.config).unwrap_or_default()
+    }
+}

@@ -1,0 +1,410 @@
+//! Ledger headers, validator sets and commit certificates.
+//!
+//! ```text
+//! Header      = version u8 | height u64 | timestamp_ms i64 | previous (32) | tx_root (32)
+//!             | state_root (32) | validator_set_hash (32)
+//! Ledger hash = BLAKE3(Domain::Ledger, chain id, Header)
+//! ValidatorSet= n u8 | n × (public key 65 | weight u64), sorted by public key
+//! Certificate = n u8 | n × (validator index u8 | signature 64), sorted by index
+//! ```
+//!
+//! A header's `validator_set_hash` commits to the set that certifies the *next* ledger (the set
+//! after this ledger's changes), so a light client that trusts one header learns the next set.
+
+use crate::{
+    codec::{CodecError, Decode, Encode, Reader, check_strictly_ascending},
+    hash::{self, Domain, Hash},
+    keys::{self, Backend, PublicKey, SecretKey, Signature},
+    limits::{VALIDATOR_WEIGHT_MAX, VALIDATORS_MAX},
+};
+
+/// The only header version this engine knows.
+pub const LEDGER_VERSION: u8 = 1;
+
+/// A ledger header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct LedgerHeader {
+    /// Format version.
+    pub version: u8,
+    /// Height; genesis is 0.
+    pub height: u64,
+    /// Leader's time, unix ms; strictly above the previous ledger's.
+    pub timestamp_ms: i64,
+    /// Hash of the previous ledger (zero for genesis).
+    pub previous: Hash,
+    /// Binary Merkle root over the block's transaction ids, in block order.
+    pub tx_root: Hash,
+    /// Root of the state trie after this ledger.
+    pub state_root: Hash,
+    /// Hash of the validator set that certifies the next ledger.
+    pub validator_set_hash: Hash,
+}
+
+impl LedgerHeader {
+    /// The ledger hash on chain `chain_id`: what validators sign.
+    pub fn hash(&self, chain_id: &str) -> Hash {
+        let mut h = hash::chain_hasher(Domain::Ledger, chain_id);
+        h.update(&self.to_bytes());
+        hash::finish(&h)
+    }
+}
+
+impl Encode for LedgerHeader {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.version);
+        out.extend_from_slice(&self.height.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
+        for h in [
+            &self.previous,
+            &self.tx_root,
+            &self.state_root,
+            &self.validator_set_hash,
+        ] {
+            out.extend_from_slice(&h.0);
+        }
+    }
+}
+
+impl Decode for LedgerHeader {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let version = r.u8("ledger version")?;
+        if version != LEDGER_VERSION {
+            return Err(CodecError::UnknownTag {
+                what: "ledger version",
+                tag: version,
+            });
+        }
+        Ok(Self {
+            version,
+            height: r.u64("height")?,
+            timestamp_ms: r.i64("timestamp")?,
+            previous: Hash::decode(r)?,
+            tx_root: Hash::decode(r)?,
+            state_root: Hash::decode(r)?,
+            validator_set_hash: Hash::decode(r)?,
+        })
+    }
+}
+
+/// A validator: consensus key and voting weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Validator {
+    /// Consensus key (signs votes and certificates).
+    pub public_key: PublicKey,
+    /// Voting weight, 1 to [`VALIDATOR_WEIGHT_MAX`].
+    pub weight: u64,
+}
+
+/// Why a validator set was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidatorSetError {
+    /// No validator.
+    #[error("a validator set has at least one validator")]
+    Empty,
+    /// Too many validators.
+    #[error("more than {VALIDATORS_MAX} validators")]
+    TooMany,
+    /// A weight of 0 or over the limit.
+    #[error("validator weight {0} is not in 1..={VALIDATOR_WEIGHT_MAX}")]
+    Weight(u64),
+    /// The same key twice.
+    #[error("validator {0:?} listed twice")]
+    Duplicate(PublicKey),
+    /// A key that is not a curve point.
+    #[error("validator key is invalid: {0}")]
+    Key(#[from] keys::KeyError),
+}
+
+/// The validators of one height, sorted by key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct ValidatorSet {
+    validators: Vec<Validator>,
+    total_weight: u64,
+}
+
+impl ValidatorSet {
+    /// A set from validators in any order.
+    pub fn new(mut validators: Vec<Validator>) -> Result<Self, ValidatorSetError> {
+        if validators.is_empty() {
+            return Err(ValidatorSetError::Empty);
+        }
+        if validators.len() > VALIDATORS_MAX {
+            return Err(ValidatorSetError::TooMany);
+        }
+        validators.sort_by_key(|v| v.public_key);
+        for w in validators.windows(2) {
+            if w[0].public_key == w[1].public_key {
+                return Err(ValidatorSetError::Duplicate(w[0].public_key));
+            }
+        }
+        for v in &validators {
+            if v.weight == 0 || v.weight > VALIDATOR_WEIGHT_MAX {
+                return Err(ValidatorSetError::Weight(v.weight));
+            }
+            v.public_key.validate()?;
+        }
+        // Bounded by VALIDATORS_MAX × VALIDATOR_WEIGHT_MAX, checked at compile time in `limits`.
+        let total_weight = validators.iter().map(|v| v.weight).sum();
+        Ok(Self {
+            validators,
+            total_weight,
+        })
+    }
+
+    /// Validators sorted by key.
+    pub fn validators(&self) -> &[Validator] {
+        &self.validators
+    }
+
+    /// Sum of all weights.
+    pub const fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+
+    /// Whether `weight` is a quorum: strictly more than two thirds of the total.
+    pub const fn is_quorum(&self, weight: u64) -> bool {
+        // No overflow: weights are bounded so 3 × total < u64::MAX (see `limits`).
+        3 * weight > 2 * self.total_weight
+    }
+
+    /// The index of a key.
+    pub fn index_of(&self, key: &PublicKey) -> Option<usize> {
+        self.validators
+            .binary_search_by(|v| v.public_key.cmp(key))
+            .ok()
+    }
+
+    /// The set after `update` (weight 0 removes; otherwise adds or re-weights).
+    pub fn with_update(&self, key: PublicKey, weight: u64) -> Result<Self, ValidatorSetError> {
+        let mut validators: Vec<Validator> = self
+            .validators
+            .iter()
+            .copied()
+            .filter(|v| v.public_key != key)
+            .collect();
+        if weight > 0 {
+            validators.push(Validator {
+                public_key: key,
+                weight,
+            });
+        }
+        Self::new(validators)
+    }
+
+    /// The hash committed to by ledger headers.
+    pub fn hash(&self) -> Hash {
+        hash::hash_parts(Domain::ValidatorSet, &[&self.to_bytes()])
+    }
+}
+
+impl Encode for ValidatorSet {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.validators.len() as u8);
+        for v in &self.validators {
+            out.extend_from_slice(&v.public_key.0);
+            out.extend_from_slice(&v.weight.to_le_bytes());
+        }
+    }
+}
+
+impl Decode for ValidatorSet {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.count_u8("validators", 1, VALIDATORS_MAX)?;
+        let mut validators = Vec::with_capacity(n);
+        for _ in 0..n {
+            validators.push(Validator {
+                public_key: PublicKey(r.array("validator key")?),
+                weight: r.u64("weight")?,
+            });
+        }
+        check_strictly_ascending(&validators, "validators", |v| v.public_key)?;
+        Self::new(validators).map_err(|_| CodecError::Invalid {
+            what: "validator set",
+            why: "bad key or weight",
+        })
+    }
+}
+
+/// Signatures of validators over a ledger hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Certificate {
+    /// (index in the validator set, signature over the ledger hash), sorted by index.
+    pub signatures: Vec<(u8, Signature)>,
+}
+
+/// Why a certificate does not certify a ledger.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// An index past the set.
+    #[error("validator index {0} is not in the set")]
+    UnknownValidator(u8),
+    /// A signature that does not verify.
+    #[error("signature of validator {0} does not verify")]
+    BadSignature(u8),
+    /// Not sorted or duplicated.
+    #[error("certificate signatures are not sorted by validator index without duplicates")]
+    NotCanonical,
+    /// The signers do not hold more than two thirds of the weight.
+    #[error("signers hold {signed} of {total} weight, not more than two thirds")]
+    NoQuorum {
+        /// Weight that signed.
+        signed: u64,
+        /// Total weight.
+        total: u64,
+    },
+}
+
+impl Certificate {
+    /// Signs `ledger_hash` as validator `index` and inserts the signature in order.
+    pub fn add(&mut self, index: u8, key: &SecretKey, ledger_hash: &Hash) {
+        let sig = key.sign_prehash(&ledger_hash.0);
+        match self.signatures.binary_search_by(|(i, _)| i.cmp(&index)) {
+            Ok(at) => self.signatures[at].1 = sig,
+            Err(at) => self.signatures.insert(at, (index, sig)),
+        }
+    }
+
+    /// Checks the signatures certify `ledger_hash` under `set`.
+    pub fn verify(
+        &self,
+        set: &ValidatorSet,
+        ledger_hash: &Hash,
+        backend: Backend,
+    ) -> Result<(), CertificateError> {
+        if !self.signatures.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(CertificateError::NotCanonical);
+        }
+        let mut signed = 0u64;
+        for (index, sig) in &self.signatures {
+            let v = set
+                .validators
+                .get(usize::from(*index))
+                .ok_or(CertificateError::UnknownValidator(*index))?;
+            if !keys::verify(backend, &v.public_key, &ledger_hash.0, sig) {
+                return Err(CertificateError::BadSignature(*index));
+            }
+            signed += v.weight;
+        }
+        if set.is_quorum(signed) {
+            Ok(())
+        } else {
+            Err(CertificateError::NoQuorum {
+                signed,
+                total: set.total_weight,
+            })
+        }
+    }
+}
+
+impl Encode for Certificate {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.signatures.len() as u8);
+        for (i, s) in &self.signatures {
+            out.push(*i);
+            out.extend_from_slice(&s.0);
+        }
+    }
+}
+
+impl Decode for Certificate {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.count_u8("certificate signatures", 0, VALIDATORS_MAX)?;
+        let mut signatures = Vec::with_capacity(n);
+        for _ in 0..n {
+            signatures.push((r.u8("validator index")?, Signature(r.array("signature")?)));
+        }
+        check_strictly_ascending(&signatures, "certificate signatures", |(i, _)| *i)?;
+        Ok(Self { signatures })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode_exact;
+
+    fn set(weights: &[u64]) -> (ValidatorSet, Vec<SecretKey>) {
+        let keys: Vec<SecretKey> = (1..=weights.len() as u8)
+            .map(|i| SecretKey::from_bytes(&[i; 32]).unwrap())
+            .collect();
+        let vs = keys
+            .iter()
+            .zip(weights)
+            .map(|(k, &weight)| Validator {
+                public_key: k.public_key(),
+                weight,
+            })
+            .collect();
+        let vs = ValidatorSet::new(vs).unwrap();
+        // Return keys in the set's (sorted) order.
+        let mut sorted: Vec<SecretKey> = keys;
+        sorted.sort_by_key(SecretKey::public_key);
+        (vs, sorted)
+    }
+
+    #[test]
+    fn quorum_is_strictly_more_than_two_thirds() {
+        let (vs, keys) = set(&[1, 1, 1, 1]);
+        let h = Hash([9; 32]);
+        let mut cert = Certificate::default();
+        cert.add(0, &keys[0], &h);
+        cert.add(1, &keys[1], &h);
+        assert!(matches!(
+            cert.verify(&vs, &h, Backend::K256),
+            Err(CertificateError::NoQuorum {
+                signed: 2,
+                total: 4
+            })
+        ));
+        cert.add(3, &keys[3], &h);
+        assert_eq!(cert.verify(&vs, &h, Backend::K256), Ok(()));
+        assert_eq!(
+            cert.verify(&vs, &Hash([8; 32]), Backend::Libsecp256k1),
+            Err(CertificateError::BadSignature(0))
+        );
+        assert_eq!(decode_exact::<Certificate>(&cert.to_bytes()).unwrap(), cert);
+        let mut wrong = cert.clone();
+        wrong.signatures[2].0 = 7;
+        assert_eq!(
+            wrong.verify(&vs, &h, Backend::K256),
+            Err(CertificateError::UnknownValidator(7))
+        );
+        // 3 × 2 = 6 = 2 × 3: exactly two thirds is not a quorum.
+        let (vs, _) = set(&[1, 1, 1]);
+        assert!(!vs.is_quorum(2));
+        assert!(vs.is_quorum(3));
+    }
+
+    #[test]
+    fn validator_set_rules() {
+        let (vs, keys) = set(&[2, 3]);
+        assert_eq!(vs.total_weight(), 5);
+        assert_eq!(decode_exact::<ValidatorSet>(&vs.to_bytes()).unwrap(), vs);
+        let removed = vs.with_update(keys[0].public_key(), 0).unwrap();
+        assert_eq!(removed.validators().len(), 1);
+        assert_eq!(
+            removed.with_update(keys[1].public_key(), 0),
+            Err(ValidatorSetError::Empty)
+        );
+        assert!(
+            vs.with_update(keys[0].public_key(), VALIDATOR_WEIGHT_MAX + 1)
+                .is_err()
+        );
+        assert_ne!(vs.hash(), removed.hash());
+    }
+
+    #[test]
+    fn header_hash_binds_chain() {
+        let h = LedgerHeader {
+            version: LEDGER_VERSION,
+            height: 1,
+            timestamp_ms: 2,
+            previous: Hash([1; 32]),
+            tx_root: Hash([2; 32]),
+            state_root: Hash([3; 32]),
+            validator_set_hash: Hash([4; 32]),
+        };
+        assert_ne!(h.hash("a"), h.hash("b"));
+        assert_eq!(decode_exact::<LedgerHeader>(&h.to_bytes()).unwrap(), h);
+    }
+}
