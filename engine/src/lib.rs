@@ -15,7 +15,9 @@ pub mod address;
 pub mod codec;
 pub mod hash;
 pub mod limits;
+pub mod merkle;
 
 pub use address::{Address, AddressError, AddressType};
 pub use codec::{CodecError, Decode, Encode};
 pub use hash::Hash;
+pub use merkle::{StateProof, StateTrie, TxProof};
