@@ -21,7 +21,7 @@ pub mod hash;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
-
+pub mod merkle;
 pub mod tx;
 pub mod validate;
 
@@ -31,3 +31,4 @@ pub use currency::Currency;
 pub use declaration::{Declaration, HashType, MultiSig, PaymentChannel, ValidatorUpdate, Voucher};
 pub use hash::Hash;
 pub use keys::{Backend, PublicKey, SecretKey, Signature};
+pub use merkle::{StateProof, StateTrie, TxProof};
