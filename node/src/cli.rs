@@ -63,7 +63,8 @@ pub(crate) enum AddressCommand {
     /// Prints the address of an X-of-Y MultiSig.
     Multisig {
         /// How many signers must sign (1 to the number of signers).
-        #[arg(long, value_name = "N")]
+        // Negative numbers reach the engine, whose rule gives the clearer message.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
         required: i16,
         /// A signer's address; repeat for each signer (order does not matter).
         #[arg(long = "signer", value_name = "ADDR", required = true)]
