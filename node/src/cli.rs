@@ -1,0 +1,136 @@
+//! The command line: clap types only. Each command group's behaviour lives in its own module
+//! (`key`, `address`, `tx`); a new group is one more variant of [`Command`] and one more module.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser, Subcommand};
+use engine::Address;
+
+/// Caasiope node: keys, addresses and transactions of the Caasiope ledger.
+#[derive(Debug, Parser)]
+#[command(name = "caasiope", version)]
+// Errors must stay one plain line on stderr (see `exit`); colors would put escape codes in it.
+// A missing subcommand is a usage error (exit 2, one line), not a request for help: the same
+// setting is repeated on every group because clap's derive sets it per command.
+#[command(color = clap::ColorChoice::Never, arg_required_else_help = false)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Every command group.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Secret keys: generate and inspect.
+    #[command(subcommand, arg_required_else_help = false)]
+    Key(KeyCommand),
+    /// Address32: decode and derive the addresses of special accounts.
+    #[command(subcommand, arg_required_else_help = false)]
+    Address(AddressCommand),
+    /// Transactions: decode.
+    #[command(subcommand, arg_required_else_help = false)]
+    Tx(TxCommand),
+    // `demo` (a guided localnet walkthrough) is added here by its owner, with a `demo` module.
+}
+
+/// `caasiope key …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Generates a secp256k1 key into a new file (mode 0600) and prints its address.
+    New {
+        /// The key file to create; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Prints the public key and address of a secret key, as JSON.
+    Inspect {
+        /// The secret key as 64 hex characters. Command lines are visible to other local users
+        /// (ps, shell history): use this with throwaway or test keys.
+        #[arg(long, value_name = "HEX")]
+        secret_hex: String,
+    },
+}
+
+/// `caasiope address …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AddressCommand {
+    /// Prints the type and body of an address, as JSON.
+    Decode {
+        /// The 40-character address.
+        #[arg(value_name = "ADDR")]
+        address: Address,
+    },
+    /// Prints the address of an X-of-Y MultiSig.
+    Multisig {
+        /// How many signers must sign (1 to the number of signers).
+        // Negative numbers reach the engine, whose rule gives the clearer message.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        required: i16,
+        /// A signer's address; repeat for each signer (order does not matter).
+        #[arg(long = "signer", value_name = "ADDR", required = true)]
+        signers: Vec<Address>,
+    },
+    /// Prints the address of a HashLock.
+    #[command(group(ArgGroup::new("hash").required(true).multiple(false)))]
+    Hashlock {
+        /// The Keccak-256 hash (64 hex characters) the secret must match.
+        #[arg(long, value_name = "HEX", group = "hash", value_parser = parse_hash32)]
+        keccak256: Option<[u8; 32]>,
+        /// The SHA-256 hash (64 hex characters) the secret must match.
+        #[arg(long, value_name = "HEX", group = "hash", value_parser = parse_hash32)]
+        sha256: Option<[u8; 32]>,
+    },
+    /// Prints the address of a TimeLock.
+    Timelock {
+        /// The lock time in unix seconds.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        unix_seconds: i64,
+    },
+}
+
+/// `caasiope tx …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum TxCommand {
+    /// Decodes a signed transaction read from stdin and prints it as JSON.
+    Decode {
+        /// Also print the transaction id on this chain.
+        #[arg(long, value_name = "ID")]
+        chain_id: Option<String>,
+        /// Read hex text (whitespace ignored) instead of raw bytes.
+        #[arg(long)]
+        hex: bool,
+    },
+}
+
+/// A 32-byte hash from exactly 64 hex characters.
+fn parse_hash32(text: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|e| match e {
+        hex::FromHexError::InvalidStringLength | hex::FromHexError::OddLength => format!(
+            "a 32-byte hash is 64 hex characters, got {}",
+            text.chars().count()
+        ),
+        other => other.to_string(),
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn hash32_parser() {
+        assert_eq!(parse_hash32(&"ab".repeat(32)), Ok([0xab; 32]));
+        assert!(parse_hash32(&"ab".repeat(31)).is_err());
+        assert!(parse_hash32(&"zz".repeat(32)).is_err());
+        assert!(parse_hash32("").is_err());
+    }
+}
