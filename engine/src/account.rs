@@ -33,13 +33,7 @@ pub struct Account {
 impl Account {
     /// An empty account.
     pub const fn new(address: Address) -> Self {
-        Self {
-            address,
-            last_height: 0,
-            balances: Vec::new(),
-            declaration: None,
-            channel_claimed: 0,
-        }
+        Self { address, last_height: 0, balances: Vec::new(), declaration: None, channel_claimed: 0 }
     }
 
     /// The balance in `currency` (0 if none).
@@ -101,11 +95,7 @@ impl Decode for Account {
         let last_height = r.u64("last height")?;
         let n = usize::from(r.u16("balance count")?);
         if n > ACCOUNT_CURRENCIES_MAX {
-            return Err(CodecError::OverLimit {
-                what: "balances",
-                got: n,
-                max: ACCOUNT_CURRENCIES_MAX,
-            });
+            return Err(CodecError::OverLimit { what: "balances", got: n, max: ACCOUNT_CURRENCIES_MAX });
         }
         if n > r.remaining() {
             return Err(CodecError::UnexpectedEnd("balances"));
@@ -115,10 +105,7 @@ impl Decode for Account {
             let c = Currency::decode(r)?;
             let a = r.i64("balance")?;
             if a == 0 {
-                return Err(CodecError::Invalid {
-                    what: "balance",
-                    why: "zero balances are omitted",
-                });
+                return Err(CodecError::Invalid { what: "balance", why: "zero balances are omitted" });
             }
             balances.push((c, a));
         }
@@ -136,13 +123,7 @@ impl Decode for Account {
             None
         };
         let channel_claimed = r.i64("channel claimed")?;
-        Ok(Self {
-            address,
-            last_height,
-            balances,
-            declaration,
-            channel_claimed,
-        })
+        Ok(Self { address, last_height, balances, declaration, channel_claimed })
     }
 }
 

@@ -19,13 +19,7 @@ pub const ADDRESS_LEN: usize = 21;
 pub const ADDRESS_TEXT_LEN: usize = 40;
 
 const ALPHABET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
-const GENERATOR: [u32; 5] = [
-    0x3b6a_57b2,
-    0x2650_8e6d,
-    0x1ea1_19fa,
-    0x3d42_33dd,
-    0x2a14_62b3,
-];
+const GENERATOR: [u32; 5] = [0x3b6a_57b2, 0x2650_8e6d, 0x1ea1_19fa, 0x3d42_33dd, 0x2a14_62b3];
 const DATA_GROUPS: usize = 34;
 
 /// Why an address text or raw address was refused.
@@ -219,10 +213,8 @@ impl Encode for Address {
 
 impl Decode for Address {
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        Self::from_raw(r.array("address")?).map_err(|_| CodecError::Invalid {
-            what: "address",
-            why: "unknown address type",
-        })
+        Self::from_raw(r.array("address")?)
+            .map_err(|_| CodecError::Invalid { what: "address", why: "unknown address type" })
     }
 }
 
@@ -293,10 +285,7 @@ pub fn decode_text(text: &str) -> Result<[u8; ADDRESS_LEN], AddressError> {
         *v = ALPHABET
             .iter()
             .position(|&a| a == lower)
-            .ok_or(AddressError::Character {
-                ch: char::from(b),
-                pos,
-            })? as u8;
+            .ok_or(AddressError::Character { ch: char::from(b), pos })? as u8;
     }
     if polymod(values.iter().copied()) != 1 {
         return Err(AddressError::Checksum);
@@ -360,10 +349,6 @@ mod tests {
     fn non_ascii_is_refused_without_panic() {
         assert!(decode_text("é").is_err());
         assert!(decode_text(&"é".repeat(20)).is_err());
-        assert!(
-            "qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397é"
-                .parse::<Address>()
-                .is_err()
-        );
+        assert!("qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397é".parse::<Address>().is_err());
     }
 }

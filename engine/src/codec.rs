@@ -102,11 +102,7 @@ impl<'a> Reader<'a> {
 
     /// Fails unless every byte was read.
     pub const fn finish(&self) -> Result<(), CodecError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(CodecError::TrailingBytes(self.bytes.len()))
-        }
+        if self.bytes.is_empty() { Ok(()) } else { Err(CodecError::TrailingBytes(self.bytes.len())) }
     }
 
     /// The next `n` bytes.
@@ -161,31 +157,18 @@ impl<'a> Reader<'a> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(CodecError::Invalid {
-                what,
-                why: "a boolean is 0 or 1",
-            }),
+            _ => Err(CodecError::Invalid { what, why: "a boolean is 0 or 1" }),
         }
     }
 
     /// A one-byte count, checked against `min..=max` before anything is allocated.
-    pub fn count_u8(
-        &mut self,
-        what: &'static str,
-        min: usize,
-        max: usize,
-    ) -> Result<usize, CodecError> {
+    pub fn count_u8(&mut self, what: &'static str, min: usize, max: usize) -> Result<usize, CodecError> {
         let n = usize::from(self.u8(what)?);
         check_count(what, n, min, max)
     }
 
     /// A four-byte count, checked against `min..=max` before anything is allocated.
-    pub fn count_u32(
-        &mut self,
-        what: &'static str,
-        min: usize,
-        max: usize,
-    ) -> Result<usize, CodecError> {
+    pub fn count_u32(&mut self, what: &'static str, min: usize, max: usize) -> Result<usize, CodecError> {
         let n = self.u32(what)? as usize;
         check_count(what, n, min, max)
     }
@@ -236,10 +219,7 @@ pub fn put_count_u8(out: &mut Vec<u8>, n: usize) {
 
 /// Appends a four-byte count.
 pub fn put_count_u32(out: &mut Vec<u8>, n: usize) {
-    debug_assert!(
-        u32::try_from(n).is_ok(),
-        "count {n} does not fit four bytes"
-    );
+    debug_assert!(u32::try_from(n).is_ok(), "count {n} does not fit four bytes");
     out.extend_from_slice(&(n as u32).to_le_bytes());
 }
 
@@ -283,10 +263,7 @@ mod tests {
     #[test]
     fn counts_are_checked_before_allocation() {
         let mut r = Reader::new(&[200]);
-        assert!(matches!(
-            r.count_u8("n", 0, 10),
-            Err(CodecError::OverLimit { got: 200, .. })
-        ));
+        assert!(matches!(r.count_u8("n", 0, 10), Err(CodecError::OverLimit { got: 200, .. })));
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff]);
         let n = r.count_u32("n", 0, usize::MAX).unwrap();
         assert_eq!(r.items::<u64>(n), Err(CodecError::UnexpectedEnd("items")));
@@ -294,10 +271,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        assert_eq!(
-            decode_exact::<u64>(&[0; 9]),
-            Err(CodecError::TrailingBytes(1))
-        );
+        assert_eq!(decode_exact::<u64>(&[0; 9]), Err(CodecError::TrailingBytes(1)));
         assert_eq!(decode_exact::<u64>(&7u64.to_le_bytes()), Ok(7));
     }
 

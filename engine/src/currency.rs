@@ -25,9 +25,7 @@ impl Currency {
         let b = symbol.as_bytes();
         if b.is_empty()
             || b.len() > CURRENCY_LEN_MAX
-            || !b
-                .iter()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            || !b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         {
             return Err(CurrencyError(symbol.chars().take(16).collect()));
         }
@@ -38,10 +36,7 @@ impl Currency {
 
     /// Length of the symbol.
     pub fn len(&self) -> usize {
-        self.0
-            .iter()
-            .position(|&c| c == 0)
-            .unwrap_or(CURRENCY_LEN_MAX)
+        self.0.iter().position(|&c| c == 0).unwrap_or(CURRENCY_LEN_MAX)
     }
 
     /// Never true: a symbol has at least one character. Present for API symmetry with `len`.
@@ -101,14 +96,8 @@ impl Decode for Currency {
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let n = r.count_u8("currency length", 1, CURRENCY_LEN_MAX)?;
         let b = r.take(n, "currency")?;
-        if !b
-            .iter()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        {
-            return Err(CodecError::Invalid {
-                what: "currency",
-                why: "characters are A-Z or 0-9",
-            });
+        if !b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+            return Err(CodecError::Invalid { what: "currency", why: "characters are A-Z or 0-9" });
         }
         let mut out = [0u8; CURRENCY_LEN_MAX];
         out[..n].copy_from_slice(b);
@@ -141,20 +130,11 @@ pub fn parse_amount(text: &str) -> Option<i64> {
     };
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
     let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
-    if int.is_empty()
-        || !digits(int)
-        || !digits(frac)
-        || frac.len() > DECIMALS as usize
-        || int.len() > 19
-    {
+    if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > DECIMALS as usize || int.len() > 19 {
         return None;
     }
     let int: i128 = int.parse().ok()?;
-    let frac_value: i128 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<8}").parse().ok()?
-    };
+    let frac_value: i128 = if frac.is_empty() { 0 } else { format!("{frac:0<8}").parse().ok()? };
     let raw = int * 10i128.pow(DECIMALS) + frac_value;
     i64::try_from(if neg { -raw } else { raw }).ok()
 }
@@ -176,8 +156,7 @@ mod tests {
         assert!(decode_exact::<Currency>(&[3, b'b', b't', b'c']).is_err());
         assert!(decode_exact::<Currency>(&[0]).is_err());
         assert!(
-            decode_exact::<Currency>(&[9, b'A', b'A', b'A', b'A', b'A', b'A', b'A', b'A', b'A'])
-                .is_err()
+            decode_exact::<Currency>(&[9, b'A', b'A', b'A', b'A', b'A', b'A', b'A', b'A', b'A']).is_err()
         );
     }
 

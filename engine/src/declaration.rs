@@ -71,18 +71,12 @@ impl MultiSig {
     fn check(&self) -> Result<(), CodecError> {
         let n = self.signers.len();
         if n == 0 || n > MULTISIG_SIGNERS_MAX {
-            return Err(CodecError::Invalid {
-                what: "multisig",
-                why: "1 to 20 signers",
-            });
+            return Err(CodecError::Invalid { what: "multisig", why: "1 to 20 signers" });
         }
         // The original network sorts signers by their text form, not their raw bytes.
         check_strictly_ascending(&self.signers, "multisig signers", Address::to_text)?;
         if self.required < 1 || self.required as usize > n {
-            return Err(CodecError::Invalid {
-                what: "multisig",
-                why: "required is 1 to the signer count",
-            });
+            return Err(CodecError::Invalid { what: "multisig", why: "required is 1 to the signer count" });
         }
         Ok(())
     }
@@ -126,12 +120,7 @@ impl Voucher {
     /// A voucher signed by `payer`.
     pub fn sign(chain_id: &str, channel: Address, cumulative: i64, payer: &SecretKey) -> Self {
         let signature = payer.sign_prehash(&Self::signing_hash(chain_id, &channel, cumulative));
-        Self {
-            channel,
-            cumulative,
-            public_key: payer.public_key(),
-            signature,
-        }
+        Self { channel, cumulative, public_key: payer.public_key(), signature }
     }
 
     /// Whether the signature is valid (it says nothing of who the payer is).
@@ -208,10 +197,7 @@ impl Declaration {
     pub const fn is_account_definition(&self) -> bool {
         matches!(
             self,
-            Self::MultiSig(_)
-                | Self::HashLock { .. }
-                | Self::PaymentChannel(_)
-                | Self::TimeLock { .. }
+            Self::MultiSig(_) | Self::HashLock { .. } | Self::PaymentChannel(_) | Self::TimeLock { .. }
         )
     }
 }
@@ -269,10 +255,7 @@ impl Decode for Declaration {
             0x00 => {
                 let n = r.count_u8("multisig signers", 1, MULTISIG_SIGNERS_MAX)?;
                 let signers = r.items::<Address>(n)?;
-                let ms = MultiSig {
-                    signers,
-                    required: r.i16("multisig required")?,
-                };
+                let ms = MultiSig { signers, required: r.i16("multisig required")? };
                 ms.check()?;
                 Self::MultiSig(ms)
             }
@@ -281,23 +264,13 @@ impl Decode for Declaration {
                     0 => HashType::Keccak256,
                     1 => HashType::Sha256,
                     tag => {
-                        return Err(CodecError::UnknownTag {
-                            what: "hash type",
-                            tag,
-                        });
+                        return Err(CodecError::UnknownTag { what: "hash type", tag });
                     }
                 };
-                Self::HashLock {
-                    hash_type,
-                    hash: r.array("hashlock hash")?,
-                }
+                Self::HashLock { hash_type, hash: r.array("hashlock hash")? }
             }
-            0x02 => Self::Secret {
-                preimage: r.array("secret")?,
-            },
-            0x03 => Self::TimeLock {
-                unix_seconds: r.i64("timelock")?,
-            },
+            0x02 => Self::Secret { preimage: r.array("secret")? },
+            0x03 => Self::TimeLock { unix_seconds: r.i64("timelock")? },
             0x04 => {
                 let ch = PaymentChannel {
                     payer: Address::decode(r)?,
@@ -355,10 +328,7 @@ impl Decode for Declaration {
                 Self::ValidatorUpdate(u)
             }
             tag => {
-                return Err(CodecError::UnknownTag {
-                    what: "declaration",
-                    tag,
-                });
+                return Err(CodecError::UnknownTag { what: "declaration", tag });
             }
         })
     }
@@ -380,18 +350,12 @@ pub fn htlc(
     let refund = MultiSig::new(vec![sender, timelock], 2)?;
     let claim = Declaration::MultiSig(claim);
     let refund = Declaration::MultiSig(refund);
-    let outer = Declaration::MultiSig(MultiSig::new(
-        vec![address_of(&claim)?, address_of(&refund)?],
-        1,
-    )?);
+    let outer = Declaration::MultiSig(MultiSig::new(vec![address_of(&claim)?, address_of(&refund)?], 1)?);
     Ok(vec![outer, claim, refund, hashlock])
 }
 
 fn address_of(d: &Declaration) -> Result<Address, CodecError> {
-    d.address().ok_or(CodecError::Invalid {
-        what: "declaration",
-        why: "defines no address",
-    })
+    d.address().ok_or(CodecError::Invalid { what: "declaration", why: "defines no address" })
 }
 
 #[cfg(test)]
@@ -408,18 +372,13 @@ mod tests {
         assert!(MultiSig::new(vec![], 1).is_err());
         assert!(MultiSig::new(vec![addr(1)], 0).is_err());
         assert!(MultiSig::new(vec![addr(1)], 2).is_err());
-        assert!(
-            MultiSig::new(vec![addr(1), addr(1)], 1).is_err(),
-            "duplicate signer"
-        );
+        assert!(MultiSig::new(vec![addr(1), addr(1)], 1).is_err(), "duplicate signer");
         assert!(MultiSig::new((0..21).map(addr).collect(), 1).is_err());
         let ms = MultiSig::new(vec![addr(3), addr(1), addr(2)], 2).unwrap();
         let d = Declaration::MultiSig(ms);
         assert_eq!(decode_exact::<Declaration>(&d.to_bytes()).unwrap(), d);
         // The same signers in another order on the wire are refused.
-        let Declaration::MultiSig(ms) = &d else {
-            unreachable!()
-        };
+        let Declaration::MultiSig(ms) = &d else { unreachable!() };
         let mut bytes = vec![0x00, 3];
         for s in ms.signers().iter().rev() {
             bytes.extend_from_slice(s.raw());
@@ -440,24 +399,16 @@ mod tests {
             currency: Currency::CAS,
             expiry_ms: 5,
         };
-        let ch_addr = Declaration::PaymentChannel(channel.clone())
-            .address()
-            .unwrap();
+        let ch_addr = Declaration::PaymentChannel(channel.clone()).address().unwrap();
         assert_eq!(ch_addr.kind(), AddressType::PaymentChannel);
         let all = vec![
             Declaration::MultiSig(MultiSig::new(vec![addr(1), addr(2)], 1).unwrap()),
-            Declaration::HashLock {
-                hash_type: HashType::Sha256,
-                hash: [7; 32],
-            },
+            Declaration::HashLock { hash_type: HashType::Sha256, hash: [7; 32] },
             Declaration::Secret { preimage: [8; 32] },
             Declaration::TimeLock { unix_seconds: -1 },
             Declaration::PaymentChannel(channel),
             Declaration::Voucher(Voucher::sign("t", ch_addr, 10, &sk)),
-            Declaration::ValidatorUpdate(ValidatorUpdate {
-                public_key: sk.public_key(),
-                weight: 3,
-            }),
+            Declaration::ValidatorUpdate(ValidatorUpdate { public_key: sk.public_key(), weight: 3 }),
         ];
         for d in all {
             let bytes = d.to_bytes();
@@ -476,13 +427,7 @@ mod tests {
         for b in [Backend::K256, Backend::Libsecp256k1] {
             assert!(v.verify("localnet", b));
             assert!(!v.verify("other", b));
-            assert!(
-                !Voucher {
-                    cumulative: 101,
-                    ..v.clone()
-                }
-                .verify("localnet", b)
-            );
+            assert!(!Voucher { cumulative: 101, ..v.clone() }.verify("localnet", b));
         }
     }
 
@@ -490,9 +435,7 @@ mod tests {
     fn htlc_shape() {
         let decls = htlc(addr(1), addr(2), HashType::Sha256, [9; 32], 1_700_000_000).unwrap();
         assert_eq!(decls.len(), 4);
-        let Declaration::MultiSig(outer) = &decls[0] else {
-            panic!("outer is a multisig")
-        };
+        let Declaration::MultiSig(outer) = &decls[0] else { panic!("outer is a multisig") };
         assert_eq!(outer.required(), 1);
         assert_eq!(outer.signers().len(), 2);
     }

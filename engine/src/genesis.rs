@@ -156,16 +156,10 @@ impl DeclarationSpec {
                 MultiSig::new(signers.clone(), *required)
                     .map_err(|e| GenesisError::Invalid(format!("multisig: {e}")))?,
             ),
-            Self::Hashlock { hash_type, hash } => Declaration::HashLock {
-                hash_type: *hash_type,
-                hash: hash.0,
-            },
-            Self::PaymentChannel {
-                payer,
-                payee,
-                currency,
-                expiry_ms,
-            } => {
+            Self::Hashlock { hash_type, hash } => {
+                Declaration::HashLock { hash_type: *hash_type, hash: hash.0 }
+            }
+            Self::PaymentChannel { payer, payee, currency, expiry_ms } => {
                 let d = Declaration::PaymentChannel(PaymentChannel {
                     payer: *payer,
                     payee: *payee,
@@ -216,15 +210,11 @@ pub struct Genesis {
 pub fn check_chain_id(chain_id: &str) -> Result<(), GenesisError> {
     let ok = !chain_id.is_empty()
         && chain_id.len() <= CHAIN_ID_LEN_MAX
-        && chain_id
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+        && chain_id.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
     if ok {
         Ok(())
     } else {
-        Err(GenesisError::Invalid(format!(
-            "chain id {chain_id:?} is not 1-32 of [a-z0-9-]"
-        )))
+        Err(GenesisError::Invalid(format!("chain id {chain_id:?} is not 1-32 of [a-z0-9-]")))
     }
 }
 
@@ -250,9 +240,7 @@ impl Genesis {
             return Err(invalid("max_ttl_ms is not positive".into()));
         }
         if config.currencies.len() > ACCOUNT_CURRENCIES_MAX {
-            return Err(invalid(format!(
-                "more than {ACCOUNT_CURRENCIES_MAX} currencies"
-            )));
+            return Err(invalid(format!("more than {ACCOUNT_CURRENCIES_MAX} currencies")));
         }
         let mut issuers = BTreeMap::new();
         for c in &config.currencies {
@@ -263,32 +251,21 @@ impl Genesis {
         match issuers.get(&Currency::CAS) {
             Some(a) if *a == Address::timelock(0) => {}
             Some(a) => {
-                return Err(invalid(format!(
-                    "the CAS issuer must be TimeLock(0), not {a}"
-                )));
+                return Err(invalid(format!("the CAS issuer must be TimeLock(0), not {a}")));
             }
             None => return Err(invalid("CAS is not listed among currencies".into())),
         }
         let validators = ValidatorSet::new(config.validators.clone())?;
-        let declarations = config
-            .declarations
-            .iter()
-            .map(DeclarationSpec::to_declaration)
-            .collect::<Result<Vec<_>, _>>()?;
+        let declarations =
+            config.declarations.iter().map(DeclarationSpec::to_declaration).collect::<Result<Vec<_>, _>>()?;
         let mut balances = BTreeMap::new();
         let mut supply: BTreeMap<Currency, i64> = BTreeMap::new();
         for b in &config.balances {
             let Some(issuer) = issuers.get(&b.currency) else {
-                return Err(invalid(format!(
-                    "balance in unknown currency {}",
-                    b.currency
-                )));
+                return Err(invalid(format!("balance in unknown currency {}", b.currency)));
             };
             if b.amount <= 0 {
-                return Err(invalid(format!(
-                    "balance of {} {} is not positive",
-                    b.address, b.currency
-                )));
+                return Err(invalid(format!("balance of {} {} is not positive", b.address, b.currency)));
             }
             if *issuer == b.address {
                 return Err(invalid(format!(
@@ -297,10 +274,7 @@ impl Genesis {
                 )));
             }
             if balances.insert((b.address, b.currency), b.amount).is_some() {
-                return Err(invalid(format!(
-                    "balance of {} {} listed twice",
-                    b.address, b.currency
-                )));
+                return Err(invalid(format!("balance of {} {} listed twice", b.address, b.currency)));
             }
             let s = supply.entry(b.currency).or_insert(0);
             *s = s
@@ -318,13 +292,7 @@ impl Genesis {
             governance: config.governance,
             issuers,
         };
-        Ok(Self {
-            config,
-            params,
-            validators,
-            declarations,
-            balances,
-        })
+        Ok(Self { config, params, validators, declarations, balances })
     }
 
     /// The TOML text of this genesis.

@@ -182,10 +182,7 @@ mod tests {
                 assert_ne!(keys[i], keys[j]);
             }
         }
-        assert_ne!(
-            hash_parts(Domain::TxLeaf, &[b"x"]),
-            hash_parts(Domain::TxNode, &[b"x"])
-        );
+        assert_ne!(hash_parts(Domain::TxLeaf, &[b"x"]), hash_parts(Domain::TxNode, &[b"x"]));
     }
 
     #[test]

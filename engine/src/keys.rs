@@ -29,9 +29,7 @@ pub enum KeyError {
 }
 
 /// Which library verifies signatures. Both give the same verdict on every input.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// RustCrypto's `k256`: the reference.
@@ -64,9 +62,7 @@ impl FromStr for Backend {
         match s {
             "k256" => Ok(Self::K256),
             "libsecp256k1" => Ok(Self::Libsecp256k1),
-            other => Err(format!(
-                "unknown signature backend {other:?} (k256 or libsecp256k1)"
-            )),
+            other => Err(format!("unknown signature backend {other:?} (k256 or libsecp256k1)")),
         }
     }
 }
@@ -89,9 +85,7 @@ impl SecretKey {
 
     /// A key from its 32-byte big-endian scalar.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        k256::ecdsa::SigningKey::from_bytes(bytes.into())
-            .map(Self)
-            .map_err(|_| KeyError::InvalidSecret)
+        k256::ecdsa::SigningKey::from_bytes(bytes.into()).map(Self).map_err(|_| KeyError::InvalidSecret)
     }
 
     /// A key from 64 hex characters.
@@ -201,12 +195,7 @@ impl serde::Serialize for Signature {
 /// Verifies `signature` by `public_key` over the 32-byte `prehash`.
 ///
 /// `false` for anything but a valid low-S signature by a valid uncompressed key.
-pub fn verify(
-    backend: Backend,
-    public_key: &PublicKey,
-    prehash: &[u8; 32],
-    signature: &Signature,
-) -> bool {
+pub fn verify(backend: Backend, public_key: &PublicKey, prehash: &[u8; 32], signature: &Signature) -> bool {
     // Both libraries parse more than the protocol admits (libsecp256k1 takes hybrid 0x06/0x07
     // keys); the protocol's own gate keeps their verdicts identical.
     if public_key.0[0] != 0x04 {
@@ -268,16 +257,12 @@ mod tests {
     #[test]
     fn vector_key_gives_vector_address() {
         let sk =
-            SecretKey::from_hex("eebee81712a185a1fb52f30ba545e5708124d165b1ee2e27c3a0559eb28298b9")
-                .unwrap();
+            SecretKey::from_hex("eebee81712a185a1fb52f30ba545e5708124d165b1ee2e27c3a0559eb28298b9").unwrap();
         assert_eq!(
             sk.public_key().to_hex(),
             "0456a26df82d7c9a4a0dc881eae4f3bd14665c64c128997808675e868af7b53a00b63dfe5bc756582505a56470e5ad800ec2685e6f496b995812fc2d52aefa56dd"
         );
-        assert_eq!(
-            sk.public_key().address().to_text(),
-            "qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397j"
-        );
+        assert_eq!(sk.public_key().address().to_text(), "qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397j");
     }
 
     #[test]
@@ -324,14 +309,8 @@ mod tests {
             assert!(!verify(b, &hybrid, &msg, &sig), "{b}");
             assert!(!verify(b, &off_curve, &msg, &sig), "{b}");
             assert!(!verify(b, &PublicKey([0; 65]), &msg, &sig), "{b}");
-            assert!(
-                !verify(b, &sk.public_key(), &msg, &Signature([0; 64])),
-                "{b}"
-            );
-            assert!(
-                !verify(b, &sk.public_key(), &msg, &Signature([0xff; 64])),
-                "{b}"
-            );
+            assert!(!verify(b, &sk.public_key(), &msg, &Signature([0; 64])), "{b}");
+            assert!(!verify(b, &sk.public_key(), &msg, &Signature([0xff; 64])), "{b}");
         }
         assert!(hybrid.validate().is_err());
         assert!(off_curve.validate().is_err());
@@ -340,19 +319,10 @@ mod tests {
 
     #[test]
     fn secret_key_edges() {
-        assert_eq!(
-            SecretKey::from_bytes(&[0; 32]).err(),
-            Some(KeyError::InvalidSecret)
-        );
-        assert_eq!(
-            SecretKey::from_bytes(&[0xff; 32]).err(),
-            Some(KeyError::InvalidSecret)
-        );
+        assert_eq!(SecretKey::from_bytes(&[0; 32]).err(), Some(KeyError::InvalidSecret));
+        assert_eq!(SecretKey::from_bytes(&[0xff; 32]).err(), Some(KeyError::InvalidSecret));
         assert!(SecretKey::from_hex("zz").is_err());
         let sk = SecretKey::generate();
-        assert_eq!(
-            SecretKey::from_bytes(&sk.to_bytes()).unwrap().public_key(),
-            sk.public_key()
-        );
+        assert_eq!(SecretKey::from_bytes(&sk.to_bytes()).unwrap().public_key(), sk.public_key());
     }
 }

@@ -54,12 +54,7 @@ impl Encode for LedgerHeader {
         out.push(self.version);
         out.extend_from_slice(&self.height.to_le_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
-        for h in [
-            &self.previous,
-            &self.tx_root,
-            &self.state_root,
-            &self.validator_set_hash,
-        ] {
+        for h in [&self.previous, &self.tx_root, &self.state_root, &self.validator_set_hash] {
             out.extend_from_slice(&h.0);
         }
     }
@@ -69,10 +64,7 @@ impl Decode for LedgerHeader {
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let version = r.u8("ledger version")?;
         if version != LEDGER_VERSION {
-            return Err(CodecError::UnknownTag {
-                what: "ledger version",
-                tag: version,
-            });
+            return Err(CodecError::UnknownTag { what: "ledger version", tag: version });
         }
         Ok(Self {
             version,
@@ -145,10 +137,7 @@ impl ValidatorSet {
         }
         // Bounded by VALIDATORS_MAX × VALIDATOR_WEIGHT_MAX, checked at compile time in `limits`.
         let total_weight = validators.iter().map(|v| v.weight).sum();
-        Ok(Self {
-            validators,
-            total_weight,
-        })
+        Ok(Self { validators, total_weight })
     }
 
     /// Validators sorted by key.
@@ -169,24 +158,15 @@ impl ValidatorSet {
 
     /// The index of a key.
     pub fn index_of(&self, key: &PublicKey) -> Option<usize> {
-        self.validators
-            .binary_search_by(|v| v.public_key.cmp(key))
-            .ok()
+        self.validators.binary_search_by(|v| v.public_key.cmp(key)).ok()
     }
 
     /// The set after `update` (weight 0 removes; otherwise adds or re-weights).
     pub fn with_update(&self, key: PublicKey, weight: u64) -> Result<Self, ValidatorSetError> {
-        let mut validators: Vec<Validator> = self
-            .validators
-            .iter()
-            .copied()
-            .filter(|v| v.public_key != key)
-            .collect();
+        let mut validators: Vec<Validator> =
+            self.validators.iter().copied().filter(|v| v.public_key != key).collect();
         if weight > 0 {
-            validators.push(Validator {
-                public_key: key,
-                weight,
-            });
+            validators.push(Validator { public_key: key, weight });
         }
         Self::new(validators)
     }
@@ -218,10 +198,8 @@ impl Decode for ValidatorSet {
             });
         }
         check_strictly_ascending(&validators, "validators", |v| v.public_key)?;
-        Self::new(validators).map_err(|_| CodecError::Invalid {
-            what: "validator set",
-            why: "bad key or weight",
-        })
+        Self::new(validators)
+            .map_err(|_| CodecError::Invalid { what: "validator set", why: "bad key or weight" })
     }
 }
 
@@ -276,10 +254,8 @@ impl Certificate {
         }
         let mut signed = 0u64;
         for (index, sig) in &self.signatures {
-            let v = set
-                .validators
-                .get(usize::from(*index))
-                .ok_or(CertificateError::UnknownValidator(*index))?;
+            let v =
+                set.validators.get(usize::from(*index)).ok_or(CertificateError::UnknownValidator(*index))?;
             if !keys::verify(backend, &v.public_key, &ledger_hash.0, sig) {
                 return Err(CertificateError::BadSignature(*index));
             }
@@ -288,10 +264,7 @@ impl Certificate {
         if set.is_quorum(signed) {
             Ok(())
         } else {
-            Err(CertificateError::NoQuorum {
-                signed,
-                total: set.total_weight,
-            })
+            Err(CertificateError::NoQuorum { signed, total: set.total_weight })
         }
     }
 }
@@ -324,16 +297,12 @@ mod tests {
     use crate::codec::decode_exact;
 
     fn set(weights: &[u64]) -> (ValidatorSet, Vec<SecretKey>) {
-        let keys: Vec<SecretKey> = (1..=weights.len() as u8)
-            .map(|i| SecretKey::from_bytes(&[i; 32]).unwrap())
-            .collect();
+        let keys: Vec<SecretKey> =
+            (1..=weights.len() as u8).map(|i| SecretKey::from_bytes(&[i; 32]).unwrap()).collect();
         let vs = keys
             .iter()
             .zip(weights)
-            .map(|(k, &weight)| Validator {
-                public_key: k.public_key(),
-                weight,
-            })
+            .map(|(k, &weight)| Validator { public_key: k.public_key(), weight })
             .collect();
         let vs = ValidatorSet::new(vs).unwrap();
         // Return keys in the set's (sorted) order.
@@ -351,10 +320,7 @@ mod tests {
         cert.add(1, &keys[1], &h);
         assert!(matches!(
             cert.verify(&vs, &h, Backend::K256),
-            Err(CertificateError::NoQuorum {
-                signed: 2,
-                total: 4
-            })
+            Err(CertificateError::NoQuorum { signed: 2, total: 4 })
         ));
         cert.add(3, &keys[3], &h);
         assert_eq!(cert.verify(&vs, &h, Backend::K256), Ok(()));
@@ -365,10 +331,7 @@ mod tests {
         assert_eq!(decode_exact::<Certificate>(&cert.to_bytes()).unwrap(), cert);
         let mut wrong = cert.clone();
         wrong.signatures[2].0 = 7;
-        assert_eq!(
-            wrong.verify(&vs, &h, Backend::K256),
-            Err(CertificateError::UnknownValidator(7))
-        );
+        assert_eq!(wrong.verify(&vs, &h, Backend::K256), Err(CertificateError::UnknownValidator(7)));
         // 3 × 2 = 6 = 2 × 3: exactly two thirds is not a quorum.
         let (vs, _) = set(&[1, 1, 1]);
         assert!(!vs.is_quorum(2));
@@ -382,14 +345,8 @@ mod tests {
         assert_eq!(decode_exact::<ValidatorSet>(&vs.to_bytes()).unwrap(), vs);
         let removed = vs.with_update(keys[0].public_key(), 0).unwrap();
         assert_eq!(removed.validators().len(), 1);
-        assert_eq!(
-            removed.with_update(keys[1].public_key(), 0),
-            Err(ValidatorSetError::Empty)
-        );
-        assert!(
-            vs.with_update(keys[0].public_key(), VALIDATOR_WEIGHT_MAX + 1)
-                .is_err()
-        );
+        assert_eq!(removed.with_update(keys[1].public_key(), 0), Err(ValidatorSetError::Empty));
+        assert!(vs.with_update(keys[0].public_key(), VALIDATOR_WEIGHT_MAX + 1).is_err());
         assert_ne!(vs.hash(), removed.hash());
     }
 

@@ -22,6 +22,8 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod merkle;
+pub mod proof;
+pub mod state;
 pub mod tx;
 pub mod validate;
 

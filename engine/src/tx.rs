@@ -21,9 +21,7 @@ use crate::{
     declaration::Declaration,
     hash::{self, Domain, Hash},
     keys::{PublicKey, SecretKey, Signature},
-    limits::{
-        DECLARATIONS_MAX, INPUTS_MAX, MESSAGE_LEN_MAX, OUTPUTS_MAX, SIGNATURES_MAX, TX_BYTES_MAX,
-    },
+    limits::{DECLARATIONS_MAX, INPUTS_MAX, MESSAGE_LEN_MAX, OUTPUTS_MAX, SIGNATURES_MAX, TX_BYTES_MAX},
 };
 
 /// The only transaction version this engine knows.
@@ -106,17 +104,11 @@ impl Transaction {
         let id = self.id(chain_id);
         let mut signatures: Vec<TxSignature> = keys
             .iter()
-            .map(|k| TxSignature {
-                public_key: k.public_key(),
-                signature: k.sign_prehash(&id.0),
-            })
+            .map(|k| TxSignature { public_key: k.public_key(), signature: k.sign_prehash(&id.0) })
             .collect();
         signatures.sort_by_key(|s| s.public_key);
         signatures.dedup_by(|a, b| a.public_key == b.public_key);
-        SignedTransaction {
-            tx: self,
-            signatures,
-        }
+        SignedTransaction { tx: self, signatures }
     }
 }
 
@@ -175,11 +167,7 @@ impl Encode for Leg {
 
 impl Decode for Leg {
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        Ok(Self {
-            address: Address::decode(r)?,
-            currency: Currency::decode(r)?,
-            amount: r.i64("amount")?,
-        })
+        Ok(Self { address: Address::decode(r)?, currency: Currency::decode(r)?, amount: r.i64("amount")? })
     }
 }
 
@@ -208,10 +196,7 @@ impl Decode for Transaction {
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let version = r.u8("version")?;
         if version != TX_VERSION {
-            return Err(CodecError::UnknownTag {
-                what: "transaction version",
-                tag: version,
-            });
+            return Err(CodecError::UnknownTag { what: "transaction version", tag: version });
         }
         let expiration_ms = r.i64("expiration")?;
         let n = r.count_u8("declarations", 0, DECLARATIONS_MAX)?;
@@ -222,19 +207,8 @@ impl Decode for Transaction {
         let outputs = r.items(n)?;
         let n = r.count_u8("message length", 0, MESSAGE_LEN_MAX)?;
         let message = r.take(n, "message")?.to_vec();
-        let fee = Fee {
-            payer: Address::decode(r)?,
-            amount: r.i64("fee")?,
-        };
-        Ok(Self {
-            version,
-            expiration_ms,
-            declarations,
-            inputs,
-            outputs,
-            message,
-            fee,
-        })
+        let fee = Fee { payer: Address::decode(r)?, amount: r.i64("fee")? };
+        Ok(Self { version, expiration_ms, declarations, inputs, outputs, message, fee })
     }
 }
 

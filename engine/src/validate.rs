@@ -89,9 +89,7 @@ pub enum TxError {
         ledger_time_ms: i64,
     },
     /// The expiration is further than the max TTL from the ledger time.
-    #[error(
-        "expiration {expiration_ms} is more than the max TTL after ledger time {ledger_time_ms}"
-    )]
+    #[error("expiration {expiration_ms} is more than the max TTL after ledger time {ledger_time_ms}")]
     ExpirationTooFar {
         /// Expiration.
         expiration_ms: i64,
@@ -161,11 +159,7 @@ pub struct VerifiedTx {
 }
 
 /// Decodes, hashes and fully verifies (stateless rules and every signature) untrusted bytes.
-pub fn verify_bytes(
-    bytes: &[u8],
-    params: &ChainParams,
-    backend: Backend,
-) -> Result<VerifiedTx, TxError> {
+pub fn verify_bytes(bytes: &[u8], params: &ChainParams, backend: Backend) -> Result<VerifiedTx, TxError> {
     let (tx, id) = SignedTransaction::decode_with_id(bytes, &params.chain_id)?;
     verify(tx, id, params, backend)
 }
@@ -197,10 +191,7 @@ pub fn check_stateless(tx: &Transaction, params: &ChainParams) -> Result<(), TxE
         }
     }
     if tx.fee.amount < params.min_fee || tx.fee.amount < 0 {
-        return Err(TxError::FeeTooLow {
-            fee: tx.fee.amount,
-            min: params.min_fee,
-        });
+        return Err(TxError::FeeTooLow { fee: tx.fee.amount, min: params.min_fee });
     }
     if let Some((address, currency)) = first_duplicate(&tx.inputs) {
         return Err(TxError::DuplicateInput { address, currency });
@@ -215,10 +206,7 @@ pub fn check_stateless(tx: &Transaction, params: &ChainParams) -> Result<(), TxE
 fn first_duplicate(legs: &[Leg]) -> Option<(Address, Currency)> {
     // Transactions are small (≤ 64 legs); a quadratic scan beats sorting for the common 1–4.
     for (i, a) in legs.iter().enumerate() {
-        if legs[i + 1..]
-            .iter()
-            .any(|b| a.address == b.address && a.currency == b.currency)
-        {
+        if legs[i + 1..].iter().any(|b| a.address == b.address && a.currency == b.currency) {
             return Some((a.address, a.currency));
         }
     }
@@ -228,11 +216,7 @@ fn first_duplicate(legs: &[Leg]) -> Option<(Address, Currency)> {
 fn check_balanced(tx: &Transaction) -> Result<(), TxError> {
     // Per currency, Σ inputs − Σ outputs must be 0. i128 cannot overflow over ≤ 128 i64 legs.
     let mut sums: Vec<(Currency, i128)> = Vec::with_capacity(2);
-    let legs = tx
-        .inputs
-        .iter()
-        .map(|l| (l, 1i128))
-        .chain(tx.outputs.iter().map(|l| (l, -1i128)));
+    let legs = tx.inputs.iter().map(|l| (l, 1i128)).chain(tx.outputs.iter().map(|l| (l, -1i128)));
     for (leg, sign) in legs {
         match sums.iter_mut().find(|(c, _)| *c == leg.currency) {
             Some((_, s)) => *s += sign * i128::from(leg.amount),

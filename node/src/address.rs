@@ -60,8 +60,6 @@ fn hashlock(hash_type: HashType, hash: [u8; 32]) -> anyhow::Result<Output> {
 }
 
 fn defined_address(declaration: &Declaration) -> anyhow::Result<Output> {
-    let address = declaration
-        .address()
-        .context("this declaration defines no address")?;
+    let address = declaration.address().context("this declaration defines no address")?;
     Ok(Output::Line(address.to_text()))
 }

@@ -106,10 +106,9 @@ pub(crate) enum TxCommand {
 fn parse_hash32(text: &str) -> Result<[u8; 32], String> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).map_err(|e| match e {
-        hex::FromHexError::InvalidStringLength | hex::FromHexError::OddLength => format!(
-            "a 32-byte hash is 64 hex characters, got {}",
-            text.chars().count()
-        ),
+        hex::FromHexError::InvalidStringLength | hex::FromHexError::OddLength => {
+            format!("a 32-byte hash is 64 hex characters, got {}", text.chars().count())
+        }
         other => other.to_string(),
     })?;
     Ok(out)

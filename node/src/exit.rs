@@ -81,9 +81,7 @@ pub(crate) fn clap_error(err: &clap::Error) -> ExitCode {
         },
         // Not produced while `arg_required_else_help` is off everywhere (see `cli`), and its
         // message is the whole help text, so it gets a line of its own should that change.
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            fail("a subcommand is required (see --help)")
-        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => fail("a subcommand is required (see --help)"),
         _ => {
             let rendered = err.render().to_string();
             let body = rendered.trim_start();
@@ -119,11 +117,7 @@ fn error_line(message: &str) {
 
 /// Joins the non-empty lines of `text`, trimmed, with single spaces.
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -133,8 +127,8 @@ mod tests {
     #[test]
     fn causes_are_said_once() {
         // The engine's KeyError::Hex both shows its source and exposes it with `#[from]`.
-        let err = anyhow::Error::from(engine::keys::KeyError::Hex(hex::FromHexError::OddLength))
-            .context("ctx");
+        let err =
+            anyhow::Error::from(engine::keys::KeyError::Hex(hex::FromHexError::OddLength)).context("ctx");
         assert_eq!(chain_line(&err), "ctx: invalid hex: Odd number of digits");
         let err = anyhow::Error::from(hex::FromHexError::OddLength).context("ctx");
         assert_eq!(chain_line(&err), "ctx: Odd number of digits");

@@ -30,27 +30,19 @@ fn new(path: &Path) -> anyhow::Result<Output> {
     let key = SecretKey::generate();
     // The file is created 0600 and only if absent, in one step: there is no moment at which
     // another user could open it, and an existing key is never overwritten.
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
-            "{} already exists; refusing to overwrite it",
-            path.display()
-        ),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            bail!("{} already exists; refusing to overwrite it", path.display())
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     };
     // Hex on the stack rather than in a String, so no heap copy of the secret outlives the call.
     let mut text = [0u8; 65];
     let encoded = hex::encode_to_slice(key.to_bytes(), &mut text[..64]);
     text[64] = b'\n';
-    let written = encoded
-        .map_err(io::Error::other)
-        .and_then(|()| file.write_all(&text))
-        .and_then(|()| file.sync_all());
+    let written =
+        encoded.map_err(io::Error::other).and_then(|()| file.write_all(&text)).and_then(|()| file.sync_all());
     text.fill(0);
     if let Err(e) = written {
         // A truncated key file would be worse than none: it could be mistaken for a key.
@@ -64,15 +56,9 @@ fn new(path: &Path) -> anyhow::Result<Output> {
 fn inspect(secret_hex: &str) -> anyhow::Result<Output> {
     let digits = secret_hex.trim();
     if digits.len() != 64 {
-        bail!(
-            "--secret-hex: a secret key is 64 hex characters, got {}",
-            digits.chars().count()
-        );
+        bail!("--secret-hex: a secret key is 64 hex characters, got {}", digits.chars().count());
     }
     let key = SecretKey::from_hex(digits).context("--secret-hex")?;
     let public_key = key.public_key();
-    Output::json(&KeyInfo {
-        public_key,
-        address: public_key.address(),
-    })
+    Output::json(&KeyInfo { public_key, address: public_key.address() })
 }

@@ -31,16 +31,12 @@ fn decode(input: &mut impl Read, chain_id: Option<String>, hex: bool) -> anyhow:
     // Checked before reading, so a typo does not wait for (or swallow) the input.
     if let Some(chain_id) = &chain_id {
         // The engine's error speaks of genesis, where chain ids usually come from.
-        check_chain_id(chain_id).map_err(|_| {
-            anyhow!("invalid chain id {chain_id:?}: 1 to 32 characters of a-z, 0-9 and -")
-        })?;
+        check_chain_id(chain_id)
+            .map_err(|_| anyhow!("invalid chain id {chain_id:?}: 1 to 32 characters of a-z, 0-9 and -"))?;
     }
     let bytes = if hex {
         let text = read_bounded(input, TX_HEX_TEXT_MAX, "hex text")?;
-        let digits: Vec<u8> = text
-            .into_iter()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
+        let digits: Vec<u8> = text.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
         if digits.len() > 2 * TX_BYTES_MAX {
             bail!("a transaction is at most {TX_BYTES_MAX} bytes; the hex on stdin is longer");
         }
@@ -59,10 +55,7 @@ fn decode(input: &mut impl Read, chain_id: Option<String>, hex: bool) -> anyhow:
 /// Reads all of `input` if it is at most `max` bytes; refuses it after reading `max + 1`.
 fn read_bounded(input: &mut impl Read, max: usize, what: &str) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    input
-        .take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .context("cannot read stdin")?;
+    input.take(max as u64 + 1).read_to_end(&mut bytes).context("cannot read stdin")?;
     if bytes.len() > max {
         bail!("the {what} on stdin is over the limit of {max} bytes");
     }
@@ -78,10 +71,7 @@ mod tests {
         let mut endless = io::repeat(0);
         let err = read_bounded(&mut endless, 10, "x").unwrap_err();
         assert!(err.to_string().contains("over the limit of 10"));
-        assert_eq!(
-            read_bounded(&mut &[1u8; 10][..], 10, "x").unwrap().len(),
-            10
-        );
+        assert_eq!(read_bounded(&mut &[1u8; 10][..], 10, "x").unwrap().len(), 10);
     }
 
     struct Unread;

@@ -35,11 +35,7 @@ struct Run {
 fn caasiope(args: &[&str], stdin: Option<&[u8]>) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_caasiope"))
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("RUST_BACKTRACE", "1")
@@ -88,24 +84,18 @@ fn fails(args: &[&str], stdin: Option<&[u8]>) -> String {
         "{args:?}: not exactly one line: {:?}",
         run.stderr
     );
-    assert!(
-        !run.stderr.contains("panicked") && !run.stderr.contains("\x1b["),
-        "{args:?}: {:?}",
-        run.stderr
-    );
+    assert!(!run.stderr.contains("panicked") && !run.stderr.contains("\x1b["), "{args:?}: {:?}", run.stderr);
     run.stderr
 }
 
 fn vectors() -> Value {
     // The vectors live beside the repository (../shared), or inside it when vendored.
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = [
-        root.join("../../shared/vectors/address32.json"),
-        root.join("../shared/vectors/address32.json"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("shared/vectors/address32.json beside the repository");
+    let path =
+        [root.join("../../shared/vectors/address32.json"), root.join("../shared/vectors/address32.json")]
+            .into_iter()
+            .find(|p| p.exists())
+            .expect("shared/vectors/address32.json beside the repository");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -124,25 +114,15 @@ fn signed_tx(chain_id: &str) -> SignedTransaction {
     Transaction {
         version: TX_VERSION,
         expiration_ms: 1_700_000_000_000,
-        declarations: vec![Declaration::HashLock {
-            hash_type: HashType::Sha256,
-            hash: [0x42; 32],
-        }],
-        inputs: vec![Leg {
-            address: sender,
-            currency: Currency::CAS,
-            amount: 150_000_000,
-        }],
+        declarations: vec![Declaration::HashLock { hash_type: HashType::Sha256, hash: [0x42; 32] }],
+        inputs: vec![Leg { address: sender, currency: Currency::CAS, amount: 150_000_000 }],
         outputs: vec![Leg {
             address: Address::timelock(1_546_300_800),
             currency: Currency::CAS,
             amount: 150_000_000,
         }],
         message: b"invoice 42".to_vec(),
-        fee: Fee {
-            payer: sender,
-            amount: 1_000,
-        },
+        fee: Fee { payer: sender, amount: 1_000 },
     }
     .sign(chain_id, &[&key])
 }
@@ -164,10 +144,7 @@ fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
 #[test]
 fn key_inspect_gives_the_vector_public_key_and_address() {
     for case in vectors()["ecdsa"].as_array().unwrap() {
-        let stdout = ok(
-            &["key", "inspect", "--secret-hex", s(&case["secret_hex"])],
-            None,
-        );
+        let stdout = ok(&["key", "inspect", "--secret-hex", s(&case["secret_hex"])], None);
         assert_eq!(
             stdout,
             format!(
@@ -197,9 +174,7 @@ fn key_new_writes_a_private_key_file_once() {
     let secret_hex = content.strip_suffix('\n').expect("newline-terminated");
     assert_eq!(secret_hex.len(), 64);
     assert!(
-        secret_hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        secret_hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "lowercase hex: {secret_hex}"
     );
     let info = ok_json(&["key", "inspect", "--secret-hex", secret_hex], None);
@@ -234,18 +209,11 @@ fn address_decode_gives_type_and_body() {
         );
         // Upper case is the same address.
         let upper = address.to_ascii_uppercase();
-        assert_eq!(
-            ok(&["address", "decode", &upper], None),
-            ok(&["address", "decode", address], None)
-        );
+        assert_eq!(ok(&["address", "decode", &upper], None), ok(&["address", "decode", address], None));
     }
     for (address, body_hex, unix_seconds) in [
         (s(&v["zero_body"]["4"]), zero, 0),
-        (
-            "qsszkj5hqqqqqqqqqqqqqqqqqqqqqqqqqqnzqvg5",
-            format!("80ad2a5c{}", "0".repeat(32)),
-            1_546_300_800,
-        ),
+        ("qsszkj5hqqqqqqqqqqqqqqqqqqqqqqqqqqnzqvg5", format!("80ad2a5c{}", "0".repeat(32)), 1_546_300_800),
     ] {
         assert_eq!(
             ok(&["address", "decode", address], None),
@@ -301,10 +269,7 @@ fn address_hashlock_gives_the_vector_address() {
     for case in vectors()["hashlock"].as_array().unwrap() {
         assert_eq!(s(&case["hash_type"]), "keccak256");
         assert_eq!(
-            ok(
-                &["address", "hashlock", "--keccak256", s(&case["hash_hex"])],
-                None
-            ),
+            ok(&["address", "hashlock", "--keccak256", s(&case["hash_hex"])], None),
             format!("{}\n", s(&case["address"]))
         );
     }
@@ -314,12 +279,7 @@ fn address_hashlock_gives_the_vector_address() {
         "qvmcvgqu7j2ladufdwj5uk73m5kgq80nw4cavmcy\n"
     );
     // The same hash under SHA-256 is another lock, with its own address.
-    let expected = Declaration::HashLock {
-        hash_type: HashType::Sha256,
-        hash: [0x29; 32],
-    }
-    .address()
-    .unwrap();
+    let expected = Declaration::HashLock { hash_type: HashType::Sha256, hash: [0x29; 32] }.address().unwrap();
     let sha = ok(&["address", "hashlock", "--sha256", &"29".repeat(32)], None);
     assert_eq!(sha, format!("{expected}\n"));
     assert!(sha.starts_with("qv"));
@@ -343,10 +303,7 @@ fn address_timelock_gives_the_vector_addresses() {
         "qsqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqxdpx0l\n"
     );
     assert_eq!(
-        ok(
-            &["address", "timelock", "--unix-seconds", "1546300800"],
-            None
-        ),
+        ok(&["address", "timelock", "--unix-seconds", "1546300800"], None),
         "qsszkj5hqqqqqqqqqqqqqqqqqqqqqqqqqqnzqvg5\n"
     );
     // Negative lock times are valid (and long past), as in the engine.
@@ -383,17 +340,11 @@ fn tx_decode_prints_the_transaction_and_its_id() {
         }])
     );
     assert_eq!(decoded["message"], hex::encode("invoice 42"));
-    assert_eq!(
-        decoded["fee"],
-        json!({"payer": ECDSA_ADDRESS, "amount": 1_000})
-    );
+    assert_eq!(decoded["fee"], json!({"payer": ECDSA_ADDRESS, "amount": 1_000}));
     let signatures = decoded["signatures"].as_array().unwrap();
     assert_eq!(signatures.len(), 1);
     assert_eq!(signatures[0]["public_key"], PUBLIC_KEY_HEX);
-    assert_eq!(
-        signatures[0]["signature"],
-        hex::encode(stx.signatures[0].signature.0)
-    );
+    assert_eq!(signatures[0]["signature"], hex::encode(stx.signatures[0].signature.0));
 
     let with_id = ok_json(&["tx", "decode", "--chain-id", "localnet"], Some(&bytes));
     let id = stx.id("localnet").to_hex();
@@ -408,17 +359,11 @@ fn tx_decode_prints_the_transaction_and_its_id() {
     assert_ne!(other["id"], with_id["id"]);
 
     // Hex text, line-wrapped and with surrounding whitespace, decodes to the same document.
-    let wrapped: Vec<String> = hex::encode(&bytes)
-        .as_bytes()
-        .chunks(60)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
+    let wrapped: Vec<String> =
+        hex::encode(&bytes).as_bytes().chunks(60).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
     let text = format!("  {}\n\n", wrapped.join("\n"));
     assert_eq!(
-        ok(
-            &["tx", "decode", "--hex", "--chain-id", "localnet"],
-            Some(text.as_bytes())
-        ),
+        ok(&["tx", "decode", "--hex", "--chain-id", "localnet"], Some(text.as_bytes())),
         ok(&["tx", "decode", "--chain-id", "localnet"], Some(&bytes))
     );
 }
@@ -435,10 +380,7 @@ fn help_and_version_succeed() {
         let stdout = ok(args, None);
         assert!(stdout.contains("Usage: caasiope"), "{args:?}: {stdout}");
     }
-    assert_eq!(
-        ok(&["--version"], None),
-        format!("caasiope {}\n", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(ok(&["--version"], None), format!("caasiope {}\n", env!("CARGO_PKG_VERSION")));
 }
 
 // ---- failures ------------------------------------------------------------------------------
@@ -447,17 +389,7 @@ fn help_and_version_succeed() {
 fn invalid_addresses_are_refused() {
     for invalid in vectors()["invalid"].as_array().unwrap() {
         fails(&["address", "decode", s(invalid)], None);
-        fails(
-            &[
-                "address",
-                "multisig",
-                "--required",
-                "1",
-                "--signer",
-                s(invalid),
-            ],
-            None,
-        );
+        fails(&["address", "multisig", "--required", "1", "--signer", s(invalid)], None);
     }
 }
 
@@ -478,51 +410,22 @@ fn invalid_inputs_fail_with_one_error_line() {
     let count_at = stx.len() - (65 + 64) - 1;
     missing_signature[count_at] = 2;
 
-    let (zz32, zero32, ff32, ab33) = (
-        "zz".repeat(32),
-        "00".repeat(32),
-        "ff".repeat(32),
-        "ab".repeat(33),
-    );
+    let (zz32, zero32, ff32, ab33) = ("zz".repeat(32), "00".repeat(32), "ff".repeat(32), "ab".repeat(33));
     let (hash_g, hash_long, a33) = (hash.replace('2', "g"), format!("{hash}00"), "a".repeat(33));
     let garbage_long = garbage(1000, 0x9e37_79b9_7f4a_7c15);
     let garbage_short = garbage(7, 42);
 
     let cases: Vec<(Vec<&str>, Stdin<'_>)> = vec![
         // Addresses.
-        (
-            vec![
-                "address",
-                "decode",
-                "QYL68TYGNJX6QQWRSMYNMEJMC9WXLW7ALMV3397j",
-            ],
-            None,
-        ),
-        (
-            vec![
-                "address",
-                "decode",
-                "qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397b",
-            ],
-            None,
-        ),
+        (vec!["address", "decode", "QYL68TYGNJX6QQWRSMYNMEJMC9WXLW7ALMV3397j"], None),
+        (vec!["address", "decode", "qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397b"], None),
         (vec!["address", "decode", ""], None),
         (vec!["address", "decode", "é"], None),
         (vec!["address", "decode", "line\nbreak"], None),
         // A valid checksum over an unknown type byte (0x05).
-        (
-            vec![
-                "address",
-                "decode",
-                "q5qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqrw0rj6",
-            ],
-            None,
-        ),
+        (vec!["address", "decode", "q5qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqrw0rj6"], None),
         (vec!["address", "decode"], None),
-        (
-            vec!["address", "decode", ECDSA_ADDRESS, ECDSA_ADDRESS],
-            None,
-        ),
+        (vec!["address", "decode", ECDSA_ADDRESS, ECDSA_ADDRESS], None),
         // Keys.
         (vec!["key", "inspect", "--secret-hex", "zz"], None),
         (vec!["key", "inspect", "--secret-hex", &zz32], None),
@@ -531,72 +434,16 @@ fn invalid_inputs_fail_with_one_error_line() {
         (vec!["key", "inspect", "--secret-hex", &ab33], None),
         (vec!["key", "inspect"], None),
         (vec!["key", "new"], None),
-        (
-            vec!["key", "new", "--out", missing_dir_key.to_str().unwrap()],
-            None,
-        ),
+        (vec!["key", "new", "--out", missing_dir_key.to_str().unwrap()], None),
         // The directory itself exists: it is not overwritten either.
-        (
-            vec!["key", "new", "--out", dir.path().to_str().unwrap()],
-            None,
-        ),
+        (vec!["key", "new", "--out", dir.path().to_str().unwrap()], None),
         // MultiSig.
         (vec!["address", "multisig", "--signer", ECDSA_ADDRESS], None),
-        (
-            vec![
-                "address",
-                "multisig",
-                "--required",
-                "0",
-                "--signer",
-                ECDSA_ADDRESS,
-            ],
-            None,
-        ),
-        (
-            vec![
-                "address",
-                "multisig",
-                "--required",
-                "2",
-                "--signer",
-                ECDSA_ADDRESS,
-            ],
-            None,
-        ),
-        (
-            vec![
-                "address",
-                "multisig",
-                "--required",
-                "-1",
-                "--signer",
-                ECDSA_ADDRESS,
-            ],
-            None,
-        ),
-        (
-            vec![
-                "address",
-                "multisig",
-                "--required",
-                "x",
-                "--signer",
-                ECDSA_ADDRESS,
-            ],
-            None,
-        ),
-        (
-            vec![
-                "address",
-                "multisig",
-                "--required",
-                "99999",
-                "--signer",
-                ECDSA_ADDRESS,
-            ],
-            None,
-        ),
+        (vec!["address", "multisig", "--required", "0", "--signer", ECDSA_ADDRESS], None),
+        (vec!["address", "multisig", "--required", "2", "--signer", ECDSA_ADDRESS], None),
+        (vec!["address", "multisig", "--required", "-1", "--signer", ECDSA_ADDRESS], None),
+        (vec!["address", "multisig", "--required", "x", "--signer", ECDSA_ADDRESS], None),
+        (vec!["address", "multisig", "--required", "99999", "--signer", ECDSA_ADDRESS], None),
         (vec!["address", "multisig", "--required", "1"], None),
         (
             vec![
@@ -612,10 +459,7 @@ fn invalid_inputs_fail_with_one_error_line() {
             None,
         ),
         // HashLock.
-        (
-            vec!["address", "hashlock", "--keccak256", hash, "--sha256", hash],
-            None,
-        ),
+        (vec!["address", "hashlock", "--keccak256", hash, "--sha256", hash], None),
         (vec!["address", "hashlock"], None),
         (vec!["address", "hashlock", "--keccak256", "zz"], None),
         (vec!["address", "hashlock", "--keccak256", &hash[2..]], None),
@@ -624,15 +468,7 @@ fn invalid_inputs_fail_with_one_error_line() {
         // TimeLock.
         (vec!["address", "timelock"], None),
         (vec!["address", "timelock", "--unix-seconds", "soon"], None),
-        (
-            vec![
-                "address",
-                "timelock",
-                "--unix-seconds",
-                "9223372036854775808",
-            ],
-            None,
-        ),
+        (vec!["address", "timelock", "--unix-seconds", "9223372036854775808"], None),
         // Command structure.
         (vec![], None),
         (vec!["frobnicate"], None),
@@ -641,10 +477,7 @@ fn invalid_inputs_fail_with_one_error_line() {
         (vec!["address", "encode"], None),
         (vec!["tx"], None),
         (vec!["--nope"], None),
-        (
-            vec!["address", "timelock", "--unix-seconds", "0", "--nope"],
-            None,
-        ),
+        (vec!["address", "timelock", "--unix-seconds", "0", "--nope"], None),
         // Transactions.
         (vec!["tx", "decode"], Some(&[])),
         (vec!["tx", "decode"], None),
@@ -655,10 +488,7 @@ fn invalid_inputs_fail_with_one_error_line() {
         (vec!["tx", "decode"], Some(&trailing)),
         (vec!["tx", "decode"], Some(&missing_signature)),
         (vec!["tx", "decode"], Some(&oversized)),
-        (
-            vec!["tx", "decode", "--hex"],
-            Some(oversized_hex.as_bytes()),
-        ),
+        (vec!["tx", "decode", "--hex"], Some(oversized_hex.as_bytes())),
         (vec!["tx", "decode", "--hex"], Some(&huge_hex)),
         (vec!["tx", "decode", "--hex"], Some(b"zz")),
         (vec!["tx", "decode", "--hex"], Some(b"abc")),
@@ -676,63 +506,16 @@ fn invalid_inputs_fail_with_one_error_line() {
 fn error_lines_say_what_is_wrong() {
     let hash = "290decd9548b62a8d60345a988386fc84ba6bc95484008f6362f93160ef3e563";
     let cases: Vec<(Vec<&str>, Stdin<'_>, &str)> = vec![
-        (
-            vec![
-                "address",
-                "decode",
-                "qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397k",
-            ],
-            None,
-            "checksum",
-        ),
-        (
-            vec![
-                "address",
-                "decode",
-                "QYl68tygnjx6qqwrsmynmejmc9wxlw7almv3397j",
-            ],
-            None,
-            "mixed",
-        ),
-        (
-            vec!["address", "hashlock", "--keccak256", hash, "--sha256", hash],
-            None,
-            "cannot be used with",
-        ),
-        (
-            vec!["address", "multisig", "--signer", ECDSA_ADDRESS],
-            None,
-            "--required",
-        ),
-        (
-            vec![
-                "address",
-                "multisig",
-                "--required",
-                "0",
-                "--signer",
-                ECDSA_ADDRESS,
-            ],
-            None,
-            "required",
-        ),
-        (
-            vec!["frobnicate"],
-            None,
-            "unrecognized subcommand 'frobnicate'",
-        ),
+        (vec!["address", "decode", "qyl68tygnjx6qqwrsmynmejmc9wxlw7almv3397k"], None, "checksum"),
+        (vec!["address", "decode", "QYl68tygnjx6qqwrsmynmejmc9wxlw7almv3397j"], None, "mixed"),
+        (vec!["address", "hashlock", "--keccak256", hash, "--sha256", hash], None, "cannot be used with"),
+        (vec!["address", "multisig", "--signer", ECDSA_ADDRESS], None, "--required"),
+        (vec!["address", "multisig", "--required", "0", "--signer", ECDSA_ADDRESS], None, "required"),
+        (vec!["frobnicate"], None, "unrecognized subcommand 'frobnicate'"),
         (vec!["key"], None, "requires a subcommand"),
         (vec!["tx", "decode"], Some(&[]), "no transaction"),
-        (
-            vec!["tx", "decode"],
-            Some(&[0u8; 40 * 1024]),
-            "over the limit",
-        ),
-        (
-            vec!["tx", "decode", "--chain-id", "Local Net"],
-            Some(&[]),
-            "chain id",
-        ),
+        (vec!["tx", "decode"], Some(&[0u8; 40 * 1024]), "over the limit"),
+        (vec!["tx", "decode", "--chain-id", "Local Net"], Some(&[]), "chain id"),
     ];
     for (args, stdin, needle) in cases {
         let line = fails(&args, stdin);

@@ -11,14 +11,10 @@ use serde_json::Value;
 fn vectors() -> Value {
     // The vectors live beside the repository (../shared), or inside it when vendored.
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        root.join("../../shared/vectors/address32.json"),
-        root.join("../shared/vectors/address32.json"),
-    ];
-    let path = candidates
-        .iter()
-        .find(|p| p.exists())
-        .expect("shared/vectors/address32.json beside the repository");
+    let candidates =
+        [root.join("../../shared/vectors/address32.json"), root.join("../shared/vectors/address32.json")];
+    let path =
+        candidates.iter().find(|p| p.exists()).expect("shared/vectors/address32.json beside the repository");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -56,10 +52,7 @@ fn timelock_vectors() {
         let secs = case["unix_seconds"].as_i64().unwrap();
         let a = Address::timelock(secs);
         assert_eq!(a.to_text(), s(&case["address"]));
-        assert_eq!(
-            Declaration::TimeLock { unix_seconds: secs }.address(),
-            Some(a)
-        );
+        assert_eq!(Declaration::TimeLock { unix_seconds: secs }.address(), Some(a));
         assert_eq!(a.timelock_seconds(), Some(secs));
     }
 }
@@ -67,12 +60,7 @@ fn timelock_vectors() {
 #[test]
 fn multisig_vectors() {
     for case in vectors()["multisig"].as_array().unwrap() {
-        let signers = case["signers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| s(a).parse().unwrap())
-            .collect();
+        let signers = case["signers"].as_array().unwrap().iter().map(|a| s(a).parse().unwrap()).collect();
         let required = case["required"].as_i64().unwrap() as i16;
         let d = Declaration::MultiSig(MultiSig::new(signers, required).unwrap());
         assert_eq!(d.address().unwrap().to_text(), s(&case["address"]));

@@ -1,0 +1,734 @@
+//! The ledger state and its deterministic transition: `state(h) + block(h+1) = state(h+1)`.
+//!
+//! A block is applied by a [`BlockExecution`]: each transaction is checked in full against the
+//! state as left by the transactions before it, then applied — all or nothing per transaction.
+//! The execution journals the first value of every account it touches, so dropping it without
+//! [`BlockExecution::finish`] restores the state exactly (an invalid proposal leaves no trace),
+//! and `finish` rehashes only those accounts into the state trie, in parallel.
+
+use std::collections::{BTreeSet, HashMap};
+
+use rayon::prelude::*;
+
+use crate::{
+    account::Account,
+    address::{Address, AddressType},
+    currency::Currency,
+    declaration::{Declaration, Voucher},
+    genesis::{ChainParams, Genesis},
+    hash::Hash,
+    keys::Backend,
+    ledger::{LEDGER_VERSION, LedgerHeader, ValidatorSet},
+    limits::{BLOCK_TXS_MAX, SPEND_DEPTH_MAX, SPEND_EVALUATIONS_MAX},
+    merkle::{StateProof, StateTrie, tx_root},
+    tx::{Leg, SignedTransaction, TxId},
+    validate::{TxError, VerifiedTx, verify},
+};
+
+/// Why a block cannot be applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BlockError {
+    /// Not the next height.
+    #[error("block height {got} does not follow {head}")]
+    Height {
+        /// Current head height.
+        head: u64,
+        /// Block height.
+        got: u64,
+    },
+    /// Timestamp not after the previous ledger's.
+    #[error("block timestamp {got} is not after the previous ledger's {previous}")]
+    Timestamp {
+        /// Previous ledger time.
+        previous: i64,
+        /// Block time.
+        got: i64,
+    },
+    /// More transactions than a block may hold.
+    #[error("block holds {0} transactions, over the limit of {BLOCK_TXS_MAX}")]
+    TooManyTransactions(usize),
+    /// A transaction of the block is invalid at its position.
+    #[error("transaction {index} is invalid: {error}")]
+    InvalidTx {
+        /// Position in the block.
+        index: usize,
+        /// The rule it breaks.
+        error: TxError,
+    },
+}
+
+/// The input of [`apply_block`]: the transactions of the next ledger and its time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Height (head + 1).
+    pub height: u64,
+    /// Leader's timestamp, unix ms.
+    pub timestamp_ms: i64,
+    /// Transactions in order.
+    pub transactions: Vec<SignedTransaction>,
+}
+
+/// What applying one transaction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Receipt {
+    /// Transaction id.
+    pub id: TxId,
+    /// Position in the block.
+    pub index: u32,
+    /// Fee paid, raw CAS units.
+    pub fee: i64,
+}
+
+/// The result of applying a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The new ledger's header.
+    pub header: LedgerHeader,
+    /// Its hash.
+    pub hash: Hash,
+    /// Transaction ids in block order.
+    pub tx_ids: Vec<TxId>,
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ReplaySet {
+    ids: HashMap<TxId, i64>,
+    by_expiry: BTreeSet<(i64, TxId)>,
+}
+
+impl ReplaySet {
+    fn insert(&mut self, id: TxId, expiration_ms: i64) {
+        self.ids.insert(id, expiration_ms);
+        self.by_expiry.insert((expiration_ms, id));
+    }
+
+    fn remove(&mut self, id: &TxId) {
+        if let Some(exp) = self.ids.remove(id) {
+            self.by_expiry.remove(&(exp, *id));
+        }
+    }
+
+    /// Forgets ids that expire at or before `now`: no ledger from `now` on can include them.
+    fn prune(&mut self, now_ms: i64) {
+        while let Some(&(exp, id)) = self.by_expiry.first() {
+            if exp > now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.ids.remove(&id);
+        }
+    }
+}
+
+/// The full state of the ledger at its head.
+#[derive(Clone, Debug)]
+pub struct State {
+    params: ChainParams,
+    accounts: HashMap<Address, Account>,
+    trie: StateTrie,
+    replay: ReplaySet,
+    validators: ValidatorSet,
+    head: LedgerHeader,
+    head_hash: Hash,
+}
+
+impl State {
+    /// The state of ledger 0.
+    pub fn from_genesis(genesis: &Genesis) -> Self {
+        let mut accounts: HashMap<Address, Account> = HashMap::new();
+        for d in &genesis.declarations {
+            if let Some(address) = d.address() {
+                accounts.entry(address).or_insert_with(|| Account::new(address)).declaration =
+                    Some(d.clone());
+            }
+        }
+        for ((address, currency), amount) in &genesis.balances {
+            accounts
+                .entry(*address)
+                .or_insert_with(|| Account::new(*address))
+                .set_balance(*currency, *amount);
+        }
+        let mut trie = StateTrie::new();
+        let mut leaves: Vec<([u8; 21], Hash)> =
+            accounts.values().map(|a| (*a.address.raw(), a.leaf_hash())).collect();
+        trie.update(&mut leaves);
+        let head = LedgerHeader {
+            version: LEDGER_VERSION,
+            height: 0,
+            timestamp_ms: genesis.config.timestamp_ms,
+            previous: Hash::ZERO,
+            tx_root: tx_root(&[]),
+            state_root: trie.root(),
+            validator_set_hash: genesis.validators.hash(),
+        };
+        let head_hash = head.hash(&genesis.params.chain_id);
+        let state = Self {
+            params: genesis.params.clone(),
+            accounts,
+            trie,
+            replay: ReplaySet::default(),
+            validators: genesis.validators.clone(),
+            head,
+            head_hash,
+        };
+        debug_assert_eq!(state.check_conservation(), Ok(()));
+        state
+    }
+
+    /// Chain parameters.
+    pub const fn params(&self) -> &ChainParams {
+        &self.params
+    }
+
+    /// Header of the last applied ledger.
+    pub const fn head(&self) -> &LedgerHeader {
+        &self.head
+    }
+
+    /// Hash of the last applied ledger.
+    pub const fn head_hash(&self) -> Hash {
+        self.head_hash
+    }
+
+    /// The validator set that certifies the next ledger.
+    pub const fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// An account, if it exists.
+    pub fn account(&self, address: &Address) -> Option<&Account> {
+        self.accounts.get(address)
+    }
+
+    /// The balance of `address` in `currency`.
+    pub fn balance(&self, address: &Address, currency: &Currency) -> i64 {
+        self.accounts.get(address).map_or(0, |a| a.balance(currency))
+    }
+
+    /// Every account, in no particular order.
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    /// Root of the state trie.
+    pub fn state_root(&self) -> Hash {
+        self.trie.root()
+    }
+
+    /// Whether a transaction id is in the replay window.
+    pub fn is_included(&self, id: &TxId) -> bool {
+        self.replay.ids.contains_key(id)
+    }
+
+    /// A proof of an account's state against [`State::state_root`].
+    pub fn prove_account(&self, address: &Address) -> Option<(Account, StateProof)> {
+        let account = self.accounts.get(address)?.clone();
+        let proof = self.trie.prove(address.raw())?;
+        Some((account, proof))
+    }
+
+    /// Checks the ledger's first invariant: every currency's balances, the issuer's negative one
+    /// included, sum to zero. Returns the first currency that does not.
+    pub fn check_conservation(&self) -> Result<(), Currency> {
+        let mut sums: HashMap<Currency, i128> = HashMap::new();
+        for a in self.accounts.values() {
+            for (c, v) in a.balances() {
+                *sums.entry(*c).or_default() += i128::from(*v);
+            }
+        }
+        match sums.into_iter().find(|(_, s)| *s != 0) {
+            Some((c, _)) => Err(c),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the next ledger at `timestamp_ms`.
+    pub fn begin_block(&mut self, timestamp_ms: i64) -> Result<BlockExecution<'_>, BlockError> {
+        if timestamp_ms <= self.head.timestamp_ms {
+            return Err(BlockError::Timestamp { previous: self.head.timestamp_ms, got: timestamp_ms });
+        }
+        let height = self.head.height + 1;
+        Ok(BlockExecution {
+            state: self,
+            height,
+            timestamp_ms,
+            journal: HashMap::new(),
+            replay_added: Vec::new(),
+            next_validators: None,
+            tx_ids: Vec::new(),
+            receipts: Vec::new(),
+            finished: false,
+        })
+    }
+}
+
+/// Applies a block strictly: every transaction must be valid in order, else the state is left
+/// unchanged and the error names the first invalid one. Signatures are verified in parallel on
+/// the current rayon pool.
+pub fn apply_block(state: &mut State, block: &Block, backend: Backend) -> Result<Applied, BlockError> {
+    let expected = state.head.height + 1;
+    if block.height != expected {
+        return Err(BlockError::Height { head: state.head.height, got: block.height });
+    }
+    if block.transactions.len() > BLOCK_TXS_MAX {
+        return Err(BlockError::TooManyTransactions(block.transactions.len()));
+    }
+    let params = &state.params;
+    let verified = block
+        .transactions
+        .par_iter()
+        .enumerate()
+        .map(|(index, tx)| {
+            verify(tx.clone(), tx.id(&params.chain_id), params, backend)
+                .map_err(|error| BlockError::InvalidTx { index, error })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    apply_verified(state, block.timestamp_ms, &verified)
+}
+
+/// Applies already-verified transactions strictly (see [`apply_block`]).
+pub fn apply_verified(
+    state: &mut State,
+    timestamp_ms: i64,
+    txs: &[VerifiedTx],
+) -> Result<Applied, BlockError> {
+    if txs.len() > BLOCK_TXS_MAX {
+        return Err(BlockError::TooManyTransactions(txs.len()));
+    }
+    let mut exec = state.begin_block(timestamp_ms)?;
+    for (index, tx) in txs.iter().enumerate() {
+        exec.apply_tx(tx).map_err(|error| BlockError::InvalidTx { index, error })?;
+    }
+    Ok(exec.finish())
+}
+
+/// Builds a ledger as a leader does: applies candidates in order, skipping (and reporting) those
+/// that are invalid at their turn, up to `max_txs`.
+pub fn build_block<'a>(
+    state: &mut State,
+    timestamp_ms: i64,
+    candidates: impl IntoIterator<Item = &'a VerifiedTx>,
+    max_txs: usize,
+) -> Result<(Applied, Vec<(TxId, TxError)>), BlockError> {
+    let mut exec = state.begin_block(timestamp_ms)?;
+    let mut rejected = Vec::new();
+    for tx in candidates {
+        if exec.tx_ids.len() >= max_txs.min(BLOCK_TXS_MAX) {
+            break;
+        }
+        if let Err(e) = exec.apply_tx(tx) {
+            rejected.push((tx.id, e));
+        }
+    }
+    Ok((exec.finish(), rejected))
+}
+
+/// A ledger being applied. Dropping it without [`BlockExecution::finish`] undoes everything.
+#[derive(Debug)]
+pub struct BlockExecution<'s> {
+    state: &'s mut State,
+    height: u64,
+    timestamp_ms: i64,
+    /// First value of every account touched in this block (`None`: it did not exist).
+    journal: HashMap<Address, Option<Account>>,
+    replay_added: Vec<TxId>,
+    next_validators: Option<ValidatorSet>,
+    tx_ids: Vec<TxId>,
+    receipts: Vec<Receipt>,
+    finished: bool,
+}
+
+impl BlockExecution<'_> {
+    /// Height of the ledger being built.
+    pub const fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Transactions applied so far.
+    pub fn len(&self) -> usize {
+        self.tx_ids.len()
+    }
+
+    /// Whether no transaction was applied yet.
+    pub fn is_empty(&self) -> bool {
+        self.tx_ids.is_empty()
+    }
+
+    /// The state as the transactions applied so far left it.
+    pub fn state(&self) -> &State {
+        self.state
+    }
+
+    /// Checks every stateful rule of `vtx` and, only if all hold, applies it.
+    pub fn apply_tx(&mut self, vtx: &VerifiedTx) -> Result<Receipt, TxError> {
+        let plan = self.check(vtx)?;
+        Ok(self.commit(vtx, plan))
+    }
+
+    fn check(&self, vtx: &VerifiedTx) -> Result<Plan, TxError> {
+        let state = &*self.state;
+        let params = &state.params;
+        let tx = &vtx.tx.tx;
+        let now = self.timestamp_ms;
+        if tx.expiration_ms <= now {
+            return Err(TxError::Expired { expiration_ms: tx.expiration_ms, ledger_time_ms: now });
+        }
+        if tx.expiration_ms > now.saturating_add(params.max_ttl_ms) {
+            return Err(TxError::ExpirationTooFar { expiration_ms: tx.expiration_ms, ledger_time_ms: now });
+        }
+        if state.replay.ids.contains_key(&vtx.id) {
+            return Err(TxError::Replayed(vtx.id));
+        }
+
+        let mut rules = SpendRules::new(&state.accounts, &tx.declarations, &vtx.signers, now);
+        let mut claims = Vec::new();
+        for (i, leg) in tx.inputs.iter().enumerate() {
+            if leg.address.kind() == AddressType::PaymentChannel {
+                if let Some(claim) = rules.channel_input(leg)? {
+                    claims.push(claim);
+                }
+            } else if !tx.inputs[..i].iter().any(|l| l.address == leg.address)
+                && !rules.satisfied(&leg.address, 0)?
+            {
+                return Err(TxError::Unsatisfied(leg.address));
+            }
+        }
+        let payer = tx.fee.payer;
+        let payer_checked =
+            payer.kind() != AddressType::PaymentChannel && tx.inputs.iter().any(|l| l.address == payer);
+        if !payer_checked && !rules.satisfied(&payer, 0)? {
+            return Err(TxError::Unsatisfied(payer));
+        }
+        let mut next_validators = None;
+        let updates = tx.declarations.iter().filter_map(|d| match d {
+            Declaration::ValidatorUpdate(u) => Some(u),
+            _ => None,
+        });
+        for u in updates {
+            if next_validators.is_none() && !rules.satisfied(&params.governance, 0)? {
+                return Err(TxError::Unsatisfied(params.governance));
+            }
+            let current =
+                next_validators.as_ref().or(self.next_validators.as_ref()).unwrap_or(&state.validators);
+            next_validators = Some(current.with_update(u.public_key, u.weight)?);
+        }
+        if let Some(i) = rules.used.iter().position(|used| !used) {
+            return Err(TxError::UnneededSignature(vtx.signers[i]));
+        }
+
+        let deltas = net_deltas(tx, params)?;
+        for &(address, currency, change) in &deltas {
+            let balance = state.balance(&address, &currency);
+            let after = balance.checked_add(change).ok_or(TxError::Overflow)?;
+            if after < 0 && !params.is_issuer(&address, &currency) {
+                return Err(TxError::InsufficientBalance { address, currency, balance, change });
+            }
+        }
+        Ok(Plan { deltas, claims, next_validators })
+    }
+
+    fn commit(&mut self, vtx: &VerifiedTx, plan: Plan) -> Receipt {
+        let tx = &vtx.tx.tx;
+        let height = self.height;
+        for &(address, currency, change) in &plan.deltas {
+            let account = self.touch(address);
+            // Checked in `check`; the state has not changed since.
+            let after = account.balance(&currency) + change;
+            account.set_balance(currency, after);
+            account.last_height = height;
+        }
+        for d in &tx.declarations {
+            if !d.is_account_definition() {
+                continue;
+            }
+            if let Some(address) = d.address() {
+                let account = self.touch(address);
+                if account.declaration.is_none() {
+                    account.declaration = Some(d.clone());
+                    account.last_height = height;
+                }
+            }
+        }
+        for (channel, claimed) in plan.claims {
+            let account = self.touch(channel);
+            account.channel_claimed = claimed;
+            account.last_height = height;
+        }
+        if let Some(v) = plan.next_validators {
+            self.next_validators = Some(v);
+        }
+        self.state.replay.insert(vtx.id, tx.expiration_ms);
+        self.replay_added.push(vtx.id);
+        let receipt = Receipt { id: vtx.id, index: self.tx_ids.len() as u32, fee: tx.fee.amount };
+        self.tx_ids.push(vtx.id);
+        self.receipts.push(receipt);
+        receipt
+    }
+
+    fn touch(&mut self, address: Address) -> &mut Account {
+        let accounts = &mut self.state.accounts;
+        self.journal.entry(address).or_insert_with(|| accounts.get(&address).cloned());
+        accounts.entry(address).or_insert_with(|| Account::new(address))
+    }
+
+    /// Seals the ledger: rehashes touched accounts into the state trie (in parallel), computes
+    /// the transaction root and the header, installs validator-set changes for the next height,
+    /// and forgets replay entries that can no longer matter.
+    pub fn finish(mut self) -> Applied {
+        let journal = std::mem::take(&mut self.journal);
+        let state = &mut *self.state;
+        let accounts = &state.accounts;
+        let touched: Vec<&Address> = journal.keys().collect();
+        let mut leaves: Vec<([u8; 21], Hash)> = touched
+            .par_iter()
+            .filter_map(|a| accounts.get(*a).map(|acc| (*a.raw(), acc.leaf_hash())))
+            .collect();
+        state.trie.update(&mut leaves);
+        if let Some(v) = self.next_validators.take() {
+            state.validators = v;
+        }
+        let header = LedgerHeader {
+            version: LEDGER_VERSION,
+            height: self.height,
+            timestamp_ms: self.timestamp_ms,
+            previous: state.head_hash,
+            tx_root: tx_root(&self.tx_ids),
+            state_root: state.trie.root(),
+            validator_set_hash: state.validators.hash(),
+        };
+        state.replay.prune(self.timestamp_ms);
+        state.head = header;
+        state.head_hash = header.hash(&state.params.chain_id);
+        self.finished = true;
+        Applied {
+            header,
+            hash: state.head_hash,
+            tx_ids: std::mem::take(&mut self.tx_ids),
+            receipts: std::mem::take(&mut self.receipts),
+        }
+    }
+}
+
+impl Drop for BlockExecution<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        for (address, old) in self.journal.drain() {
+            match old {
+                Some(account) => self.state.accounts.insert(address, account),
+                None => self.state.accounts.remove(&address),
+            };
+        }
+        for id in &self.replay_added {
+            self.state.replay.remove(id);
+        }
+    }
+}
+
+/// What a valid transaction will change.
+struct Plan {
+    /// Net change per (address, currency), sorted, zero changes dropped.
+    deltas: Vec<(Address, Currency, i64)>,
+    /// New cumulative claimed amount per channel.
+    claims: Vec<(Address, i64)>,
+    next_validators: Option<ValidatorSet>,
+}
+
+/// Net balance changes of a transaction, fee included, merged per (address, currency).
+fn net_deltas(
+    tx: &crate::tx::Transaction,
+    params: &ChainParams,
+) -> Result<Vec<(Address, Currency, i64)>, TxError> {
+    let mut raw: Vec<(Address, Currency, i64)> = Vec::with_capacity(tx.inputs.len() + tx.outputs.len() + 2);
+    raw.extend(tx.inputs.iter().map(|l| (l.address, l.currency, -l.amount)));
+    raw.extend(tx.outputs.iter().map(|l| (l.address, l.currency, l.amount)));
+    if tx.fee.amount != 0 {
+        raw.push((tx.fee.payer, Currency::CAS, -tx.fee.amount));
+        raw.push((params.fee_account, Currency::CAS, tx.fee.amount));
+    }
+    raw.sort_unstable_by_key(|d| (d.0, d.1));
+    let mut merged: Vec<(Address, Currency, i64)> = Vec::with_capacity(raw.len());
+    for (a, c, v) in raw {
+        match merged.last_mut() {
+            Some(last) if last.0 == a && last.1 == c => {
+                last.2 = last.2.checked_add(v).ok_or(TxError::Overflow)?
+            }
+            _ => merged.push((a, c, v)),
+        }
+    }
+    merged.retain(|d| d.2 != 0);
+    // Conservation: what leaves accounts reaches accounts, per currency. Stateless checks
+    // guarantee it; a failure here is an engine bug, and applying it would corrupt the ledger.
+    let mut per_currency: Vec<(Currency, i128)> = Vec::with_capacity(2);
+    for (_, c, v) in &merged {
+        match per_currency.iter_mut().find(|(pc, _)| pc == c) {
+            Some((_, s)) => *s += i128::from(*v),
+            None => per_currency.push((*c, i128::from(*v))),
+        }
+    }
+    assert!(
+        per_currency.iter().all(|(_, s)| *s == 0),
+        "transaction does not conserve value: {per_currency:?}"
+    );
+    Ok(merged)
+}
+
+/// Evaluates spend rules for one transaction against the state.
+struct SpendRules<'a> {
+    accounts: &'a HashMap<Address, Account>,
+    /// Account-defining declarations carried by the transaction, with their addresses.
+    declared: Vec<(Address, &'a Declaration)>,
+    secrets: Vec<&'a [u8; 32]>,
+    vouchers: Vec<&'a Voucher>,
+    signers: &'a [Address],
+    /// Which signers some rule needed.
+    used: Vec<bool>,
+    now_ms: i64,
+    evaluations: usize,
+}
+
+impl<'a> SpendRules<'a> {
+    fn new(
+        accounts: &'a HashMap<Address, Account>,
+        declarations: &'a [Declaration],
+        signers: &'a [Address],
+        now_ms: i64,
+    ) -> Self {
+        let mut declared = Vec::new();
+        let mut secrets = Vec::new();
+        let mut vouchers = Vec::new();
+        for d in declarations {
+            match d {
+                Declaration::Secret { preimage } => secrets.push(preimage),
+                Declaration::Voucher(v) => vouchers.push(v),
+                Declaration::ValidatorUpdate(_) => {}
+                Declaration::MultiSig(_)
+                | Declaration::HashLock { .. }
+                | Declaration::PaymentChannel(_)
+                | Declaration::TimeLock { .. } => {
+                    if let Some(a) = d.address() {
+                        declared.push((a, d));
+                    }
+                }
+            }
+        }
+        Self {
+            accounts,
+            declared,
+            secrets,
+            vouchers,
+            signers,
+            used: vec![false; signers.len()],
+            now_ms,
+            evaluations: 0,
+        }
+    }
+
+    /// The declaration of `address`: carried by the transaction, or published earlier.
+    fn declaration(&self, address: &Address) -> Option<&'a Declaration> {
+        if let Some((_, d)) = self.declared.iter().find(|(a, _)| a == address) {
+            return Some(*d);
+        }
+        self.accounts.get(address).and_then(|a| a.declaration.as_ref())
+    }
+
+    /// Whether the rule of `address` is satisfied. Undeclared special accounts are simply
+    /// unsatisfied (a MultiSig may reveal only the signers it needs).
+    fn satisfied(&mut self, address: &Address, depth: usize) -> Result<bool, TxError> {
+        if depth > SPEND_DEPTH_MAX {
+            return Err(TxError::TooDeep(*address));
+        }
+        self.evaluations += 1;
+        if self.evaluations > SPEND_EVALUATIONS_MAX {
+            return Err(TxError::TooComplex);
+        }
+        Ok(match address.kind() {
+            AddressType::Ecdsa => {
+                let mut found = false;
+                for (signer, used) in self.signers.iter().zip(self.used.iter_mut()) {
+                    if signer == address {
+                        *used = true;
+                        found = true;
+                    }
+                }
+                found
+            }
+            AddressType::MultiSig => match self.declaration(address) {
+                Some(Declaration::MultiSig(ms)) => {
+                    // Every signer is evaluated, not just the first `required`: a signature
+                    // given for any of them is then "needed", whatever the order.
+                    let mut count = 0usize;
+                    for s in ms.signers() {
+                        if self.satisfied(s, depth + 1)? {
+                            count += 1;
+                        }
+                    }
+                    count >= ms.required() as usize
+                }
+                _ => false,
+            },
+            AddressType::HashLock => match self.declaration(address) {
+                Some(Declaration::HashLock { hash_type, hash }) => {
+                    self.secrets.iter().any(|p| hash_type.digest(p.as_slice()) == *hash)
+                }
+                _ => false,
+            },
+            AddressType::TimeLock => address
+                .timelock_seconds()
+                // TimeLock(0) (the CAS issuer) and earlier are never spendable.
+                .filter(|&secs| secs > 0)
+                .and_then(|secs| secs.checked_mul(1000))
+                .is_some_and(|lock_ms| self.now_ms >= lock_ms),
+            AddressType::PaymentChannel => match self.declaration(address) {
+                // Outside of a claim (see `channel_input`), only the payer after expiry.
+                Some(Declaration::PaymentChannel(ch)) if self.now_ms >= ch.expiry_ms => {
+                    self.satisfied(&ch.payer, depth + 1)?
+                }
+                _ => false,
+            },
+        })
+    }
+
+    /// The rule of an input from a payment channel. Before expiry the payee claims, in the
+    /// channel's currency, up to the payer's latest voucher; after expiry the payer takes the
+    /// rest. Returns the channel's new claimed total for a claim.
+    fn channel_input(&mut self, leg: &Leg) -> Result<Option<(Address, i64)>, TxError> {
+        let Some(Declaration::PaymentChannel(ch)) = self.declaration(&leg.address) else {
+            return Err(TxError::Unsatisfied(leg.address));
+        };
+        if self.now_ms >= ch.expiry_ms {
+            return if self.satisfied(&ch.payer, 1)? {
+                Ok(None)
+            } else {
+                Err(TxError::Unsatisfied(leg.address))
+            };
+        }
+        if leg.currency != ch.currency {
+            return Err(TxError::ChannelCurrency(leg.address));
+        }
+        if !self.satisfied(&ch.payee, 1)? {
+            return Err(TxError::Unsatisfied(leg.address));
+        }
+        let voucher = self
+            .vouchers
+            .iter()
+            .find(|v| v.channel == leg.address)
+            .ok_or(TxError::VoucherMissing(leg.address))?;
+        if voucher.public_key.address() != ch.payer {
+            return Err(TxError::VoucherWrongPayer(leg.address));
+        }
+        let claimed = self.accounts.get(&leg.address).map_or(0, |a| a.channel_claimed);
+        let total = claimed.checked_add(leg.amount).ok_or(TxError::Overflow)?;
+        if total > voucher.cumulative {
+            return Err(TxError::VoucherExceeded {
+                claimed,
+                amount: leg.amount,
+                cumulative: voucher.cumulative,
+            });
+        }
+        Ok(Some((leg.address, total)))
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the engine: one binary (see STYLE.md), one module per concern.
+
+mod common;
+mod props;
+mod rules;
+mod vectors;
