@@ -1,0 +1,104 @@
+//! Workload builders: a genesis with many funded accounts and pre-signed transfers among them.
+
+use engine::{
+    Address, AddressType, Currency, SecretKey,
+    codec::Encode,
+    genesis::{BalanceSpec, CurrencySpec, Genesis, GenesisConfig},
+    ledger::Validator,
+    tx::{Fee, Leg, TX_VERSION, Transaction},
+};
+use rayon::prelude::*;
+
+/// Chain id of benchmark chains.
+pub const CHAIN: &str = "bench";
+/// Genesis time of benchmark chains (2026-01-01).
+pub const GENESIS_MS: i64 = 1_767_225_600_000;
+/// Minimum fee of benchmark chains.
+pub const MIN_FEE: i64 = 1_000;
+/// CAS given to every funded account.
+pub const FUNDING: i64 = 1_000_000 * 100_000_000;
+
+/// The deterministic key of sender `i` (never zero, always below the group order).
+pub fn sender_key(i: u64) -> SecretKey {
+    let mut b = [0u8; 32];
+    b[0] = 1;
+    b[24..].copy_from_slice(&i.to_be_bytes());
+    // A scalar of this shape is always valid; fall back to a fresh key rather than panic.
+    SecretKey::from_bytes(&b).unwrap_or_else(|_| SecretKey::generate())
+}
+
+/// A filler address: an account that only exists to give the state its size.
+pub fn filler(i: u64) -> Address {
+    let h = engine::hash::keccak256(&i.to_le_bytes());
+    let mut body = [0u8; 20];
+    body.copy_from_slice(&h[..20]);
+    Address::new(AddressType::Ecdsa, body)
+}
+
+/// A workload: the genesis and the senders' keys.
+#[derive(Debug)]
+pub struct Workload {
+    /// Genesis with `senders` funded senders and `accounts − senders` funded fillers.
+    pub genesis: Genesis,
+    /// Sender keys.
+    pub keys: Vec<SecretKey>,
+}
+
+/// A genesis of `accounts` funded accounts, of which the first `senders` have known keys.
+pub fn workload(senders: usize, accounts: usize) -> Workload {
+    let keys: Vec<SecretKey> = (0..senders as u64).into_par_iter().map(sender_key).collect();
+    let mut balances: Vec<BalanceSpec> = keys
+        .par_iter()
+        .map(|k| BalanceSpec { address: k.public_key().address(), currency: Currency::CAS, amount: FUNDING })
+        .collect();
+    balances.par_extend(
+        (senders as u64..accounts.max(senders) as u64).into_par_iter().map(|i| BalanceSpec {
+            address: filler(i),
+            currency: Currency::CAS,
+            amount: FUNDING,
+        }),
+    );
+    let validator = sender_key(u64::MAX);
+    let config = GenesisConfig {
+        chain_id: CHAIN.into(),
+        timestamp_ms: GENESIS_MS,
+        min_fee: MIN_FEE,
+        max_ttl_ms: 3_600_000,
+        fee_account: filler(u64::MAX),
+        governance: validator.public_key().address(),
+        validators: vec![Validator { public_key: validator.public_key(), weight: 1 }],
+        currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
+        declarations: vec![],
+        balances,
+    };
+    // Every input above is well-formed by construction.
+    let genesis = Genesis::new(config).unwrap_or_else(|e| panic!("benchmark genesis is invalid: {e}"));
+    Workload { genesis, keys }
+}
+
+/// `n` signed transfers, as canonical bytes: transfer `j` goes from sender `j % senders` to a
+/// filler (or a fresh address when there are no fillers), each with a distinct amount so every
+/// id differs. Signing runs in parallel; it is setup, not what benchmarks time.
+pub fn signed_transfers(w: &Workload, n: usize, accounts: usize, expiration_ms: i64) -> Vec<Vec<u8>> {
+    let senders = w.keys.len().max(1);
+    (0..n)
+        .into_par_iter()
+        .map(|j| {
+            let key = &w.keys[j % senders];
+            let from = key.public_key().address();
+            let pool = accounts.saturating_sub(senders).max(1) as u64;
+            let to = filler(senders as u64 + (j as u64 * 7919) % pool);
+            let amount = 1 + j as i64;
+            let tx = Transaction {
+                version: TX_VERSION,
+                expiration_ms,
+                declarations: vec![],
+                inputs: vec![Leg { address: from, currency: Currency::CAS, amount }],
+                outputs: vec![Leg { address: to, currency: Currency::CAS, amount }],
+                message: vec![],
+                fee: Fee { payer: from, amount: MIN_FEE },
+            };
+            tx.sign(CHAIN, &[key]).to_bytes()
+        })
+        .collect()
+}
