@@ -53,6 +53,9 @@ impl MultiSig {
     /// A MultiSig of `required` among `signers` (sorted here into canonical order).
     pub fn new(mut signers: Vec<Address>, required: i16) -> Result<Self, CodecError> {
         signers.sort_by_cached_key(Address::to_text);
+        if signers.windows(2).any(|w| w[0] == w[1]) {
+            return Err(CodecError::Invalid { what: "multisig", why: "a signer is listed twice" });
+        }
         let ms = Self { signers, required };
         ms.check()?;
         Ok(ms)

@@ -189,6 +189,9 @@ pub enum GenesisError {
     /// Validators.
     #[error("invalid genesis validators: {0}")]
     Validators(#[from] ValidatorSetError),
+    /// Chain id.
+    #[error("invalid genesis: {0}")]
+    ChainId(#[from] ChainIdError),
 }
 
 /// A checked genesis: parameters, validators, declarations and balances (issuers included).
@@ -206,16 +209,17 @@ pub struct Genesis {
     pub balances: BTreeMap<(Address, Currency), i64>,
 }
 
+/// A chain id that is not 1 to 32 characters of `[a-z0-9-]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("chain id {0:?} is not 1 to 32 characters of [a-z0-9-]")]
+pub struct ChainIdError(pub String);
+
 /// Checks a chain id: `[a-z0-9-]`, 1 to 32 characters.
-pub fn check_chain_id(chain_id: &str) -> Result<(), GenesisError> {
+pub fn check_chain_id(chain_id: &str) -> Result<(), ChainIdError> {
     let ok = !chain_id.is_empty()
         && chain_id.len() <= CHAIN_ID_LEN_MAX
         && chain_id.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(GenesisError::Invalid(format!("chain id {chain_id:?} is not 1-32 of [a-z0-9-]")))
-    }
+    if ok { Ok(()) } else { Err(ChainIdError(chain_id.chars().take(40).collect())) }
 }
 
 impl Genesis {

@@ -82,6 +82,8 @@ pub enum Domain {
     TxLeaf,
     /// Inner node of the transaction Merkle tree.
     TxNode,
+    /// Transaction root: the leaf count, then the tree's top node.
+    TxRoot,
     /// Leaf of the state trie (a canonical account).
     StateLeaf,
     /// Inner (branch) node of the state trie.
@@ -95,11 +97,12 @@ pub enum Domain {
 }
 
 impl Domain {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::TxId,
         Self::Ledger,
         Self::TxLeaf,
         Self::TxNode,
+        Self::TxRoot,
         Self::StateLeaf,
         Self::StateNode,
         Self::ValidatorSet,
@@ -114,6 +117,7 @@ impl Domain {
             Self::Ledger => "caasiope 2026-11 ledger hash",
             Self::TxLeaf => "caasiope 2026-11 transaction merkle leaf",
             Self::TxNode => "caasiope 2026-11 transaction merkle node",
+            Self::TxRoot => "caasiope 2026-11 transaction merkle root",
             Self::StateLeaf => "caasiope 2026-11 state trie leaf",
             Self::StateNode => "caasiope 2026-11 state trie node",
             Self::ValidatorSet => "caasiope 2026-11 validator set",

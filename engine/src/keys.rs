@@ -24,7 +24,7 @@ pub enum KeyError {
     #[error("signing failed")]
     Signing,
     /// Hex text of the wrong length or alphabet.
-    #[error("invalid hex: {0}")]
+    #[error("invalid hex (a secret key is 64 hex characters, a public key 130)")]
     Hex(#[from] hex::FromHexError),
 }
 

@@ -30,7 +30,16 @@ pub(crate) enum Command {
     /// Transactions: decode.
     #[command(subcommand, arg_required_else_help = false)]
     Tx(TxCommand),
-    // `demo` (a guided localnet walkthrough) is added here by its owner, with a `demo` module.
+    /// Runs the engine end to end in memory: genesis, transfers, a swap, an HTLC and a MultiSig
+    /// spend, each ledger certified; prints the ledgers and balances.
+    Demo {
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Signature verification backend: k256 or libsecp256k1.
+        #[arg(long, default_value = "libsecp256k1")]
+        backend: engine::Backend,
+    },
 }
 
 /// `caasiope key …`

@@ -126,10 +126,15 @@ mod tests {
 
     #[test]
     fn causes_are_said_once() {
-        // The engine's KeyError::Hex both shows its source and exposes it with `#[from]`.
         let err =
             anyhow::Error::from(engine::keys::KeyError::Hex(hex::FromHexError::OddLength)).context("ctx");
-        assert_eq!(chain_line(&err), "ctx: invalid hex: Odd number of digits");
+        assert_eq!(
+            chain_line(&err),
+            "ctx: invalid hex (a secret key is 64 hex characters, a public key 130): Odd number of digits"
+        );
+        // A message that already ends with its cause's text does not repeat it.
+        let err = anyhow::Error::from(hex::FromHexError::OddLength).context("bad: Odd number of digits");
+        assert_eq!(chain_line(&err), "bad: Odd number of digits");
         let err = anyhow::Error::from(hex::FromHexError::OddLength).context("ctx");
         assert_eq!(chain_line(&err), "ctx: Odd number of digits");
     }

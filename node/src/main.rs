@@ -5,6 +5,7 @@
 
 mod address;
 mod cli;
+mod demo;
 mod exit;
 mod key;
 mod tx;
@@ -31,5 +32,6 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Key(command) => key::run(command),
         Command::Address(command) => address::run(command),
         Command::Tx(command) => tx::run(command),
+        Command::Demo { json, backend } => demo::run(json, backend),
     }
 }

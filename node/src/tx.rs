@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use engine::{genesis::check_chain_id, limits::TX_BYTES_MAX, tx::SignedTransaction};
 
 use crate::{cli::TxCommand, exit::Output};
@@ -30,9 +30,7 @@ struct Decoded<'a> {
 fn decode(input: &mut impl Read, chain_id: Option<String>, hex: bool) -> anyhow::Result<Output> {
     // Checked before reading, so a typo does not wait for (or swallow) the input.
     if let Some(chain_id) = &chain_id {
-        // The engine's error speaks of genesis, where chain ids usually come from.
-        check_chain_id(chain_id)
-            .map_err(|_| anyhow!("invalid chain id {chain_id:?}: 1 to 32 characters of a-z, 0-9 and -"))?;
+        check_chain_id(chain_id)?;
     }
     let bytes = if hex {
         let text = read_bounded(input, TX_HEX_TEXT_MAX, "hex text")?;

@@ -523,3 +523,31 @@ fn error_lines_say_what_is_wrong() {
         assert!(!line.starts_with("error: error:"), "{line:?}");
     }
 }
+
+#[test]
+fn demo_applies_certifies_and_conserves() {
+    for backend in ["k256", "libsecp256k1"] {
+        let out = ok_json(&["demo", "--json", "--backend", backend], None);
+        assert_eq!(out["conservation"], "ok");
+        assert_eq!(out["account_proof"], "verified");
+        let ledgers = out["ledgers"].as_array().unwrap();
+        assert_eq!(ledgers.len(), 6);
+        for (i, l) in ledgers.iter().enumerate() {
+            assert_eq!(l["header"]["height"], i as u64 + 1);
+            assert_eq!(l["certificate_signers"], 1);
+        }
+        // Every currency sums to zero across the listed accounts (which are all that hold any).
+        let mut sums = std::collections::BTreeMap::<String, i128>::new();
+        for (_, account) in out["balances"].as_object().unwrap() {
+            for (c, v) in account["balances"].as_object().unwrap() {
+                *sums.entry(c.clone()).or_default() += i128::from(v.as_i64().unwrap());
+            }
+        }
+        assert!(sums.values().all(|s| *s == 0), "{sums:?}");
+    }
+    // Deterministic: the same ledgers every run, whatever the backend.
+    let a = ok_json(&["demo", "--json", "--backend", "k256"], None);
+    let b = ok_json(&["demo", "--json"], None);
+    assert_eq!(a["ledgers"], b["ledgers"]);
+    assert!(fails(&["demo", "--backend", "openssl"], None).contains("openssl"));
+}

@@ -53,11 +53,24 @@ fn parent_level(level: &[Hash]) -> Vec<Hash> {
 
 /// The transaction root of `ids` in block order; [`Hash::ZERO`] for no transactions.
 ///
-/// Leaves (and large levels) are hashed on the caller's rayon pool.
+/// The root commits to the number of transactions as well as the tree (`Domain::TxRoot` over the
+/// count and the tree's top node): without it, a tree of 3 leaves `(ab)c` and one of 4
+/// `(ab)(cd)` look alike from `a` or `b`, and a proof's index would not be bound. Leaves (and
+/// large levels) are hashed on the caller's rayon pool.
 pub fn tx_root(ids: &[Hash]) -> Hash {
     if ids.is_empty() {
         return Hash::ZERO;
     }
+    // BLOCK_TXS_MAX keeps the count far below u32::MAX.
+    commit_count(ids.len() as u32, &tree_root(ids))
+}
+
+fn commit_count(count: u32, top: &Hash) -> Hash {
+    crate::hash::hash_parts(Domain::TxRoot, &[&count.to_le_bytes(), top.as_bytes()])
+}
+
+/// The top node of the binary tree (RFC 6962 shape: a lone last node is promoted).
+fn tree_root(ids: &[Hash]) -> Hash {
     let mut level = leaves(ids);
     while level.len() > 1 {
         level = parent_level(&level);
@@ -140,9 +153,7 @@ pub fn tx_proof(ids: &[Hash], index: usize) -> Option<TxProof> {
 /// proof with a sibling too many or too few, `count == 0`, `index >= count` or more than
 /// [`TX_PROOF_DEPTH_MAX`] siblings is refused.
 ///
-/// The root does not commit to the leaf count: a subtree of 3 leaves `(ab)c` and one of 4
-/// `(ab)(cd)` look the same from `a` or `b`. Membership of `id` is proven whatever the claimed
-/// count; its index is proven only once the count is checked against an authenticated one.
+/// The root commits to the leaf count, so a verified proof binds both the id and its index.
 pub fn verify_tx_proof(root: &Hash, id: &Hash, proof: &TxProof) -> bool {
     if proof.count == 0 || proof.index >= proof.count || proof.siblings.len() > TX_PROOF_DEPTH_MAX {
         return false;
@@ -161,7 +172,7 @@ pub fn verify_tx_proof(root: &Hash, id: &Hash, proof: &TxProof) -> bool {
         i /= 2;
         n = n.div_ceil(2);
     }
-    siblings.next().is_none() && acc == *root
+    siblings.next().is_none() && commit_count(proof.count, &acc) == *root
 }
 
 impl Encode for TxProof {
@@ -251,14 +262,17 @@ mod tests {
     fn root_matches_the_recursive_reference() {
         for n in 0..=33 {
             let ids = ids(n);
-            assert_eq!(tx_root(&ids), reference_root(&ids), "{n} leaves");
+            assert_eq!(tree_root(&ids), reference_root(&ids), "{n} leaves");
+            if n > 0 {
+                assert_eq!(tx_root(&ids), commit_count(n as u32, &reference_root(&ids)));
+            }
         }
         let one = ids(1);
-        assert_eq!(tx_root(&one), leaf_hash(&one[0]));
+        assert_eq!(tree_root(&one), leaf_hash(&one[0]));
         // The lone node is promoted, not paired with itself.
         let three = ids(3);
         assert_eq!(
-            tx_root(&three),
+            tree_root(&three),
             node_hash(&node_hash(&leaf_hash(&three[0]), &leaf_hash(&three[1])), &leaf_hash(&three[2]))
         );
     }
@@ -267,7 +281,7 @@ mod tests {
     fn parallel_path_matches_the_reference() {
         for n in [PARALLEL_MIN, 2 * PARALLEL_MIN + 3] {
             let ids = ids(n);
-            assert_eq!(tx_root(&ids), reference_root(&ids), "{n} leaves");
+            assert_eq!(tree_root(&ids), reference_root(&ids), "{n} leaves");
             let last = tx_proof(&ids, n - 1).unwrap();
             assert!(verify_tx_proof(&tx_root(&ids), &ids[n - 1], &last));
         }
@@ -309,19 +323,12 @@ mod tests {
                         assert!(!verify_tx_proof(&root, id, &bad), "n={n} index={index} as {other}");
                     }
                 }
-                // Every other count fails, except those giving the same path (see the next test).
+                // Every other count fails, even one giving the same path shape.
                 for other in (0..n as u32 + 40).chain([u32::MAX, 1 << 31]) {
-                    if other == proof.count {
-                        continue;
+                    if other != proof.count {
+                        let bad = TxProof { count: other, ..proof.clone() };
+                        assert!(!verify_tx_proof(&root, id, &bad), "n={n} index={index} count {other}");
                     }
-                    let bad = TxProof { count: other, ..proof.clone() };
-                    let same_path =
-                        other > proof.index && sides(proof.index, other) == sides(proof.index, proof.count);
-                    assert_eq!(
-                        verify_tx_proof(&root, id, &bad),
-                        same_path,
-                        "n={n} index={index} count {other}"
-                    );
                 }
                 // A sibling too many or too few.
                 let mut longer = proof.clone();
@@ -337,14 +344,15 @@ mod tests {
     }
 
     #[test]
-    fn the_root_does_not_commit_to_the_count() {
-        // Documented limitation of the layout: from leaf 1, trees of 3 and 4 leaves have the same
-        // path shape, so a proof's count (and so its index) needs an authenticated count.
+    fn the_root_commits_to_the_count() {
+        // From leaf 1, trees of 3 and 4 leaves have the same path shape; only the committed
+        // count tells them apart.
         assert_eq!(sides(1, 3), sides(1, 4));
         let ids = ids(3);
         let proof = tx_proof(&ids, 1).unwrap();
+        assert!(verify_tx_proof(&tx_root(&ids), &ids[1], &proof));
         let claimed = TxProof { count: 4, ..proof };
-        assert!(verify_tx_proof(&tx_root(&ids), &ids[1], &claimed));
+        assert!(!verify_tx_proof(&tx_root(&ids), &ids[1], &claimed));
     }
 
     #[test]
