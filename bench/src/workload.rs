@@ -16,7 +16,7 @@ pub const GENESIS_MS: i64 = 1_767_225_600_000;
 /// Minimum fee of benchmark chains.
 pub const MIN_FEE: i64 = 1_000;
 /// CAS given to every funded account.
-pub const FUNDING: i64 = 1_000_000 * 100_000_000;
+pub const FUNDING: i64 = 1_000 * 100_000_000;
 
 /// The deterministic key of sender `i` (never zero, always below the group order).
 pub fn sender_key(i: u64) -> SecretKey {

@@ -5,6 +5,8 @@
 //! `address (21) | last_height u64 | n u16 | n × (currency, i64 amount) | declaration flag u8
 //! [| declaration] | channel_claimed i64`, balances sorted by currency, zero balances omitted.
 
+use smallvec::SmallVec;
+
 use crate::{
     address::Address,
     codec::{CodecError, Decode, Encode, Reader, check_strictly_ascending},
@@ -22,7 +24,10 @@ pub struct Account {
     /// Height of the ledger that last changed the account.
     pub last_height: u64,
     /// Non-zero balances, sorted by currency. Only a currency's issuer may hold a negative one.
-    balances: Vec<(Currency, i64)>,
+    /// Inline up to two currencies: most accounts hold one or two, and an allocation per
+    /// account copy (the block journal copies every touched account) shows in profiles.
+    #[serde(serialize_with = "serialize_balances")]
+    balances: SmallVec<[(Currency, i64); 2]>,
     /// The declaration of a MultiSig, HashLock, PaymentChannel (or TimeLock) account, once
     /// published.
     pub declaration: Option<Declaration>,
@@ -32,8 +37,8 @@ pub struct Account {
 
 impl Account {
     /// An empty account.
-    pub const fn new(address: Address) -> Self {
-        Self { address, last_height: 0, balances: Vec::new(), declaration: None, channel_claimed: 0 }
+    pub fn new(address: Address) -> Self {
+        Self { address, last_height: 0, balances: SmallVec::new(), declaration: None, channel_claimed: 0 }
     }
 
     /// The balance in `currency` (0 if none).
@@ -63,10 +68,22 @@ impl Account {
 
     /// The state-trie leaf hash of this account.
     pub fn leaf_hash(&self) -> Hash {
-        let mut buf = Vec::with_capacity(64 + 17 * self.balances.len());
-        self.encode(&mut buf);
-        hash::hash_parts(Domain::StateLeaf, &[&buf])
+        // One buffer per thread, reused: leaf hashing runs for every touched account of every
+        // ledger, on the rayon pool.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            self.encode(&mut buf);
+            hash::keyed(Domain::StateLeaf, &buf)
+        })
     }
+}
+
+fn serialize_balances<S: serde::Serializer>(b: &[(Currency, i64)], s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(b, s)
 }
 
 impl Encode for Account {
@@ -100,7 +117,7 @@ impl Decode for Account {
         if n > r.remaining() {
             return Err(CodecError::UnexpectedEnd("balances"));
         }
-        let mut balances = Vec::with_capacity(n);
+        let mut balances = SmallVec::with_capacity(n);
         for _ in 0..n {
             let c = Currency::decode(r)?;
             let a = r.i64("balance")?;

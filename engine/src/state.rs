@@ -6,7 +6,7 @@
 //! [`BlockExecution::finish`] restores the state exactly (an invalid proposal leaves no trace),
 //! and `finish` rehashes only those accounts into the state trie, in parallel.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
@@ -92,32 +92,45 @@ pub struct Applied {
     pub receipts: Vec<Receipt>,
 }
 
+/// Hash maps keyed by addresses and ids. Keys are chosen by users, so the hasher is seeded per
+/// process (foldhash's `RandomState`); it is several times faster than SipHash on 21–32 bytes.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Width of a replay bucket: ids are forgotten a bucket at a time, once all of it has expired.
+const REPLAY_BUCKET_MS: i64 = 1_000;
+
+/// Ids of transactions included within the TTL window, with their expirations.
 #[derive(Clone, Debug, Default)]
 struct ReplaySet {
-    ids: HashMap<TxId, i64>,
-    by_expiry: BTreeSet<(i64, TxId)>,
+    ids: FastMap<TxId, i64>,
+    /// Ids by expiration bucket (`expiration_ms / REPLAY_BUCKET_MS`), for pruning. An entry whose
+    /// id is no longer in `ids` (a rolled-back block) is skipped when its bucket is pruned.
+    buckets: BTreeMap<i64, Vec<TxId>>,
 }
 
 impl ReplaySet {
     fn insert(&mut self, id: TxId, expiration_ms: i64) {
         self.ids.insert(id, expiration_ms);
-        self.by_expiry.insert((expiration_ms, id));
+        self.buckets.entry(expiration_ms.div_euclid(REPLAY_BUCKET_MS)).or_default().push(id);
     }
 
     fn remove(&mut self, id: &TxId) {
-        if let Some(exp) = self.ids.remove(id) {
-            self.by_expiry.remove(&(exp, *id));
-        }
+        self.ids.remove(id);
     }
 
-    /// Forgets ids that expire at or before `now`: no ledger from `now` on can include them.
+    /// Forgets ids whose whole bucket expires at or before `now`: no ledger from `now` on can
+    /// include them. An id kept a little longer is harmless: expiration is checked before replay.
     fn prune(&mut self, now_ms: i64) {
-        while let Some(&(exp, id)) = self.by_expiry.first() {
-            if exp > now_ms {
+        while let Some(entry) = self.buckets.first_entry() {
+            let bucket_end_ms = entry.key().saturating_add(1).saturating_mul(REPLAY_BUCKET_MS) - 1;
+            if bucket_end_ms > now_ms {
                 break;
             }
-            self.by_expiry.pop_first();
-            self.ids.remove(&id);
+            for id in entry.remove() {
+                if self.ids.get(&id).is_some_and(|&exp| exp <= now_ms) {
+                    self.ids.remove(&id);
+                }
+            }
         }
     }
 }
@@ -126,7 +139,7 @@ impl ReplaySet {
 #[derive(Clone, Debug)]
 pub struct State {
     params: ChainParams,
-    accounts: HashMap<Address, Account>,
+    accounts: FastMap<Address, Account>,
     trie: StateTrie,
     replay: ReplaySet,
     validators: ValidatorSet,
@@ -137,7 +150,7 @@ pub struct State {
 impl State {
     /// The state of ledger 0.
     pub fn from_genesis(genesis: &Genesis) -> Self {
-        let mut accounts: HashMap<Address, Account> = HashMap::new();
+        let mut accounts: FastMap<Address, Account> = FastMap::default();
         for d in &genesis.declarations {
             if let Some(address) = d.address() {
                 accounts.entry(address).or_insert_with(|| Account::new(address)).declaration =
@@ -152,7 +165,7 @@ impl State {
         }
         let mut trie = StateTrie::new();
         let mut leaves: Vec<([u8; 21], Hash)> =
-            accounts.values().map(|a| (*a.address.raw(), a.leaf_hash())).collect();
+            accounts.par_iter().map(|(address, a)| (*address.raw(), a.leaf_hash())).collect();
         trie.update(&mut leaves);
         let head = LedgerHeader {
             version: LEDGER_VERSION,
@@ -254,7 +267,7 @@ impl State {
             state: self,
             height,
             timestamp_ms,
-            journal: HashMap::new(),
+            journal: FastMap::default(),
             replay_added: Vec::new(),
             next_validators: None,
             tx_ids: Vec::new(),
@@ -332,7 +345,7 @@ pub struct BlockExecution<'s> {
     height: u64,
     timestamp_ms: i64,
     /// First value of every account touched in this block (`None`: it did not exist).
-    journal: HashMap<Address, Option<Account>>,
+    journal: FastMap<Address, Option<Account>>,
     replay_added: Vec<TxId>,
     next_validators: Option<ValidatorSet>,
     tx_ids: Vec<TxId>,
@@ -578,7 +591,7 @@ fn net_deltas(
 
 /// Evaluates spend rules for one transaction against the state.
 struct SpendRules<'a> {
-    accounts: &'a HashMap<Address, Account>,
+    accounts: &'a FastMap<Address, Account>,
     /// Account-defining declarations carried by the transaction, with their addresses.
     declared: Vec<(Address, &'a Declaration)>,
     secrets: Vec<&'a [u8; 32]>,
@@ -592,7 +605,7 @@ struct SpendRules<'a> {
 
 impl<'a> SpendRules<'a> {
     fn new(
-        accounts: &'a HashMap<Address, Account>,
+        accounts: &'a FastMap<Address, Account>,
         declarations: &'a [Declaration],
         signers: &'a [Address],
         now_ms: i64,

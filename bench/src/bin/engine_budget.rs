@@ -18,7 +18,7 @@ fn main() {
         }
     }
     cfg.senders = cfg.txs.min(cfg.accounts);
-    let mut report = caasiope_bench::budget::run(cfg);
+    let mut report = caasiope_bench::budget::run(cfg, 3);
     report["seal_parallel"] = caasiope_bench::budget::seal_parallel(cfg);
     println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
 }

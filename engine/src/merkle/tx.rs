@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use crate::{
     Hash,
     codec::{CodecError, Decode, Encode, Reader, put_count_u8},
-    hash::{Domain, hasher},
+    hash::{Domain, keyed},
     limits::TX_PROOF_DEPTH_MAX,
 };
 
@@ -14,16 +14,14 @@ use crate::{
 const PARALLEL_MIN: usize = 4096;
 
 fn leaf_hash(id: &Hash) -> Hash {
-    let mut h = hasher(Domain::TxLeaf);
-    h.update(id.as_bytes());
-    Hash(*h.finalize().as_bytes())
+    keyed(Domain::TxLeaf, id.as_bytes())
 }
 
 fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = hasher(Domain::TxNode);
-    h.update(left.as_bytes());
-    h.update(right.as_bytes());
-    Hash(*h.finalize().as_bytes())
+    let mut buf = [0u8; 64];
+    buf[..32].copy_from_slice(left.as_bytes());
+    buf[32..].copy_from_slice(right.as_bytes());
+    keyed(Domain::TxNode, &buf)
 }
 
 fn leaves(ids: &[Hash]) -> Vec<Hash> {
