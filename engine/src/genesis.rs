@@ -304,3 +304,111 @@ impl Genesis {
         toml::to_string_pretty(&self.config).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+
+    fn key_hex(i: u8) -> String {
+        SecretKey::from_bytes(&[i; 32]).unwrap().public_key().to_hex()
+    }
+
+    fn addr(i: u8) -> Address {
+        SecretKey::from_bytes(&[i; 32]).unwrap().public_key().address()
+    }
+
+    fn sample() -> String {
+        format!(
+            r#"
+chain_id = "localnet"
+timestamp_ms = 1767225600000
+min_fee = 1000
+fee_account = "{fee}"
+governance = "{gov}"
+
+[[validators]]
+public_key = "{v1}"
+weight = 1
+
+[[validators]]
+public_key = "{v2}"
+weight = 2
+
+[[currencies]]
+symbol = "CAS"
+issuer = "qsqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqxdpx0l"
+
+[[currencies]]
+symbol = "BTC"
+issuer = "{gov}"
+
+[[declarations]]
+type = "multisig"
+required = 1
+signers = ["{a}", "{b}"]
+
+[[balances]]
+address = "{a}"
+currency = "CAS"
+amount = 500
+
+[[balances]]
+address = "{b}"
+currency = "CAS"
+amount = 700
+
+[[balances]]
+address = "{b}"
+currency = "BTC"
+amount = 3
+"#,
+            fee = addr(9),
+            gov = Declaration::MultiSig(MultiSig::new(vec![addr(1), addr(2)], 1).unwrap()).address().unwrap(),
+            v1 = key_hex(5),
+            v2 = key_hex(6),
+            a = addr(1),
+            b = addr(2),
+        )
+    }
+
+    #[test]
+    fn parses_and_derives_issuer_balances() {
+        let g = Genesis::from_toml(&sample()).unwrap();
+        assert_eq!(g.params.chain_id, "localnet");
+        assert_eq!(g.params.max_ttl_ms, 3_600_000, "default TTL is one hour");
+        assert_eq!(g.validators.total_weight(), 3);
+        assert_eq!(g.balances[&(Address::timelock(0), Currency::CAS)], -1200);
+        assert_eq!(g.balances[&(g.params.governance, Currency::new("BTC").unwrap())], -3);
+        assert_eq!(g.declarations.len(), 1);
+        // Written back and read again, it is the same genesis.
+        let again = Genesis::from_toml(&g.to_toml()).unwrap();
+        assert_eq!(again.config, g.config);
+    }
+
+    #[test]
+    fn refuses_what_a_genesis_may_not_say() {
+        let base = sample();
+        let cases = [
+            (base.replace("\"localnet\"", "\"Local Net\""), "chain id"),
+            (base.replace("min_fee = 1000", "min_fee = -1"), "min_fee"),
+            (base.replace("qsqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqxdpx0l", &addr(3).to_text()), "CAS issuer"),
+            (base.replace("symbol = \"BTC\"", "symbol = \"CAS\""), "listed twice"),
+            (base.replace("amount = 3", "amount = 0"), "not positive"),
+            (base.replace("currency = \"BTC\"", "currency = \"ETH\""), "unknown currency"),
+            (base.replace("weight = 2", "weight = 0"), "weight"),
+            (base.replace("min_fee = 1000", "min_fee = 1000\nsurprise = 1"), "unknown field"),
+            (base.replace("amount = 700", "amount = 9223372036854775800"), "overflows"),
+            (base.replace("required = 1", "required = 3"), "multisig"),
+            ("not toml at all [".to_owned(), ""),
+        ];
+        for (text, why) in cases {
+            let err = Genesis::from_toml(&text).expect_err(why);
+            assert!(err.to_string().contains(why), "{why}: got {err}");
+        }
+        assert_eq!(
+            Genesis::from_toml(&" ".repeat(GENESIS_BYTES_MAX + 1)).err(),
+            Some(GenesisError::TooLarge)
+        );
+    }
+}

@@ -90,6 +90,27 @@ pub struct Applied {
     pub tx_ids: Vec<TxId>,
     /// One receipt per transaction, in block order.
     pub receipts: Vec<Receipt>,
+    /// Every account the ledger changed, sorted by address: what a store writes back.
+    pub touched: Vec<Address>,
+}
+
+/// Why a stored state could not be restored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    /// The accounts do not hash to the header's state root.
+    #[error("stored accounts hash to {computed}, not the head's state root {expected}")]
+    StateRoot {
+        /// Root of the stored accounts.
+        computed: Hash,
+        /// Root in the stored head.
+        expected: Hash,
+    },
+    /// The validator set does not match the head's commitment.
+    #[error("stored validator set does not match the head's validator-set hash")]
+    Validators,
+    /// Two accounts for one address.
+    #[error("account {0} stored twice")]
+    DuplicateAccount(Address),
 }
 
 /// Hash maps keyed by addresses and ids. Keys are chosen by users, so the hasher is seeded per
@@ -188,6 +209,48 @@ impl State {
         };
         debug_assert_eq!(state.check_conservation(), Ok(()));
         state
+    }
+
+    /// A state rebuilt from storage: the head, the validator set that certifies the next ledger,
+    /// every account and the replay window. The accounts must hash to the head's state root and
+    /// the set to its validator-set hash.
+    pub fn restore(
+        params: ChainParams,
+        validators: ValidatorSet,
+        head: LedgerHeader,
+        accounts: impl IntoIterator<Item = Account>,
+        replay: impl IntoIterator<Item = (TxId, i64)>,
+    ) -> Result<Self, RestoreError> {
+        if validators.hash() != head.validator_set_hash {
+            return Err(RestoreError::Validators);
+        }
+        let mut map: FastMap<Address, Account> = FastMap::default();
+        for a in accounts {
+            let address = a.address;
+            if map.insert(address, a).is_some() {
+                return Err(RestoreError::DuplicateAccount(address));
+            }
+        }
+        let mut leaves: Vec<([u8; 21], Hash)> =
+            map.par_iter().map(|(address, a)| (*address.raw(), a.leaf_hash())).collect();
+        let mut trie = StateTrie::new();
+        trie.update(&mut leaves);
+        if trie.root() != head.state_root {
+            return Err(RestoreError::StateRoot { computed: trie.root(), expected: head.state_root });
+        }
+        let mut replay_set = ReplaySet::default();
+        for (id, expiration_ms) in replay {
+            if expiration_ms > head.timestamp_ms {
+                replay_set.insert(id, expiration_ms);
+            }
+        }
+        let head_hash = head.hash(&params.chain_id);
+        Ok(Self { params, accounts: map, trie, replay: replay_set, validators, head, head_hash })
+    }
+
+    /// The replay window: every included transaction id that has not expired, with its expiration.
+    pub fn replay_entries(&self) -> impl Iterator<Item = (TxId, i64)> + '_ {
+        self.replay.ids.iter().map(|(id, exp)| (*id, *exp))
     }
 
     /// Chain parameters.
@@ -493,10 +556,11 @@ impl BlockExecution<'_> {
         let journal = std::mem::take(&mut self.journal);
         let state = &mut *self.state;
         let accounts = &state.accounts;
-        let touched: Vec<&Address> = journal.keys().collect();
+        let mut touched: Vec<Address> = journal.into_keys().collect();
+        touched.par_sort_unstable();
         let mut leaves: Vec<([u8; 21], Hash)> = touched
             .par_iter()
-            .filter_map(|a| accounts.get(*a).map(|acc| (*a.raw(), acc.leaf_hash())))
+            .filter_map(|a| accounts.get(a).map(|acc| (*a.raw(), acc.leaf_hash())))
             .collect();
         state.trie.update(&mut leaves);
         if let Some(v) = self.next_validators.take() {
@@ -520,6 +584,7 @@ impl BlockExecution<'_> {
             hash: state.head_hash,
             tx_ids: std::mem::take(&mut self.tx_ids),
             receipts: std::mem::take(&mut self.receipts),
+            touched,
         }
     }
 }

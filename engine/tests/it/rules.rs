@@ -691,3 +691,40 @@ fn both_backends_apply_identically() {
     }
     assert_eq!(a.state.head_hash(), b.state.head_hash());
 }
+
+#[test]
+fn state_restores_from_its_parts() {
+    use caasiope_engine::state::{RestoreError, State};
+    let mut net = Net::new();
+    let tx = net.transfer(0, user(1), COIN);
+    let applied = net.apply(vec![tx.clone(), net.transfer(2, user(3), COIN)]).unwrap();
+    assert_eq!(applied.touched.len(), 5, "four users and the fee account");
+    assert!(applied.touched.windows(2).all(|w| w[0] < w[1]));
+    let s = &net.state;
+    let accounts: Vec<_> = s.accounts().cloned().collect();
+    let replay: Vec<_> = s.replay_entries().collect();
+    let restored = State::restore(
+        s.params().clone(),
+        s.validators().clone(),
+        *s.head(),
+        accounts.clone(),
+        replay.clone(),
+    )
+    .unwrap();
+    assert_eq!(restored.state_root(), s.state_root());
+    assert_eq!(restored.head_hash(), s.head_hash());
+    let mut again = Net { state: restored, now: net.now, backend: net.backend };
+    assert_eq!(again.apply_one(tx), Err(TxError::Replayed(applied.tx_ids[0])));
+    // A tampered account or validator set is refused.
+    let mut bad = accounts.clone();
+    bad[0].last_height += 1;
+    assert!(matches!(
+        State::restore(s.params().clone(), s.validators().clone(), *s.head(), bad, replay.clone()),
+        Err(RestoreError::StateRoot { .. })
+    ));
+    let other_set = s.validators().with_update(key(64).public_key(), 1).unwrap();
+    assert_eq!(
+        State::restore(s.params().clone(), other_set, *s.head(), accounts, replay).err(),
+        Some(RestoreError::Validators)
+    );
+}
