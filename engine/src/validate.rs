@@ -147,6 +147,66 @@ pub enum TxError {
     ValidatorUpdate(#[from] ValidatorSetError),
 }
 
+impl TxError {
+    /// Every kind, in declaration order: the labels of rejection metrics.
+    pub const KINDS: [&'static str; 24] = [
+        "decode",
+        "amount_not_positive",
+        "fee_too_low",
+        "unbalanced",
+        "unknown_currency",
+        "duplicate_input",
+        "duplicate_output",
+        "duplicate_declaration",
+        "overflow",
+        "bad_signature",
+        "bad_voucher_signature",
+        "expired",
+        "expiration_too_far",
+        "replayed",
+        "unsatisfied",
+        "too_deep",
+        "too_complex",
+        "unneeded_signature",
+        "insufficient_balance",
+        "channel_currency",
+        "voucher_missing",
+        "voucher_wrong_payer",
+        "voucher_exceeded",
+        "validator_update",
+    ];
+
+    /// A stable snake_case name of the rule broken, for metrics and machine-readable errors.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Decode { .. } => "decode",
+            Self::AmountNotPositive { .. } => "amount_not_positive",
+            Self::FeeTooLow { .. } => "fee_too_low",
+            Self::Unbalanced { .. } => "unbalanced",
+            Self::UnknownCurrency { .. } => "unknown_currency",
+            Self::DuplicateInput { .. } => "duplicate_input",
+            Self::DuplicateOutput { .. } => "duplicate_output",
+            Self::DuplicateDeclaration { .. } => "duplicate_declaration",
+            Self::Overflow { .. } => "overflow",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::BadVoucherSignature { .. } => "bad_voucher_signature",
+            Self::Expired { .. } => "expired",
+            Self::ExpirationTooFar { .. } => "expiration_too_far",
+            Self::Replayed { .. } => "replayed",
+            Self::Unsatisfied { .. } => "unsatisfied",
+            Self::TooDeep { .. } => "too_deep",
+            Self::TooComplex { .. } => "too_complex",
+            Self::UnneededSignature { .. } => "unneeded_signature",
+            Self::InsufficientBalance { .. } => "insufficient_balance",
+            Self::ChannelCurrency { .. } => "channel_currency",
+            Self::VoucherMissing { .. } => "voucher_missing",
+            Self::VoucherWrongPayer { .. } => "voucher_wrong_payer",
+            Self::VoucherExceeded { .. } => "voucher_exceeded",
+            Self::ValidatorUpdate { .. } => "validator_update",
+        }
+    }
+}
+
 /// A transaction whose stateless checks and signatures passed, ready for the stateful rules.
 #[derive(Clone, Debug)]
 pub struct VerifiedTx {

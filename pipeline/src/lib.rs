@@ -1,9 +1,483 @@
 //! The staged ingest path of a Caasiope node.
 //!
 //! Transactions flow decode → signature batch verification (a dedicated rayon pool) → post-state
-//! apply (a single writer) → parallel Merkle update → commit hand-off. Stages exchange batches
-//! over bounded lock-free queues so a full stage pushes back on ingest instead of growing memory,
-//! and each stage reports its queue depth, batch size and nanoseconds per transaction.
+//! apply (a single writer) → seal (parallel Merkle update) → commit hand-off. Stages exchange
+//! batches over bounded lock-free queues (crossbeam), so a full stage pushes back on ingest
+//! instead of growing memory, and each stage reports its queue depth, batch size and
+//! nanoseconds per transaction ([`MetricsSnapshot`]). Invalid input (undecodable bytes, bad
+//! signatures, expired, replayed, double spends) is rejected with its rule, counted, and never
+//! stalls the stages behind it.
 //!
-//! This crate knows nothing of sockets or databases: it is driven by the node and hands committed
-//! ledgers to whoever stores them. It is filled in by the pipeline issue; the layout is fixed now.
+//! This crate knows nothing of sockets or databases: ledgers leave through a [`CommitSink`]
+//! (the node's MDBX store) and bytes enter through [`Pipeline::submit`].
+//!
+//! ```text
+//! submit ─▶ [ingest q] ─▶ decode ─▶ [verify q] ─▶ verify (pool) ─▶ [apply q] ─▶ apply + seal
+//!                                                                       │
+//!                                                     [commit q] ◀──────┘ ─▶ commit (sink)
+//! ```
+
+mod metrics;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use engine::{
+    Backend,
+    account::Account,
+    ledger::ValidatorSet,
+    limits::BLOCK_TXS_MAX,
+    state::{Applied, State},
+    tx::{SignedTransaction, TxId},
+    validate::{VerifiedTx, check_stateless, verify_signatures},
+};
+pub use metrics::{Metrics, MetricsSnapshot, Stage, StageSnapshot};
+use rayon::prelude::*;
+
+/// When the apply stage seals a ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sealing {
+    /// When `block_txs_max` transactions are applied, or when input ends; each ledger's
+    /// timestamp is the previous one plus `step_ms` (deterministic: benchmarks, replays).
+    WhenFull {
+        /// Timestamp step between ledgers, ms.
+        step_ms: i64,
+    },
+    /// Every `interval_ms` of wall time, empty or not (or earlier when `block_txs_max` is
+    /// reached); timestamps from the clock, kept strictly increasing.
+    Interval {
+        /// Block interval, ms.
+        interval_ms: u64,
+    },
+}
+
+/// Bounds and choices of a pipeline. Every queue and batch is bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineConfig {
+    /// Signature backend.
+    pub backend: Backend,
+    /// Threads of the dedicated verification pool.
+    pub verify_threads: usize,
+    /// Most transactions per batch between stages; larger submissions are split.
+    pub batch_txs_max: usize,
+    /// Most batches waiting in each queue.
+    pub queue_batches_max: usize,
+    /// Most ledgers waiting for the commit sink.
+    pub commit_queue_max: usize,
+    /// Most transactions per ledger.
+    pub block_txs_max: usize,
+    /// When ledgers are sealed.
+    pub sealing: Sealing,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Libsecp256k1,
+            verify_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            batch_txs_max: 512,
+            queue_batches_max: 32,
+            commit_queue_max: 4,
+            block_txs_max: 10_000,
+            sealing: Sealing::Interval { interval_ms: 1_000 },
+        }
+    }
+}
+
+/// A sealed ledger on its way to storage: everything a store writes in one transaction.
+#[derive(Clone, Debug)]
+pub struct SealedLedger {
+    /// Header, hash, ids, receipts and touched addresses.
+    pub applied: Applied,
+    /// The transactions, in block order.
+    pub transactions: Vec<SignedTransaction>,
+    /// The new value of every touched account, sorted by address.
+    pub accounts: Vec<Account>,
+    /// The validator set that certifies the next ledger.
+    pub validators: ValidatorSet,
+}
+
+/// Where sealed ledgers go (the node's store). Called on the commit thread, in height order.
+pub trait CommitSink: Send + 'static {
+    /// Persists one ledger; an error stops the pipeline (nothing after it is committed).
+    fn commit(&mut self, ledger: &SealedLedger) -> Result<(), String>;
+}
+
+/// Why the pipeline stopped abnormally.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// The commit sink refused a ledger.
+    #[error("commit of ledger {height} failed: {reason}")]
+    Commit {
+        /// Height of the ledger.
+        height: u64,
+        /// The sink's reason.
+        reason: String,
+    },
+    /// A stage thread panicked (a bug); the message is the panic's.
+    #[error("pipeline stage {0} panicked")]
+    Panicked(&'static str),
+    /// Thread or pool creation failed.
+    #[error("cannot start the pipeline: {0}")]
+    Start(String),
+}
+
+/// Why [`Pipeline::try_submit`] did not take a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The ingest queue is full: back off and retry.
+    #[error("ingest queue is full")]
+    Full,
+    /// The pipeline has stopped.
+    #[error("pipeline has stopped")]
+    Closed,
+}
+
+type Decoded = (SignedTransaction, TxId);
+
+/// A running pipeline. Dropping it without [`Pipeline::finish`] still drains and joins.
+#[derive(Debug)]
+pub struct Pipeline {
+    ingest: Option<Sender<Vec<Vec<u8>>>>,
+    batch_txs_max: usize,
+    metrics: Arc<Metrics>,
+    depths: Arc<[AtomicI64; 5]>,
+    threads: Option<Threads>,
+}
+
+#[derive(Debug)]
+struct Threads {
+    decode: JoinHandle<()>,
+    verify: JoinHandle<()>,
+    apply: JoinHandle<State>,
+    commit: JoinHandle<Result<(), PipelineError>>,
+}
+
+/// Sends a batch downstream, counting it in the queue depth of `stage`'s input.
+fn send<T>(tx: &Sender<T>, item: T, depths: &[AtomicI64; 5], stage: Stage) -> bool {
+    depths[stage as usize].fetch_add(1, Ordering::Relaxed);
+    if tx.send(item).is_ok() {
+        true
+    } else {
+        depths[stage as usize].fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+}
+
+fn took(depths: &[AtomicI64; 5], stage: Stage) {
+    depths[stage as usize].fetch_sub(1, Ordering::Relaxed);
+}
+
+fn elapsed_ns(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Pipeline {
+    /// Starts the stages on `state`; sealed ledgers go to `sink`.
+    pub fn start(state: State, config: PipelineConfig, sink: impl CommitSink) -> Result<Self, PipelineError> {
+        let cfg = PipelineConfig {
+            batch_txs_max: config.batch_txs_max.clamp(1, BLOCK_TXS_MAX),
+            queue_batches_max: config.queue_batches_max.max(1),
+            commit_queue_max: config.commit_queue_max.max(1),
+            block_txs_max: config.block_txs_max.clamp(1, BLOCK_TXS_MAX),
+            verify_threads: config.verify_threads.max(1),
+            ..config
+        };
+        let metrics = Arc::new(Metrics::default());
+        let depths: Arc<[AtomicI64; 5]> = Arc::new(Default::default());
+        let (ingest_tx, ingest_rx) = bounded::<Vec<Vec<u8>>>(cfg.queue_batches_max);
+        let (verify_tx, verify_rx) = bounded::<Vec<Decoded>>(cfg.queue_batches_max);
+        let (apply_tx, apply_rx) = bounded::<Vec<VerifiedTx>>(cfg.queue_batches_max);
+        let (commit_tx, commit_rx) = bounded::<SealedLedger>(cfg.commit_queue_max);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.verify_threads)
+            .thread_name(|i| format!("verify-{i}"))
+            .build()
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let chain_id = state.params().chain_id.clone();
+        let params = state.params().clone();
+
+        let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
+        let (m, d) = (metrics.clone(), depths.clone());
+        let decode = spawn("decode")
+            .spawn(move || decode_loop(&ingest_rx, &verify_tx, &params, &m, &d))
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let (m, d) = (metrics.clone(), depths.clone());
+        let backend = cfg.backend;
+        let verify = spawn("verify")
+            .spawn(move || verify_loop(&verify_rx, &apply_tx, &pool, backend, &chain_id, &m, &d))
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let (m, d) = (metrics.clone(), depths.clone());
+        let apply = spawn("apply")
+            .spawn(move || apply_loop(state, &apply_rx, &commit_tx, &cfg, &m, &d))
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let (m, d) = (metrics.clone(), depths.clone());
+        let commit = spawn("commit")
+            .spawn(move || commit_loop(&commit_rx, sink, &m, &d))
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        Ok(Self {
+            ingest: Some(ingest_tx),
+            batch_txs_max: cfg.batch_txs_max,
+            metrics,
+            depths,
+            threads: Some(Threads { decode, verify, apply, commit }),
+        })
+    }
+
+    /// Submits raw transactions, waiting while the ingest queue is full (backpressure).
+    pub fn submit(&self, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+        let ingest = self.ingest.as_ref().ok_or(SubmitError::Closed)?;
+        for batch in split(txs, self.batch_txs_max) {
+            if !send(ingest, batch, &self.depths, Stage::Decode) {
+                return Err(SubmitError::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits raw transactions (at most one batch) unless the ingest queue is full.
+    pub fn try_submit(&self, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+        let ingest = self.ingest.as_ref().ok_or(SubmitError::Closed)?;
+        if txs.len() > self.batch_txs_max {
+            // More than one batch cannot be taken atomically; the caller splits.
+            return Err(SubmitError::Full);
+        }
+        self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);
+        match ingest.try_send(txs) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => SubmitError::Full,
+                    TrySendError::Disconnected(_) => SubmitError::Closed,
+                })
+            }
+        }
+    }
+
+    /// Every counter now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let depths =
+            Stage::ALL.map(|s| usize::try_from(self.depths[s as usize].load(Ordering::Relaxed)).unwrap_or(0));
+        self.metrics.snapshot(depths)
+    }
+
+    /// Stops taking input, drains every stage (the last partial ledger is sealed and
+    /// committed), joins the threads and returns the final state and counters.
+    pub fn finish(mut self) -> Result<(State, MetricsSnapshot), PipelineError> {
+        let state = self.join()?;
+        Ok((state, self.metrics()))
+    }
+
+    fn join(&mut self) -> Result<State, PipelineError> {
+        self.ingest = None;
+        let Some(t) = self.threads.take() else {
+            return Err(PipelineError::Panicked("pipeline already joined"));
+        };
+        t.decode.join().map_err(|_| PipelineError::Panicked("decode"))?;
+        t.verify.join().map_err(|_| PipelineError::Panicked("verify"))?;
+        let state = t.apply.join().map_err(|_| PipelineError::Panicked("apply"))?;
+        t.commit.join().map_err(|_| PipelineError::Panicked("commit"))??;
+        Ok(state)
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if self.threads.is_some() {
+            // Nothing accepted is abandoned: the stages drain before the threads end.
+            let _ = self.join();
+        }
+    }
+}
+
+fn split(mut txs: Vec<Vec<u8>>, max: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(txs.len().div_ceil(max.max(1)));
+    while txs.len() > max {
+        let rest = txs.split_off(max);
+        out.push(txs);
+        txs = rest;
+    }
+    if !txs.is_empty() {
+        out.push(txs);
+    }
+    out
+}
+
+fn decode_loop(
+    rx: &Receiver<Vec<Vec<u8>>>,
+    tx: &Sender<Vec<Decoded>>,
+    params: &engine::genesis::ChainParams,
+    metrics: &Metrics,
+    depths: &[AtomicI64; 5],
+) {
+    for batch in rx {
+        took(depths, Stage::Decode);
+        let t = Instant::now();
+        let n = batch.len();
+        let mut out = Vec::with_capacity(n);
+        for bytes in batch {
+            let checked = SignedTransaction::decode_with_id(&bytes, &params.chain_id)
+                .map_err(engine::validate::TxError::from)
+                .and_then(|(stx, id)| check_stateless(&stx.tx, params).map(|()| (stx, id)));
+            match checked {
+                Ok(d) => out.push(d),
+                Err(e) => metrics.reject(&e),
+            }
+        }
+        metrics.record(Stage::Decode, n, elapsed_ns(t));
+        if !out.is_empty() && !send(tx, out, depths, Stage::Verify) {
+            return;
+        }
+    }
+}
+
+fn verify_loop(
+    rx: &Receiver<Vec<Decoded>>,
+    tx: &Sender<Vec<VerifiedTx>>,
+    pool: &rayon::ThreadPool,
+    backend: Backend,
+    chain_id: &str,
+    metrics: &Metrics,
+    depths: &[AtomicI64; 5],
+) {
+    for batch in rx {
+        took(depths, Stage::Verify);
+        let t = Instant::now();
+        let n = batch.len();
+        let results: Vec<_> = pool.install(|| {
+            batch
+                .into_par_iter()
+                .map(|(stx, id)| {
+                    verify_signatures(&stx, &id, chain_id, backend).map(|signers| VerifiedTx {
+                        id,
+                        tx: stx,
+                        signers,
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(n);
+        for r in results {
+            match r {
+                Ok(v) => out.push(v),
+                Err(e) => metrics.reject(&e),
+            }
+        }
+        metrics.record(Stage::Verify, n, elapsed_ns(t));
+        if !out.is_empty() && !send(tx, out, depths, Stage::Apply) {
+            return;
+        }
+    }
+}
+
+/// The single writer: applies verified transactions to the post-state and seals ledgers.
+fn apply_loop(
+    mut state: State,
+    rx: &Receiver<Vec<VerifiedTx>>,
+    tx: &Sender<SealedLedger>,
+    cfg: &PipelineConfig,
+    metrics: &Metrics,
+    depths: &[AtomicI64; 5],
+) -> State {
+    // Transactions received but not yet applied (a batch that overflowed the previous ledger).
+    let mut carry: Vec<VerifiedTx> = Vec::new();
+    let mut open = true;
+    while open || !carry.is_empty() {
+        let head_ms = state.head().timestamp_ms;
+        let (timestamp_ms, deadline) = match cfg.sealing {
+            Sealing::WhenFull { step_ms } => (head_ms.saturating_add(step_ms.max(1)), None),
+            Sealing::Interval { interval_ms } => (
+                now_ms().max(head_ms.saturating_add(1)),
+                Some(Instant::now() + Duration::from_millis(interval_ms)),
+            ),
+        };
+        // Timestamps are strictly above the head by construction.
+        let Ok(mut exec) = state.begin_block(timestamp_ms) else { return state };
+        let mut txs: Vec<SignedTransaction> = Vec::new();
+        let mut pending = std::mem::take(&mut carry);
+        loop {
+            let t = Instant::now();
+            let n = pending.len();
+            let mut rest = pending.into_iter();
+            for v in rest.by_ref() {
+                match exec.apply_tx(&v) {
+                    Ok(_) => txs.push(v.tx),
+                    Err(e) => metrics.reject(&e),
+                }
+                if exec.len() >= cfg.block_txs_max {
+                    break;
+                }
+            }
+            carry.extend(rest);
+            if n > 0 {
+                metrics.record(Stage::Apply, n - carry.len(), elapsed_ns(t));
+            }
+            if exec.len() >= cfg.block_txs_max || !carry.is_empty() {
+                break;
+            }
+            let next = match deadline {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) => rx.recv_deadline(d),
+            };
+            match next {
+                Ok(batch) => {
+                    took(depths, Stage::Apply);
+                    pending = batch;
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // With nothing applied, a deterministic pipeline makes no ledger (nor does any pipeline
+        // at shutdown); an interval one does, to show it is alive.
+        if exec.is_empty() && (deadline.is_none() || !open) {
+            drop(exec);
+            continue;
+        }
+        let t = Instant::now();
+        let applied = exec.finish();
+        let accounts: Vec<Account> =
+            applied.touched.iter().filter_map(|a| state.account(a).cloned()).collect();
+        metrics.record(Stage::Seal, txs.len(), elapsed_ns(t));
+        let ledger =
+            SealedLedger { applied, transactions: txs, accounts, validators: state.validators().clone() };
+        if !send(tx, ledger, depths, Stage::Commit) {
+            break;
+        }
+    }
+    state
+}
+
+fn commit_loop(
+    rx: &Receiver<SealedLedger>,
+    mut sink: impl CommitSink,
+    metrics: &Metrics,
+    depths: &[AtomicI64; 5],
+) -> Result<(), PipelineError> {
+    for ledger in rx {
+        took(depths, Stage::Commit);
+        let t = Instant::now();
+        let height = ledger.applied.header.height;
+        sink.commit(&ledger).map_err(|reason| PipelineError::Commit { height, reason })?;
+        metrics.record(Stage::Commit, ledger.transactions.len(), elapsed_ns(t));
+        metrics.committed(height, ledger.transactions.len());
+    }
+    Ok(())
+}
