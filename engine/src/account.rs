@@ -140,6 +140,14 @@ impl Decode for Account {
             None
         };
         let channel_claimed = r.i64("channel claimed")?;
+        if channel_claimed < 0
+            || (channel_claimed != 0 && address.kind() != crate::AddressType::PaymentChannel)
+        {
+            return Err(CodecError::Invalid {
+                what: "account",
+                why: "only a payment channel has a claimed amount",
+            });
+        }
         Ok(Self { address, last_height, balances, declaration, channel_claimed })
     }
 }

@@ -25,8 +25,8 @@ const DATA_GROUPS: usize = 34;
 /// Why an address text or raw address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
-    /// Not 40 characters.
-    #[error("an address is {ADDRESS_TEXT_LEN} characters, got {0}")]
+    /// Not 40 bytes of text (non-ASCII characters count by their UTF-8 bytes).
+    #[error("an address is {ADDRESS_TEXT_LEN} ASCII characters, got {0} bytes")]
     Length(usize),
     /// Upper and lower case mixed.
     #[error("an address is all lower case or all upper case, not mixed")]
@@ -272,7 +272,7 @@ pub fn encode_text(raw: &[u8; ADDRESS_LEN]) -> String {
 pub fn decode_text(text: &str) -> Result<[u8; ADDRESS_LEN], AddressError> {
     let bytes = text.as_bytes();
     if bytes.len() != ADDRESS_TEXT_LEN {
-        return Err(AddressError::Length(text.chars().count()));
+        return Err(AddressError::Length(bytes.len()));
     }
     let has_lower = bytes.iter().any(u8::is_ascii_lowercase);
     let has_upper = bytes.iter().any(u8::is_ascii_uppercase);

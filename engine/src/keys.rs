@@ -20,9 +20,6 @@ pub enum KeyError {
     /// Not a 65-byte uncompressed SEC1 point on the curve.
     #[error("invalid public key: {0}")]
     InvalidPublicKey(&'static str),
-    /// Signing failed (never expected for a valid key).
-    #[error("signing failed")]
-    Signing,
     /// Hex text of the wrong length or alphabet.
     #[error("invalid hex (a secret key is 64 hex characters, a public key 130)")]
     Hex(#[from] hex::FromHexError),

@@ -80,6 +80,7 @@ impl Decode for LedgerHeader {
 
 /// A validator: consensus key and voting weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Validator {
     /// Consensus key (signs votes and certificates).
     pub public_key: PublicKey,
@@ -102,6 +103,9 @@ pub enum ValidatorSetError {
     /// The same key twice.
     #[error("validator {0:?} listed twice")]
     Duplicate(PublicKey),
+    /// Removal of a key that is not in the set.
+    #[error("validator {0:?} is not in the set")]
+    NotMember(PublicKey),
     /// A key that is not a curve point.
     #[error("validator key is invalid: {0}")]
     Key(#[from] keys::KeyError),
@@ -163,6 +167,9 @@ impl ValidatorSet {
 
     /// The set after `update` (weight 0 removes; otherwise adds or re-weights).
     pub fn with_update(&self, key: PublicKey, weight: u64) -> Result<Self, ValidatorSetError> {
+        if weight == 0 && self.index_of(&key).is_none() {
+            return Err(ValidatorSetError::NotMember(key));
+        }
         let mut validators: Vec<Validator> =
             self.validators.iter().copied().filter(|v| v.public_key != key).collect();
         if weight > 0 {

@@ -238,6 +238,7 @@ pub fn verify(
 
 /// The rules that need only the transaction and the chain parameters.
 pub fn check_stateless(tx: &Transaction, params: &ChainParams) -> Result<(), TxError> {
+    check_shape(tx)?;
     for leg in tx.inputs.iter().chain(&tx.outputs) {
         if leg.amount <= 0 {
             return Err(TxError::AmountNotPositive {
@@ -261,6 +262,22 @@ pub fn check_stateless(tx: &Transaction, params: &ChainParams) -> Result<(), TxE
     }
     check_balanced(tx)?;
     check_declarations_unique(&tx.declarations)
+}
+
+/// The limits the decoder enforces, checked again for transactions built in memory: what is
+/// validated must be what peers can decode.
+fn check_shape(tx: &Transaction) -> Result<(), TxError> {
+    use crate::limits::{DECLARATIONS_MAX, INPUTS_MAX, MESSAGE_LEN_MAX, OUTPUTS_MAX};
+    let over = |what: &'static str, got: usize, max: usize| {
+        if got > max { Err(TxError::Decode(CodecError::OverLimit { what, got, max })) } else { Ok(()) }
+    };
+    if tx.version != crate::tx::TX_VERSION {
+        return Err(TxError::Decode(CodecError::UnknownTag { what: "transaction version", tag: tx.version }));
+    }
+    over("declarations", tx.declarations.len(), DECLARATIONS_MAX)?;
+    over("inputs", tx.inputs.len(), INPUTS_MAX)?;
+    over("outputs", tx.outputs.len(), OUTPUTS_MAX)?;
+    over("message length", tx.message.len(), MESSAGE_LEN_MAX)
 }
 
 fn first_duplicate(legs: &[Leg]) -> Option<(Address, Currency)> {
@@ -310,6 +327,16 @@ pub fn verify_signatures(
     chain_id: &str,
     backend: Backend,
 ) -> Result<Vec<Address>, TxError> {
+    if tx.signatures.len() > crate::limits::SIGNATURES_MAX {
+        return Err(TxError::Decode(CodecError::OverLimit {
+            what: "signatures",
+            got: tx.signatures.len(),
+            max: crate::limits::SIGNATURES_MAX,
+        }));
+    }
+    if !tx.signatures.windows(2).all(|w| w[0].public_key < w[1].public_key) {
+        return Err(TxError::Decode(CodecError::NotCanonicalOrder("signatures")));
+    }
     let mut signers = Vec::with_capacity(tx.signatures.len());
     for (index, s) in tx.signatures.iter().enumerate() {
         if !keys::verify(backend, &s.public_key, &id.0, &s.signature) {

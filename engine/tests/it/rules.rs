@@ -728,3 +728,56 @@ fn state_restores_from_its_parts() {
         Some(RestoreError::Validators)
     );
 }
+
+#[test]
+fn a_block_error_names_the_first_invalid_transaction_whatever_its_rule() {
+    let mut net = Net::new();
+    // Index 1 breaks a stateful rule, index 2 a signature: index 1 is reported.
+    let good = net.transfer(0, user(1), COIN);
+    let unfunded = net.transfer(2, user(1), 2 * USER_CAS);
+    let mut forged = net.transfer(3, user(1), COIN);
+    forged.signatures[0].signature = Signature([9; 64]);
+    let r = net.apply(vec![good, unfunded, forged]);
+    assert!(
+        matches!(r, Err(BlockError::InvalidTx { index: 1, error: TxError::InsufficientBalance { .. } })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn transactions_built_in_memory_obey_the_decoder_limits() {
+    let mut net = Net::new();
+    let mut b = net.tx();
+    for i in 0..65u8 {
+        b = b.output(Address::new(caasiope_engine::AddressType::Ecdsa, [i; 20]), Currency::CAS, 1);
+    }
+    let tx = b.input(user(0), Currency::CAS, 65).sign(&[&key(0)]);
+    assert!(matches!(net.apply_one(tx), Err(TxError::Decode(_))));
+    let tx = net.tx().input(user(0), Currency::CAS, 1).output(user(1), Currency::CAS, 1).message(&[0; 129]);
+    assert!(matches!(net.apply_one(tx.sign(&[&key(0)])), Err(TxError::Decode(_))));
+    // Signatures out of order (only an in-memory transaction can have that).
+    let mut two = net.tx().input(user(0), Currency::CAS, 1).input(user(1), Currency::CAS, 1);
+    two = two.output(user(2), Currency::CAS, 2);
+    let mut tx = two.sign(&[&key(0), &key(1)]);
+    tx.signatures.reverse();
+    assert!(matches!(net.apply_one(tx), Err(TxError::Decode(_))));
+}
+
+#[test]
+fn removing_a_validator_that_is_not_there_is_refused_and_timelocks_are_not_stored() {
+    let mut net = Net::new();
+    let stranger = key(70).public_key();
+    let tx = net
+        .tx()
+        .fee(user(0), MIN_FEE)
+        .declare(Declaration::ValidatorUpdate(ValidatorUpdate { public_key: stranger, weight: 0 }))
+        .sign(&[&key(0), &key(40), &key(41)]);
+    assert!(matches!(net.apply_one(tx), Err(TxError::ValidatorUpdate(_))));
+    // Declaring TimeLock(0) (the CAS issuer) is accepted but changes nothing on its account.
+    let root_before = net.state.account(&Address::timelock(0)).unwrap().clone();
+    let tx = net.transfer(0, user(1), 1);
+    let mut t = tx.tx;
+    t.declarations.push(Declaration::TimeLock { unix_seconds: 0 });
+    net.apply_one(t.sign(CHAIN, &[&key(0)])).unwrap();
+    assert_eq!(net.state.account(&Address::timelock(0)).unwrap(), &root_before);
+}
