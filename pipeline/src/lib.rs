@@ -240,12 +240,7 @@ impl Pipeline {
     /// Submits raw transactions, waiting while the ingest queue is full (backpressure).
     pub fn submit(&self, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
         let ingest = self.ingest.as_ref().ok_or(SubmitError::Closed)?;
-        for batch in split(txs, self.batch_txs_max) {
-            if !send(ingest, batch, &self.depths, Stage::Decode) {
-                return Err(SubmitError::Closed);
-            }
-        }
-        Ok(())
+        submit_batches(ingest, txs, self.batch_txs_max, &self.depths)
     }
 
     /// Submits raw transactions (at most one batch) unless the ingest queue is full.
@@ -266,6 +261,16 @@ impl Pipeline {
                 })
             }
         }
+    }
+
+    /// A handle that submits from other threads (e.g. one per client connection). While any
+    /// submitter lives, [`Pipeline::finish`] waits for it: drop them all first.
+    pub fn submitter(&self) -> Option<Submitter> {
+        Some(Submitter {
+            ingest: self.ingest.as_ref()?.clone(),
+            batch_txs_max: self.batch_txs_max,
+            depths: self.depths.clone(),
+        })
     }
 
     /// Every counter now.
@@ -293,6 +298,35 @@ impl Pipeline {
         t.commit.join().map_err(|_| PipelineError::Panicked("commit"))??;
         Ok(state)
     }
+}
+
+/// A cloneable submission handle of a [`Pipeline`].
+#[derive(Clone, Debug)]
+pub struct Submitter {
+    ingest: Sender<Vec<Vec<u8>>>,
+    batch_txs_max: usize,
+    depths: Arc<[AtomicI64; 5]>,
+}
+
+impl Submitter {
+    /// As [`Pipeline::submit`].
+    pub fn submit(&self, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+        submit_batches(&self.ingest, txs, self.batch_txs_max, &self.depths)
+    }
+}
+
+fn submit_batches(
+    ingest: &Sender<Vec<Vec<u8>>>,
+    txs: Vec<Vec<u8>>,
+    batch_txs_max: usize,
+    depths: &[AtomicI64; 5],
+) -> Result<(), SubmitError> {
+    for batch in split(txs, batch_txs_max) {
+        if !send(ingest, batch, depths, Stage::Decode) {
+            return Err(SubmitError::Closed);
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Pipeline {
