@@ -49,7 +49,12 @@
 mod error;
 mod layout;
 mod store;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 mod verify;
+
+#[cfg(test)]
+mod tests;
 
 pub use error::StoreError;
 pub use layout::TxLocation;
