@@ -36,7 +36,10 @@ pub const HISTORY_PAGE_MAX: usize = 1_000;
 /// [`GROWTH_STEP_BYTES`]. (A 64-bit constant: the store is built for 64-bit hosts.)
 pub const MAP_SIZE_MAX_BYTES: isize = 256 << 30;
 /// Step by which the data file grows (and the free tail above which it shrinks, twice this).
-pub const GROWTH_STEP_BYTES: isize = 64 << 20;
+/// MDBX allocates each step on disk (`fallocate`), and in `SafeNoSync` mode flushes before
+/// growing, so a small step costs a flush every few large ledgers (~20 MB of file each at
+/// 10,000 transfers; measured: 64 MiB steps doubled the slowest commits).
+pub const GROWTH_STEP_BYTES: isize = 256 << 20;
 /// Named tables the environment may hold: ours plus room for later ones.
 const TABLES_MAX: u64 = 32;
 
@@ -274,48 +277,58 @@ impl Store {
         )?;
         txn.put(&txn.open_table(Some(BLOCKS))?, key, &rows.block, WriteFlags::APPEND)?;
 
+        // Rows go in key order through one cursor per table: MDBX then finds each key from the
+        // page it just wrote instead of descending from the root (about twice as fast here).
         let t_index = txn.open_table(Some(TX_INDEX))?;
+        let mut cursor = txn.cursor(&t_index)?;
         for (id, at) in &rows.tx_index {
-            txn.put(&t_index, id.0, at.to_bytes(), WriteFlags::NO_OVERWRITE)?;
+            cursor.put(&id.0, &at.to_bytes(), WriteFlags::NO_OVERWRITE)?;
         }
+        drop(cursor);
 
         let t_accounts = txn.open_table(Some(ACCOUNTS))?;
         let mut buf = Vec::with_capacity(128);
         debug_assert!(applied.touched.windows(2).all(|w| w[0] < w[1]), "touched is sorted");
+        let mut cursor = txn.cursor(&t_accounts)?;
         for address in &applied.touched {
             match state.account(address) {
                 Some(account) => {
                     buf.clear();
                     account.encode(&mut buf);
-                    txn.put(&t_accounts, address.raw(), &buf, WriteFlags::UPSERT)?;
+                    cursor.put(address.raw(), &buf, WriteFlags::UPSERT)?;
                 }
                 // The engine never removes an account; were it to, the row goes too.
                 None => {
-                    txn.del(&t_accounts, address.raw(), None)?;
+                    if cursor.set::<()>(address.raw())?.is_some() {
+                        cursor.del(WriteFlags::empty())?;
+                    }
                 }
             }
         }
+        drop(cursor);
 
         let t_history = txn.open_table(Some(HISTORY))?;
+        let mut cursor = txn.cursor(&t_history)?;
         for (key, id) in &rows.history {
-            txn.put(&t_history, key, id.0, WriteFlags::UPSERT)?;
+            cursor.put(key, &id.0, WriteFlags::UPSERT)?;
         }
 
+        drop(cursor);
+
         let t_replay = txn.open_table(Some(REPLAY))?;
-        {
-            // Entries expired at this ledger's time can never reject a transaction again.
-            let mut cursor = txn.cursor(&t_replay)?;
-            while let Some((key, ())) = cursor.first::<Cow<'_, [u8]>, ()>()? {
-                let (expiration_ms, _) = layout::parse_replay_key(&key)?;
-                if expiration_ms > header.timestamp_ms {
-                    break;
-                }
-                cursor.del(WriteFlags::empty())?;
+        let mut cursor = txn.cursor(&t_replay)?;
+        // Entries expired at this ledger's time can never reject a transaction again.
+        while let Some((key, ())) = cursor.first::<Cow<'_, [u8]>, ()>()? {
+            let (expiration_ms, _) = layout::parse_replay_key(&key)?;
+            if expiration_ms > header.timestamp_ms {
+                break;
             }
+            cursor.del(WriteFlags::empty())?;
         }
         for key in &rows.replay {
-            txn.put(&t_replay, key, [], WriteFlags::UPSERT)?;
+            cursor.put(key, &[], WriteFlags::UPSERT)?;
         }
+        drop(cursor);
 
         txn.put(&t_meta, meta::HEAD_HEIGHT, height.to_bytes(), WriteFlags::UPSERT)?;
         txn.put(&t_meta, meta::VALIDATORS, state.validators().to_bytes(), WriteFlags::UPSERT)?;
@@ -392,7 +405,7 @@ impl Store {
 }
 
 /// The rows one ledger adds, computed before the write transaction opens so it stays short.
-struct LedgerRows {
+pub(crate) struct LedgerRows {
     /// The `blocks` value.
     block: Vec<u8>,
     /// `tx_index` rows, sorted by id.
@@ -404,7 +417,7 @@ struct LedgerRows {
 }
 
 impl LedgerRows {
-    fn new(
+    pub(crate) fn new(
         applied: &Applied,
         transactions: &[SignedTransaction],
         chain_id: &str,

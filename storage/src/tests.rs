@@ -368,3 +368,66 @@ fn verify_replays_the_chain_and_catches_tampering() {
     assert!(matches!(verify(dir.path()), Err(StoreError::Verify { .. })));
     let _ = applied;
 }
+
+/// The commit stage's cost: ledgers of 10,000 transfers on a store of 101,000 accounts, in both
+/// durability modes. A measurement, not a check: run it in release,
+/// `cargo test --release -p caasiope-storage --lib -- --ignored --nocapture commit_cost`.
+#[test]
+#[ignore = "a measurement; run in release"]
+fn commit_cost_of_large_ledgers() {
+    use std::time::{Duration, Instant};
+    const TXS: usize = 10_000;
+    const LEDGERS: usize = 6;
+    let t = Instant::now();
+    let chain = TestChain::new(1_000, 100_000);
+    println!("genesis of 101,000 accounts built in {:?}", t.elapsed());
+    for durability in [Durability::Durable, Durability::SafeNoSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let (store, _) = Store::create(dir.path(), &chain.genesis_toml).unwrap();
+        drop(store);
+        let (mut store, mut state) =
+            Store::open_with(dir.path(), crate::StoreOptions { durability }).unwrap();
+        println!("{durability:?}: create + open in {:?}", t.elapsed());
+        let mut commits = Vec::new();
+        let mut rows = Vec::new();
+        for _ in 0..LEDGERS {
+            let (applied, transactions) = chain.apply_next(&mut state, TXS, 1);
+            let certificate = chain.certify(&applied);
+            let t = Instant::now();
+            let prepared = crate::store::LedgerRows::new(&applied, &transactions, store.chain_id()).unwrap();
+            rows.push(t.elapsed());
+            drop(prepared);
+            let t = Instant::now();
+            store
+                .commit(LedgerToCommit {
+                    applied: &applied,
+                    transactions: &transactions,
+                    certificate: &certificate,
+                    state: &state,
+                })
+                .unwrap();
+            commits.push(t.elapsed());
+            println!(
+                "  ledger {}: {} touched accounts, commit {:?}",
+                applied.header.height,
+                applied.touched.len(),
+                commits.last().unwrap()
+            );
+        }
+        commits.sort();
+        rows.sort();
+        let median = |v: &[Duration]| v[v.len() / 2];
+        let per_tx_us = |d: Duration| d.as_secs_f64() * 1e6 / TXS as f64;
+        println!(
+            "{durability:?}: commit of {TXS} transfers: median {:?} = {:.1} µs/tx (min {:?}); \
+             of which encoding and sorting rows {:?} = {:.1} µs/tx; data file {} MB",
+            median(&commits),
+            per_tx_us(median(&commits)),
+            commits[0],
+            median(&rows),
+            per_tx_us(median(&rows)),
+            std::fs::metadata(dir.path().join("mdbx.dat")).unwrap().len() >> 20,
+        );
+    }
+}
