@@ -1,0 +1,590 @@
+//! The MDBX store: one environment in a directory, one write transaction per ledger.
+
+use std::{
+    borrow::Cow,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use engine::{
+    Address, Encode,
+    account::Account,
+    address::ADDRESS_LEN,
+    genesis::Genesis,
+    ledger::{Certificate, LedgerHeader, ValidatorSet},
+    state::{Applied, State},
+    tx::{SignedTransaction, TxId},
+};
+use libmdbx::{
+    Database, DatabaseOptions, Mode, NoWriteMap, RO, ReadWriteOptions, SyncMode, TableFlags, Transaction,
+    WriteFlags,
+};
+
+use crate::{
+    StoreError,
+    layout::{
+        self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, META, REPLAY, SCHEMA_VERSION, TABLES, TX_INDEX, TxLocation,
+        decode_value, height_key, meta,
+    },
+};
+
+/// Most history entries one [`Store::history`] call returns; callers page with
+/// [`TxLocation::next`].
+pub const HISTORY_PAGE_MAX: usize = 1_000;
+
+/// Largest the data file may grow to. Address space only until used: the file grows by
+/// [`GROWTH_STEP_BYTES`]. (A 64-bit constant: the store is built for 64-bit hosts.)
+pub const MAP_SIZE_MAX_BYTES: isize = 256 << 30;
+/// Step by which the data file grows (and the free tail above which it shrinks, twice this).
+/// MDBX allocates each step on disk (`fallocate`), and in `SafeNoSync` mode flushes before
+/// growing, so a small step costs a flush every few large ledgers (~20 MB of file each at
+/// 10,000 transfers; measured: 64 MiB steps doubled the slowest commits).
+pub const GROWTH_STEP_BYTES: isize = 256 << 20;
+/// Named tables the environment may hold: ours plus room for later ones.
+const TABLES_MAX: u64 = 32;
+
+/// The MDBX data file inside a store's directory (MDBX's default name).
+const DATA_FILE: &str = "mdbx.dat";
+
+type Env = Database<NoWriteMap>;
+
+/// How durable a commit is.
+///
+/// Both modes keep the store consistent: MDBX never overwrites the pages of the last steady
+/// commit, so whatever happens the store opens at some committed ledger, whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is flushed to the disk (`fsync`) before [`Store::commit`] returns: a process
+    /// kill or a power loss loses nothing that was committed. Costs one or two flushes per ledger.
+    #[default]
+    Durable,
+    /// Commits reach the OS page cache, not the disk (MDBX `SAFE_NOSYNC`): a process kill loses
+    /// nothing (the kernel still writes the pages), but a power loss or kernel crash may lose
+    /// the last ledgers — the store then opens at an older, intact ledger and the node re-syncs
+    /// the rest from its peers. It never corrupts the store. MDBX flushes by itself when the
+    /// file must grow.
+    SafeNoSync,
+}
+
+/// Settings of a store, at create or open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Durability of commits.
+    pub durability: Durability,
+}
+
+/// What [`Store::commit`] writes: a ledger as the engine applied it.
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerToCommit<'a> {
+    /// The result of applying the block (header, ids, touched accounts).
+    pub applied: &'a Applied,
+    /// The block's transactions, in block order (their ids are `applied.tx_ids`).
+    pub transactions: &'a [SignedTransaction],
+    /// The certificate of the ledger (may be empty where consensus is not run, e.g. tests).
+    pub certificate: &'a Certificate,
+    /// The state after the ledger: source of the touched accounts and the next validator set.
+    pub state: &'a State,
+}
+
+/// One entry of an account's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Where the transaction sits.
+    pub location: TxLocation,
+    /// Its id.
+    pub id: TxId,
+}
+
+/// The embedded store of a node: ledgers, blocks, transaction index, accounts, account history
+/// and the replay window, over one MDBX environment. See the crate documentation for the
+/// tables.
+pub struct Store {
+    env: Env,
+    dir: PathBuf,
+    chain_id: String,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).field("chain_id", &self.chain_id).finish()
+    }
+}
+
+/// Opens the environment of `dir`; read-only when `durability` is `None`.
+pub(crate) fn open_env(dir: &Path, durability: Option<Durability>) -> Result<Env, StoreError> {
+    let mode = match durability {
+        None => Mode::ReadOnly,
+        Some(d) => Mode::ReadWrite(ReadWriteOptions {
+            sync_mode: match d {
+                Durability::Durable => SyncMode::Durable,
+                Durability::SafeNoSync => SyncMode::SafeNoSync,
+            },
+            min_size: None,
+            max_size: Some(MAP_SIZE_MAX_BYTES),
+            growth_step: Some(GROWTH_STEP_BYTES),
+            shrink_threshold: Some(2 * GROWTH_STEP_BYTES),
+        }),
+    };
+    let options = DatabaseOptions { max_tables: Some(TABLES_MAX), mode, ..Default::default() };
+    Ok(Database::open_with_options(dir, options)?)
+}
+
+/// Whether `dir` holds an MDBX environment at all (checked before opening, which would create
+/// one).
+pub(crate) fn require_env(dir: &Path) -> Result<(), StoreError> {
+    if dir.join(DATA_FILE).is_file() { Ok(()) } else { Err(StoreError::NotAStore(dir.to_owned())) }
+}
+
+impl Store {
+    /// Creates a store in `dir` (created if missing) from a genesis TOML text, with durable
+    /// commits. Returns the store and the state of ledger 0.
+    pub fn create(dir: impl AsRef<Path>, genesis_toml: &str) -> Result<(Self, State), StoreError> {
+        Self::create_with(dir, genesis_toml, StoreOptions::default())
+    }
+
+    /// [`Store::create`] with options. Refuses a directory that already holds a store. The whole
+    /// genesis is one write transaction: a crash during `create` leaves no store, and `create`
+    /// may simply be run again.
+    pub fn create_with(
+        dir: impl AsRef<Path>,
+        genesis_toml: &str,
+        options: StoreOptions,
+    ) -> Result<(Self, State), StoreError> {
+        let dir = dir.as_ref();
+        let genesis = Genesis::from_toml(genesis_toml)?;
+        let state = State::from_genesis(&genesis);
+        std::fs::create_dir_all(dir)?;
+        let env = open_env(dir, Some(options.durability))?;
+        {
+            let txn = env.begin_rw_txn()?;
+            for name in TABLES {
+                txn.create_table(Some(name), TableFlags::default())?;
+            }
+            let t_meta = txn.open_table(Some(META))?;
+            if txn.get::<()>(&t_meta, meta::SCHEMA_VERSION)?.is_some() {
+                return Err(StoreError::AlreadyExists(dir.to_owned()));
+            }
+            txn.put(&t_meta, meta::SCHEMA_VERSION, SCHEMA_VERSION.to_bytes(), WriteFlags::empty())?;
+            txn.put(&t_meta, meta::CHAIN_ID, genesis.params.chain_id.as_bytes(), WriteFlags::empty())?;
+            txn.put(&t_meta, meta::GENESIS, genesis_toml.as_bytes(), WriteFlags::empty())?;
+            txn.put(&t_meta, meta::HEAD_HEIGHT, 0u64.to_bytes(), WriteFlags::empty())?;
+            txn.put(&t_meta, meta::VALIDATORS, state.validators().to_bytes(), WriteFlags::empty())?;
+            let header = layout::encode_header(state.head(), &Certificate::default());
+            txn.put(&txn.open_table(Some(HEADERS))?, height_key(0), header, WriteFlags::APPEND)?;
+            let mut block = Vec::new();
+            layout::begin_block(0, &mut block);
+            txn.put(&txn.open_table(Some(BLOCKS))?, height_key(0), block, WriteFlags::APPEND)?;
+            let mut accounts: Vec<&Account> = state.accounts().collect();
+            accounts.sort_unstable_by_key(|a| a.address);
+            let t_accounts = txn.open_table(Some(ACCOUNTS))?;
+            let mut buf = Vec::new();
+            for a in accounts {
+                buf.clear();
+                a.encode(&mut buf);
+                txn.put(&t_accounts, a.address.raw(), &buf, WriteFlags::APPEND)?;
+            }
+            txn.commit()?;
+        }
+        let store = Self { env, dir: dir.to_owned(), chain_id: genesis.params.chain_id };
+        Ok((store, state))
+    }
+
+    /// Opens the store in `dir` with durable commits and rebuilds the state at its head.
+    pub fn open(dir: impl AsRef<Path>) -> Result<(Self, State), StoreError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options. The state is rebuilt from the stored genesis parameters,
+    /// validator set, head, accounts and replay window, and checked by
+    /// [`State::restore`] against the head's state root and validator-set hash.
+    pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<(Self, State), StoreError> {
+        let dir = dir.as_ref();
+        require_env(dir)?;
+        let env = open_env(dir, Some(options.durability))?;
+        let (chain_id, state) = {
+            let txn = env.begin_ro_txn()?;
+            let m = read_meta(&txn, dir)?;
+            let head = read_header(&txn, m.head_height)?
+                .ok_or_else(|| missing(HEADERS, format!("no header at the head height {}", m.head_height)))?
+                .0;
+            let last = last_height(&txn, HEADERS)?;
+            if last != Some(m.head_height) {
+                return Err(StoreError::Corrupt {
+                    table: HEADERS,
+                    why: format!("last header is {last:?}, the head is {}", m.head_height),
+                });
+            }
+            let accounts = read_accounts(&txn)?;
+            let replay = read_replay(&txn)?;
+            let state = State::restore(m.genesis.params.clone(), m.validators, head, accounts, replay)?;
+            (m.genesis.params.chain_id, state)
+        };
+        Ok((Self { env, dir: dir.to_owned(), chain_id }, state))
+    }
+
+    /// The directory of the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The chain id of the stored genesis.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Writes one ledger in one MDBX write transaction: its header and certificate, its block,
+    /// the transaction index, every touched account (sorted by address, each written once), the
+    /// history rows, the replay window (new ids in, expired ones out) and the new head and
+    /// validator set. Either all of it is stored or, after a crash, none of it.
+    ///
+    /// Refuses a ledger that is not the stored head's child, and one whose parts disagree.
+    pub fn commit(&mut self, ledger: LedgerToCommit<'_>) -> Result<(), StoreError> {
+        let LedgerToCommit { applied, transactions, certificate, state } = ledger;
+        let header = &applied.header;
+        let height = header.height;
+        if transactions.len() != applied.tx_ids.len() {
+            return Err(StoreError::InconsistentLedger("transaction count differs from the id count"));
+        }
+        if state.head() != header {
+            return Err(StoreError::InconsistentLedger("the state is not at the ledger's head"));
+        }
+        if state.validators().hash() != header.validator_set_hash {
+            return Err(StoreError::InconsistentLedger("the state's validators are not the header's"));
+        }
+        let rows = LedgerRows::new(applied, transactions, &self.chain_id)?;
+
+        let txn = self.env.begin_rw_txn()?;
+        let t_meta = txn.open_table(Some(META))?;
+        // The cheap invariant that keeps the chain a chain: this ledger is the head's child.
+        let head_height: u64 = get_value(&txn, &t_meta, META, meta::HEAD_HEIGHT)?
+            .ok_or_else(|| missing(META, "no head height".into()))?;
+        if height != head_height.wrapping_add(1) {
+            return Err(StoreError::WrongHeight { head: head_height, got: height });
+        }
+        let (head, _) = read_header(&txn, head_height)?
+            .ok_or_else(|| missing(HEADERS, format!("no header at the head height {head_height}")))?;
+        let head_hash = head.hash(&self.chain_id);
+        if header.previous != head_hash {
+            return Err(StoreError::WrongParent { height, expected: head_hash, got: header.previous });
+        }
+
+        let key = height_key(height);
+        txn.put(
+            &txn.open_table(Some(HEADERS))?,
+            key,
+            layout::encode_header(header, certificate),
+            WriteFlags::APPEND,
+        )?;
+        txn.put(&txn.open_table(Some(BLOCKS))?, key, &rows.block, WriteFlags::APPEND)?;
+
+        // Rows go in key order through one cursor per table: MDBX then finds each key from the
+        // page it just wrote instead of descending from the root (about twice as fast here).
+        let t_index = txn.open_table(Some(TX_INDEX))?;
+        let mut cursor = txn.cursor(&t_index)?;
+        for (id, at) in &rows.tx_index {
+            cursor.put(&id.0, &at.to_bytes(), WriteFlags::NO_OVERWRITE)?;
+        }
+        drop(cursor);
+
+        let t_accounts = txn.open_table(Some(ACCOUNTS))?;
+        let mut buf = Vec::with_capacity(128);
+        debug_assert!(applied.touched.windows(2).all(|w| w[0] < w[1]), "touched is sorted");
+        let mut cursor = txn.cursor(&t_accounts)?;
+        for address in &applied.touched {
+            match state.account(address) {
+                Some(account) => {
+                    buf.clear();
+                    account.encode(&mut buf);
+                    cursor.put(address.raw(), &buf, WriteFlags::UPSERT)?;
+                }
+                // The engine never removes an account; were it to, the row goes too.
+                None => {
+                    if cursor.set::<()>(address.raw())?.is_some() {
+                        cursor.del(WriteFlags::empty())?;
+                    }
+                }
+            }
+        }
+        drop(cursor);
+
+        let t_history = txn.open_table(Some(HISTORY))?;
+        let mut cursor = txn.cursor(&t_history)?;
+        for (key, id) in &rows.history {
+            cursor.put(key, &id.0, WriteFlags::UPSERT)?;
+        }
+
+        drop(cursor);
+
+        let t_replay = txn.open_table(Some(REPLAY))?;
+        let mut cursor = txn.cursor(&t_replay)?;
+        // Entries expired at this ledger's time can never reject a transaction again.
+        while let Some((key, ())) = cursor.first::<Cow<'_, [u8]>, ()>()? {
+            let (expiration_ms, _) = layout::parse_replay_key(&key)?;
+            if expiration_ms > header.timestamp_ms {
+                break;
+            }
+            cursor.del(WriteFlags::empty())?;
+        }
+        for key in &rows.replay {
+            cursor.put(key, &[], WriteFlags::UPSERT)?;
+        }
+        drop(cursor);
+
+        txn.put(&t_meta, meta::HEAD_HEIGHT, height.to_bytes(), WriteFlags::UPSERT)?;
+        txn.put(&t_meta, meta::VALIDATORS, state.validators().to_bytes(), WriteFlags::UPSERT)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The header of the last committed ledger.
+    pub fn head(&self) -> Result<LedgerHeader, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        let t_meta = txn.open_table(Some(META))?;
+        let height: u64 = get_value(&txn, &t_meta, META, meta::HEAD_HEIGHT)?
+            .ok_or_else(|| missing(META, "no head height".into()))?;
+        Ok(read_header(&txn, height)?
+            .ok_or_else(|| missing(HEADERS, format!("no header at the head height {height}")))?
+            .0)
+    }
+
+    /// The header and certificate of ledger `height`, if committed.
+    pub fn header(&self, height: u64) -> Result<Option<(LedgerHeader, Certificate)>, StoreError> {
+        read_header(&self.env.begin_ro_txn()?, height)
+    }
+
+    /// The transactions of ledger `height`, in block order, if committed.
+    pub fn block(&self, height: u64) -> Result<Option<Vec<SignedTransaction>>, StoreError> {
+        read_block(&self.env.begin_ro_txn()?, height)
+    }
+
+    /// Where transaction `id` was included, if it was.
+    pub fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        let table = txn.open_table(Some(TX_INDEX))?;
+        txn.get::<Cow<'_, [u8]>>(&table, id.0)?.map(|v| TxLocation::from_bytes(&v, TX_INDEX)).transpose()
+    }
+
+    /// The stored state of `address`, if it exists.
+    pub fn account(&self, address: &Address) -> Result<Option<Account>, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        let table = txn.open_table(Some(ACCOUNTS))?;
+        let Some(bytes) = txn.get::<Cow<'_, [u8]>>(&table, address.raw())? else {
+            return Ok(None);
+        };
+        decode_account(address.raw(), &bytes).map(Some)
+    }
+
+    /// Up to `limit` (at most [`HISTORY_PAGE_MAX`]) transactions of `address`, oldest first,
+    /// from position `from` on. A transaction is in the history of every distinct address among
+    /// its inputs, outputs and fee payer — not of the fee account, which would receive every
+    /// transaction of the chain. The next page starts at the last entry's
+    /// `location.next()`.
+    pub fn history(
+        &self,
+        address: &Address,
+        from: TxLocation,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let limit = limit.min(HISTORY_PAGE_MAX);
+        let txn = self.env.begin_ro_txn()?;
+        let table = txn.open_table(Some(HISTORY))?;
+        let mut cursor = txn.cursor(&table)?;
+        let mut out = Vec::new();
+        let mut next =
+            cursor.set_range::<Cow<'_, [u8]>, Cow<'_, [u8]>>(&layout::history_key(address, from))?;
+        while let Some((key, value)) = next {
+            if out.len() >= limit || key.get(..ADDRESS_LEN) != Some(address.raw().as_slice()) {
+                break;
+            }
+            let location = TxLocation::from_bytes(&key[ADDRESS_LEN..], HISTORY)?;
+            out.push(HistoryEntry { location, id: layout::parse_id(&value, HISTORY)? });
+            next = cursor.next()?;
+        }
+        Ok(out)
+    }
+}
+
+/// The rows one ledger adds, computed before the write transaction opens so it stays short.
+pub(crate) struct LedgerRows {
+    /// The `blocks` value.
+    block: Vec<u8>,
+    /// `tx_index` rows, sorted by id.
+    tx_index: Vec<(TxId, TxLocation)>,
+    /// `history` rows, sorted by key.
+    history: Vec<([u8; layout::HISTORY_KEY_LEN], TxId)>,
+    /// `replay` keys, sorted.
+    replay: Vec<[u8; layout::REPLAY_KEY_LEN]>,
+}
+
+impl LedgerRows {
+    pub(crate) fn new(
+        applied: &Applied,
+        transactions: &[SignedTransaction],
+        chain_id: &str,
+    ) -> Result<Self, StoreError> {
+        let height = applied.header.height;
+        let n = transactions.len();
+        let mut block = Vec::with_capacity(4 + n * 256);
+        layout::begin_block(n, &mut block);
+        let mut tx_index = Vec::with_capacity(n);
+        let mut history = Vec::with_capacity(n * 2);
+        let mut replay = Vec::with_capacity(n);
+        let mut addresses: Vec<Address> = Vec::new();
+        for (i, (tx, expected)) in transactions.iter().zip(&applied.tx_ids).enumerate() {
+            let id = layout::encode_tx_with_id(tx, chain_id, &mut block);
+            if id != *expected {
+                return Err(StoreError::InconsistentLedger("a transaction does not match its id"));
+            }
+            let at = TxLocation { height, index: i as u32 };
+            tx_index.push((id, at));
+            addresses.clear();
+            addresses.extend(tx.tx.inputs.iter().chain(&tx.tx.outputs).map(|l| l.address));
+            addresses.push(tx.tx.fee.payer);
+            addresses.sort_unstable();
+            addresses.dedup();
+            history.extend(addresses.iter().map(|a| (layout::history_key(a, at), id)));
+            let key = layout::replay_key(tx.tx.expiration_ms, &id)
+                .ok_or(StoreError::InconsistentLedger("a transaction expires before 1970"))?;
+            replay.push(key);
+        }
+        // Sorted writes touch each B-tree page once, in order, instead of at random.
+        tx_index.sort_unstable_by_key(|(id, _)| *id);
+        history.sort_unstable_by_key(|(key, _)| *key);
+        replay.sort_unstable();
+        Ok(Self { block, tx_index, history, replay })
+    }
+}
+
+/// The `meta` table, read and checked.
+pub(crate) struct Meta {
+    pub(crate) genesis: Genesis,
+    pub(crate) genesis_toml: String,
+    pub(crate) head_height: u64,
+    pub(crate) validators: ValidatorSet,
+}
+
+pub(crate) fn read_meta(txn: &Transaction<'_, RO, NoWriteMap>, dir: &Path) -> Result<Meta, StoreError> {
+    let t_meta = match txn.open_table(Some(META)) {
+        Ok(t) => t,
+        Err(libmdbx::Error::NotFound) => return Err(StoreError::NotAStore(dir.to_owned())),
+        Err(e) => return Err(e.into()),
+    };
+    let version: u64 = get_value(txn, &t_meta, META, meta::SCHEMA_VERSION)?
+        .ok_or_else(|| StoreError::NotAStore(dir.to_owned()))?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::SchemaVersion { found: version, expected: SCHEMA_VERSION });
+    }
+    let text = |key: &[u8]| -> Result<String, StoreError> {
+        let bytes = txn
+            .get::<Cow<'_, [u8]>>(&t_meta, key)?
+            .ok_or_else(|| missing(META, format!("no {}", layout::hex(key))))?;
+        String::from_utf8(bytes.into_owned()).map_err(|_| StoreError::Corrupt {
+            table: META,
+            why: format!("{} is not UTF-8", layout::hex(key)),
+        })
+    };
+    let genesis_toml = text(meta::GENESIS)?;
+    let chain_id = text(meta::CHAIN_ID)?;
+    let genesis = Genesis::from_toml(&genesis_toml)?;
+    if chain_id != genesis.params.chain_id {
+        return Err(StoreError::Corrupt { table: META, why: "chain id differs from the genesis's".into() });
+    }
+    let head_height = get_value(txn, &t_meta, META, meta::HEAD_HEIGHT)?
+        .ok_or_else(|| missing(META, "no head height".into()))?;
+    let validators = get_value(txn, &t_meta, META, meta::VALIDATORS)?
+        .ok_or_else(|| missing(META, "no validator set".into()))?;
+    Ok(Meta { genesis, genesis_toml, head_height, validators })
+}
+
+/// A value of `table` decoded with the engine codec.
+fn get_value<K: libmdbx::TransactionKind, T: engine::Decode>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+    table: &libmdbx::Table<'_>,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    txn.get::<Cow<'_, [u8]>>(table, key)?.map(|bytes| decode_value(name, key, &bytes)).transpose()
+}
+
+pub(crate) fn read_header<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+    height: u64,
+) -> Result<Option<(LedgerHeader, Certificate)>, StoreError> {
+    let table = txn.open_table(Some(HEADERS))?;
+    let key = height_key(height);
+    let Some(bytes) = txn.get::<Cow<'_, [u8]>>(&table, key)? else { return Ok(None) };
+    let (header, certificate) =
+        layout::decode_header(&bytes).map_err(|e| layout::decode_error(HEADERS, &key, e))?;
+    if header.height != height {
+        return Err(StoreError::Corrupt {
+            table: HEADERS,
+            why: format!("the header stored at {height} is of height {}", header.height),
+        });
+    }
+    Ok(Some((header, certificate)))
+}
+
+pub(crate) fn read_block<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+    height: u64,
+) -> Result<Option<Vec<SignedTransaction>>, StoreError> {
+    let table = txn.open_table(Some(BLOCKS))?;
+    let key = height_key(height);
+    let Some(bytes) = txn.get::<Cow<'_, [u8]>>(&table, key)? else { return Ok(None) };
+    layout::decode_block(&bytes).map(Some).map_err(|e| layout::decode_error(BLOCKS, &key, e))
+}
+
+/// The highest height stored in `table` (`headers` or `blocks`).
+pub(crate) fn last_height<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+    name: &'static str,
+) -> Result<Option<u64>, StoreError> {
+    let table = txn.open_table(Some(name))?;
+    let mut cursor = txn.cursor(&table)?;
+    let Some((key, ())) = cursor.last::<Cow<'_, [u8]>, ()>()? else { return Ok(None) };
+    let key = <[u8; 8]>::try_from(key.as_ref())
+        .map_err(|_| StoreError::Corrupt { table: name, why: "a height key is not 8 bytes".into() })?;
+    Ok(Some(u64::from_be_bytes(key)))
+}
+
+pub(crate) fn decode_account(key: &[u8], bytes: &[u8]) -> Result<Account, StoreError> {
+    let account: Account = decode_value(ACCOUNTS, key, bytes)?;
+    if account.address.raw().as_slice() != key {
+        return Err(StoreError::Corrupt {
+            table: ACCOUNTS,
+            why: format!("the account stored at {} is {}", layout::hex(key), account.address),
+        });
+    }
+    Ok(account)
+}
+
+pub(crate) fn read_accounts<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+) -> Result<Vec<Account>, StoreError> {
+    let table = txn.open_table(Some(ACCOUNTS))?;
+    let mut cursor = txn.cursor(&table)?;
+    let mut accounts = Vec::with_capacity(txn.table_stat(&table)?.entries());
+    for row in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
+        let (key, value) = row?;
+        accounts.push(decode_account(&key, &value)?);
+    }
+    Ok(accounts)
+}
+
+pub(crate) fn read_replay<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+) -> Result<Vec<(TxId, i64)>, StoreError> {
+    let table = txn.open_table(Some(REPLAY))?;
+    let mut cursor = txn.cursor(&table)?;
+    let mut out = Vec::new();
+    for row in cursor.iter_start::<Cow<'_, [u8]>, ()>() {
+        let (key, ()) = row?;
+        let (expiration_ms, id) = layout::parse_replay_key(&key)?;
+        out.push((id, expiration_ms));
+    }
+    Ok(out)
+}
+
+pub(crate) const fn missing(table: &'static str, why: String) -> StoreError {
+    StoreError::Corrupt { table, why }
+}

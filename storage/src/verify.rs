@@ -1,0 +1,180 @@
+//! Offline verification of a store: re-execute the whole chain and compare every table.
+
+use std::{borrow::Cow, collections::HashSet, path::Path};
+
+use engine::{
+    Address, Backend, Hash,
+    state::{Block, State, apply_block},
+    tx::TxId,
+};
+
+use crate::{
+    Durability, StoreError,
+    layout::{self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, REPLAY, TX_INDEX, TxLocation},
+    store::{decode_account, open_env, read_block, read_header, read_meta, read_replay, require_env},
+};
+
+/// What [`verify`] checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Ledgers checked: heights `0..=head`.
+    pub heights_checked: u64,
+    /// Transactions re-executed.
+    pub tx_count: u64,
+    /// Accounts compared.
+    pub accounts: u64,
+    /// Hash of the head ledger.
+    pub head_hash: Hash,
+    /// State root after the last ledger.
+    pub state_root: Hash,
+}
+
+/// Verifies the store in `dir`, read-only (a node may be running on it), except that a store
+/// left by a crash in [`Durability::SafeNoSync`] mode is first opened for writing once so MDBX
+/// can finish its recovery (it flushes the last commit; nothing of ours is written). Rebuilds the genesis
+/// state from the stored genesis text, re-applies every stored block in order with every
+/// signature re-verified (libsecp256k1), and checks that
+/// * each re-computed header equals the stored one — so the state root matches at every height
+///   — and headers and blocks hold exactly heights `0..=head`;
+/// * every transaction is indexed at its position and in the history of each of its addresses,
+///   with no extra row in either table;
+/// * the stored accounts are exactly the re-executed state's (count and every value), the
+///   replay table is its replay window and the stored validator set its next set;
+/// * value is conserved in every currency.
+///
+/// Certificates are not checked: the store knows nothing of consensus.
+pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
+    let dir = dir.as_ref();
+    require_env(dir)?;
+    let env = match open_env(dir, None) {
+        // The last commit of a writer that died in `SafeNoSync` mode is intact but not yet
+        // flushed ("weak"); MDBX makes it steady at the next read-write open, and refuses a
+        // read-only one until then. Only the first process to open the store gets this, so no
+        // node is running on it: open it once for writing, as a node start would, and retry.
+        Err(StoreError::Mdbx(libmdbx::Error::WannaRecovery)) => {
+            drop(open_env(dir, Some(Durability::Durable))?);
+            open_env(dir, None)?
+        }
+        other => other?,
+    };
+    let txn = env.begin_ro_txn()?;
+    let m = read_meta(&txn, dir)?;
+    debug_assert!(!m.genesis_toml.is_empty());
+    let mut state = State::from_genesis(&m.genesis);
+    let fail = |height: u64, what: String| StoreError::Verify { height, what };
+
+    let (genesis_header, _) = read_header(&txn, 0)?.ok_or_else(|| fail(0, "no genesis header".into()))?;
+    if genesis_header != *state.head() {
+        return Err(fail(0, "the stored genesis header is not the genesis's".into()));
+    }
+    match read_block(&txn, 0)? {
+        Some(txs) if txs.is_empty() => {}
+        _ => return Err(fail(0, "the genesis block is missing or not empty".into())),
+    }
+
+    let t_index = txn.open_table(Some(TX_INDEX))?;
+    let t_history = txn.open_table(Some(HISTORY))?;
+    let mut tx_count = 0u64;
+    let mut history_rows = 0u64;
+    let mut addresses: Vec<Address> = Vec::new();
+    for height in 1..=m.head_height {
+        let (stored, _) = read_header(&txn, height)?.ok_or_else(|| fail(height, "no header".into()))?;
+        let transactions = read_block(&txn, height)?.ok_or_else(|| fail(height, "no block".into()))?;
+        let block = Block { height, timestamp_ms: stored.timestamp_ms, transactions };
+        let applied = apply_block(&mut state, &block, Backend::Libsecp256k1)
+            .map_err(|e| fail(height, format!("the block does not apply: {e}")))?;
+        if applied.header != stored {
+            let what = if applied.header.state_root != stored.state_root {
+                format!(
+                    "re-executed state root {} differs from the stored {}",
+                    applied.header.state_root, stored.state_root
+                )
+            } else {
+                "the re-executed header differs from the stored one".into()
+            };
+            return Err(fail(height, what));
+        }
+        for (i, (tx, id)) in block.transactions.iter().zip(&applied.tx_ids).enumerate() {
+            let at = TxLocation { height, index: i as u32 };
+            let stored_at = txn
+                .get::<Cow<'_, [u8]>>(&t_index, id.0)?
+                .map(|v| TxLocation::from_bytes(&v, TX_INDEX))
+                .transpose()?;
+            if stored_at != Some(at) {
+                return Err(fail(
+                    height,
+                    format!("transaction {id} is indexed at {stored_at:?}, not {at:?}"),
+                ));
+            }
+            addresses.clear();
+            addresses.extend(tx.tx.inputs.iter().chain(&tx.tx.outputs).map(|l| l.address));
+            addresses.push(tx.tx.fee.payer);
+            addresses.sort_unstable();
+            addresses.dedup();
+            for a in &addresses {
+                let row = txn.get::<Cow<'_, [u8]>>(&t_history, layout::history_key(a, at))?;
+                let row = row.map(|v| layout::parse_id(&v, HISTORY)).transpose()?;
+                if row != Some(*id) {
+                    return Err(fail(height, format!("history of {a} lacks transaction {id}")));
+                }
+            }
+            history_rows += addresses.len() as u64;
+        }
+        tx_count += block.transactions.len() as u64;
+    }
+
+    let head = m.head_height;
+    let entries = |name: &'static str| -> Result<u64, StoreError> {
+        Ok(txn.table_stat(&txn.open_table(Some(name))?)?.entries() as u64)
+    };
+    for (name, expected) in
+        [(HEADERS, head + 1), (BLOCKS, head + 1), (TX_INDEX, tx_count), (HISTORY, history_rows)]
+    {
+        let found = entries(name)?;
+        if found != expected {
+            return Err(fail(head, format!("table {name} holds {found} rows, not {expected}")));
+        }
+    }
+
+    let t_accounts = txn.open_table(Some(ACCOUNTS))?;
+    let mut cursor = txn.cursor(&t_accounts)?;
+    let mut accounts = 0u64;
+    for row in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
+        let (key, value) = row?;
+        let stored = decode_account(&key, &value)?;
+        if state.account(&stored.address) != Some(&stored) {
+            return Err(fail(
+                head,
+                format!("stored account {} differs from the re-executed one", stored.address),
+            ));
+        }
+        accounts += 1;
+    }
+    let expected_accounts = state.accounts().count() as u64;
+    if accounts != expected_accounts {
+        return Err(fail(head, format!("{accounts} accounts stored, {expected_accounts} re-executed")));
+    }
+
+    let now = state.head().timestamp_ms;
+    let window: HashSet<(TxId, i64)> = state.replay_entries().filter(|(_, exp)| *exp > now).collect();
+    let stored: Vec<(TxId, i64)> = read_replay(&txn)?;
+    if stored.len() != window.len() || !stored.iter().all(|e| window.contains(e)) {
+        return Err(fail(
+            head,
+            format!("table {REPLAY} holds {} entries, the replay window {}", stored.len(), window.len()),
+        ));
+    }
+    if *state.validators() != m.validators {
+        return Err(fail(head, "the stored validator set is not the re-executed one".into()));
+    }
+    if let Err(currency) = state.check_conservation() {
+        return Err(fail(head, format!("{currency} is not conserved")));
+    }
+    Ok(VerifyReport {
+        heights_checked: head + 1,
+        tx_count,
+        accounts,
+        head_hash: state.head_hash(),
+        state_root: state.state_root(),
+    })
+}
