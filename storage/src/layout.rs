@@ -145,7 +145,7 @@ pub(crate) fn parse_id(bytes: &[u8], table: &'static str) -> Result<TxId, StoreE
 
 /// Value of `headers`: the header's canonical bytes, then the certificate's.
 pub(crate) fn encode_header(header: &LedgerHeader, certificate: &Certificate) -> Vec<u8> {
-    let mut out = Vec::with_capacity(161 + 1 + certificate.signatures.len() * 65);
+    let mut out = Vec::with_capacity((1 + 8 + 8 + 4 * 32) + 1 + certificate.signatures.len() * 65);
     engine::Encode::encode(header, &mut out);
     engine::Encode::encode(certificate, &mut out);
     out

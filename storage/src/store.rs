@@ -207,12 +207,14 @@ impl Store {
             let head = read_header(&txn, m.head_height)?
                 .ok_or_else(|| missing(HEADERS, format!("no header at the head height {}", m.head_height)))?
                 .0;
-            let last = last_height(&txn, HEADERS)?;
-            if last != Some(m.head_height) {
-                return Err(StoreError::Corrupt {
-                    table: HEADERS,
-                    why: format!("last header is {last:?}, the head is {}", m.head_height),
-                });
+            for table in [HEADERS, BLOCKS] {
+                let last = last_height(&txn, table)?;
+                if last != Some(m.head_height) {
+                    return Err(StoreError::Corrupt {
+                        table,
+                        why: format!("the last height is {last:?}, the head is {}", m.head_height),
+                    });
+                }
             }
             let accounts = read_accounts(&txn)?;
             let replay = read_replay(&txn)?;
@@ -282,7 +284,14 @@ impl Store {
         let t_index = txn.open_table(Some(TX_INDEX))?;
         let mut cursor = txn.cursor(&t_index)?;
         for (id, at) in &rows.tx_index {
-            cursor.put(&id.0, &at.to_bytes(), WriteFlags::NO_OVERWRITE)?;
+            // An id is unique in a valid chain: its expiration is part of it, and the replay
+            // window covers every ledger before that expiration.
+            match cursor.put(&id.0, &at.to_bytes(), WriteFlags::NO_OVERWRITE) {
+                Err(libmdbx::Error::KeyExist) => {
+                    return Err(StoreError::InconsistentLedger("a transaction id is already indexed"));
+                }
+                other => other?,
+            }
         }
         drop(cursor);
 
@@ -458,7 +467,6 @@ impl LedgerRows {
 /// The `meta` table, read and checked.
 pub(crate) struct Meta {
     pub(crate) genesis: Genesis,
-    pub(crate) genesis_toml: String,
     pub(crate) head_height: u64,
     pub(crate) validators: ValidatorSet,
 }
@@ -493,7 +501,7 @@ pub(crate) fn read_meta(txn: &Transaction<'_, RO, NoWriteMap>, dir: &Path) -> Re
         .ok_or_else(|| missing(META, "no head height".into()))?;
     let validators = get_value(txn, &t_meta, META, meta::VALIDATORS)?
         .ok_or_else(|| missing(META, "no validator set".into()))?;
-    Ok(Meta { genesis, genesis_toml, head_height, validators })
+    Ok(Meta { genesis, head_height, validators })
 }
 
 /// A value of `table` decoded with the engine codec.

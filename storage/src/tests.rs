@@ -366,7 +366,13 @@ fn verify_replays_the_chain_and_catches_tampering() {
     assert_eq!(verify(dir.path()).unwrap(), report);
     poke(dir.path(), TX_INDEX, &[9; 32], &TxLocation { height: 2, index: 0 }.to_bytes());
     assert!(matches!(verify(dir.path()), Err(StoreError::Verify { .. })));
-    let _ = applied;
+    assert!(Store::open(dir.path()).is_ok(), "open does not scan the index");
+    // A block past the head: a ledger half written is what the store must never show.
+    let mut empty = Vec::new();
+    layout::begin_block(0, &mut empty);
+    poke(dir.path(), BLOCKS, &height_key(applied.header.height + 3), &empty);
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: BLOCKS, .. })));
+    assert!(matches!(verify(dir.path()), Err(StoreError::Verify { .. })));
 }
 
 /// The commit stage's cost: ledgers of 10,000 transfers on a store of 101,000 accounts, in both
