@@ -27,6 +27,11 @@ pub fn sender_key(i: u64) -> SecretKey {
     SecretKey::from_bytes(&b).unwrap_or_else(|_| SecretKey::generate())
 }
 
+/// The key of the benchmark chains' single validator (weight 1: a quorum alone).
+pub fn validator_key() -> SecretKey {
+    sender_key(u64::MAX)
+}
+
 /// A filler address: an account that only exists to give the state its size.
 pub fn filler(i: u64) -> Address {
     let h = engine::hash::keccak256(&i.to_le_bytes());
@@ -58,7 +63,7 @@ pub fn workload(senders: usize, accounts: usize) -> Workload {
             amount: FUNDING,
         }),
     );
-    let validator = sender_key(u64::MAX);
+    let validator = validator_key();
     let config = GenesisConfig {
         chain_id: CHAIN.into(),
         timestamp_ms: GENESIS_MS,
@@ -76,29 +81,37 @@ pub fn workload(senders: usize, accounts: usize) -> Workload {
     Workload { genesis, keys }
 }
 
-/// `n` signed transfers, as canonical bytes: transfer `j` goes from sender `j % senders` to a
-/// filler (or a fresh address when there are no fillers), each with a distinct amount so every
-/// id differs. Signing runs in parallel; it is setup, not what benchmarks time.
-pub fn signed_transfers(w: &Workload, n: usize, accounts: usize, expiration_ms: i64) -> Vec<Vec<u8>> {
+/// Signed transfer number `j`, as canonical bytes: from sender `j % senders` to a filler when the
+/// workload has any (accounts beyond the senders), else to another sender; each with a distinct
+/// amount so every id differs.
+pub fn transfer_bytes(w: &Workload, j: usize, accounts: usize, expiration_ms: i64) -> Vec<u8> {
     let senders = w.keys.len().max(1);
-    (0..n)
-        .into_par_iter()
-        .map(|j| {
-            let key = &w.keys[j % senders];
-            let from = key.public_key().address();
-            let pool = accounts.saturating_sub(senders).max(1) as u64;
-            let to = filler(senders as u64 + (j as u64 * 7919) % pool);
-            let amount = 1 + j as i64;
-            let tx = Transaction {
-                version: TX_VERSION,
-                expiration_ms,
-                declarations: vec![],
-                inputs: vec![Leg { address: from, currency: Currency::CAS, amount }],
-                outputs: vec![Leg { address: to, currency: Currency::CAS, amount }],
-                message: vec![],
-                fee: Fee { payer: from, amount: MIN_FEE },
-            };
-            tx.sign(CHAIN, &[key]).to_bytes()
-        })
-        .collect()
+    let key = &w.keys[j % senders];
+    let from = key.public_key().address();
+    let fillers = accounts.saturating_sub(senders) as u64;
+    let to = if fillers > 0 {
+        filler(senders as u64 + (j as u64 * 7919) % fillers)
+    } else {
+        // Another sender, never the same one (a self-transfer is valid but moves nothing).
+        let k = (j.wrapping_mul(7919) + 1) % senders;
+        let k = if k == j % senders { (k + 1) % senders } else { k };
+        w.keys[k].public_key().address()
+    };
+    let amount = 1 + j as i64;
+    let tx = Transaction {
+        version: TX_VERSION,
+        expiration_ms,
+        declarations: vec![],
+        inputs: vec![Leg { address: from, currency: Currency::CAS, amount }],
+        outputs: vec![Leg { address: to, currency: Currency::CAS, amount }],
+        message: vec![],
+        fee: Fee { payer: from, amount: MIN_FEE },
+    };
+    tx.sign(CHAIN, &[key]).to_bytes()
+}
+
+/// `n` signed transfers ([`transfer_bytes`] 0 to n − 1), signed in parallel: setup, not what
+/// benchmarks time.
+pub fn signed_transfers(w: &Workload, n: usize, accounts: usize, expiration_ms: i64) -> Vec<Vec<u8>> {
+    (0..n).into_par_iter().map(|j| transfer_bytes(w, j, accounts, expiration_ms)).collect()
 }

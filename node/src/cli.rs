@@ -30,6 +30,24 @@ pub(crate) enum Command {
     /// Transactions: decode.
     #[command(subcommand, arg_required_else_help = false)]
     Tx(TxCommand),
+    /// Runs one process in its role (single-validator mode until the network exists).
+    Run {
+        /// The process's config file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Sends signed transaction bytes from stdin to a validator's submit port; prints the id.
+    Submit {
+        /// The validator's submit address.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+    },
+    /// Storage: check a store.
+    #[command(subcommand, arg_required_else_help = false)]
+    Db(DbCommand),
+    /// Benchmarks that print JSON with the figure and its same-run bound.
+    #[command(subcommand, arg_required_else_help = false)]
+    Bench(BenchCommand),
     /// Runs the engine end to end in memory: genesis, transfers, a swap, an HTLC and a MultiSig
     /// spend, each ledger certified; prints the ledgers and balances.
     Demo {
@@ -141,4 +159,46 @@ mod tests {
         assert!(parse_hash32(&"zz".repeat(32)).is_err());
         assert!(parse_hash32("").is_err());
     }
+}
+
+/// `caasiope db …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Re-executes every stored block from genesis and checks each header, the final state root
+    /// and every stored account; prints a JSON report.
+    Verify {
+        /// The store's directory (a node's `data_dir`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// `caasiope bench …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// The full single-node path (decode, verify, apply, seal, MDBX commit) against the
+    /// machine's signature-verification bound.
+    Pipeline {
+        /// Transfers to push through (pre-signed, not timed).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        txs: u64,
+        /// Funded accounts the transfers move between.
+        #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(2..=50_000_000))]
+        accounts: u64,
+        /// Signature backend.
+        #[arg(long, default_value = "libsecp256k1")]
+        backend: engine::Backend,
+        /// Most transactions per ledger.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        block_txs: u64,
+        /// Working directory (kept); default a temporary one, removed after.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// fsync every ledger commit (default: safe-no-sync, crash-safe but not power-loss-safe).
+        #[arg(long)]
+        durable: bool,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -20,6 +20,8 @@ pub(crate) enum Output {
     Line(String),
     /// One pretty-printed JSON document.
     Json(String),
+    /// Nothing more (a long-running command that has printed as it went).
+    Nothing,
 }
 
 impl Output {
@@ -34,6 +36,7 @@ pub(crate) fn finish(result: anyhow::Result<Output>) -> ExitCode {
     let printed = result.and_then(|output| {
         let text = match output {
             Output::Line(line) | Output::Json(line) => line,
+            Output::Nothing => return Ok(()),
         };
         // A closed stdout (`caasiope … | head -c0`) is an error like any other, not a panic.
         let mut stdout = io::stdout().lock();

@@ -4,10 +4,14 @@
 //! with one `error: ` line on stderr (see [`exit`]).
 
 mod address;
+mod bench;
 mod cli;
+mod config;
 mod demo;
 mod exit;
 mod key;
+mod run;
+mod submit;
 mod tx;
 
 use std::process::ExitCode;
@@ -33,5 +37,24 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Address(command) => address::run(command),
         Command::Tx(command) => tx::run(command),
         Command::Demo { json, backend } => demo::run(json, backend),
+        Command::Run { config } => run::run(&config),
+        Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
+        Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
+        Command::Bench(cli::BenchCommand::Pipeline {
+            txs,
+            accounts,
+            backend,
+            block_txs,
+            dir,
+            durable,
+            json: _,
+        }) => bench::pipeline(&bench::PipelineBench {
+            txs: usize::try_from(txs)?,
+            accounts: usize::try_from(accounts)?,
+            backend,
+            block_txs: usize::try_from(block_txs)?,
+            dir,
+            durable,
+        }),
     }
 }

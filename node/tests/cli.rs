@@ -551,3 +551,158 @@ fn demo_applies_certifies_and_conserves() {
     assert_eq!(a["ledgers"], b["ledgers"]);
     assert!(fails(&["demo", "--backend", "openssl"], None).contains("openssl"));
 }
+
+// ---- single-validator mode ------------------------------------------------------------------
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Node {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(config: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_caasiope"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn caasiope run");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits until the committed ledgers printed so far hold `txs` transactions in all.
+    fn wait_for_txs(&self, txs: usize, seen: &mut usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while *seen < txs {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("ledgers with the submitted transactions in time");
+            // "ledger H txs N hash … state …"
+            let n: usize = line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
+            *seen += n;
+        }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "caasiope run exited with {status}");
+    }
+}
+
+fn submit_tx(port: u16, tx: &SignedTransaction) -> Run {
+    caasiope(&["submit", "--to", &format!("127.0.0.1:{port}")], Some(&tx.to_bytes()))
+}
+
+#[test]
+fn single_validator_commits_submissions_and_resumes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let validator = SecretKey::from_bytes(&[41; 32]).unwrap();
+    let alice = SecretKey::from_bytes(&[42; 32]).unwrap();
+    let bob = SecretKey::from_bytes(&[43; 32]).unwrap().public_key().address();
+    let genesis = engine::genesis::Genesis::new(engine::genesis::GenesisConfig {
+        chain_id: "single".into(),
+        timestamp_ms: now_ms() - 60_000,
+        min_fee: 10,
+        max_ttl_ms: 3_600_000,
+        fee_account: bob,
+        governance: bob,
+        validators: vec![engine::ledger::Validator { public_key: validator.public_key(), weight: 1 }],
+        currencies: vec![engine::genesis::CurrencySpec {
+            symbol: Currency::CAS,
+            issuer: Address::timelock(0),
+        }],
+        declarations: vec![],
+        balances: vec![engine::genesis::BalanceSpec {
+            address: alice.public_key().address(),
+            currency: Currency::CAS,
+            amount: 1_000_000,
+        }],
+    })
+    .unwrap();
+    std::fs::write(dir.path().join("genesis.toml"), genesis.to_toml()).unwrap();
+    std::fs::write(dir.path().join("validator.key"), hex::encode(validator.to_bytes())).unwrap();
+    let port = free_port();
+    let config = dir.path().join("validator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "role = \"validator\"\ndata_dir = \"data\"\ngenesis = \"genesis.toml\"\nvalidator_key = \"validator.key\"\n\
+             block_interval_ms = 100\nsubmit_listen = \"127.0.0.1:{port}\"\nsync = \"safe_no_sync\"\n"
+        ),
+    )
+    .unwrap();
+    let transfer = |amount: i64| {
+        Transaction {
+            version: TX_VERSION,
+            expiration_ms: now_ms() + 600_000,
+            declarations: vec![],
+            inputs: vec![Leg { address: alice.public_key().address(), currency: Currency::CAS, amount }],
+            outputs: vec![Leg { address: bob, currency: Currency::CAS, amount }],
+            message: vec![],
+            fee: Fee { payer: alice.public_key().address(), amount: 10 },
+        }
+        .sign("single", &[&alice])
+    };
+    let wait_port = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "submit port never opened");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    let node = Node::start(&config);
+    wait_port();
+    let mut seen = 0;
+    for amount in [100, 200, 300] {
+        let tx = transfer(amount);
+        let out = submit_tx(port, &tx);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(out.stdout.trim(), tx.id("single").to_hex());
+    }
+    let garbage = caasiope(&["submit", "--to", &format!("127.0.0.1:{port}")], Some(b"not a transaction"));
+    assert_eq!(garbage.code, Some(2));
+    assert!(garbage.stderr.starts_with("error: rejected"), "{}", garbage.stderr);
+    node.wait_for_txs(3, &mut seen);
+    node.stop();
+
+    let data = dir.path().join("data");
+    let report = ok_json(&["db", "verify", "--dir", data.to_str().unwrap()], None);
+    assert_eq!(report["tx_count"], 3);
+    let height = report["heights_checked"].as_u64().unwrap();
+    assert!(height >= 2, "{report}");
+
+    // Restarted, it resumes from its last ledger and keeps committing.
+    let node = Node::start(&config);
+    wait_port();
+    let tx = transfer(400);
+    assert_eq!(submit_tx(port, &tx).code, Some(0));
+    let mut seen = 0;
+    node.wait_for_txs(1, &mut seen);
+    node.stop();
+    let report = ok_json(&["db", "verify", "--dir", data.to_str().unwrap()], None);
+    assert_eq!(report["tx_count"], 4);
+    assert!(report["heights_checked"].as_u64().unwrap() > height);
+}

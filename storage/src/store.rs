@@ -242,16 +242,38 @@ impl Store {
     /// Refuses a ledger that is not the stored head's child, and one whose parts disagree.
     pub fn commit(&mut self, ledger: LedgerToCommit<'_>) -> Result<(), StoreError> {
         let LedgerToCommit { applied, transactions, certificate, state } = ledger;
+        if state.head() != &applied.header {
+            return Err(StoreError::InconsistentLedger("the state is not at the ledger's head"));
+        }
+        let accounts: Vec<Account> =
+            applied.touched.iter().filter_map(|a| state.account(a).cloned()).collect();
+        self.commit_sealed(applied, transactions, certificate, &accounts, state.validators())
+    }
+
+    /// [`Store::commit`] for a caller that holds the touched accounts' new values rather than the
+    /// state (the node's commit thread, which runs beside the single writer that owns the state):
+    /// `accounts` are the accounts of `applied.touched`, in that (sorted) order, and `validators`
+    /// the set certifying the next ledger.
+    pub fn commit_sealed(
+        &mut self,
+        applied: &Applied,
+        transactions: &[SignedTransaction],
+        certificate: &Certificate,
+        accounts: &[Account],
+        validators: &ValidatorSet,
+    ) -> Result<(), StoreError> {
         let header = &applied.header;
         let height = header.height;
         if transactions.len() != applied.tx_ids.len() {
             return Err(StoreError::InconsistentLedger("transaction count differs from the id count"));
         }
-        if state.head() != header {
-            return Err(StoreError::InconsistentLedger("the state is not at the ledger's head"));
+        if accounts.len() != applied.touched.len()
+            || accounts.iter().zip(&applied.touched).any(|(a, t)| a.address != *t)
+        {
+            return Err(StoreError::InconsistentLedger("the accounts are not the ledger's touched accounts"));
         }
-        if state.validators().hash() != header.validator_set_hash {
-            return Err(StoreError::InconsistentLedger("the state's validators are not the header's"));
+        if validators.hash() != header.validator_set_hash {
+            return Err(StoreError::InconsistentLedger("the validators are not the header's"));
         }
         let rows = LedgerRows::new(applied, transactions, &self.chain_id)?;
 
@@ -299,20 +321,11 @@ impl Store {
         let mut buf = Vec::with_capacity(128);
         debug_assert!(applied.touched.windows(2).all(|w| w[0] < w[1]), "touched is sorted");
         let mut cursor = txn.cursor(&t_accounts)?;
-        for address in &applied.touched {
-            match state.account(address) {
-                Some(account) => {
-                    buf.clear();
-                    account.encode(&mut buf);
-                    cursor.put(address.raw(), &buf, WriteFlags::UPSERT)?;
-                }
-                // The engine never removes an account; were it to, the row goes too.
-                None => {
-                    if cursor.set::<()>(address.raw())?.is_some() {
-                        cursor.del(WriteFlags::empty())?;
-                    }
-                }
-            }
+        // The engine never removes an account, so every touched account has a value to write.
+        for account in accounts {
+            buf.clear();
+            account.encode(&mut buf);
+            cursor.put(account.address.raw(), &buf, WriteFlags::UPSERT)?;
         }
         drop(cursor);
 
@@ -340,7 +353,7 @@ impl Store {
         drop(cursor);
 
         txn.put(&t_meta, meta::HEAD_HEIGHT, height.to_bytes(), WriteFlags::UPSERT)?;
-        txn.put(&t_meta, meta::VALIDATORS, state.validators().to_bytes(), WriteFlags::UPSERT)?;
+        txn.put(&t_meta, meta::VALIDATORS, validators.to_bytes(), WriteFlags::UPSERT)?;
         txn.commit()?;
         Ok(())
     }

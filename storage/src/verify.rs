@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// What [`verify`] checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     /// Ledgers checked: heights `0..=head`.
     pub heights_checked: u64,

@@ -1,0 +1,200 @@
+//! `caasiope bench pipeline`: the full single-node path at full speed, against the machine's own
+//! signature-verification bound measured in the same run.
+//!
+//! Setup (not timed): a genesis of `accounts` funded accounts and `txs` transfers among them,
+//! signed in parallel and written to a file, so the timed run streams them from disk and the
+//! process's memory does not grow with `txs`. Timed: the bytes go through decode → verify
+//! (all cores) → apply → seal → MDBX commit per ledger, until the last ledger is committed.
+
+use std::{
+    fs::File,
+    io::{BufReader, BufWriter, Read, Write},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bench::workload::{GENESIS_MS, transfer_bytes, validator_key, workload};
+use engine::{Backend, tx::SignedTransaction, validate::verify_signatures};
+use pipeline::{Pipeline, PipelineConfig, Sealing};
+use rayon::prelude::*;
+use storage::{Durability, Store, StoreOptions};
+
+use crate::{exit::Output, run::ValidatorSink};
+
+/// Arguments of `bench pipeline`.
+#[derive(Debug, Clone)]
+pub(crate) struct PipelineBench {
+    pub(crate) txs: usize,
+    pub(crate) accounts: usize,
+    pub(crate) backend: Backend,
+    pub(crate) block_txs: usize,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) durable: bool,
+}
+
+/// Peak memory of this process: `VmHWM` (resident, file-backed MDBX pages included) and the
+/// highest `RssAnon` seen by a sampler (the process's own allocations).
+fn proc_status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn write_transfers(
+    path: &Path,
+    w: &bench::workload::Workload,
+    cfg: &PipelineBench,
+    expiration_ms: i64,
+) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    const CHUNK: usize = 20_000;
+    for start in (0..cfg.txs).step_by(CHUNK) {
+        let end = (start + CHUNK).min(cfg.txs);
+        let signed: Vec<Vec<u8>> =
+            (start..end).into_par_iter().map(|j| transfer_bytes(w, j, cfg.accounts, expiration_ms)).collect();
+        for tx in signed {
+            out.write_all(&(tx.len() as u32).to_le_bytes())?;
+            out.write_all(&tx)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads the next `n` transactions of the file (fewer at its end).
+fn read_batch(r: &mut impl Read, n: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut batch = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut len = [0u8; 4];
+        match r.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e.into()),
+        }
+        let mut tx = vec![0u8; u32::from_le_bytes(len) as usize];
+        r.read_exact(&mut tx)?;
+        batch.push(tx);
+    }
+    Ok(batch)
+}
+
+/// Runs the benchmark and returns its JSON report.
+pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
+    anyhow::ensure!(cfg.txs > 0 && cfg.accounts >= 2, "need at least one transaction and two accounts");
+    let threads = rayon::current_num_threads();
+    let dir = match &cfg.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("caasiope-bench-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let setup = Instant::now();
+    let w = workload(cfg.accounts, cfg.accounts);
+    let genesis_toml = w.genesis.to_toml();
+    let max_ttl = w.genesis.params.max_ttl_ms;
+    let txs_path = dir.join("transfers.bin");
+    write_transfers(&txs_path, &w, cfg, GENESIS_MS + max_ttl - 1)?;
+    drop(w);
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    // The bound: every core verifying pre-made signatures (decode and id hash excluded).
+    let sample = read_batch(&mut BufReader::new(File::open(&txs_path)?), cfg.txs.min(40_000))?;
+    let decoded: Vec<_> = sample
+        .par_iter()
+        .map(|b| SignedTransaction::decode_with_id(b, bench::workload::CHAIN))
+        .collect::<Result<_, _>>()?;
+    let t = Instant::now();
+    let ok = decoded
+        .par_iter()
+        .filter(|(tx, id)| verify_signatures(tx, id, bench::workload::CHAIN, cfg.backend).is_ok())
+        .count();
+    let bound_tx_per_s = ok as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(ok == decoded.len(), "pre-signed transactions failed verification");
+    drop((sample, decoded));
+
+    let options =
+        StoreOptions { durability: if cfg.durable { Durability::Durable } else { Durability::SafeNoSync } };
+    let (store, state) = Store::create_with(dir.join("db"), &genesis_toml, options)?;
+    let sink = ValidatorSink { store, key: validator_key(), index: 0, verbose: false };
+    let pipeline_cfg = PipelineConfig {
+        backend: cfg.backend,
+        verify_threads: threads,
+        block_txs_max: cfg.block_txs,
+        sealing: Sealing::WhenFull { step_ms: 1_000 },
+        ..PipelineConfig::default()
+    };
+
+    let done = Arc::new(AtomicBool::new(false));
+    let peak_anon_kb = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (done, peak) = (done.clone(), peak_anon_kb.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(proc_status_kb("RssAnon:"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let started = Instant::now();
+    let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(&txs_path)?);
+    loop {
+        let batch = read_batch(&mut reader, pipeline_cfg.batch_txs_max)?;
+        if batch.is_empty() {
+            break;
+        }
+        pipeline.submit(batch)?;
+    }
+    let (state, m) = pipeline.finish()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    anyhow::ensure!(state.check_conservation().is_ok(), "conservation broken");
+    let tx_per_s = m.committed_txs as f64 / elapsed;
+    let stages: serde_json::Map<String, serde_json::Value> = m
+        .stages
+        .iter()
+        .map(|s| {
+            (
+                s.stage.to_owned(),
+                serde_json::json!({ "ns_per_tx": s.ns_per_tx, "mean_batch_size": s.mean_batch_size, "busy_s": s.busy_ns as f64 / 1e9 }),
+            )
+        })
+        .collect();
+    let report = serde_json::json!({
+        "benchmark": "pipeline",
+        "txs": cfg.txs,
+        "accounts": cfg.accounts,
+        "backend": cfg.backend.name(),
+        "threads": threads,
+        "block_txs": cfg.block_txs,
+        "durable": cfg.durable,
+        "committed": m.committed_txs,
+        "rejected": m.rejected_total(),
+        "ledgers": m.ledgers,
+        "elapsed_s": elapsed,
+        "tx_per_s": tx_per_s,
+        "sigverify_bound_tx_per_s": bound_tx_per_s,
+        "ratio": tx_per_s / bound_tx_per_s,
+        "peak_rss_bytes": proc_status_kb("VmHWM:") * 1024,
+        "peak_anon_rss_bytes": peak_anon_kb.load(Ordering::Relaxed) * 1024,
+        "stages": stages,
+        "setup_s": setup_s,
+    });
+    if cfg.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Output::json(&report)
+}

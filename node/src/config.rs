@@ -1,0 +1,126 @@
+//! The node's configuration file (`caasiope run --config FILE`).
+//!
+//! ```toml
+//! role = "validator"                 # validator | node | explorer (only validator runs yet)
+//! data_dir = "data/validator-0"      # relative paths are relative to this file
+//! genesis = "genesis.toml"
+//! validator_key = "validator-0.key"  # consensus key: 64 hex characters
+//! block_interval_ms = 1000           # 100 to 60000
+//! submit_listen = "127.0.0.1:7100"   # raw transaction submission (length-prefixed frames)
+//! backend = "libsecp256k1"           # or "k256"
+//! sync = "durable"                   # or "safe_no_sync" (see the storage crate)
+//! ```
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use engine::Backend;
+
+/// Largest config file read.
+const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
+/// The role of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// Validates, takes part in consensus, signs ledgers.
+    Validator,
+    /// Stores and follows the chain.
+    Node,
+    /// A node that also serves the public API.
+    Explorer,
+}
+
+/// Storage durability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Sync {
+    /// fsync at every ledger commit.
+    #[default]
+    Durable,
+    /// No fsync: a process crash loses nothing, a power loss may lose the last ledgers.
+    SafeNoSync,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    role: Role,
+    data_dir: PathBuf,
+    genesis: PathBuf,
+    validator_key: Option<PathBuf>,
+    #[serde(default = "default_interval")]
+    block_interval_ms: u64,
+    #[serde(default = "default_submit")]
+    submit_listen: SocketAddr,
+    #[serde(default = "default_backend")]
+    backend: Backend,
+    #[serde(default)]
+    sync: Sync,
+}
+
+const fn default_interval() -> u64 {
+    1_000
+}
+
+fn default_submit() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7100))
+}
+
+const fn default_backend() -> Backend {
+    Backend::Libsecp256k1
+}
+
+/// A checked configuration with paths resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) role: Role,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) genesis: PathBuf,
+    pub(crate) validator_key: Option<PathBuf>,
+    pub(crate) block_interval_ms: u64,
+    pub(crate) submit_listen: SocketAddr,
+    pub(crate) backend: Backend,
+    pub(crate) sync: Sync,
+}
+
+/// Reads a bounded text file.
+pub(crate) fn read_text(path: &Path, max: u64, what: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if text.len() as u64 > max {
+        bail!("{what} {} is larger than {max} bytes", path.display());
+    }
+    Ok(text)
+}
+
+impl NodeConfig {
+    /// Loads and checks a config file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = read_text(path, CONFIG_BYTES_MAX, "config file")?;
+        let f: File = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        if !(100..=60_000).contains(&f.block_interval_ms) {
+            bail!("block_interval_ms must be 100 to 60000, not {}", f.block_interval_ms);
+        }
+        Ok(Self {
+            role: f.role,
+            data_dir: resolve(f.data_dir),
+            genesis: resolve(f.genesis),
+            validator_key: f.validator_key.map(resolve),
+            block_interval_ms: f.block_interval_ms,
+            submit_listen: f.submit_listen,
+            backend: f.backend,
+            sync: f.sync,
+        })
+    }
+}

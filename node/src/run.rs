@@ -1,0 +1,257 @@
+//! `caasiope run --config FILE`: one process in its role.
+//!
+//! Single-validator mode (a validator set where this validator alone is a quorum) runs the whole
+//! path before the network exists: transactions arrive on the submit port, flow through the
+//! pipeline, and a ledger is sealed, certified with the validator's key and committed to MDBX
+//! every `block_interval_ms`. SIGINT/SIGTERM drain the pipeline (nothing accepted is lost) and
+//! exit cleanly; a restart resumes from the last committed ledger.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use engine::{
+    SecretKey,
+    genesis::Genesis,
+    ledger::Certificate,
+    limits::{GENESIS_BYTES_MAX, TX_BYTES_MAX},
+    state::State,
+    tx::SignedTransaction,
+};
+use pipeline::{CommitSink, Pipeline, PipelineConfig, SealedLedger, Sealing, Submitter};
+use storage::{Durability, Store, StoreOptions};
+
+use crate::{
+    config::{NodeConfig, Role, Sync, read_text},
+    exit::Output,
+};
+
+/// Most client connections served at once on the submit port.
+const SUBMIT_CONNECTIONS_MAX: usize = 64;
+/// A connection idle this long is closed.
+const SUBMIT_IDLE: Duration = Duration::from_secs(30);
+
+/// Opens (or creates from the genesis file) the store of `cfg`, checking it is that chain.
+pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
+    let genesis_text = read_text(&cfg.genesis, GENESIS_BYTES_MAX as u64, "genesis file")?;
+    let genesis = Genesis::from_toml(&genesis_text)?;
+    let options = StoreOptions {
+        durability: match cfg.sync {
+            Sync::Durable => Durability::Durable,
+            Sync::SafeNoSync => Durability::SafeNoSync,
+        },
+    };
+    let exists = cfg.data_dir.join("mdbx.dat").exists();
+    let (store, state) = if exists {
+        Store::open_with(&cfg.data_dir, options)?
+    } else {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
+        Store::create_with(&cfg.data_dir, &genesis_text, options)?
+    };
+    let expected = State::from_genesis(&genesis);
+    let stored_genesis = store.header(0)?.map(|(h, _)| h.hash(&genesis.params.chain_id));
+    if stored_genesis != Some(expected.head_hash()) {
+        bail!(
+            "{} holds another chain than the genesis file {}",
+            cfg.data_dir.display(),
+            cfg.genesis.display()
+        );
+    }
+    Ok((store, state))
+}
+
+/// Signs each sealed ledger as the single validator and commits it.
+pub(crate) struct ValidatorSink {
+    pub(crate) store: Store,
+    pub(crate) key: SecretKey,
+    pub(crate) index: u8,
+    /// Print one line per committed ledger on stdout.
+    pub(crate) verbose: bool,
+}
+
+impl CommitSink for ValidatorSink {
+    fn commit(&mut self, ledger: &SealedLedger) -> Result<(), String> {
+        let mut certificate = Certificate::default();
+        certificate.add(self.index, &self.key, &ledger.applied.hash);
+        self.store
+            .commit_sealed(
+                &ledger.applied,
+                &ledger.transactions,
+                &certificate,
+                &ledger.accounts,
+                &ledger.validators,
+            )
+            .map_err(|e| e.to_string())?;
+        let h = &ledger.applied.header;
+        if !self.verbose {
+            return Ok(());
+        }
+        println!(
+            "ledger {} txs {} hash {} state {}",
+            h.height,
+            ledger.transactions.len(),
+            ledger.applied.hash,
+            h.state_root
+        );
+        Ok(())
+    }
+}
+
+/// Runs one process until SIGINT or SIGTERM.
+pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
+    let cfg = NodeConfig::load(config_path)?;
+    if cfg.role != Role::Validator {
+        bail!("role {:?} needs the network, which is not built yet; only \"validator\" runs", cfg.role);
+    }
+    let key_path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
+    let key = SecretKey::from_hex(&read_text(key_path, 1024, "validator key")?)
+        .with_context(|| format!("validator key {}", key_path.display()))?;
+    let (store, state) = open_store(&cfg)?;
+    let set = state.validators();
+    let index = set.index_of(&key.public_key()).context("the validator key is not in the validator set")?;
+    let weight = set.validators().get(index).map_or(0, |v| v.weight);
+    if !set.is_quorum(weight) {
+        bail!("this validator alone is not a quorum; multi-validator consensus is not built yet");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    eprintln!(
+        "caasiope: validator {} at height {}, block interval {} ms, submit on {}",
+        key.public_key().address(),
+        state.head().height,
+        cfg.block_interval_ms,
+        cfg.submit_listen
+    );
+    let pipeline_cfg = PipelineConfig {
+        backend: cfg.backend,
+        sealing: Sealing::Interval { interval_ms: cfg.block_interval_ms },
+        ..PipelineConfig::default()
+    };
+    let sink = ValidatorSink { store, key, index: u8::try_from(index).unwrap_or(u8::MAX), verbose: true };
+    let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
+    let submitter = pipeline.submitter().context("pipeline closed at start")?;
+    let chain_id = pipeline_chain(&cfg)?;
+    serve_submissions(&cfg, &submitter, &chain_id, &stop)?;
+    drop(submitter);
+    let (state, metrics) = pipeline.finish()?;
+    eprintln!(
+        "caasiope: stopped at height {} after {} ledgers, {} transactions committed, {} rejected",
+        state.head().height,
+        metrics.ledgers,
+        metrics.committed_txs,
+        metrics.rejected_total()
+    );
+    Ok(Output::Nothing)
+}
+
+fn pipeline_chain(cfg: &NodeConfig) -> anyhow::Result<String> {
+    let text = read_text(&cfg.genesis, GENESIS_BYTES_MAX as u64, "genesis file")?;
+    Ok(Genesis::from_toml(&text)?.params.chain_id)
+}
+
+/// Accepts submissions until `stop`; each connection is served on its own thread, at most
+/// [`SUBMIT_CONNECTIONS_MAX`] at once.
+fn serve_submissions(
+    cfg: &NodeConfig,
+    submitter: &Submitter,
+    chain_id: &str,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.submit_listen)
+        .with_context(|| format!("cannot listen on {}", cfg.submit_listen))?;
+    listener.set_nonblocking(true)?;
+    let live = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if live.load(Ordering::Relaxed) >= SUBMIT_CONNECTIONS_MAX {
+                        let _ = reply(&stream, "error: too many connections");
+                        continue;
+                    }
+                    live.fetch_add(1, Ordering::Relaxed);
+                    let (live, submitter) = (live.clone(), submitter.clone());
+                    scope.spawn(move || {
+                        let _ = serve_connection(stream, &submitter, chain_id, stop);
+                        live.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => eprintln!("caasiope: accept failed: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
+fn reply(mut stream: &TcpStream, line: &str) -> std::io::Result<()> {
+    stream.write_all(line.as_bytes())?;
+    stream.write_all(b"\n")
+}
+
+/// One client: frames of `u32 big-endian length ‖ signed transaction bytes`; each is answered
+/// with one line, `accepted <id>` or `rejected <reason>`. Acceptance means the transaction
+/// decoded and entered the pipeline; later rules (signatures, balances) may still reject it.
+/// Reads poll every 250 ms so a stop request or an idle client ends the connection promptly.
+fn serve_connection(
+    mut stream: TcpStream,
+    submitter: &Submitter,
+    chain_id: &str,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_millis(250)))?;
+    // Bounded: a frame longer than TX_BYTES_MAX is refused as soon as its length is read.
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut idle = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        while let Some(len) = buf.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+            if len > TX_BYTES_MAX {
+                return reply(
+                    &stream,
+                    &format!("rejected frame of {len} bytes is over the limit of {TX_BYTES_MAX}"),
+                );
+            }
+            if buf.len() < 4 + len {
+                break;
+            }
+            let bytes: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
+            let line = match SignedTransaction::decode_with_id(&bytes, chain_id) {
+                Err(e) => format!("rejected {e}"),
+                Ok((_, id)) => match submitter.submit(vec![bytes]) {
+                    Ok(()) => format!("accepted {id}"),
+                    Err(e) => format!("rejected {e}"),
+                },
+            };
+            reply(&stream, &line)?;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                idle = Duration::ZERO;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                idle += Duration::from_millis(250);
+                if idle >= SUBMIT_IDLE {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
