@@ -54,7 +54,7 @@ impl Ranking {
     /// A text table of the top `n` functions by self and by inclusive samples.
     pub fn report(&self, n: usize) -> String {
         let pct = |c: u64| if self.total == 0 { 0.0 } else { 100.0 * c as f64 / self.total as f64 };
-        let mut out = format!("{} samples\n\nself %   function\n", self.total);
+        let mut out = format!("total weight {} (perf: ns of cpu-clock)\n\nself %   function\n", self.total);
         for (f, c) in self.by_self.iter().take(n) {
             out.push_str(&format!("{:6.2}   {f}\n", pct(*c)));
         }
