@@ -137,10 +137,10 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
         sealing: Sealing::Interval { interval_ms: cfg.block_interval_ms },
         ..PipelineConfig::default()
     };
+    let chain_id = state.params().chain_id.clone();
     let sink = ValidatorSink { store, key, index: u8::try_from(index).unwrap_or(u8::MAX), verbose: true };
     let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
     let submitter = pipeline.submitter().context("pipeline closed at start")?;
-    let chain_id = pipeline_chain(&cfg)?;
     serve_submissions(&cfg, &submitter, &chain_id, &stop)?;
     drop(submitter);
     let (state, metrics) = pipeline.finish()?;
@@ -152,11 +152,6 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
         metrics.rejected_total()
     );
     Ok(Output::Nothing)
-}
-
-fn pipeline_chain(cfg: &NodeConfig) -> anyhow::Result<String> {
-    let text = read_text(&cfg.genesis, GENESIS_BYTES_MAX as u64, "genesis file")?;
-    Ok(Genesis::from_toml(&text)?.params.chain_id)
 }
 
 /// Accepts submissions until `stop`; each connection is served on its own thread, at most
