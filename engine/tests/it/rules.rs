@@ -305,22 +305,16 @@ fn the_cas_issuer_can_never_spend() {
 fn multi_currency_swap_is_atomic() {
     let mut net = Net::new();
     // User 0 gives 1 BTC for user 1's 15 ETH, in one transaction signed by both.
-    let swap = net
-        .tx()
-        .input(user(0), btc(), COIN)
-        .input(user(1), eth(), 15 * COIN)
-        .output(user(1), btc(), COIN)
-        .output(user(0), eth(), 15 * COIN)
-        .fee(user(0), MIN_FEE);
-    assert_eq!(net.apply_one(swap.sign(&[&key(0)])), Err(TxError::Unsatisfied(user(1))));
-    let swap = net
-        .tx()
-        .input(user(0), btc(), COIN)
-        .input(user(1), eth(), 15 * COIN)
-        .output(user(1), btc(), COIN)
-        .output(user(0), eth(), 15 * COIN)
-        .fee(user(0), MIN_FEE);
-    net.apply_one(swap.sign(&[&key(0), &key(1)])).unwrap();
+    let swap = |net: &Net| {
+        net.tx()
+            .input(user(0), btc(), COIN)
+            .input(user(1), eth(), 15 * COIN)
+            .output(user(1), btc(), COIN)
+            .output(user(0), eth(), 15 * COIN)
+            .fee(user(0), MIN_FEE)
+    };
+    assert_eq!(net.apply_one(swap(&net).sign(&[&key(0)])), Err(TxError::Unsatisfied(user(1))));
+    net.apply_one(swap(&net).sign(&[&key(0), &key(1)])).unwrap();
     assert_eq!(net.balance(&user(0), &eth()), 15 * COIN);
     assert_eq!(net.balance(&user(1), &btc()), COIN);
     assert_eq!(net.balance(&user(0), &btc()), COIN);
