@@ -16,6 +16,11 @@ mod tx;
 
 use std::process::ExitCode;
 
+/// mimalloc: the pipeline allocates and frees per-transaction buffers on several threads at
+/// once, where glibc's malloc showed up in profiles (arena locks, `_int_free`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use crate::{

@@ -22,7 +22,7 @@ mod metrics;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -38,8 +38,7 @@ use engine::{
     tx::{SignedTransaction, TxId},
     validate::{VerifiedTx, check_stateless, verify_signatures},
 };
-pub use metrics::{Metrics, MetricsSnapshot, Stage, StageSnapshot};
-use rayon::prelude::*;
+pub use metrics::{Metrics, MetricsSnapshot, Stage, StageSnapshot, THREADS};
 
 /// When the apply stage seals a ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +149,7 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     depths: Arc<[AtomicI64; 5]>,
     threads: Option<Threads>,
+    verify_panicked: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -200,33 +200,53 @@ impl Pipeline {
         let depths: Arc<[AtomicI64; 5]> = Arc::new(Default::default());
         let (ingest_tx, ingest_rx) = bounded::<Vec<Vec<u8>>>(cfg.queue_batches_max);
         let (verify_tx, verify_rx) = bounded::<Vec<Decoded>>(cfg.queue_batches_max);
-        let (apply_tx, apply_rx) = bounded::<Vec<VerifiedTx>>(cfg.queue_batches_max);
+        let (apply_tx, apply_rx) = bounded::<VerifiedBatch>(cfg.queue_batches_max);
         let (commit_tx, commit_rx) = bounded::<SealedLedger>(cfg.commit_queue_max);
+        let verify_panicked = Arc::new(AtomicBool::new(false));
+        let flag = verify_panicked.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.verify_threads)
             .thread_name(|i| format!("verify-{i}"))
+            // A panicking batch task (a bug) drops its one-shot sender: the apply stage stops
+            // there, and `finish` reports the panic instead of a clean end.
+            .panic_handler(move |_| flag.store(true, Ordering::SeqCst))
             .build()
             .map_err(|e| PipelineError::Start(e.to_string()))?;
-        let chain_id = state.params().chain_id.clone();
+        let chain_id: Arc<str> = state.params().chain_id.clone().into();
         let params = state.params().clone();
 
         let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
         let (m, d) = (metrics.clone(), depths.clone());
         let decode = spawn("decode")
-            .spawn(move || decode_loop(&ingest_rx, &verify_tx, &params, &m, &d))
+            .spawn(move || {
+                decode_loop(&ingest_rx, &verify_tx, &params, &m, &d);
+                m.thread_cpu(0, metrics::thread_cpu_ns());
+            })
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         let (m, d) = (metrics.clone(), depths.clone());
         let backend = cfg.backend;
+        let pool = Arc::new(pool);
         let verify = spawn("verify")
-            .spawn(move || verify_loop(&verify_rx, &apply_tx, &pool, backend, &chain_id, &m, &d))
+            .spawn(move || {
+                verify_loop(&verify_rx, &apply_tx, &pool, backend, &chain_id, &m, &d);
+                m.thread_cpu(1, metrics::thread_cpu_ns());
+            })
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         let (m, d) = (metrics.clone(), depths.clone());
         let apply = spawn("apply")
-            .spawn(move || apply_loop(state, &apply_rx, &commit_tx, &cfg, &m, &d))
+            .spawn(move || {
+                let state = apply_loop(state, &apply_rx, &commit_tx, &cfg, &m, &d);
+                m.thread_cpu(2, metrics::thread_cpu_ns());
+                state
+            })
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         let (m, d) = (metrics.clone(), depths.clone());
         let commit = spawn("commit")
-            .spawn(move || commit_loop(&commit_rx, sink, &m, &d))
+            .spawn(move || {
+                let result = commit_loop(&commit_rx, sink, &m, &d);
+                m.thread_cpu(3, metrics::thread_cpu_ns());
+                result
+            })
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         Ok(Self {
             ingest: Some(ingest_tx),
@@ -234,6 +254,7 @@ impl Pipeline {
             metrics,
             depths,
             threads: Some(Threads { decode, verify, apply, commit }),
+            verify_panicked,
         })
     }
 
@@ -296,6 +317,9 @@ impl Pipeline {
         t.verify.join().map_err(|_| PipelineError::Panicked("verify"))?;
         let state = t.apply.join().map_err(|_| PipelineError::Panicked("apply"))?;
         t.commit.join().map_err(|_| PipelineError::Panicked("commit"))??;
+        if self.verify_panicked.load(Ordering::SeqCst) {
+            return Err(PipelineError::Panicked("verify"));
+        }
         Ok(state)
     }
 }
@@ -379,49 +403,81 @@ fn decode_loop(
     }
 }
 
+/// A verified batch on its way to the apply stage: it arrives through this one-shot channel
+/// once a pool thread has verified it. The apply stage reads these in submission order, so the
+/// pool may verify several batches at once (no barrier between batches) while the order of
+/// transactions is kept.
+type VerifiedBatch = Receiver<Vec<VerifiedTx>>;
+
 fn verify_loop(
     rx: &Receiver<Vec<Decoded>>,
-    tx: &Sender<Vec<VerifiedTx>>,
+    tx: &Sender<VerifiedBatch>,
     pool: &rayon::ThreadPool,
     backend: Backend,
-    chain_id: &str,
-    metrics: &Metrics,
+    chain_id: &Arc<str>,
+    metrics: &Arc<Metrics>,
     depths: &[AtomicI64; 5],
 ) {
     for batch in rx {
         took(depths, Stage::Verify);
-        let t = Instant::now();
-        let n = batch.len();
-        let results: Vec<_> = pool.install(|| {
-            batch
-                .into_par_iter()
-                .map(|(stx, id)| {
-                    verify_signatures(&stx, &id, chain_id, backend).map(|signers| VerifiedTx {
-                        id,
-                        tx: stx,
-                        signers,
-                    })
-                })
-                .collect()
-        });
-        let mut out = Vec::with_capacity(n);
-        for r in results {
-            match r {
-                Ok(v) => out.push(v),
-                Err(e) => metrics.reject(&e),
+        let (done_tx, done_rx) = bounded(1);
+        let (chain_id, metrics) = (chain_id.clone(), metrics.clone());
+        // Each batch is one task, verified sequentially by one pool thread: the threads never
+        // wait for each other, and a full apply queue (below) bounds the tasks in flight.
+        pool.spawn_fifo(move || {
+            let (t, cpu) = (Instant::now(), metrics::thread_cpu_ns());
+            let n = batch.len();
+            let mut out = Vec::with_capacity(n);
+            for (stx, id) in batch {
+                match verify_signatures(&stx, &id, &chain_id, backend) {
+                    Ok(signers) => out.push(VerifiedTx { id, tx: stx, signers }),
+                    Err(e) => metrics.reject(&e),
+                }
             }
-        }
-        metrics.record(Stage::Verify, n, elapsed_ns(t));
-        if !out.is_empty() && !send(tx, out, depths, Stage::Apply) {
+            metrics.record(Stage::Verify, n, elapsed_ns(t));
+            metrics.thread_cpu(1, metrics::thread_cpu_ns().saturating_sub(cpu));
+            // The apply stage may have stopped (a failed commit); the batch then has nowhere to go.
+            let _ = done_tx.send(out);
+        });
+        if !send(tx, done_rx, depths, Stage::Apply) {
             return;
         }
     }
 }
 
+/// The next verified batch, waiting at most until `deadline` (forever without one). A batch
+/// whose verification is still running when the deadline passes stays in `waiting`.
+fn next_verified(
+    waiting: &mut Option<VerifiedBatch>,
+    rx: &Receiver<VerifiedBatch>,
+    deadline: Option<Instant>,
+    depths: &[AtomicI64; 5],
+) -> Result<Vec<VerifiedTx>, RecvTimeoutError> {
+    let pending = match waiting.take() {
+        Some(p) => p,
+        None => {
+            let p = match deadline {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected)?,
+                Some(d) => rx.recv_deadline(d)?,
+            };
+            took(depths, Stage::Apply);
+            p
+        }
+    };
+    let result = match deadline {
+        None => pending.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        Some(d) => pending.recv_deadline(d),
+    };
+    if matches!(result, Err(RecvTimeoutError::Timeout)) {
+        *waiting = Some(pending);
+    }
+    result
+}
+
 /// The single writer: applies verified transactions to the post-state and seals ledgers.
 fn apply_loop(
     mut state: State,
-    rx: &Receiver<Vec<VerifiedTx>>,
+    rx: &Receiver<VerifiedBatch>,
     tx: &Sender<SealedLedger>,
     cfg: &PipelineConfig,
     metrics: &Metrics,
@@ -429,6 +485,8 @@ fn apply_loop(
 ) -> State {
     // Transactions received but not yet applied (a batch that overflowed the previous ledger).
     let mut carry: Vec<VerifiedTx> = Vec::new();
+    // A batch still being verified when the last ledger's deadline passed.
+    let mut waiting: Option<VerifiedBatch> = None;
     let mut open = true;
     while open || !carry.is_empty() {
         let head_ms = state.head().timestamp_ms;
@@ -463,15 +521,8 @@ fn apply_loop(
             if exec.len() >= cfg.block_txs_max || !carry.is_empty() {
                 break;
             }
-            let next = match deadline {
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(d) => rx.recv_deadline(d),
-            };
-            match next {
-                Ok(batch) => {
-                    took(depths, Stage::Apply);
-                    pending = batch;
-                }
+            match next_verified(&mut waiting, rx, deadline, depths) {
+                Ok(batch) => pending = batch,
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;
