@@ -154,8 +154,10 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
     // run (the machine is shared: its speed drifts over a run, so the mean of both is the bound).
     let bound_before = sigverify_bound(&txs_path, cfg)?;
 
-    let options =
-        StoreOptions { durability: if cfg.durable { Durability::Durable } else { Durability::SafeNoSync } };
+    let options = StoreOptions {
+        durability: if cfg.durable { Durability::Durable } else { Durability::SafeNoSync },
+        ..StoreOptions::default()
+    };
     let (store, state) = Store::create_with(dir.join("db"), &genesis_toml, options)?;
     let sink = ValidatorSink { store, key: validator_key(), index: 0, verbose: false };
     let pipeline_cfg = PipelineConfig {

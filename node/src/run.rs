@@ -47,6 +47,7 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
             Sync::Durable => Durability::Durable,
             Sync::SafeNoSync => Durability::SafeNoSync,
         },
+        ..StoreOptions::default()
     };
     let exists = cfg.data_dir.join("mdbx.dat").exists();
     let (store, state) = if exists {
@@ -102,6 +103,10 @@ impl CommitSink for ValidatorSink {
             h.state_root
         );
         Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.store.flush().map_err(|e| e.to_string())
     }
 }
 

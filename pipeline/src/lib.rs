@@ -107,6 +107,12 @@ pub struct SealedLedger {
 pub trait CommitSink: Send + 'static {
     /// Persists one ledger; an error stops the pipeline (nothing after it is committed).
     fn commit(&mut self, ledger: &SealedLedger) -> Result<(), String>;
+
+    /// Called once after the last ledger when the pipeline drains normally (e.g. to flush
+    /// buffered index rows); an error is reported by [`Pipeline::finish`].
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Why the pipeline stopped abnormally.
@@ -564,5 +570,6 @@ fn commit_loop(
         metrics.record(Stage::Commit, ledger.transactions.len(), elapsed_ns(t));
         metrics.committed(height, ledger.transactions.len());
     }
-    Ok(())
+    let height = metrics.snapshot([0; 5]).head_height;
+    sink.finish().map_err(|reason| PipelineError::Commit { height, reason })
 }

@@ -72,6 +72,10 @@ pub enum StoreError {
     /// The stored accounts, validators and head do not make a state.
     #[error("stored state does not restore: {0}")]
     Restore(#[from] RestoreError),
+    /// An earlier commit failed part-way: the store writes nothing more until it is reopened
+    /// (which resumes from what is on disk).
+    #[error("an earlier commit failed; reopen the store")]
+    Failed,
     /// [`crate::verify`] found the stored chain inconsistent with its re-execution.
     #[error("verification failed at height {height}: {what}")]
     Verify {

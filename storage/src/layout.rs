@@ -16,7 +16,7 @@ use engine::{
 use crate::StoreError;
 
 /// Version of this layout; a store of another version is refused at open.
-pub(crate) const SCHEMA_VERSION: u64 = 1;
+pub(crate) const SCHEMA_VERSION: u64 = 2;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const HEADERS: &str = "headers";
@@ -39,8 +39,10 @@ pub(crate) mod meta {
     pub(crate) const GENESIS: &[u8] = b"genesis";
     /// Height of the last committed ledger (u64, engine codec).
     pub(crate) const HEAD_HEIGHT: &[u8] = b"head_height";
-    /// The validator set that certifies the next ledger (engine codec).
+    /// The validator set that certifies the ledger after the indexed height (engine codec).
     pub(crate) const VALIDATORS: &[u8] = b"validators";
+    /// Height up to which `accounts`, `tx_index`, `history` and `replay` are written (u64).
+    pub(crate) const INDEXED_HEIGHT: &[u8] = b"indexed_height";
 }
 
 /// Key of `headers` and `blocks`: the height, big-endian.

@@ -18,7 +18,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `schema_version`, `chain_id`, `genesis`, `head_height`, `validators` | u64; UTF-8; the genesis TOML text as given; u64; the validator set certifying the next ledger |
+//! | `meta` | `schema_version`, `chain_id`, `genesis`, `head_height`, `indexed_height`, `validators` | u64; UTF-8; the genesis TOML text as given; u64; u64; the validator set certifying the ledger after the indexed height |
 //! | `headers` | height u64 BE | header ‖ certificate |
 //! | `blocks` | height u64 BE | u32 count ‖ signed transactions, in block order |
 //! | `tx_index` | transaction id (32) | height u64 BE ‖ index u32 BE |
@@ -37,17 +37,26 @@
 //! # Writes and crashes
 //!
 //! [`Store::commit`] writes one ledger in one MDBX write transaction, after checking it is the
-//! stored head's child. Every account the ledger touched is written once, in address order, so
-//! a ledger costs one B-tree pass per table instead of a random put per balance change; blocks
-//! and headers append. MDBX is copy-on-write: a crash at any instant leaves the store at the
-//! last committed ledger, whole. See [`Durability`] for what a commit survives.
+//! stored head's child: its header, its block and the head height. The rows that land at random
+//! places in large tables — accounts, transaction index, history, replay window — are gathered
+//! in memory and written with the ledger that completes an [`IndexBatch`] (by default every
+//! 50,000 transactions or 32 ledgers), in key order through one cursor per table, each account
+//! once however many ledgers of the batch touched it; that ledger's transaction also moves
+//! `indexed_height`. Each table's B-tree pages are so copied once per batch instead of once per
+//! ledger (measured in `docs/PERFORMANCE.md`). The store's readers see the gathered rows too.
 //!
-//! [`Store::open`] rebuilds the in-memory [`engine::state::State`] from the tables and checks it
-//! against the head's state root; [`verify`] re-executes the whole chain and compares every
-//! table.
+//! MDBX is copy-on-write: a crash at any instant leaves the store at the last committed ledger,
+//! whole. [`Store::open`] rebuilds the in-memory [`engine::state::State`] from the tables as of
+//! `indexed_height`, checks it against that ledger's state root, then re-executes the stored
+//! blocks above it (signatures verified) and checks each re-computed header against the stored
+//! one — a crash loses no committed ledger, and no index row, since they are derived from the
+//! blocks. See [`Durability`] for what a commit survives. [`Store::flush`] writes the gathered
+//! rows at once (a clean shutdown does). [`verify`] re-executes the whole chain and compares
+//! every table.
 
 mod error;
 mod layout;
+mod pending;
 mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
@@ -58,6 +67,7 @@ mod tests;
 
 pub use error::StoreError;
 pub use layout::TxLocation;
+pub use pending::IndexBatch;
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,
     StoreOptions,

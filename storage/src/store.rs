@@ -7,12 +7,12 @@ use std::{
 };
 
 use engine::{
-    Address, Encode,
+    Address, Backend, Encode,
     account::Account,
     address::ADDRESS_LEN,
     genesis::Genesis,
     ledger::{Certificate, LedgerHeader, ValidatorSet},
-    state::{Applied, State},
+    state::{Applied, Block, State, apply_block},
     tx::{SignedTransaction, TxId},
 };
 use libmdbx::{
@@ -26,6 +26,7 @@ use crate::{
         self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, META, REPLAY, SCHEMA_VERSION, TABLES, TX_INDEX, TxLocation,
         decode_value, height_key, meta,
     },
+    pending::{IndexBatch, Pending},
 };
 
 /// Most history entries one [`Store::history`] call returns; callers page with
@@ -71,6 +72,8 @@ pub enum Durability {
 pub struct StoreOptions {
     /// Durability of commits.
     pub durability: Durability,
+    /// How many ledgers' index rows are gathered before they are written.
+    pub index_batch: IndexBatch,
 }
 
 /// What [`Store::commit`] writes: a ledger as the engine applied it.
@@ -102,6 +105,12 @@ pub struct Store {
     env: Env,
     dir: PathBuf,
     chain_id: String,
+    options: StoreOptions,
+    /// Index rows of the ledgers after the indexed height.
+    pending: Pending,
+    /// A commit failed after its rows were gathered: the gathered rows may be ahead of the
+    /// tables, so nothing more is written until the store is reopened.
+    failed: bool,
 }
 
 impl fmt::Debug for Store {
@@ -168,6 +177,7 @@ impl Store {
             txn.put(&t_meta, meta::CHAIN_ID, genesis.params.chain_id.as_bytes(), WriteFlags::empty())?;
             txn.put(&t_meta, meta::GENESIS, genesis_toml.as_bytes(), WriteFlags::empty())?;
             txn.put(&t_meta, meta::HEAD_HEIGHT, 0u64.to_bytes(), WriteFlags::empty())?;
+            txn.put(&t_meta, meta::INDEXED_HEIGHT, 0u64.to_bytes(), WriteFlags::empty())?;
             txn.put(&t_meta, meta::VALIDATORS, state.validators().to_bytes(), WriteFlags::empty())?;
             let header = layout::encode_header(state.head(), &Certificate::default());
             txn.put(&txn.open_table(Some(HEADERS))?, height_key(0), header, WriteFlags::APPEND)?;
@@ -185,7 +195,14 @@ impl Store {
             }
             txn.commit()?;
         }
-        let store = Self { env, dir: dir.to_owned(), chain_id: genesis.params.chain_id };
+        let store = Self {
+            env,
+            dir: dir.to_owned(),
+            chain_id: genesis.params.chain_id,
+            options,
+            pending: Pending::default(),
+            failed: false,
+        };
         Ok((store, state))
     }
 
@@ -194,19 +211,24 @@ impl Store {
         Self::open_with(dir, StoreOptions::default())
     }
 
-    /// [`Store::open`] with options. The state is rebuilt from the stored genesis parameters,
-    /// validator set, head, accounts and replay window, and checked by
-    /// [`State::restore`] against the head's state root and validator-set hash.
+    /// [`Store::open`] with options. The state is rebuilt from the stored genesis parameters and
+    /// the tables as of the indexed height (validator set, header, accounts, replay window),
+    /// checked by [`State::restore`] against that header's state root and validator-set hash;
+    /// then the blocks after it, up to the head, are re-executed (signatures verified) and each
+    /// re-computed header must equal the stored one. Their index rows are gathered again.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<(Self, State), StoreError> {
         let dir = dir.as_ref();
         require_env(dir)?;
         let env = open_env(dir, Some(options.durability))?;
-        let (chain_id, state) = {
+        let (chain_id, state, pending) = {
             let txn = env.begin_ro_txn()?;
             let m = read_meta(&txn, dir)?;
-            let head = read_header(&txn, m.head_height)?
-                .ok_or_else(|| missing(HEADERS, format!("no header at the head height {}", m.head_height)))?
-                .0;
+            if m.indexed_height > m.head_height {
+                return Err(StoreError::Corrupt {
+                    table: META,
+                    why: format!("indexed height {} is above the head {}", m.indexed_height, m.head_height),
+                });
+            }
             for table in [HEADERS, BLOCKS] {
                 let last = last_height(&txn, table)?;
                 if last != Some(m.head_height) {
@@ -216,12 +238,42 @@ impl Store {
                     });
                 }
             }
+            let base = read_header(&txn, m.indexed_height)?
+                .ok_or_else(|| {
+                    missing(HEADERS, format!("no header at the indexed height {}", m.indexed_height))
+                })?
+                .0;
             let accounts = read_accounts(&txn)?;
             let replay = read_replay(&txn)?;
-            let state = State::restore(m.genesis.params.clone(), m.validators, head, accounts, replay)?;
-            (m.genesis.params.chain_id, state)
+            let chain_id = m.genesis.params.chain_id.clone();
+            let mut state = State::restore(m.genesis.params, m.validators, base, accounts, replay)?;
+            let mut pending = Pending::default();
+            for height in m.indexed_height + 1..=m.head_height {
+                let (stored, _) = read_header(&txn, height)?
+                    .ok_or_else(|| missing(HEADERS, format!("no header at {height}")))?;
+                let transactions = read_block(&txn, height)?
+                    .ok_or_else(|| missing(BLOCKS, format!("no block at {height}")))?;
+                let block = Block { height, timestamp_ms: stored.timestamp_ms, transactions };
+                let applied = apply_block(&mut state, &block, Backend::Libsecp256k1).map_err(|e| {
+                    StoreError::Corrupt {
+                        table: BLOCKS,
+                        why: format!("ledger {height} does not re-execute: {e}"),
+                    }
+                })?;
+                if applied.header != stored {
+                    return Err(StoreError::Corrupt {
+                        table: HEADERS,
+                        why: format!("ledger {height} re-executes to another header than the stored one"),
+                    });
+                }
+                let rows = LedgerRows::new(&applied, &block.transactions, &chain_id)?;
+                let accounts: Vec<Account> =
+                    applied.touched.iter().filter_map(|a| state.account(a).cloned()).collect();
+                gather(&mut pending, &applied, rows, &accounts, state.validators())?;
+            }
+            (chain_id, state, pending)
         };
-        Ok((Self { env, dir: dir.to_owned(), chain_id }, state))
+        Ok((Self { env, dir: dir.to_owned(), chain_id, options, pending, failed: false }, state))
     }
 
     /// The directory of the store.
@@ -275,6 +327,9 @@ impl Store {
         if validators.hash() != header.validator_set_hash {
             return Err(StoreError::InconsistentLedger("the validators are not the header's"));
         }
+        if self.failed {
+            return Err(StoreError::Failed);
+        }
         let rows = LedgerRows::new(applied, transactions, &self.chain_id)?;
 
         let txn = self.env.begin_rw_txn()?;
@@ -300,62 +355,51 @@ impl Store {
             WriteFlags::APPEND,
         )?;
         txn.put(&txn.open_table(Some(BLOCKS))?, key, &rows.block, WriteFlags::APPEND)?;
-
-        // Rows go in key order through one cursor per table: MDBX then finds each key from the
-        // page it just wrote instead of descending from the root (about twice as fast here).
-        let t_index = txn.open_table(Some(TX_INDEX))?;
-        let mut cursor = txn.cursor(&t_index)?;
-        for (id, at) in &rows.tx_index {
-            // An id is unique in a valid chain: its expiration is part of it, and the replay
-            // window covers every ledger before that expiration.
-            match cursor.put(&id.0, &at.to_bytes(), WriteFlags::NO_OVERWRITE) {
-                Err(libmdbx::Error::KeyExist) => {
-                    return Err(StoreError::InconsistentLedger("a transaction id is already indexed"));
-                }
-                other => other?,
-            }
-        }
-        drop(cursor);
-
-        let t_accounts = txn.open_table(Some(ACCOUNTS))?;
-        let mut buf = Vec::with_capacity(128);
-        debug_assert!(applied.touched.windows(2).all(|w| w[0] < w[1]), "touched is sorted");
-        let mut cursor = txn.cursor(&t_accounts)?;
-        // The engine never removes an account, so every touched account has a value to write.
-        for account in accounts {
-            buf.clear();
-            account.encode(&mut buf);
-            cursor.put(account.address.raw(), &buf, WriteFlags::UPSERT)?;
-        }
-        drop(cursor);
-
-        let t_history = txn.open_table(Some(HISTORY))?;
-        let mut cursor = txn.cursor(&t_history)?;
-        for (key, id) in &rows.history {
-            cursor.put(key, &id.0, WriteFlags::UPSERT)?;
-        }
-
-        drop(cursor);
-
-        let t_replay = txn.open_table(Some(REPLAY))?;
-        let mut cursor = txn.cursor(&t_replay)?;
-        // Entries expired at this ledger's time can never reject a transaction again.
-        while let Some((key, ())) = cursor.first::<Cow<'_, [u8]>, ()>()? {
-            let (expiration_ms, _) = layout::parse_replay_key(&key)?;
-            if expiration_ms > header.timestamp_ms {
-                break;
-            }
-            cursor.del(WriteFlags::empty())?;
-        }
-        for key in &rows.replay {
-            cursor.put(key, &[], WriteFlags::UPSERT)?;
-        }
-        drop(cursor);
-
         txn.put(&t_meta, meta::HEAD_HEIGHT, height.to_bytes(), WriteFlags::UPSERT)?;
-        txn.put(&t_meta, meta::VALIDATORS, validators.to_bytes(), WriteFlags::UPSERT)?;
+
+        // From here the gathered rows run ahead of the tables until the commit succeeds.
+        self.failed = true;
+        gather(&mut self.pending, applied, rows, accounts, validators)?;
+        let write = self.pending.is_due(self.options.index_batch);
+        if write {
+            write_pending(&txn, &mut self.pending, height)?;
+        }
         txn.commit()?;
+        if write {
+            self.pending = Pending::default();
+        }
+        self.failed = false;
         Ok(())
+    }
+
+    /// Writes the gathered index rows now (a clean shutdown does, so the tables are complete for
+    /// outside readers and the next open re-executes nothing), in one write transaction.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::Failed);
+        }
+        if self.pending.ledgers == 0 {
+            return Ok(());
+        }
+        let txn = self.env.begin_rw_txn()?;
+        let t_meta = txn.open_table(Some(META))?;
+        let head_height: u64 = get_value(&txn, &t_meta, META, meta::HEAD_HEIGHT)?
+            .ok_or_else(|| missing(META, "no head height".into()))?;
+        self.failed = true;
+        write_pending(&txn, &mut self.pending, head_height)?;
+        txn.commit()?;
+        self.pending = Pending::default();
+        self.failed = false;
+        Ok(())
+    }
+
+    /// Height up to which the index tables (accounts, transaction index, history, replay) are
+    /// written; the store's readers also see the rows gathered after it.
+    pub fn indexed_height(&self) -> Result<u64, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        let t_meta = txn.open_table(Some(META))?;
+        get_value(&txn, &t_meta, META, meta::INDEXED_HEIGHT)?
+            .ok_or_else(|| missing(META, "no indexed height".into()))
     }
 
     /// The header of the last committed ledger.
@@ -381,6 +425,9 @@ impl Store {
 
     /// Where transaction `id` was included, if it was.
     pub fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError> {
+        if let Some(at) = self.pending.tx_index.get(id) {
+            return Ok(Some(*at));
+        }
         let txn = self.env.begin_ro_txn()?;
         let table = txn.open_table(Some(TX_INDEX))?;
         txn.get::<Cow<'_, [u8]>>(&table, id.0)?.map(|v| TxLocation::from_bytes(&v, TX_INDEX)).transpose()
@@ -388,6 +435,9 @@ impl Store {
 
     /// The stored state of `address`, if it exists.
     pub fn account(&self, address: &Address) -> Result<Option<Account>, StoreError> {
+        if let Some(a) = self.pending.accounts.get(address) {
+            return Ok(Some(a.clone()));
+        }
         let txn = self.env.begin_ro_txn()?;
         let table = txn.open_table(Some(ACCOUNTS))?;
         let Some(bytes) = txn.get::<Cow<'_, [u8]>>(&table, address.raw())? else {
@@ -422,6 +472,15 @@ impl Store {
             out.push(HistoryEntry { location, id: layout::parse_id(&value, HISTORY)? });
             next = cursor.next()?;
         }
+        // Gathered rows are of ledgers above every indexed one: they follow the table's.
+        let rest = limit.saturating_sub(out.len());
+        out.extend(
+            self.pending
+                .history_of(address, from)
+                .into_iter()
+                .take(rest)
+                .map(|(location, id)| HistoryEntry { location, id }),
+        );
         Ok(out)
     }
 }
@@ -430,11 +489,11 @@ impl Store {
 pub(crate) struct LedgerRows {
     /// The `blocks` value.
     block: Vec<u8>,
-    /// `tx_index` rows, sorted by id.
+    /// `tx_index` rows.
     tx_index: Vec<(TxId, TxLocation)>,
-    /// `history` rows, sorted by key.
+    /// `history` rows.
     history: Vec<([u8; layout::HISTORY_KEY_LEN], TxId)>,
-    /// `replay` keys, sorted.
+    /// `replay` keys.
     replay: Vec<[u8; layout::REPLAY_KEY_LEN]>,
 }
 
@@ -469,10 +528,6 @@ impl LedgerRows {
                 .ok_or(StoreError::InconsistentLedger("a transaction expires before 1970"))?;
             replay.push(key);
         }
-        // Sorted writes touch each B-tree page once, in order, instead of at random.
-        tx_index.sort_unstable_by_key(|(id, _)| *id);
-        history.sort_unstable_by_key(|(key, _)| *key);
-        replay.sort_unstable();
         Ok(Self { block, tx_index, history, replay })
     }
 }
@@ -481,6 +536,9 @@ impl LedgerRows {
 pub(crate) struct Meta {
     pub(crate) genesis: Genesis,
     pub(crate) head_height: u64,
+    /// Height up to which the index tables are written.
+    pub(crate) indexed_height: u64,
+    /// The validator set certifying the ledger after the indexed height.
     pub(crate) validators: ValidatorSet,
 }
 
@@ -512,9 +570,11 @@ pub(crate) fn read_meta(txn: &Transaction<'_, RO, NoWriteMap>, dir: &Path) -> Re
     }
     let head_height = get_value(txn, &t_meta, META, meta::HEAD_HEIGHT)?
         .ok_or_else(|| missing(META, "no head height".into()))?;
+    let indexed_height = get_value(txn, &t_meta, META, meta::INDEXED_HEIGHT)?
+        .ok_or_else(|| missing(META, "no indexed height".into()))?;
     let validators = get_value(txn, &t_meta, META, meta::VALIDATORS)?
         .ok_or_else(|| missing(META, "no validator set".into()))?;
-    Ok(Meta { genesis, head_height, validators })
+    Ok(Meta { genesis, head_height, indexed_height, validators })
 }
 
 /// A value of `table` decoded with the engine codec.
@@ -608,4 +668,102 @@ pub(crate) fn read_replay<K: libmdbx::TransactionKind>(
 
 pub(crate) const fn missing(table: &'static str, why: String) -> StoreError {
     StoreError::Corrupt { table, why }
+}
+
+/// Adds one committed ledger's index rows to the gathered ones.
+fn gather(
+    pending: &mut Pending,
+    applied: &Applied,
+    rows: LedgerRows,
+    accounts: &[Account],
+    validators: &ValidatorSet,
+) -> Result<(), StoreError> {
+    for (id, at) in rows.tx_index {
+        if pending.tx_index.insert(id, at).is_some() {
+            return Err(StoreError::InconsistentLedger("a transaction id is already indexed"));
+        }
+    }
+    pending.history.extend(rows.history);
+    pending.replay.extend(rows.replay);
+    for a in accounts {
+        pending.accounts.insert(a.address, a.clone());
+    }
+    pending.validators = Some(validators.clone());
+    pending.timestamp_ms = applied.header.timestamp_ms;
+    pending.ledgers += 1;
+    pending.txs += applied.tx_ids.len();
+    Ok(())
+}
+
+/// Writes the gathered rows into `txn`, each table's in key order through one cursor (MDBX then
+/// finds each key from the page it just wrote instead of descending from the root), and makes
+/// `height` the indexed height.
+fn write_pending(
+    txn: &Transaction<'_, libmdbx::RW, NoWriteMap>,
+    pending: &mut Pending,
+    height: u64,
+) -> Result<(), StoreError> {
+    let t_index = txn.open_table(Some(TX_INDEX))?;
+    let mut rows: Vec<(&TxId, &TxLocation)> = pending.tx_index.iter().collect();
+    rows.sort_unstable_by_key(|(id, _)| **id);
+    let mut cursor = txn.cursor(&t_index)?;
+    for (id, at) in rows {
+        // An id is unique in a valid chain: its expiration is part of it, and the replay window
+        // covers every ledger before that expiration.
+        match cursor.put(&id.0, &at.to_bytes(), WriteFlags::NO_OVERWRITE) {
+            Err(libmdbx::Error::KeyExist) => {
+                return Err(StoreError::InconsistentLedger("a transaction id is already indexed"));
+            }
+            other => other?,
+        }
+    }
+    drop(cursor);
+
+    let t_accounts = txn.open_table(Some(ACCOUNTS))?;
+    let mut accounts: Vec<&Account> = pending.accounts.values().collect();
+    accounts.sort_unstable_by_key(|a| a.address);
+    let mut buf = Vec::with_capacity(128);
+    let mut cursor = txn.cursor(&t_accounts)?;
+    // The engine never removes an account, so every touched account has a value to write.
+    for account in accounts {
+        buf.clear();
+        account.encode(&mut buf);
+        cursor.put(account.address.raw(), &buf, WriteFlags::UPSERT)?;
+    }
+    drop(cursor);
+
+    let t_history = txn.open_table(Some(HISTORY))?;
+    pending.history.sort_unstable_by_key(|(key, _)| *key);
+    let mut cursor = txn.cursor(&t_history)?;
+    for (key, id) in &pending.history {
+        cursor.put(key, &id.0, WriteFlags::UPSERT)?;
+    }
+    drop(cursor);
+
+    let t_replay = txn.open_table(Some(REPLAY))?;
+    let now = pending.timestamp_ms;
+    let mut cursor = txn.cursor(&t_replay)?;
+    // Entries expired at the last gathered ledger's time can never reject a transaction again.
+    while let Some((key, ())) = cursor.first::<Cow<'_, [u8]>, ()>()? {
+        let (expiration_ms, _) = layout::parse_replay_key(&key)?;
+        if expiration_ms > now {
+            break;
+        }
+        cursor.del(WriteFlags::empty())?;
+    }
+    pending.replay.sort_unstable();
+    for key in &pending.replay {
+        let (expiration_ms, _) = layout::parse_replay_key(key)?;
+        if expiration_ms > now {
+            cursor.put(key, &[], WriteFlags::UPSERT)?;
+        }
+    }
+    drop(cursor);
+
+    let t_meta = txn.open_table(Some(META))?;
+    txn.put(&t_meta, meta::INDEXED_HEIGHT, height.to_bytes(), WriteFlags::UPSERT)?;
+    if let Some(v) = &pending.validators {
+        txn.put(&t_meta, meta::VALIDATORS, v.to_bytes(), WriteFlags::UPSERT)?;
+    }
+    Ok(())
 }

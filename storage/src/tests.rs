@@ -12,7 +12,7 @@ use engine::{
 use libmdbx::WriteFlags;
 
 use crate::{
-    Durability, HISTORY_PAGE_MAX, LedgerToCommit, Store, StoreError, TxLocation,
+    Durability, HISTORY_PAGE_MAX, IndexBatch, LedgerToCommit, Store, StoreError, StoreOptions, TxLocation,
     layout::{self, ACCOUNTS, BLOCKS, HEADERS, META, TX_INDEX, height_key, meta},
     store::open_env,
     test_utils::{TestChain, fee_account},
@@ -36,6 +36,13 @@ fn commit(
         })
         .unwrap();
     (applied, transactions)
+}
+
+/// A store whose index rows are written with every ledger, for tests that read or poke the
+/// tables themselves.
+fn create_every_ledger(dir: &Path, genesis_toml: &str) -> (Store, State) {
+    let options = StoreOptions { index_batch: IndexBatch::EVERY_LEDGER, ..StoreOptions::default() };
+    Store::create_with(dir, genesis_toml, options).unwrap()
 }
 
 /// Overwrites one value of a closed store through a raw MDBX write transaction.
@@ -147,7 +154,7 @@ fn commit_then_read_back() {
 fn replay_window_is_pruned_as_time_passes() {
     let dir = tempfile::tempdir().unwrap();
     let chain = TestChain::new(2, 5);
-    let (mut store, mut state) = Store::create(dir.path(), &chain.genesis_toml).unwrap();
+    let (mut store, mut state) = create_every_ledger(dir.path(), &chain.genesis_toml);
     let (applied, _) = commit(&mut store, &chain, &mut state, 5);
     let id = applied.tx_ids[0];
     // An empty ledger far past every expiration.
@@ -243,7 +250,7 @@ fn refuses_a_ledger_that_does_not_extend_the_head() {
 fn corrupted_values_are_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     let chain = TestChain::new(2, 4);
-    let (mut store, mut state) = Store::create(dir.path(), &chain.genesis_toml).unwrap();
+    let (mut store, mut state) = create_every_ledger(dir.path(), &chain.genesis_toml);
     let (applied, _) = commit(&mut store, &chain, &mut state, 3);
     drop(store);
     let sender = chain.sender(0);
@@ -296,10 +303,17 @@ fn corrupted_values_are_errors_not_panics() {
     assert!(matches!(Store::open(dir.path()), Err(StoreError::Decode { table: META, .. })));
     poke(dir.path(), META, meta::HEAD_HEIGHT, &7u64.to_bytes());
     assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: HEADERS, .. })));
-    poke(dir.path(), META, meta::SCHEMA_VERSION, &2u64.to_bytes());
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::SchemaVersion { found: 2, expected: 1 })));
-    poke(dir.path(), META, meta::GENESIS, b"\xff\xfe");
     poke(dir.path(), META, meta::SCHEMA_VERSION, &1u64.to_bytes());
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::SchemaVersion { found: 1, expected: 2 })));
+    poke(dir.path(), META, meta::HEAD_HEIGHT, &1u64.to_bytes());
+    poke(dir.path(), META, meta::INDEXED_HEIGHT, &2u64.to_bytes());
+    poke(dir.path(), META, meta::SCHEMA_VERSION, &2u64.to_bytes());
+    assert!(
+        matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: META, .. })),
+        "indexed above head"
+    );
+    poke(dir.path(), META, meta::INDEXED_HEIGHT, &1u64.to_bytes());
+    poke(dir.path(), META, meta::GENESIS, b"\xff\xfe");
     assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: META, .. })));
 }
 
@@ -307,7 +321,7 @@ fn corrupted_values_are_errors_not_panics() {
 fn verify_replays_the_chain_and_catches_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let chain = TestChain::new(4, 30);
-    let (mut store, mut state) = Store::create(dir.path(), &chain.genesis_toml).unwrap();
+    let (mut store, mut state) = create_every_ledger(dir.path(), &chain.genesis_toml);
     let mut ledgers = Vec::new();
     for _ in 0..4 {
         ledgers.push(commit(&mut store, &chain, &mut state, 10));
@@ -375,6 +389,80 @@ fn verify_replays_the_chain_and_catches_tampering() {
     assert!(matches!(verify(dir.path()), Err(StoreError::Verify { .. })));
 }
 
+#[test]
+fn gathered_index_rows_are_read_reexecuted_on_open_and_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new(3, 20);
+    let options =
+        StoreOptions { index_batch: IndexBatch { txs: 1_000, ledgers: 3 }, ..StoreOptions::default() };
+    let (mut store, mut state) = Store::create_with(dir.path(), &chain.genesis_toml, options).unwrap();
+    let mut ledgers = Vec::new();
+    for _ in 0..5 {
+        ledgers.push(commit(&mut store, &chain, &mut state, 8));
+    }
+    // Ledgers 1–3 were written by the third commit; 4 and 5 are gathered.
+    assert_eq!(store.indexed_height().unwrap(), 3);
+    let check_reads = |store: &Store, state: &State| {
+        for (applied, _) in &ledgers {
+            for (i, id) in applied.tx_ids.iter().enumerate() {
+                let at = TxLocation { height: applied.header.height, index: i as u32 };
+                assert_eq!(store.tx_location(id).unwrap(), Some(at));
+            }
+            for a in &applied.touched {
+                assert_eq!(store.account(a).unwrap().as_ref(), state.account(a));
+            }
+        }
+        let sender = chain.sender(1);
+        let history = store.history(&sender, TxLocation::at_height(0), HISTORY_PAGE_MAX).unwrap();
+        let expected = ledgers
+            .iter()
+            .flat_map(|(applied, txs)| {
+                txs.iter().enumerate().filter(|(_, tx)| tx.tx.fee.payer == sender).map(|(i, _)| {
+                    (TxLocation { height: applied.header.height, index: i as u32 }, applied.tx_ids[i])
+                })
+            })
+            .collect::<Vec<_>>();
+        let got: Vec<_> = history.iter().map(|e| (e.location, e.id)).collect();
+        assert_eq!(got, expected, "history spans the written and the gathered rows");
+        let tail = store.history(&sender, TxLocation::at_height(4), 2).unwrap();
+        assert_eq!(
+            tail.iter().map(|e| (e.location, e.id)).collect::<Vec<_>>(),
+            expected.iter().copied().filter(|(at, _)| at.height >= 4).take(2).collect::<Vec<_>>()
+        );
+    };
+    check_reads(&store, &state);
+    drop(store);
+    // The tables hold ledgers 1–3; verify re-executes all five.
+    let report = verify(dir.path()).unwrap();
+    assert_eq!((report.heights_checked, report.indexed_height, report.tx_count), (6, 3, 40));
+    assert_eq!(report.state_root, state.state_root());
+
+    // Open re-executes 4 and 5 from their blocks and gathers their rows again.
+    let (mut store, reopened) = Store::open_with(dir.path(), options).unwrap();
+    assert_eq!(reopened.head_hash(), state.head_hash());
+    assert_eq!(accounts_sorted(&reopened), accounts_sorted(&state));
+    check_reads(&store, &reopened);
+    store.flush().unwrap();
+    assert_eq!(store.indexed_height().unwrap(), 5);
+    check_reads(&store, &reopened);
+    drop(store);
+    assert_eq!(verify(dir.path()).unwrap().indexed_height, 5);
+
+    // A block above the indexed height that does not re-execute to its header is refused.
+    let mut store = Store::open_with(dir.path(), options).unwrap().0;
+    let mut state = reopened;
+    let (applied, transactions) = commit(&mut store, &chain, &mut state, 8);
+    drop(store);
+    let mut block = Vec::new();
+    layout::begin_block(transactions.len() - 1, &mut block);
+    for tx in &transactions[1..] {
+        tx.encode(&mut block);
+    }
+    poke(dir.path(), BLOCKS, &height_key(applied.header.height), &block);
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { table: HEADERS, .. }), "{err}");
+}
+
 /// The commit stage's cost: ledgers of 10,000 transfers on a store of 101,000 accounts, in both
 /// durability modes. A measurement, not a check: run it in release,
 /// `cargo test --release -p caasiope-storage --lib -- --ignored --nocapture commit_cost`.
@@ -393,7 +481,7 @@ fn commit_cost_of_large_ledgers() {
         let (store, _) = Store::create(dir.path(), &chain.genesis_toml).unwrap();
         drop(store);
         let (mut store, mut state) =
-            Store::open_with(dir.path(), crate::StoreOptions { durability }).unwrap();
+            Store::open_with(dir.path(), crate::StoreOptions { durability, ..Default::default() }).unwrap();
         println!("{durability:?}: create + open in {:?}", t.elapsed());
         let mut commits = Vec::new();
         let mut rows = Vec::new();

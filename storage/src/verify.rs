@@ -21,8 +21,11 @@ pub struct VerifyReport {
     pub heights_checked: u64,
     /// Transactions re-executed.
     pub tx_count: u64,
-    /// Accounts compared.
+    /// Accounts compared (the state at the indexed height).
     pub accounts: u64,
+    /// Height up to which the index tables are written; the ledgers above it are in the
+    /// headers and blocks only (see [`crate::IndexBatch`]).
+    pub indexed_height: u64,
     /// Hash of the head ledger.
     pub head_hash: Hash,
     /// State root after the last ledger.
@@ -36,10 +39,11 @@ pub struct VerifyReport {
 /// signature re-verified (libsecp256k1), and checks that
 /// * each re-computed header equals the stored one — so the state root matches at every height
 ///   — and headers and blocks hold exactly heights `0..=head`;
-/// * every transaction is indexed at its position and in the history of each of its addresses,
-///   with no extra row in either table;
-/// * the stored accounts are exactly the re-executed state's (count and every value), the
-///   replay table is its replay window and the stored validator set its next set;
+/// * every transaction up to the indexed height is indexed at its position and in the history
+///   of each of its addresses, with no extra row in either table (none of a later ledger);
+/// * the stored accounts are exactly the re-executed state's at the indexed height (count and
+///   every value), the replay table is its replay window and the stored validator set its next
+///   set;
 /// * value is conserved in every currency.
 ///
 /// Certificates are not checked: the store knows nothing of consensus.
@@ -74,8 +78,14 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
     let t_index = txn.open_table(Some(TX_INDEX))?;
     let t_history = txn.open_table(Some(HISTORY))?;
     let mut tx_count = 0u64;
+    let mut indexed_txs = 0u64;
     let mut history_rows = 0u64;
     let mut addresses: Vec<Address> = Vec::new();
+    let w = m.indexed_height;
+    if w > m.head_height {
+        return Err(fail(w, format!("the indexed height is above the head {}", m.head_height)));
+    }
+    let mut accounts = if w == 0 { check_indexed_state(&txn, &state, &m.validators)? } else { 0 };
     for height in 1..=m.head_height {
         let (stored, _) = read_header(&txn, height)?.ok_or_else(|| fail(height, "no header".into()))?;
         let transactions = read_block(&txn, height)?.ok_or_else(|| fail(height, "no block".into()))?;
@@ -93,6 +103,14 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
             };
             return Err(fail(height, what));
         }
+        if height == w {
+            accounts = check_indexed_state(&txn, &state, &m.validators)?;
+        }
+        tx_count += block.transactions.len() as u64;
+        if height > w {
+            continue;
+        }
+        indexed_txs += block.transactions.len() as u64;
         for (i, (tx, id)) in block.transactions.iter().zip(&applied.tx_ids).enumerate() {
             let at = TxLocation { height, index: i as u32 };
             let stored_at = txn
@@ -119,7 +137,6 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
             }
             history_rows += addresses.len() as u64;
         }
-        tx_count += block.transactions.len() as u64;
     }
 
     let head = m.head_height;
@@ -127,7 +144,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         Ok(txn.table_stat(&txn.open_table(Some(name))?)?.entries() as u64)
     };
     for (name, expected) in
-        [(HEADERS, head + 1), (BLOCKS, head + 1), (TX_INDEX, tx_count), (HISTORY, history_rows)]
+        [(HEADERS, head + 1), (BLOCKS, head + 1), (TX_INDEX, indexed_txs), (HISTORY, history_rows)]
     {
         let found = entries(name)?;
         if found != expected {
@@ -135,37 +152,6 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         }
     }
 
-    let t_accounts = txn.open_table(Some(ACCOUNTS))?;
-    let mut cursor = txn.cursor(&t_accounts)?;
-    let mut accounts = 0u64;
-    for row in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
-        let (key, value) = row?;
-        let stored = decode_account(&key, &value)?;
-        if state.account(&stored.address) != Some(&stored) {
-            return Err(fail(
-                head,
-                format!("stored account {} differs from the re-executed one", stored.address),
-            ));
-        }
-        accounts += 1;
-    }
-    let expected_accounts = state.accounts().count() as u64;
-    if accounts != expected_accounts {
-        return Err(fail(head, format!("{accounts} accounts stored, {expected_accounts} re-executed")));
-    }
-
-    let now = state.head().timestamp_ms;
-    let window: HashSet<(TxId, i64)> = state.replay_entries().filter(|(_, exp)| *exp > now).collect();
-    let stored: Vec<(TxId, i64)> = read_replay(&txn)?;
-    if stored.len() != window.len() || !stored.iter().all(|e| window.contains(e)) {
-        return Err(fail(
-            head,
-            format!("table {REPLAY} holds {} entries, the replay window {}", stored.len(), window.len()),
-        ));
-    }
-    if *state.validators() != m.validators {
-        return Err(fail(head, "the stored validator set is not the re-executed one".into()));
-    }
     if let Err(currency) = state.check_conservation() {
         return Err(fail(head, format!("{currency} is not conserved")));
     }
@@ -173,7 +159,49 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         heights_checked: head + 1,
         tx_count,
         accounts,
+        indexed_height: w,
         head_hash: state.head_hash(),
         state_root: state.state_root(),
     })
+}
+
+/// Compares the index-height tables with the re-executed `state`: every stored account equals
+/// the state's and none is missing, the replay table is the state's replay window, the stored
+/// validator set is its next set. Returns the number of accounts.
+fn check_indexed_state(
+    txn: &libmdbx::Transaction<'_, libmdbx::RO, libmdbx::NoWriteMap>,
+    state: &State,
+    validators: &engine::ledger::ValidatorSet,
+) -> Result<u64, StoreError> {
+    let height = state.head().height;
+    let fail = |what: String| StoreError::Verify { height, what };
+    let t_accounts = txn.open_table(Some(ACCOUNTS))?;
+    let mut cursor = txn.cursor(&t_accounts)?;
+    let mut accounts = 0u64;
+    for row in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
+        let (key, value) = row?;
+        let stored = decode_account(&key, &value)?;
+        if state.account(&stored.address) != Some(&stored) {
+            return Err(fail(format!("stored account {} differs from the re-executed one", stored.address)));
+        }
+        accounts += 1;
+    }
+    let expected_accounts = state.accounts().count() as u64;
+    if accounts != expected_accounts {
+        return Err(fail(format!("{accounts} accounts stored, {expected_accounts} re-executed")));
+    }
+    let now = state.head().timestamp_ms;
+    let window: HashSet<(TxId, i64)> = state.replay_entries().filter(|(_, exp)| *exp > now).collect();
+    let stored: Vec<(TxId, i64)> = read_replay(txn)?;
+    if stored.len() != window.len() || !stored.iter().all(|e| window.contains(e)) {
+        return Err(fail(format!(
+            "table {REPLAY} holds {} entries, the replay window {}",
+            stored.len(),
+            window.len()
+        )));
+    }
+    if state.validators() != validators {
+        return Err(fail("the stored validator set is not the re-executed one".into()));
+    }
+    Ok(accounts)
 }

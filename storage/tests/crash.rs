@@ -22,7 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use caasiope_storage::{Durability, LedgerToCommit, Store, StoreOptions, test_utils::TestChain, verify};
+use caasiope_storage::{
+    Durability, IndexBatch, LedgerToCommit, Store, StoreOptions, test_utils::TestChain, verify,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const WRITER_DIR: &str = "CRASH_WRITER_DIR";
@@ -34,6 +36,9 @@ const DELAY_MS: std::ops::RangeInclusive<u64> = 20..=300;
 /// Delays after a writer announced a commit, µs: committing a ledger here takes a few ms.
 const COMMIT_DELAY_US: std::ops::RangeInclusive<u64> = 0..=3_000;
 const TXS_PER_LEDGER: usize = 300;
+/// Index rows are written every 4 ledgers, so kills land both in ledgers that write them and in
+/// ledgers that only gather them (which the next open re-executes).
+const INDEX_BATCH: IndexBatch = IndexBatch { txs: 4 * TXS_PER_LEDGER, ledgers: 4 };
 const OUTPUTS_PER_TX: usize = 2;
 const SENDERS: usize = 64;
 const FILLERS: u64 = 1_000;
@@ -57,7 +62,8 @@ fn writer_process() {
     };
     let chain = chain();
     let (mut store, mut state) =
-        Store::open_with(&dir, StoreOptions { durability }).unwrap_or_else(|e| panic!("writer: open: {e}"));
+        Store::open_with(&dir, StoreOptions { durability, index_batch: INDEX_BATCH })
+            .unwrap_or_else(|e| panic!("writer: open: {e}"));
     println!("start {}", state.head().height);
     let started = Instant::now();
     while started.elapsed() < WRITER_LIFETIME_MAX {
@@ -124,6 +130,7 @@ fn killed_writer_leaves_a_whole_prefix() {
             Err(e) => panic!("round {round} (seed {seed}): store does not verify after a kill: {e}"),
         };
         let verified = report.heights_checked - 1;
+        assert!(report.indexed_height <= verified && verified - report.indexed_height < INDEX_BATCH.ledgers);
         assert!(verified >= head, "round {round}: head went back from {head} to {verified}");
         assert!(
             verified == acknowledged || (verified == acknowledged + 1 && run.in_commit),
