@@ -63,18 +63,29 @@ fn process_cpu_s() -> f64 {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn write_transfers(
-    path: &Path,
-    w: &bench::workload::Workload,
-    cfg: &PipelineBench,
-    expiration_ms: i64,
-) -> anyhow::Result<()> {
+/// Chain time between ledgers of the benchmark (deterministic sealing).
+const STEP_MS: i64 = 1_000;
+/// Each transfer expires this long (chain time) after the ledger it is meant for, as a wallet on
+/// a one-second chain would set it. The replay set holds every id until it expires — rate × TTL
+/// ids, here 20 ledgers' worth — so this, not the run's length, sizes it.
+const TX_TTL_MS: i64 = 20_000;
+
+/// Expiration of transfer `j`: [`TX_TTL_MS`] after the timestamp of the ledger it fills.
+fn expiration_ms(j: usize, block_txs: usize) -> i64 {
+    let ledger = (j / block_txs.max(1)) as i64 + 1;
+    GENESIS_MS + ledger * STEP_MS + TX_TTL_MS
+}
+
+fn write_transfers(path: &Path, w: &bench::workload::Workload, cfg: &PipelineBench) -> anyhow::Result<()> {
     let mut out = BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
     const CHUNK: usize = 20_000;
     for start in (0..cfg.txs).step_by(CHUNK) {
         let end = (start + CHUNK).min(cfg.txs);
         let signed: Vec<Vec<u8>> =
-            (start..end).into_par_iter().map(|j| transfer_bytes(w, j, cfg.accounts, expiration_ms)).collect();
+            (start..end)
+            .into_par_iter()
+            .map(|j| transfer_bytes(w, j, cfg.accounts, expiration_ms(j, cfg.block_txs)))
+            .collect();
         for tx in signed {
             out.write_all(&(tx.len() as u32).to_le_bytes())?;
             out.write_all(&tx)?;
@@ -131,7 +142,10 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
     let setup = Instant::now();
     // A genesis and transfers made by an earlier run with the same parameters are reused (kept
     // with `--dir`), so a profiler can watch the timed part alone.
-    let txs_path = dir.join(format!("transfers-{}-{}.bin", cfg.txs, cfg.accounts));
+    let txs_path = dir.join(format!(
+        "transfers-{}-{}-{}-ttl{}.bin",
+        cfg.txs, cfg.accounts, cfg.block_txs, TX_TTL_MS
+    ));
     let genesis_path = dir.join(format!("genesis-{}.toml", cfg.accounts));
     if dir.join("db").exists() {
         std::fs::remove_dir_all(dir.join("db")).with_context(|| format!("clearing {}", dir.display()))?;
@@ -142,7 +156,8 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
     } else {
         let w = workload(cfg.accounts, cfg.accounts);
         let partial = txs_path.with_extension("partial");
-        write_transfers(&partial, &w, cfg, GENESIS_MS + w.genesis.params.max_ttl_ms - 1)?;
+        anyhow::ensure!(TX_TTL_MS + STEP_MS < w.genesis.params.max_ttl_ms, "benchmark TTL above the chain's maximum");
+        write_transfers(&partial, &w, cfg)?;
         std::fs::rename(&partial, &txs_path)?;
         let toml = w.genesis.to_toml();
         std::fs::write(&genesis_path, &toml)?;
@@ -164,7 +179,7 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
         backend: cfg.backend,
         verify_threads: threads,
         block_txs_max: cfg.block_txs,
-        sealing: Sealing::WhenFull { step_ms: 1_000 },
+        sealing: Sealing::WhenFull { step_ms: STEP_MS },
         ..PipelineConfig::default()
     };
 

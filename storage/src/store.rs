@@ -41,6 +41,10 @@ pub const MAP_SIZE_MAX_BYTES: isize = 256 << 30;
 /// growing, so a small step costs a flush every few large ledgers (~20 MB of file each at
 /// 10,000 transfers; measured: 64 MiB steps doubled the slowest commits).
 pub const GROWTH_STEP_BYTES: isize = 256 << 20;
+/// Most dirty pages a write transaction keeps in memory before MDBX spills some to the file
+/// (64 MiB of 4 KiB pages): an index batch into large tables dirties a page per row at worst,
+/// and without this bound the memory of a batch's transaction grows with the tables.
+const TXN_DIRTY_PAGES_MAX: u64 = 16 * 1024;
 /// Named tables the environment may hold: ours plus room for later ones.
 const TABLES_MAX: u64 = 32;
 
@@ -134,7 +138,12 @@ pub(crate) fn open_env(dir: &Path, durability: Option<Durability>) -> Result<Env
             shrink_threshold: Some(2 * GROWTH_STEP_BYTES),
         }),
     };
-    let options = DatabaseOptions { max_tables: Some(TABLES_MAX), mode, ..Default::default() };
+    let options = DatabaseOptions {
+        max_tables: Some(TABLES_MAX),
+        txn_dp_limit: Some(TXN_DIRTY_PAGES_MAX),
+        mode,
+        ..Default::default()
+    };
     Ok(Database::open_with_options(dir, options)?)
 }
 
