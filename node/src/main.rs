@@ -52,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             block_txs,
             dir,
             durable,
+            runs,
             json: _,
         }) => bench::pipeline(&bench::PipelineBench {
             txs: usize::try_from(txs)?,
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             block_txs: usize::try_from(block_txs)?,
             dir,
             durable,
+            runs: usize::try_from(runs)?,
         }),
     }
 }

@@ -214,3 +214,34 @@ fn interval_sealing_makes_ledgers_on_time_even_when_idle() {
 fn pipeline_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+/// Batches are verified concurrently on the pool but applied in submission order: a chain of
+/// transfers where each spends what the previous one paid in — split across many small batches
+/// among unrelated traffic — is applied whole. Out of order, a hop would find its sender empty.
+#[test]
+fn dependent_transactions_in_separate_batches_apply_in_order() {
+    let g = genesis(100);
+    let sink = Collect::default();
+    let cfg = PipelineConfig { batch_txs_max: 3, queue_batches_max: 8, ..config(10_000) };
+    let pipeline = Pipeline::start(State::from_genesis(&g), cfg, sink.clone()).unwrap();
+    let far = T0 + 3_000_000;
+    const HOPS: u32 = 120;
+    let mut amount = 500_000;
+    for hop in 0..HOPS {
+        // Hop 0 leaves a funded user; every later hop spends the whole balance it received.
+        let from = if hop == 0 { 0 } else { 1_000 + hop - 1 };
+        let send = if hop == 0 { amount } else { amount - FEE };
+        pipeline.submit(vec![transfer(from, 1_000 + hop, send, far)]).unwrap();
+        amount = send;
+        let filler = (0..5)
+            .map(|i| transfer(1 + (hop * 5 + i) % 99, 1 + (hop * 5 + i + 1) % 99, 1 + i64::from(hop), far));
+        pipeline.submit(filler.collect()).unwrap();
+    }
+    let (state, m) = pipeline.finish().unwrap();
+    assert_eq!(m.rejected_total(), 0, "{:?}", m.rejected);
+    assert_eq!(m.committed_txs, u64::from(HOPS) * 6);
+    let last = key(1_000 + HOPS - 1).public_key().address();
+    assert_eq!(state.account(&last).map(|a| a.balance(&Currency::CAS)), Some(amount));
+    assert_eq!(state.check_conservation(), Ok(()));
+    assert!(m.stages[1].batches > u64::from(HOPS), "many verify batches: {}", m.stages[1].batches);
+}
