@@ -221,9 +221,8 @@ fn pipeline_now_ms() -> i64 {
 #[test]
 fn dependent_transactions_in_separate_batches_apply_in_order() {
     let g = genesis(100);
-    let sink = Collect::default();
     let cfg = PipelineConfig { batch_txs_max: 3, queue_batches_max: 8, ..config(10_000) };
-    let pipeline = Pipeline::start(State::from_genesis(&g), cfg, sink.clone()).unwrap();
+    let pipeline = Pipeline::start(State::from_genesis(&g), cfg, Collect::default()).unwrap();
     let far = T0 + 3_000_000;
     const HOPS: u32 = 120;
     let mut amount = 500_000;
