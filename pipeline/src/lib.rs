@@ -562,14 +562,15 @@ fn commit_loop(
     metrics: &Metrics,
     depths: &[AtomicI64; 5],
 ) -> Result<(), PipelineError> {
+    let mut last_height = 0;
     for ledger in rx {
         took(depths, Stage::Commit);
         let t = Instant::now();
         let height = ledger.applied.header.height;
+        last_height = height;
         sink.commit(&ledger).map_err(|reason| PipelineError::Commit { height, reason })?;
         metrics.record(Stage::Commit, ledger.transactions.len(), elapsed_ns(t));
         metrics.committed(height, ledger.transactions.len());
     }
-    let height = metrics.snapshot([0; 5]).head_height;
-    sink.finish().map_err(|reason| PipelineError::Commit { height, reason })
+    sink.finish().map_err(|reason| PipelineError::Commit { height: last_height, reason })
 }

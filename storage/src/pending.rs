@@ -41,7 +41,7 @@ impl Default for IndexBatch {
     }
 }
 
-/// The rows of ledgers `first..=last` (none when `ledgers == 0`).
+/// The rows of the `ledgers` ledgers committed since the index tables were last written.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) ledgers: u64,

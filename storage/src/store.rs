@@ -344,8 +344,7 @@ impl Store {
         let txn = self.env.begin_rw_txn()?;
         let t_meta = txn.open_table(Some(META))?;
         // The cheap invariant that keeps the chain a chain: this ledger is the head's child.
-        let head_height: u64 = get_value(&txn, &t_meta, META, meta::HEAD_HEIGHT)?
-            .ok_or_else(|| missing(META, "no head height".into()))?;
+        let head_height = read_head_height(&txn, &t_meta)?;
         if height != head_height.wrapping_add(1) {
             return Err(StoreError::WrongHeight { head: head_height, got: height });
         }
@@ -392,8 +391,7 @@ impl Store {
         }
         let txn = self.env.begin_rw_txn()?;
         let t_meta = txn.open_table(Some(META))?;
-        let head_height: u64 = get_value(&txn, &t_meta, META, meta::HEAD_HEIGHT)?
-            .ok_or_else(|| missing(META, "no head height".into()))?;
+        let head_height = read_head_height(&txn, &t_meta)?;
         self.failed = true;
         write_pending(&txn, &mut self.pending, head_height)?;
         txn.commit()?;
@@ -415,8 +413,7 @@ impl Store {
     pub fn head(&self) -> Result<LedgerHeader, StoreError> {
         let txn = self.env.begin_ro_txn()?;
         let t_meta = txn.open_table(Some(META))?;
-        let height: u64 = get_value(&txn, &t_meta, META, meta::HEAD_HEIGHT)?
-            .ok_or_else(|| missing(META, "no head height".into()))?;
+        let height = read_head_height(&txn, &t_meta)?;
         Ok(read_header(&txn, height)?
             .ok_or_else(|| missing(HEADERS, format!("no header at the head height {height}")))?
             .0)
@@ -577,13 +574,20 @@ pub(crate) fn read_meta(txn: &Transaction<'_, RO, NoWriteMap>, dir: &Path) -> Re
     if chain_id != genesis.params.chain_id {
         return Err(StoreError::Corrupt { table: META, why: "chain id differs from the genesis's".into() });
     }
-    let head_height = get_value(txn, &t_meta, META, meta::HEAD_HEIGHT)?
-        .ok_or_else(|| missing(META, "no head height".into()))?;
+    let head_height = read_head_height(txn, &t_meta)?;
     let indexed_height = get_value(txn, &t_meta, META, meta::INDEXED_HEIGHT)?
         .ok_or_else(|| missing(META, "no indexed height".into()))?;
     let validators = get_value(txn, &t_meta, META, meta::VALIDATORS)?
         .ok_or_else(|| missing(META, "no validator set".into()))?;
     Ok(Meta { genesis, head_height, indexed_height, validators })
+}
+
+/// The `head_height` of the `meta` table.
+fn read_head_height<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+    t_meta: &libmdbx::Table<'_>,
+) -> Result<u64, StoreError> {
+    get_value(txn, t_meta, META, meta::HEAD_HEIGHT)?.ok_or_else(|| missing(META, "no head height".into()))
 }
 
 /// A value of `table` decoded with the engine codec.
