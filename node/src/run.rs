@@ -79,7 +79,7 @@ pub(crate) struct ValidatorSink {
 }
 
 impl CommitSink for ValidatorSink {
-    fn commit(&mut self, ledger: &SealedLedger) -> Result<(), String> {
+    fn commit(&mut self, ledger: SealedLedger) -> Result<(), String> {
         let mut certificate = Certificate::default();
         certificate.add(self.index, &self.key, &ledger.applied.hash);
         self.store
@@ -87,7 +87,7 @@ impl CommitSink for ValidatorSink {
                 &ledger.applied,
                 &ledger.transactions,
                 &certificate,
-                &ledger.accounts,
+                ledger.accounts,
                 &ledger.validators,
             )
             .map_err(|e| e.to_string())?;

@@ -105,8 +105,9 @@ pub struct SealedLedger {
 
 /// Where sealed ledgers go (the node's store). Called on the commit thread, in height order.
 pub trait CommitSink: Send + 'static {
-    /// Persists one ledger; an error stops the pipeline (nothing after it is committed).
-    fn commit(&mut self, ledger: &SealedLedger) -> Result<(), String>;
+    /// Persists one ledger (handed over: the sink may keep its parts); an error stops the
+    /// pipeline (nothing after it is committed).
+    fn commit(&mut self, ledger: SealedLedger) -> Result<(), String>;
 
     /// Called once after the last ledger when the pipeline drains normally (e.g. to flush
     /// buffered index rows); an error is reported by [`Pipeline::finish`].
@@ -566,11 +567,11 @@ fn commit_loop(
     for ledger in rx {
         took(depths, Stage::Commit);
         let t = Instant::now();
-        let height = ledger.applied.header.height;
+        let (height, txs) = (ledger.applied.header.height, ledger.transactions.len());
         last_height = height;
-        sink.commit(&ledger).map_err(|reason| PipelineError::Commit { height, reason })?;
-        metrics.record(Stage::Commit, ledger.transactions.len(), elapsed_ns(t));
-        metrics.committed(height, ledger.transactions.len());
+        sink.commit(ledger).map_err(|reason| PipelineError::Commit { height, reason })?;
+        metrics.record(Stage::Commit, txs, elapsed_ns(t));
+        metrics.committed(height, txs);
     }
     sink.finish().map_err(|reason| PipelineError::Commit { height: last_height, reason })
 }

@@ -64,8 +64,8 @@ fn transfer(from: u32, to: u32, amount: i64, expiration_ms: i64) -> Vec<u8> {
 struct Collect(Arc<Mutex<Vec<SealedLedger>>>);
 
 impl CommitSink for Collect {
-    fn commit(&mut self, ledger: &SealedLedger) -> Result<(), String> {
-        self.0.lock().unwrap().push(ledger.clone());
+    fn commit(&mut self, ledger: SealedLedger) -> Result<(), String> {
+        self.0.lock().unwrap().push(ledger);
         Ok(())
     }
 }
@@ -147,7 +147,7 @@ fn accepted_transactions_commit_exactly_once_and_bad_input_is_counted() {
 struct Gate(mpsc::Receiver<()>);
 
 impl CommitSink for Gate {
-    fn commit(&mut self, _: &SealedLedger) -> Result<(), String> {
+    fn commit(&mut self, _: SealedLedger) -> Result<(), String> {
         self.0.recv().map_err(|e| e.to_string())
     }
 }
@@ -184,7 +184,7 @@ fn a_stalled_commit_pushes_back_on_ingest() {
 fn a_failing_sink_stops_the_pipeline_with_its_reason() {
     struct Refuse;
     impl CommitSink for Refuse {
-        fn commit(&mut self, l: &SealedLedger) -> Result<(), String> {
+        fn commit(&mut self, l: SealedLedger) -> Result<(), String> {
             Err(format!("disk full at {}", l.applied.header.height))
         }
     }

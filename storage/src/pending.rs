@@ -8,10 +8,6 @@
 //! [`crate::Store`] (which consults them before its tables), and a crash loses nothing: the
 //! blocks after the last indexed height are on disk, and opening the store re-executes them.
 
-use std::collections::HashMap;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 use engine::{Address, account::Account, ledger::ValidatorSet, tx::TxId};
 
 use crate::layout::{HISTORY_KEY_LEN, REPLAY_KEY_LEN, TxLocation};
@@ -46,9 +42,10 @@ impl Default for IndexBatch {
 pub(crate) struct Pending {
     pub(crate) ledgers: u64,
     pub(crate) txs: usize,
-    /// The latest value of every account touched since the last write.
-    pub(crate) accounts: FastMap<Address, Account>,
-    pub(crate) tx_index: FastMap<TxId, TxLocation>,
+    /// Per gathered ledger, the new value of each account it touched, sorted by address.
+    pub(crate) accounts: Vec<Vec<Account>>,
+    /// Per gathered ledger, its `tx_index` rows sorted by id.
+    pub(crate) tx_index: Vec<Vec<(TxId, TxLocation)>>,
     /// Unsorted; sorted when written.
     pub(crate) history: Vec<([u8; HISTORY_KEY_LEN], TxId)>,
     /// Unsorted; sorted when written.
@@ -63,6 +60,35 @@ pub(crate) struct Pending {
 impl Pending {
     pub(crate) fn is_due(&self, batch: IndexBatch) -> bool {
         self.ledgers > 0 && (self.ledgers >= batch.ledgers.max(1) || self.txs >= batch.txs.max(1))
+    }
+
+    /// Where transaction `id` sits, if a gathered ledger holds it.
+    pub(crate) fn tx_location(&self, id: &TxId) -> Option<TxLocation> {
+        self.tx_index.iter().find_map(|rows| {
+            rows.binary_search_by_key(id, |(i, _)| *i).ok().and_then(|k| rows.get(k)).map(|(_, at)| *at)
+        })
+    }
+
+    /// The latest gathered value of `address`, if a gathered ledger touched it.
+    pub(crate) fn account(&self, address: &Address) -> Option<&Account> {
+        self.accounts.iter().rev().find_map(|accounts| {
+            accounts.binary_search_by_key(address, |a| a.address).ok().and_then(|k| accounts.get(k))
+        })
+    }
+
+    /// The latest value of every gathered account, sorted by address, each once.
+    pub(crate) fn latest_accounts(&self) -> Vec<&Account> {
+        // A stable sort keeps ledger order among equal addresses: the last of a run is the latest.
+        let mut all: Vec<&Account> = self.accounts.iter().flatten().collect();
+        all.sort_by_key(|a| a.address);
+        let mut latest: Vec<&Account> = Vec::with_capacity(all.len());
+        for a in all {
+            match latest.last_mut() {
+                Some(last) if last.address == a.address => *last = a,
+                _ => latest.push(a),
+            }
+        }
+        latest
     }
 
     /// History rows of `address` at `from` or later, sorted.

@@ -278,7 +278,7 @@ impl Store {
                 let rows = LedgerRows::new(&applied, &block.transactions, &chain_id)?;
                 let accounts: Vec<Account> =
                     applied.touched.iter().filter_map(|a| state.account(a).cloned()).collect();
-                gather(&mut pending, &applied, rows, &accounts, state.validators())?;
+                gather(&mut pending, &applied, rows, accounts, state.validators());
             }
             (chain_id, state, pending)
         };
@@ -308,7 +308,7 @@ impl Store {
         }
         let accounts: Vec<Account> =
             applied.touched.iter().filter_map(|a| state.account(a).cloned()).collect();
-        self.commit_sealed(applied, transactions, certificate, &accounts, state.validators())
+        self.commit_sealed(applied, transactions, certificate, accounts, state.validators())
     }
 
     /// [`Store::commit`] for a caller that holds the touched accounts' new values rather than the
@@ -320,7 +320,7 @@ impl Store {
         applied: &Applied,
         transactions: &[SignedTransaction],
         certificate: &Certificate,
-        accounts: &[Account],
+        accounts: Vec<Account>,
         validators: &ValidatorSet,
     ) -> Result<(), StoreError> {
         let header = &applied.header;
@@ -367,7 +367,7 @@ impl Store {
 
         // From here the gathered rows run ahead of the tables until the commit succeeds.
         self.failed = true;
-        gather(&mut self.pending, applied, rows, accounts, validators)?;
+        gather(&mut self.pending, applied, rows, accounts, validators);
         let write = self.pending.is_due(self.options.index_batch);
         if write {
             write_pending(&txn, &mut self.pending, height)?;
@@ -431,8 +431,8 @@ impl Store {
 
     /// Where transaction `id` was included, if it was.
     pub fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError> {
-        if let Some(at) = self.pending.tx_index.get(id) {
-            return Ok(Some(*at));
+        if let Some(at) = self.pending.tx_location(id) {
+            return Ok(Some(at));
         }
         let txn = self.env.begin_ro_txn()?;
         let table = txn.open_table(Some(TX_INDEX))?;
@@ -441,7 +441,7 @@ impl Store {
 
     /// The stored state of `address`, if it exists.
     pub fn account(&self, address: &Address) -> Result<Option<Account>, StoreError> {
-        if let Some(a) = self.pending.accounts.get(address) {
+        if let Some(a) = self.pending.account(address) {
             return Ok(Some(a.clone()));
         }
         let txn = self.env.begin_ro_txn()?;
@@ -687,25 +687,19 @@ pub(crate) const fn missing(table: &'static str, why: String) -> StoreError {
 fn gather(
     pending: &mut Pending,
     applied: &Applied,
-    rows: LedgerRows,
-    accounts: &[Account],
+    mut rows: LedgerRows,
+    accounts: Vec<Account>,
     validators: &ValidatorSet,
-) -> Result<(), StoreError> {
-    for (id, at) in rows.tx_index {
-        if pending.tx_index.insert(id, at).is_some() {
-            return Err(StoreError::InconsistentLedger("a transaction id is already indexed"));
-        }
-    }
+) {
+    rows.tx_index.sort_unstable_by_key(|(id, _)| *id);
+    pending.tx_index.push(rows.tx_index);
     pending.history.extend(rows.history);
     pending.replay.extend(rows.replay);
-    for a in accounts {
-        pending.accounts.insert(a.address, a.clone());
-    }
+    pending.accounts.push(accounts);
     pending.validators = Some(validators.clone());
     pending.timestamp_ms = applied.header.timestamp_ms;
     pending.ledgers += 1;
     pending.txs += applied.tx_ids.len();
-    Ok(())
 }
 
 /// Writes the gathered rows into `txn`, each table's in key order through one cursor (MDBX then
@@ -717,8 +711,8 @@ fn write_pending(
     height: u64,
 ) -> Result<(), StoreError> {
     let t_index = txn.open_table(Some(TX_INDEX))?;
-    let mut rows: Vec<(&TxId, &TxLocation)> = pending.tx_index.iter().collect();
-    rows.sort_unstable_by_key(|(id, _)| **id);
+    let mut rows: Vec<&(TxId, TxLocation)> = pending.tx_index.iter().flatten().collect();
+    rows.sort_unstable_by_key(|(id, _)| *id);
     let mut cursor = txn.cursor(&t_index)?;
     for (id, at) in rows {
         // An id is unique in a valid chain: its expiration is part of it, and the replay window
@@ -733,12 +727,10 @@ fn write_pending(
     drop(cursor);
 
     let t_accounts = txn.open_table(Some(ACCOUNTS))?;
-    let mut accounts: Vec<&Account> = pending.accounts.values().collect();
-    accounts.sort_unstable_by_key(|a| a.address);
     let mut buf = Vec::with_capacity(128);
     let mut cursor = txn.cursor(&t_accounts)?;
     // The engine never removes an account, so every touched account has a value to write.
-    for account in accounts {
+    for account in pending.latest_accounts() {
         buf.clear();
         account.encode(&mut buf);
         cursor.put(account.address.raw(), &buf, WriteFlags::UPSERT)?;
