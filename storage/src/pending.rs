@@ -30,10 +30,12 @@ impl IndexBatch {
 }
 
 impl Default for IndexBatch {
-    /// 50,000 transactions or 32 ledgers: at 10,000-transfer ledgers, a write per 5 ledgers, and
-    /// a restart re-verifies at most ~50,000 signatures.
+    /// 100,000 transactions or 64 ledgers: at 10,000-transfer ledgers, a write per 10 ledgers,
+    /// and a restart re-verifies at most ~100,000 signatures (a few seconds on two cores).
+    /// Measured at 1M transfers: commit CPU 9.2 µs/tx with 50,000, 5.3 with 200,000 (whose
+    /// gathered rows and bigger write transactions cost ~190 MB more memory).
     fn default() -> Self {
-        Self { txs: 50_000, ledgers: 32 }
+        Self { txs: 100_000, ledgers: 64 }
     }
 }
 
