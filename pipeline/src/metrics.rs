@@ -57,7 +57,7 @@ pub struct Metrics {
 }
 
 /// The pipeline's threads, as [`MetricsSnapshot::thread_cpu_s`] names them: `apply` seals too
-/// (the seal's parallel trie work runs on the caller's rayon pool and is not counted here),
+/// (the trie update included: it runs on the apply thread),
 /// `verify` is the sum of the verification tasks on the pool plus its feeding thread.
 pub const THREADS: [&str; 4] = ["decode", "verify", "apply", "commit"];
 
