@@ -330,7 +330,7 @@ impl State {
             state: self,
             height,
             timestamp_ms,
-            journal: FastMap::default(),
+            journal: Vec::new(),
             replay_added: Vec::new(),
             next_validators: None,
             tx_ids: Vec::new(),
@@ -416,8 +416,11 @@ pub struct BlockExecution<'s> {
     state: &'s mut State,
     height: u64,
     timestamp_ms: i64,
-    /// First value of every account touched in this block (`None`: it did not exist).
-    journal: FastMap<Address, Option<Account>>,
+    /// Value of every account before this block first touched it (`None`: it did not exist),
+    /// in touch order. An account already touched has `last_height == height` and is not
+    /// journaled again, save one touched without being changed (a repeated declaration), whose
+    /// later entries hold the same value: a rollback applies them newest first.
+    journal: Vec<(Address, Option<Account>)>,
     replay_added: Vec<TxId>,
     next_validators: Option<ValidatorSet>,
     tx_ids: Vec<TxId>,
@@ -557,9 +560,21 @@ impl BlockExecution<'_> {
     }
 
     fn touch(&mut self, address: Address) -> &mut Account {
-        let accounts = &mut self.state.accounts;
-        self.journal.entry(address).or_insert_with(|| accounts.get(&address).cloned());
-        accounts.entry(address).or_insert_with(|| Account::new(address))
+        // One probe of the account map: `last_height` tells whether this block already
+        // journaled the account (every change sets it to the block's height).
+        match self.state.accounts.entry(address) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let account = e.into_mut();
+                if account.last_height != self.height {
+                    self.journal.push((address, Some(account.clone())));
+                }
+                account
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.journal.push((address, None));
+                e.insert(Account::new(address))
+            }
+        }
     }
 
     /// Seals the ledger: rehashes touched accounts into the state trie (in parallel), computes
@@ -569,8 +584,9 @@ impl BlockExecution<'_> {
         let journal = std::mem::take(&mut self.journal);
         let state = &mut *self.state;
         let accounts = &state.accounts;
-        let mut touched: Vec<Address> = journal.into_keys().collect();
+        let mut touched: Vec<Address> = journal.into_iter().map(|(address, _)| address).collect();
         touched.par_sort_unstable();
+        touched.dedup();
         let mut leaves: Vec<([u8; 21], Hash)> = touched
             .par_iter()
             .filter_map(|a| accounts.get(a).map(|acc| (*a.raw(), acc.leaf_hash())))
@@ -607,7 +623,8 @@ impl Drop for BlockExecution<'_> {
         if self.finished {
             return;
         }
-        for (address, old) in self.journal.drain() {
+        // Newest first, so an account journaled twice ends at its first (pre-block) value.
+        for (address, old) in self.journal.drain(..).rev() {
             match old {
                 Some(account) => self.state.accounts.insert(address, account),
                 None => self.state.accounts.remove(&address),
