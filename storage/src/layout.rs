@@ -16,7 +16,7 @@ use engine::{
 use crate::StoreError;
 
 /// Version of this layout; a store of another version is refused at open.
-pub(crate) const SCHEMA_VERSION: u64 = 2;
+pub(crate) const SCHEMA_VERSION: u64 = 3;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const HEADERS: &str = "headers";
@@ -24,10 +24,12 @@ pub(crate) const BLOCKS: &str = "blocks";
 pub(crate) const TX_INDEX: &str = "tx_index";
 pub(crate) const ACCOUNTS: &str = "accounts";
 pub(crate) const HISTORY: &str = "history";
+pub(crate) const HISTORY_HEADS: &str = "history_heads";
 pub(crate) const REPLAY: &str = "replay";
 
 /// Every table, created together by `Store::create`.
-pub(crate) const TABLES: [&str; 7] = [META, HEADERS, BLOCKS, TX_INDEX, ACCOUNTS, HISTORY, REPLAY];
+pub(crate) const TABLES: [&str; 8] =
+    [META, HEADERS, BLOCKS, TX_INDEX, ACCOUNTS, HISTORY, HISTORY_HEADS, REPLAY];
 
 /// Keys of the `meta` table.
 pub(crate) mod meta {
@@ -41,7 +43,8 @@ pub(crate) mod meta {
     pub(crate) const HEAD_HEIGHT: &[u8] = b"head_height";
     /// The validator set that certifies the ledger after the indexed height (engine codec).
     pub(crate) const VALIDATORS: &[u8] = b"validators";
-    /// Height up to which `accounts`, `tx_index`, `history` and `replay` are written (u64).
+    /// Height up to which `accounts`, `tx_index`, `history`, `history_heads` and `replay` are
+    /// written (u64).
     pub(crate) const INDEXED_HEIGHT: &[u8] = b"indexed_height";
 }
 
@@ -103,14 +106,55 @@ fn be_u32(bytes: Option<&[u8]>) -> Option<u32> {
     bytes.and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes)
 }
 
-/// Key of `history`: address ‖ height BE ‖ index BE; the value is the transaction id.
-pub(crate) const HISTORY_KEY_LEN: usize = ADDRESS_LEN + TX_LOCATION_LEN;
+/// Key of `history`: height BE ‖ index BE ‖ address — in chain order, so rows append. The value
+/// is [`HistoryValue`]: the transaction id and the previous location in the same address's
+/// history, which chains an address's rows newest to oldest from its `history_heads` row.
+pub(crate) const HISTORY_KEY_LEN: usize = TX_LOCATION_LEN + ADDRESS_LEN;
 
-pub(crate) fn history_key(address: &Address, at: TxLocation) -> [u8; HISTORY_KEY_LEN] {
+pub(crate) fn history_key(at: TxLocation, address: &Address) -> [u8; HISTORY_KEY_LEN] {
     let mut key = [0u8; HISTORY_KEY_LEN];
-    key[..ADDRESS_LEN].copy_from_slice(address.raw());
-    key[ADDRESS_LEN..].copy_from_slice(&at.to_bytes());
+    key[..TX_LOCATION_LEN].copy_from_slice(&at.to_bytes());
+    key[TX_LOCATION_LEN..].copy_from_slice(address.raw());
     key
+}
+
+/// Value of `history`: transaction id (32) ‖ previous location (12, all zero when none: ledger 0
+/// holds no transaction).
+pub(crate) const HISTORY_VALUE_LEN: usize = 32 + TX_LOCATION_LEN;
+
+/// A `history` row's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HistoryValue {
+    pub(crate) id: TxId,
+    /// The address's previous entry, if any.
+    pub(crate) previous: Option<TxLocation>,
+}
+
+impl HistoryValue {
+    pub(crate) fn to_bytes(self) -> [u8; HISTORY_VALUE_LEN] {
+        let mut out = [0u8; HISTORY_VALUE_LEN];
+        out[..32].copy_from_slice(&self.id.0);
+        if let Some(p) = self.previous {
+            out[32..].copy_from_slice(&p.to_bytes());
+        }
+        out
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        if bytes.len() != HISTORY_VALUE_LEN {
+            return Err(StoreError::Corrupt {
+                table: HISTORY,
+                why: format!("a value is {HISTORY_VALUE_LEN} bytes, not {}", bytes.len()),
+            });
+        }
+        let id = parse_id(&bytes[..32], HISTORY)?;
+        let previous = TxLocation::from_bytes(&bytes[32..], HISTORY)?;
+        let previous = (previous != TxLocation::at_height(0)).then_some(previous);
+        if previous.is_some_and(|p| p.height == 0) {
+            return Err(StoreError::Corrupt { table: HISTORY, why: "a previous entry at height 0".into() });
+        }
+        Ok(Self { id, previous })
+    }
 }
 
 /// Key of `replay`: expiration BE ‖ transaction id; the value is empty.
@@ -236,5 +280,18 @@ mod tests {
         assert!(replay_key(-1, &Hash::ZERO).is_none());
         assert!(parse_replay_key(&[0xff; REPLAY_KEY_LEN]).is_err(), "above i64::MAX");
         assert!(parse_replay_key(&[0; 12]).is_err());
+    }
+
+    #[test]
+    fn history_values_round_trip_and_refuse_bad_bytes() {
+        let id = Hash([3; 32]);
+        for previous in [None, Some(TxLocation { height: 4, index: 9 })] {
+            let v = HistoryValue { id, previous };
+            assert_eq!(HistoryValue::from_bytes(&v.to_bytes()).unwrap(), v);
+        }
+        assert!(HistoryValue::from_bytes(&[0; 43]).is_err());
+        let mut at_genesis = HistoryValue { id, previous: None }.to_bytes();
+        at_genesis[43] = 1; // height 0, index 1
+        assert!(HistoryValue::from_bytes(&at_genesis).is_err());
     }
 }

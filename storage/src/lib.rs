@@ -23,14 +23,18 @@
 //! | `blocks` | height u64 BE | u32 count ‖ signed transactions, in block order |
 //! | `tx_index` | transaction id (32) | height u64 BE ‖ index u32 BE |
 //! | `accounts` | raw address (21) | the canonical account |
-//! | `history` | raw address (21) ‖ height u64 BE ‖ index u32 BE | transaction id (32) |
+//! | `history` | height u64 BE ‖ index u32 BE ‖ raw address (21) | transaction id (32) ‖ the address's previous entry: height u64 BE ‖ index u32 BE (zero: none) |
+//! | `history_heads` | raw address (21) | the address's newest entry: height u64 BE ‖ index u32 BE |
 //! | `replay` | expiration ms u64 BE ‖ transaction id | empty |
 //!
 //! * Genesis is height 0: its header (with an empty certificate), an empty block and every
 //!   genesis account.
 //! * `history` has one row per distinct address among a transaction's inputs, outputs and fee
 //!   payer. The fee account gets no row for the fee it receives: it would be in every
-//!   transaction's history.
+//!   transaction's history. Rows are keyed in chain order, so they append (DESIGN §7); an
+//!   address's rows chain newest to oldest from its `history_heads` row, so a page of history
+//!   costs one lookup per entry and only the heads — a table bounded by the accounts — take
+//!   writes at random places.
 //! * `replay` holds the ids whose expiration is after the head's timestamp: older ones are
 //!   deleted as each ledger commits, since no later ledger can include them again.
 //!

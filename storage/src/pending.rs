@@ -10,7 +10,7 @@
 
 use engine::{Address, account::Account, ledger::ValidatorSet, tx::TxId};
 
-use crate::layout::{HISTORY_KEY_LEN, REPLAY_KEY_LEN, TxLocation};
+use crate::layout::{REPLAY_KEY_LEN, TxLocation};
 
 /// When the gathered index rows are written: at the first ledger commit that brings the batch to
 /// `txs` transactions or `ledgers` ledgers. `ledgers = 1` writes every ledger's rows with it.
@@ -48,8 +48,8 @@ pub(crate) struct Pending {
     pub(crate) accounts: Vec<Vec<Account>>,
     /// Per gathered ledger, its `tx_index` rows sorted by id.
     pub(crate) tx_index: Vec<Vec<(TxId, TxLocation)>>,
-    /// Unsorted; sorted when written.
-    pub(crate) history: Vec<([u8; HISTORY_KEY_LEN], TxId)>,
+    /// In chain order (location, then address): the order of the table's keys.
+    pub(crate) history: Vec<(TxLocation, Address, TxId)>,
     /// Unsorted; sorted when written.
     pub(crate) replay: Vec<[u8; REPLAY_KEY_LEN]>,
     /// The validator set certifying the ledger after the last gathered one.
@@ -93,20 +93,16 @@ impl Pending {
         latest
     }
 
-    /// History rows of `address` at `from` or later, sorted.
-    pub(crate) fn history_of(&self, address: &Address, from: TxLocation) -> Vec<(TxLocation, TxId)> {
-        let lo = crate::layout::history_key(address, from);
-        let mut rows: Vec<(TxLocation, TxId)> = self
-            .history
+    /// History rows of `address` located before `before` (all when `None`), newest first.
+    pub(crate) fn history_of<'a>(
+        &'a self,
+        address: &'a Address,
+        before: Option<TxLocation>,
+    ) -> impl Iterator<Item = (TxLocation, TxId)> + 'a {
+        self.history
             .iter()
-            .filter(|(key, _)| key.starts_with(address.raw()) && *key >= lo)
-            .filter_map(|(key, id)| {
-                TxLocation::from_bytes(&key[engine::address::ADDRESS_LEN..], crate::layout::HISTORY)
-                    .ok()
-                    .map(|at| (at, *id))
-            })
-            .collect();
-        rows.sort_unstable_by_key(|(at, _)| *at);
-        rows
+            .rev()
+            .filter(move |(at, a, _)| a == address && before.is_none_or(|b| *at < b))
+            .map(|(at, _, id)| (*at, *id))
     }
 }

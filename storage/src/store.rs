@@ -9,7 +9,6 @@ use std::{
 use engine::{
     Address, Backend, Encode,
     account::Account,
-    address::ADDRESS_LEN,
     genesis::Genesis,
     ledger::{Certificate, LedgerHeader, ValidatorSet},
     state::{Applied, Block, State, apply_block},
@@ -23,8 +22,8 @@ use libmdbx::{
 use crate::{
     StoreError,
     layout::{
-        self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, META, REPLAY, SCHEMA_VERSION, TABLES, TX_INDEX, TxLocation,
-        decode_value, height_key, meta,
+        self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, HISTORY_HEADS, HistoryValue, META, REPLAY, SCHEMA_VERSION,
+        TABLES, TX_INDEX, TxLocation, decode_value, height_key, meta,
     },
     pending::{IndexBatch, Pending},
 };
@@ -453,42 +452,74 @@ impl Store {
         decode_account(address.raw(), &bytes).map(Some)
     }
 
-    /// Up to `limit` (at most [`HISTORY_PAGE_MAX`]) transactions of `address`, oldest first,
-    /// from position `from` on. A transaction is in the history of every distinct address among
-    /// its inputs, outputs and fee payer — not of the fee account, which would receive every
-    /// transaction of the chain. The next page starts at the last entry's
-    /// `location.next()`.
+    /// Up to `limit` (at most [`HISTORY_PAGE_MAX`]) transactions of `address`, newest first,
+    /// located before `before` (from the newest when `None`). A transaction is in the history of
+    /// every distinct address among its inputs, outputs and fee payer — not of the fee account,
+    /// which would receive every transaction of the chain. The next page is
+    /// `before = Some(last entry's location)`: one lookup per entry, however deep the page.
     pub fn history(
         &self,
         address: &Address,
-        from: TxLocation,
+        before: Option<TxLocation>,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let limit = limit.min(HISTORY_PAGE_MAX);
-        let txn = self.env.begin_ro_txn()?;
-        let table = txn.open_table(Some(HISTORY))?;
-        let mut cursor = txn.cursor(&table)?;
-        let mut out = Vec::new();
-        let mut next =
-            cursor.set_range::<Cow<'_, [u8]>, Cow<'_, [u8]>>(&layout::history_key(address, from))?;
-        while let Some((key, value)) = next {
-            if out.len() >= limit || key.get(..ADDRESS_LEN) != Some(address.raw().as_slice()) {
-                break;
-            }
-            let location = TxLocation::from_bytes(&key[ADDRESS_LEN..], HISTORY)?;
-            out.push(HistoryEntry { location, id: layout::parse_id(&value, HISTORY)? });
-            next = cursor.next()?;
+        // Gathered rows are of ledgers above every indexed one: they come first.
+        let mut out: Vec<HistoryEntry> = self
+            .pending
+            .history_of(address, before)
+            .take(limit)
+            .map(|(location, id)| HistoryEntry { location, id })
+            .collect();
+        if out.len() >= limit {
+            return Ok(out);
         }
-        // Gathered rows are of ledgers above every indexed one: they follow the table's.
-        let rest = limit.saturating_sub(out.len());
-        out.extend(
-            self.pending
-                .history_of(address, from)
-                .into_iter()
-                .take(rest)
-                .map(|(location, id)| HistoryEntry { location, id }),
-        );
+        let txn = self.env.begin_ro_txn()?;
+        let t_history = txn.open_table(Some(HISTORY))?;
+        let row = |at: TxLocation| -> Result<Option<HistoryValue>, StoreError> {
+            txn.get::<Cow<'_, [u8]>>(&t_history, &layout::history_key(at, address))?
+                .map(|v| HistoryValue::from_bytes(&v))
+                .transpose()
+        };
+        let head = txn
+            .get::<Cow<'_, [u8]>>(&txn.open_table(Some(HISTORY_HEADS))?, address.raw())?
+            .map(|v| TxLocation::from_bytes(&v, HISTORY_HEADS))
+            .transpose()?;
+        let mut next = match before {
+            None => head,
+            Some(b) => match row(b)? {
+                // The last entry of the previous page links to the first of this one.
+                Some(v) => v.previous,
+                // Any other bound: walk down from the newest entry.
+                None => {
+                    let mut at = head;
+                    while let Some(a) = at.filter(|a| *a >= b) {
+                        at = row(a)?.ok_or_else(|| broken_chain(address, a))?.previous;
+                    }
+                    at
+                }
+            },
+        };
+        while out.len() < limit {
+            let Some(at) = next else { break };
+            let value = row(at)?.ok_or_else(|| broken_chain(address, at))?;
+            if value.previous.is_some_and(|p| p >= at) {
+                return Err(StoreError::Corrupt {
+                    table: HISTORY,
+                    why: format!("the history of {address} does not go back in time at {at:?}"),
+                });
+            }
+            out.push(HistoryEntry { location: at, id: value.id });
+            next = value.previous;
+        }
         Ok(out)
+    }
+}
+
+fn broken_chain(address: &Address, at: TxLocation) -> StoreError {
+    StoreError::Corrupt {
+        table: HISTORY,
+        why: format!("the history of {address} links to a missing row at {at:?}"),
     }
 }
 
@@ -498,8 +529,8 @@ pub(crate) struct LedgerRows {
     block: Vec<u8>,
     /// `tx_index` rows.
     tx_index: Vec<(TxId, TxLocation)>,
-    /// `history` rows.
-    history: Vec<([u8; layout::HISTORY_KEY_LEN], TxId)>,
+    /// `history` rows, in key (chain) order: location, address, id.
+    history: Vec<(TxLocation, Address, TxId)>,
     /// `replay` keys.
     replay: Vec<[u8; layout::REPLAY_KEY_LEN]>,
 }
@@ -528,9 +559,10 @@ impl LedgerRows {
             addresses.clear();
             addresses.extend(tx.tx.inputs.iter().chain(&tx.tx.outputs).map(|l| l.address));
             addresses.push(tx.tx.fee.payer);
-            addresses.sort_unstable();
+            // Raw byte order, the order of the keys.
+            addresses.sort_unstable_by_key(|a| *a.raw());
             addresses.dedup();
-            history.extend(addresses.iter().map(|a| (layout::history_key(a, at), id)));
+            history.extend(addresses.iter().map(|a| (at, *a, id)));
             let key = layout::replay_key(tx.tx.expiration_ms, &id)
                 .ok_or(StoreError::InconsistentLedger("a transaction expires before 1970"))?;
             replay.push(key);
@@ -738,13 +770,7 @@ fn write_pending(
     }
     drop(cursor);
 
-    let t_history = txn.open_table(Some(HISTORY))?;
-    pending.history.sort_unstable_by_key(|(key, _)| *key);
-    let mut cursor = txn.cursor(&t_history)?;
-    for (key, id) in &pending.history {
-        cursor.put(key, &id.0, WriteFlags::UPSERT)?;
-    }
-    drop(cursor);
+    write_history(txn, &pending.history)?;
 
     let t_replay = txn.open_table(Some(REPLAY))?;
     let now = pending.timestamp_ms;
@@ -770,6 +796,48 @@ fn write_pending(
     txn.put(&t_meta, meta::INDEXED_HEIGHT, height.to_bytes(), WriteFlags::UPSERT)?;
     if let Some(v) = &pending.validators {
         txn.put(&t_meta, meta::VALIDATORS, v.to_bytes(), WriteFlags::UPSERT)?;
+    }
+    Ok(())
+}
+
+/// Appends gathered `history` rows (in chain order, above every stored one), each linked to the
+/// address's previous entry, and moves each address's `history_heads` row to its newest entry.
+/// Every row appends; only the heads — one per address, a table bounded by the accounts — are
+/// written at random places.
+fn write_history(
+    txn: &Transaction<'_, libmdbx::RW, NoWriteMap>,
+    rows: &[(TxLocation, Address, TxId)],
+) -> Result<(), StoreError> {
+    type Map<V> = std::collections::HashMap<Address, V, foldhash::fast::RandomState>;
+    let mut newest: Map<TxLocation> = Map::default();
+    let previous_in_batch: Vec<Option<TxLocation>> =
+        rows.iter().map(|(at, address, _)| newest.insert(*address, *at)).collect();
+    let mut heads: Vec<(Address, TxLocation)> = newest.into_iter().collect();
+    heads.sort_unstable_by_key(|(a, _)| *a.raw());
+    let mut stored_heads: Map<TxLocation> = Map::default();
+    let t_heads = txn.open_table(Some(HISTORY_HEADS))?;
+    let mut cursor = txn.cursor(&t_heads)?;
+    for (address, at) in &heads {
+        if let Some(v) = cursor.set::<Cow<'_, [u8]>>(address.raw())? {
+            stored_heads.insert(*address, TxLocation::from_bytes(&v, HISTORY_HEADS)?);
+        }
+        cursor.put(address.raw(), &at.to_bytes(), WriteFlags::UPSERT)?;
+    }
+    drop(cursor);
+    let t_history = txn.open_table(Some(HISTORY))?;
+    let mut cursor = txn.cursor(&t_history)?;
+    for ((at, address, id), previous) in rows.iter().zip(previous_in_batch) {
+        let previous = previous.or_else(|| stored_heads.get(address).copied());
+        let value = HistoryValue { id: *id, previous };
+        match cursor.put(&layout::history_key(*at, address), &value.to_bytes(), WriteFlags::APPEND) {
+            Err(libmdbx::Error::KeyMismatch) => {
+                return Err(StoreError::Corrupt {
+                    table: HISTORY,
+                    why: format!("a row at {at:?} is not above the stored ones"),
+                });
+            }
+            other => other?,
+        }
     }
     Ok(())
 }

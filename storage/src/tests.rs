@@ -45,6 +45,20 @@ fn create_every_ledger(dir: &Path, genesis_toml: &str) -> (Store, State) {
     Store::create_with(dir, genesis_toml, options).unwrap()
 }
 
+/// The whole history of `address`, newest first, read in pages of `size`.
+fn pages(store: &Store, address: &engine::Address, size: usize) -> Vec<(TxLocation, engine::Hash)> {
+    let mut got = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.history(address, before, size).unwrap();
+        assert!(page.len() <= size);
+        let Some(last) = page.last() else { break };
+        before = Some(last.location);
+        got.extend(page.iter().map(|e| (e.location, e.id)));
+    }
+    got
+}
+
 /// Overwrites one value of a closed store through a raw MDBX write transaction.
 fn poke(dir: &Path, table: &str, key: &[u8], value: &[u8]) {
     let env = open_env(dir, Some(Durability::Durable)).unwrap();
@@ -111,7 +125,7 @@ fn commit_then_read_back() {
     assert_eq!(store.block(4).unwrap(), None);
     assert_eq!(store.tx_location(&engine::Hash([7; 32])).unwrap(), None);
 
-    // A sender's history: every transaction it sent, oldest first, paged.
+    // A sender's history: every transaction it sent, newest first, paged.
     let sender = chain.sender(0);
     let mut expected = Vec::new();
     for (applied, transactions) in &ledgers {
@@ -123,20 +137,13 @@ fn commit_then_read_back() {
         }
     }
     assert!(expected.len() > 4);
-    let mut got = Vec::new();
-    let mut from = TxLocation::at_height(0);
-    loop {
-        let page = store.history(&sender, from, 3).unwrap();
-        assert!(page.len() <= 3);
-        let Some(last) = page.last() else { break };
-        from = last.location.next();
-        got.extend(page.iter().map(|e| (e.location, e.id)));
-    }
-    assert_eq!(got, expected);
-    let from_2 = store.history(&sender, TxLocation::at_height(2), HISTORY_PAGE_MAX + 5).unwrap();
-    assert_eq!(from_2.len(), expected.iter().filter(|(at, _)| at.height >= 2).count());
+    expected.reverse();
+    assert_eq!(pages(&store, &sender, 3), expected);
+    let before_2 = store.history(&sender, Some(TxLocation::at_height(2)), HISTORY_PAGE_MAX + 5).unwrap();
+    assert_eq!(before_2.len(), expected.iter().filter(|(at, _)| at.height < 2).count());
+    assert!(before_2.iter().all(|e| e.location.height < 2));
     // The fee account is credited by every transaction but has no history of them.
-    assert!(store.history(&fee_account(), TxLocation::at_height(0), 10).unwrap().is_empty());
+    assert!(store.history(&fee_account(), None, 10).unwrap().is_empty());
     drop(store);
 
     let (_store, reopened) = Store::open(dir.path()).unwrap();
@@ -304,10 +311,10 @@ fn corrupted_values_are_errors_not_panics() {
     poke(dir.path(), META, meta::HEAD_HEIGHT, &7u64.to_bytes());
     assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: HEADERS, .. })));
     poke(dir.path(), META, meta::SCHEMA_VERSION, &1u64.to_bytes());
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::SchemaVersion { found: 1, expected: 2 })));
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::SchemaVersion { found: 1, expected: 3 })));
     poke(dir.path(), META, meta::HEAD_HEIGHT, &1u64.to_bytes());
     poke(dir.path(), META, meta::INDEXED_HEIGHT, &2u64.to_bytes());
-    poke(dir.path(), META, meta::SCHEMA_VERSION, &2u64.to_bytes());
+    poke(dir.path(), META, meta::SCHEMA_VERSION, &3u64.to_bytes());
     assert!(
         matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: META, .. })),
         "indexed above head"
@@ -413,8 +420,8 @@ fn gathered_index_rows_are_read_reexecuted_on_open_and_flushed() {
             }
         }
         let sender = chain.sender(1);
-        let history = store.history(&sender, TxLocation::at_height(0), HISTORY_PAGE_MAX).unwrap();
-        let expected = ledgers
+        let history = store.history(&sender, None, HISTORY_PAGE_MAX).unwrap();
+        let mut expected = ledgers
             .iter()
             .flat_map(|(applied, txs)| {
                 txs.iter().enumerate().filter(|(_, tx)| tx.tx.fee.payer == sender).map(|(i, _)| {
@@ -422,12 +429,20 @@ fn gathered_index_rows_are_read_reexecuted_on_open_and_flushed() {
                 })
             })
             .collect::<Vec<_>>();
+        expected.reverse();
         let got: Vec<_> = history.iter().map(|e| (e.location, e.id)).collect();
-        assert_eq!(got, expected, "history spans the written and the gathered rows");
-        let tail = store.history(&sender, TxLocation::at_height(4), 2).unwrap();
+        assert_eq!(got, expected, "history spans the gathered and the written rows");
+        assert_eq!(pages(store, &sender, 2), expected, "pages cross from gathered to written rows");
+        // A bound that is no entry of the address: the walk starts below it.
+        let below_5 = store.history(&sender, Some(TxLocation::at_height(5)), 4).unwrap();
         assert_eq!(
-            tail.iter().map(|e| (e.location, e.id)).collect::<Vec<_>>(),
-            expected.iter().copied().filter(|(at, _)| at.height >= 4).take(2).collect::<Vec<_>>()
+            below_5.iter().map(|e| (e.location, e.id)).collect::<Vec<_>>(),
+            expected.iter().copied().filter(|(at, _)| at.height < 5).take(4).collect::<Vec<_>>()
+        );
+        let below_3 = store.history(&sender, Some(TxLocation::at_height(3)), 4).unwrap();
+        assert_eq!(
+            below_3.iter().map(|e| (e.location, e.id)).collect::<Vec<_>>(),
+            expected.iter().copied().filter(|(at, _)| at.height < 3).take(4).collect::<Vec<_>>()
         );
     };
     check_reads(&store, &state);
@@ -461,6 +476,25 @@ fn gathered_index_rows_are_read_reexecuted_on_open_and_flushed() {
     poke(dir.path(), BLOCKS, &height_key(applied.header.height), &block);
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { table: HEADERS, .. }), "{err}");
+}
+
+#[test]
+fn verify_checks_the_history_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new(2, 10);
+    let (mut store, mut state) = create_every_ledger(dir.path(), &chain.genesis_toml);
+    let (first, txs) = commit(&mut store, &chain, &mut state, 4);
+    commit(&mut store, &chain, &mut state, 4);
+    drop(store);
+    verify(dir.path()).unwrap();
+    // The payer's row of the first transaction, made to link to a later entry.
+    let at = TxLocation { height: 1, index: 0 };
+    let payer = txs[0].tx.fee.payer;
+    let forged =
+        layout::HistoryValue { id: first.tx_ids[0], previous: Some(TxLocation { height: 2, index: 0 }) };
+    poke(dir.path(), layout::HISTORY, &layout::history_key(at, &payer), &forged.to_bytes());
+    let err = verify(dir.path()).unwrap_err();
+    assert!(matches!(&err, StoreError::Verify { height: 1, what } if what.contains("history")), "{err}");
 }
 
 /// The commit stage's cost: ledgers of 10,000 transfers on a store of 101,000 accounts, in both

@@ -10,7 +10,9 @@ use engine::{
 
 use crate::{
     Durability, StoreError,
-    layout::{self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, REPLAY, TX_INDEX, TxLocation},
+    layout::{
+        self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, HISTORY_HEADS, HistoryValue, REPLAY, TX_INDEX, TxLocation,
+    },
     store::{decode_account, open_env, read_block, read_header, read_meta, read_replay, require_env},
 };
 
@@ -40,7 +42,9 @@ pub struct VerifyReport {
 /// * each re-computed header equals the stored one — so the state root matches at every height
 ///   — and headers and blocks hold exactly heights `0..=head`;
 /// * every transaction up to the indexed height is indexed at its position and in the history
-///   of each of its addresses, with no extra row in either table (none of a later ledger);
+///   of each of its addresses, linked to the address's previous entry, each address's head
+///   row names its newest entry, with no extra row in any of these tables (none of a later
+///   ledger);
 /// * the stored accounts are exactly the re-executed state's at the indexed height (count and
 ///   every value), the replay table is its replay window and the stored validator set its next
 ///   set;
@@ -80,6 +84,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
     let mut tx_count = 0u64;
     let mut indexed_txs = 0u64;
     let mut history_rows = 0u64;
+    // Each address's newest history entry so far: what its next row must link to.
+    let mut newest: std::collections::HashMap<Address, TxLocation> = std::collections::HashMap::new();
     let mut addresses: Vec<Address> = Vec::new();
     let w = m.indexed_height;
     if w > m.head_height {
@@ -129,10 +135,11 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
             addresses.sort_unstable();
             addresses.dedup();
             for a in &addresses {
-                let row = txn.get::<Cow<'_, [u8]>>(&t_history, layout::history_key(a, at))?;
-                let row = row.map(|v| layout::parse_id(&v, HISTORY)).transpose()?;
-                if row != Some(*id) {
-                    return Err(fail(height, format!("history of {a} lacks transaction {id}")));
+                let row = txn.get::<Cow<'_, [u8]>>(&t_history, layout::history_key(at, a))?;
+                let row = row.map(|v| HistoryValue::from_bytes(&v)).transpose()?;
+                let expected = HistoryValue { id: *id, previous: newest.insert(*a, at) };
+                if row != Some(expected) {
+                    return Err(fail(height, format!("history of {a} lacks transaction {id} (or its link)")));
                 }
             }
             history_rows += addresses.len() as u64;
@@ -143,9 +150,24 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
     let entries = |name: &'static str| -> Result<u64, StoreError> {
         Ok(txn.table_stat(&txn.open_table(Some(name))?)?.entries() as u64)
     };
-    for (name, expected) in
-        [(HEADERS, head + 1), (BLOCKS, head + 1), (TX_INDEX, indexed_txs), (HISTORY, history_rows)]
-    {
+    let t_heads = txn.open_table(Some(HISTORY_HEADS))?;
+    for (a, at) in &newest {
+        let stored = txn
+            .get::<Cow<'_, [u8]>>(&t_heads, a.raw())?
+            .map(|v| TxLocation::from_bytes(&v, HISTORY_HEADS))
+            .transpose()?;
+        if stored != Some(*at) {
+            return Err(fail(w, format!("the history head of {a} is {stored:?}, not {at:?}")));
+        }
+    }
+    let heads = newest.len() as u64;
+    for (name, expected) in [
+        (HEADERS, head + 1),
+        (BLOCKS, head + 1),
+        (TX_INDEX, indexed_txs),
+        (HISTORY, history_rows),
+        (HISTORY_HEADS, heads),
+    ] {
         let found = entries(name)?;
         if found != expected {
             return Err(fail(head, format!("table {name} holds {found} rows, not {expected}")));
