@@ -5,4 +5,47 @@
 //! individually bounded channels (control, transaction gossip, consensus, ledger sync); an
 //! io_uring transport where the kernel allows it and a portable epoll (tokio) fallback.
 //!
-//! The network knows nothing of ledger rules. It is filled in by the network issue.
+//! Built so far: node identities ([`identity`]), the TLS configurations whose certificate
+//! verifiers accept exactly the configured peers ([`tls`]), and the frame codec of the
+//! multiplexed channels ([`frame`]). The transports and the channel scheduler come next.
+//!
+//! The network knows nothing of ledger rules.
+
+pub mod frame;
+pub mod identity;
+pub mod tls;
+
+use std::path::{Path, PathBuf};
+
+pub use identity::{CertInfo, Identity, NodeCert};
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A certificate or key that cannot be made, read or used.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// A malformed identity.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// A file that would be overwritten.
+    #[error("{} already exists; refusing to overwrite it", .0.display())]
+    Exists(PathBuf),
+    /// An I/O error on a path.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// A TLS configuration rustls refuses.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl NetError {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), error }
+    }
+}

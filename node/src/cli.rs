@@ -30,6 +30,20 @@ pub(crate) enum Command {
     /// Transactions: decode.
     #[command(subcommand, arg_required_else_help = false)]
     Tx(TxCommand),
+    /// Node TLS identity: a self-signed X.509 certificate whose SubjectPublicKeyInfo's SHA-256
+    /// is the node's identity.
+    #[command(subcommand, arg_required_else_help = false)]
+    Cert(CertCommand),
+    /// Sets up a node directory: its TLS identity (node.crt, node.key) and validator key
+    /// (validator.key); prints them as JSON. Never overwrites a file.
+    Init {
+        /// The node directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
     /// Runs one process in its role (single-validator mode until the network exists).
     Run {
         /// The process's config file (TOML).
@@ -57,6 +71,21 @@ pub(crate) enum Command {
         /// Signature verification backend: k256 or libsecp256k1.
         #[arg(long, default_value = "libsecp256k1")]
         backend: engine::Backend,
+    },
+}
+
+/// `caasiope cert …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Generates a key and self-signed certificate into DIR (node.crt, node.key 0600) and
+    /// prints the identity (64 hex characters) to list in the peers' configurations.
+    New {
+        /// The directory (created if missing); existing files are never overwritten.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
     },
 }
 

@@ -27,6 +27,12 @@ struct KeyInfo {
 }
 
 fn new(path: &Path) -> anyhow::Result<Output> {
+    let key = create_key_file(path)?;
+    Ok(Output::Line(key.public_key().address().to_text()))
+}
+
+/// Generates a key into a new file `path` (mode 0600, never overwriting) and returns it.
+pub(crate) fn create_key_file(path: &Path) -> anyhow::Result<SecretKey> {
     let key = SecretKey::generate();
     // The file is created 0600 and only if absent, in one step: there is no moment at which
     // another user could open it, and an existing key is never overwritten.
@@ -50,7 +56,7 @@ fn new(path: &Path) -> anyhow::Result<Output> {
         let _ = fs::remove_file(path);
         return Err(e).with_context(|| format!("cannot write {}", path.display()));
     }
-    Ok(Output::Line(key.public_key().address().to_text()))
+    Ok(key)
 }
 
 fn inspect(secret_hex: &str) -> anyhow::Result<Output> {

@@ -5,6 +5,7 @@
 
 mod address;
 mod bench;
+mod cert;
 mod cli;
 mod config;
 mod demo;
@@ -39,6 +40,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<Output> {
     match cli.command {
         Command::Key(command) => key::run(command),
+        Command::Cert(cli::CertCommand::New { dir, days }) => cert::new(&dir, days),
+        Command::Init { dir, days } => cert::init(&dir, days),
         Command::Address(command) => address::run(command),
         Command::Tx(command) => tx::run(command),
         Command::Demo { json, backend } => demo::run(json, backend),

@@ -192,6 +192,40 @@ fn key_new_writes_a_private_key_file_once() {
 }
 
 #[test]
+fn cert_new_and_init_write_an_identity_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node");
+    let node_arg = node.to_str().unwrap();
+    let identity = ok(&["cert", "new", "--dir", node_arg, "--days", "30"], None);
+    let identity = identity.strip_suffix('\n').expect("one line");
+    assert_eq!(identity.len(), 64);
+    assert!(identity.bytes().all(|b| b.is_ascii_hexdigit()), "{identity}");
+    let mode = std::fs::metadata(node.join("node.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    assert!(
+        std::fs::read_to_string(node.join("node.crt")).unwrap().starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let err = fails(&["cert", "new", "--dir", node_arg], None);
+    assert!(err.contains("already exists"), "{err}");
+    for days in ["0", "3651", "x"] {
+        fails(&["cert", "new", "--dir", dir.path().join("d").to_str().unwrap(), "--days", days], None);
+    }
+
+    let full = dir.path().join("full");
+    let report = ok_json(&["init", "--dir", full.to_str().unwrap()], None);
+    assert_eq!(report["identity"].as_str().unwrap().len(), 64);
+    assert_ne!(report["identity"], identity);
+    assert!(s(&report["validator_address"]).parse::<Address>().is_ok());
+    for file in ["node.crt", "node.key", "validator.key"] {
+        assert!(full.join(file).is_file(), "{file}");
+    }
+    // A directory that already has an identity is left alone.
+    let err = fails(&["init", "--dir", node_arg], None);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(!node.join("validator.key").exists());
+}
+
+#[test]
 fn address_decode_gives_type_and_body() {
     let v = vectors();
     let zero = "0".repeat(40);

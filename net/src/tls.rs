@@ -1,0 +1,174 @@
+//! Mutual TLS 1.3 between nodes that know each other's identities.
+//!
+//! Both sides present their node certificate and check the other's inside rustls's certificate
+//! verification: a certificate is accepted only if its identity (SHA-256 of its
+//! SubjectPublicKeyInfo) is in the configured set and it is valid at the handshake's time. No CA
+//! and no name is involved. The handshake signature is still verified against the certificate's
+//! key, so presenting a listed certificate without its private key fails.
+
+use std::{collections::HashSet, sync::Arc};
+
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
+    SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    server::danger::{ClientCertVerified, ClientCertVerifier},
+};
+
+use crate::{CertInfo, Identity, NetError, NodeCert, identity::CERT_NAME};
+
+/// The server name a node dials: every node certificate carries it, and it is not checked.
+pub fn peer_server_name() -> ServerName<'static> {
+    ServerName::try_from(CERT_NAME)
+        .unwrap_or_else(|_| ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into()))
+}
+
+/// Accepts exactly the certificates of a set of identities, valid at the handshake's time.
+#[derive(Debug)]
+pub struct PeerVerifier {
+    allowed: HashSet<Identity>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerVerifier {
+    /// A verifier accepting `allowed`.
+    pub fn new(allowed: impl IntoIterator<Item = Identity>) -> Self {
+        Self {
+            allowed: allowed.into_iter().collect(),
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+
+    /// The identity of `cert` if it is one of the allowed and valid at `now`.
+    pub fn check(&self, cert: &CertificateDer<'_>, now: UnixTime) -> Result<Identity, Error> {
+        let info =
+            CertInfo::parse(cert).map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if !self.allowed.contains(&info.identity) {
+            return Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+        }
+        if !info.valid_at(now) {
+            let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            return Err(Error::InvalidCertificate(if now_s < info.not_before {
+                CertificateError::NotValidYet
+            } else {
+                CertificateError::Expired
+            }));
+        }
+        Ok(info.identity)
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        if !intermediates.is_empty() {
+            return Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+        }
+        self.check(end_entity, now).map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        // The configurations offer TLS 1.3 only.
+        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PeerVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        if !intermediates.is_empty() {
+            return Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+        }
+        self.check(end_entity, now).map(|_| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The configuration that accepts connections from `peers`, presenting `node`'s certificate.
+pub fn server_config(
+    node: &NodeCert,
+    peers: impl IntoIterator<Item = Identity>,
+) -> Result<Arc<ServerConfig>, NetError> {
+    let config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(PeerVerifier::new(peers)))
+        .with_single_cert(vec![node.cert_der()], node.key_der())?;
+    Ok(Arc::new(config))
+}
+
+/// The configuration that dials `peers`, presenting `node`'s certificate.
+pub fn client_config(
+    node: &NodeCert,
+    peers: impl IntoIterator<Item = Identity>,
+) -> Result<Arc<ClientConfig>, NetError> {
+    let config = ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(peers)))
+        .with_client_auth_cert(vec![node.cert_der()], node.key_der())?;
+    Ok(Arc::new(config))
+}
+
+/// The identity of the peer of an established connection, from its certificate.
+pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<Identity> {
+    certs.and_then(|c| c.first()).and_then(|c| CertInfo::parse(c).ok()).map(|i| i.identity)
+}

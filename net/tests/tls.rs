@@ -1,0 +1,160 @@
+//! Mutual TLS 1.3 over loopback (tokio): listed peers connect and exchange frames; an unknown
+//! certificate, an expired one and garbage before the handshake are refused, and the listener
+//! keeps serving the others.
+
+use std::{sync::Arc, time::Duration};
+
+use caasiope_net::{
+    Identity, NodeCert,
+    frame::{self, Channel, Decoder},
+    tls::{client_config, peer_identity, peer_server_name, server_config},
+};
+use time::OffsetDateTime;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// What the listener saw of one connection.
+type Outcome = Result<Identity, String>;
+
+/// A listener presenting `node`, accepting `peers`, echoing every frame; reports each
+/// connection's outcome.
+async fn listen(node: &NodeCert, peers: Vec<Identity>) -> (std::net::SocketAddr, mpsc::Receiver<Outcome>) {
+    let acceptor = TlsAcceptor::from(server_config(node, peers).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let outcome = match tokio::time::timeout(STEP, acceptor.accept(tcp)).await {
+                    Err(_) => Err("handshake timed out".to_owned()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Ok(mut tls)) => {
+                        let id = peer_identity(tls.get_ref().1.peer_certificates());
+                        let mut decoder = Decoder::new();
+                        let mut buf = vec![0u8; 16 * 1024];
+                        'conn: loop {
+                            let n = match tls.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let Ok(frames) = decoder.push(&buf[..n]) else { break };
+                            for f in frames {
+                                let mut out = Vec::new();
+                                frame::encode(f.channel, &f.payload, &mut out).unwrap();
+                                if tls.write_all(&out).await.is_err() {
+                                    break 'conn;
+                                }
+                            }
+                        }
+                        id.ok_or_else(|| "no peer certificate".to_owned())
+                    }
+                };
+                let _ = tx.send(outcome).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Dials `addr` as `node` accepting `peers`, sends one frame per channel and reads the echoes.
+async fn exchange(
+    node: &NodeCert,
+    peers: Vec<Identity>,
+    addr: std::net::SocketAddr,
+) -> Result<Identity, String> {
+    let connector = TlsConnector::from(client_config(node, peers).unwrap());
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut tls = tokio::time::timeout(STEP, connector.connect(peer_server_name(), tcp))
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let server = peer_identity(tls.get_ref().1.peer_certificates()).ok_or("no server certificate")?;
+    let mut out = Vec::new();
+    for (i, c) in Channel::ALL.iter().enumerate() {
+        frame::encode(*c, &vec![i as u8; 100 + i * 1000], &mut out).unwrap();
+    }
+    // In TLS 1.3 the client learns of a refused client certificate only when it reads.
+    tls.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut decoder = Decoder::new();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while got.len() < Channel::ALL.len() {
+        let n = tokio::time::timeout(STEP, tls.read(&mut buf))
+            .await
+            .map_err(|_| "timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed by the server".into());
+        }
+        got.extend(decoder.push(&buf[..n]).map_err(|e| e.to_string())?);
+    }
+    for (i, (f, c)) in got.iter().zip(Channel::ALL).enumerate() {
+        assert_eq!((f.channel, f.payload.len()), (c, 100 + i * 1000), "echo on every channel");
+    }
+    Ok(server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_peers_connect_and_others_are_refused() {
+    let (a, b, c) =
+        (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    let now = OffsetDateTime::now_utc();
+    let expired =
+        NodeCert::generate_valid(now - time::Duration::days(30), now - time::Duration::days(1)).unwrap();
+    let not_yet =
+        NodeCert::generate_valid(now + time::Duration::days(1), now + time::Duration::days(30)).unwrap();
+    // A accepts B, C and the expired and future certificates' identities: only validity refuses
+    // the last two.
+    let (addr, mut outcomes) =
+        listen(&a, vec![b.identity(), c.identity(), expired.identity(), not_yet.identity()]).await;
+
+    // B and A list each other: both learn the other's identity.
+    assert_eq!(exchange(&b, vec![a.identity()], addr).await, Ok(a.identity()));
+    assert_eq!(outcomes.recv().await.unwrap(), Ok(b.identity()));
+
+    // An unknown client: refused by A (the client sees it when it reads).
+    let stranger = NodeCert::generate(30).unwrap();
+    assert!(exchange(&stranger, vec![a.identity()], addr).await.is_err());
+    let seen = outcomes.recv().await.unwrap();
+    assert!(seen.as_ref().is_err_and(|e| e.contains("certificate")), "{seen:?}");
+
+    // A server the client does not list: refused by the client.
+    let err = exchange(&c, vec![b.identity()], addr).await.unwrap_err();
+    assert!(err.contains("certificate") || err.contains("Certificate"), "{err}");
+    assert!(outcomes.recv().await.unwrap().is_err());
+
+    // Expired and not-yet-valid certificates, though listed.
+    for cert in [&expired, &not_yet] {
+        assert!(exchange(cert, vec![a.identity()], addr).await.is_err());
+        let seen = outcomes.recv().await.unwrap();
+        let refused = |e: &String| e.to_lowercase().contains("expired") || e.contains("NotValidYet");
+        assert!(seen.as_ref().is_err_and(refused), "{seen:?}");
+    }
+
+    // Garbage instead of a ClientHello: that connection fails, the listener goes on.
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8]).await.unwrap();
+    raw.write_all(&[0xaa; 4096]).await.unwrap();
+    assert!(outcomes.recv().await.unwrap().is_err());
+    drop(raw);
+
+    // And the listed peers still connect, several at once.
+    let (b, c, a_id) = (Arc::new(b), Arc::new(c), a.identity());
+    let mut joins = Vec::new();
+    for i in 0..6 {
+        let node = if i % 2 == 0 { b.clone() } else { c.clone() };
+        joins.push(tokio::spawn(async move { exchange(&node, vec![a_id], addr).await }));
+    }
+    for j in joins {
+        assert_eq!(j.await.unwrap(), Ok(a_id));
+    }
+}
