@@ -6,11 +6,15 @@
 //! io_uring transport where the kernel allows it and a portable epoll (tokio) fallback.
 //!
 //! Built so far: node identities ([`identity`]), the TLS configurations whose certificate
-//! verifiers accept exactly the configured peers ([`tls`]), and the frame codec of the
-//! multiplexed channels ([`frame`]). The transports and the channel scheduler come next.
+//! verifiers accept exactly the configured peers ([`tls`]), the frame codec of the multiplexed
+//! channels ([`frame`]), and the connection over any async byte stream — hello, bounded
+//! per-channel queues, priority writer, disconnect of flooding, malformed, silent or
+//! non-reading peers ([`conn`]) — run on tokio (epoll). Still to come: the io_uring transport
+//! and the transport choice, dialing with reconnection back-off, `bench net`.
 //!
 //! The network knows nothing of ledger rules.
 
+pub mod conn;
 pub mod frame;
 pub mod identity;
 pub mod tls;

@@ -1,0 +1,202 @@
+//! Multiplexed connections over mutual TLS on loopback (tokio transport): three endpoints
+//! exchange on every channel; a wrong chain id, an oversized frame, a flood and a peer that
+//! never reads each end that connection only.
+
+use std::{net::SocketAddr, time::Duration};
+
+use caasiope_net::{
+    Identity, NodeCert,
+    conn::{ConnConfig, ConnError, Inbound, PeerHandle, connection},
+    frame::{self, Channel},
+    tls::{client_config, peer_server_name, server_config},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector, client::TlsStream};
+
+const CHAIN: &str = "net-test";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn cfg() -> ConnConfig {
+    ConnConfig { write_timeout: Duration::from_millis(500), ..ConnConfig::new(CHAIN) }
+}
+
+type Peer = (PeerHandle, Inbound, JoinHandle<ConnError>);
+
+/// A listener of `node` accepting `peers`; each accepted connection runs with `cfg`.
+async fn listen(
+    node: &NodeCert,
+    peers: Vec<Identity>,
+    cfg: ConnConfig,
+) -> (SocketAddr, tokio::sync::mpsc::Receiver<Peer>) {
+    let acceptor = TlsAcceptor::from(server_config(node, peers).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(tls) = acceptor.accept(tcp).await else { continue };
+            let (handle, inbound, driver) = connection(cfg.clone());
+            let task = tokio::spawn(driver.run(tls));
+            if tx.send((handle, inbound, task)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+async fn dial_tls(node: &NodeCert, peer: Identity, addr: SocketAddr) -> TlsStream<TcpStream> {
+    let connector = TlsConnector::from(client_config(node, [peer]).unwrap());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector.connect(peer_server_name(), tcp).await.unwrap()
+}
+
+async fn dial(node: &NodeCert, peer: Identity, addr: SocketAddr, cfg: ConnConfig) -> Peer {
+    let tls = dial_tls(node, peer, addr).await;
+    let (handle, inbound, driver) = connection(cfg);
+    (handle, inbound, tokio::spawn(driver.run(tls)))
+}
+
+async fn recv(inbound: &mut Inbound, channel: Channel) -> Vec<u8> {
+    tokio::time::timeout(WAIT, inbound.channels[channel as usize].recv())
+        .await
+        .expect("in time")
+        .expect("open")
+}
+
+async fn ended(task: JoinHandle<ConnError>) -> ConnError {
+    tokio::time::timeout(WAIT, task).await.expect("the connection ends").unwrap()
+}
+
+/// Sends on every data channel both ways and checks what arrives.
+async fn exchange(a: &mut Peer, b: &mut Peer, tag: u8) {
+    for c in [Channel::Gossip, Channel::Consensus, Channel::Sync] {
+        a.0.send(c, vec![tag, c as u8, 1]).unwrap();
+        b.0.send(c, vec![tag, c as u8, 2]).unwrap();
+    }
+    for c in [Channel::Gossip, Channel::Consensus, Channel::Sync] {
+        assert_eq!(recv(&mut b.1, c).await, vec![tag, c as u8, 1]);
+        assert_eq!(recv(&mut a.1, c).await, vec![tag, c as u8, 2]);
+    }
+}
+
+/// A raw TLS client that sends the hello by hand, for misbehaving peers.
+async fn raw_after_hello(node: &NodeCert, peer: Identity, addr: SocketAddr) -> TlsStream<TcpStream> {
+    let mut tls = dial_tls(node, peer, addr).await;
+    let mut hello = vec![1u8];
+    hello.extend_from_slice(&caasiope_net::conn::PROTOCOL_VERSION.to_be_bytes());
+    hello.push(CHAIN.len() as u8);
+    hello.extend_from_slice(CHAIN.as_bytes());
+    let mut out = Vec::new();
+    frame::encode(Channel::Control, &hello, &mut out).unwrap();
+    tls.write_all(&out).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_endpoints_exchange_on_every_channel() {
+    let nodes: Vec<NodeCert> = (0..3).map(|_| NodeCert::generate(30).unwrap()).collect();
+    let ids: Vec<Identity> = nodes.iter().map(NodeCert::identity).collect();
+    let mut listeners = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let others = ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| *id).collect();
+        listeners.push(listen(n, others, cfg()).await);
+    }
+    // Each pair once: the lower index dials the higher.
+    for (i, j) in [(0usize, 1usize), (0, 2), (1, 2)] {
+        let mut dialer = dial(&nodes[i], ids[j], listeners[j].0, cfg()).await;
+        let mut accepted = tokio::time::timeout(WAIT, listeners[j].1.recv()).await.unwrap().unwrap();
+        exchange(&mut dialer, &mut accepted, (i * 3 + j) as u8).await;
+        // Large frames on a busy channel, and consensus still gets through.
+        for k in 0..8 {
+            dialer.0.send(Channel::Sync, vec![k; 500_000]).unwrap();
+        }
+        dialer.0.send(Channel::Consensus, b"vote".to_vec()).unwrap();
+        assert_eq!(recv(&mut accepted.1, Channel::Consensus).await, b"vote");
+        for k in 0..8 {
+            assert_eq!(recv(&mut accepted.1, Channel::Sync).await, vec![k; 500_000]);
+        }
+        drop(dialer.0);
+        assert_eq!(ended(dialer.2).await, ConnError::Closed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_chain_id_is_refused() {
+    let (a, b) = (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    let (addr, mut accepted) = listen(&a, vec![b.identity()], cfg()).await;
+    let other_chain = ConnConfig::new("another-chain");
+    let dialer = dial(&b, a.identity(), addr, other_chain).await;
+    let server = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    assert!(matches!(ended(server.2).await, ConnError::Hello(why) if why.contains("another-chain")));
+    assert!(matches!(ended(dialer.2).await, ConnError::Hello(_) | ConnError::Io(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_peers_lose_their_connection_only() {
+    let (a, b, c) =
+        (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    let small = ConnConfig { queue_frames_max: 8, ..cfg() };
+    let (addr, mut accepted) = listen(&a, vec![b.identity(), c.identity()], small.clone()).await;
+    let mut good = dial(&b, a.identity(), addr, cfg()).await;
+    let mut good_at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    exchange(&mut good, &mut good_at_a, 1).await;
+
+    // An oversized frame header.
+    let mut raw = raw_after_hello(&c, a.identity(), addr).await;
+    let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    let huge = (frame::PAYLOAD_MAX as u32 + 1).to_be_bytes();
+    raw.write_all(&[Channel::Sync as u8, huge[0], huge[1], huge[2], huge[3]]).await.unwrap();
+    raw.flush().await.unwrap();
+    assert!(matches!(ended(at_a.2).await, ConnError::Frame(_)));
+    drop(raw);
+
+    // A flood: frames on a channel A does not consume, beyond its queue.
+    let mut raw = raw_after_hello(&c, a.identity(), addr).await;
+    let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        frame::encode(Channel::Gossip, &[7; 100], &mut out).unwrap();
+    }
+    raw.write_all(&out).await.unwrap();
+    raw.flush().await.unwrap();
+    assert_eq!(ended(at_a.2).await, ConnError::Flood(Channel::Gossip));
+    drop(raw);
+
+    // A peer that never reads: A's writes stall and A drops it.
+    let raw = raw_after_hello(&c, a.identity(), addr).await;
+    let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    let task = tokio::spawn(async move {
+        let chunk = vec![9u8; 1 << 20];
+        loop {
+            match at_a.0.send(Channel::Sync, chunk.clone()) {
+                Ok(()) => {}
+                Err(caasiope_net::conn::SendError::Full(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(_) => break,
+            }
+        }
+        at_a.2.await.unwrap()
+    });
+    assert!(matches!(tokio::time::timeout(WAIT, task).await.unwrap().unwrap(), ConnError::WriteStalled(_)));
+    drop(raw);
+
+    // Garbage after the TLS handshake, in place of the hello.
+    let mut raw = dial_tls(&c, a.identity(), addr).await;
+    let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    raw.write_all(&[0xee; 64]).await.unwrap();
+    raw.flush().await.unwrap();
+    assert!(matches!(ended(at_a.2).await, ConnError::Frame(_) | ConnError::Hello(_)));
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut rest)).await;
+
+    // Through all of it, the good peer kept its connection.
+    exchange(&mut good, &mut good_at_a, 2).await;
+    assert!(!good.2.is_finished() && !good_at_a.2.is_finished());
+}
