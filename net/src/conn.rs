@@ -4,9 +4,10 @@
 //! a peer that speaks another version or chain. Then:
 //!
 //! * **reading**: bytes become frames ([`crate::frame::Decoder`]); each goes to its channel's
-//!   bounded inbound queue. A peer whose frames do not fit — it sends faster than this node
-//!   consumes, i.e. it floods — is disconnected, as is one sending a malformed or oversized
-//!   frame, or nothing at all (not even a ping) for `idle_timeout`.
+//!   bounded inbound queue. When a queue is full the connection stops reading, so TCP pushes
+//!   back on the sender; a peer whose frames still do not fit after `flood_timeout` — it sends
+//!   far more than this node consumes, i.e. it floods — is disconnected, as is one sending a
+//!   malformed or oversized frame, or nothing at all (not even a ping) for `idle_timeout`.
 //! * **writing**: each channel has its own bounded outbound queue ([`PeerHandle::send`] fails
 //!   fast when it is full). The writer serves control and consensus first, then gossip and sync
 //!   in turn, a bounded number of bytes per turn, so a busy channel never starves consensus.
@@ -46,6 +47,9 @@ pub struct ConnConfig {
     pub write_timeout: Duration,
     /// Silence (no frame at all) for this long disconnects the peer.
     pub idle_timeout: Duration,
+    /// An inbound frame that waits this long for room in its channel's queue disconnects the
+    /// peer (a flood).
+    pub flood_timeout: Duration,
     /// A ping is sent after this long without writing.
     pub ping_interval: Duration,
     /// The hello exchange must end within this.
@@ -61,6 +65,7 @@ impl ConnConfig {
             turn_bytes: 256 * 1024,
             write_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            flood_timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
             hello_timeout: Duration::from_secs(10),
         }
@@ -186,36 +191,37 @@ impl Driver {
         };
         // Pongs the reader owes, handed to the writer.
         let (pong_tx, mut pong_rx) = mpsc::channel::<()>(4);
-        let dispatch = |Frame { channel, payload }: Frame| -> Result<(), ConnError> {
-            if channel == Channel::Control {
-                return match payload.first() {
-                    // A peer that pings faster than pongs drain is flooding.
-                    Some(&PING) => pong_tx.try_send(()).map_err(|_| ConnError::Flood(Channel::Control)),
-                    Some(&PONG) => Ok(()),
-                    _ => Err(ConnError::Hello("unexpected control message".into())),
-                };
-            }
-            match inbound[channel as usize].try_send(payload) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(_)) => Err(ConnError::Flood(channel)),
-                // Nobody listens any more: the node is closing this connection.
-                Err(TrySendError::Closed(_)) => Err(ConnError::Closed),
-            }
-        };
         let reader = async {
-            for f in early {
-                dispatch(f)?;
-            }
+            let mut pending = early;
             loop {
+                for Frame { channel, payload } in pending.drain(..) {
+                    if channel == Channel::Control {
+                        match payload.first() {
+                            // A peer that pings faster than pongs drain is flooding.
+                            Some(&PING) => {
+                                pong_tx.try_send(()).map_err(|_| ConnError::Flood(Channel::Control))?;
+                            }
+                            Some(&PONG) => {}
+                            _ => return Err(ConnError::Hello("unexpected control message".into())),
+                        }
+                        continue;
+                    }
+                    // A full queue stops the reading (TCP pushes back on the peer) for at most
+                    // the flood timeout.
+                    match timeout(cfg.flood_timeout, inbound[channel as usize].send(payload)).await {
+                        Err(_) => return Err(ConnError::Flood(channel)),
+                        // Nobody listens any more: the node is closing this connection.
+                        Ok(Err(_)) => return Err(ConnError::Closed),
+                        Ok(Ok(())) => {}
+                    }
+                }
                 let n = match timeout(cfg.idle_timeout, rd.read(&mut buf)).await {
                     Err(_) => return Err(ConnError::Idle(cfg.idle_timeout)),
                     Ok(Err(e)) => return Err(ConnError::Io(e.to_string())),
                     Ok(Ok(0)) => return Err(ConnError::Io("closed by the peer".into())),
                     Ok(Ok(n)) => n,
                 };
-                for f in decoder.push(&buf[..n])? {
-                    dispatch(f)?;
-                }
+                pending = decoder.push(&buf[..n])?;
             }
             #[allow(unreachable_code)]
             Ok::<(), ConnError>(())

@@ -21,7 +21,11 @@ const CHAIN: &str = "net-test";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn cfg() -> ConnConfig {
-    ConnConfig { write_timeout: Duration::from_millis(500), ..ConnConfig::new(CHAIN) }
+    ConnConfig {
+        write_timeout: Duration::from_millis(500),
+        flood_timeout: Duration::from_millis(300),
+        ..ConnConfig::new(CHAIN)
+    }
 }
 
 type Peer = (PeerHandle, Inbound, JoinHandle<ConnError>);

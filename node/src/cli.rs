@@ -205,6 +205,20 @@ pub(crate) enum DbCommand {
 /// `caasiope bench …`
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
+    /// Messages/s and MB/s over mutual TLS between two endpoints (200 B and 64 KiB messages)
+    /// against plain TCP loopback in the same run, and network CPU per message against one
+    /// k256 verification.
+    Net {
+        /// Transport: epoll (tokio). The io_uring transport is not built yet.
+        #[arg(long, default_value = "epoll", value_parser = ["epoll"])]
+        transport: String,
+        /// Small messages per measurement (large ones: one per 320 small, at least 100).
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
+        messages: u64,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// The full single-node path (decode, verify, apply, seal, MDBX commit) against the
     /// machine's signature-verification bound.
     Pipeline {

@@ -5,6 +5,7 @@
 
 mod address;
 mod bench;
+mod bench_net;
 mod cert;
 mod cli;
 mod config;
@@ -48,6 +49,9 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Run { config } => run::run(&config),
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
+        Command::Bench(cli::BenchCommand::Net { transport: _, messages, json: _ }) => {
+            bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)? })
+        }
         Command::Bench(cli::BenchCommand::Pipeline {
             txs,
             accounts,

@@ -226,6 +226,22 @@ fn cert_new_and_init_write_an_identity_once() {
 }
 
 #[test]
+fn bench_net_reports_tls_against_plain_tcp() {
+    let report = ok_json(&["bench", "net", "--messages", "2000", "--json"], None);
+    for size in ["small", "large"] {
+        for path in ["tls", "plain_tcp"] {
+            assert!(report[size][path]["msgs_per_s"].as_f64().unwrap() > 0.0, "{size} {path}");
+        }
+        assert!(report[size]["ratio"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(report["small"]["tls"]["messages"], 2000);
+    assert!(report["k256_verify_ns"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["transport"], "epoll");
+    fails(&["bench", "net", "--transport", "io_uring"], None);
+    fails(&["bench", "net", "--messages", "10"], None);
+}
+
+#[test]
 fn address_decode_gives_type_and_body() {
     let v = vectors();
     let zero = "0".repeat(40);
