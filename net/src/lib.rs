@@ -9,12 +9,13 @@
 //! verifiers accept exactly the configured peers ([`tls`]), the frame codec of the multiplexed
 //! channels ([`frame`]), and the connection over any async byte stream — hello, bounded
 //! per-channel queues, priority writer, disconnect of flooding, malformed, silent or
-//! non-reading peers ([`conn`]) — run on tokio (epoll). Still to come: the io_uring transport
-//! and the transport choice, dialing with reconnection back-off, `bench net`.
+//! non-reading peers ([`conn`]) — run on tokio (epoll), and redialing with exponential back-off
+//! ([`dial`]). Still to come: the io_uring transport and the start-up transport choice.
 //!
 //! The network knows nothing of ledger rules.
 
 pub mod conn;
+pub mod dial;
 pub mod frame;
 pub mod identity;
 pub mod tls;

@@ -204,3 +204,51 @@ async fn misbehaving_peers_lose_their_connection_only() {
     exchange(&mut good, &mut good_at_a, 2).await;
     assert!(!good.2.is_finished() && !good_at_a.2.is_finished());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_reconnects_with_back_off() {
+    use std::sync::{Arc, Mutex};
+
+    use caasiope_net::dial::{Attempt, Backoff, keep_connected};
+
+    let (a, b) = (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    // A port with nobody listening yet.
+    let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let (conn_tx, mut connections) = tokio::sync::mpsc::unbounded_channel();
+    let failures = Arc::new(Mutex::new(0usize));
+    let connector = TlsConnector::from(client_config(&b, [a.identity()]).unwrap());
+    let backoff = Backoff { min: Duration::from_millis(50), max: Duration::from_millis(200), stable: WAIT };
+    let counted = failures.clone();
+    let dialer = tokio::spawn(keep_connected(
+        addr,
+        connector,
+        cfg(),
+        backoff,
+        move |handle, inbound| conn_tx.send((handle, inbound)).is_ok(),
+        move |attempt, _| {
+            if matches!(attempt, Attempt::DialFailed(_)) {
+                *counted.lock().unwrap() += 1;
+            }
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(*failures.lock().unwrap() >= 2, "it kept trying while nobody listened");
+
+    // The peer comes up: the dialer connects.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let acceptor = TlsAcceptor::from(server_config(&a, [b.identity()]).unwrap());
+    for round in 0..2u8 {
+        let (tcp, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let (handle, mut inbound, driver) = connection(cfg());
+        let server = tokio::spawn(driver.run(tls));
+        let (dialer_handle, _dialer_inbound) =
+            tokio::time::timeout(WAIT, connections.recv()).await.unwrap().unwrap();
+        dialer_handle.send(Channel::Gossip, vec![round]).unwrap();
+        assert_eq!(recv(&mut inbound, Channel::Gossip).await, vec![round]);
+        // The peer drops the connection; the dialer dials again.
+        drop((handle, inbound));
+        assert_eq!(ended(server).await, ConnError::Closed);
+    }
+    dialer.abort();
+}
