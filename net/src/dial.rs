@@ -9,6 +9,7 @@ use tokio_rustls::TlsConnector;
 use crate::{
     conn::{ConnConfig, ConnError, Inbound, PeerHandle, connection},
     tls::peer_server_name,
+    transport::Transport,
 };
 
 /// Delays between attempts: `min`, doubling up to `max`; back to `min` after a connection
@@ -54,6 +55,7 @@ pub enum Attempt {
 pub async fn keep_connected(
     addr: SocketAddr,
     connector: TlsConnector,
+    transport: Transport,
     cfg: ConnConfig,
     backoff: Backoff,
     mut on_connect: impl FnMut(PeerHandle, Inbound) -> bool,
@@ -63,8 +65,8 @@ pub async fn keep_connected(
     loop {
         let attempt = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let _ = tcp.set_nodelay(true);
-            connector.connect(peer_server_name(), tcp).await.map_err(|e| e.to_string())
+            let stream = transport.wrap(tcp).map_err(|e| e.to_string())?;
+            connector.connect(peer_server_name(), stream).await.map_err(|e| e.to_string())
         };
         let outcome = match tokio::time::timeout(cfg.hello_timeout, attempt).await {
             Err(_) => Attempt::DialFailed("timed out".into()),

@@ -9,8 +9,9 @@
 //! verifiers accept exactly the configured peers ([`tls`]), the frame codec of the multiplexed
 //! channels ([`frame`]), and the connection over any async byte stream — hello, bounded
 //! per-channel queues, priority writer, disconnect of flooding, malformed, silent or
-//! non-reading peers ([`conn`]) — run on tokio (epoll), and redialing with exponential back-off
-//! ([`dial`]). Still to come: the io_uring transport and the start-up transport choice.
+//! non-reading peers ([`conn`]) — redialing with exponential back-off ([`dial`]), and two
+//! transports under TLS chosen at start-up ([`transport`]): tokio's epoll reactor, and an
+//! io_uring one ([`uring`]) that `auto` takes where the kernel allows it.
 //!
 //! The network knows nothing of ledger rules.
 
@@ -19,6 +20,8 @@ pub mod dial;
 pub mod frame;
 pub mod identity;
 pub mod tls;
+pub mod transport;
+pub mod uring;
 
 use std::path::{Path, PathBuf};
 

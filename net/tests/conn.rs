@@ -9,6 +9,7 @@ use caasiope_net::{
     conn::{ConnConfig, ConnError, Inbound, PeerHandle, connection},
     frame::{self, Channel},
     tls::{client_config, peer_server_name, server_config},
+    transport::{Stream, Transport, TransportChoice},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -16,6 +17,16 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector, client::TlsStream};
+
+/// Every transport this machine runs: epoll, and io_uring where the kernel allows it.
+fn transports() -> Vec<Transport> {
+    let mut all = vec![Transport::start(TransportChoice::Epoll).unwrap()];
+    match Transport::start(TransportChoice::IoUring) {
+        Ok(t) => all.push(t),
+        Err(e) => eprintln!("io_uring unavailable here ({e}): epoll only"),
+    }
+    all
+}
 
 const CHAIN: &str = "net-test";
 const WAIT: Duration = Duration::from_secs(10);
@@ -35,14 +46,17 @@ async fn listen(
     node: &NodeCert,
     peers: Vec<Identity>,
     cfg: ConnConfig,
+    transport: &Transport,
 ) -> (SocketAddr, tokio::sync::mpsc::Receiver<Peer>) {
+    let transport = transport.clone();
     let acceptor = TlsAcceptor::from(server_config(node, peers).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let Ok(tls) = acceptor.accept(tcp).await else { continue };
+            let Ok(stream) = transport.wrap(tcp) else { continue };
+            let Ok(tls) = acceptor.accept(stream).await else { continue };
             let (handle, inbound, driver) = connection(cfg.clone());
             let task = tokio::spawn(driver.run(tls));
             if tx.send((handle, inbound, task)).await.is_err() {
@@ -53,14 +67,19 @@ async fn listen(
     (addr, rx)
 }
 
-async fn dial_tls(node: &NodeCert, peer: Identity, addr: SocketAddr) -> TlsStream<TcpStream> {
+async fn dial_tls(
+    node: &NodeCert,
+    peer: Identity,
+    addr: SocketAddr,
+    t: &Transport,
+) -> TlsStream<Box<dyn Stream>> {
     let connector = TlsConnector::from(client_config(node, [peer]).unwrap());
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector.connect(peer_server_name(), tcp).await.unwrap()
+    connector.connect(peer_server_name(), t.wrap(tcp).unwrap()).await.unwrap()
 }
 
-async fn dial(node: &NodeCert, peer: Identity, addr: SocketAddr, cfg: ConnConfig) -> Peer {
-    let tls = dial_tls(node, peer, addr).await;
+async fn dial(node: &NodeCert, peer: Identity, addr: SocketAddr, cfg: ConnConfig, t: &Transport) -> Peer {
+    let tls = dial_tls(node, peer, addr, t).await;
     let (handle, inbound, driver) = connection(cfg);
     (handle, inbound, tokio::spawn(driver.run(tls)))
 }
@@ -89,8 +108,13 @@ async fn exchange(a: &mut Peer, b: &mut Peer, tag: u8) {
 }
 
 /// A raw TLS client that sends the hello by hand, for misbehaving peers.
-async fn raw_after_hello(node: &NodeCert, peer: Identity, addr: SocketAddr) -> TlsStream<TcpStream> {
-    let mut tls = dial_tls(node, peer, addr).await;
+async fn raw_after_hello(
+    node: &NodeCert,
+    peer: Identity,
+    addr: SocketAddr,
+    t: &Transport,
+) -> TlsStream<Box<dyn Stream>> {
+    let mut tls = dial_tls(node, peer, addr, t).await;
     let mut hello = vec![1u8];
     hello.extend_from_slice(&caasiope_net::conn::PROTOCOL_VERSION.to_be_bytes());
     hello.push(CHAIN.len() as u8);
@@ -104,16 +128,26 @@ async fn raw_after_hello(node: &NodeCert, peer: Identity, addr: SocketAddr) -> T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_endpoints_exchange_on_every_channel() {
+    let all = transports();
+    if caasiope_net::uring::available().is_ok() {
+        assert_eq!(all.iter().map(Transport::name).collect::<Vec<_>>(), ["epoll", "io_uring"]);
+    }
+    for t in &all {
+        three_endpoints(t).await;
+    }
+}
+
+async fn three_endpoints(t: &Transport) {
     let nodes: Vec<NodeCert> = (0..3).map(|_| NodeCert::generate(30).unwrap()).collect();
     let ids: Vec<Identity> = nodes.iter().map(NodeCert::identity).collect();
     let mut listeners = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let others = ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| *id).collect();
-        listeners.push(listen(n, others, cfg()).await);
+        listeners.push(listen(n, others, cfg(), t).await);
     }
     // Each pair once: the lower index dials the higher.
     for (i, j) in [(0usize, 1usize), (0, 2), (1, 2)] {
-        let mut dialer = dial(&nodes[i], ids[j], listeners[j].0, cfg()).await;
+        let mut dialer = dial(&nodes[i], ids[j], listeners[j].0, cfg(), t).await;
         let mut accepted = tokio::time::timeout(WAIT, listeners[j].1.recv()).await.unwrap().unwrap();
         exchange(&mut dialer, &mut accepted, (i * 3 + j) as u8).await;
         // Large frames on a busy channel, and consensus still gets through.
@@ -132,10 +166,16 @@ async fn three_endpoints_exchange_on_every_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_chain_id_is_refused() {
+    for t in &transports() {
+        wrong_chain(t).await;
+    }
+}
+
+async fn wrong_chain(t: &Transport) {
     let (a, b) = (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
-    let (addr, mut accepted) = listen(&a, vec![b.identity()], cfg()).await;
+    let (addr, mut accepted) = listen(&a, vec![b.identity()], cfg(), t).await;
     let other_chain = ConnConfig::new("another-chain");
-    let dialer = dial(&b, a.identity(), addr, other_chain).await;
+    let dialer = dial(&b, a.identity(), addr, other_chain, t).await;
     let server = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
     assert!(matches!(ended(server.2).await, ConnError::Hello(why) if why.contains("another-chain")));
     assert!(matches!(ended(dialer.2).await, ConnError::Hello(_) | ConnError::Io(_)));
@@ -143,16 +183,22 @@ async fn a_wrong_chain_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_peers_lose_their_connection_only() {
+    for t in &transports() {
+        misbehaving(t).await;
+    }
+}
+
+async fn misbehaving(t: &Transport) {
     let (a, b, c) =
         (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
     let small = ConnConfig { queue_frames_max: 8, ..cfg() };
-    let (addr, mut accepted) = listen(&a, vec![b.identity(), c.identity()], small.clone()).await;
-    let mut good = dial(&b, a.identity(), addr, cfg()).await;
+    let (addr, mut accepted) = listen(&a, vec![b.identity(), c.identity()], small.clone(), t).await;
+    let mut good = dial(&b, a.identity(), addr, cfg(), t).await;
     let mut good_at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
     exchange(&mut good, &mut good_at_a, 1).await;
 
     // An oversized frame header.
-    let mut raw = raw_after_hello(&c, a.identity(), addr).await;
+    let mut raw = raw_after_hello(&c, a.identity(), addr, t).await;
     let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
     let huge = (frame::PAYLOAD_MAX as u32 + 1).to_be_bytes();
     raw.write_all(&[Channel::Sync as u8, huge[0], huge[1], huge[2], huge[3]]).await.unwrap();
@@ -161,7 +207,7 @@ async fn misbehaving_peers_lose_their_connection_only() {
     drop(raw);
 
     // A flood: frames on a channel A does not consume, beyond its queue.
-    let mut raw = raw_after_hello(&c, a.identity(), addr).await;
+    let mut raw = raw_after_hello(&c, a.identity(), addr, t).await;
     let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
     let mut out = Vec::new();
     for _ in 0..64 {
@@ -173,7 +219,7 @@ async fn misbehaving_peers_lose_their_connection_only() {
     drop(raw);
 
     // A peer that never reads: A's writes stall and A drops it.
-    let raw = raw_after_hello(&c, a.identity(), addr).await;
+    let raw = raw_after_hello(&c, a.identity(), addr, t).await;
     let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
     let task = tokio::spawn(async move {
         let chunk = vec![9u8; 1 << 20];
@@ -192,7 +238,7 @@ async fn misbehaving_peers_lose_their_connection_only() {
     drop(raw);
 
     // Garbage after the TLS handshake, in place of the hello.
-    let mut raw = dial_tls(&c, a.identity(), addr).await;
+    let mut raw = dial_tls(&c, a.identity(), addr, t).await;
     let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
     raw.write_all(&[0xee; 64]).await.unwrap();
     raw.flush().await.unwrap();
@@ -207,6 +253,12 @@ async fn misbehaving_peers_lose_their_connection_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialer_reconnects_with_back_off() {
+    for t in &transports() {
+        reconnects(t).await;
+    }
+}
+
+async fn reconnects(t: &Transport) {
     use std::sync::{Arc, Mutex};
 
     use caasiope_net::dial::{Attempt, Backoff, keep_connected};
@@ -222,6 +274,7 @@ async fn a_dialer_reconnects_with_back_off() {
     let dialer = tokio::spawn(keep_connected(
         addr,
         connector,
+        t.clone(),
         cfg(),
         backoff,
         move |handle, inbound| conn_tx.send((handle, inbound)).is_ok(),
@@ -239,7 +292,7 @@ async fn a_dialer_reconnects_with_back_off() {
     let acceptor = TlsAcceptor::from(server_config(&a, [b.identity()]).unwrap());
     for round in 0..2u8 {
         let (tcp, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
-        let tls = acceptor.accept(tcp).await.unwrap();
+        let tls = acceptor.accept(t.wrap(tcp).unwrap()).await.unwrap();
         let (handle, mut inbound, driver) = connection(cfg());
         let server = tokio::spawn(driver.run(tls));
         let (dialer_handle, _dialer_inbound) =

@@ -14,6 +14,7 @@ use net::{
     conn::{ConnConfig, SendError, connection},
     frame::{self, Channel, Decoder},
     tls::{client_config, peer_server_name, server_config},
+    transport::{Transport, TransportChoice},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -28,6 +29,8 @@ use crate::exit::Output;
 pub(crate) struct NetBench {
     /// Small messages sent per measurement (large ones: a 64 KiB message per 320 small).
     pub(crate) messages: usize,
+    /// The transport under TLS (and under the plain-TCP bound).
+    pub(crate) transport: TransportChoice,
 }
 
 const SMALL: usize = 200;
@@ -56,12 +59,15 @@ impl Rate {
     }
 }
 
-/// Plain TCP loopback: the same frames, written in batches of up to 256 KiB, read and decoded.
-async fn plain_tcp(messages: usize, size: usize) -> anyhow::Result<Rate> {
+/// Plain TCP loopback on the same transport: the same frames, written in batches of up to
+/// 256 KiB, read and decoded.
+async fn plain_tcp(t: &Transport, messages: usize, size: usize) -> anyhow::Result<Rate> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let accept_on = t.clone();
     let reader = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await?;
+        let (tcp, _) = listener.accept().await?;
+        let mut tcp = accept_on.wrap(tcp)?;
         let (mut decoder, mut buf, mut got) = (Decoder::new(), vec![0u8; 256 * 1024], 0usize);
         while got < messages {
             let n = tcp.read(&mut buf).await?;
@@ -72,8 +78,7 @@ async fn plain_tcp(messages: usize, size: usize) -> anyhow::Result<Rate> {
     });
     let payload = vec![0x5a; size];
     let started = Instant::now();
-    let mut tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
+    let mut tcp = t.wrap(TcpStream::connect(addr).await?)?;
     let mut out = Vec::with_capacity(256 * 1024 + size + frame::HEADER_LEN);
     for _ in 0..messages {
         frame::encode(Channel::Gossip, &payload, &mut out)?;
@@ -83,12 +88,13 @@ async fn plain_tcp(messages: usize, size: usize) -> anyhow::Result<Rate> {
         }
     }
     tcp.write_all(&out).await?;
+    tcp.flush().await?;
     reader.await??;
     Ok(Rate::new(messages, size, started.elapsed().as_secs_f64()))
 }
 
 /// Two TLS endpoints on the `net` connection; the dialer sends `messages` on the gossip channel.
-async fn over_tls(messages: usize, size: usize) -> anyhow::Result<Rate> {
+async fn over_tls(t: &Transport, messages: usize, size: usize) -> anyhow::Result<Rate> {
     let (a, b) = (NodeCert::generate(1)?, NodeCert::generate(1)?);
     let acceptor = TlsAcceptor::from(server_config(&a, [b.identity()])?);
     let connector = TlsConnector::from(client_config(&b, [a.identity()])?);
@@ -96,11 +102,10 @@ async fn over_tls(messages: usize, size: usize) -> anyhow::Result<Rate> {
     let addr: SocketAddr = listener.local_addr()?;
     let cfg = ConnConfig { queue_frames_max: 4_096, ..ConnConfig::new(CHAIN) };
     let receiver = {
-        let cfg = cfg.clone();
+        let (cfg, t) = (cfg.clone(), t.clone());
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await?;
-            tcp.set_nodelay(true)?;
-            let tls = acceptor.accept(tcp).await?;
+            let tls = acceptor.accept(t.wrap(tcp)?).await?;
             let (_handle, mut inbound, driver) = connection(cfg);
             let task = tokio::spawn(driver.run(tls));
             let mut got = 0usize;
@@ -114,8 +119,7 @@ async fn over_tls(messages: usize, size: usize) -> anyhow::Result<Rate> {
             anyhow::Ok(())
         })
     };
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
+    let tcp = t.wrap(TcpStream::connect(addr).await?)?;
     let tls = connector.connect(peer_server_name(), tcp).await?;
     let (handle, _inbound, driver) = connection(cfg);
     let sender_task = tokio::spawn(driver.run(tls));
@@ -183,17 +187,19 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         .build()
         .context("tokio runtime")?;
     let large_messages = (cfg.messages / 320).max(100);
+    let t = Transport::start(cfg.transport).context("starting the transport")?;
     let report = runtime.block_on(async {
-        let tcp_small = plain_tcp(cfg.messages, SMALL).await?;
+        let tcp_small = plain_tcp(&t, cfg.messages, SMALL).await?;
         let cpu = process_cpu_s();
-        let tls_small = over_tls(cfg.messages, SMALL).await?;
+        let tls_small = over_tls(&t, cfg.messages, SMALL).await?;
         let cpu_per_small_ns = (process_cpu_s() - cpu) / cfg.messages as f64 * 1e9;
-        let tcp_large = plain_tcp(large_messages, LARGE).await?;
-        let tls_large = over_tls(large_messages, LARGE).await?;
+        let tcp_large = plain_tcp(&t, large_messages, LARGE).await?;
+        let tls_large = over_tls(&t, large_messages, LARGE).await?;
         let verify_ns = k256_verify_ns();
         anyhow::Ok(serde_json::json!({
             "benchmark": "net",
-            "transport": "epoll",
+            "transport": t.name(),
+            "transport_reason": t.reason,
             "threads": 2,
             "small": {
                 "tls": tls_small,

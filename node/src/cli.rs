@@ -209,9 +209,9 @@ pub(crate) enum BenchCommand {
     /// against plain TCP loopback in the same run, and network CPU per message against one
     /// k256 verification.
     Net {
-        /// Transport: epoll (tokio). The io_uring transport is not built yet.
-        #[arg(long, default_value = "epoll", value_parser = ["epoll"])]
-        transport: String,
+        /// Transport under TLS and under the plain-TCP bound: auto, io_uring or epoll.
+        #[arg(long, default_value = "auto")]
+        transport: net::transport::TransportChoice,
         /// Small messages per measurement (large ones: one per 320 small, at least 100).
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
         messages: u64,
