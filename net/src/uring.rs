@@ -13,7 +13,10 @@ use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     pin::Pin,
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
     thread::JoinHandle,
 };
@@ -41,13 +44,19 @@ enum Op {
 }
 
 struct Shared {
-    requests: mpsc::Sender<Op>,
+    requests: crossbeam_channel::Sender<Op>,
     wake: OwnedFd,
+    /// The ring thread is (about to be) waiting in the kernel: a new request must wake it. While
+    /// it runs, requests are picked up without a syscall.
+    sleeping: Arc<AtomicBool>,
 }
 
 impl Shared {
     fn submit(&self, op: Op) -> io::Result<()> {
         self.requests.send(op).map_err(|_| io::Error::other("the io_uring thread has stopped"))?;
+        if !self.sleeping.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
         let one = 1u64.to_ne_bytes();
         // SAFETY: writes 8 bytes from a live buffer to an eventfd this struct owns.
         let n = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
@@ -97,11 +106,16 @@ impl Uring {
         }
         // SAFETY: as above.
         let thread_wake = unsafe { OwnedFd::from_raw_fd(thread_wake) };
-        let (requests, rx) = mpsc::channel();
+        let (requests, rx) = crossbeam_channel::unbounded();
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let flag = sleeping.clone();
         let thread = std::thread::Builder::new()
             .name("io-uring".into())
-            .spawn(move || run_ring(ring, &thread_wake, &rx))?;
-        Ok(Self { shared: Arc::new(Shared { requests, wake }), _thread: Arc::new(ThreadGuard(Some(thread))) })
+            .spawn(move || run_ring(ring, &thread_wake, &rx, &flag))?;
+        Ok(Self {
+            shared: Arc::new(Shared { requests, wake, sleeping }),
+            _thread: Arc::new(ThreadGuard(Some(thread))),
+        })
     }
 
     /// Moves a connected socket onto the ring.
@@ -121,7 +135,12 @@ impl Uring {
     }
 }
 
-fn run_ring(mut ring: IoUring, wake: &OwnedFd, requests: &mpsc::Receiver<Op>) {
+fn run_ring(
+    mut ring: IoUring,
+    wake: &OwnedFd,
+    requests: &crossbeam_channel::Receiver<Op>,
+    sleeping: &AtomicBool,
+) {
     let mut wake_buf = [0u8; 8];
     let mut inflight: HashMap<u64, Op> = HashMap::new();
     let mut next_id = 0u64;
@@ -139,8 +158,8 @@ fn run_ring(mut ring: IoUring, wake: &OwnedFd, requests: &mpsc::Receiver<Op>) {
         loop {
             let op = match requests.try_recv() {
                 Ok(op) => op,
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
                     open = false;
                     break;
                 }
@@ -169,7 +188,17 @@ fn run_ring(mut ring: IoUring, wake: &OwnedFd, requests: &mpsc::Receiver<Op>) {
         if !open && inflight.is_empty() {
             return;
         }
-        if let Err(e) = ring.submit_and_wait(1) {
+        // Announce the wait, then look once more: a request sent before the announcement is
+        // picked up now, one sent after it finds the flag set and writes the eventfd.
+        sleeping.store(true, Ordering::SeqCst);
+        if !requests.is_empty() {
+            sleeping.store(false, Ordering::SeqCst);
+            let _ = ring.submit();
+            continue;
+        }
+        let waited = ring.submit_and_wait(1);
+        sleeping.store(false, Ordering::SeqCst);
+        if let Err(e) = waited {
             if e.kind() != io::ErrorKind::Interrupted {
                 // The ring is unusable: fail every operation so no stream waits forever.
                 for (_, op) in inflight.drain() {
