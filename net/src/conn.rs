@@ -208,9 +208,15 @@ impl Driver {
                     }
                     // A full queue stops the reading (TCP pushes back on the peer) for at most
                     // the flood timeout.
-                    match timeout(cfg.flood_timeout, inbound[channel as usize].send(payload)).await {
-                        Err(_) => return Err(ConnError::Flood(channel)),
+                    let queue = &inbound[channel as usize];
+                    let payload = match queue.try_send(payload) {
+                        Ok(()) => continue,
                         // Nobody listens any more: the node is closing this connection.
+                        Err(TrySendError::Closed(_)) => return Err(ConnError::Closed),
+                        Err(TrySendError::Full(p)) => p,
+                    };
+                    match timeout(cfg.flood_timeout, queue.send(payload)).await {
+                        Err(_) => return Err(ConnError::Flood(channel)),
                         Ok(Err(_)) => return Err(ConnError::Closed),
                         Ok(Ok(())) => {}
                     }
