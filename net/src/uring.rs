@@ -298,7 +298,9 @@ impl AsyncRead for UringStream {
 
 impl AsyncWrite for UringStream {
     /// A write copies (up to 256 KiB of) `data` and completes on a later call, which must pass
-    /// the same bytes first — as every tokio writer does while a write is pending.
+    /// the same bytes first — as every tokio writer does while a write is pending. Writers that
+    /// buffer (TLS) hand over their remaining bytes only when polled again: flush after writing,
+    /// as `AsyncWrite` requires (the connection's writer does).
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if let Some(done) = this.write_done.take() {

@@ -8,6 +8,7 @@ use caasiope_net::{
     Identity, NodeCert,
     frame::{self, Channel, Decoder},
     tls::{client_config, peer_identity, peer_server_name, server_config},
+    transport::{Transport, TransportChoice},
 };
 use time::OffsetDateTime;
 use tokio::{
@@ -24,7 +25,12 @@ type Outcome = Result<Identity, String>;
 
 /// A listener presenting `node`, accepting `peers`, echoing every frame; reports each
 /// connection's outcome.
-async fn listen(node: &NodeCert, peers: Vec<Identity>) -> (std::net::SocketAddr, mpsc::Receiver<Outcome>) {
+async fn listen(
+    node: &NodeCert,
+    peers: Vec<Identity>,
+    t: &Transport,
+) -> (std::net::SocketAddr, mpsc::Receiver<Outcome>) {
+    let t = t.clone();
     let acceptor = TlsAcceptor::from(server_config(node, peers).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -33,8 +39,9 @@ async fn listen(node: &NodeCert, peers: Vec<Identity>) -> (std::net::SocketAddr,
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let Ok(stream) = t.wrap(tcp) else { continue };
             tokio::spawn(async move {
-                let outcome = match tokio::time::timeout(STEP, acceptor.accept(tcp)).await {
+                let outcome = match tokio::time::timeout(STEP, acceptor.accept(stream)).await {
                     Err(_) => Err("handshake timed out".to_owned()),
                     Ok(Err(e)) => Err(e.to_string()),
                     Ok(Ok(mut tls)) => {
@@ -50,7 +57,8 @@ async fn listen(node: &NodeCert, peers: Vec<Identity>) -> (std::net::SocketAddr,
                             for f in frames {
                                 let mut out = Vec::new();
                                 frame::encode(f.channel, &f.payload, &mut out).unwrap();
-                                if tls.write_all(&out).await.is_err() {
+                                // Flushed: a transport may hold written bytes until then.
+                                if tls.write_all(&out).await.is_err() || tls.flush().await.is_err() {
                                     break 'conn;
                                 }
                             }
@@ -70,10 +78,12 @@ async fn exchange(
     node: &NodeCert,
     peers: Vec<Identity>,
     addr: std::net::SocketAddr,
+    t: &Transport,
 ) -> Result<Identity, String> {
     let connector = TlsConnector::from(client_config(node, peers).unwrap());
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let mut tls = tokio::time::timeout(STEP, connector.connect(peer_server_name(), tcp))
+    let stream = t.wrap(tcp).map_err(|e| e.to_string())?;
+    let mut tls = tokio::time::timeout(STEP, connector.connect(peer_server_name(), stream))
         .await
         .map_err(|_| "timeout".to_owned())?
         .map_err(|e| e.to_string())?;
@@ -84,6 +94,7 @@ async fn exchange(
     }
     // In TLS 1.3 the client learns of a refused client certificate only when it reads.
     tls.write_all(&out).await.map_err(|e| e.to_string())?;
+    tls.flush().await.map_err(|e| e.to_string())?;
     let mut decoder = Decoder::new();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -105,6 +116,18 @@ async fn exchange(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listed_peers_connect_and_others_are_refused() {
+    let mut all = vec![Transport::start(TransportChoice::Epoll).unwrap()];
+    match Transport::start(TransportChoice::IoUring) {
+        Ok(t) => all.push(t),
+        Err(e) => eprintln!("io_uring unavailable here ({e}): epoll only"),
+    }
+    assert_eq!(all.len(), if caasiope_net::uring::available().is_ok() { 2 } else { 1 });
+    for t in &all {
+        refusals(t).await;
+    }
+}
+
+async fn refusals(t: &Transport) {
     let (a, b, c) =
         (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
     let now = OffsetDateTime::now_utc();
@@ -115,26 +138,26 @@ async fn listed_peers_connect_and_others_are_refused() {
     // A accepts B, C and the expired and future certificates' identities: only validity refuses
     // the last two.
     let (addr, mut outcomes) =
-        listen(&a, vec![b.identity(), c.identity(), expired.identity(), not_yet.identity()]).await;
+        listen(&a, vec![b.identity(), c.identity(), expired.identity(), not_yet.identity()], t).await;
 
     // B and A list each other: both learn the other's identity.
-    assert_eq!(exchange(&b, vec![a.identity()], addr).await, Ok(a.identity()));
+    assert_eq!(exchange(&b, vec![a.identity()], addr, t).await, Ok(a.identity()));
     assert_eq!(outcomes.recv().await.unwrap(), Ok(b.identity()));
 
     // An unknown client: refused by A (the client sees it when it reads).
     let stranger = NodeCert::generate(30).unwrap();
-    assert!(exchange(&stranger, vec![a.identity()], addr).await.is_err());
+    assert!(exchange(&stranger, vec![a.identity()], addr, t).await.is_err());
     let seen = outcomes.recv().await.unwrap();
     assert!(seen.as_ref().is_err_and(|e| e.contains("certificate")), "{seen:?}");
 
     // A server the client does not list: refused by the client.
-    let err = exchange(&c, vec![b.identity()], addr).await.unwrap_err();
+    let err = exchange(&c, vec![b.identity()], addr, t).await.unwrap_err();
     assert!(err.contains("certificate") || err.contains("Certificate"), "{err}");
     assert!(outcomes.recv().await.unwrap().is_err());
 
     // Expired and not-yet-valid certificates, though listed.
     for cert in [&expired, &not_yet] {
-        assert!(exchange(cert, vec![a.identity()], addr).await.is_err());
+        assert!(exchange(cert, vec![a.identity()], addr, t).await.is_err());
         let seen = outcomes.recv().await.unwrap();
         let refused = |e: &String| e.to_lowercase().contains("expired") || e.contains("NotValidYet");
         assert!(seen.as_ref().is_err_and(refused), "{seen:?}");
@@ -152,7 +175,8 @@ async fn listed_peers_connect_and_others_are_refused() {
     let mut joins = Vec::new();
     for i in 0..6 {
         let node = if i % 2 == 0 { b.clone() } else { c.clone() };
-        joins.push(tokio::spawn(async move { exchange(&node, vec![a_id], addr).await }));
+        let t = t.clone();
+        joins.push(tokio::spawn(async move { exchange(&node, vec![a_id], addr, &t).await }));
     }
     for j in joins {
         assert_eq!(j.await.unwrap(), Ok(a_id));
