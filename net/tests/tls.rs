@@ -182,3 +182,22 @@ async fn refusals(t: &Transport) {
         assert_eq!(j.await.unwrap(), Ok(a_id));
     }
 }
+
+/// Rotation: a node restarts with a new certificate; peers that list the new identity accept
+/// it, and once they drop the old one from their set, the old certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_replaces_the_old_one() {
+    let t = Transport::start(TransportChoice::Epoll).unwrap();
+    let a = NodeCert::generate(30).unwrap();
+    let (old, new) = (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    // During the change A lists both; afterwards only the new one.
+    let (addr, mut outcomes) = listen(&a, vec![old.identity(), new.identity()], &t).await;
+    assert_eq!(exchange(&old, vec![a.identity()], addr, &t).await, Ok(a.identity()));
+    assert_eq!(outcomes.recv().await.unwrap(), Ok(old.identity()));
+    assert_eq!(exchange(&new, vec![a.identity()], addr, &t).await, Ok(a.identity()));
+    assert_eq!(outcomes.recv().await.unwrap(), Ok(new.identity()));
+    let (addr, mut outcomes) = listen(&a, vec![new.identity()], &t).await;
+    assert!(exchange(&old, vec![a.identity()], addr, &t).await.is_err());
+    assert!(outcomes.recv().await.unwrap().is_err());
+    assert_eq!(exchange(&new, vec![a.identity()], addr, &t).await, Ok(a.identity()));
+}
