@@ -58,6 +58,20 @@ impl PeerVerifier {
         }
         Ok(info.identity)
     }
+
+    fn tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+/// The configurations offer TLS 1.3 only.
+fn no_tls12() -> Result<HandshakeSignatureValid, Error> {
+    Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
 }
 
 impl ServerCertVerifier for PeerVerifier {
@@ -81,8 +95,7 @@ impl ServerCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        // The configurations offer TLS 1.3 only.
-        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -91,7 +104,7 @@ impl ServerCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -122,7 +135,7 @@ impl ClientCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -131,7 +144,7 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

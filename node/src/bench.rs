@@ -53,7 +53,7 @@ fn proc_status_kb(field: &str) -> u64 {
 }
 
 /// CPU seconds (user + system) this process has used, all threads.
-fn process_cpu_s() -> f64 {
+pub(crate) fn process_cpu_s() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `usage` is valid for writes of one rusage; RUSAGE_SELF needs nothing else.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {

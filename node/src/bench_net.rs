@@ -22,7 +22,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::exit::Output;
+use crate::{bench::process_cpu_s, exit::Output};
 
 /// Arguments of `bench net`.
 #[derive(Debug, Clone, Copy)]
@@ -147,19 +147,6 @@ async fn over_tls(t: &Transport, messages: usize, size: usize) -> anyhow::Result
     drop(handle);
     sender_task.abort();
     Ok(Rate::new(messages, size, seconds))
-}
-
-/// CPU seconds of this process (user + system).
-fn process_cpu_s() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` is valid for writes of one rusage; RUSAGE_SELF needs nothing else.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
-        return 0.0;
-    }
-    // SAFETY: getrusage succeeded, so it initialised the struct (zeroed before anyway).
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// One k256 verification, ns (one thread, pre-made signature).
