@@ -5,8 +5,15 @@
 //!             | state_root (32) | validator_set_hash (32)
 //! Ledger hash = BLAKE3(Domain::Ledger, chain id, Header)
 //! ValidatorSet= n u8 | n × (public key 65 | weight u64), sorted by public key
-//! Certificate = n u8 | n × (validator index u8 | signature 64), sorted by index
+//! Vote        = kind u8 (1 prevote, 2 precommit) | height u64 | round u32
+//!             | flag u8 | (ledger hash 32, if flag = 1)
+//! Certificate = round u32 | n u8 | n × (validator index u8 | signature 64), sorted by index
 //! ```
+//!
+//! A certificate is the precommits of one consensus round: each signature is over the digest
+//! of the `Vote` (precommit, height, round, ledger hash). Binding the round matters: Tendermint's
+//! safety argument is about a quorum of precommits *in one round*; signatures over the bare
+//! ledger hash could be gathered across rounds into a set that no round ever formed.
 //!
 //! A header's `validator_set_hash` commits to the set that certifies the *next* ledger (the set
 //! after this ledger's changes), so a light client that trusts one header learns the next set.
@@ -210,10 +217,81 @@ impl Decode for ValidatorSet {
     }
 }
 
-/// Signatures of validators over a ledger hash.
+/// What a vote is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum VoteKind {
+    /// First voting phase (Tendermint `PREVOTE`).
+    Prevote = 1,
+    /// Second voting phase (Tendermint `PRECOMMIT`); a quorum of them certifies a ledger.
+    Precommit = 2,
+}
+
+/// A consensus vote as signed: for a ledger hash, or for nothing (`nil`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Vote {
+    /// Phase.
+    pub kind: VoteKind,
+    /// Height voted on.
+    pub height: u64,
+    /// Round within the height.
+    pub round: u32,
+    /// The ledger hash voted for; `None` is a nil vote.
+    pub value: Option<Hash>,
+}
+
+impl Vote {
+    /// What the voter signs: `BLAKE3(Vote domain, chain id, Vote bytes)`.
+    pub fn digest(&self, chain_id: &str) -> Hash {
+        let mut h = hash::chain_hasher(Domain::Vote, chain_id);
+        h.update(&self.to_bytes());
+        hash::finish(&h)
+    }
+
+    /// Signs the vote.
+    pub fn sign(&self, chain_id: &str, key: &SecretKey) -> Signature {
+        key.sign_prehash(&self.digest(chain_id).0)
+    }
+}
+
+impl Encode for Vote {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.height.to_le_bytes());
+        out.extend_from_slice(&self.round.to_le_bytes());
+        match &self.value {
+            None => out.push(0),
+            Some(h) => {
+                out.push(1);
+                out.extend_from_slice(&h.0);
+            }
+        }
+    }
+}
+
+impl Decode for Vote {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let kind = match r.u8("vote kind")? {
+            1 => VoteKind::Prevote,
+            2 => VoteKind::Precommit,
+            tag => return Err(CodecError::UnknownTag { what: "vote kind", tag }),
+        };
+        let height = r.u64("vote height")?;
+        let round = r.u32("vote round")?;
+        let value = match r.u8("vote value flag")? {
+            0 => None,
+            1 => Some(Hash::decode(r)?),
+            tag => return Err(CodecError::UnknownTag { what: "vote value flag", tag }),
+        };
+        Ok(Self { kind, height, round, value })
+    }
+}
+
+/// The precommits of one round for one ledger: what makes it final.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Certificate {
-    /// (index in the validator set, signature over the ledger hash), sorted by index.
+    /// The consensus round whose precommits these are.
+    pub round: u32,
+    /// (index in the validator set, signature over the precommit digest), sorted by index.
     pub signatures: Vec<(u8, Signature)>,
 }
 
@@ -240,30 +318,49 @@ pub enum CertificateError {
 }
 
 impl Certificate {
-    /// Signs `ledger_hash` as validator `index` and inserts the signature in order.
-    pub fn add(&mut self, index: u8, key: &SecretKey, ledger_hash: &Hash) {
-        let sig = key.sign_prehash(&ledger_hash.0);
+    /// An empty certificate of `round`.
+    pub const fn new(round: u32) -> Self {
+        Self { round, signatures: Vec::new() }
+    }
+
+    /// The precommit each signature covers.
+    pub const fn precommit(&self, height: u64, ledger_hash: Hash) -> Vote {
+        Vote { kind: VoteKind::Precommit, height, round: self.round, value: Some(ledger_hash) }
+    }
+
+    /// Signs the precommit of `ledger_hash` at `height` as validator `index` and inserts the
+    /// signature in order.
+    pub fn add(&mut self, chain_id: &str, index: u8, key: &SecretKey, height: u64, ledger_hash: &Hash) {
+        let sig = self.precommit(height, *ledger_hash).sign(chain_id, key);
+        self.insert(index, sig);
+    }
+
+    /// Inserts (or replaces) validator `index`'s signature, keeping the order.
+    pub fn insert(&mut self, index: u8, signature: Signature) {
         match self.signatures.binary_search_by(|(i, _)| i.cmp(&index)) {
-            Ok(at) => self.signatures[at].1 = sig,
-            Err(at) => self.signatures.insert(at, (index, sig)),
+            Ok(at) => self.signatures[at].1 = signature,
+            Err(at) => self.signatures.insert(at, (index, signature)),
         }
     }
 
-    /// Checks the signatures certify `ledger_hash` under `set`.
+    /// Checks the signatures certify the ledger `ledger_hash` at `height` under `set`.
     pub fn verify(
         &self,
         set: &ValidatorSet,
+        chain_id: &str,
+        height: u64,
         ledger_hash: &Hash,
         backend: Backend,
     ) -> Result<(), CertificateError> {
         if !self.signatures.windows(2).all(|w| w[0].0 < w[1].0) {
             return Err(CertificateError::NotCanonical);
         }
+        let digest = self.precommit(height, *ledger_hash).digest(chain_id);
         let mut signed = 0u64;
         for (index, sig) in &self.signatures {
             let v =
                 set.validators.get(usize::from(*index)).ok_or(CertificateError::UnknownValidator(*index))?;
-            if !keys::verify(backend, &v.public_key, &ledger_hash.0, sig) {
+            if !keys::verify(backend, &v.public_key, &digest.0, sig) {
                 return Err(CertificateError::BadSignature(*index));
             }
             signed += v.weight;
@@ -278,6 +375,7 @@ impl Certificate {
 
 impl Encode for Certificate {
     fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.round.to_le_bytes());
         out.push(self.signatures.len() as u8);
         for (i, s) in &self.signatures {
             out.push(*i);
@@ -288,13 +386,14 @@ impl Encode for Certificate {
 
 impl Decode for Certificate {
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let round = r.u32("certificate round")?;
         let n = r.count_u8("certificate signatures", 0, VALIDATORS_MAX)?;
         let mut signatures = Vec::with_capacity(n);
         for _ in 0..n {
             signatures.push((r.u8("validator index")?, Signature(r.array("signature")?)));
         }
         check_strictly_ascending(&signatures, "certificate signatures", |(i, _)| *i)?;
-        Ok(Self { signatures })
+        Ok(Self { round, signatures })
     }
 }
 
@@ -322,27 +421,60 @@ mod tests {
     fn quorum_is_strictly_more_than_two_thirds() {
         let (vs, keys) = set(&[1, 1, 1, 1]);
         let h = Hash([9; 32]);
-        let mut cert = Certificate::default();
-        cert.add(0, &keys[0], &h);
-        cert.add(1, &keys[1], &h);
+        let mut cert = Certificate::new(3);
+        cert.add("c", 0, &keys[0], 5, &h);
+        cert.add("c", 1, &keys[1], 5, &h);
         assert!(matches!(
-            cert.verify(&vs, &h, Backend::K256),
+            cert.verify(&vs, "c", 5, &h, Backend::K256),
             Err(CertificateError::NoQuorum { signed: 2, total: 4 })
         ));
-        cert.add(3, &keys[3], &h);
-        assert_eq!(cert.verify(&vs, &h, Backend::K256), Ok(()));
+        cert.add("c", 3, &keys[3], 5, &h);
+        assert_eq!(cert.verify(&vs, "c", 5, &h, Backend::K256), Ok(()));
         assert_eq!(
-            cert.verify(&vs, &Hash([8; 32]), Backend::Libsecp256k1),
+            cert.verify(&vs, "c", 5, &Hash([8; 32]), Backend::Libsecp256k1),
+            Err(CertificateError::BadSignature(0))
+        );
+        // The signatures bind the height, the round and the chain.
+        assert_eq!(cert.verify(&vs, "c", 6, &h, Backend::K256), Err(CertificateError::BadSignature(0)));
+        assert_eq!(cert.verify(&vs, "d", 5, &h, Backend::K256), Err(CertificateError::BadSignature(0)));
+        let mut other_round = cert.clone();
+        other_round.round = 4;
+        assert_eq!(
+            other_round.verify(&vs, "c", 5, &h, Backend::K256),
             Err(CertificateError::BadSignature(0))
         );
         assert_eq!(decode_exact::<Certificate>(&cert.to_bytes()).unwrap(), cert);
         let mut wrong = cert.clone();
         wrong.signatures[2].0 = 7;
-        assert_eq!(wrong.verify(&vs, &h, Backend::K256), Err(CertificateError::UnknownValidator(7)));
+        assert_eq!(wrong.verify(&vs, "c", 5, &h, Backend::K256), Err(CertificateError::UnknownValidator(7)));
         // 3 × 2 = 6 = 2 × 3: exactly two thirds is not a quorum.
         let (vs, _) = set(&[1, 1, 1]);
         assert!(!vs.is_quorum(2));
         assert!(vs.is_quorum(3));
+    }
+
+    #[test]
+    fn votes_round_trip_and_differ_by_every_field() {
+        let v = Vote { kind: VoteKind::Prevote, height: 7, round: 2, value: Some(Hash([1; 32])) };
+        let nil = Vote { value: None, ..v };
+        for x in [v, nil] {
+            assert_eq!(decode_exact::<Vote>(&x.to_bytes()).unwrap(), x);
+        }
+        let variants = [
+            v,
+            nil,
+            Vote { kind: VoteKind::Precommit, ..v },
+            Vote { height: 8, ..v },
+            Vote { round: 3, ..v },
+            Vote { value: Some(Hash([2; 32])), ..v },
+        ];
+        for (i, a) in variants.iter().enumerate() {
+            for b in &variants[i + 1..] {
+                assert_ne!(a.digest("c"), b.digest("c"));
+            }
+        }
+        assert_ne!(v.digest("c"), v.digest("d"));
+        assert!(decode_exact::<Vote>(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 
     #[test]

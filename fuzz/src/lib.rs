@@ -157,9 +157,9 @@ fn build_fixture() -> Fixture {
         .collect();
     let applied = caasiope_engine::state::apply_verified(&mut state, BLOCK_MS, &verified)
         .unwrap_or_else(|e| panic!("fixture block: {e}"));
-    let mut certificate = Certificate::default();
+    let mut certificate = Certificate::new(0);
     for (i, k) in validator_keys.iter().enumerate() {
-        certificate.add(i as u8, k, &applied.hash);
+        certificate.add(CHAIN, i as u8, k, applied.header.height, &applied.hash);
     }
     Fixture { genesis, genesis_state, validator_keys, users, usd, block, applied, certificate, state }
 }
@@ -273,7 +273,7 @@ pub fn ledger_decode(data: &[u8]) {
         }
         1 => {
             if let Some(cert) = canonical::<Certificate>(bytes) {
-                let verdict = both_backends(|b| cert.verify(validators, &f.applied.hash, b));
+                let verdict = both_backends(|b| cert.verify(validators, CHAIN, f.applied.header.height, &f.applied.hash, b));
                 if verdict.is_ok() {
                     certified_by_fixture(&cert);
                 }
@@ -337,7 +337,7 @@ pub fn ledger_decode(data: &[u8]) {
 /// A proof's verdict is the certificate's, then the branch's.
 fn expect_verdict(verdict: &Result<(), ProofError>, cert: &Certificate, header: &LedgerHeader, branch: bool) {
     let validators = &fixture().genesis.validators;
-    let expected = match cert.verify(validators, &header.hash(CHAIN), Backend::K256) {
+    let expected = match cert.verify(validators, CHAIN, header.height, &header.hash(CHAIN), Backend::K256) {
         Err(e) => Err(ProofError::Certificate(e)),
         Ok(()) if !branch => Err(ProofError::Branch),
         Ok(()) => Ok(()),

@@ -154,7 +154,8 @@ fn timed_run(
         ..StoreOptions::default()
     };
     let (store, state) = Store::create_with(dir.join("db"), genesis_toml, options)?;
-    let sink = ValidatorSink { store, key: validator_key(), index: 0, verbose: false };
+    let chain_id = state.params().chain_id.clone();
+    let sink = ValidatorSink { store, key: validator_key(), index: 0, chain_id, verbose: false };
     let pipeline_cfg = PipelineConfig {
         backend: cfg.backend,
         verify_threads: threads,

@@ -87,9 +87,10 @@ impl Demo {
             Block { height: self.state.head().height + 1, timestamp_ms: self.now_ms, transactions: txs };
         let applied = apply_block(&mut self.state, &block, self.backend)
             .with_context(|| format!("ledger {title:?}"))?;
-        let mut certificate = Certificate::default();
-        certificate.add(0, &self.validator, &applied.hash);
-        certificate.verify(&validators, &applied.hash, self.backend)?;
+        let mut certificate = Certificate::new(0);
+        let height = applied.header.height;
+        certificate.add(CHAIN, 0, &self.validator, height, &applied.hash);
+        certificate.verify(&validators, CHAIN, height, &applied.hash, self.backend)?;
         if let Err(c) = self.state.check_conservation() {
             bail!("conservation of {c} broken after ledger {}", applied.header.height);
         }
@@ -205,8 +206,8 @@ pub(crate) fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output>
     // An offline check of alice's final state against the last certified header.
     let validators = d.state.validators().clone();
     let (account, branch) = d.state.prove_account(&alice).context("alice has an account")?;
-    let mut certificate = Certificate::default();
-    certificate.add(0, &d.validator, &d.state.head_hash());
+    let mut certificate = Certificate::new(0);
+    certificate.add(CHAIN, 0, &d.validator, d.state.head().height, &d.state.head_hash());
     let proof = AccountStateProof { header: *d.state.head(), certificate, account, branch };
     verify_account_state(CHAIN, &validators, &proof, backend)?;
 

@@ -74,14 +74,16 @@ pub(crate) struct ValidatorSink {
     pub(crate) store: Store,
     pub(crate) key: SecretKey,
     pub(crate) index: u8,
+    pub(crate) chain_id: String,
     /// Print one line per committed ledger on stdout.
     pub(crate) verbose: bool,
 }
 
 impl CommitSink for ValidatorSink {
     fn commit(&mut self, ledger: SealedLedger) -> Result<(), String> {
-        let mut certificate = Certificate::default();
-        certificate.add(self.index, &self.key, &ledger.applied.hash);
+        let mut certificate = Certificate::new(0);
+        let h = &ledger.applied.header;
+        certificate.add(&self.chain_id, self.index, &self.key, h.height, &ledger.applied.hash);
         self.store
             .commit_sealed(
                 &ledger.applied,
@@ -143,7 +145,13 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
         ..PipelineConfig::default()
     };
     let chain_id = state.params().chain_id.clone();
-    let sink = ValidatorSink { store, key, index: u8::try_from(index).unwrap_or(u8::MAX), verbose: true };
+    let sink = ValidatorSink {
+        store,
+        key,
+        index: u8::try_from(index).unwrap_or(u8::MAX),
+        chain_id: chain_id.clone(),
+        verbose: true,
+    };
     let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
     let submitter = pipeline.submitter().context("pipeline closed at start")?;
     serve_submissions(&cfg, &submitter, &chain_id, &stop)?;

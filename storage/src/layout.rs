@@ -16,7 +16,7 @@ use engine::{
 use crate::StoreError;
 
 /// Version of this layout; a store of another version is refused at open.
-pub(crate) const SCHEMA_VERSION: u64 = 3;
+pub(crate) const SCHEMA_VERSION: u64 = 4;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const HEADERS: &str = "headers";

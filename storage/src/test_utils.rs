@@ -205,8 +205,8 @@ impl TestChain {
 
     /// The validator's certificate of an applied ledger.
     pub fn certify(&self, applied: &Applied) -> Certificate {
-        let mut certificate = Certificate::default();
-        certificate.add(0, &self.validator, &applied.hash);
+        let mut certificate = Certificate::new(0);
+        certificate.add(CHAIN_ID, 0, &self.validator, applied.header.height, &applied.hash);
         certificate
     }
 }

@@ -13,7 +13,7 @@ use libmdbx::WriteFlags;
 
 use crate::{
     Durability, HISTORY_PAGE_MAX, IndexBatch, LedgerToCommit, Store, StoreError, StoreOptions, TxLocation,
-    layout::{self, ACCOUNTS, BLOCKS, HEADERS, META, TX_INDEX, height_key, meta},
+    layout::{self, ACCOUNTS, BLOCKS, HEADERS, META, SCHEMA_VERSION, TX_INDEX, height_key, meta},
     store::open_env,
     test_utils::{TestChain, fee_account},
     verify,
@@ -311,10 +311,13 @@ fn corrupted_values_are_errors_not_panics() {
     poke(dir.path(), META, meta::HEAD_HEIGHT, &7u64.to_bytes());
     assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: HEADERS, .. })));
     poke(dir.path(), META, meta::SCHEMA_VERSION, &1u64.to_bytes());
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::SchemaVersion { found: 1, expected: 3 })));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::SchemaVersion { found: 1, expected: SCHEMA_VERSION })
+    ));
     poke(dir.path(), META, meta::HEAD_HEIGHT, &1u64.to_bytes());
     poke(dir.path(), META, meta::INDEXED_HEIGHT, &2u64.to_bytes());
-    poke(dir.path(), META, meta::SCHEMA_VERSION, &3u64.to_bytes());
+    poke(dir.path(), META, meta::SCHEMA_VERSION, &SCHEMA_VERSION.to_bytes());
     assert!(
         matches!(Store::open(dir.path()), Err(StoreError::Corrupt { table: META, .. })),
         "indexed above head"

@@ -323,11 +323,11 @@ proptest! {
         net.now += 1000;
         let (applied, _) = build_block(&mut net.state, net.now, &verified, 1000).unwrap();
         // Three of four equal-weight validators sign.
-        let mut certificate = Certificate::default();
+        let mut certificate = Certificate::new(0);
         let mut vkeys: Vec<SecretKey> = (60..64).map(key).collect();
         vkeys.sort_by_key(SecretKey::public_key);
         for (i, k) in vkeys.iter().enumerate().take(3) {
-            certificate.add(i as u8, k, &applied.hash);
+            certificate.add(CHAIN, i as u8, k, applied.header.height, &applied.hash);
         }
         let accounts: Vec<Address> = net.state.accounts().map(|a| a.address).collect();
         for (n, address) in accounts.iter().enumerate() {
