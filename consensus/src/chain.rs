@@ -1,0 +1,384 @@
+//! The application a validator's consensus runs on: the pool of validated transactions, the
+//! committed state, proposal building and checking, and commit of decided or synced ledgers.
+//!
+//! Values are executed on a copy of the committed state (the engine's block execution commits
+//! into the state it runs on); the executed copy is kept per value id for the height, so the
+//! decision of a value this validator built or checked costs no second execution.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, HashMap},
+};
+
+use engine::{
+    Backend, CodecError, Decode, Encode, Hash,
+    codec::{Reader, put_count_u32},
+    ledger::{Certificate, CertificateError, LedgerHeader, ValidatorSet},
+    limits::BLOCK_TXS_MAX,
+    state::{Applied, BlockError, State, apply_verified, build_block},
+    tx::{SignedTransaction, TxId},
+    validate::{TxError, VerifiedTx, verify},
+};
+
+use crate::message::Value;
+
+/// Limits and rules of the application.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainConfig {
+    /// Signature backend for transactions that arrive with a synced ledger.
+    pub backend: Backend,
+    /// Most transactions a proposal carries.
+    pub block_txs_max: usize,
+    /// Most transactions the pool holds.
+    pub pool_max: usize,
+    /// How far a proposal's timestamp may lie from the voter's clock (DESIGN §4).
+    pub drift_ms: i64,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        Self { backend: Backend::Libsecp256k1, block_txs_max: 20_000, pool_max: 200_000, drift_ms: 5_000 }
+    }
+}
+
+/// A certified ledger as it travels over the sync channel and is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedLedger {
+    /// Header.
+    pub header: LedgerHeader,
+    /// Precommits of one round.
+    pub certificate: Certificate,
+    /// Transactions in block order.
+    pub transactions: Vec<SignedTransaction>,
+}
+
+impl Encode for CommittedLedger {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.header.encode(out);
+        self.certificate.encode(out);
+        put_count_u32(out, self.transactions.len());
+        for tx in &self.transactions {
+            tx.encode(out);
+        }
+    }
+}
+
+impl Decode for CommittedLedger {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let header = LedgerHeader::decode(r)?;
+        let certificate = Certificate::decode(r)?;
+        let n = r.count_u32("ledger transactions", 0, BLOCK_TXS_MAX)?;
+        // Bounded count; each transaction decodes from bytes that must be present.
+        let mut transactions = Vec::with_capacity(n.min(r.remaining() / 64));
+        for _ in 0..n {
+            transactions.push(SignedTransaction::decode(r)?);
+        }
+        Ok(Self { header, certificate, transactions })
+    }
+}
+
+/// Why the pool refused a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// Already in the pool.
+    #[error("already pending")]
+    Known,
+    /// Already in a committed ledger.
+    #[error("already committed")]
+    Included,
+    /// Expired at the last committed ledger's time.
+    #[error("expired")]
+    Expired,
+    /// The pool is at its limit.
+    #[error("pool full")]
+    Full,
+}
+
+/// The verdict on a proposed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Every transaction valid in order; header identical to the re-execution's. `timely`: the
+    /// timestamp lies within the drift of this validator's clock — required only of a fresh
+    /// proposal, since a re-proposed value's quorum of prevotes already vouched for its time,
+    /// and a lock must never turn into a value that can no longer be prevoted.
+    Valid {
+        /// Within the drift of the clock.
+        timely: bool,
+    },
+    /// Why not.
+    Invalid(String),
+    /// Bodies this validator lacks: fetch them and check again.
+    Missing(Vec<TxId>),
+}
+
+/// Why a ledger could not be committed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChainError {
+    /// Not the next height.
+    #[error("ledger {got} does not follow {head}")]
+    Height {
+        /// Committed head.
+        head: u64,
+        /// The ledger's height.
+        got: u64,
+    },
+    /// The certificate does not certify the ledger under the set in force.
+    #[error("certificate: {0}")]
+    Certificate(#[from] CertificateError),
+    /// A transaction body is missing.
+    #[error("transaction {0} is not known")]
+    Missing(TxId),
+    /// A transaction fails verification.
+    #[error("transaction {0}: {1}")]
+    Tx(TxId, TxError),
+    /// The block does not apply.
+    #[error("block: {0}")]
+    Block(#[from] BlockError),
+    /// Re-execution gives another header (state root, validator set or tx root): this node and
+    /// the certifying quorum disagree on the state.
+    #[error("re-execution gives header {local:?}, the ledger says {certified:?}")]
+    Mismatch {
+        /// What this node computed.
+        local: Box<LedgerHeader>,
+        /// What was certified.
+        certified: Box<LedgerHeader>,
+    },
+}
+
+struct Executed {
+    state: State,
+    applied: Applied,
+    transactions: Vec<SignedTransaction>,
+}
+
+/// Committed state, pool and the executions of this height's values.
+pub struct Chain {
+    cfg: ChainConfig,
+    state: State,
+    pool: HashMap<TxId, VerifiedTx>,
+    /// Fee priority (DESIGN §4), then arrival.
+    order: BTreeSet<(Reverse<i64>, u64, TxId)>,
+    seq: HashMap<TxId, u64>,
+    next_seq: u64,
+    executed: HashMap<Hash, Executed>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("height", &self.state.head().height)
+            .field("pool", &self.pool.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chain {
+    /// A chain at a committed state.
+    pub fn new(state: State, cfg: ChainConfig) -> Self {
+        Self {
+            cfg,
+            state,
+            pool: HashMap::new(),
+            order: BTreeSet::new(),
+            seq: HashMap::new(),
+            next_seq: 0,
+            executed: HashMap::new(),
+        }
+    }
+
+    /// The committed state.
+    pub const fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The height consensus decides next.
+    pub fn next_height(&self) -> u64 {
+        self.state.head().height + 1
+    }
+
+    /// The set that certifies the next height.
+    pub fn validators(&self) -> &ValidatorSet {
+        self.state.validators()
+    }
+
+    /// Transactions pending.
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// A pending transaction.
+    pub fn pending(&self, id: &TxId) -> Option<&VerifiedTx> {
+        self.pool.get(id)
+    }
+
+    /// Adds a verified transaction to the pool.
+    pub fn add(&mut self, vtx: VerifiedTx) -> Result<(), PoolError> {
+        if self.pool.contains_key(&vtx.id) {
+            return Err(PoolError::Known);
+        }
+        if self.state.is_included(&vtx.id) {
+            return Err(PoolError::Included);
+        }
+        if vtx.tx.tx.expiration_ms <= self.state.head().timestamp_ms {
+            return Err(PoolError::Expired);
+        }
+        if self.pool.len() >= self.cfg.pool_max {
+            return Err(PoolError::Full);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert((Reverse(vtx.tx.tx.fee.amount), seq, vtx.id));
+        self.seq.insert(vtx.id, seq);
+        self.pool.insert(vtx.id, vtx);
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &TxId) {
+        if let (Some(vtx), Some(seq)) = (self.pool.remove(id), self.seq.remove(id)) {
+            self.order.remove(&(Reverse(vtx.tx.tx.fee.amount), seq, *id));
+        }
+    }
+
+    /// Builds the value of this validator's proposal at `now_ms`: pool transactions in fee
+    /// order, those invalid at their turn skipped and dropped from the pool.
+    pub fn build(&mut self, now_ms: i64) -> Value {
+        let timestamp_ms = now_ms.max(self.state.head().timestamp_ms + 1);
+        let mut scratch = self.state.clone();
+        let candidates: Vec<&VerifiedTx> =
+            self.order.iter().filter_map(|(_, _, id)| self.pool.get(id)).collect();
+        let built = build_block(&mut scratch, timestamp_ms, candidates, self.cfg.block_txs_max);
+        let (applied, rejected) = match built {
+            Ok(x) => x,
+            // Only a timestamp at or below the head's fails, and it was raised above it.
+            Err(e) => unreachable!("building on the committed state: {e}"),
+        };
+        for (id, _) in &rejected {
+            self.remove(id);
+        }
+        let transactions =
+            applied.tx_ids.iter().filter_map(|id| self.pool.get(id).map(|v| v.tx.clone())).collect();
+        let value = Value { header: applied.header, tx_ids: applied.tx_ids.clone() };
+        self.executed.insert(applied.hash, Executed { state: scratch, applied, transactions });
+        value
+    }
+
+    /// Checks a proposed value at `now_ms` by re-executing it on the committed state.
+    pub fn check(&mut self, value: &Value, now_ms: i64) -> CheckOutcome {
+        let h = &value.header;
+        let head = self.state.head();
+        if h.height != head.height + 1 {
+            return CheckOutcome::Invalid(format!("height {} does not follow {}", h.height, head.height));
+        }
+        if h.previous != self.state.head_hash() {
+            return CheckOutcome::Invalid("previous ledger hash differs".into());
+        }
+        if h.timestamp_ms <= head.timestamp_ms {
+            return CheckOutcome::Invalid(format!(
+                "timestamp {} not after the previous ledger's",
+                h.timestamp_ms
+            ));
+        }
+        let timely = h.timestamp_ms.abs_diff(now_ms) <= self.cfg.drift_ms.unsigned_abs();
+        if value.tx_ids.len() > self.cfg.block_txs_max.min(BLOCK_TXS_MAX) {
+            return CheckOutcome::Invalid(format!("{} transactions over the limit", value.tx_ids.len()));
+        }
+        let id = value.header.hash(&self.state.params().chain_id);
+        if self.executed.contains_key(&id) {
+            return CheckOutcome::Valid { timely };
+        }
+        let missing: Vec<TxId> =
+            value.tx_ids.iter().filter(|id| !self.pool.contains_key(id)).copied().collect();
+        if !missing.is_empty() {
+            return CheckOutcome::Missing(missing);
+        }
+        let txs: Vec<VerifiedTx> = value.tx_ids.iter().filter_map(|id| self.pool.get(id).cloned()).collect();
+        match self.execute(&value.header, txs) {
+            Ok(()) => CheckOutcome::Valid { timely },
+            Err(e) => CheckOutcome::Invalid(e.to_string()),
+        }
+    }
+
+    /// Executes `txs` at `header`'s time on a copy of the committed state and keeps the result
+    /// if it reproduces `header` exactly.
+    fn execute(&mut self, header: &LedgerHeader, txs: Vec<VerifiedTx>) -> Result<(), ChainError> {
+        let mut scratch = self.state.clone();
+        let applied = apply_verified(&mut scratch, header.timestamp_ms, &txs)?;
+        if applied.header != *header {
+            return Err(ChainError::Mismatch {
+                local: Box::new(applied.header),
+                certified: Box::new(*header),
+            });
+        }
+        let transactions = txs.into_iter().map(|v| v.tx).collect();
+        self.executed.insert(applied.hash, Executed { state: scratch, applied, transactions });
+        Ok(())
+    }
+
+    /// Commits a decided value: installs the executed state (executing it if this validator did
+    /// not check it yet) and returns the ledger to store.
+    pub fn commit(&mut self, value: &Value, certificate: Certificate) -> Result<CommittedLedger, ChainError> {
+        let head = self.state.head().height;
+        if value.header.height != head + 1 {
+            return Err(ChainError::Height { head, got: value.header.height });
+        }
+        let id = value.header.hash(&self.state.params().chain_id);
+        if !self.executed.contains_key(&id) {
+            let mut txs = Vec::with_capacity(value.tx_ids.len());
+            for tx_id in &value.tx_ids {
+                txs.push(self.pool.get(tx_id).cloned().ok_or(ChainError::Missing(*tx_id))?);
+            }
+            self.execute(&value.header, txs)?;
+        }
+        Ok(self.install(id, certificate))
+    }
+
+    /// Commits a ledger received over the sync channel: checks its certificate against the set
+    /// in force, verifies the transactions this node has not verified, re-executes, and checks
+    /// the header (so the state root) is reproduced.
+    pub fn apply_synced(&mut self, ledger: &CommittedLedger) -> Result<(), ChainError> {
+        let head = self.state.head().height;
+        if ledger.header.height != head + 1 {
+            return Err(ChainError::Height { head, got: ledger.header.height });
+        }
+        let chain_id = self.state.params().chain_id.clone();
+        let id = ledger.header.hash(&chain_id);
+        ledger.certificate.verify(
+            self.state.validators(),
+            &chain_id,
+            ledger.header.height,
+            &id,
+            self.cfg.backend,
+        )?;
+        if !self.executed.contains_key(&id) {
+            let mut txs = Vec::with_capacity(ledger.transactions.len());
+            for tx in &ledger.transactions {
+                let tx_id = tx.id(&chain_id);
+                let vtx = match self.pool.get(&tx_id) {
+                    Some(v) => v.clone(),
+                    None => verify(tx.clone(), tx_id, self.state.params(), self.cfg.backend)
+                        .map_err(|e| ChainError::Tx(tx_id, e))?,
+                };
+                txs.push(vtx);
+            }
+            self.execute(&ledger.header, txs)?;
+        }
+        self.install(id, ledger.certificate.clone());
+        Ok(())
+    }
+
+    fn install(&mut self, id: Hash, certificate: Certificate) -> CommittedLedger {
+        let Some(mut executed) = self.executed.remove(&id) else { unreachable!("executed by the caller") };
+        std::mem::swap(&mut self.state, &mut executed.state);
+        self.executed.clear();
+        for tx_id in &executed.applied.tx_ids {
+            self.remove(tx_id);
+        }
+        let now = self.state.head().timestamp_ms;
+        let expired: Vec<TxId> =
+            self.pool.values().filter(|v| v.tx.tx.expiration_ms <= now).map(|v| v.id).collect();
+        for tx_id in &expired {
+            self.remove(tx_id);
+        }
+        CommittedLedger { header: executed.applied.header, certificate, transactions: executed.transactions }
+    }
+}

@@ -1,0 +1,30 @@
+//! Consensus for Caasiope node: post-synchronous federated BFT.
+//!
+//! * [`Core`]: Tendermint's algorithm (Buchman, Kwon, Milosevic 2018) with voting weights, as a
+//!   pure state machine — `(state, input) → effects`, no I/O, no clock, no threads — so the
+//!   real network and a seeded deterministic simulator drive the same code.
+//! * [`Chain`]: the application side a validator host needs — the pool of validated
+//!   transactions, building proposals, checking proposed values by re-executing them on the
+//!   committed state, and committing decided or synced ledgers with their state root checked.
+//! * [`Equivocation`]: a compact, offline-checkable proof that a validator signed two
+//!   conflicting messages for one height and round.
+//!
+//! The wire formats are in `docs/CONSENSUS.md`.
+
+#![forbid(unsafe_code)]
+
+mod chain;
+mod core;
+mod evidence;
+mod message;
+mod votes;
+
+pub use crate::{
+    chain::{Chain, ChainConfig, ChainError, CheckOutcome, CommittedLedger, PoolError},
+    core::{
+        Config, Core, CoreStats, Decision, Effect, FUTURE_MESSAGES_MAX, Input, PeerId, ROUND_WINDOW, Timeout,
+        TimeoutKind, Timeouts,
+    },
+    evidence::{Equivocation, EvidenceError},
+    message::{Message, MessageError, Proposal, SignedProposal, SignedVote, Value},
+};
