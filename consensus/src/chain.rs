@@ -77,6 +77,15 @@ impl Decode for CommittedLedger {
     }
 }
 
+/// A ledger just committed: what to store.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// Header, certificate and transactions.
+    pub ledger: CommittedLedger,
+    /// What the engine applied (ids, receipts, touched accounts).
+    pub applied: Applied,
+}
+
 /// Why the pool refused a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -316,7 +325,7 @@ impl Chain {
 
     /// Commits a decided value: installs the executed state (executing it if this validator did
     /// not check it yet) and returns the ledger to store.
-    pub fn commit(&mut self, value: &Value, certificate: Certificate) -> Result<CommittedLedger, ChainError> {
+    pub fn commit(&mut self, value: &Value, certificate: Certificate) -> Result<Committed, ChainError> {
         let head = self.state.head().height;
         if value.header.height != head + 1 {
             return Err(ChainError::Height { head, got: value.header.height });
@@ -335,7 +344,7 @@ impl Chain {
     /// Commits a ledger received over the sync channel: checks its certificate against the set
     /// in force, verifies the transactions this node has not verified, re-executes, and checks
     /// the header (so the state root) is reproduced.
-    pub fn apply_synced(&mut self, ledger: &CommittedLedger) -> Result<(), ChainError> {
+    pub fn apply_synced(&mut self, ledger: &CommittedLedger) -> Result<Committed, ChainError> {
         let head = self.state.head().height;
         if ledger.header.height != head + 1 {
             return Err(ChainError::Height { head, got: ledger.header.height });
@@ -362,11 +371,10 @@ impl Chain {
             }
             self.execute(&ledger.header, txs)?;
         }
-        self.install(id, ledger.certificate.clone());
-        Ok(())
+        Ok(self.install(id, ledger.certificate.clone()))
     }
 
-    fn install(&mut self, id: Hash, certificate: Certificate) -> CommittedLedger {
+    fn install(&mut self, id: Hash, certificate: Certificate) -> Committed {
         let Some(mut executed) = self.executed.remove(&id) else { unreachable!("executed by the caller") };
         std::mem::swap(&mut self.state, &mut executed.state);
         self.executed.clear();
@@ -379,6 +387,11 @@ impl Chain {
         for tx_id in &expired {
             self.remove(tx_id);
         }
-        CommittedLedger { header: executed.applied.header, certificate, transactions: executed.transactions }
+        let ledger = CommittedLedger {
+            header: executed.applied.header,
+            certificate,
+            transactions: executed.transactions,
+        };
+        Committed { ledger, applied: executed.applied }
     }
 }

@@ -18,9 +18,10 @@ mod core;
 mod evidence;
 mod message;
 mod votes;
+mod wal;
 
 pub use crate::{
-    chain::{Chain, ChainConfig, ChainError, CheckOutcome, CommittedLedger, PoolError},
+    chain::{Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, PoolError},
     core::{
         Config, Core, CoreStats, Decision, Effect, FUTURE_MESSAGES_MAX, Input, PeerId, ROUND_WINDOW, Timeout,
         TimeoutKind, Timeouts,

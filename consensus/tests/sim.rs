@@ -257,7 +257,9 @@ impl Sim {
         let mut chain = Chain::new(State::from_genesis(&self.genesis), chain_cfg);
         // Restart from storage: re-execute every stored ledger (certificates checked again).
         for l in &ledgers {
-            chain.apply_synced(l).unwrap_or_else(|e| panic!("node {i} cannot replay its own ledger: {e}"));
+            if let Err(e) = chain.apply_synced(l) {
+                panic!("node {i} cannot replay its own ledger: {e}");
+            }
         }
         Node {
             up: true,
@@ -499,8 +501,17 @@ impl Sim {
     }
 
     fn decide(&mut self, i: usize, d: Decision) {
+        let next = self.nodes[i].chain.next_height();
+        if d.height < next {
+            // Committed already from a peer (sync) before the core decided: the same ledger.
+            let stored = self.nodes[i].ledgers[d.height as usize - 1].header.hash(CHAIN);
+            if stored != d.id {
+                self.fail(&format!("node {i} decided {} at {} but synced {stored}", d.id, d.height));
+            }
+            return;
+        }
         let ledger = match self.nodes[i].chain.commit(&d.value, d.certificate) {
-            Ok(l) => l,
+            Ok(c) => c.ledger,
             // A validator that restarted may have decided on a value whose bodies it lost with
             // its pool: it fetches the certified ledger from its peers.
             Err(caasiope_consensus::ChainError::Missing(_)) => {
@@ -570,7 +581,7 @@ impl Sim {
                     return;
                 }
                 match node.chain.apply_synced(&l) {
-                    Ok(()) => self.committed(to, *l, 0),
+                    Ok(_) => self.committed(to, *l, 0),
                     // A forged or stale ledger is refused; a certified one that does not
                     // re-execute to its header would be a divergence.
                     Err(caasiope_consensus::ChainError::Mismatch { .. }) => self.fail(&format!(

@@ -36,6 +36,10 @@ pub(crate) enum Command {
     Cert(CertCommand),
     /// Sets up a node directory: its TLS identity (node.crt, node.key) and validator key
     /// (validator.key); prints them as JSON. Never overwrites a file.
+    ///
+    /// With `--validators N`: writes a whole local network instead — genesis, validator keys,
+    /// node certificates and one config per process (N validators and an explorer) on loopback
+    /// ports; prints its layout as JSON.
     Init {
         /// The node directory (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -43,8 +47,26 @@ pub(crate) enum Command {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
+        /// Write a local network of this many validators.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=128))]
+        validators: Option<u16>,
+        #[command(flatten)]
+        net: LocalnetArgs,
     },
-    /// Runs one process in its role (single-validator mode until the network exists).
+    /// Runs a local network as separate processes (init first if DIR has none), prints the
+    /// endpoints, writes DIR/localnet.json, and stops every process on Ctrl-C.
+    Localnet {
+        /// How many validators.
+        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=128))]
+        validators: u16,
+        /// The network's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[command(flatten)]
+        net: LocalnetArgs,
+    },
+    /// Runs one process in its role: a networked validator, node or explorer, or a single
+    /// validator that alone is a quorum (no network section in its config).
     Run {
         /// The process's config file (TOML).
         #[arg(long, value_name = "FILE")]
@@ -72,6 +94,20 @@ pub(crate) enum Command {
         #[arg(long, default_value = "libsecp256k1")]
         backend: engine::Backend,
     },
+}
+
+/// Options of a local network's layout.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LocalnetArgs {
+    /// First port: submit base+i, peer-to-peer base+100+i, admin base+200+i.
+    #[arg(long, default_value_t = 7100, value_parser = clap::value_parser!(u16).range(1024..=65000))]
+    pub(crate) base_port: u16,
+    /// Block interval of every process.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60000))]
+    pub(crate) block_interval_ms: u64,
+    /// Transport of every process: auto, io_uring or epoll.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "io_uring", "epoll"])]
+    pub(crate) transport: String,
 }
 
 /// `caasiope cert …`

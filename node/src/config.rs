@@ -1,14 +1,24 @@
 //! The node's configuration file (`caasiope run --config FILE`).
 //!
 //! ```toml
-//! role = "validator"                 # validator | node | explorer (only validator runs yet)
+//! role = "validator"                 # validator | node | explorer
 //! data_dir = "data/validator-0"      # relative paths are relative to this file
 //! genesis = "genesis.toml"
-//! validator_key = "validator-0.key"  # consensus key: 64 hex characters
+//! validator_key = "validator-0.key"  # consensus key: 64 hex characters (validators)
 //! block_interval_ms = 1000           # 100 to 60000
 //! submit_listen = "127.0.0.1:7100"   # raw transaction submission (length-prefixed frames)
 //! backend = "libsecp256k1"           # or "k256"
 //! sync = "durable"                   # or "safe_no_sync" (see the storage crate)
+//! # The network (absent: single-validator mode, where this validator alone is a quorum).
+//! node_dir = "validator-0"           # TLS identity: node.crt, node.key
+//! listen = "127.0.0.1:7200"          # peer-to-peer (TLS 1.3)
+//! admin_listen = "127.0.0.1:7300"    # /healthz and /metrics, loopback only
+//! transport = "auto"                 # auto | io_uring | epoll
+//! [[peers]]                          # every peer this process talks to
+//! name = "validator-1"
+//! role = "validator"
+//! identity = "…64 hex…"              # SHA-256 of its certificate's SubjectPublicKeyInfo
+//! addr = "127.0.0.1:7201"
 //! ```
 
 use std::{
@@ -60,6 +70,36 @@ struct File {
     backend: Backend,
     #[serde(default)]
     sync: Sync,
+    node_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    transport: Option<String>,
+    #[serde(default)]
+    peers: Vec<PeerSpec>,
+}
+
+/// A peer of the configuration.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PeerSpec {
+    /// A name for logs and metrics.
+    pub(crate) name: String,
+    /// Its role.
+    pub(crate) role: Role,
+    /// Its TLS identity, 64 hex characters.
+    pub(crate) identity: String,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+}
+
+/// The network part of a configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct NetConfig {
+    pub(crate) node_dir: PathBuf,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) transport: net::transport::TransportChoice,
+    pub(crate) peers: Vec<(PeerSpec, net::Identity)>,
 }
 
 const fn default_interval() -> u64 {
@@ -85,6 +125,7 @@ pub(crate) struct NodeConfig {
     pub(crate) submit_listen: SocketAddr,
     pub(crate) backend: Backend,
     pub(crate) sync: Sync,
+    pub(crate) net: Option<NetConfig>,
 }
 
 /// Reads a bounded text file.
@@ -112,7 +153,38 @@ impl NodeConfig {
         if !(100..=60_000).contains(&f.block_interval_ms) {
             bail!("block_interval_ms must be 100 to 60000, not {}", f.block_interval_ms);
         }
+        let net = match (f.node_dir, f.admin_listen) {
+            (None, None) if f.peers.is_empty() && f.listen.is_none() => None,
+            (Some(node_dir), Some(admin_listen)) => {
+                if !admin_listen.ip().is_loopback() {
+                    bail!("admin_listen {admin_listen} must be a loopback address");
+                }
+                let mut peers = Vec::with_capacity(f.peers.len());
+                for p in f.peers {
+                    let identity: net::Identity =
+                        p.identity.parse().map_err(|e| anyhow::anyhow!("peer {}: identity: {e}", p.name))?;
+                    peers.push((p, identity));
+                }
+                if peers.is_empty() {
+                    bail!("a networked process needs at least one [[peers]] entry");
+                }
+                Some(NetConfig {
+                    node_dir: resolve(node_dir),
+                    listen: f.listen,
+                    admin_listen,
+                    transport: f
+                        .transport
+                        .as_deref()
+                        .unwrap_or("auto")
+                        .parse()
+                        .map_err(|e: String| anyhow::anyhow!("config {}: {e}", path.display()))?,
+                    peers,
+                })
+            }
+            _ => bail!("a networked process needs node_dir, admin_listen and [[peers]]"),
+        };
         Ok(Self {
+            net,
             role: f.role,
             data_dir: resolve(f.data_dir),
             genesis: resolve(f.genesis),

@@ -68,3 +68,9 @@ fn inspect(secret_hex: &str) -> anyhow::Result<Output> {
     let public_key = key.public_key();
     Output::json(&KeyInfo { public_key, address: public_key.address() })
 }
+
+/// Reads a key file written by [`create_key_file`].
+pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
+    let text = crate::config::read_text(path, 1024, "key file")?;
+    SecretKey::from_hex(text.trim()).with_context(|| format!("key file {}", path.display()))
+}

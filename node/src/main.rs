@@ -12,6 +12,8 @@ mod config;
 mod demo;
 mod exit;
 mod key;
+mod localnet;
+mod replica;
 mod run;
 mod submit;
 mod tx;
@@ -42,7 +44,13 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
     match cli.command {
         Command::Key(command) => key::run(command),
         Command::Cert(cli::CertCommand::New { dir, days }) => cert::new(&dir, days),
-        Command::Init { dir, days } => cert::init(&dir, days),
+        Command::Init { dir, days, validators: None, net: _ } => cert::init(&dir, days),
+        Command::Init { dir, validators: Some(n), net, .. } => {
+            localnet::init_command(&dir, usize::from(n), net.base_port, net.block_interval_ms, &net.transport)
+        }
+        Command::Localnet { validators, dir, net } => {
+            localnet::run(&dir, usize::from(validators), net.base_port, net.block_interval_ms, &net.transport)
+        }
         Command::Address(command) => address::run(command),
         Command::Tx(command) => tx::run(command),
         Command::Demo { json, backend } => demo::run(json, backend),

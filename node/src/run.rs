@@ -25,7 +25,7 @@ use engine::{
     state::State,
     tx::SignedTransaction,
 };
-use pipeline::{CommitSink, Pipeline, PipelineConfig, SealedLedger, Sealing, Submitter};
+use pipeline::{CommitSink, Pipeline, PipelineConfig, SealedLedger, Sealing};
 use storage::{Durability, Store, StoreOptions};
 
 use crate::{
@@ -115,8 +115,14 @@ impl CommitSink for ValidatorSink {
 /// Runs one process until SIGINT or SIGTERM.
 pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     let cfg = NodeConfig::load(config_path)?;
+    if cfg.net.is_some() {
+        return crate::replica::run(&cfg);
+    }
     if cfg.role != Role::Validator {
-        bail!("role {:?} needs the network, which is not built yet; only \"validator\" runs", cfg.role);
+        bail!(
+            "role {:?} follows validators over the network: its config needs node_dir, admin_listen and [[peers]]",
+            cfg.role
+        );
     }
     let key_path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
     let key = SecretKey::from_hex(&read_text(key_path, 1024, "validator key")?)
@@ -126,7 +132,9 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     let index = set.index_of(&key.public_key()).context("the validator key is not in the validator set")?;
     let weight = set.validators().get(index).map_or(0, |v| v.weight);
     if !set.is_quorum(weight) {
-        bail!("this validator alone is not a quorum; multi-validator consensus is not built yet");
+        bail!(
+            "this validator alone is not a quorum: configure the network (node_dir, admin_listen, [[peers]])"
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -154,7 +162,14 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     };
     let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
     let submitter = pipeline.submitter().context("pipeline closed at start")?;
-    serve_submissions(&cfg, &submitter, &chain_id, &stop)?;
+    let accept = |bytes: Vec<u8>| match SignedTransaction::decode_with_id(&bytes, &chain_id) {
+        Err(e) => format!("rejected {e}"),
+        Ok((_, id)) => match submitter.submit(vec![bytes]) {
+            Ok(()) => format!("accepted {id}"),
+            Err(e) => format!("rejected {e}"),
+        },
+    };
+    serve_submissions(cfg.submit_listen, &accept, &stop)?;
     drop(submitter);
     let (state, metrics) = pipeline.finish()?;
     eprintln!(
@@ -169,14 +184,12 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
 
 /// Accepts submissions until `stop`; each connection is served on its own thread, at most
 /// [`SUBMIT_CONNECTIONS_MAX`] at once.
-fn serve_submissions(
-    cfg: &NodeConfig,
-    submitter: &Submitter,
-    chain_id: &str,
+pub(crate) fn serve_submissions(
+    addr: std::net::SocketAddr,
+    accept: &(dyn Fn(Vec<u8>) -> String + std::marker::Sync),
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.submit_listen)
-        .with_context(|| format!("cannot listen on {}", cfg.submit_listen))?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     let live = Arc::new(AtomicUsize::new(0));
     std::thread::scope(|scope| {
@@ -188,9 +201,9 @@ fn serve_submissions(
                         continue;
                     }
                     live.fetch_add(1, Ordering::Relaxed);
-                    let (live, submitter) = (live.clone(), submitter.clone());
+                    let live = live.clone();
                     scope.spawn(move || {
-                        let _ = serve_connection(stream, &submitter, chain_id, stop);
+                        let _ = serve_connection(stream, accept, stop);
                         live.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
@@ -210,13 +223,13 @@ fn reply(mut stream: &TcpStream, line: &str) -> std::io::Result<()> {
 }
 
 /// One client: frames of `u32 big-endian length ‖ signed transaction bytes`; each is answered
-/// with one line, `accepted <id>` or `rejected <reason>`. Acceptance means the transaction
-/// decoded and entered the pipeline; later rules (signatures, balances) may still reject it.
+/// with the line `accept` returns, `accepted <id>` or `rejected <reason>`. Acceptance means the
+/// transaction passed what intake checks (decoding; in consensus mode also its signatures);
+/// later rules (balances, conflicts) may still keep it out of a ledger.
 /// Reads poll every 250 ms so a stop request or an idle client ends the connection promptly.
 fn serve_connection(
     mut stream: TcpStream,
-    submitter: &Submitter,
-    chain_id: &str,
+    accept: &(dyn Fn(Vec<u8>) -> String + std::marker::Sync),
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -237,14 +250,7 @@ fn serve_connection(
                 break;
             }
             let bytes: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
-            let line = match SignedTransaction::decode_with_id(&bytes, chain_id) {
-                Err(e) => format!("rejected {e}"),
-                Ok((_, id)) => match submitter.submit(vec![bytes]) {
-                    Ok(()) => format!("accepted {id}"),
-                    Err(e) => format!("rejected {e}"),
-                },
-            };
-            reply(&stream, &line)?;
+            reply(&stream, &accept(bytes))?;
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),

@@ -1,0 +1,357 @@
+//! `caasiope init --validators N --dir DIR` and `caasiope localnet --validators N --dir DIR`: a
+//! network of separate processes on loopback — N validators and one explorer — on embedded
+//! MDBX storage.
+//!
+//! Layout of DIR:
+//! ```text
+//! genesis.toml                 chain "localnet", the validators (weight 1), a funded faucet
+//! faucet.key                   the faucet's secret key (0600)
+//! validator-<i>/               node.crt, node.key (TLS identity), validator.key
+//! explorer/                    node.crt, node.key
+//! validator-<i>.toml, explorer.toml   one config per process
+//! data/<name>/                 each process's store and consensus log
+//! logs/<name>.log              each process's output (localnet)
+//! localnet.json                name, role, pid and ports of every process (localnet)
+//! ```
+//! Ports: submit `base + i`, peer-to-peer `base + 100 + i`, admin `base + 200 + i`, where the
+//! explorer is process N.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use engine::{
+    Address, Currency,
+    genesis::{BalanceSpec, CurrencySpec, Genesis, GenesisConfig},
+    ledger::Validator,
+};
+use net::NodeCert;
+
+use crate::{
+    cert::VALIDATOR_KEY_FILE,
+    config::{PeerSpec, Role},
+    exit::Output,
+};
+
+/// Raw units of CAS the faucet holds at genesis (10 million CAS).
+const FAUCET_FUNDING: i64 = 10_000_000 * 100_000_000;
+/// Chain id of a localnet.
+pub(crate) const LOCALNET_CHAIN: &str = "localnet";
+
+/// One process of a localnet.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Process {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) config: PathBuf,
+    pub(crate) submit: SocketAddr,
+    pub(crate) p2p: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) pid: Option<u32>,
+}
+
+/// What `init --validators` wrote.
+#[derive(Debug, serde::Serialize)]
+struct InitReport {
+    dir: PathBuf,
+    chain_id: &'static str,
+    genesis: PathBuf,
+    faucet: Address,
+    processes: Vec<Process>,
+}
+
+#[derive(serde::Serialize)]
+struct ConfigFile<'a> {
+    role: Role,
+    data_dir: String,
+    genesis: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validator_key: Option<String>,
+    block_interval_ms: u64,
+    submit_listen: SocketAddr,
+    node_dir: &'a str,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    transport: &'a str,
+    peers: Vec<PeerSpec>,
+}
+
+fn addr(port: u32) -> anyhow::Result<SocketAddr> {
+    let port = u16::try_from(port).context("port above 65535: choose a lower --base-port")?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Writes the layout of a localnet into `dir`; refuses if `dir` already holds a genesis.
+pub(crate) fn init(
+    dir: &Path,
+    validators: usize,
+    base_port: u16,
+    block_interval_ms: u64,
+    transport: &str,
+) -> anyhow::Result<Vec<Process>> {
+    if !(1..=engine::limits::VALIDATORS_MAX).contains(&validators) {
+        bail!("--validators must be 1 to {}", engine::limits::VALIDATORS_MAX);
+    }
+    if !(100..=60_000).contains(&block_interval_ms) {
+        bail!("--block-interval-ms must be 100 to 60000");
+    }
+    let genesis_path = dir.join("genesis.toml");
+    if genesis_path.exists() {
+        bail!("{} already exists; refusing to overwrite a network", genesis_path.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let base = u32::from(base_port);
+    let mut processes = Vec::new();
+    let mut identities = Vec::new();
+    let mut keys = Vec::new();
+    for i in 0..=validators {
+        let (name, role) = if i < validators {
+            (format!("validator-{i}"), Role::Validator)
+        } else {
+            ("explorer".into(), Role::Explorer)
+        };
+        let node_dir = dir.join(&name);
+        let cert = NodeCert::generate(365)?;
+        cert.save(&node_dir)?;
+        if role == Role::Validator {
+            keys.push(crate::key::create_key_file(&node_dir.join(VALIDATOR_KEY_FILE))?);
+        }
+        identities.push(cert.identity());
+        let i = i as u32;
+        processes.push(Process {
+            config: dir.join(format!("{name}.toml")),
+            name,
+            role,
+            submit: addr(base + i)?,
+            p2p: addr(base + 100 + i)?,
+            admin: addr(base + 200 + i)?,
+            pid: None,
+        });
+    }
+    let faucet = crate::key::create_key_file(&dir.join("faucet.key"))?;
+    let faucet_address = faucet.public_key().address();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let genesis = Genesis::new(GenesisConfig {
+        chain_id: LOCALNET_CHAIN.into(),
+        timestamp_ms: now_ms,
+        min_fee: 1_000,
+        max_ttl_ms: 3_600_000,
+        fee_account: faucet_address,
+        governance: faucet_address,
+        validators: keys.iter().map(|k| Validator { public_key: k.public_key(), weight: 1 }).collect(),
+        currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
+        declarations: vec![],
+        balances: vec![BalanceSpec {
+            address: faucet_address,
+            currency: Currency::CAS,
+            amount: FAUCET_FUNDING,
+        }],
+    })?;
+    for (i, p) in processes.iter().enumerate() {
+        let peers = processes
+            .iter()
+            .zip(&identities)
+            .filter(|(q, _)| q.name != p.name && (p.role == Role::Validator || q.role == Role::Validator))
+            .map(|(q, id)| PeerSpec {
+                name: q.name.clone(),
+                role: q.role,
+                identity: id.to_string(),
+                addr: q.p2p,
+            })
+            .collect();
+        let file = ConfigFile {
+            role: p.role,
+            data_dir: format!("data/{}", p.name),
+            genesis: "genesis.toml",
+            validator_key: (p.role == Role::Validator).then(|| format!("{}/{VALIDATOR_KEY_FILE}", p.name)),
+            block_interval_ms,
+            submit_listen: p.submit,
+            node_dir: &p.name,
+            listen: p.p2p,
+            admin_listen: p.admin,
+            transport,
+            peers,
+        };
+        let text = toml::to_string(&file).context("writing a config")?;
+        std::fs::write(&p.config, text).with_context(|| format!("writing {}", p.config.display()))?;
+        debug_assert_eq!(i < validators, p.role == Role::Validator);
+    }
+    std::fs::write(&genesis_path, genesis.to_toml())
+        .with_context(|| format!("writing {}", genesis_path.display()))?;
+    Ok(processes)
+}
+
+/// `caasiope init --validators N --dir DIR`.
+pub(crate) fn init_command(
+    dir: &Path,
+    validators: usize,
+    base_port: u16,
+    block_interval_ms: u64,
+    transport: &str,
+) -> anyhow::Result<Output> {
+    let processes = init(dir, validators, base_port, block_interval_ms, transport)?;
+    let faucet = crate::key::read_key_file(&dir.join("faucet.key"))?.public_key().address();
+    Output::json(&InitReport {
+        dir: dir.to_owned(),
+        chain_id: LOCALNET_CHAIN,
+        genesis: dir.join("genesis.toml"),
+        faucet,
+        processes,
+    })
+}
+
+/// The processes of an initialized localnet directory.
+pub(crate) fn processes(dir: &Path) -> anyhow::Result<Vec<Process>> {
+    let mut out = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".toml") && n != "genesis.toml")
+        .collect();
+    names.sort_by_key(|n| {
+        (
+            n == "explorer.toml",
+            n.trim_start_matches("validator-").trim_end_matches(".toml").parse::<u32>().unwrap_or(0),
+        )
+    });
+    for name in names {
+        let config = dir.join(&name);
+        let cfg = crate::config::NodeConfig::load(&config)?;
+        let net = cfg.net.as_ref().context("a localnet config has a network section")?;
+        out.push(Process {
+            name: name.trim_end_matches(".toml").to_owned(),
+            role: cfg.role,
+            config,
+            submit: cfg.submit_listen,
+            p2p: net.listen.context("a localnet process listens")?,
+            admin: net.admin_listen,
+            pid: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Spawns `caasiope run --config` for one process, its output appended to `logs/<name>.log`.
+pub(crate) fn spawn(dir: &Path, p: &Process) -> anyhow::Result<Child> {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{}.log", p.name)))?;
+    let exe = std::env::current_exe().context("locating the caasiope binary")?;
+    Command::new(exe)
+        .arg("run")
+        .arg("--config")
+        .arg(&p.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", p.name))
+}
+
+/// Asks a child to stop (SIGTERM), then kills it after `grace`.
+pub(crate) fn stop(child: &mut Child, grace: Duration) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on a pid of our own child, with a valid signal number.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `caasiope localnet --validators N --dir DIR`.
+pub(crate) fn run(
+    dir: &Path,
+    validators: usize,
+    base_port: u16,
+    block_interval_ms: u64,
+    transport: &str,
+) -> anyhow::Result<Output> {
+    if dir.join("genesis.toml").exists() {
+        eprintln!("caasiope: using the localnet in {}", dir.display());
+    } else {
+        init(dir, validators, base_port, block_interval_ms, transport)?;
+        eprintln!("caasiope: initialized a localnet of {validators} validators in {}", dir.display());
+    }
+    let mut processes = processes(dir)?;
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop_flag.clone()).context("installing signal handlers")?;
+    }
+    let mut children = Vec::new();
+    for p in &mut processes {
+        let child = spawn(dir, p)?;
+        p.pid = Some(child.id());
+        children.push(child);
+    }
+    let json = serde_json::to_string_pretty(&processes)?;
+    std::fs::write(dir.join("localnet.json"), json)?;
+    for p in &processes {
+        println!(
+            "{:<14} {:<9} pid {:<7} submit {}  p2p {}  admin http://{}/metrics",
+            p.name,
+            format!("{:?}", p.role).to_lowercase(),
+            p.pid.unwrap_or(0),
+            p.submit,
+            p.p2p,
+            p.admin
+        );
+    }
+    println!("logs in {}/logs; Ctrl-C stops every process", dir.display());
+    let mut last_report = Instant::now();
+    while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        for (p, c) in processes.iter().zip(children.iter_mut()) {
+            if let Ok(Some(status)) = c.try_wait() {
+                if p.pid.is_some() {
+                    eprintln!(
+                        "caasiope: {} exited ({status}); see {}/logs/{}.log",
+                        p.name,
+                        dir.display(),
+                        p.name
+                    );
+                }
+            }
+        }
+        processes.iter_mut().zip(children.iter_mut()).for_each(|(p, c)| {
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                p.pid = None;
+            }
+        });
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            let heights: Vec<String> = processes
+                .iter()
+                .map(|p| {
+                    let h = crate::replica::admin_get(p.admin, "/metrics")
+                        .ok()
+                        .and_then(|b| crate::replica::metric(&b, "caasiope_ledger_height"));
+                    format!("{} {}", p.name, h.map_or_else(|| "-".into(), |h| h.to_string()))
+                })
+                .collect();
+            println!("heights: {}", heights.join(", "));
+        }
+    }
+    eprintln!("caasiope: stopping the localnet");
+    for c in &mut children {
+        stop(c, Duration::from_secs(10));
+    }
+    Ok(Output::Nothing)
+}

@@ -1,0 +1,197 @@
+//! The admin endpoint (loopback only): `GET /healthz` and `GET /metrics` (Prometheus text).
+//!
+//! A deliberately tiny HTTP/1.1 responder — two fixed paths, one bounded request per
+//! connection — until the explorer API (axum) lands; requests over 8 KiB, slower than 5 s or
+//! not a GET are answered with 4xx and closed.
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+const REQUEST_BYTES_MAX: usize = 8 * 1024;
+const CONNECTIONS_MAX: u64 = 64;
+
+/// Counters and gauges of one process, updated by the host loop and the network.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) ledger_height: AtomicU64,
+    pub(crate) certified_ledgers: AtomicU64,
+    pub(crate) synced_ledgers: AtomicU64,
+    pub(crate) round: AtomicU64,
+    pub(crate) peers_connected: AtomicU64,
+    pub(crate) pool_size: AtomicU64,
+    pub(crate) committed_txs: AtomicU64,
+    pub(crate) rejected_txs: AtomicU64,
+    pub(crate) equivocations: AtomicU64,
+    pub(crate) bad_messages: AtomicU64,
+    pub(crate) dropped_events: AtomicU64,
+    pub(crate) last_commit_unix_ms: AtomicU64,
+    live_connections: AtomicU64,
+}
+
+impl Metrics {
+    fn render(&self, role: &str, transport: &str) -> String {
+        let mut out = String::new();
+        let g = |out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP caasiope_{name} {help}\n# TYPE caasiope_{name} {kind}");
+            let _ = writeln!(out, "caasiope_{name} {}", v.load(Ordering::Relaxed));
+        };
+        g(&mut out, "ledger_height", "Height of the last committed ledger.", "gauge", &self.ledger_height);
+        g(
+            &mut out,
+            "certified_ledgers_total",
+            "Ledgers this process decided in consensus.",
+            "counter",
+            &self.certified_ledgers,
+        );
+        g(
+            &mut out,
+            "synced_ledgers_total",
+            "Ledgers taken from peers (sync).",
+            "counter",
+            &self.synced_ledgers,
+        );
+        g(&mut out, "consensus_round", "Round of the height being decided.", "gauge", &self.round);
+        g(&mut out, "peers_connected", "Peers with a live connection.", "gauge", &self.peers_connected);
+        g(&mut out, "pool_size", "Validated transactions waiting for a ledger.", "gauge", &self.pool_size);
+        g(
+            &mut out,
+            "committed_txs_total",
+            "Transactions in committed ledgers.",
+            "counter",
+            &self.committed_txs,
+        );
+        g(&mut out, "rejected_txs_total", "Transactions refused at intake.", "counter", &self.rejected_txs);
+        g(&mut out, "equivocations_total", "Equivocation proofs kept.", "counter", &self.equivocations);
+        g(
+            &mut out,
+            "bad_messages_total",
+            "Peer messages dropped as malformed or forged.",
+            "counter",
+            &self.bad_messages,
+        );
+        g(
+            &mut out,
+            "dropped_events_total",
+            "Inbound events dropped on a full queue.",
+            "counter",
+            &self.dropped_events,
+        );
+        g(
+            &mut out,
+            "last_commit_unix_ms",
+            "Wall-clock time of the last commit, unix ms.",
+            "gauge",
+            &self.last_commit_unix_ms,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP caasiope_info Role and transport of this process.\n# TYPE caasiope_info gauge"
+        );
+        let _ = writeln!(out, "caasiope_info{{role=\"{role}\",transport=\"{transport}\"}} 1");
+        out
+    }
+}
+
+/// Serves the admin endpoint until the runtime stops.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    role: &'static str,
+    transport: &'static str,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        if metrics.live_connections.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
+            continue;
+        }
+        metrics.live_connections.fetch_add(1, Ordering::Relaxed);
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let response = match read_request(&mut stream).await {
+                    Ok(path) if path == "/healthz" => ok("text/plain", "ok\n"),
+                    Ok(path) if path == "/metrics" => {
+                        ok("text/plain; version=0.0.4", &metrics.render(role, transport))
+                    }
+                    Ok(_) => status("404 Not Found", "no such path; try /healthz or /metrics\n"),
+                    Err(why) => status(why, "bad request\n"),
+                };
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+            metrics.live_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Result<String, &'static str> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.map_err(|_| "400 Bad Request")?;
+        if n == 0 {
+            return Err("400 Bad Request");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > REQUEST_BYTES_MAX {
+            return Err("431 Request Header Fields Too Large");
+        }
+    }
+    let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = std::str::from_utf8(line).map_err(|_| "400 Bad Request")?;
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next()) {
+        (Some("GET"), Some(path)) => Ok(path.split('?').next().unwrap_or(path).to_owned()),
+        (Some(_), Some(_)) => Err("405 Method Not Allowed"),
+        _ => Err("400 Bad Request"),
+    }
+}
+
+fn ok(content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn status(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// `GET path` on `addr`, for tests and `localnet`: the body of a 200 answer.
+pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.take(1 << 20).read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{}", head.lines().next().unwrap_or("no answer"));
+    }
+    Ok(body.to_owned())
+}
+
+/// The value of metric `name` (without labels) in a Prometheus text body.
+pub(crate) fn metric(body: &str, name: &str) -> Option<u64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
+}

@@ -1,0 +1,172 @@
+//! The process's peer-to-peer side: a TLS listener and dialers (one connection per peer pair),
+//! each connection's inbound channels forwarded to the host loop as events.
+//!
+//! Who dials whom: a validator dials the validators whose identity sorts above its own; a node
+//! or explorer dials every validator; everyone accepts the peers of its configuration. So each
+//! pair has exactly one connection, and a restarted process is redialed by (or redials) each
+//! peer with back-off.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use crossbeam_channel::{Sender, TrySendError};
+use net::{
+    Identity, NodeCert,
+    conn::{ConnConfig, Inbound, PeerHandle, connection},
+    dial::{Attempt, Backoff, keep_connected},
+    frame::Channel,
+    tls::{client_config, peer_identity, server_config},
+    transport::Transport,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::{Event, admin::Metrics};
+use crate::config::{NetConfig, Role};
+
+/// Index of a peer in the configuration's `[[peers]]`.
+pub(crate) type PeerIndex = usize;
+
+/// Starts the listener and the dialers on the current tokio runtime.
+pub(crate) async fn start(
+    cfg: &NetConfig,
+    my_role: Role,
+    node: &NodeCert,
+    chain_id: &str,
+    transport: Transport,
+    events: Sender<Event>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let conn_cfg = ConnConfig::new(chain_id);
+    let identities: Vec<Identity> = cfg.peers.iter().map(|(_, id)| *id).collect();
+    let generation = Arc::new(AtomicU64::new(0));
+    if let Some(listen) = cfg.listen {
+        let acceptor = TlsAcceptor::from(server_config(node, identities.clone())?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let (events, metrics, transport, conn_cfg, generation) =
+            (events.clone(), metrics.clone(), transport.clone(), conn_cfg.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok(stream) = transport.wrap(tcp) else { continue };
+                let (acceptor, events, metrics, conn_cfg, identities, generation) = (
+                    acceptor.clone(),
+                    events.clone(),
+                    metrics.clone(),
+                    conn_cfg.clone(),
+                    identities.clone(),
+                    generation.clone(),
+                );
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(conn_cfg.hello_timeout, acceptor.accept(stream)).await;
+                    let Ok(Ok(tls)) = handshake else { return };
+                    let Some(id) = peer_identity(tls.get_ref().1.peer_certificates()) else { return };
+                    let Some(peer) = identities.iter().position(|p| *p == id) else { return };
+                    let (handle, inbound, driver) = connection(conn_cfg);
+                    let gen_ = generation.fetch_add(1, Ordering::Relaxed);
+                    if !connected(peer, gen_, handle, inbound, &events, &metrics) {
+                        return;
+                    }
+                    let _ = driver.run(tls).await;
+                    disconnected(peer, gen_, &events, &metrics);
+                });
+            }
+        });
+    }
+    let me = node.identity();
+    for (peer, (spec, id)) in cfg.peers.iter().enumerate() {
+        let dial = match my_role {
+            Role::Validator => spec.role == Role::Validator && id.0 > me.0,
+            Role::Node | Role::Explorer => spec.role == Role::Validator,
+        };
+        if !dial {
+            continue;
+        }
+        // One verifier per dialed peer, accepting only that peer: the connection is known to
+        // be with it.
+        let connector = TlsConnector::from(client_config(node, [*id])?);
+        let (addr, events, metrics, transport, conn_cfg, generation): (SocketAddr, _, _, _, _, _) = (
+            spec.addr,
+            events.clone(),
+            metrics.clone(),
+            transport.clone(),
+            conn_cfg.clone(),
+            generation.clone(),
+        );
+        let name = spec.name.clone();
+        tokio::spawn(async move {
+            let backoff = Backoff {
+                min: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+                ..Backoff::default()
+            };
+            let current = Arc::new(AtomicU64::new(u64::MAX));
+            let on_connect = {
+                let (events, metrics, current) = (events.clone(), metrics.clone(), current.clone());
+                move |handle: PeerHandle, inbound: Inbound| {
+                    let gen_ = generation.fetch_add(1, Ordering::Relaxed);
+                    current.store(gen_, Ordering::Relaxed);
+                    connected(peer, gen_, handle, inbound, &events, &metrics)
+                }
+            };
+            let on_attempt = move |a: &Attempt, _delay: Duration| {
+                if let Attempt::Ended(why) = a {
+                    eprintln!("caasiope: connection to {name} ended: {why}");
+                    disconnected(peer, current.load(Ordering::Relaxed), &events, &metrics);
+                }
+            };
+            keep_connected(addr, connector, transport, conn_cfg, backoff, on_connect, on_attempt).await;
+        });
+    }
+    Ok(())
+}
+
+/// Registers a connection with the host and forwards its inbound channels.
+fn connected(
+    peer: PeerIndex,
+    generation: u64,
+    handle: PeerHandle,
+    inbound: Inbound,
+    events: &Sender<Event>,
+    metrics: &Arc<Metrics>,
+) -> bool {
+    if events.send(Event::Connected { peer, generation, handle }).is_err() {
+        return false;
+    }
+    metrics.peers_connected.fetch_add(1, Ordering::Relaxed);
+    let Inbound { channels } = inbound;
+    for (channel, mut rx) in Channel::ALL.into_iter().zip(channels) {
+        if channel == Channel::Control {
+            continue;
+        }
+        let (events, metrics) = (events.clone(), metrics.clone());
+        tokio::spawn(async move {
+            while let Some(payload) = rx.recv().await {
+                match events.try_send(Event::Frame { peer, channel, payload }) {
+                    Ok(()) => {}
+                    // The host is behind: drop (consensus re-broadcasts, gossip is best effort,
+                    // sync is re-requested) rather than grow memory.
+                    Err(TrySendError::Full(_)) => {
+                        metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+        });
+    }
+    true
+}
+
+fn disconnected(peer: PeerIndex, generation: u64, events: &Sender<Event>, metrics: &Arc<Metrics>) {
+    metrics.peers_connected.fetch_sub(1, Ordering::Relaxed);
+    let _ = events.send(Event::Disconnected { peer, generation });
+}

@@ -1,0 +1,430 @@
+//! A four-validator network of separate `caasiope` processes on loopback (plus an explorer):
+//! transactions submitted to any validator commit on all; ledgers stay certified with one
+//! validator killed, which comes back to the same chain; two of four killed certify nothing and
+//! fork nothing, and progress resumes when one returns; a validator cut off by a partition
+//! (loopback proxies that drop its links) never certifies alone and catches up after it heals.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use engine::{
+    Currency, Encode, SecretKey,
+    tx::{Fee, Leg, TX_VERSION, Transaction},
+};
+
+const CHAIN: &str = "localnet";
+const VALIDATORS: usize = 4;
+
+struct Proc {
+    name: String,
+    config: PathBuf,
+    submit: SocketAddr,
+    admin: SocketAddr,
+    child: Option<Child>,
+}
+
+struct Localnet {
+    dir: tempfile::TempDir,
+    procs: Vec<Proc>,
+}
+
+/// A base port whose 300 ports above are free now (a collision later fails the test loudly).
+fn free_base() -> u16 {
+    // Tests of this binary run in parallel: each takes the next range, never the same one.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let seed = std::process::id() as u16;
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(k < 140, "no free port range");
+        let base = 20_000 + (seed.wrapping_add(k) % 140) * 300;
+        let free =
+            (0..300).filter(|o| o % 100 < 8).all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_caasiope"))
+}
+
+impl Localnet {
+    fn init(block_interval_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let base = free_base();
+        let out = bin()
+            .args(["init", "--validators", &VALIDATORS.to_string(), "--dir"])
+            .arg(dir.path())
+            .args(["--base-port", &base.to_string(), "--block-interval-ms", &block_interval_ms.to_string()])
+            .args(["--transport", "epoll"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let procs = report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| Proc {
+                name: p["name"].as_str().unwrap().into(),
+                config: p["config"].as_str().unwrap().into(),
+                submit: p["submit"].as_str().unwrap().parse().unwrap(),
+                admin: p["admin"].as_str().unwrap().parse().unwrap(),
+                child: None,
+            })
+            .collect();
+        Self { dir, procs }
+    }
+
+    fn start(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        assert!(p.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", p.name)))
+            .unwrap();
+        let child = bin()
+            .arg("run")
+            .arg("--config")
+            .arg(&p.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        p.child = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for p in &mut self.procs {
+            if let Some(mut c) = p.child.take() {
+                // SAFETY: kill(2) on our own child with a valid signal.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                let until = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < until && matches!(c.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let status = c.wait().unwrap();
+                assert!(status.success() || status.code().is_none(), "{} exited with {status}", p.name);
+            }
+        }
+    }
+
+    fn metric(&self, i: usize, name: &str) -> Option<u64> {
+        let mut s = TcpStream::connect_timeout(&self.procs[i].admin, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.take(1 << 20).read_to_string(&mut text).ok()?;
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    fn height(&self, i: usize) -> u64 {
+        self.metric(i, "caasiope_ledger_height").unwrap_or(0)
+    }
+
+    fn heights(&self, of: &[usize]) -> Vec<u64> {
+        of.iter().map(|&i| self.height(i)).collect()
+    }
+
+    fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            let text =
+                std::fs::read_to_string(self.dir.path().join(format!("{}.log", p.name))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!("--- {}\n{}\n", p.name, lines[lines.len().saturating_sub(8)..].join("\n"));
+        }
+        out
+    }
+
+    fn wait(&self, what: &str, timeout_s: u64, mut ok: impl FnMut(&Self) -> bool) {
+        let until = Instant::now() + Duration::from_secs(timeout_s);
+        while Instant::now() < until {
+            if ok(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}; heights {:?}\n{}",
+            self.heights(&[0, 1, 2, 3, 4]),
+            self.log_tail()
+        );
+    }
+
+    /// Submits signed bytes to process `i`; returns the answer line.
+    fn submit(&self, i: usize, bytes: &[u8]) -> String {
+        let mut s = TcpStream::connect_timeout(&self.procs[i].submit, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&(bytes.len() as u32).to_be_bytes()).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
+
+    fn faucet(&self) -> SecretKey {
+        let text = std::fs::read_to_string(self.dir.path().join("faucet.key")).unwrap();
+        SecretKey::from_hex(text.trim()).unwrap()
+    }
+
+    /// The header hash at every height 1..=h of the store of process `i` (stopped).
+    fn chain_of(&self, i: usize) -> Vec<engine::Hash> {
+        let (store, state) = storage::Store::open(data_dir(self.dir.path(), &self.procs[i].name)).unwrap();
+        (1..=state.head().height).map(|h| store.header(h).unwrap().unwrap().0.hash(CHAIN)).collect()
+    }
+}
+
+fn data_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join("data").join(name)
+}
+
+impl Drop for Localnet {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            if let Some(mut c) = p.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn transfer(faucet: &SecretKey, n: u64) -> Vec<u8> {
+    let from = faucet.public_key().address();
+    let to = SecretKey::from_bytes(&{
+        let mut b = [7u8; 32];
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        b
+    })
+    .unwrap()
+    .public_key()
+    .address();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    Transaction {
+        version: TX_VERSION,
+        expiration_ms: now + 120_000,
+        declarations: vec![],
+        inputs: vec![Leg { address: from, currency: Currency::CAS, amount: 1_000 + n as i64 }],
+        outputs: vec![Leg { address: to, currency: Currency::CAS, amount: 1_000 + n as i64 }],
+        message: n.to_be_bytes().to_vec(),
+        fee: Fee { payer: from, amount: 1_000 },
+    }
+    .sign(CHAIN, &[faucet])
+    .to_bytes()
+}
+
+#[test]
+fn four_validators_commit_survive_crashes_and_never_fork_without_quorum() {
+    let mut net = Localnet::init(200);
+    for i in 0..=VALIDATORS {
+        net.start(i);
+    }
+    let all = [0, 1, 2, 3, 4];
+    net.wait("every process past height 3", 60, |n| n.heights(&all).iter().all(|&h| h >= 3));
+
+    // Transactions submitted to different validators commit everywhere (explorer included).
+    let faucet = net.faucet();
+    for k in 0..20u64 {
+        let answer = net.submit((k % 4) as usize, &transfer(&faucet, k));
+        assert!(answer.starts_with("accepted "), "{answer}");
+    }
+    assert!(net.submit(1, b"garbage").starts_with("rejected "));
+    net.wait("20 transactions committed on every process", 60, |n| {
+        all.iter().all(|&i| n.metric(i, "caasiope_committed_txs_total").unwrap_or(0) >= 20)
+    });
+
+    // One validator killed: the other three keep certifying.
+    net.kill9(3);
+    let h = net.heights(&[0, 1, 2]).into_iter().max().unwrap();
+    net.wait("3 more ledgers without validator 3", 60, |n| n.heights(&[0, 1, 2]).iter().all(|&x| x >= h + 3));
+    // It restarts from its store and write-ahead log and catches up.
+    net.start(3);
+    net.wait("validator 3 caught up", 60, |n| {
+        n.height(3) >= n.height(0).saturating_sub(1) && n.height(3) > h
+    });
+
+    // Two of four killed: no quorum, so nothing new is certified.
+    net.kill9(2);
+    net.kill9(3);
+    std::thread::sleep(Duration::from_millis(500));
+    let stalled = net.heights(&[0, 1]).into_iter().max().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = net.heights(&[0, 1]);
+    assert!(after.iter().all(|&x| x <= stalled), "certified without a quorum: {stalled} then {after:?}");
+    // One returns: progress resumes.
+    net.start(2);
+    net.wait("progress with three validators again", 60, |n| {
+        n.heights(&[0, 1, 2]).iter().all(|&x| x >= stalled + 3)
+    });
+    net.start(3);
+    net.wait("validator 3 back", 60, |n| n.height(3) >= stalled + 3);
+
+    // Every store holds one chain: the same ledger at every height they share.
+    net.stop_all();
+    let chains: Vec<Vec<engine::Hash>> = all.iter().map(|&i| net.chain_of(i)).collect();
+    let shortest = chains.iter().map(Vec::len).min().unwrap();
+    assert!(shortest >= 6);
+    for c in &chains[1..] {
+        assert_eq!(&c[..shortest], &chains[0][..shortest], "fork");
+    }
+    // And each store re-executes to its state root (the offline check).
+    for &i in &all {
+        let out = bin()
+            .args(["db", "verify", "--dir"])
+            .arg(data_dir(net.dir.path(), &net.procs[i].name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A loopback proxy per (dialer, target) pair of validators, each cut while `blocked` holds.
+struct Proxy {
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(listen: TcpListener, target: SocketAddr, blocked: Arc<AtomicBool>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        listen.set_nonblocking(true).unwrap();
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listen.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                if blocked.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else { continue };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    let (blocked, stop) = (blocked.clone(), stop2.clone());
+                    std::thread::spawn(move || {
+                        from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            if blocked.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_partitioned_minority_never_certifies_and_catches_up_after_healing() {
+    let mut net = Localnet::init(200);
+    // Route every validator-to-validator link through a proxy of its own; the link of
+    // validator 0 with any other is cut while `cut` holds.
+    let cut = Arc::new(AtomicBool::new(false));
+    let never = Arc::new(AtomicBool::new(false));
+    let mut proxies = Vec::new();
+    for i in 0..VALIDATORS {
+        let path = net.procs[i].config.clone();
+        let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for peer in cfg["peers"].as_array_mut().unwrap() {
+            if peer["role"].as_str() != Some("validator") {
+                continue;
+            }
+            let target: SocketAddr = peer["addr"].as_str().unwrap().parse().unwrap();
+            let j: usize = peer["name"].as_str().unwrap().trim_start_matches("validator-").parse().unwrap();
+            let listen = TcpListener::bind("127.0.0.1:0").unwrap();
+            peer["addr"] = toml::Value::String(listen.local_addr().unwrap().to_string());
+            let blocked = if i == 0 || j == 0 { cut.clone() } else { never.clone() };
+            proxies.push(Proxy::start(listen, target, blocked));
+        }
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    }
+    for i in 0..=VALIDATORS {
+        net.start(i);
+    }
+    let all = [0, 1, 2, 3];
+    net.wait("every validator past height 3", 60, |n| n.heights(&all).iter().all(|&h| h >= 3));
+    cut.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    let certified = net.metric(0, "caasiope_certified_ledgers_total").unwrap();
+    let h0 = net.height(0);
+    let majority = net.heights(&[1, 2, 3]).into_iter().max().unwrap();
+    net.wait("the majority certifies 5 more ledgers", 60, |n| {
+        n.heights(&[1, 2, 3]).iter().all(|&x| x >= majority + 5)
+    });
+    // Alone, validator 0 has certified nothing since the cut (nor taken anything: no peer).
+    assert_eq!(
+        net.metric(0, "caasiope_certified_ledgers_total").unwrap(),
+        certified,
+        "peers of validator 0: {:?}\n{}",
+        net.metric(0, "caasiope_peers_connected"),
+        net.log_tail()
+    );
+    assert_eq!(net.height(0), h0);
+    cut.store(false, Ordering::Relaxed);
+    let target = net.heights(&[1, 2, 3]).into_iter().max().unwrap();
+    net.wait("validator 0 catches up after the partition heals", 60, |n| n.height(0) >= target);
+    net.stop_all();
+    let chains: Vec<Vec<engine::Hash>> = all.iter().map(|&i| net.chain_of(i)).collect();
+    let shortest = chains.iter().map(Vec::len).min().unwrap();
+    for c in &chains[1..] {
+        assert_eq!(&c[..shortest], &chains[0][..shortest], "fork");
+    }
+    drop(proxies);
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the `caasiope` binary: one test binary (see STYLE.md).
+
+mod cli;
+mod localnet;
