@@ -85,6 +85,17 @@ pub fn workload(senders: usize, accounts: usize) -> Workload {
 /// workload has any (accounts beyond the senders), else to another sender; each with a distinct
 /// amount so every id differs.
 pub fn transfer_bytes(w: &Workload, j: usize, accounts: usize, expiration_ms: i64) -> Vec<u8> {
+    transfer_bytes_on(w, CHAIN, j, accounts, expiration_ms)
+}
+
+/// [`transfer_bytes`] signed for chain `chain_id` (a localnet's genesis funding the same keys).
+pub fn transfer_bytes_on(
+    w: &Workload,
+    chain_id: &str,
+    j: usize,
+    accounts: usize,
+    expiration_ms: i64,
+) -> Vec<u8> {
     let senders = w.keys.len().max(1);
     let key = &w.keys[j % senders];
     let from = key.public_key().address();
@@ -107,7 +118,7 @@ pub fn transfer_bytes(w: &Workload, j: usize, accounts: usize, expiration_ms: i6
         message: vec![],
         fee: Fee { payer: from, amount: MIN_FEE },
     };
-    tx.sign(CHAIN, &[key]).to_bytes()
+    tx.sign(chain_id, &[key]).to_bytes()
 }
 
 /// `n` signed transfers ([`transfer_bytes`] 0 to n − 1), signed in parallel: setup, not what

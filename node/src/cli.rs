@@ -255,6 +255,28 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A local network of validator processes fed pre-signed transfers at a fixed rate:
+    /// committed tx/s and finality p50/p99 against the machine's signature-verification rate
+    /// divided by the number of validators (measured before and after, same run).
+    Localnet {
+        /// Validator processes.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+        validators: u16,
+        /// Transactions offered per second.
+        #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        rate: u64,
+        /// Seconds of offered load.
+        #[arg(long, value_name = "S", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration: u64,
+        /// Funded accounts the transfers move between.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(2..=5_000_000))]
+        accounts: u64,
+        #[command(flatten)]
+        net: LocalnetArgs,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// The full single-node path (decode, verify, apply, seal, MDBX commit) against the
     /// machine's signature-verification bound.
     Pipeline {

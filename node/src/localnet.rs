@@ -95,6 +95,18 @@ pub(crate) fn init(
     block_interval_ms: u64,
     transport: &str,
 ) -> anyhow::Result<Vec<Process>> {
+    init_with(dir, validators, base_port, block_interval_ms, transport, Vec::new())
+}
+
+/// [`init`] with more funded accounts in the genesis (`bench localnet`'s senders and receivers).
+pub(crate) fn init_with(
+    dir: &Path,
+    validators: usize,
+    base_port: u16,
+    block_interval_ms: u64,
+    transport: &str,
+    extra_balances: Vec<BalanceSpec>,
+) -> anyhow::Result<Vec<Process>> {
     if !(1..=engine::limits::VALIDATORS_MAX).contains(&validators) {
         bail!("--validators must be 1 to {}", engine::limits::VALIDATORS_MAX);
     }
@@ -149,11 +161,13 @@ pub(crate) fn init(
         validators: keys.iter().map(|k| Validator { public_key: k.public_key(), weight: 1 }).collect(),
         currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
         declarations: vec![],
-        balances: vec![BalanceSpec {
+        balances: std::iter::once(BalanceSpec {
             address: faucet_address,
             currency: Currency::CAS,
             amount: FAUCET_FUNDING,
-        }],
+        })
+        .chain(extra_balances)
+        .collect(),
     })?;
     for (i, p) in processes.iter().enumerate() {
         let peers = processes

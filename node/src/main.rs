@@ -5,6 +5,7 @@
 
 mod address;
 mod bench;
+mod bench_localnet;
 mod bench_net;
 mod cert;
 mod cli;
@@ -60,6 +61,22 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Bench(cli::BenchCommand::Net { transport, messages, json: _ }) => {
             bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)?, transport })
         }
+        Command::Bench(cli::BenchCommand::Localnet {
+            validators,
+            rate,
+            duration,
+            accounts,
+            net,
+            json: _,
+        }) => bench_localnet::run(&bench_localnet::LocalnetBench {
+            validators: usize::from(validators),
+            rate,
+            duration_s: duration,
+            accounts: usize::try_from(accounts)?,
+            block_interval_ms: net.block_interval_ms,
+            base_port: net.base_port,
+            transport: net.transport,
+        }),
         Command::Bench(cli::BenchCommand::Pipeline {
             txs,
             accounts,

@@ -1,4 +1,6 @@
-//! The admin endpoint (loopback only): `GET /healthz` and `GET /metrics` (Prometheus text).
+//! The admin endpoint (loopback only): `GET /healthz`, `GET /metrics` (Prometheus text) and
+//! `GET /committed?from=H` (the last committed ledgers' heights, commit times and transaction
+//! ids, one line each: what `bench localnet` measures finality with).
 //!
 //! A deliberately tiny HTTP/1.1 responder — two fixed paths, one bounded request per
 //! connection — until the explorer API (axum) lands; requests over 8 KiB, slower than 5 s or
@@ -38,9 +40,48 @@ pub(crate) struct Metrics {
     pub(crate) dropped_events: AtomicU64,
     pub(crate) last_commit_unix_ms: AtomicU64,
     live_connections: AtomicU64,
+    /// The last committed ledgers: height, commit time, transaction ids (for `/committed`).
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
 }
 
+/// Ledgers kept for `/committed`.
+const RECENT_LEDGERS_MAX: usize = 512;
+/// Ledgers per `/committed` answer.
+const COMMITTED_PAGE_MAX: usize = 64;
+/// Bytes after which a `/committed` answer ends (one ledger of 10,000 ids is 650 KB).
+const COMMITTED_PAGE_BYTES: usize = 4 << 20;
+
 impl Metrics {
+    /// Records a committed ledger for `/committed`.
+    pub(crate) fn record_commit(&self, height: u64, unix_ms: i64, ids: Vec<engine::tx::TxId>) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= RECENT_LEDGERS_MAX {
+                recent.pop_front();
+            }
+            recent.push_back((height, unix_ms, ids));
+        }
+    }
+
+    /// One line per recent ledger at or above `from` (at most [`COMMITTED_PAGE_MAX`]):
+    /// `height commit_unix_ms tx_count id…`.
+    fn committed(&self, from: u64) -> String {
+        let mut out = String::new();
+        if let Ok(recent) = self.recent.lock() {
+            for (h, ms, ids) in recent.iter().filter(|(h, _, _)| *h >= from).take(COMMITTED_PAGE_MAX) {
+                // A page ends after the ledger that takes it past 4 MiB.
+                if out.len() > COMMITTED_PAGE_BYTES {
+                    break;
+                }
+                let _ = write!(out, "{h} {ms} {}", ids.len());
+                for id in ids {
+                    let _ = write!(out, " {id}");
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     fn render(&self, role: &str, transport: &str) -> String {
         let mut out = String::new();
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64| {
@@ -122,6 +163,12 @@ pub(crate) async fn serve(
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 let response = match read_request(&mut stream).await {
                     Ok(path) if path == "/healthz" => ok("text/plain", "ok\n"),
+                    Ok(path) if path.starts_with("/healthz?") => ok("text/plain", "ok\n"),
+                    Ok(path) if path.starts_with("/committed") => {
+                        let from =
+                            path.split_once("?from=").and_then(|(_, h)| h.parse::<u64>().ok()).unwrap_or(0);
+                        ok("text/plain", &metrics.committed(from))
+                    }
                     Ok(path) if path == "/metrics" => {
                         ok("text/plain; version=0.0.4", &metrics.render(role, transport))
                     }
@@ -154,7 +201,7 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Result<String, &'st
     let line = std::str::from_utf8(line).map_err(|_| "400 Bad Request")?;
     let mut parts = line.split(' ');
     match (parts.next(), parts.next()) {
-        (Some("GET"), Some(path)) => Ok(path.split('?').next().unwrap_or(path).to_owned()),
+        (Some("GET"), Some(path)) => Ok(path.to_owned()),
         (Some(_), Some(_)) => Err("405 Method Not Allowed"),
         _ => Err("400 Bad Request"),
     }
@@ -181,7 +228,7 @@ pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n")?;
     let mut text = String::new();
-    s.take(1 << 20).read_to_string(&mut text)?;
+    s.take(16 << 20).read_to_string(&mut text)?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     if !head.starts_with("HTTP/1.1 200") {
         anyhow::bail!("{}", head.lines().next().unwrap_or("no answer"));

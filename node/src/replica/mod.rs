@@ -501,7 +501,9 @@ impl Host {
         let height = ledger.header.height;
         self.metrics.ledger_height.store(height, Ordering::Relaxed);
         self.metrics.committed_txs.fetch_add(ledger.transactions.len() as u64, Ordering::Relaxed);
-        self.metrics.last_commit_unix_ms.store(now_ms() as u64, Ordering::Relaxed);
+        let now = now_ms();
+        self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
+        self.metrics.record_commit(height, now, applied.tx_ids.clone());
         self.waiting.clear();
         self.stuck = false;
         // Followers get each ledger pushed (and poll for what they miss).

@@ -1,0 +1,325 @@
+//! `caasiope bench localnet --validators N --rate R --duration S --json`: a local network of N
+//! validator processes on this machine, fed pre-signed transfers at R per second for S seconds
+//! through their submit ports (round-robin); reports committed transactions per second,
+//! finality (submit → certified ledger, from each ledger's commit time on validator 0) p50/p99,
+//! the block interval, every process's CPU, and the same-run bound: the machine's signature
+//! verification rate (every core verifying pre-made signatures, before and after the run)
+//! divided by the number of validators, since each validator verifies every transaction once.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use engine::{
+    Backend, Hash,
+    tx::{SignedTransaction, TxId},
+    validate::verify_signatures,
+};
+use rayon::prelude::*;
+
+use crate::{
+    bench::process_cpu_s,
+    config::Role,
+    exit::Output,
+    localnet::{LOCALNET_CHAIN, init_with, processes, spawn, stop},
+    replica::{admin_get, metric},
+};
+
+/// Parameters of the benchmark.
+#[derive(Debug)]
+pub(crate) struct LocalnetBench {
+    pub(crate) validators: usize,
+    pub(crate) rate: u64,
+    pub(crate) duration_s: u64,
+    pub(crate) accounts: usize,
+    pub(crate) block_interval_ms: u64,
+    pub(crate) base_port: u16,
+    pub(crate) transport: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Signature verifications per second on every core, over `txs` (decoded before the clock).
+fn verify_rate(txs: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let decoded: Vec<_> = txs
+        .par_iter()
+        .map(|b| SignedTransaction::decode_with_id(b, LOCALNET_CHAIN))
+        .collect::<Result<_, _>>()?;
+    let t = Instant::now();
+    let ok = decoded
+        .par_iter()
+        .filter(|(tx, id)| verify_signatures(tx, id, LOCALNET_CHAIN, Backend::Libsecp256k1).is_ok())
+        .count();
+    anyhow::ensure!(ok == decoded.len(), "pre-signed transactions failed verification");
+    Ok(ok as f64 / t.elapsed().as_secs_f64())
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn pid_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / hz
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Sends `txs` (index, bytes) to `addr` paced at their scheduled times; returns how many were
+/// accepted. A reader thread consumes the answers as they come.
+fn submitter(
+    addr: SocketAddr,
+    txs: Vec<(usize, Vec<u8>)>,
+    start: Instant,
+    rate: u64,
+    submitted_ms: &[AtomicU64],
+) -> anyhow::Result<(u64, u64)> {
+    let stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("{addr}"))?;
+    stream.set_nodelay(true)?;
+    let reader_stream = stream.try_clone()?;
+    let expected = txs.len();
+    let reader = std::thread::spawn(move || {
+        let (mut accepted, mut rejected) = (0u64, 0u64);
+        let mut lines = BufReader::new(reader_stream);
+        let mut line = String::new();
+        for _ in 0..expected {
+            line.clear();
+            if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if line.starts_with("accepted ") {
+                accepted += 1;
+            } else {
+                rejected += 1;
+            }
+        }
+        (accepted, rejected)
+    });
+    let mut w = std::io::BufWriter::new(stream);
+    for (j, bytes) in txs {
+        let due = start + Duration::from_secs_f64(j as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            w.flush()?;
+            std::thread::sleep(due - now);
+        }
+        if let Some(slot) = submitted_ms.get(j) {
+            slot.store(now_ms() as u64, Ordering::Relaxed);
+        }
+        w.write_all(&(bytes.len() as u32).to_be_bytes())?;
+        w.write_all(&bytes)?;
+    }
+    w.flush()?;
+    reader.join().map_err(|_| anyhow::anyhow!("answer reader panicked"))
+}
+
+/// Polls `/committed` on `admin` until `stop`, recording each id's commit time.
+fn watch(admin: SocketAddr, stop: &AtomicBool, committed: &Mutex<HashMap<TxId, i64>>, from: u64) {
+    let mut next = from;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(body) = admin_get(admin, &format!("/committed?from={next}")) {
+            let mut map = committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for line in body.lines() {
+                let mut parts = line.split(' ');
+                let (Some(Ok(h)), Some(Ok(ms))) =
+                    (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<i64>))
+                else {
+                    continue;
+                };
+                next = next.max(h + 1);
+                for id in parts.skip(1).filter_map(|t| Hash::from_hex(t).ok()) {
+                    map.insert(id, ms);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the benchmark and prints its JSON report.
+pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
+    let n = usize::try_from(cfg.rate * cfg.duration_s)?;
+    anyhow::ensure!((1..=5_000_000).contains(&n), "rate × duration must be 1 to 5,000,000 transactions");
+    anyhow::ensure!(cfg.accounts >= 2, "at least two accounts");
+    let setup = Instant::now();
+    // Senders: enough that no account's balance or ordering limits the load.
+    let senders = cfg.accounts.min(n.max(2));
+    let w = bench::workload::workload(senders, cfg.accounts);
+    let expiration = now_ms() + (cfg.duration_s as i64 + 300) * 1000;
+    let txs: Vec<Vec<u8>> = (0..n)
+        .into_par_iter()
+        .map(|j| bench::workload::transfer_bytes_on(&w, LOCALNET_CHAIN, j, cfg.accounts, expiration))
+        .collect();
+    let ids: Vec<TxId> = txs
+        .par_iter()
+        .map(|b| SignedTransaction::decode_with_id(b, LOCALNET_CHAIN).map(|(_, id)| id))
+        .collect::<Result<_, _>>()?;
+    let sample = &txs[..n.min(40_000)];
+    let bound_before = verify_rate(sample)?;
+
+    let dir = std::env::temp_dir().join(format!("caasiope-bench-localnet-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    init_with(
+        &dir,
+        cfg.validators,
+        cfg.base_port,
+        cfg.block_interval_ms,
+        &cfg.transport,
+        w.genesis.config.balances,
+    )?;
+    let procs: Vec<_> = processes(&dir)?.into_iter().filter(|p| p.role == Role::Validator).collect();
+    let mut children = Vec::new();
+    for p in &procs {
+        children.push(spawn(&dir, p)?);
+    }
+    let setup_s = setup.elapsed().as_secs_f64();
+    let result = (|| -> anyhow::Result<serde_json::Value> {
+        // Wait for every validator to commit a ledger with all its peers connected.
+        let ready = Instant::now();
+        loop {
+            let ok = procs.iter().all(|p| {
+                admin_get(p.admin, "/metrics").ok().is_some_and(|b| {
+                    metric(&b, "caasiope_ledger_height").unwrap_or(0) >= 1
+                        && metric(&b, "caasiope_peers_connected").unwrap_or(0) + 1 >= cfg.validators as u64
+                })
+            });
+            if ok {
+                break;
+            }
+            if ready.elapsed() > Duration::from_secs(60) {
+                bail!("the localnet did not start within 60 s; logs in {}/logs", dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let from = admin_get(procs[0].admin, "/metrics")
+            .ok()
+            .and_then(|b| metric(&b, "caasiope_ledger_height"))
+            .unwrap_or(0)
+            + 1;
+        let cpu_before: Vec<f64> = children.iter().map(|c| pid_cpu_s(c.id())).collect();
+        let bench_cpu_before = process_cpu_s();
+        let committed = Mutex::new(HashMap::with_capacity(n));
+        let stop_watch = AtomicBool::new(false);
+        let submitted_ms: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        let start = Instant::now();
+        let start_ms = now_ms();
+        let (accepted, rejected, end_ms) = std::thread::scope(|s| -> anyhow::Result<(u64, u64, i64)> {
+            let watcher = s.spawn(|| watch(procs[0].admin, &stop_watch, &committed, from));
+            let mut per: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); procs.len()];
+            for (j, b) in txs.iter().enumerate() {
+                per[j % procs.len()].push((j, b.clone()));
+            }
+            let handles: Vec<_> = per
+                .into_iter()
+                .zip(&procs)
+                .map(|(part, p)| {
+                    let submitted = &submitted_ms;
+                    let (addr, rate) = (p.submit, cfg.rate);
+                    s.spawn(move || submitter(addr, part, start, rate, submitted))
+                })
+                .collect();
+            let (mut accepted, mut rejected) = (0, 0);
+            for h in handles {
+                let (a, r) = h.join().map_err(|_| anyhow::anyhow!("submitter panicked"))??;
+                accepted += a;
+                rejected += r;
+            }
+            let end_ms = now_ms();
+            // Drain: wait until every accepted transaction is committed, or 30 s.
+            let drain = Instant::now();
+            while drain.elapsed() < Duration::from_secs(30) {
+                let done = committed.lock().map(|m| m.len() as u64).unwrap_or(0);
+                if done >= accepted {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            stop_watch.store(true, Ordering::Relaxed);
+            let _ = watcher.join();
+            Ok((accepted, rejected, end_ms))
+        })?;
+        let cpu_s: Vec<f64> = children.iter().zip(&cpu_before).map(|(c, b)| pid_cpu_s(c.id()) - b).collect();
+        let bench_cpu_s = process_cpu_s() - bench_cpu_before;
+        let committed = committed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut latencies: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(j, id)| {
+                let c = committed.get(id)?;
+                let s = submitted_ms[j].load(Ordering::Relaxed) as i64;
+                (s > 0).then_some(c - s)
+            })
+            .collect();
+        latencies.sort_unstable();
+        let last_commit = committed.values().copied().max().unwrap_or(end_ms);
+        let window_s = ((last_commit.max(end_ms) - start_ms) as f64 / 1000.0).max(1e-3);
+        let tx_per_s = latencies.len() as f64 / window_s;
+        Ok(serde_json::json!({
+            "submitted": n,
+            "accepted": accepted,
+            "rejected": rejected,
+            "committed": latencies.len(),
+            "window_s": window_s,
+            "submit_s": (end_ms - start_ms) as f64 / 1000.0,
+            "offered_tx_per_s": cfg.rate,
+            "tx_per_s": tx_per_s,
+            "finality_ms": {
+                "p50": percentile(&latencies, 0.50),
+                "p99": percentile(&latencies, 0.99),
+                "max": latencies.last().copied().unwrap_or(0),
+            },
+            "process_cpu_s": procs.iter().zip(&cpu_s).map(|(p, c)| (p.name.clone(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>(),
+            "validators_cpu_s": cpu_s.iter().sum::<f64>(),
+            "bench_cpu_s": bench_cpu_s,
+        }))
+    })();
+    for c in &mut children {
+        stop(c, Duration::from_secs(10));
+    }
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => return Err(e.context(format!("logs kept in {}/logs", dir.display()))),
+    };
+    let bound_after = verify_rate(sample)?;
+    let machine = (bound_before + bound_after) / 2.0;
+    let bound = machine / cfg.validators as f64;
+    let tx_per_s = report["tx_per_s"].as_f64().unwrap_or(0.0);
+    report["benchmark"] = serde_json::json!("localnet");
+    report["validators"] = serde_json::json!(cfg.validators);
+    report["block_interval_ms"] = serde_json::json!(cfg.block_interval_ms);
+    report["accounts"] = serde_json::json!(cfg.accounts);
+    report["transport"] = serde_json::json!(cfg.transport);
+    report["threads"] = serde_json::json!(rayon::current_num_threads());
+    report["machine_sigverify_tx_per_s"] = serde_json::json!(machine);
+    report["sigverify_before_tx_per_s"] = serde_json::json!(bound_before);
+    report["sigverify_after_tx_per_s"] = serde_json::json!(bound_after);
+    report["bound_tx_per_s"] = serde_json::json!(bound);
+    report["ratio"] = serde_json::json!(tx_per_s / bound);
+    report["setup_s"] = serde_json::json!(setup_s);
+    let _ = std::fs::remove_dir_all(&dir);
+    Output::json(&report)
+}
