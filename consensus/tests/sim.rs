@@ -80,12 +80,26 @@ enum Net {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { to: usize, from: usize, msg: Net },
-    Timer { node: usize, incarnation: u32, timeout: Timeout },
-    StartNext { node: usize, incarnation: u32, height: u64 },
+    Deliver {
+        to: usize,
+        from: usize,
+        msg: Net,
+    },
+    Timer {
+        node: usize,
+        incarnation: u32,
+        timeout: Timeout,
+    },
+    StartNext {
+        node: usize,
+        incarnation: u32,
+        height: u64,
+    },
     Crash(usize),
     Restart(usize),
     Submit,
+    /// The governance account re-weights an honest validator (effective at the next height).
+    Govern,
 }
 
 struct Node {
@@ -236,6 +250,10 @@ impl Sim {
             sim.start_node(i);
         }
         sim.at(10, Event::Submit);
+        if sim.rng.chance(500) {
+            let at = sim.rng.below(faults_until_ms);
+            sim.at(at, Event::Govern);
+        }
         sim
     }
 
@@ -595,15 +613,30 @@ impl Sim {
     }
 
     fn submit(&mut self) {
-        self.tx_counter += 1;
-        let c = self.tx_counter;
         let a = self.rng.below(USERS as u64) as usize;
         let b = (a + 1 + self.rng.below(USERS as u64 - 1) as usize) % USERS;
+        self.submit_transfer(a, b, vec![]);
+        let next = self.now_ms + 20 + self.rng.below(100);
+        self.at(next, Event::Submit);
+    }
+
+    /// Re-weights an honest validator to 2 or 3 through the governance account (user 0).
+    fn govern(&mut self) {
+        let honest: Vec<usize> = (0..self.n).filter(|&i| self.honest(i)).collect();
+        let k = honest[self.rng.below(honest.len() as u64) as usize];
+        let weight = 2 + self.rng.below(2);
+        let update = engine::ValidatorUpdate { public_key: self.keys[k].public_key(), weight };
+        self.submit_transfer(0, 1, vec![engine::Declaration::ValidatorUpdate(update)]);
+    }
+
+    fn submit_transfer(&mut self, a: usize, b: usize, declarations: Vec<engine::Declaration>) {
+        self.tx_counter += 1;
+        let c = self.tx_counter;
         let (sk, pk, from) = self.users[a];
         let tx = Transaction {
             version: TX_VERSION,
             expiration_ms: self.now_ts() + 60_000,
-            declarations: vec![],
+            declarations,
             inputs: vec![Leg { address: from, currency: Currency::CAS, amount: 10 }],
             outputs: vec![Leg { address: self.users[b].2, currency: Currency::CAS, amount: 10 }],
             message: c.to_be_bytes().to_vec(),
@@ -621,8 +654,6 @@ impl Sim {
         if self.nodes[to].up && self.nodes[to].chain.add(vtx.clone()).is_ok() {
             self.broadcast(to, &Net::Tx(Box::new(vtx)));
         }
-        let next = self.now_ms + 20 + self.rng.below(100);
-        self.at(next, Event::Submit);
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -692,6 +723,7 @@ impl Sim {
                     self.submit();
                 }
             }
+            Event::Govern => self.govern(),
         }
         true
     }
@@ -721,7 +753,7 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, n: usize) -> (u64, u64, u64) {
+fn run_seed(seed: u64, n: usize) -> (u64, u64, u64, bool) {
     let mut sim = Sim::new(seed, n);
     sim.run(3, 60_000);
     // Every honest validator holds the same chain, and its state is the one its ledgers say.
@@ -737,7 +769,8 @@ fn run_seed(seed: u64, n: usize) -> (u64, u64, u64) {
             .check_conservation()
             .unwrap_or_else(|c| sim.fail(&format!("conservation of {c}")));
     }
-    (sim.certified.len() as u64, sim.equivocations_proved, sim.byzantine_acts)
+    let changed = sim.validator_sets.values().any(|s| *s != sim.genesis.validators);
+    (sim.certified.len() as u64, sim.equivocations_proved, sim.byzantine_acts, changed)
 }
 
 fn seeds() -> Vec<(u64, usize)> {
@@ -754,17 +787,20 @@ fn seeds() -> Vec<(u64, usize)> {
 #[test]
 fn simulated_networks_agree_and_progress() {
     let seeds = seeds();
-    let (mut ledgers, mut proofs, mut acts) = (0, 0, 0);
+    let (mut ledgers, mut proofs, mut acts, mut changes) = (0, 0, 0, 0);
     for &(seed, n) in &seeds {
-        let (l, p, a) = run_seed(seed, n);
+        let (l, p, a, c) = run_seed(seed, n);
         ledgers += l;
         proofs += p;
         acts += a;
+        changes += u64::from(c);
     }
     eprintln!(
-        "sim: {} seeds, {ledgers} certified ledgers, {proofs} equivocation proofs, {acts} byzantine acts",
+        "sim: {} seeds, {ledgers} certified ledgers, {proofs} equivocation proofs, {acts} byzantine acts, \
+         {changes} runs with a validator-set change",
         seeds.len()
     );
+    assert!(changes > 0 || seeds.len() < 20, "no run changed the validator set");
     assert!(ledgers >= 3 * seeds.len() as u64);
 }
 
