@@ -35,6 +35,8 @@ use crate::{
 
 /// Most client connections served at once on the submit port.
 const SUBMIT_CONNECTIONS_MAX: usize = 64;
+/// Frames taken as one intake batch.
+const SUBMIT_BATCH_MAX: usize = 256;
 /// A connection idle this long is closed.
 const SUBMIT_IDLE: Duration = Duration::from_secs(30);
 
@@ -162,12 +164,15 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     };
     let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
     let submitter = pipeline.submitter().context("pipeline closed at start")?;
-    let accept = |bytes: Vec<u8>| match SignedTransaction::decode_with_id(&bytes, &chain_id) {
-        Err(e) => format!("rejected {e}"),
-        Ok((_, id)) => match submitter.submit(vec![bytes]) {
-            Ok(()) => format!("accepted {id}"),
-            Err(e) => format!("rejected {e}"),
-        },
+    let accept = |frames: Vec<Vec<u8>>| {
+        let (lines, batch) = decode_frames(frames, &chain_id);
+        match submitter.submit(batch) {
+            Ok(()) => lines,
+            Err(e) => lines
+                .into_iter()
+                .map(|l| if l.starts_with("accepted") { format!("rejected {e}") } else { l })
+                .collect(),
+        }
     };
     serve_submissions(cfg.submit_listen, &accept, &stop)?;
     drop(submitter);
@@ -186,7 +191,7 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
 /// [`SUBMIT_CONNECTIONS_MAX`] at once.
 pub(crate) fn serve_submissions(
     addr: std::net::SocketAddr,
-    accept: &(dyn Fn(Vec<u8>) -> String + std::marker::Sync),
+    accept: &(dyn Fn(Vec<Vec<u8>>) -> Vec<String> + std::marker::Sync),
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -229,7 +234,7 @@ fn reply(mut stream: &TcpStream, line: &str) -> std::io::Result<()> {
 /// Reads poll every 250 ms so a stop request or an idle client ends the connection promptly.
 fn serve_connection(
     mut stream: TcpStream,
-    accept: &(dyn Fn(Vec<u8>) -> String + std::marker::Sync),
+    accept: &(dyn Fn(Vec<Vec<u8>>) -> Vec<String> + std::marker::Sync),
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -239,18 +244,40 @@ fn serve_connection(
     let mut chunk = vec![0u8; 16 * 1024];
     let mut idle = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
-        while let Some(len) = buf.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+        // Every complete frame read so far goes in as one batch (a client that pipelines gets
+        // batched intake), answered in order with one line each.
+        let mut frames = Vec::new();
+        let mut at = 0;
+        let mut oversized = None;
+        while let Some(len) =
+            buf.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        {
             if len > TX_BYTES_MAX {
-                return reply(
-                    &stream,
-                    &format!("rejected frame of {len} bytes is over the limit of {TX_BYTES_MAX}"),
-                );
-            }
-            if buf.len() < 4 + len {
+                oversized = Some(len);
                 break;
             }
-            let bytes: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
-            reply(&stream, &accept(bytes))?;
+            if buf.len() < at + 4 + len || frames.len() >= SUBMIT_BATCH_MAX {
+                break;
+            }
+            frames.push(buf[at + 4..at + 4 + len].to_vec());
+            at += 4 + len;
+        }
+        buf.drain(..at);
+        if !frames.is_empty() {
+            let mut out = accept(frames).join("\n");
+            out.push('\n');
+            stream.write_all(out.as_bytes())?;
+        }
+        if let Some(len) = oversized {
+            return reply(
+                &stream,
+                &format!("rejected frame of {len} bytes is over the limit of {TX_BYTES_MAX}"),
+            );
+        }
+        if buf.len() >= 4 && buf.len() >= 4 + (u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize)
+        {
+            // More complete frames than one batch takes: go round again before reading.
+            continue;
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),
@@ -268,4 +295,21 @@ fn serve_connection(
         }
     }
     Ok(())
+}
+
+/// Decodes submitted frames: one answer line per frame (`accepted <id>` or `rejected <why>`)
+/// and the bytes of those that decoded, to submit as one batch.
+pub(crate) fn decode_frames(frames: Vec<Vec<u8>>, chain_id: &str) -> (Vec<String>, Vec<Vec<u8>>) {
+    let mut lines = Vec::with_capacity(frames.len());
+    let mut batch = Vec::with_capacity(frames.len());
+    for bytes in frames {
+        match SignedTransaction::decode_with_id(&bytes, chain_id) {
+            Ok((_, id)) => {
+                lines.push(format!("accepted {id}"));
+                batch.push(bytes);
+            }
+            Err(e) => lines.push(format!("rejected {e}")),
+        }
+    }
+    (lines, batch)
 }

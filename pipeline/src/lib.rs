@@ -17,6 +17,7 @@
 //!                                                     [commit q] ◀──────┘ ─▶ commit (sink)
 //! ```
 
+mod intake;
 mod metrics;
 
 use std::{
@@ -38,6 +39,7 @@ use engine::{
     tx::{SignedTransaction, TxId},
     validate::{VerifiedTx, check_stateless, verify_signatures},
 };
+pub use intake::{Admitted, Intake, IntakeConfig, IntakeSubmitter, Origin};
 pub use metrics::{Metrics, MetricsSnapshot, Stage, StageSnapshot, THREADS};
 
 /// When the apply stage seals a ledger.
@@ -382,6 +384,27 @@ fn split(mut txs: Vec<Vec<u8>>, max: usize) -> Vec<Vec<Vec<u8>>> {
     out
 }
 
+/// Decodes untrusted bytes and checks the stateless rules.
+fn decode_checked(
+    bytes: &[u8],
+    params: &engine::genesis::ChainParams,
+) -> Result<Decoded, engine::validate::TxError> {
+    let (stx, id) = SignedTransaction::decode_with_id(bytes, &params.chain_id)?;
+    check_stateless(&stx.tx, params)?;
+    Ok((stx, id))
+}
+
+/// Verifies every signature of a decoded transaction.
+fn verify_decoded(
+    stx: SignedTransaction,
+    id: TxId,
+    chain_id: &str,
+    backend: Backend,
+) -> Result<VerifiedTx, engine::validate::TxError> {
+    let signers = verify_signatures(&stx, &id, chain_id, backend)?;
+    Ok(VerifiedTx { id, tx: stx, signers })
+}
+
 fn decode_loop(
     rx: &Receiver<Vec<Vec<u8>>>,
     tx: &Sender<Vec<Decoded>>,
@@ -395,10 +418,7 @@ fn decode_loop(
         let n = batch.len();
         let mut out = Vec::with_capacity(n);
         for bytes in batch {
-            let checked = SignedTransaction::decode_with_id(&bytes, &params.chain_id)
-                .map_err(engine::validate::TxError::from)
-                .and_then(|(stx, id)| check_stateless(&stx.tx, params).map(|()| (stx, id)));
-            match checked {
+            match decode_checked(&bytes, params) {
                 Ok(d) => out.push(d),
                 Err(e) => metrics.reject(&e),
             }
@@ -436,8 +456,8 @@ fn verify_loop(
             let n = batch.len();
             let mut out = Vec::with_capacity(n);
             for (stx, id) in batch {
-                match verify_signatures(&stx, &id, &chain_id, backend) {
-                    Ok(signers) => out.push(VerifiedTx { id, tx: stx, signers }),
+                match verify_decoded(stx, id, &chain_id, backend) {
+                    Ok(v) => out.push(v),
                     Err(e) => metrics.reject(&e),
                 }
             }

@@ -244,3 +244,64 @@ fn dependent_transactions_in_separate_batches_apply_in_order() {
     assert_eq!(state.check_conservation(), Ok(()));
     assert!(m.stages[1].batches > u64::from(HOPS), "many verify batches: {}", m.stages[1].batches);
 }
+
+mod intake {
+    use std::time::Duration;
+
+    use caasiope_pipeline::{Intake, IntakeConfig, Origin};
+    use engine::state::{Block, State, apply_block};
+
+    use super::*;
+
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    }
+
+    #[test]
+    fn the_post_state_refuses_a_double_spend_and_is_rebuilt_on_each_committed_ledger() {
+        let g = genesis(3);
+        let (tx, rx) = mpsc::channel();
+        let intake = Intake::start(State::from_genesis(&g), IntakeConfig::default(), move |a| {
+            let _ = tx.send(a);
+        })
+        .unwrap();
+        let exp = now_ms() + 600_000;
+        let a = transfer(0, 1, 600_000, exp);
+        let b = transfer(0, 2, 600_000, exp);
+        let c = transfer(1, 2, 100, exp);
+        intake.try_submit(Origin::Client, vec![a, b.clone(), b"garbage".to_vec()]).unwrap();
+        intake.try_submit(Origin::Peer(3), vec![c]).unwrap();
+        let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(first.origin, Origin::Client);
+        assert_eq!(first.txs.len(), 1, "the double spend and the garbage are refused");
+        let second = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((second.origin, second.txs.len()), (Origin::Peer(3), 1));
+        let m = intake.metrics();
+        assert_eq!(m.rejected_total(), 2, "{:?}", m.rejected);
+
+        // The validators committed the other half of the double spend: `a` is now invalid and
+        // leaves the post-state; user 0 can still spend what remains.
+        let mut committed = State::from_genesis(&g);
+        let b_tx = engine::tx::SignedTransaction::decode_with_id(&b, CHAIN).unwrap().0;
+        apply_block(
+            &mut committed,
+            &Block { height: 1, timestamp_ms: now_ms(), transactions: vec![b_tx] },
+            Backend::K256,
+        )
+        .unwrap();
+        intake.rebase(committed).unwrap();
+        let d = transfer(0, 1, 100_000, exp);
+        let too_much = transfer(0, 1, 350_000, exp);
+        intake.try_submit(Origin::Client, vec![d]).unwrap();
+        intake.try_submit(Origin::Client, vec![too_much]).unwrap();
+        let third = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(third.txs.len(), 1);
+        // `a` dropped at the rebase, `too_much` refused (399,000 − 100,000 − fees < 350,000).
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while intake.metrics().rejected_total() < 4 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(intake.metrics().rejected_total(), 4);
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub(crate) pool_size: AtomicU64,
     pub(crate) committed_txs: AtomicU64,
     pub(crate) rejected_txs: AtomicU64,
+    pub(crate) busy_txs: AtomicU64,
     pub(crate) equivocations: AtomicU64,
     pub(crate) bad_messages: AtomicU64,
     pub(crate) dropped_events: AtomicU64,
@@ -113,7 +114,20 @@ impl Metrics {
             "counter",
             &self.committed_txs,
         );
-        g(&mut out, "rejected_txs_total", "Transactions refused at intake.", "counter", &self.rejected_txs);
+        g(
+            &mut out,
+            "rejected_txs_total",
+            "Transactions refused by the intake (signatures, stateless rules, post-state).",
+            "counter",
+            &self.rejected_txs,
+        );
+        g(
+            &mut out,
+            "busy_txs_total",
+            "Client submissions refused while the pool was full.",
+            "counter",
+            &self.busy_txs,
+        );
         g(&mut out, "equivocations_total", "Equivocation proofs kept.", "counter", &self.equivocations);
         g(
             &mut out,

@@ -38,6 +38,7 @@ use engine::{
     validate::{VerifiedTx, verify_bytes},
 };
 use net::{NodeCert, conn::PeerHandle, frame::Channel, transport::Transport};
+use pipeline::{Admitted, Intake, IntakeConfig, Origin};
 use storage::{LedgerToCommit, Store};
 
 pub(crate) use self::admin::{get as admin_get, metric};
@@ -57,8 +58,12 @@ use crate::{
 const EVENTS_MAX: usize = 65_536;
 /// Gossip is flushed at least this often.
 const GOSSIP_FLUSH: Duration = Duration::from_millis(5);
+/// How long a check waits for missing bodies to arrive by gossip before fetching them.
+const FETCH_DELAY: Duration = Duration::from_millis(150);
 /// Checks of proposals waiting for bodies.
 const WAITING_CHECKS_MAX: usize = 16;
+/// Transactions admitted and not yet committed.
+const POOL_MAX: usize = 200_000;
 /// Transactions per proposal: a committed ledger must fit one sync frame (4 MiB).
 const BLOCK_TXS_MAX: usize = 10_000;
 /// Client submissions are refused ("busy") while this many transactions wait: past it, more
@@ -93,6 +98,8 @@ enum Timer {
     Consensus(Timeout),
     StartNext(u64),
     SyncPoll,
+    /// Fetch the bodies a proposal still lacks.
+    Fetch(u64, Hash),
 }
 
 fn now_ms() -> i64 {
@@ -100,6 +107,8 @@ fn now_ms() -> i64 {
 }
 
 struct Host {
+    intake: Intake,
+    height_started: Instant,
     role: Role,
     backend: Backend,
     block_interval: Duration,
@@ -141,7 +150,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     };
     let drift_ms = (cfg.block_interval_ms as i64 * 5).max(5_000);
     let chain_cfg =
-        ChainConfig { backend: cfg.backend, block_txs_max: BLOCK_TXS_MAX, pool_max: 200_000, drift_ms };
+        ChainConfig { backend: cfg.backend, block_txs_max: BLOCK_TXS_MAX, pool_max: POOL_MAX, drift_ms };
     let chain = Chain::new(state, chain_cfg);
     let metrics = Arc::new(Metrics::default());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
@@ -191,7 +200,28 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         Role::Validator => Some(Wal::open(&cfg.data_dir)?),
         _ => None,
     };
+    // The validated-transaction pool is fed by the pipeline's consensus-mode intake: decode,
+    // verification on its own pool, admission against the post-state (committed state + pool).
+    let intake = {
+        let events = events_tx.clone();
+        let cfg = IntakeConfig {
+            backend: cfg.backend,
+            admitted_max: POOL_MAX,
+            queue_batches_max: 256,
+            ..IntakeConfig::default()
+        };
+        Intake::start(chain.state().clone(), cfg, move |a: Admitted| {
+            let from = match a.origin {
+                Origin::Client => None,
+                Origin::Peer(p) => Some(p as PeerIndex),
+            };
+            // Blocks while the host is behind: pushes back on verification, not on memory.
+            let _ = events.send(Event::Verified { txs: a.txs, from });
+        })?
+    };
     let mut host = Host {
+        intake,
+        height_started: Instant::now(),
         role: cfg.role,
         backend: cfg.backend,
         block_interval: Duration::from_millis(cfg.block_interval_ms),
@@ -213,28 +243,23 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         evidence_path: cfg.data_dir.join("evidence.bin"),
     };
     host.begin(wal)?;
-    // Submissions: verified on the connection's thread, then handed to the host.
-    let submit_events = events_tx;
-    let params = host.chain.state().params().clone();
-    let backend = cfg.backend;
+    // Submissions: decoded on the connection's thread (for the id and a clear error), then
+    // handed to the intake, which verifies and admits them (or counts why not).
+    drop(events_tx);
+    let submitter = host.intake.submitter().context("intake closed at start")?;
+    let chain_id = host.chain.state().params().chain_id.clone();
     let (metrics_submit, stop_submit) = (metrics, stop.clone());
-    let accept = move |bytes: Vec<u8>| -> String {
+    let accept = move |frames: Vec<Vec<u8>>| -> Vec<String> {
         if metrics_submit.pool_size.load(Ordering::Relaxed) >= POOL_ADMIT_MAX {
-            metrics_submit.rejected_txs.fetch_add(1, Ordering::Relaxed);
-            return format!("rejected busy: {POOL_ADMIT_MAX} transactions pending, retry later");
+            metrics_submit.busy_txs.fetch_add(frames.len() as u64, Ordering::Relaxed);
+            let line = format!("rejected busy: {POOL_ADMIT_MAX} transactions pending, retry later");
+            return vec![line; frames.len()];
         }
-        match verify_bytes(&bytes, &params, backend) {
-            Ok(vtx) => {
-                let id = vtx.id;
-                match submit_events.send(Event::Verified { txs: vec![vtx], from: None }) {
-                    Ok(()) => format!("accepted {id}"),
-                    Err(_) => "rejected the process is stopping".into(),
-                }
-            }
-            Err(e) => {
-                metrics_submit.rejected_txs.fetch_add(1, Ordering::Relaxed);
-                format!("rejected {e}")
-            }
+        let (lines, batch) = crate::run::decode_frames(frames, &chain_id);
+        if batch.is_empty() || submitter.submit(Origin::Client, batch).is_ok() {
+            lines
+        } else {
+            lines.into_iter().map(|_| "rejected the process is stopping".to_owned()).collect()
         }
     };
     let submit_listen = cfg.submit_listen;
@@ -244,6 +269,8 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         .context("starting the submit server")?;
     let result = host.run(&events_rx, &stop);
     stop.store(true, Ordering::Relaxed);
+    // Nobody reads events any more: a stage blocked handing one over must see the queue closed.
+    drop(events_rx);
     let _ = submit_thread.join();
     host.store.flush().context("flushing the store")?;
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -282,6 +309,7 @@ impl Host {
     }
 
     fn start_height(&mut self) -> anyhow::Result<()> {
+        self.height_started = Instant::now();
         let height = self.chain.next_height();
         let validators = self.chain.validators().clone();
         self.input(Input::Start { height, validators })
@@ -325,6 +353,7 @@ impl Host {
                 self.flush_gossip();
             }
             self.metrics.pool_size.store(self.chain.pool_len() as u64, Ordering::Relaxed);
+            self.metrics.rejected_txs.store(self.intake.metrics().rejected_total(), Ordering::Relaxed);
         }
         if let Some(w) = self.wal.as_mut() {
             w.sync()?;
@@ -339,6 +368,13 @@ impl Host {
                 let started = self.core.as_ref().is_some_and(|c| c.height() >= height);
                 if !started && self.chain.next_height() == height {
                     self.start_height()?;
+                }
+                Ok(())
+            }
+            Timer::Fetch(height, id) => {
+                if let Some(w) = self.waiting.iter().find(|w| w.height == height && w.id == id) {
+                    let ids: Vec<TxId> = w.missing.iter().copied().collect();
+                    self.fetch(w.from, &ids);
                 }
                 Ok(())
             }
@@ -423,7 +459,13 @@ impl Host {
                 Ok(c) => {
                     self.metrics.certified_ledgers.fetch_add(1, Ordering::Relaxed);
                     self.committed(c)?;
-                    self.timer(self.block_interval, Timer::StartNext(self.chain.next_height()));
+                    // Ledgers every block interval from one start to the next: the time consensus
+                    // took counts against the interval (at least 10 % of it still separates them).
+                    let wait = self
+                        .block_interval
+                        .saturating_sub(self.height_started.elapsed())
+                        .max(self.block_interval / 10);
+                    self.timer(wait, Timer::StartNext(self.chain.next_height()));
                 }
                 Err(ChainError::Missing(_)) => {
                     // Decided on bodies this process no longer has (it restarted): take the
@@ -478,15 +520,23 @@ impl Host {
                 self.input(Input::Checked { height, value: id, valid: false, timely: false })
             }
             CheckOutcome::Missing(ids) => {
+                // Most missing bodies are on their way by gossip (still in the intake): fetch
+                // only what has not arrived after a moment, so nothing is verified twice.
                 if self.waiting.len() < WAITING_CHECKS_MAX {
                     let missing = ids.iter().copied().collect();
                     self.waiting.push(Waiting { height, id, value, from, missing });
-                }
-                for chunk in ids.chunks(wire::FETCH_IDS_MAX) {
-                    self.send(from, Channel::Sync, SyncMsg::Fetch(chunk.to_vec()).encode());
+                    self.timer(FETCH_DELAY, Timer::Fetch(height, id));
+                } else {
+                    self.fetch(from, &ids);
                 }
                 Ok(())
             }
+        }
+    }
+
+    fn fetch(&self, from: PeerIndex, ids: &[TxId]) {
+        for chunk in ids.chunks(wire::FETCH_IDS_MAX) {
+            self.send(from, Channel::Sync, SyncMsg::Fetch(chunk.to_vec()).encode());
         }
     }
 
@@ -527,6 +577,8 @@ impl Host {
         let now = now_ms();
         self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
         self.metrics.record_commit(height, now, applied.tx_ids.clone());
+        // The intake's post-state moves onto the new committed state.
+        self.intake.rebase(self.chain.state().clone()).context("the intake stopped")?;
         self.waiting.clear();
         self.stuck = false;
         // Followers get each ledger pushed (and poll for what they miss).
@@ -637,7 +689,11 @@ impl Host {
                 }
             },
             Channel::Gossip => match decode_txs(&mut Reader::new(payload), GOSSIP_TXS_MAX) {
-                Ok(bodies) => self.verify_later(bodies, peer),
+                Ok(bodies) => {
+                    if self.intake.try_submit(Origin::Peer(peer as u32), bodies).is_err() {
+                        self.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Err(_) => {
                     self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
                 }

@@ -1,0 +1,325 @@
+//! Consensus-mode ingest: decode → signature verification on a dedicated pool → admission
+//! against the post-state (a single writer) → the validated-transaction pool.
+//!
+//! In consensus mode ledgers are decided by the validators together, not sealed here: the
+//! admission stage keeps a post-state — the committed state with every admitted transaction
+//! applied in admission order — so a transaction that conflicts with one already admitted
+//! (double spend, insufficient balance, replay, expiry) is rejected at once with its rule, and
+//! only admitted transactions reach the pool and are gossiped. After each committed ledger the
+//! host calls [`Intake::rebase`]: the post-state is rebuilt on the new committed state and the
+//! admitted transactions not in that ledger are applied again (those now invalid are dropped and
+//! counted).
+//!
+//! ```text
+//! submit(origin, bytes) ─▶ [ingest q] ─▶ decode + verify (pool, one task per batch)
+//!                                   ─▶ [admit q, in order] ─▶ admit ─▶ on_admitted(origin, txs)
+//! rebase(committed state) ─────────────────────────────────────▲
+//! ```
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    thread::JoinHandle,
+    time::Instant,
+};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
+use engine::{
+    Backend,
+    state::State,
+    validate::{TxError, VerifiedTx},
+};
+
+use crate::{
+    Metrics, MetricsSnapshot, PipelineError, Stage, SubmitError, decode_checked, elapsed_ns, now_ms,
+    verify_decoded,
+};
+
+/// Where a batch came from (returned with its admitted transactions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of this process: its admitted transactions are gossiped on.
+    Client,
+    /// A peer (its index in the host's peer list): already gossiped.
+    Peer(u32),
+}
+
+/// Transactions admitted to the post-state, in admission order.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Where they came from.
+    pub origin: Origin,
+    /// The transactions.
+    pub txs: Vec<VerifiedTx>,
+}
+
+/// Bounds of an intake. Every queue and batch is bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct IntakeConfig {
+    /// Signature backend.
+    pub backend: Backend,
+    /// Threads of the dedicated verification pool.
+    pub verify_threads: usize,
+    /// Most transactions per batch.
+    pub batch_txs_max: usize,
+    /// Most batches waiting in each queue.
+    pub queue_batches_max: usize,
+    /// Most transactions admitted and not yet committed (the pool's size).
+    pub admitted_max: usize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Libsecp256k1,
+            verify_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            batch_txs_max: 512,
+            queue_batches_max: 32,
+            admitted_max: 100_000,
+        }
+    }
+}
+
+type Verified = Receiver<Vec<VerifiedTx>>;
+
+/// A running intake. Dropping it stops the stages (what is queued is dropped: in consensus mode
+/// an unadmitted transaction is not yet anyone's responsibility).
+#[derive(Debug)]
+pub struct Intake {
+    ingest: Option<Sender<(Origin, Vec<Vec<u8>>)>>,
+    /// The newest committed state not yet taken by the admission stage, and its doorbell: the
+    /// caller (the consensus host) never waits on the admission stage.
+    rebase: Arc<Mutex<Option<State>>>,
+    rebase_bell: Option<Sender<()>>,
+    batch_txs_max: usize,
+    metrics: Arc<Metrics>,
+    depths: Arc<[AtomicI64; 5]>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Intake {
+    /// Starts on the committed `state`; admitted batches are handed to `on_admitted` on the
+    /// admission thread (it may block: that pushes back on the stages before it).
+    pub fn start(
+        state: State,
+        cfg: IntakeConfig,
+        mut on_admitted: impl FnMut(Admitted) + Send + 'static,
+    ) -> Result<Self, PipelineError> {
+        let batch_txs_max = cfg.batch_txs_max.clamp(1, engine::limits::BLOCK_TXS_MAX);
+        let queue = cfg.queue_batches_max.max(1);
+        let metrics = Arc::new(Metrics::default());
+        let depths: Arc<[AtomicI64; 5]> = Arc::new(Default::default());
+        let (ingest_tx, ingest_rx) = bounded::<(Origin, Vec<Vec<u8>>)>(queue);
+        let (admit_tx, admit_rx) = bounded::<(Origin, Verified)>(queue);
+        let (rebase_tx, rebase_rx) = bounded::<()>(1);
+        let rebase = Arc::new(Mutex::new(None::<State>));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.verify_threads.max(1))
+            .thread_name(|i| format!("intake-verify-{i}"))
+            .build()
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let params = state.params().clone();
+        let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
+        let (m, d) = (metrics.clone(), depths.clone());
+        let backend = cfg.backend;
+        let verify = spawn("intake-verify")
+            .spawn(move || {
+                for (origin, batch) in ingest_rx {
+                    d[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
+                    let (done_tx, done_rx) = bounded(1);
+                    let (params, m2) = (params.clone(), m.clone());
+                    // One task per batch, decoded and verified by one pool thread; the admit
+                    // stage reads the results in submission order.
+                    pool.spawn_fifo(move || {
+                        let t = Instant::now();
+                        let n = batch.len();
+                        let mut out = Vec::with_capacity(n);
+                        for bytes in batch {
+                            let verified = decode_checked(&bytes, &params)
+                                .and_then(|(stx, id)| verify_decoded(stx, id, &params.chain_id, backend));
+                            match verified {
+                                Ok(v) => out.push(v),
+                                Err(e) => m2.reject(&e),
+                            }
+                        }
+                        m2.record(Stage::Verify, n, elapsed_ns(t));
+                        let _ = done_tx.send(out);
+                    });
+                    d[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
+                    if admit_tx.send((origin, done_rx)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let (m, d) = (metrics.clone(), depths.clone());
+        let admitted_max = cfg.admitted_max.max(1);
+        let slot = rebase.clone();
+        let admit = spawn("intake-admit")
+            .spawn(move || {
+                admit_loop(state, &admit_rx, &rebase_rx, &slot, &mut on_admitted, admitted_max, &m, &d)
+            })
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        Ok(Self {
+            ingest: Some(ingest_tx),
+            rebase,
+            rebase_bell: Some(rebase_tx),
+            batch_txs_max,
+            metrics,
+            depths,
+            threads: vec![verify, admit],
+        })
+    }
+
+    /// Submits raw transactions (at most one batch) unless the ingest queue is full.
+    pub fn try_submit(&self, origin: Origin, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+        let ingest = self.ingest.as_ref().ok_or(SubmitError::Closed)?;
+        if txs.len() > self.batch_txs_max {
+            return Err(SubmitError::Full);
+        }
+        self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);
+        ingest.try_send((origin, txs)).map_err(|e| {
+            self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => SubmitError::Full,
+                TrySendError::Disconnected(_) => SubmitError::Closed,
+            }
+        })
+    }
+
+    /// A cloneable handle that submits from other threads, waiting while the queue is full.
+    pub fn submitter(&self) -> Option<IntakeSubmitter> {
+        Some(IntakeSubmitter { ingest: self.ingest.as_ref()?.clone(), depths: self.depths.clone() })
+    }
+
+    /// Rebuilds the post-state on a newly committed state (without waiting: a newer state
+    /// replaces one not yet taken).
+    pub fn rebase(&self, committed: State) -> Result<(), SubmitError> {
+        let bell = self.rebase_bell.as_ref().ok_or(SubmitError::Closed)?;
+        *self.rebase.lock().map_err(|_| SubmitError::Closed)? = Some(committed);
+        match bell.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) => Ok(()),
+            Err(TrySendError::Disconnected(())) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Every counter now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let depths =
+            Stage::ALL.map(|s| usize::try_from(self.depths[s as usize].load(Ordering::Relaxed)).unwrap_or(0));
+        self.metrics.snapshot(depths)
+    }
+}
+
+impl Drop for Intake {
+    fn drop(&mut self) {
+        self.ingest = None;
+        self.rebase_bell = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Submits to an [`Intake`] from another thread.
+#[derive(Clone, Debug)]
+pub struct IntakeSubmitter {
+    ingest: Sender<(Origin, Vec<Vec<u8>>)>,
+    depths: Arc<[AtomicI64; 5]>,
+}
+
+impl IntakeSubmitter {
+    /// Submits one batch, waiting while the ingest queue is full (backpressure).
+    pub fn submit(&self, origin: Origin, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+        self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);
+        self.ingest.send((origin, txs)).map_err(|_| {
+            self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
+            SubmitError::Closed
+        })
+    }
+}
+
+/// What happened to the admission of one transaction.
+fn admit_one(
+    exec: &mut engine::state::BlockExecution<'_>,
+    v: &VerifiedTx,
+    admitted: usize,
+    admitted_max: usize,
+) -> Result<(), Option<TxError>> {
+    if admitted >= admitted_max {
+        return Err(None);
+    }
+    exec.apply_tx(v).map(|_| ()).map_err(Some)
+}
+
+/// The single writer: the post-state and the admitted transactions since the last rebase.
+#[allow(clippy::too_many_arguments)]
+fn admit_loop(
+    mut post: State,
+    rx: &Receiver<(Origin, Verified)>,
+    rebase_rx: &Receiver<()>,
+    slot: &Mutex<Option<State>>,
+    on_admitted: &mut impl FnMut(Admitted),
+    admitted_max: usize,
+    metrics: &Metrics,
+    depths: &[AtomicI64; 5],
+) {
+    let mut admitted: Vec<VerifiedTx> = Vec::new();
+    loop {
+        // The post-state is one open ledger on the committed state, never sealed: its journal
+        // is rolled back when the next committed state arrives.
+        let timestamp_ms = now_ms().max(post.head().timestamp_ms.saturating_add(1));
+        let Ok(mut exec) = post.begin_block(timestamp_ms) else { return };
+        let carried = std::mem::take(&mut admitted);
+        for v in carried {
+            match admit_one(&mut exec, &v, admitted.len(), admitted_max) {
+                Ok(()) => admitted.push(v),
+                Err(Some(e)) => metrics.reject(&e),
+                Err(None) => {}
+            }
+        }
+        let next = loop {
+            select! {
+                recv(rebase_rx) -> bell => {
+                    if bell.is_err() {
+                        break None;
+                    }
+                    match slot.lock().ok().and_then(|mut s| s.take()) {
+                        Some(state) => break Some(state),
+                        None => continue,
+                    }
+                }
+                recv(rx) -> item => {
+                    let Ok((origin, pending)) = item else { break None };
+                    depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
+                    let Ok(batch) = pending.recv() else { continue };
+                    let t = Instant::now();
+                    let n = batch.len();
+                    let mut out = Vec::with_capacity(n);
+                    for v in batch {
+                        match admit_one(&mut exec, &v, admitted.len(), admitted_max) {
+                            Ok(()) => {
+                                admitted.push(v.clone());
+                                out.push(v);
+                            }
+                            Err(Some(e)) => metrics.reject(&e),
+                            // The pool is full: the transaction is dropped, not judged.
+                            Err(None) => {}
+                        }
+                    }
+                    metrics.record(Stage::Apply, n, elapsed_ns(t));
+                    if !out.is_empty() {
+                        on_admitted(Admitted { origin, txs: out });
+                    }
+                }
+            }
+        };
+        drop(exec);
+        let Some(committed) = next else { return };
+        // What the committed state included leaves the admitted list.
+        post = committed;
+        admitted.retain(|v: &VerifiedTx| !post.is_included(&v.id));
+    }
+}
