@@ -332,6 +332,10 @@ pub(crate) fn run(
     let mut last_report = Instant::now();
     while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
+        // Ctrl-C in a terminal reaches the children too: their exit is then no news.
+        if stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
         for (p, c) in processes.iter().zip(children.iter_mut()) {
             if let Ok(Some(status)) = c.try_wait() {
                 if p.pid.is_some() {
