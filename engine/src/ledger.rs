@@ -343,6 +343,17 @@ impl Certificate {
         }
     }
 
+    /// Checks the signatures certify the ledger with `header` on chain `chain_id` under `set`.
+    pub fn verify_header(
+        &self,
+        set: &ValidatorSet,
+        chain_id: &str,
+        header: &LedgerHeader,
+        backend: Backend,
+    ) -> Result<(), CertificateError> {
+        self.verify(set, chain_id, header.height, &header.hash(chain_id), backend)
+    }
+
     /// Checks the signatures certify the ledger `ledger_hash` at `height` under `set`.
     pub fn verify(
         &self,

@@ -57,13 +57,7 @@ pub fn verify_tx_inclusion(
     proof: &TxInclusionProof,
     backend: Backend,
 ) -> Result<(), ProofError> {
-    proof.certificate.verify(
-        validators,
-        chain_id,
-        proof.header.height,
-        &proof.header.hash(chain_id),
-        backend,
-    )?;
+    proof.certificate.verify_header(validators, chain_id, &proof.header, backend)?;
     if verify_tx_proof(&proof.header.tx_root, &proof.tx_id, &proof.branch) {
         Ok(())
     } else {
@@ -78,13 +72,7 @@ pub fn verify_account_state(
     proof: &AccountStateProof,
     backend: Backend,
 ) -> Result<(), ProofError> {
-    proof.certificate.verify(
-        validators,
-        chain_id,
-        proof.header.height,
-        &proof.header.hash(chain_id),
-        backend,
-    )?;
+    proof.certificate.verify_header(validators, chain_id, &proof.header, backend)?;
     let leaf = proof.account.leaf_hash();
     if verify_state_proof(&proof.header.state_root, proof.account.address.raw(), &leaf, &proof.branch) {
         Ok(())

@@ -71,12 +71,14 @@ pub struct IntakeConfig {
 }
 
 impl Default for IntakeConfig {
+    /// The pipeline's bounds, and room for 100,000 admitted transactions.
     fn default() -> Self {
+        let p = crate::PipelineConfig::default();
         Self {
-            backend: Backend::Libsecp256k1,
-            verify_threads: std::thread::available_parallelism().map_or(2, usize::from),
-            batch_txs_max: 512,
-            queue_batches_max: 32,
+            backend: p.backend,
+            verify_threads: p.verify_threads,
+            batch_txs_max: p.batch_txs_max,
+            queue_batches_max: p.queue_batches_max,
             admitted_max: 100_000,
         }
     }
