@@ -40,9 +40,7 @@ pub(crate) struct LocalnetBench {
     pub(crate) rate: u64,
     pub(crate) duration_s: u64,
     pub(crate) accounts: usize,
-    pub(crate) block_interval_ms: u64,
-    pub(crate) base_port: u16,
-    pub(crate) transport: String,
+    pub(crate) net: crate::cli::LocalnetArgs,
 }
 
 fn now_ms() -> i64 {
@@ -182,14 +180,7 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
-    init_with(
-        &dir,
-        cfg.validators,
-        cfg.base_port,
-        cfg.block_interval_ms,
-        &cfg.transport,
-        w.genesis.config.balances,
-    )?;
+    init_with(&dir, cfg.validators, &cfg.net, w.genesis.config.balances)?;
     let procs: Vec<_> = processes(&dir)?.into_iter().filter(|p| p.role == Role::Validator).collect();
     let mut children = Vec::new();
     for p in &procs {
@@ -310,9 +301,9 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
     let tx_per_s = report["tx_per_s"].as_f64().unwrap_or(0.0);
     report["benchmark"] = serde_json::json!("localnet");
     report["validators"] = serde_json::json!(cfg.validators);
-    report["block_interval_ms"] = serde_json::json!(cfg.block_interval_ms);
+    report["block_interval_ms"] = serde_json::json!(cfg.net.block_interval_ms);
     report["accounts"] = serde_json::json!(cfg.accounts);
-    report["transport"] = serde_json::json!(cfg.transport);
+    report["transport"] = serde_json::json!(cfg.net.transport);
     report["threads"] = serde_json::json!(rayon::current_num_threads());
     report["machine_sigverify_tx_per_s"] = serde_json::json!(machine);
     report["sigverify_before_tx_per_s"] = serde_json::json!(bound_before);

@@ -34,6 +34,7 @@ use net::NodeCert;
 
 use crate::{
     cert::VALIDATOR_KEY_FILE,
+    cli::LocalnetArgs,
     config::{PeerSpec, Role},
     exit::Output,
 };
@@ -88,25 +89,18 @@ fn addr(port: u32) -> anyhow::Result<SocketAddr> {
 }
 
 /// Writes the layout of a localnet into `dir`; refuses if `dir` already holds a genesis.
-pub(crate) fn init(
-    dir: &Path,
-    validators: usize,
-    base_port: u16,
-    block_interval_ms: u64,
-    transport: &str,
-) -> anyhow::Result<Vec<Process>> {
-    init_with(dir, validators, base_port, block_interval_ms, transport, Vec::new())
+pub(crate) fn init(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Vec<Process>> {
+    init_with(dir, validators, net, Vec::new())
 }
 
 /// [`init`] with more funded accounts in the genesis (`bench localnet`'s senders and receivers).
 pub(crate) fn init_with(
     dir: &Path,
     validators: usize,
-    base_port: u16,
-    block_interval_ms: u64,
-    transport: &str,
+    net: &LocalnetArgs,
     extra_balances: Vec<BalanceSpec>,
 ) -> anyhow::Result<Vec<Process>> {
+    let LocalnetArgs { base_port, block_interval_ms, ref transport } = *net;
     if !(1..=engine::limits::VALIDATORS_MAX).contains(&validators) {
         bail!("--validators must be 1 to {}", engine::limits::VALIDATORS_MAX);
     }
@@ -204,14 +198,8 @@ pub(crate) fn init_with(
 }
 
 /// `caasiope init --validators N --dir DIR`.
-pub(crate) fn init_command(
-    dir: &Path,
-    validators: usize,
-    base_port: u16,
-    block_interval_ms: u64,
-    transport: &str,
-) -> anyhow::Result<Output> {
-    let processes = init(dir, validators, base_port, block_interval_ms, transport)?;
+pub(crate) fn init_command(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
+    let processes = init(dir, validators, net)?;
     let faucet = crate::key::read_key_file(&dir.join("faucet.key"))?.public_key().address();
     Output::json(&InitReport {
         dir: dir.to_owned(),
@@ -291,17 +279,11 @@ pub(crate) fn stop(child: &mut Child, grace: Duration) {
 }
 
 /// `caasiope localnet --validators N --dir DIR`.
-pub(crate) fn run(
-    dir: &Path,
-    validators: usize,
-    base_port: u16,
-    block_interval_ms: u64,
-    transport: &str,
-) -> anyhow::Result<Output> {
+pub(crate) fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
     if dir.join("genesis.toml").exists() {
         eprintln!("caasiope: using the localnet in {}", dir.display());
     } else {
-        init(dir, validators, base_port, block_interval_ms, transport)?;
+        init(dir, validators, net)?;
         eprintln!("caasiope: initialized a localnet of {validators} validators in {}", dir.display());
     }
     let mut processes = processes(dir)?;

@@ -47,11 +47,9 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Cert(cli::CertCommand::New { dir, days }) => cert::new(&dir, days),
         Command::Init { dir, days, validators: None, net: _ } => cert::init(&dir, days),
         Command::Init { dir, validators: Some(n), net, .. } => {
-            localnet::init_command(&dir, usize::from(n), net.base_port, net.block_interval_ms, &net.transport)
+            localnet::init_command(&dir, usize::from(n), &net)
         }
-        Command::Localnet { validators, dir, net } => {
-            localnet::run(&dir, usize::from(validators), net.base_port, net.block_interval_ms, &net.transport)
-        }
+        Command::Localnet { validators, dir, net } => localnet::run(&dir, usize::from(validators), &net),
         Command::Address(command) => address::run(command),
         Command::Tx(command) => tx::run(command),
         Command::Demo { json, backend } => demo::run(json, backend),
@@ -73,9 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             rate,
             duration_s: duration,
             accounts: usize::try_from(accounts)?,
-            block_interval_ms: net.block_interval_ms,
-            base_port: net.base_port,
-            transport: net.transport,
+            net,
         }),
         Command::Bench(cli::BenchCommand::Pipeline {
             txs,
