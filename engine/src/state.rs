@@ -305,6 +305,13 @@ impl State {
         Some((account, proof))
     }
 
+    /// Whether `vtx` passes every stateful rule against this state, as the only transaction of a
+    /// block at `timestamp_ms` (what a submission is told at once; a block may still refuse it
+    /// if another transaction spends the same balance first). Changes nothing.
+    pub fn check_tx(&self, vtx: &VerifiedTx, timestamp_ms: i64) -> Result<(), TxError> {
+        check_tx(self, timestamp_ms, None, vtx).map(|_| ())
+    }
+
     /// Checks the ledger's first invariant: every currency's balances, the issuer's negative one
     /// included, sum to zero. Returns the first currency that does not.
     pub fn check_conservation(&self) -> Result<(), Currency> {
@@ -410,6 +417,75 @@ pub fn build_block<'a>(
     Ok((exec.finish(), rejected))
 }
 
+/// Every stateful rule of `vtx` against `state` in a block at `now` whose earlier transactions
+/// already changed the next validator set to `pending_validators` (if any).
+fn check_tx(
+    state: &State,
+    now: i64,
+    pending_validators: Option<&ValidatorSet>,
+    vtx: &VerifiedTx,
+) -> Result<Plan, TxError> {
+    let params = &state.params;
+    let tx = &vtx.tx.tx;
+    // Cheap (tens of ns) and makes this function safe on any `VerifiedTx`, even one built
+    // without `validate::verify`: value is conserved whatever the caller did.
+    check_stateless(tx, params)?;
+    if tx.expiration_ms <= now {
+        return Err(TxError::Expired { expiration_ms: tx.expiration_ms, ledger_time_ms: now });
+    }
+    if tx.expiration_ms > now.saturating_add(params.max_ttl_ms) {
+        return Err(TxError::ExpirationTooFar { expiration_ms: tx.expiration_ms, ledger_time_ms: now });
+    }
+    if state.replay.ids.contains_key(&vtx.id) {
+        return Err(TxError::Replayed(vtx.id));
+    }
+
+    let mut rules = SpendRules::new(&state.accounts, &tx.declarations, &vtx.signers, now);
+    let mut claims = Vec::new();
+    for (i, leg) in tx.inputs.iter().enumerate() {
+        if leg.address.kind() == AddressType::PaymentChannel {
+            if let Some(claim) = rules.channel_input(leg)? {
+                claims.push(claim);
+            }
+        } else if !tx.inputs[..i].iter().any(|l| l.address == leg.address)
+            && !rules.satisfied(&leg.address, 0)?
+        {
+            return Err(TxError::Unsatisfied(leg.address));
+        }
+    }
+    let payer = tx.fee.payer;
+    let payer_checked =
+        payer.kind() != AddressType::PaymentChannel && tx.inputs.iter().any(|l| l.address == payer);
+    if !payer_checked && !rules.satisfied(&payer, 0)? {
+        return Err(TxError::Unsatisfied(payer));
+    }
+    let mut next_validators = None;
+    let updates = tx.declarations.iter().filter_map(|d| match d {
+        Declaration::ValidatorUpdate(u) => Some(u),
+        _ => None,
+    });
+    for u in updates {
+        if next_validators.is_none() && !rules.satisfied(&params.governance, 0)? {
+            return Err(TxError::Unsatisfied(params.governance));
+        }
+        let current = next_validators.as_ref().or(pending_validators).unwrap_or(&state.validators);
+        next_validators = Some(current.with_update(u.public_key, u.weight)?);
+    }
+    if let Some(i) = rules.used.iter().position(|used| !used) {
+        return Err(TxError::UnneededSignature(vtx.signers[i]));
+    }
+
+    let deltas = net_deltas(tx, params)?;
+    for &(address, currency, change) in &deltas {
+        let balance = state.balance(&address, &currency);
+        let after = balance.checked_add(change).ok_or(TxError::Overflow)?;
+        if after < 0 && !params.is_issuer(&address, &currency) {
+            return Err(TxError::InsufficientBalance { address, currency, balance, change });
+        }
+    }
+    Ok(Plan { deltas, claims, next_validators })
+}
+
 /// A ledger being applied. Dropping it without [`BlockExecution::finish`] undoes everything.
 #[derive(Debug)]
 pub struct BlockExecution<'s> {
@@ -456,68 +532,7 @@ impl BlockExecution<'_> {
     }
 
     fn check(&self, vtx: &VerifiedTx) -> Result<Plan, TxError> {
-        let state = &*self.state;
-        let params = &state.params;
-        let tx = &vtx.tx.tx;
-        let now = self.timestamp_ms;
-        // Cheap (tens of ns) and makes this function safe on any `VerifiedTx`, even one built
-        // without `validate::verify`: value is conserved whatever the caller did.
-        check_stateless(tx, params)?;
-        if tx.expiration_ms <= now {
-            return Err(TxError::Expired { expiration_ms: tx.expiration_ms, ledger_time_ms: now });
-        }
-        if tx.expiration_ms > now.saturating_add(params.max_ttl_ms) {
-            return Err(TxError::ExpirationTooFar { expiration_ms: tx.expiration_ms, ledger_time_ms: now });
-        }
-        if state.replay.ids.contains_key(&vtx.id) {
-            return Err(TxError::Replayed(vtx.id));
-        }
-
-        let mut rules = SpendRules::new(&state.accounts, &tx.declarations, &vtx.signers, now);
-        let mut claims = Vec::new();
-        for (i, leg) in tx.inputs.iter().enumerate() {
-            if leg.address.kind() == AddressType::PaymentChannel {
-                if let Some(claim) = rules.channel_input(leg)? {
-                    claims.push(claim);
-                }
-            } else if !tx.inputs[..i].iter().any(|l| l.address == leg.address)
-                && !rules.satisfied(&leg.address, 0)?
-            {
-                return Err(TxError::Unsatisfied(leg.address));
-            }
-        }
-        let payer = tx.fee.payer;
-        let payer_checked =
-            payer.kind() != AddressType::PaymentChannel && tx.inputs.iter().any(|l| l.address == payer);
-        if !payer_checked && !rules.satisfied(&payer, 0)? {
-            return Err(TxError::Unsatisfied(payer));
-        }
-        let mut next_validators = None;
-        let updates = tx.declarations.iter().filter_map(|d| match d {
-            Declaration::ValidatorUpdate(u) => Some(u),
-            _ => None,
-        });
-        for u in updates {
-            if next_validators.is_none() && !rules.satisfied(&params.governance, 0)? {
-                return Err(TxError::Unsatisfied(params.governance));
-            }
-            let current =
-                next_validators.as_ref().or(self.next_validators.as_ref()).unwrap_or(&state.validators);
-            next_validators = Some(current.with_update(u.public_key, u.weight)?);
-        }
-        if let Some(i) = rules.used.iter().position(|used| !used) {
-            return Err(TxError::UnneededSignature(vtx.signers[i]));
-        }
-
-        let deltas = net_deltas(tx, params)?;
-        for &(address, currency, change) in &deltas {
-            let balance = state.balance(&address, &currency);
-            let after = balance.checked_add(change).ok_or(TxError::Overflow)?;
-            if after < 0 && !params.is_issuer(&address, &currency) {
-                return Err(TxError::InsufficientBalance { address, currency, balance, change });
-            }
-        }
-        Ok(Plan { deltas, claims, next_validators })
+        check_tx(self.state, self.timestamp_ms, self.next_validators.as_ref(), vtx)
     }
 
     fn commit(&mut self, vtx: &VerifiedTx, plan: Plan) -> Receipt {

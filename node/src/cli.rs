@@ -99,7 +99,7 @@ pub(crate) enum Command {
 /// Options of a local network's layout.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LocalnetArgs {
-    /// First port: submit base+i, peer-to-peer base+100+i, admin base+200+i.
+    /// First port: submit base+i, peer-to-peer base+100+i, admin base+200+i, explorer API base+300+N.
     #[arg(long, default_value_t = 7100, value_parser = clap::value_parser!(u16).range(1024..=65000))]
     pub(crate) base_port: u16,
     /// Block interval of every process.

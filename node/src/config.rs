@@ -76,6 +76,7 @@ struct File {
     transport: Option<String>,
     #[serde(default)]
     peers: Vec<PeerSpec>,
+    api_listen: Option<SocketAddr>,
 }
 
 /// A peer of the configuration.
@@ -126,6 +127,8 @@ pub(crate) struct NodeConfig {
     pub(crate) backend: Backend,
     pub(crate) sync: Sync,
     pub(crate) net: Option<NetConfig>,
+    /// The explorer's public HTTP API (explorers only).
+    pub(crate) api_listen: Option<SocketAddr>,
 }
 
 /// Reads a bounded text file.
@@ -183,7 +186,11 @@ impl NodeConfig {
             }
             _ => bail!("a networked process needs node_dir, admin_listen and [[peers]]"),
         };
+        if f.api_listen.is_some() && (f.role != Role::Explorer || net.is_none()) {
+            bail!("api_listen is for a networked explorer (role = \"explorer\" with a network section)");
+        }
         Ok(Self {
+            api_listen: f.api_listen,
             net,
             role: f.role,
             data_dir: resolve(f.data_dir),

@@ -14,7 +14,7 @@
 //! localnet.json                name, role, pid and ports of every process (localnet)
 //! ```
 //! Ports: submit `base + i`, peer-to-peer `base + 100 + i`, admin `base + 200 + i`, where the
-//! explorer is process N.
+//! explorer is process N; the explorer's HTTP API listens on `base + 300 + N`.
 
 use std::{
     net::SocketAddr,
@@ -53,6 +53,9 @@ pub(crate) struct Process {
     pub(crate) submit: SocketAddr,
     pub(crate) p2p: SocketAddr,
     pub(crate) admin: SocketAddr,
+    /// The explorer's HTTP API.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) api: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) pid: Option<u32>,
 }
@@ -79,6 +82,8 @@ struct ConfigFile<'a> {
     node_dir: &'a str,
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_listen: Option<SocketAddr>,
     transport: &'a str,
     peers: Vec<PeerSpec>,
 }
@@ -137,6 +142,7 @@ pub(crate) fn init_with(
             submit: addr(base + i)?,
             p2p: addr(base + 100 + i)?,
             admin: addr(base + 200 + i)?,
+            api: if role == Role::Explorer { Some(addr(base + 300 + i)?) } else { None },
             pid: None,
         });
     }
@@ -185,6 +191,7 @@ pub(crate) fn init_with(
             node_dir: &p.name,
             listen: p.p2p,
             admin_listen: p.admin,
+            api_listen: p.api,
             transport,
             peers,
         };
@@ -235,6 +242,7 @@ pub(crate) fn processes(dir: &Path) -> anyhow::Result<Vec<Process>> {
             submit: cfg.submit_listen,
             p2p: net.listen.context("a localnet process listens")?,
             admin: net.admin_listen,
+            api: cfg.api_listen,
             pid: None,
         });
     }
@@ -309,6 +317,11 @@ pub(crate) fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::
             p.p2p,
             p.admin
         );
+    }
+    for p in &processes {
+        if let Some(api) = p.api {
+            println!("explorer API   http://{api}/v1/status  (docs/API.md, /v1/openapi.json)");
+        }
     }
     println!("logs in {}/logs; Ctrl-C stops every process", dir.display());
     let mut last_report = Instant::now();

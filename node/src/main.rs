@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod demo;
 mod exit;
+mod explorer;
 mod key;
 mod localnet;
 mod replica;

@@ -26,7 +26,7 @@ use engine::{
     tx::SignedTransaction,
 };
 use pipeline::{CommitSink, Pipeline, PipelineConfig, SealedLedger, Sealing};
-use storage::{Durability, Store, StoreOptions};
+use storage::{Durability, IndexBatch, Store, StoreOptions};
 
 use crate::{
     config::{NodeConfig, Role, Sync, read_text},
@@ -49,7 +49,9 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
             Sync::Durable => Durability::Durable,
             Sync::SafeNoSync => Durability::SafeNoSync,
         },
-        ..StoreOptions::default()
+        // The explorer API reads the index tables from other threads: they are written with
+        // every ledger there.
+        index_batch: if cfg.api_listen.is_some() { IndexBatch::EVERY_LEDGER } else { IndexBatch::default() },
     };
     let exists = cfg.data_dir.join("mdbx.dat").exists();
     let (store, state) = if exists {

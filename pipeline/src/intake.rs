@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use engine::{
     Backend,
     state::State,
+    tx::TxId,
     validate::{TxError, VerifiedTx},
 };
 
@@ -107,8 +108,21 @@ impl Intake {
     pub fn start(
         state: State,
         cfg: IntakeConfig,
-        mut on_admitted: impl FnMut(Admitted) + Send + 'static,
+        on_admitted: impl FnMut(Admitted) + Send + 'static,
     ) -> Result<Self, PipelineError> {
+        Self::start_reporting(state, cfg, on_admitted, |_, _| {})
+    }
+
+    /// As [`Intake::start`], and tells `on_rejected` every transaction refused, with its id
+    /// when the bytes decoded that far (called on the verification and admission threads).
+    /// Transactions dropped because the pool is full are not judged and not reported.
+    pub fn start_reporting(
+        state: State,
+        cfg: IntakeConfig,
+        mut on_admitted: impl FnMut(Admitted) + Send + 'static,
+        on_rejected: impl Fn(Option<TxId>, &TxError) + Send + Sync + 'static,
+    ) -> Result<Self, PipelineError> {
+        let on_rejected = Arc::new(on_rejected);
         let batch_txs_max = cfg.batch_txs_max.clamp(1, engine::limits::BLOCK_TXS_MAX);
         let queue = cfg.queue_batches_max.max(1);
         let metrics = Arc::new(Metrics::default());
@@ -124,14 +138,14 @@ impl Intake {
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         let params = state.params().clone();
         let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
-        let (m, d) = (metrics.clone(), depths.clone());
+        let (m, d, on_rejected_verify) = (metrics.clone(), depths.clone(), on_rejected.clone());
         let backend = cfg.backend;
         let verify = spawn("intake-verify")
             .spawn(move || {
                 for (origin, batch) in ingest_rx {
                     d[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
                     let (done_tx, done_rx) = bounded(1);
-                    let (params, m2) = (params.clone(), m.clone());
+                    let (params, m2, rejected) = (params.clone(), m.clone(), on_rejected_verify.clone());
                     // One task per batch, decoded and verified by one pool thread; the admit
                     // stage reads the results in submission order.
                     pool.spawn_fifo(move || {
@@ -139,11 +153,17 @@ impl Intake {
                         let n = batch.len();
                         let mut out = Vec::with_capacity(n);
                         for bytes in batch {
-                            let verified = decode_checked(&bytes, &params)
-                                .and_then(|(stx, id)| verify_decoded(stx, id, &params.chain_id, backend));
+                            let verified = match decode_checked(&bytes, &params) {
+                                Ok((stx, id)) => verify_decoded(stx, id, &params.chain_id, backend)
+                                    .map_err(|e| (Some(id), e)),
+                                Err(e) => Err((None, e)),
+                            };
                             match verified {
                                 Ok(v) => out.push(v),
-                                Err(e) => m2.reject(&e),
+                                Err((id, e)) => {
+                                    m2.reject(&e);
+                                    rejected(id, &e);
+                                }
                             }
                         }
                         m2.record(Stage::Verify, n, elapsed_ns(t));
@@ -159,9 +179,24 @@ impl Intake {
         let (m, d) = (metrics.clone(), depths.clone());
         let admitted_max = cfg.admitted_max.max(1);
         let slot = rebase.clone();
+        let m3 = metrics.clone();
         let admit = spawn("intake-admit")
             .spawn(move || {
-                admit_loop(state, &admit_rx, &rebase_rx, &slot, &mut on_admitted, admitted_max, &m, &d)
+                let report = |id: TxId, e: &TxError| {
+                    m3.reject(e);
+                    on_rejected(Some(id), e);
+                };
+                admit_loop(
+                    state,
+                    &admit_rx,
+                    &rebase_rx,
+                    &slot,
+                    &mut on_admitted,
+                    &report,
+                    admitted_max,
+                    &m,
+                    &d,
+                )
             })
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         Ok(Self {
@@ -264,6 +299,7 @@ fn admit_loop(
     rebase_rx: &Receiver<()>,
     slot: &Mutex<Option<State>>,
     on_admitted: &mut impl FnMut(Admitted),
+    reject: &impl Fn(TxId, &TxError),
     admitted_max: usize,
     metrics: &Metrics,
     depths: &[AtomicI64; 5],
@@ -278,7 +314,7 @@ fn admit_loop(
         for v in carried {
             match admit_one(&mut exec, &v, admitted.len(), admitted_max) {
                 Ok(()) => admitted.push(v),
-                Err(Some(e)) => metrics.reject(&e),
+                Err(Some(e)) => reject(v.id, &e),
                 Err(None) => {}
             }
         }
@@ -306,7 +342,7 @@ fn admit_loop(
                                 admitted.push(v.clone());
                                 out.push(v);
                             }
-                            Err(Some(e)) => metrics.reject(&e),
+                            Err(Some(e)) => reject(v.id, &e),
                             // The pool is full: the transaction is dropped, not judged.
                             Err(None) => {}
                         }

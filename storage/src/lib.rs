@@ -74,6 +74,6 @@ pub use layout::TxLocation;
 pub use pending::IndexBatch;
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,
-    StoreOptions,
+    StoreOptions, StoreReader,
 };
 pub use verify::{VerifyReport, verify};

@@ -4,6 +4,7 @@ use std::{
     borrow::Cow,
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use engine::{
@@ -106,7 +107,7 @@ pub struct HistoryEntry {
 /// and the replay window, over one MDBX environment. See the crate documentation for the
 /// tables.
 pub struct Store {
-    env: Env,
+    env: Arc<Env>,
     dir: PathBuf,
     chain_id: String,
     options: StoreOptions,
@@ -205,7 +206,7 @@ impl Store {
             txn.commit()?;
         }
         let store = Self {
-            env,
+            env: Arc::new(env),
             dir: dir.to_owned(),
             chain_id: genesis.params.chain_id,
             options,
@@ -282,7 +283,10 @@ impl Store {
             }
             (chain_id, state, pending)
         };
-        Ok((Self { env, dir: dir.to_owned(), chain_id, options, pending, failed: false }, state))
+        Ok((
+            Self { env: Arc::new(env), dir: dir.to_owned(), chain_id, options, pending, failed: false },
+            state,
+        ))
     }
 
     /// The directory of the store.
@@ -293,6 +297,13 @@ impl Store {
     /// The chain id of the stored genesis.
     pub fn chain_id(&self) -> &str {
         &self.chain_id
+    }
+
+    /// A reader of this store for other threads: it sees what the tables hold — every ledger's
+    /// header and block at once, the index rows (accounts, transaction index, history) up to
+    /// [`Store::indexed_height`], which is the head with [`IndexBatch::EVERY_LEDGER`].
+    pub fn reader(&self) -> StoreReader {
+        StoreReader { env: self.env.clone() }
     }
 
     /// Writes one ledger in one MDBX write transaction: its header and certificate, its block,
@@ -474,44 +485,123 @@ impl Store {
         if out.len() >= limit {
             return Ok(out);
         }
-        let txn = self.env.begin_ro_txn()?;
-        let t_history = txn.open_table(Some(HISTORY))?;
-        let row = |at: TxLocation| -> Result<Option<HistoryValue>, StoreError> {
-            txn.get::<Cow<'_, [u8]>>(&t_history, &layout::history_key(at, address))?
-                .map(|v| HistoryValue::from_bytes(&v))
-                .transpose()
-        };
-        let head = txn
-            .get::<Cow<'_, [u8]>>(&txn.open_table(Some(HISTORY_HEADS))?, address.raw())?
-            .map(|v| TxLocation::from_bytes(&v, HISTORY_HEADS))
-            .transpose()?;
-        let mut next = match before {
-            None => head,
-            Some(b) => match row(b)? {
-                // The last entry of the previous page links to the first of this one.
-                Some(v) => v.previous,
-                // Any other bound: walk down from the newest entry.
-                None => {
-                    let mut at = head;
-                    while let Some(a) = at.filter(|a| *a >= b) {
-                        at = row(a)?.ok_or_else(|| broken_chain(address, a))?.previous;
-                    }
-                    at
+        read_history(&self.env.begin_ro_txn()?, address, before, limit, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Appends to `out`, up to `limit` entries, the history of `address` in the tables, newest first,
+/// before `before`.
+fn read_history<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+    address: &Address,
+    before: Option<TxLocation>,
+    limit: usize,
+    out: &mut Vec<HistoryEntry>,
+) -> Result<(), StoreError> {
+    let t_history = txn.open_table(Some(HISTORY))?;
+    let row = |at: TxLocation| -> Result<Option<HistoryValue>, StoreError> {
+        txn.get::<Cow<'_, [u8]>>(&t_history, &layout::history_key(at, address))?
+            .map(|v| HistoryValue::from_bytes(&v))
+            .transpose()
+    };
+    let head = txn
+        .get::<Cow<'_, [u8]>>(&txn.open_table(Some(HISTORY_HEADS))?, address.raw())?
+        .map(|v| TxLocation::from_bytes(&v, HISTORY_HEADS))
+        .transpose()?;
+    let mut next = match before {
+        None => head,
+        Some(b) => match row(b)? {
+            // The last entry of the previous page links to the first of this one.
+            Some(v) => v.previous,
+            // Any other bound: walk down from the newest entry.
+            None => {
+                let mut at = head;
+                while let Some(a) = at.filter(|a| *a >= b) {
+                    at = row(a)?.ok_or_else(|| broken_chain(address, a))?.previous;
                 }
-            },
-        };
-        while out.len() < limit {
-            let Some(at) = next else { break };
-            let value = row(at)?.ok_or_else(|| broken_chain(address, at))?;
-            if value.previous.is_some_and(|p| p >= at) {
-                return Err(StoreError::Corrupt {
-                    table: HISTORY,
-                    why: format!("the history of {address} does not go back in time at {at:?}"),
-                });
+                at
             }
-            out.push(HistoryEntry { location: at, id: value.id });
-            next = value.previous;
+        },
+    };
+    while out.len() < limit {
+        let Some(at) = next else { break };
+        let value = row(at)?.ok_or_else(|| broken_chain(address, at))?;
+        if value.previous.is_some_and(|p| p >= at) {
+            return Err(StoreError::Corrupt {
+                table: HISTORY,
+                why: format!("the history of {address} does not go back in time at {at:?}"),
+            });
         }
+        out.push(HistoryEntry { location: at, id: value.id });
+        next = value.previous;
+    }
+    Ok(())
+}
+
+/// Reads a store from any thread while its [`Store`] commits (MDBX readers never block the
+/// writer). Cheap to clone. Sees the tables only: see [`Store::reader`].
+#[derive(Clone)]
+pub struct StoreReader {
+    env: Arc<Env>,
+}
+
+impl fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreReader").finish_non_exhaustive()
+    }
+}
+
+impl StoreReader {
+    /// Height of the last committed ledger.
+    pub fn head_height(&self) -> Result<u64, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        read_head_height(&txn, &txn.open_table(Some(META))?)
+    }
+
+    /// Height up to which the index tables are written.
+    pub fn indexed_height(&self) -> Result<u64, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        get_value(&txn, &txn.open_table(Some(META))?, META, meta::INDEXED_HEIGHT)?
+            .ok_or_else(|| missing(META, "no indexed height".into()))
+    }
+
+    /// The header and certificate of ledger `height`, if committed.
+    pub fn header(&self, height: u64) -> Result<Option<(LedgerHeader, Certificate)>, StoreError> {
+        read_header(&self.env.begin_ro_txn()?, height)
+    }
+
+    /// The transactions of ledger `height`, in block order, if committed.
+    pub fn block(&self, height: u64) -> Result<Option<Vec<SignedTransaction>>, StoreError> {
+        read_block(&self.env.begin_ro_txn()?, height)
+    }
+
+    /// Where transaction `id` was included, if it was (and is indexed).
+    pub fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        let table = txn.open_table(Some(TX_INDEX))?;
+        txn.get::<Cow<'_, [u8]>>(&table, id.0)?.map(|v| TxLocation::from_bytes(&v, TX_INDEX)).transpose()
+    }
+
+    /// The indexed state of `address`, if it exists.
+    pub fn account(&self, address: &Address) -> Result<Option<Account>, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        let table = txn.open_table(Some(ACCOUNTS))?;
+        let Some(bytes) = txn.get::<Cow<'_, [u8]>>(&table, address.raw())? else {
+            return Ok(None);
+        };
+        decode_account(address.raw(), &bytes).map(Some)
+    }
+
+    /// As [`Store::history`], over the indexed ledgers.
+    pub fn history(
+        &self,
+        address: &Address,
+        before: Option<TxLocation>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut out = Vec::new();
+        read_history(&self.env.begin_ro_txn()?, address, before, limit.min(HISTORY_PAGE_MAX), &mut out)?;
         Ok(out)
     }
 }

@@ -83,7 +83,7 @@ impl Metrics {
         out
     }
 
-    fn render(&self, role: &str, transport: &str) -> String {
+    pub(crate) fn render(&self, role: &str, transport: &str) -> String {
         let mut out = String::new();
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64| {
             let _ = writeln!(out, "# HELP caasiope_{name} {help}\n# TYPE caasiope_{name} {kind}");

@@ -41,9 +41,8 @@ use net::{NodeCert, conn::PeerHandle, frame::Channel, transport::Transport};
 use pipeline::{Admitted, Intake, IntakeConfig, Origin};
 use storage::{LedgerToCommit, Store};
 
-pub(crate) use self::admin::{get as admin_get, metric};
+pub(crate) use self::admin::{Metrics, get as admin_get, metric};
 use self::{
-    admin::Metrics,
     network::PeerIndex,
     wal::Wal,
     wire::{GOSSIP_TXS_MAX, Sync as SyncMsg, decode_txs, encode_txs},
@@ -58,6 +57,8 @@ use crate::{
 const EVENTS_MAX: usize = 65_536;
 /// Gossip is flushed at least this often.
 const GOSSIP_FLUSH: Duration = Duration::from_millis(5);
+/// Gossip waiting for a validator to connect is retried this often.
+const GOSSIP_RETRY: Duration = Duration::from_millis(100);
 /// How long a check waits for missing bodies to arrive by gossip before fetching them.
 const FETCH_DELAY: Duration = Duration::from_millis(150);
 /// Checks of proposals waiting for bodies.
@@ -130,6 +131,7 @@ struct Host {
     gossip_due: Option<Instant>,
     sync_cursor: usize,
     evidence_path: std::path::PathBuf,
+    explorer: Option<Arc<crate::explorer::Explorer>>,
 }
 
 /// Runs a networked process until SIGINT or SIGTERM.
@@ -200,6 +202,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         Role::Validator => Some(Wal::open(&cfg.data_dir)?),
         _ => None,
     };
+    let explorer_slot = Arc::new(std::sync::OnceLock::<Arc<crate::explorer::Explorer>>::new());
     // The validated-transaction pool is fed by the pipeline's consensus-mode intake: decode,
     // verification on its own pool, admission against the post-state (committed state + pool).
     let intake = {
@@ -210,14 +213,22 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
             queue_batches_max: 256,
             ..IntakeConfig::default()
         };
-        Intake::start(chain.state().clone(), cfg, move |a: Admitted| {
+        let explorer = explorer_slot.clone();
+        let on_admitted = move |a: Admitted| {
             let from = match a.origin {
                 Origin::Client => None,
                 Origin::Peer(p) => Some(p as PeerIndex),
             };
             // Blocks while the host is behind: pushes back on verification, not on memory.
             let _ = events.send(Event::Verified { txs: a.txs, from });
-        })?
+        };
+        // The explorer API tells its clients why a transaction it accepted was refused later.
+        let on_rejected = move |id: Option<TxId>, e: &engine::validate::TxError| {
+            if let Some(x) = explorer.get() {
+                x.rejected(id, e);
+            }
+        };
+        Intake::start_reporting(chain.state().clone(), cfg, on_admitted, on_rejected)?
     };
     let mut host = Host {
         intake,
@@ -241,7 +252,37 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         gossip_due: None,
         sync_cursor: 0,
         evidence_path: cfg.data_dir.join("evidence.bin"),
+        explorer: None,
     };
+    if let Some(api_listen) = cfg.api_listen {
+        let head = host.chain.state().head().height;
+        let certificate =
+            host.store.header(head)?.map(|(_, c)| c).unwrap_or_else(|| engine::ledger::Certificate::new(0));
+        let genesis = engine::genesis::Genesis::from_toml(&read_text(
+            &cfg.genesis,
+            engine::limits::GENESIS_BYTES_MAX as u64,
+            "genesis file",
+        )?)?;
+        let explorer = crate::explorer::Explorer::new(crate::explorer::ExplorerParts {
+            genesis_validators: genesis.validators,
+            state: host.chain.state().clone(),
+            certificate,
+            backend: cfg.backend,
+            reader: host.store.reader(),
+            submitter: host.intake.submitter().context("intake closed at start")?,
+            metrics: metrics.clone(),
+            role: role_name,
+            transport: transport_name,
+            pool_admit_max: POOL_ADMIT_MAX,
+        });
+        let _ = explorer_slot.set(explorer.clone());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(api_listen))
+            .with_context(|| format!("cannot listen on {api_listen}"))?;
+        runtime.spawn(crate::explorer::serve(listener, explorer.clone()));
+        eprintln!("caasiope: explorer API on http://{api_listen}/v1");
+        host.explorer = Some(explorer);
+    }
     host.begin(wal)?;
     // Submissions: decoded on the connection's thread (for the id and a clear error), then
     // handed to the intake, which verifies and admits them (or counts why not).
@@ -269,6 +310,9 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         .context("starting the submit server")?;
     let result = host.run(&events_rx, &stop);
     stop.store(true, Ordering::Relaxed);
+    if let Some(x) = host.explorer.take() {
+        x.close();
+    }
     // Nobody reads events any more: a stage blocked handing one over must see the queue closed.
     drop(events_rx);
     let _ = submit_thread.join();
@@ -577,6 +621,9 @@ impl Host {
         let now = now_ms();
         self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
         self.metrics.record_commit(height, now, applied.tx_ids.clone());
+        if let Some(x) = &self.explorer {
+            x.publish(self.chain.state(), &ledger.certificate);
+        }
         // The intake's post-state moves onto the new committed state.
         self.intake.rebase(self.chain.state().clone()).context("the intake stopped")?;
         self.waiting.clear();
@@ -661,6 +708,14 @@ impl Host {
 
     fn flush_gossip(&mut self) {
         self.gossip_due = None;
+        if self.validator_peers().next().is_none() {
+            // Nobody to hand them to yet (starting, or every link down): keep them (bounded
+            // where they are queued) and try again shortly.
+            if !self.gossip_out.is_empty() {
+                self.gossip_due = Some(Instant::now() + GOSSIP_RETRY);
+            }
+            return;
+        }
         let out = std::mem::take(&mut self.gossip_out);
         for chunk in out.chunks(GOSSIP_TXS_MAX) {
             self.send_validators(Channel::Gossip, &encode_txs(chunk));

@@ -24,30 +24,32 @@ use engine::{
 const CHAIN: &str = "localnet";
 const VALIDATORS: usize = 4;
 
-struct Proc {
-    name: String,
+pub(crate) struct Proc {
+    pub(crate) name: String,
     config: PathBuf,
     submit: SocketAddr,
     admin: SocketAddr,
+    /// The explorer's HTTP API.
+    pub(crate) api: Option<SocketAddr>,
     child: Option<Child>,
 }
 
-struct Localnet {
-    dir: tempfile::TempDir,
-    procs: Vec<Proc>,
+pub(crate) struct Localnet {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) procs: Vec<Proc>,
 }
 
-/// A base port whose 300 ports above are free now (a collision later fails the test loudly).
-fn free_base() -> u16 {
+/// A base port whose 400 ports above are free now (a collision later fails the test loudly).
+pub(crate) fn free_base() -> u16 {
     // Tests of this binary run in parallel: each takes the next range, never the same one.
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let seed = std::process::id() as u16;
     loop {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(k < 140, "no free port range");
-        let base = 20_000 + (seed.wrapping_add(k) % 140) * 300;
+        assert!(k < 100, "no free port range");
+        let base = 20_000 + (seed.wrapping_add(k) % 100) * 400;
         let free =
-            (0..300).filter(|o| o % 100 < 8).all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+            (0..400).filter(|o| o % 100 < 8).all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok());
         if free {
             return base;
         }
@@ -60,10 +62,15 @@ fn bin() -> Command {
 
 impl Localnet {
     fn init(block_interval_ms: u64) -> Self {
+        Self::init_n(VALIDATORS, block_interval_ms)
+    }
+
+    /// `validators` validators and an explorer, not started.
+    pub(crate) fn init_n(validators: usize, block_interval_ms: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let base = free_base();
         let out = bin()
-            .args(["init", "--validators", &VALIDATORS.to_string(), "--dir"])
+            .args(["init", "--validators", &validators.to_string(), "--dir"])
             .arg(dir.path())
             .args(["--base-port", &base.to_string(), "--block-interval-ms", &block_interval_ms.to_string()])
             .args(["--transport", "epoll"])
@@ -80,13 +87,14 @@ impl Localnet {
                 config: p["config"].as_str().unwrap().into(),
                 submit: p["submit"].as_str().unwrap().parse().unwrap(),
                 admin: p["admin"].as_str().unwrap().parse().unwrap(),
+                api: p["api"].as_str().map(|a| a.parse().unwrap()),
                 child: None,
             })
             .collect();
         Self { dir, procs }
     }
 
-    fn start(&mut self, i: usize) {
+    pub(crate) fn start(&mut self, i: usize) {
         let p = &mut self.procs[i];
         assert!(p.child.is_none());
         let log = std::fs::OpenOptions::new()
@@ -113,7 +121,7 @@ impl Localnet {
         }
     }
 
-    fn stop_all(&mut self) {
+    pub(crate) fn stop_all(&mut self) {
         for p in &mut self.procs {
             if let Some(mut c) = p.child.take() {
                 // SAFETY: kill(2) on our own child with a valid signal.
@@ -129,7 +137,7 @@ impl Localnet {
         }
     }
 
-    fn metric(&self, i: usize, name: &str) -> Option<u64> {
+    pub(crate) fn metric(&self, i: usize, name: &str) -> Option<u64> {
         let mut s = TcpStream::connect_timeout(&self.procs[i].admin, Duration::from_millis(500)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         write!(s, "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
@@ -140,7 +148,7 @@ impl Localnet {
         })
     }
 
-    fn height(&self, i: usize) -> u64 {
+    pub(crate) fn height(&self, i: usize) -> u64 {
         self.metric(i, "caasiope_ledger_height").unwrap_or(0)
     }
 
@@ -148,7 +156,7 @@ impl Localnet {
         of.iter().map(|&i| self.height(i)).collect()
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let mut out = String::new();
         for p in &self.procs {
             let text =
@@ -159,7 +167,7 @@ impl Localnet {
         out
     }
 
-    fn wait(&self, what: &str, timeout_s: u64, mut ok: impl FnMut(&Self) -> bool) {
+    pub(crate) fn wait(&self, what: &str, timeout_s: u64, mut ok: impl FnMut(&Self) -> bool) {
         let until = Instant::now() + Duration::from_secs(timeout_s);
         while Instant::now() < until {
             if ok(self) {
@@ -169,7 +177,7 @@ impl Localnet {
         }
         panic!(
             "timed out waiting for {what}; heights {:?}\n{}",
-            self.heights(&[0, 1, 2, 3, 4]),
+            self.heights(&(0..self.procs.len()).collect::<Vec<_>>()),
             self.log_tail()
         );
     }
@@ -185,7 +193,7 @@ impl Localnet {
         line.trim_end().to_owned()
     }
 
-    fn faucet(&self) -> SecretKey {
+    pub(crate) fn faucet(&self) -> SecretKey {
         let text = std::fs::read_to_string(self.dir.path().join("faucet.key")).unwrap();
         SecretKey::from_hex(text.trim()).unwrap()
     }
@@ -212,7 +220,7 @@ impl Drop for Localnet {
     }
 }
 
-fn transfer(faucet: &SecretKey, n: u64) -> Vec<u8> {
+pub(crate) fn transfer(faucet: &SecretKey, n: u64) -> Vec<u8> {
     let from = faucet.public_key().address();
     let to = SecretKey::from_bytes(&{
         let mut b = [7u8; 32];

@@ -1,0 +1,175 @@
+//! The explorer's public HTTP API (docs/API.md): reads committed ledgers, blocks, the
+//! transaction index and account histories from the store through a [`StoreReader`] (MDBX
+//! readers never block the writer), account state and proofs from the state of the latest
+//! ledger the host published, and hands submissions to the same intake as the submit port.
+//!
+//! ```text
+//! host thread ──publish(ledger, state)──> Explorer { latest: state + certificate, head: watch }
+//!                                            │            ▲
+//! HTTP (axum, on the network runtime) ───────┘            └── StoreReader (ledgers, index, history)
+//! ```
+
+mod api;
+mod openapi;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use engine::{
+    Backend, Hash,
+    genesis::ChainParams,
+    ledger::{Certificate, ValidatorSet},
+    state::State,
+    tx::TxId,
+    validate::TxError,
+};
+use pipeline::IntakeSubmitter;
+use storage::StoreReader;
+
+pub(crate) use self::api::serve;
+use crate::replica::Metrics;
+
+/// Transactions submitted here whose fate is remembered (oldest forgotten first).
+const SUBMITTED_MAX: usize = 1_000_000;
+
+/// The state after the latest committed ledger, with the certificate that made it final.
+struct Latest {
+    state: State,
+    certificate: Certificate,
+}
+
+/// What the API knows of a transaction submitted through it.
+#[derive(Clone, Debug)]
+struct Submitted {
+    expiration_ms: i64,
+    rejected: Option<String>,
+}
+
+#[derive(Default)]
+struct SubmittedSet {
+    by_id: HashMap<TxId, Submitted>,
+    order: VecDeque<TxId>,
+}
+
+impl SubmittedSet {
+    fn insert(&mut self, id: TxId, entry: Submitted) {
+        if self.by_id.insert(id, entry).is_none() {
+            self.order.push_back(id);
+            while self.order.len() > SUBMITTED_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_id.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Everything the API handlers share.
+pub(crate) struct Explorer {
+    chain_id: String,
+    params: ChainParams,
+    backend: Backend,
+    reader: StoreReader,
+    latest: RwLock<Arc<Latest>>,
+    /// Every validator set seen, by hash: genesis's, the one at start and each change since.
+    sets: Mutex<HashMap<Hash, ValidatorSet>>,
+    submitted: Mutex<SubmittedSet>,
+    /// Height of the latest ledger the API may serve (its rows are in the store).
+    head: tokio::sync::watch::Sender<u64>,
+    /// Taken away by [`Explorer::close`] so the intake can stop.
+    submitter: Mutex<Option<IntakeSubmitter>>,
+    metrics: Arc<Metrics>,
+    role: &'static str,
+    transport: &'static str,
+    /// Pending transactions above which submissions are refused as busy.
+    pool_admit_max: u64,
+}
+
+impl std::fmt::Debug for Explorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Explorer").field("chain_id", &self.chain_id).finish_non_exhaustive()
+    }
+}
+
+/// How an explorer is put together.
+pub(crate) struct ExplorerParts {
+    pub(crate) genesis_validators: ValidatorSet,
+    pub(crate) state: State,
+    pub(crate) certificate: Certificate,
+    pub(crate) backend: Backend,
+    pub(crate) reader: StoreReader,
+    pub(crate) submitter: IntakeSubmitter,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) role: &'static str,
+    pub(crate) transport: &'static str,
+    pub(crate) pool_admit_max: u64,
+}
+
+impl Explorer {
+    pub(crate) fn new(p: ExplorerParts) -> Arc<Self> {
+        let params = p.state.params().clone();
+        let mut sets = HashMap::new();
+        sets.insert(p.genesis_validators.hash(), p.genesis_validators);
+        sets.insert(p.state.validators().hash(), p.state.validators().clone());
+        let (head, _) = tokio::sync::watch::channel(p.state.head().height);
+        Arc::new(Self {
+            chain_id: params.chain_id.clone(),
+            params,
+            backend: p.backend,
+            reader: p.reader,
+            latest: RwLock::new(Arc::new(Latest { state: p.state, certificate: p.certificate })),
+            sets: Mutex::new(sets),
+            submitted: Mutex::new(SubmittedSet::default()),
+            head,
+            submitter: Mutex::new(Some(p.submitter)),
+            metrics: p.metrics,
+            role: p.role,
+            transport: p.transport,
+            pool_admit_max: p.pool_admit_max,
+        })
+    }
+
+    /// A ledger was committed and stored: `state` is the state after it.
+    pub(crate) fn publish(&self, state: &State, certificate: &Certificate) {
+        let height = state.head().height;
+        if let Ok(mut sets) = self.sets.lock() {
+            sets.entry(state.validators().hash()).or_insert_with(|| state.validators().clone());
+        }
+        let latest = Arc::new(Latest { state: state.clone(), certificate: certificate.clone() });
+        if let Ok(mut l) = self.latest.write() {
+            *l = latest;
+        }
+        self.head.send_replace(height);
+    }
+
+    /// The intake refused a transaction (after the API had accepted it).
+    pub(crate) fn rejected(&self, id: Option<TxId>, error: &TxError) {
+        let Some(id) = id else { return };
+        if let Ok(mut s) = self.submitted.lock() {
+            if let Some(entry) = s.by_id.get_mut(&id) {
+                entry.rejected.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+
+    /// Submissions end (the process is stopping): the intake's queue can close.
+    pub(crate) fn close(&self) {
+        if let Ok(mut s) = self.submitter.lock() {
+            s.take();
+        }
+    }
+
+    fn submitter(&self) -> Option<IntakeSubmitter> {
+        self.submitter.lock().ok()?.clone()
+    }
+
+    fn latest(&self) -> Arc<Latest> {
+        self.latest.read().map(|l| l.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn validator_set(&self, hash: &Hash) -> Option<ValidatorSet> {
+        self.sets.lock().ok()?.get(hash).cloned()
+    }
+}

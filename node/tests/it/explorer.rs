@@ -1,0 +1,304 @@
+//! The explorer's HTTP API on a live network (one validator and an explorer, separate
+//! processes): submissions by bytes and by JSON, statuses, accounts, history pages, proofs
+//! verified offline, the resumable event stream, the OpenAPI document, and bad requests
+//! answered with a 4xx JSON error (never a 5xx or a crash).
+
+use std::{io::Read, time::Duration};
+
+use engine::{
+    Address, Currency, Hash,
+    codec::decode_exact,
+    ledger::ValidatorSet,
+    proof::{AccountStateProof, TxInclusionProof, verify_account_state, verify_tx_inclusion},
+};
+use serde_json::Value;
+
+use super::localnet::{Localnet, transfer};
+
+const CHAIN: &str = "localnet";
+
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(net: &Localnet) -> Self {
+        let addr = net.procs.iter().find_map(|p| p.api).expect("the explorer has an API");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        Self { base: format!("http://{addr}"), agent }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut r = self.agent.get(&format!("{}{path}", self.base)).call().unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
+    }
+
+    fn ok(&self, path: &str) -> Value {
+        let (status, v) = self.get(path);
+        assert_eq!(status, 200, "{path}: {v}");
+        v
+    }
+
+    fn post(&self, content_type: &str, body: &[u8]) -> (u16, Value) {
+        let mut r = self
+            .agent
+            .post(&format!("{}/v1/transactions", self.base))
+            .header("content-type", content_type)
+            .send(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    /// Asserts a 4xx JSON error with `code`.
+    fn refused(&self, (status, v): (u16, Value), code: &str) {
+        assert!((400..500).contains(&status), "{status} {v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+}
+
+/// `from` pays `amount` CAS to `to` (fee 1,000), message `n`.
+fn pay(from: &engine::SecretKey, to: Address, amount: i64, n: u8) -> Vec<u8> {
+    use engine::{
+        Encode,
+        tx::{Fee, Leg, TX_VERSION, Transaction},
+    };
+    let payer = from.public_key().address();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    Transaction {
+        version: TX_VERSION,
+        expiration_ms: now + 120_000,
+        declarations: vec![],
+        inputs: vec![Leg { address: payer, currency: Currency::CAS, amount }],
+        outputs: vec![Leg { address: to, currency: Currency::CAS, amount }],
+        message: vec![n],
+        fee: Fee { payer, amount: 1_000 },
+    }
+    .sign(CHAIN, &[from])
+    .to_bytes()
+}
+
+fn hash(v: &Value) -> Hash {
+    Hash::from_hex(v.as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn explorer_api_serves_submits_proves_and_streams() {
+    let mut net = Localnet::init_n(1, 200);
+    net.start(0);
+    net.start(1);
+    let api = Api::new(&net);
+    net.wait("the explorer's API", 30, |_| {
+        api.agent.get(&format!("{}/healthz", api.base)).call().is_ok_and(|r| r.status() == 200)
+    });
+    let status = api.ok("/v1/status");
+    assert_eq!(status["chain_id"], CHAIN);
+    let faucet = net.faucet();
+    let from = faucet.public_key().address();
+
+    // Submissions: raw bytes and JSON hex; each answered with its id.
+    let mut ids = Vec::new();
+    for n in 0..6u64 {
+        let bytes = transfer(&faucet, n);
+        let (status, v) = if n % 2 == 0 {
+            api.post("application/octet-stream", &bytes)
+        } else {
+            let body = serde_json::json!({ "hex": hex::encode(&bytes) }).to_string();
+            api.post("application/json", body.as_bytes())
+        };
+        assert_eq!(status, 202, "{v}");
+        assert_eq!(v["status"], "pending");
+        ids.push(hash(&v["id"]));
+    }
+    // Rejections are precise and immediate.
+    let mut bad_sig = transfer(&faucet, 99);
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    api.refused(api.post("application/octet-stream", &bad_sig), "rejected");
+    api.refused(api.post("application/octet-stream", b"garbage"), "rejected");
+    api.refused(api.post("application/octet-stream", b""), "bad_request");
+    api.refused(api.post("application/json", b"{\"hex\": \"zz\"}"), "bad_request");
+    api.refused(api.post("application/json", b"[1,2"), "bad_request");
+    let too_large = vec![0u8; engine::limits::TX_BYTES_MAX + 1];
+    api.refused(api.post("application/octet-stream", &too_large), "too_large");
+    let (status, _) =
+        api.post("application/octet-stream", &vec![0u8; 2 * engine::limits::TX_BYTES_MAX + 4096]);
+    assert_eq!(status, 413);
+
+    // Every submitted transaction commits, and says so.
+    net.wait("the submissions to commit", 60, |_| {
+        ids.iter().all(|id| api.get(&format!("/v1/transactions/{id}")).1["status"] == "committed")
+    });
+    for (i, id) in ids.iter().enumerate() {
+        let v = api.ok(&format!("/v1/transactions/{id}"));
+        let height = v["height"].as_u64().unwrap();
+        let ledger = api.ok(&format!("/v1/ledgers/{height}"));
+        let listed: Vec<Hash> = ledger["transactions"].as_array().unwrap().iter().map(hash).collect();
+        assert_eq!(listed[v["index"].as_u64().unwrap() as usize], *id);
+
+        // The inclusion proof verifies offline against the set the explorer names, whose hash
+        // the previous header commits to.
+        let proof = api.ok(&format!("/v1/proofs/transactions/{id}"));
+        let proof: TxInclusionProof =
+            decode_exact(&hex::decode(proof["proof"].as_str().unwrap()).unwrap()).unwrap();
+        let set = api.ok(&format!("/v1/validators/{height}"));
+        let set: ValidatorSet =
+            decode_exact(&hex::decode(set["validators"].as_str().unwrap()).unwrap()).unwrap();
+        let previous = api.ok(&format!("/v1/ledgers/{}", height - 1));
+        assert_eq!(set.hash(), hash(&previous["validator_set_hash"]));
+        verify_tx_inclusion(CHAIN, &set, &proof, engine::Backend::K256).unwrap();
+        let mut forged = proof.clone();
+        forged.tx_id = ids[(i + 1) % ids.len()];
+        assert!(verify_tx_inclusion(CHAIN, &set, &forged, engine::Backend::K256).is_err());
+    }
+
+    // Two spends of the same funds, each valid against the latest ledger: the second is refused
+    // when admitted, and its status says why.
+    let spender = engine::SecretKey::from_bytes(&[5u8; 32]).unwrap();
+    let fund = pay(&faucet, spender.public_key().address(), 5_000, 1);
+    let (status, v) = api.post("application/octet-stream", &fund);
+    assert_eq!(status, 202, "{v}");
+    let fund_id = hash(&v["id"]);
+    net.wait("the funding to commit", 60, |_| {
+        api.get(&format!("/v1/transactions/{fund_id}")).1["status"] == "committed"
+    });
+    let (a, b) = (pay(&spender, from, 4_000, 2), pay(&spender, from, 3_500, 3));
+    let (sa, va) = api.post("application/octet-stream", &a);
+    let (sb, vb) = api.post("application/octet-stream", &b);
+    assert_eq!((sa, sb), (202, 202), "{va} {vb}");
+    let (ida, idb) = (hash(&va["id"]), hash(&vb["id"]));
+    net.wait("one spend to commit and the other to be refused", 60, |_| {
+        let sa = api.get(&format!("/v1/transactions/{ida}")).1;
+        let sb = api.get(&format!("/v1/transactions/{idb}")).1;
+        sa["status"] == "committed" && sb["status"] == "rejected"
+    });
+    let vb = api.ok(&format!("/v1/transactions/{idb}"));
+    assert!(vb["reason"].as_str().unwrap().contains("balance"), "{vb}");
+
+    // Accounts: balances, and the state proof of the latest ledger.
+    let receiver: Address = engine::SecretKey::from_bytes(&{
+        let mut b = [7u8; 32];
+        b[..8].copy_from_slice(&3u64.to_be_bytes());
+        b
+    })
+    .unwrap()
+    .public_key()
+    .address();
+    let account = api.ok(&format!("/v1/accounts/{receiver}"));
+    assert_eq!(account["balances"][0]["currency"], "CAS");
+    assert_eq!(account["balances"][0]["amount"], 1_003);
+    let unused = engine::SecretKey::from_bytes(&[9u8; 32]).unwrap().public_key().address();
+    let never = api.ok(&format!("/v1/accounts/{unused}"));
+    assert!(never["balances"].as_array().unwrap().is_empty());
+    let proof = api.ok(&format!("/v1/proofs/accounts/{receiver}"));
+    let height = proof["height"].as_u64().unwrap();
+    let proof: AccountStateProof =
+        decode_exact(&hex::decode(proof["proof"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(proof.account.balance(&Currency::CAS), 1_003);
+    let set = api.ok(&format!("/v1/validators/{height}"));
+    let set: ValidatorSet = decode_exact(&hex::decode(set["validators"].as_str().unwrap()).unwrap()).unwrap();
+    verify_account_state(CHAIN, &set, &proof, engine::Backend::K256).unwrap();
+    let mut forged = proof;
+    forged.account.set_balance(Currency::CAS, 1_000_000);
+    assert!(verify_account_state(CHAIN, &set, &forged, engine::Backend::K256).is_err());
+
+    // History: the faucet's eight transactions (six transfers, the funding, the spend paid to
+    // it), newest first, by pages of three.
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = cursor.as_ref().map_or_else(String::new, |c| format!("&cursor={c}"));
+        let page = api.ok(&format!("/v1/accounts/{from}/history?limit=3{query}"));
+        pages.extend(page["entries"].as_array().unwrap().iter().cloned());
+        match page.get("next_cursor") {
+            Some(c) => cursor = Some(c.as_str().unwrap().to_owned()),
+            None => break,
+        }
+        assert!(pages.len() < 100, "paging does not end");
+    }
+    let locations: Vec<(u64, u64)> =
+        pages.iter().map(|e| (e["height"].as_u64().unwrap(), e["index"].as_u64().unwrap())).collect();
+    assert!(locations.windows(2).all(|w| w[0] > w[1]), "newest first: {locations:?}");
+    let mut seen: Vec<Hash> = pages.iter().map(|e| hash(&e["id"])).collect();
+    seen.sort();
+    let mut want: Vec<Hash> = ids.iter().copied().chain([fund_id, ida]).collect();
+    want.sort();
+    assert_eq!(seen, want);
+    let mut want = ids.clone();
+    want.sort();
+
+    // The stream, resumed from the first transfer's height, replays every ledger then its
+    // transactions touching the faucet.
+    let first = ids.iter().map(|id| api.ok(&format!("/v1/transactions/{id}"))["height"].as_u64().unwrap());
+    let (low, high) = (first.clone().min().unwrap(), first.max().unwrap());
+    let mut r = api.agent.get(&format!("{}/v1/stream?from={low}&address={from}", api.base)).call().unwrap();
+    assert_eq!(r.status(), 200);
+    let mut reader = r.body_mut().as_reader();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let mut streamed: Vec<Hash> = Vec::new();
+    let mut ledgers_seen = 0;
+    while !want.iter().all(|id| streamed.contains(id)) {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended");
+        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let data = event.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim);
+            if event.contains("event: ledger") || event.contains("event:ledger") {
+                ledgers_seen += 1;
+            } else if event.contains("event: transaction") || event.contains("event:transaction") {
+                let v: Value = serde_json::from_str(data.unwrap()).unwrap();
+                streamed.push(hash(&v["id"]));
+            }
+        }
+    }
+    assert!(ledgers_seen > high - low, "every ledger from {low} to {high} comes first");
+    streamed.sort();
+    streamed.retain(|id| want.binary_search(id).is_ok());
+    assert_eq!(streamed, want);
+
+    // The OpenAPI document names every route.
+    let doc = api.ok("/v1/openapi.json");
+    for route in [
+        "/v1/status",
+        "/v1/ledgers/latest",
+        "/v1/ledgers/{height}",
+        "/v1/transactions",
+        "/v1/transactions/{id}",
+        "/v1/accounts/{address}",
+        "/v1/accounts/{address}/history",
+        "/v1/proofs/transactions/{id}",
+        "/v1/proofs/accounts/{address}",
+        "/v1/validators/{height}",
+        "/v1/stream",
+    ] {
+        assert!(doc["paths"].get(route).is_some(), "{route} missing from the OpenAPI document");
+    }
+
+    // Bad requests: 4xx with a machine-readable error.
+    api.refused(api.get("/v1/ledgers/abc"), "bad_request");
+    api.refused(api.get("/v1/ledgers/18446744073709551615"), "not_found");
+    api.refused(api.get("/v1/transactions/xyz"), "bad_request");
+    api.refused(api.get(&format!("/v1/transactions/{}", "ab".repeat(32))), "not_found");
+    api.refused(api.get("/v1/accounts/not-an-address"), "bad_request");
+    api.refused(api.get(&format!("/v1/accounts/{from}/history?limit=0")), "bad_request");
+    api.refused(api.get(&format!("/v1/accounts/{from}/history?limit=5000")), "bad_request");
+    api.refused(api.get(&format!("/v1/accounts/{from}/history?cursor=zz")), "bad_request");
+    api.refused(api.get(&format!("/v1/proofs/accounts/{unused}")), "not_found");
+    api.refused(api.get("/v1/stream?from=x"), "bad_request");
+    api.refused(api.get("/v1/validators/0"), "not_found");
+    api.refused(api.get("/v1/nothing"), "not_found");
+    // … and the process keeps serving.
+    assert_eq!(api.ok("/v1/status")["chain_id"], CHAIN);
+    net.stop_all();
+}
