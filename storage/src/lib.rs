@@ -4,9 +4,10 @@
 //!   contents, transaction id → (height, index), accounts, per-account history and the replay
 //!   set, written in one write transaction per ledger so a crash leaves the last committed
 //!   ledger intact.
-//! * The asynchronous ClickHouse replicator: committed ledgers copied into SQL tables by several
-//!   writers, each table tracking its replicated height so a restart resumes exactly once
-//!   (not written yet).
+//! * The asynchronous ClickHouse replicator ([`analytics::Replicator`]): committed ledgers copied
+//!   into SQL tables (ledgers, transactions, legs, declarations, balance changes) by several
+//!   writer threads, each table tracking its replicated height so a restart resumes exactly
+//!   once. See [`analytics`] and `docs/ANALYTICS.md`.
 //!
 //! Storage knows nothing of consensus: it stores what the engine applied and the certificate it
 //! is handed.
@@ -58,6 +59,7 @@
 //! rows at once (a clean shutdown does). [`verify`] re-executes the whole chain and compares
 //! every table.
 
+pub mod analytics;
 mod error;
 mod layout;
 mod pending;
@@ -69,6 +71,7 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
+pub use analytics::{ClickHouseConfig, LedgerSource, ReplicationStatus, Replicator};
 pub use error::StoreError;
 pub use layout::TxLocation;
 pub use pending::IndexBatch;
