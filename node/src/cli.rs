@@ -78,6 +78,10 @@ pub(crate) enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         to: String,
     },
+    /// Wallet: encrypted keys, balances, payments, swaps, MultiSig, HTLC, payment channels,
+    /// tokens and offline proof checks, against an explorer's API.
+    #[command(subcommand, arg_required_else_help = false)]
+    Wallet(crate::wallet::WalletCommand),
     /// Storage: check a store.
     #[command(subcommand, arg_required_else_help = false)]
     Db(DbCommand),
@@ -108,6 +112,27 @@ pub(crate) struct LocalnetArgs {
     /// Transport of every process: auto, io_uring or epoll.
     #[arg(long, default_value = "auto", value_parser = ["auto", "io_uring", "epoll"])]
     pub(crate) transport: String,
+    /// A currency besides CAS and its issuer's address (an issuer may go negative: that is the
+    /// outstanding supply; sending to it destroys tokens); repeat for each, e.g. BTC=<address>.
+    #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = parse_currency)]
+    pub(crate) currencies: Vec<(engine::Currency, engine::Address)>,
+    /// The explorer replicates into the ClickHouse server at this HTTP URL
+    /// (e.g. http://127.0.0.1:8123; see docs/ANALYTICS.md).
+    #[arg(long, value_name = "URL")]
+    pub(crate) clickhouse: Option<String>,
+    /// The ClickHouse database of that replication.
+    #[arg(long, value_name = "NAME", default_value = "caasiope", requires = "clickhouse")]
+    pub(crate) clickhouse_database: String,
+}
+
+fn parse_currency(text: &str) -> Result<(engine::Currency, engine::Address), String> {
+    let (symbol, issuer) = text.split_once('=').ok_or("expected SYMBOL=ISSUER")?;
+    let currency = engine::Currency::new(symbol).map_err(|e| e.0)?;
+    if currency == engine::Currency::CAS {
+        return Err("CAS is always there, issued at genesis".into());
+    }
+    let issuer = issuer.parse().map_err(|e| format!("issuer: {e}"))?;
+    Ok((currency, issuer))
 }
 
 /// `caasiope cert …`
@@ -273,6 +298,39 @@ pub(crate) enum BenchCommand {
         accounts: u64,
         #[command(flatten)]
         net: LocalnetArgs,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The load generator: funds fresh accounts from KEY's account, pre-signs transfers among
+    /// them, submits them to an explorer's API at a fixed rate and follows its event stream;
+    /// reports submitted / committed / rejected, committed tx/s against the offered rate, and
+    /// finality p50/p99 (with --read-threads, account reads per second served meanwhile).
+    Load {
+        /// The explorer API's base URL, e.g. http://127.0.0.1:7400.
+        #[arg(long, value_name = "URL")]
+        api: String,
+        /// Transactions offered per second.
+        #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        rate: u64,
+        /// Seconds of offered load.
+        #[arg(long, value_name = "S", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration: u64,
+        /// Fresh accounts the transfers move between (funded first from KEY's account).
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+        accounts: u64,
+        /// The funding account's secret key file (a localnet's faucet.key).
+        #[arg(long, value_name = "FILE")]
+        key: std::path::PathBuf,
+        /// Parallel HTTP connections submitting.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
+        connections: u64,
+        /// Threads reading account balances from the API during the load (0: none).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
+        read_threads: u64,
+        /// Seconds to wait after the load for accepted transactions to commit.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        drain: u64,
         /// Print JSON (the only output form; accepted for clarity in scripts).
         #[arg(long)]
         json: bool,

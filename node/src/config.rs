@@ -77,6 +77,7 @@ struct File {
     #[serde(default)]
     peers: Vec<PeerSpec>,
     api_listen: Option<SocketAddr>,
+    clickhouse: Option<storage::ClickHouseConfig>,
 }
 
 /// A peer of the configuration.
@@ -129,6 +130,8 @@ pub(crate) struct NodeConfig {
     pub(crate) net: Option<NetConfig>,
     /// The explorer's public HTTP API (explorers only).
     pub(crate) api_listen: Option<SocketAddr>,
+    /// Replication into ClickHouse (explorers only).
+    pub(crate) clickhouse: Option<storage::ClickHouseConfig>,
 }
 
 /// Reads a bounded text file.
@@ -189,8 +192,17 @@ impl NodeConfig {
         if f.api_listen.is_some() && (f.role != Role::Explorer || net.is_none()) {
             bail!("api_listen is for a networked explorer (role = \"explorer\" with a network section)");
         }
+        if let Some(ch) = &f.clickhouse {
+            if f.role != Role::Explorer || net.is_none() {
+                bail!(
+                    "[clickhouse] is for a networked explorer (role = \"explorer\" with a network section)"
+                );
+            }
+            ch.validate().map_err(|e| anyhow::anyhow!("config {}: [clickhouse]: {e}", path.display()))?;
+        }
         Ok(Self {
             api_listen: f.api_listen,
+            clickhouse: f.clickhouse,
             net,
             role: f.role,
             data_dir: resolve(f.data_dir),

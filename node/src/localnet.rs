@@ -86,6 +86,15 @@ struct ConfigFile<'a> {
     api_listen: Option<SocketAddr>,
     transport: &'a str,
     peers: Vec<PeerSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clickhouse: Option<ClickHouseSection<'a>>,
+}
+
+/// The `[clickhouse]` section of the explorer's config.
+#[derive(serde::Serialize)]
+struct ClickHouseSection<'a> {
+    url: &'a str,
+    database: &'a str,
 }
 
 fn addr(port: u32) -> anyhow::Result<SocketAddr> {
@@ -105,7 +114,14 @@ pub(crate) fn init_with(
     net: &LocalnetArgs,
     extra_balances: Vec<BalanceSpec>,
 ) -> anyhow::Result<Vec<Process>> {
-    let LocalnetArgs { base_port, block_interval_ms, ref transport } = *net;
+    let LocalnetArgs {
+        base_port,
+        block_interval_ms,
+        ref transport,
+        ref currencies,
+        ref clickhouse,
+        ref clickhouse_database,
+    } = *net;
     if !(1..=engine::limits::VALIDATORS_MAX).contains(&validators) {
         bail!("--validators must be 1 to {}", engine::limits::VALIDATORS_MAX);
     }
@@ -159,7 +175,9 @@ pub(crate) fn init_with(
         fee_account: faucet_address,
         governance: faucet_address,
         validators: keys.iter().map(|k| Validator { public_key: k.public_key(), weight: 1 }).collect(),
-        currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
+        currencies: std::iter::once(CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) })
+            .chain(currencies.iter().map(|&(symbol, issuer)| CurrencySpec { symbol, issuer }))
+            .collect(),
         declarations: vec![],
         balances: std::iter::once(BalanceSpec {
             address: faucet_address,
@@ -194,6 +212,10 @@ pub(crate) fn init_with(
             api_listen: p.api,
             transport,
             peers,
+            clickhouse: clickhouse
+                .as_deref()
+                .filter(|_| p.role == Role::Explorer)
+                .map(|url| ClickHouseSection { url, database: clickhouse_database }),
         };
         let text = toml::to_string(&file).context("writing a config")?;
         std::fs::write(&p.config, text).with_context(|| format!("writing {}", p.config.display()))?;

@@ -5,6 +5,7 @@
 
 mod address;
 mod bench;
+mod bench_load;
 mod bench_localnet;
 mod bench_net;
 mod cert;
@@ -19,6 +20,7 @@ mod replica;
 mod run;
 mod submit;
 mod tx;
+mod wallet;
 
 use std::process::ExitCode;
 
@@ -53,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Localnet { validators, dir, net } => localnet::run(&dir, usize::from(validators), &net),
         Command::Address(command) => address::run(command),
         Command::Tx(command) => tx::run(command),
+        Command::Wallet(command) => wallet::run(command),
         Command::Demo { json, backend } => demo::run(json, backend),
         Command::Run { config } => run::run(&config),
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
@@ -60,6 +63,26 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Bench(cli::BenchCommand::Net { transport, messages, json: _ }) => {
             bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)?, transport })
         }
+        Command::Bench(cli::BenchCommand::Load {
+            api,
+            rate,
+            duration,
+            accounts,
+            key,
+            connections,
+            read_threads,
+            drain,
+            json: _,
+        }) => bench_load::run(&bench_load::LoadBench {
+            api,
+            rate,
+            duration_s: duration,
+            accounts: usize::try_from(accounts)?,
+            key,
+            connections: usize::try_from(connections)?,
+            read_threads: usize::try_from(read_threads)?,
+            drain_s: drain,
+        }),
         Command::Bench(cli::BenchCommand::Localnet {
             validators,
             rate,

@@ -94,6 +94,8 @@ pub struct Intake {
     ingest: Option<Sender<(Origin, Vec<Vec<u8>>)>>,
     /// The newest committed state not yet taken by the admission stage, and its doorbell: the
     /// caller (the consensus host) never waits on the admission stage.
+    /// Straight to admission, for transactions verified elsewhere.
+    admit: Option<Sender<(Origin, Verified)>>,
     rebase: Arc<Mutex<Option<State>>>,
     rebase_bell: Option<Sender<()>>,
     batch_txs_max: usize,
@@ -129,6 +131,7 @@ impl Intake {
         let depths: Arc<[AtomicI64; 5]> = Arc::new(Default::default());
         let (ingest_tx, ingest_rx) = bounded::<(Origin, Vec<Vec<u8>>)>(queue);
         let (admit_tx, admit_rx) = bounded::<(Origin, Verified)>(queue);
+        let admit_direct = admit_tx.clone();
         let (rebase_tx, rebase_rx) = bounded::<()>(1);
         let rebase = Arc::new(Mutex::new(None::<State>));
         let pool = rayon::ThreadPoolBuilder::new()
@@ -201,6 +204,7 @@ impl Intake {
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         Ok(Self {
             ingest: Some(ingest_tx),
+            admit: Some(admit_direct),
             rebase,
             rebase_bell: Some(rebase_tx),
             batch_txs_max,
@@ -228,7 +232,11 @@ impl Intake {
 
     /// A cloneable handle that submits from other threads, waiting while the queue is full.
     pub fn submitter(&self) -> Option<IntakeSubmitter> {
-        Some(IntakeSubmitter { ingest: self.ingest.as_ref()?.clone(), depths: self.depths.clone() })
+        Some(IntakeSubmitter {
+            ingest: self.ingest.as_ref()?.clone(),
+            admit: self.admit.as_ref()?.clone(),
+            depths: self.depths.clone(),
+        })
     }
 
     /// Rebuilds the post-state on a newly committed state (without waiting: a newer state
@@ -253,6 +261,7 @@ impl Intake {
 impl Drop for Intake {
     fn drop(&mut self) {
         self.ingest = None;
+        self.admit = None;
         self.rebase_bell = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -264,10 +273,24 @@ impl Drop for Intake {
 #[derive(Clone, Debug)]
 pub struct IntakeSubmitter {
     ingest: Sender<(Origin, Vec<Vec<u8>>)>,
+    admit: Sender<(Origin, Verified)>,
     depths: Arc<[AtomicI64; 5]>,
 }
 
 impl IntakeSubmitter {
+    /// Submits transactions whose signatures the caller already verified
+    /// ([`engine::validate::verify`]), straight to admission, waiting while its queue is full.
+    pub fn submit_verified(&self, origin: Origin, txs: Vec<VerifiedTx>) -> Result<(), SubmitError> {
+        let (done_tx, done_rx) = bounded(1);
+        // Cannot fail: the receiver is right here and the channel has room for one.
+        let _ = done_tx.send(txs);
+        self.depths[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
+        self.admit.send((origin, done_rx)).map_err(|_| {
+            self.depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
+            SubmitError::Closed
+        })
+    }
+
     /// Submits one batch, waiting while the ingest queue is full (backpressure).
     pub fn submit(&self, origin: Origin, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
         self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);

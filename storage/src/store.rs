@@ -606,6 +606,27 @@ impl StoreReader {
     }
 }
 
+impl crate::analytics::LedgerSource for StoreReader {
+    fn head(&self) -> Result<u64, StoreError> {
+        self.head_height()
+    }
+
+    fn ledger(&self, height: u64) -> Result<Option<crate::analytics::SourceLedger>, StoreError> {
+        // One read transaction: the header and block of one commit.
+        let txn = self.env.begin_ro_txn()?;
+        let Some((header, certificate)) = read_header(&txn, height)? else { return Ok(None) };
+        let block = read_block(&txn, height)?.ok_or_else(|| StoreError::Corrupt {
+            table: BLOCKS,
+            why: format!("ledger {height} has a header but no block"),
+        })?;
+        Ok(Some((header, certificate, block)))
+    }
+
+    fn timestamp_ms(&self, height: u64) -> Result<Option<i64>, StoreError> {
+        Ok(self.header(height)?.map(|(header, _)| header.timestamp_ms))
+    }
+}
+
 fn broken_chain(address: &Address, at: TxLocation) -> StoreError {
     StoreError::Corrupt {
         table: HISTORY,

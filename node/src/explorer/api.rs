@@ -310,11 +310,11 @@ async fn submit(
         let vtx = verify_bytes(&bytes, &params, backend).map_err(|err| (None, err))?;
         let at = now_ms().max(latest.state.head().timestamp_ms.saturating_add(1));
         latest.state.check_tx(&vtx, at).map_err(|err| (Some(vtx.id), err))?;
-        Ok::<_, (Option<TxId>, engine::validate::TxError)>((vtx.id, vtx.tx.tx.expiration_ms, bytes))
+        Ok::<_, (Option<TxId>, engine::validate::TxError)>(vtx)
     })
     .await
     .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the process is stopping"))?;
-    let (id, expiration_ms, bytes) = match checked {
+    let vtx = match checked {
         Ok(v) => v,
         Err((id, err)) => {
             if let (Some(id), Ok(mut s)) = (id, e.submitted.lock()) {
@@ -324,10 +324,12 @@ async fn submit(
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "rejected", err.to_string()));
         }
     };
+    let id = vtx.id;
     if let Ok(mut s) = e.submitted.lock() {
-        s.insert(id, Submitted { expiration_ms, rejected: None });
+        s.insert(id, Submitted { expiration_ms: vtx.tx.tx.expiration_ms, rejected: None });
     }
-    let submitted = e.submitter().is_some_and(|s| s.submit(Origin::Client, vec![bytes]).is_ok());
+    // Verified here: the intake only admits it against the pool's post-state.
+    let submitted = e.submitter().is_some_and(|s| s.submit_verified(Origin::Client, vec![vtx]).is_ok());
     if !submitted {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the process is stopping"));
     }

@@ -147,6 +147,11 @@ impl Explorer {
     /// The intake refused a transaction (after the API had accepted it).
     pub(crate) fn rejected(&self, id: Option<TxId>, error: &TxError) {
         let Some(id) = id else { return };
+        // A second copy of a transaction already admitted or committed: the first one's fate
+        // is the transaction's.
+        if matches!(error, TxError::Replayed(_)) {
+            return;
+        }
         if let Ok(mut s) = self.submitted.lock() {
             if let Some(entry) = s.by_id.get_mut(&id) {
                 entry.rejected.get_or_insert_with(|| error.to_string());

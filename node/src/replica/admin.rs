@@ -25,6 +25,15 @@ const REQUEST_BYTES_MAX: usize = 8 * 1024;
 const CONNECTIONS_MAX: u64 = 64;
 
 /// Counters and gauges of one process, updated by the host loop and the network.
+/// Renders more metrics (Prometheus text) after a process's own.
+pub(crate) struct ExtraMetrics(pub(crate) Box<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub(crate) ledger_height: AtomicU64,
@@ -41,6 +50,8 @@ pub(crate) struct Metrics {
     pub(crate) dropped_events: AtomicU64,
     pub(crate) last_commit_unix_ms: AtomicU64,
     live_connections: AtomicU64,
+    /// More metrics text, rendered after these (the ClickHouse replicator's).
+    pub(crate) extra: std::sync::OnceLock<ExtraMetrics>,
     /// The last committed ledgers: height, commit time, transaction ids (for `/committed`).
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
 }
@@ -155,6 +166,9 @@ impl Metrics {
             "# HELP caasiope_info Role and transport of this process.\n# TYPE caasiope_info gauge"
         );
         let _ = writeln!(out, "caasiope_info{{role=\"{role}\",transport=\"{transport}\"}} 1");
+        if let Some(extra) = self.extra.get() {
+            out.push_str(&(extra.0)());
+        }
         out
     }
 }

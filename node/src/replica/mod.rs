@@ -132,6 +132,7 @@ struct Host {
     sync_cursor: usize,
     evidence_path: std::path::PathBuf,
     explorer: Option<Arc<crate::explorer::Explorer>>,
+    replicator: Option<Arc<storage::Replicator>>,
 }
 
 /// Runs a networked process until SIGINT or SIGTERM.
@@ -253,6 +254,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         sync_cursor: 0,
         evidence_path: cfg.data_dir.join("evidence.bin"),
         explorer: None,
+        replicator: None,
     };
     if let Some(api_listen) = cfg.api_listen {
         let head = host.chain.state().head().height;
@@ -283,6 +285,23 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         eprintln!("caasiope: explorer API on http://{api_listen}/v1");
         host.explorer = Some(explorer);
     }
+    if let Some(ch) = cfg.clickhouse.clone() {
+        let genesis = engine::genesis::Genesis::from_toml(&read_text(
+            &cfg.genesis,
+            engine::limits::GENESIS_BYTES_MAX as u64,
+            "genesis file",
+        )?)?;
+        eprintln!("caasiope: replicating into ClickHouse at {} (database {})", ch.url, ch.database);
+        let replicator = Arc::new(
+            storage::Replicator::start(ch, Arc::new(host.store.reader()), &genesis)
+                .context("starting the ClickHouse replicator")?,
+        );
+        let r = Arc::downgrade(&replicator);
+        let _ = metrics.extra.set(admin::ExtraMetrics(Box::new(move || {
+            r.upgrade().map(|r| r.metrics_text()).unwrap_or_default()
+        })));
+        host.replicator = Some(replicator);
+    }
     host.begin(wal)?;
     // Submissions: decoded on the connection's thread (for the id and a clear error), then
     // handed to the intake, which verifies and admits them (or counts why not).
@@ -312,6 +331,10 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     stop.store(true, Ordering::Relaxed);
     if let Some(x) = host.explorer.take() {
         x.close();
+    }
+    // The replicator finishes the batch it is writing (a kill instead loses nothing either).
+    if let Some(r) = host.replicator.take().and_then(|r| Arc::try_unwrap(r).ok()) {
+        r.stop();
     }
     // Nobody reads events any more: a stage blocked handing one over must see the queue closed.
     drop(events_rx);
@@ -623,6 +646,9 @@ impl Host {
         self.metrics.record_commit(height, now, applied.tx_ids.clone());
         if let Some(x) = &self.explorer {
             x.publish(self.chain.state(), &ledger.certificate);
+        }
+        if let Some(r) = &self.replicator {
+            r.notify();
         }
         // The intake's post-state moves onto the new committed state.
         self.intake.rebase(self.chain.state().clone()).context("the intake stopped")?;

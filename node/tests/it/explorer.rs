@@ -300,5 +300,20 @@ fn explorer_api_serves_submits_proves_and_streams() {
     api.refused(api.get("/v1/nothing"), "not_found");
     // … and the process keeps serving.
     assert_eq!(api.ok("/v1/status")["chain_id"], CHAIN);
+
+    // The load generator, briefly: everything it offers commits, and it says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_caasiope"))
+        .args(["bench", "load", "--api", &api.base, "--rate", "40", "--duration", "2", "--accounts", "8"])
+        .args(["--read-threads", "1", "--json", "--key"])
+        .arg(net.dir.path().join("faucet.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["submitted"], 80, "{report}");
+    assert_eq!(report["accepted"], 80, "{report}");
+    assert_eq!(report["committed"], 80, "{report}");
+    assert!(report["finality_ms"]["p50"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["reads"]["count"].as_u64().unwrap() > 0, "{report}");
     net.stop_all();
 }

@@ -1,0 +1,424 @@
+//! `caasiope bench load --api URL --rate R --duration S --accounts N --key FILE --json`: the
+//! load generator. Funds N fresh accounts from the key's account (one transaction per 63 of
+//! them, waited for), pre-signs R × S transfers among them (not timed), then submits them to
+//! the explorer API at R per second from several connections, and follows the API's event
+//! stream to see each one committed. Reports submitted / accepted / committed / rejected (by
+//! reason) / busy, committed tx/s against the offered rate (the bound, same run), finality
+//! p50/p99 (submit → seen committed on the stream), and, with `--read-threads K`, account reads
+//! per second served meanwhile. A progress bar shows on a terminal only.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Read,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use engine::{
+    Address, Currency, Encode, SecretKey,
+    limits::OUTPUTS_MAX,
+    tx::{Fee, Leg, TX_VERSION, Transaction, TxId},
+};
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use crate::exit::Output;
+
+/// Parameters of the load generator.
+#[derive(Debug)]
+pub(crate) struct LoadBench {
+    pub(crate) api: String,
+    pub(crate) rate: u64,
+    pub(crate) duration_s: u64,
+    pub(crate) accounts: usize,
+    pub(crate) key: std::path::PathBuf,
+    pub(crate) connections: usize,
+    pub(crate) read_threads: usize,
+    pub(crate) drain_s: u64,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value)> {
+    let mut r = agent.get(url).call().with_context(|| format!("GET {url}"))?;
+    let status = r.status().as_u16();
+    let v = r.body_mut().read_json::<Value>().with_context(|| format!("GET {url}: not JSON"))?;
+    Ok((status, v))
+}
+
+/// What one POST answered.
+enum Answer {
+    Accepted,
+    Rejected(String),
+    Busy,
+    Failed(String),
+}
+
+fn post(agent: &ureq::Agent, url: &str, bytes: &[u8]) -> Answer {
+    match agent.post(url).header("content-type", "application/octet-stream").send(bytes) {
+        Err(e) => Answer::Failed(e.to_string()),
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let body = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+            match status {
+                202 => Answer::Accepted,
+                503 => Answer::Busy,
+                _ => {
+                    let message = body["error"]["message"].as_str().unwrap_or("?");
+                    // The rule's name: the message up to its first detail.
+                    let kind = message.split([':', '(']).next().unwrap_or(message).trim().to_owned();
+                    Answer::Rejected(format!("{status} {kind}"))
+                }
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Submits `txs` and waits until every one is committed (funding, not measured).
+fn fund(
+    agent: &ureq::Agent,
+    api: &str,
+    txs: &[(TxId, Vec<u8>)],
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let url = format!("{api}/v1/transactions");
+    for (id, bytes) in txs {
+        match post(agent, &url, bytes) {
+            Answer::Accepted => {}
+            Answer::Rejected(why) => bail!("funding transaction {id} refused: {why}"),
+            Answer::Busy => bail!("funding transaction {id} refused: the explorer is busy"),
+            Answer::Failed(e) => bail!("funding transaction {id}: {e}"),
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(120);
+    for (id, _) in txs {
+        loop {
+            let (_, v) = get_json(agent, &format!("{api}/v1/transactions/{id}"))?;
+            match v["status"].as_str() {
+                Some("committed") => break,
+                Some("rejected") => bail!("funding transaction {id} rejected: {}", v["reason"]),
+                Some("expired") => bail!("funding transaction {id} expired"),
+                _ if Instant::now() > until => bail!("funding transaction {id} not committed after 120 s"),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        progress.inc(1);
+    }
+    Ok(())
+}
+
+/// Follows `/v1/stream` from `from`, recording when each transaction of `wanted` is seen.
+fn follow(
+    api: &str,
+    from: u64,
+    wanted: &HashMap<TxId, usize>,
+    seen: &Mutex<Vec<Option<Instant>>>,
+    seen_count: &AtomicU64,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_recv_body(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut next = from;
+    while !stop.load(Ordering::Relaxed) {
+        let url = format!("{api}/v1/stream?from={next}");
+        let Ok(mut r) = agent.get(&url).call() else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        if r.status() != 200 {
+            bail!("GET {url}: status {}", r.status());
+        }
+        let mut reader = r.body_mut().as_reader();
+        let mut text = String::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                let now = Instant::now();
+                let field = |name: &str| {
+                    event.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_owned())
+                };
+                if field("event:").as_deref() == Some("transaction") {
+                    let Some(data) = field("data:") else { continue };
+                    let Ok(v) = serde_json::from_str::<Value>(&data) else { continue };
+                    let id = v["id"].as_str().and_then(|h| TxId::from_hex(h).ok());
+                    if let Some(&j) = id.as_ref().and_then(|id| wanted.get(id)) {
+                        if let Ok(mut s) = seen.lock() {
+                            if s[j].is_none() {
+                                s[j] = Some(now);
+                                seen_count.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                } else if field("event:").as_deref() == Some("ledger") {
+                    // Resume after this ledger if the stream breaks.
+                    if let Some(h) = field("id:").and_then(|h| h.parse::<u64>().ok()) {
+                        next = h;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the load generator.
+pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
+    let api = b.api.trim_end_matches('/').to_owned();
+    let http = agent(Duration::from_secs(30));
+    let (status, st) = get_json(&http, &format!("{api}/v1/status"))?;
+    if status != 200 {
+        bail!("{api}/v1/status answered {status}: {st}");
+    }
+    let chain_id = st["chain_id"].as_str().context("status without chain_id")?.to_owned();
+    let min_fee = st["min_fee"].as_i64().context("status without min_fee")?;
+    let max_ttl_ms = st["max_ttl_ms"].as_i64().context("status without max_ttl_ms")?;
+    let key = crate::key::read_key_file(&b.key)?;
+    let payer = key.public_key().address();
+    let total = usize::try_from(b.rate.saturating_mul(b.duration_s)).context("too many transactions")?;
+    let n = b.accounts;
+    let rounds = total.div_ceil(n) as i64;
+    // Transfer j: account j % n pays 1 + j / n units to another; distinct amounts per sender
+    // keep every id distinct.
+    let per_account = rounds * (rounds + 1) / 2 + rounds * min_fee + min_fee;
+    let progress = indicatif::ProgressBar::new(0);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_message("keys and funding");
+    let keys: Vec<SecretKey> = (0..n).into_par_iter().map(|_| SecretKey::generate()).collect();
+    let addresses: Vec<Address> = keys.par_iter().map(|k| k.public_key().address()).collect();
+    let head_ms = st["timestamp_ms"].as_i64().unwrap_or(0);
+    let now = || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    };
+    let expiration_ms =
+        now().max(head_ms) + max_ttl_ms.min(((b.duration_s + b.drain_s) * 1000 + 120_000) as i64);
+    let funding: Vec<(TxId, Vec<u8>)> = addresses
+        .chunks(OUTPUTS_MAX - 1)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let amount = per_account * chunk.len() as i64;
+            let tx = Transaction {
+                version: TX_VERSION,
+                expiration_ms,
+                declarations: vec![],
+                inputs: vec![Leg { address: payer, currency: Currency::CAS, amount }],
+                outputs: chunk
+                    .iter()
+                    .map(|a| Leg { address: *a, currency: Currency::CAS, amount: per_account })
+                    .collect(),
+                message: format!("bench load funding {i}").into_bytes(),
+                fee: Fee { payer, amount: min_fee },
+            };
+            let id = tx.id(&chain_id);
+            (id, tx.sign(&chain_id, &[&key]).to_bytes())
+        })
+        .collect();
+    progress.set_length(funding.len() as u64);
+    fund(&http, &api, &funding, &progress)?;
+    progress.set_message("pre-signing");
+    progress.set_position(0);
+    progress.set_length(total as u64);
+    let signed: Vec<(TxId, Vec<u8>)> = (0..total)
+        .into_par_iter()
+        .map(|j| {
+            let from = j % n;
+            let to = (j.wrapping_mul(7919) + 1) % n;
+            let to = if to == from { (to + 1) % n } else { to };
+            let amount = 1 + (j / n) as i64;
+            let tx = Transaction {
+                version: TX_VERSION,
+                expiration_ms,
+                declarations: vec![],
+                inputs: vec![Leg { address: addresses[from], currency: Currency::CAS, amount }],
+                outputs: vec![Leg { address: addresses[to], currency: Currency::CAS, amount }],
+                message: vec![],
+                fee: Fee { payer: addresses[from], amount: min_fee },
+            };
+            let id = tx.id(&chain_id);
+            (id, tx.sign(&chain_id, &[&keys[from]]).to_bytes())
+        })
+        .collect();
+    let wanted: HashMap<TxId, usize> = signed.iter().enumerate().map(|(j, (id, _))| (*id, j)).collect();
+    let seen = Arc::new(Mutex::new(vec![None::<Instant>; total]));
+    let seen_count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let head = get_json(&http, &format!("{api}/v1/ledgers/latest"))?.1["height"].as_u64().unwrap_or(0);
+    let follower = {
+        let (api, seen, seen_count, stop) = (api.clone(), seen.clone(), seen_count.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("load-follow".into())
+            .spawn(move || follow(&api, head + 1, &wanted, &seen, &seen_count, &stop))?
+    };
+    // Readers: account balances of the funded accounts, as fast as the API answers.
+    let reads = Arc::new(AtomicU64::new(0));
+    let read_lat = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let readers_stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..b.read_threads)
+        .map(|t| {
+            let (api, addresses, reads, lat, stop) =
+                (api.clone(), addresses.clone(), reads.clone(), read_lat.clone(), readers_stop.clone());
+            std::thread::spawn(move || {
+                let agent = agent(Duration::from_secs(10));
+                let mut local = Vec::new();
+                let mut i = t * 7;
+                while !stop.load(Ordering::Relaxed) {
+                    let url = format!("{api}/v1/accounts/{}", addresses[i % addresses.len()]);
+                    let t0 = Instant::now();
+                    if matches!(get_json(&agent, &url), Ok((200, _))) {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        local.push(t0.elapsed().as_secs_f64() * 1e3);
+                    }
+                    i += 1;
+                }
+                if let Ok(mut l) = lat.lock() {
+                    l.extend(local);
+                }
+            })
+        })
+        .collect();
+    progress.set_message("submitting");
+    let submitted_at: Arc<Vec<Mutex<Option<Instant>>>> =
+        Arc::new((0..total).map(|_| Mutex::new(None)).collect());
+    let answers = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let signed = Arc::new(signed);
+    let start = Instant::now();
+    let reads_before = reads.load(Ordering::Relaxed);
+    let interval = 1.0 / b.rate as f64;
+    let senders: Vec<_> = (0..b.connections)
+        .map(|t| {
+            let (api, signed, at, answers, accepted, sent) = (
+                api.clone(),
+                signed.clone(),
+                submitted_at.clone(),
+                answers.clone(),
+                accepted.clone(),
+                sent.clone(),
+            );
+            let connections = b.connections;
+            std::thread::spawn(move || {
+                let agent = agent(Duration::from_secs(30));
+                let url = format!("{api}/v1/transactions");
+                let mut j = t;
+                while j < signed.len() {
+                    let due = start + Duration::from_secs_f64(j as f64 * interval);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    if let Ok(mut s) = at[j].lock() {
+                        *s = Some(Instant::now());
+                    }
+                    let answer = post(&agent, &url, &signed[j].1);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let key = match answer {
+                        Answer::Accepted => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                        Answer::Rejected(why) => Some(format!("rejected {why}")),
+                        Answer::Busy => Some("busy".to_owned()),
+                        Answer::Failed(e) => Some(format!("failed {e}")),
+                    };
+                    if let (Some(k), Ok(mut a)) = (key, answers.lock()) {
+                        *a.entry(k).or_default() += 1;
+                    }
+                    j += connections;
+                }
+            })
+        })
+        .collect();
+    while senders.iter().any(|s| !s.is_finished()) {
+        progress.set_position(sent.load(Ordering::Relaxed));
+        progress.set_message(format!("submitting, {} committed", seen_count.load(Ordering::Relaxed)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for s in senders {
+        let _ = s.join();
+    }
+    let offered_s = start.elapsed().as_secs_f64();
+    let reads_done = reads.load(Ordering::Relaxed) - reads_before;
+    readers_stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let _ = r.join();
+    }
+    // Drain: wait for what was accepted to commit.
+    progress.set_message("waiting for commits");
+    let until = Instant::now() + Duration::from_secs(b.drain_s);
+    while seen_count.load(Ordering::Relaxed) < accepted.load(Ordering::Relaxed) && Instant::now() < until {
+        progress.set_position(seen_count.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    progress.finish_and_clear();
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut latencies = Vec::new();
+    let mut last_commit = start;
+    for (j, s) in seen.iter().enumerate() {
+        if let (Some(s), Some(at)) = (s, submitted_at[j].lock().ok().and_then(|a| *a)) {
+            latencies.push(s.saturating_duration_since(at).as_secs_f64() * 1e3);
+            last_commit = last_commit.max(*s);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let committed = latencies.len() as u64;
+    let commit_window = last_commit.saturating_duration_since(start).as_secs_f64().max(offered_s);
+    let committed_per_s = committed as f64 / commit_window;
+    let mut read_lat = read_lat.lock().map(|l| l.clone()).unwrap_or_default();
+    read_lat.sort_by(f64::total_cmp);
+    drop(follower);
+    let answers = answers.lock().map(|a| a.clone()).unwrap_or_default();
+    let report = json!({
+        "bench": "load",
+        "api": api,
+        "chain_id": chain_id,
+        "accounts": n,
+        "connections": b.connections,
+        "offered_rate_tx_per_s": b.rate,
+        "offered_duration_s": b.duration_s,
+        "submitted": sent.load(Ordering::Relaxed),
+        "submit_rate_achieved_tx_per_s": sent.load(Ordering::Relaxed) as f64 / offered_s,
+        "accepted": accepted.load(Ordering::Relaxed),
+        "not_accepted": answers,
+        "committed": committed,
+        "committed_tx_per_s": committed_per_s,
+        "bound_tx_per_s": b.rate,
+        "ratio": committed_per_s / b.rate as f64,
+        "finality_ms": { "p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": latencies.last().copied().unwrap_or(0.0) },
+        "reads": {
+            "threads": b.read_threads,
+            "count": reads_done,
+            "per_s": reads_done as f64 / offered_s,
+            "latency_ms": { "p50": percentile(&read_lat, 0.5), "p99": percentile(&read_lat, 0.99) },
+        },
+    });
+    Output::json(&report)
+}

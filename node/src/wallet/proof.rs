@@ -1,0 +1,278 @@
+//! Offline proof verification (simple payment verification, DESIGN §3.5).
+//!
+//! `wallet proof tx|account` fetch a proof and the validator set certifying its ledger from an
+//! explorer and save them; `wallet verify-proof` checks a proof with no network access, using
+//! `engine::proof::{verify_tx_inclusion, verify_account_state}`.
+//!
+//! What is trusted: the genesis file, which the user obtained from a source they trust (it
+//! fixes the chain id and the first validator set). A proof is accepted only if its ledger
+//! header carries a certificate by more than two thirds of the weight of a trusted validator
+//! set, and its Merkle branch leads from the transaction id or account to that header's root.
+//! The trusted set is the genesis set, unless a validator-set file is given: that set is then
+//! used only if it *is* the genesis set, or if its hash equals a `--trusted-set-hash` the user
+//! got out of band (a checkpoint published by the consortium, say). A set fetched from the
+//! same explorer as the proof proves nothing by itself — whoever forges the proof forges the
+//! set with it — so an unvouched set is refused, not silently used.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use engine::{
+    Backend, Hash,
+    codec::{Encode, decode_exact},
+    currency::format_amount,
+    genesis::Genesis,
+    ledger::{LedgerHeader, ValidatorSet},
+    proof::{AccountStateProof, TxInclusionProof, verify_account_state, verify_tx_inclusion},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Common, files};
+use crate::exit::Output;
+
+/// A proof file: the explorer's `{height, proof}` answer, with the kind and chain id added.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProofFile {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    chain_id: Option<String>,
+    height: u64,
+    proof: String,
+}
+
+/// A validator-set file: the explorer's `{height, validators}` answer.
+#[derive(Debug, Serialize, Deserialize)]
+struct ValidatorsFile {
+    height: u64,
+    #[serde(default)]
+    hash: Option<Hash>,
+    validators: String,
+}
+
+enum Proof {
+    Tx(Box<TxInclusionProof>),
+    Account(Box<AccountStateProof>),
+}
+
+impl Proof {
+    fn header(&self) -> &LedgerHeader {
+        match self {
+            Self::Tx(p) => &p.header,
+            Self::Account(p) => &p.header,
+        }
+    }
+}
+
+fn decode_proof(kind: Option<&str>, bytes: &[u8]) -> anyhow::Result<Proof> {
+    Ok(match kind {
+        Some("transaction" | "tx") => {
+            Proof::Tx(Box::new(decode_exact(bytes).context("not a transaction-inclusion proof")?))
+        }
+        Some("account") => {
+            Proof::Account(Box::new(decode_exact(bytes).context("not an account-state proof")?))
+        }
+        Some(other) => bail!("unknown proof kind {other:?} (transaction or account)"),
+        // Each decoder accepts only its exact canonical form, so at most one of them succeeds.
+        None => match decode_exact::<TxInclusionProof>(bytes) {
+            Ok(p) => Proof::Tx(Box::new(p)),
+            Err(_) => Proof::Account(Box::new(
+                decode_exact(bytes).context("neither a transaction nor an account proof")?,
+            )),
+        },
+    })
+}
+
+/// Which validator set a proof is checked against, and why it is trusted.
+fn trusted_set(
+    genesis: &Genesis,
+    validators: Option<&str>,
+    trusted_hash: Option<Hash>,
+    height: u64,
+) -> anyhow::Result<(ValidatorSet, &'static str)> {
+    let Some(text) = validators else {
+        if trusted_hash.is_some() {
+            bail!("--trusted-set-hash needs the set itself: give --validators FILE");
+        }
+        return Ok((genesis.validators.clone(), "genesis"));
+    };
+    let file: ValidatorsFile = serde_json::from_str(text).context("the validator-set file is not valid")?;
+    if file.height != height {
+        bail!("the validator-set file certifies height {}, the proof is at height {height}", file.height);
+    }
+    let bytes = hex::decode(file.validators.trim()).context("validator-set file")?;
+    let set: ValidatorSet = decode_exact(&bytes).context("validator-set file")?;
+    let hash = set.hash();
+    if file.hash.is_some_and(|h| h != hash) {
+        bail!("the validator-set file's hash field does not match its set ({hash})");
+    }
+    if hash == genesis.validators.hash() {
+        return Ok((set, "genesis"));
+    }
+    match trusted_hash {
+        Some(t) if t == hash => Ok((set, "checkpoint")),
+        Some(t) => bail!("the validator set in the file has hash {hash}, not the trusted {t}"),
+        None => bail!(
+            "the validator set in the file (hash {hash}) is not the genesis set; it is trusted only with \
+             --trusted-set-hash {hash}, given only if that hash comes from a source you trust"
+        ),
+    }
+}
+
+/// Verifies a proof file's text against a genesis and optionally a validator-set file; no
+/// network. Returns what was proven.
+pub(crate) fn verify(
+    proof_text: &str,
+    genesis: &Genesis,
+    validators: Option<&str>,
+    trusted_hash: Option<Hash>,
+    backend: Backend,
+) -> anyhow::Result<Value> {
+    let file: ProofFile = serde_json::from_str(proof_text).context("the proof file is not valid")?;
+    let chain_id = genesis.params.chain_id.as_str();
+    if let Some(c) = &file.chain_id
+        && c != chain_id
+    {
+        bail!("the proof is for chain {c:?}, the genesis for {chain_id:?}");
+    }
+    let bytes = hex::decode(file.proof.trim()).context("the proof is not hex")?;
+    let proof = decode_proof(file.kind.as_deref(), &bytes)?;
+    let header = *proof.header();
+    if header.height != file.height {
+        bail!(
+            "the proof's ledger is at height {}, not the height {} its file names",
+            header.height,
+            file.height
+        );
+    }
+    let (set, trusted) = trusted_set(genesis, validators, trusted_hash, header.height)?;
+    let checked = match &proof {
+        Proof::Tx(p) => verify_tx_inclusion(chain_id, &set, p, backend),
+        Proof::Account(p) => verify_account_state(chain_id, &set, p, backend),
+    };
+    if let Err(e) = checked {
+        let hint = if trusted == "genesis" && matches!(e, engine::proof::ProofError::Certificate(_)) {
+            " (if the validator set changed since genesis, give --validators and --trusted-set-hash)"
+        } else {
+            ""
+        };
+        bail!("the proof does not verify: {e}{hint}");
+    }
+    let mut answer = json!({
+        "valid": true,
+        "chain_id": chain_id,
+        "height": header.height,
+        "ledger_hash": header.hash(chain_id),
+        "timestamp_ms": header.timestamp_ms,
+        "validator_set": { "hash": set.hash(), "trusted_as": trusted },
+    });
+    match &proof {
+        Proof::Tx(p) => {
+            answer["kind"] = json!("transaction");
+            answer["tx_id"] = json!(p.tx_id);
+            answer["index"] = json!(p.branch.index());
+            answer["tx_root"] = json!(header.tx_root);
+        }
+        Proof::Account(p) => {
+            answer["kind"] = json!("account");
+            let a = &p.account;
+            let balances: Vec<Value> = a
+                .balances()
+                .iter()
+                .map(|(c, v)| json!({ "currency": c, "amount": v, "amount_text": format_amount(*v) }))
+                .collect();
+            answer["account"] = json!({
+                "address": a.address,
+                "last_height": a.last_height,
+                "balances": balances,
+                "declaration": a.declaration,
+                "channel_claimed": a.channel_claimed,
+            });
+            answer["state_root"] = json!(header.state_root);
+        }
+    }
+    Ok(answer)
+}
+
+/// `wallet verify-proof`.
+pub(crate) fn verify_command(
+    proof: &Path,
+    genesis: &Path,
+    validators: Option<&Path>,
+    trusted_hash: Option<Hash>,
+    backend: Backend,
+) -> anyhow::Result<Output> {
+    let proof_text = files::read_text(proof, "proof file")?;
+    let genesis_text =
+        crate::config::read_text(genesis, engine::limits::GENESIS_BYTES_MAX as u64, "genesis file")?;
+    let genesis =
+        Genesis::from_toml(&genesis_text).with_context(|| format!("genesis {}", genesis.display()))?;
+    let validators_text = validators.map(|p| files::read_text(p, "validator-set file")).transpose()?;
+    Output::json(&verify(&proof_text, &genesis, validators_text.as_deref(), trusted_hash, backend)?)
+}
+
+/// What `wallet proof` fetches.
+pub(crate) enum Subject {
+    /// A committed transaction's inclusion.
+    Tx(Hash),
+    /// An account's state at the latest ledger.
+    Account(engine::Address),
+}
+
+/// `wallet proof tx|account`: fetches the proof and the validator set certifying its ledger and
+/// saves both (never overwriting). Nothing fetched is trusted here: see `verify-proof`.
+pub(crate) fn fetch_command(
+    common: &Common,
+    subject: &Subject,
+    out: &Path,
+    validators_out: Option<&Path>,
+) -> anyhow::Result<Output> {
+    let api = common.api()?;
+    let chain_id = api.status()?.chain_id;
+    let (kind, answer) = match subject {
+        Subject::Tx(id) => ("transaction", api.tx_proof(id)?),
+        Subject::Account(address) => ("account", api.account_proof(address)?),
+    };
+    let bytes = hex::decode(answer.hex.trim()).context("the explorer's proof is not hex")?;
+    let proof = decode_proof(Some(kind), &bytes)?;
+    if proof.header().height != answer.height {
+        bail!("the explorer's proof is at height {}, not {}", proof.header().height, answer.height);
+    }
+    let set_answer = api.validators(answer.height)?;
+    let set: ValidatorSet = decode_exact(&hex::decode(set_answer.hex.trim()).context("validator set")?)
+        .context("the explorer's validator set")?;
+    let validators_path: PathBuf = match validators_out {
+        Some(p) => p.to_path_buf(),
+        None => default_validators_path(out),
+    };
+    // Both files or neither: checked before the first is written.
+    if validators_path.exists() {
+        bail!("{} already exists; refusing to overwrite it", validators_path.display());
+    }
+    let proof_file = ProofFile {
+        kind: Some(kind.into()),
+        chain_id: Some(chain_id),
+        height: answer.height,
+        proof: hex::encode(&bytes),
+    };
+    let set_file = ValidatorsFile {
+        height: answer.height,
+        hash: Some(set.hash()),
+        validators: hex::encode(set.to_bytes()),
+    };
+    files::write_json_new(out, &proof_file, 0o644)?;
+    files::write_json_new(&validators_path, &set_file, 0o644)?;
+    Output::json(&json!({
+        "kind": kind,
+        "height": answer.height,
+        "proof_file": out,
+        "validators_file": validators_path,
+        "validator_set_hash": set.hash(),
+    }))
+}
+
+fn default_validators_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "proof".into());
+    out.with_file_name(format!("{stem}.validators.json"))
+}
