@@ -1,9 +1,11 @@
 //! The process edge: what a command prints, and how every failure becomes exit status 2 with
-//! exactly one `error: ` line on stderr.
+//! one `error: ` line, the last on stderr.
 //!
 //! Scripts drive this binary, so the contract is strict: on success stdout holds one line or one
-//! JSON document and nothing else; on failure stdout is empty, stderr holds one line and the
-//! status is 2 — whatever failed (usage, input, I/O, or a bug).
+//! JSON document and nothing else; on failure stdout is empty, the last line on stderr is the
+//! `error: ` line and the status is 2 — whatever failed (usage, input, I/O, or a bug). Before it,
+//! stderr carries only what a command reports as it goes (a process's log, progress, what
+//! `wallet sign` is about to sign); a command that fails at once prints that one line alone.
 
 use std::{
     io::{self, Write},

@@ -1,7 +1,7 @@
 //! The `caasiope` binary.
 //!
 //! Every command prints one line or one JSON document on stdout; every failure is exit status 2
-//! with one `error: ` line on stderr (see [`exit`]).
+//! with an `error: ` line, the last on stderr (see [`exit`]).
 
 mod address;
 mod bench;

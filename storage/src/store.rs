@@ -442,25 +442,18 @@ impl Store {
 
     /// Where transaction `id` was included, if it was.
     pub fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError> {
-        if let Some(at) = self.pending.tx_location(id) {
-            return Ok(Some(at));
+        match self.pending.tx_location(id) {
+            Some(at) => Ok(Some(at)),
+            None => self.reader().tx_location(id),
         }
-        let txn = self.env.begin_ro_txn()?;
-        let table = txn.open_table(Some(TX_INDEX))?;
-        txn.get::<Cow<'_, [u8]>>(&table, id.0)?.map(|v| TxLocation::from_bytes(&v, TX_INDEX)).transpose()
     }
 
     /// The stored state of `address`, if it exists.
     pub fn account(&self, address: &Address) -> Result<Option<Account>, StoreError> {
-        if let Some(a) = self.pending.account(address) {
-            return Ok(Some(a.clone()));
+        match self.pending.account(address) {
+            Some(a) => Ok(Some(a.clone())),
+            None => self.reader().account(address),
         }
-        let txn = self.env.begin_ro_txn()?;
-        let table = txn.open_table(Some(ACCOUNTS))?;
-        let Some(bytes) = txn.get::<Cow<'_, [u8]>>(&table, address.raw())? else {
-            return Ok(None);
-        };
-        decode_account(address.raw(), &bytes).map(Some)
     }
 
     /// Up to `limit` (at most [`HISTORY_PAGE_MAX`]) transactions of `address`, newest first,

@@ -153,7 +153,7 @@ pub(crate) fn document() -> Value {
                 param("address", "query", "Only transactions touching this address.", &address)
             ],
             "responses": {
-                "200": { "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                "200": { "description": "An event stream", "content": { "text/event-stream": { "schema": {} } } },
                 "400": error("Bad height or address"),
                 "503": error("Too many live streams")
             }

@@ -1,5 +1,6 @@
 //! Integration tests of the `caasiope` binary: one test binary (see STYLE.md).
 
 mod cli;
+mod e2e;
 mod explorer;
 mod localnet;
