@@ -336,29 +336,51 @@ async fn submit(
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "pending" }))))
 }
 
+/// The JSON of `GET /v1/accounts/{address}`, serialized straight from the state (the API's
+/// most frequent read).
+#[derive(serde::Serialize)]
+struct AccountJson<'a> {
+    address: &'a str,
+    height: u64,
+    balances: Vec<BalanceJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_height: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    declaration: Option<&'a engine::Declaration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel_claimed: Option<i64>,
+}
+
+#[derive(serde::Serialize)]
+struct BalanceJson<'a> {
+    currency: &'a str,
+    amount: i64,
+}
+
 async fn account(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> ApiResult {
-    let address = parse_address(&path(p)?)?;
+) -> Result<Response, ApiError> {
+    // Address32 text is either case: answered in lower case, its canonical form.
+    let text = path(p)?.to_ascii_lowercase();
+    let address = parse_address(&text)?;
     let latest = e.latest();
-    let height = latest.state.head().height;
-    let mut out = json!({ "address": address, "height": height, "balances": [] });
-    if let Some(a) = latest.state.account(&address) {
-        out["balances"] = a
-            .balances()
-            .iter()
-            .map(|(c, amount)| json!({ "currency": c.as_str(), "amount": amount }))
-            .collect();
-        out["last_height"] = json!(a.last_height);
-        if let Some(d) = &a.declaration {
-            out["declaration"] = json!(d);
-        }
-        if a.channel_claimed != 0 {
-            out["channel_claimed"] = json!(a.channel_claimed);
-        }
-    }
-    Ok(Json(out))
+    let account = latest.state.account(&address);
+    let out = AccountJson {
+        address: &text,
+        height: latest.state.head().height,
+        balances: account
+            .map(|a| {
+                a.balances().iter().map(|(c, amount)| BalanceJson { currency: c.as_str(), amount: *amount })
+            })
+            .into_iter()
+            .flatten()
+            .collect(),
+        last_height: account.map(|a| a.last_height),
+        declaration: account.and_then(|a| a.declaration.as_ref()),
+        channel_claimed: account.map(|a| a.channel_claimed).filter(|c| *c != 0),
+    };
+    Ok(Json(out).into_response())
 }
 
 /// History cursors: `height.index` of the last entry of the previous page.
