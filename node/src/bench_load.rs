@@ -198,7 +198,9 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     let chain_id = st["chain_id"].as_str().context("status without chain_id")?.to_owned();
     let min_fee = st["min_fee"].as_i64().context("status without min_fee")?;
     let max_ttl_ms = st["max_ttl_ms"].as_i64().context("status without max_ttl_ms")?;
-    let key = crate::key::read_key_file(&b.key)?;
+    let key = crate::key::read_key_file(&b.key).with_context(|| {
+        format!("the funding key {} (--key FILE: a funded account's secret key)", b.key.display())
+    })?;
     let payer = key.public_key().address();
     let total = usize::try_from(b.rate.saturating_mul(b.duration_s)).context("too many transactions")?;
     let n = b.accounts;

@@ -319,8 +319,9 @@ pub(crate) enum BenchCommand {
         /// Fresh accounts the transfers move between (funded first from KEY's account).
         #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
         accounts: u64,
-        /// The funding account's secret key file (a localnet's faucet.key).
-        #[arg(long, value_name = "FILE")]
+        /// The funding account's secret key file (a localnet's faucet.key; by default the one of
+        /// the README's localnet, `scripts/run`).
+        #[arg(long, value_name = "FILE", default_value = "data/localnet/faucet.key")]
         key: std::path::PathBuf,
         /// Parallel HTTP connections submitting.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
