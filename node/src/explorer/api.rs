@@ -108,6 +108,11 @@ pub(crate) fn router(explorer: Shared) -> Router {
 
 /// Serves the API on `listener` until the runtime stops.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, explorer: Shared) {
+    let listener = super::listener::Limited::new(
+        listener,
+        super::listener::CONNECTIONS_MAX,
+        super::listener::IDLE_TIMEOUT,
+    );
     if let Err(e) = axum::serve(listener, router(explorer)).await {
         eprintln!("caasiope: the explorer API stopped: {e}");
     }

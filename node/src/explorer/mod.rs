@@ -10,6 +10,7 @@
 //! ```
 
 mod api;
+mod listener;
 mod openapi;
 
 use std::{
