@@ -160,21 +160,36 @@ fn ledger_json(chain_id: &str, header: &LedgerHeader, certificate: &Certificate,
     })
 }
 
-fn ids_of(chain_id: &str, block: &[SignedTransaction]) -> Vec<TxId> {
-    block.iter().map(|t| t.tx.id(chain_id)).collect()
+/// A stored ledger: header, certificate, block and the block's transaction ids.
+pub(super) struct StoredLedger {
+    pub(super) height: u64,
+    header: LedgerHeader,
+    certificate: Certificate,
+    txs: Vec<SignedTransaction>,
+    ids: Vec<TxId>,
 }
 
-/// A stored ledger: header, certificate and block.
-fn stored_ledger(
-    e: &Explorer,
-    height: u64,
-) -> Result<Option<(LedgerHeader, Certificate, Vec<SignedTransaction>)>, ApiError> {
+/// Ledger `height` if committed and published, from the explorer's cache of recent ledgers or
+/// the store (a block of 10,000 transactions is ~10 ms to decode and hash: the cache serves the
+/// repeated reads of recent ledgers — every live stream reads each new one).
+fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>, ApiError> {
     if height > *e.head.borrow() {
         return Ok(None);
     }
+    if let Some(hit) = e.recent.lock().ok().and_then(|r| r.iter().find(|l| l.height == height).cloned()) {
+        return Ok(Some(hit));
+    }
     let Some((header, certificate)) = e.reader.header(height)? else { return Ok(None) };
-    let block = e.reader.block(height)?.unwrap_or_default();
-    Ok(Some((header, certificate, block)))
+    let txs = e.reader.block(height)?.unwrap_or_default();
+    let ids = txs.iter().map(|t| t.tx.id(&e.chain_id)).collect();
+    let ledger = Arc::new(StoredLedger { height, header, certificate, txs, ids });
+    if let Ok(mut recent) = e.recent.lock() {
+        if recent.len() >= super::RECENT_LEDGERS {
+            recent.pop_front();
+        }
+        recent.push_back(ledger.clone());
+    }
+    Ok(Some(ledger))
 }
 
 async fn status(AxState(e): AxState<Shared>) -> ApiResult {
@@ -217,9 +232,9 @@ async fn ledger_at(
 }
 
 fn ledger_json_at(e: &Explorer, height: u64) -> ApiResult {
-    let (header, certificate, block) = stored_ledger(e, height)?
+    let l = stored_ledger(e, height)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {height}")))?;
-    Ok(Json(ledger_json(&e.chain_id, &header, &certificate, &ids_of(&e.chain_id, &block))))
+    Ok(Json(ledger_json(&e.chain_id, &l.header, &l.certificate, &l.ids)))
 }
 
 /// Where `id` was committed, if it was (and the API may serve that ledger).
@@ -233,8 +248,9 @@ async fn transaction(
 ) -> ApiResult {
     let id = parse_id(&path(p)?)?;
     if let Some(at) = committed_at(&e, &id)? {
-        let block = e.reader.block(at.height)?.unwrap_or_default();
-        let tx = block.get(at.index as usize).ok_or_else(|| {
+        let l = stored_ledger(&e, at.height)?
+            .ok_or_else(|| ApiError::not_found(format!("no ledger at height {}", at.height)))?;
+        let tx = l.txs.get(at.index as usize).ok_or_else(|| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the index points past its block")
         })?;
         return Ok(Json(json!({
@@ -436,13 +452,12 @@ async fn tx_proof_of(
 ) -> ApiResult {
     let id = parse_id(&path(p)?)?;
     let at = committed_at(&e, &id)?.ok_or_else(|| ApiError::not_found(format!("{id} is not committed")))?;
-    let (header, certificate, block) = stored_ledger(&e, at.height)?
+    let l = stored_ledger(&e, at.height)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {}", at.height)))?;
-    let ids = ids_of(&e.chain_id, &block);
-    let branch = tx_proof(&ids, at.index as usize).ok_or_else(|| {
+    let branch = tx_proof(&l.ids, at.index as usize).ok_or_else(|| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the index points past its block")
     })?;
-    let proof = TxInclusionProof { header, certificate, tx_id: id, branch };
+    let proof = TxInclusionProof { header: l.header, certificate: l.certificate.clone(), tx_id: id, branch };
     Ok(Json(json!({ "kind": "transaction", "height": at.height, "proof": hex::encode(proof.to_bytes()) })))
 }
 
@@ -549,18 +564,17 @@ use futures_util::StreamExt as _;
 
 /// The events of ledger `height`: the ledger, then its transactions (touching `address`).
 fn ledger_events(e: &Explorer, height: u64, address: Option<&Address>) -> Result<Vec<Event>, ApiError> {
-    let (header, certificate, block) = stored_ledger(e, height)?
+    let l = stored_ledger(e, height)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {height}")))?;
-    let ids = ids_of(&e.chain_id, &block);
     let id = height.to_string();
-    let mut out = Vec::with_capacity(1 + block.len());
+    let mut out = Vec::with_capacity(1 + l.txs.len());
     out.push(
         Event::default()
             .event("ledger")
             .id(id.clone())
-            .data(ledger_json(&e.chain_id, &header, &certificate, &ids).to_string()),
+            .data(ledger_json(&e.chain_id, &l.header, &l.certificate, &l.ids).to_string()),
     );
-    for (index, (tx, tx_id)) in block.iter().zip(&ids).enumerate() {
+    for (index, (tx, tx_id)) in l.txs.iter().zip(&l.ids).enumerate() {
         let touches = |a: &Address| {
             tx.tx.inputs.iter().chain(&tx.tx.outputs).any(|l| l.address == *a) || tx.tx.fee.payer == *a
         };

@@ -32,6 +32,8 @@ use storage::StoreReader;
 pub(crate) use self::api::serve;
 use crate::replica::Metrics;
 
+/// Recent ledgers kept decoded (with their ids) for the API.
+const RECENT_LEDGERS: usize = 16;
 /// Transactions submitted here whose fate is remembered (oldest forgotten first).
 const SUBMITTED_MAX: usize = 1_000_000;
 
@@ -77,6 +79,8 @@ pub(crate) struct Explorer {
     /// Every validator set seen, by hash: genesis's, the one at start and each change since.
     sets: Mutex<HashMap<Hash, ValidatorSet>>,
     submitted: Mutex<SubmittedSet>,
+    /// The last ledgers read, decoded.
+    recent: Mutex<VecDeque<Arc<api::StoredLedger>>>,
     /// Height of the latest ledger the API may serve (its rows are in the store).
     head: tokio::sync::watch::Sender<u64>,
     /// Taken away by [`Explorer::close`] so the intake can stop.
@@ -123,6 +127,7 @@ impl Explorer {
             latest: RwLock::new(Arc::new(Latest { state: p.state, certificate: p.certificate })),
             sets: Mutex::new(sets),
             submitted: Mutex::new(SubmittedSet::default()),
+            recent: Mutex::new(VecDeque::new()),
             head,
             submitter: Mutex::new(Some(p.submitter)),
             metrics: p.metrics,
