@@ -31,14 +31,7 @@ const FEE: i64 = 10_000;
 
 /// Demo keys are derived from their names so every run prints the same ledgers.
 fn key(name: &str) -> SecretKey {
-    let mut seed = sha256(format!("caasiope demo key {name}").as_bytes());
-    // A SHA-256 output is a valid scalar with overwhelming probability; nudge it if not.
-    loop {
-        if let Ok(k) = SecretKey::from_bytes(&seed) {
-            return k;
-        }
-        seed = sha256(&seed);
-    }
+    crate::key::derived_key(&format!("caasiope demo key {name}"))
 }
 
 fn addr(name: &str) -> Address {

@@ -29,13 +29,7 @@ const COIN: i64 = 100_000_000;
 const MIN_FEE: i64 = 10_000;
 
 fn key(name: &str) -> SecretKey {
-    let mut seed = sha256(format!("wallet test key {name}").as_bytes());
-    loop {
-        if let Ok(k) = SecretKey::from_bytes(&seed) {
-            return k;
-        }
-        seed = sha256(&seed);
-    }
+    crate::key::derived_key(&format!("wallet test key {name}"))
 }
 
 fn addr(name: &str) -> Address {
