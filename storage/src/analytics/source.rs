@@ -37,22 +37,19 @@ const _: fn() = || {
     sync::<Store>();
 };
 
+// Headers and blocks are written with every commit: the store's reader sees every committed
+// ledger (and reads header and block in one transaction).
 impl LedgerSource for Store {
     fn head(&self) -> Result<u64, StoreError> {
-        Ok(Store::head(self)?.height)
+        LedgerSource::head(&self.reader())
     }
 
     fn ledger(&self, height: u64) -> Result<Option<SourceLedger>, StoreError> {
-        let Some((header, certificate)) = self.header(height)? else { return Ok(None) };
-        let transactions = self.block(height)?.ok_or_else(|| StoreError::Corrupt {
-            table: "blocks",
-            why: format!("ledger {height} has a header but no block"),
-        })?;
-        Ok(Some((header, certificate, transactions)))
+        LedgerSource::ledger(&self.reader(), height)
     }
 
     fn timestamp_ms(&self, height: u64) -> Result<Option<i64>, StoreError> {
-        Ok(self.header(height)?.map(|(header, _)| header.timestamp_ms))
+        LedgerSource::timestamp_ms(&self.reader(), height)
     }
 }
 
