@@ -15,7 +15,7 @@
 //!
 //! Every failure ends this connection only; the caller decides about reconnecting.
 
-use std::{sync::Arc, time::Duration};
+use std::{io::IoSlice, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -132,6 +132,17 @@ impl PeerHandle {
     }
 }
 
+impl PeerHandle {
+    /// Queues `payload` on `channel`, waiting for room: for a sender that would rather slow
+    /// down than drop (bulk transfers, benchmarks); gossip and consensus use [`Self::send`].
+    pub async fn send_wait(&self, channel: Channel, payload: Vec<u8>) -> Result<(), SendError> {
+        if payload.len() > frame::PAYLOAD_MAX {
+            return Err(SendError::TooLarge);
+        }
+        self.queues[channel as usize].send(payload).await.map_err(|_| SendError::Closed)
+    }
+}
+
 /// The inbound side of a connection: frames of every channel but control, in arrival order per
 /// channel.
 #[derive(Debug)]
@@ -234,7 +245,8 @@ impl Driver {
         };
         let writer = async {
             let [control, gossip, consensus, sync] = &mut outbound;
-            let mut out = Vec::with_capacity(64 * 1024);
+            let mut out = Outgoing::default();
+            let mut scratch = Vec::new();
             let mut last_write = Instant::now();
             let mut next_low = 0usize;
             loop {
@@ -242,7 +254,7 @@ impl Driver {
                 // Control and consensus first, whole queues.
                 drain(control, Channel::Control, usize::MAX, &mut out);
                 while pong_rx.try_recv().is_ok() {
-                    let _ = frame::encode(Channel::Control, &[PONG], &mut out);
+                    out.push(Channel::Control, vec![PONG]);
                 }
                 drain(consensus, Channel::Consensus, usize::MAX, &mut out);
                 // Then gossip and sync in turn, a bounded share each.
@@ -259,20 +271,15 @@ impl Driver {
                     let until = last_write + cfg.ping_interval;
                     tokio::select! {
                         biased;
-                        r = control.recv() => match r { Some(p) => push(Channel::Control, &p, &mut out), None => return ConnError::Closed },
-                        r = consensus.recv() => match r { Some(p) => push(Channel::Consensus, &p, &mut out), None => return ConnError::Closed },
-                        Some(()) = pong_rx.recv() => push(Channel::Control, &[PONG], &mut out),
-                        r = gossip.recv() => match r { Some(p) => push(Channel::Gossip, &p, &mut out), None => return ConnError::Closed },
-                        r = sync.recv() => match r { Some(p) => push(Channel::Sync, &p, &mut out), None => return ConnError::Closed },
-                        () = tokio::time::sleep_until(until) => push(Channel::Control, &[PING], &mut out),
+                        r = control.recv() => match r { Some(p) => out.push(Channel::Control, p), None => return ConnError::Closed },
+                        r = consensus.recv() => match r { Some(p) => out.push(Channel::Consensus, p), None => return ConnError::Closed },
+                        Some(()) = pong_rx.recv() => out.push(Channel::Control, vec![PONG]),
+                        r = gossip.recv() => match r { Some(p) => out.push(Channel::Gossip, p), None => return ConnError::Closed },
+                        r = sync.recv() => match r { Some(p) => out.push(Channel::Sync, p), None => return ConnError::Closed },
+                        () = tokio::time::sleep_until(until) => out.push(Channel::Control, vec![PING]),
                     }
                 }
-                match timeout(cfg.write_timeout, async {
-                    wr.write_all(&out).await?;
-                    wr.flush().await
-                })
-                .await
-                {
+                match timeout(cfg.write_timeout, out.write_to(&mut wr, &mut scratch)).await {
                     Err(_) => return ConnError::WriteStalled(cfg.write_timeout),
                     Ok(Err(e)) => return ConnError::Io(e.to_string()),
                     Ok(Ok(())) => last_write = Instant::now(),
@@ -291,12 +298,68 @@ fn push(channel: Channel, payload: &[u8], out: &mut Vec<u8>) {
     let _ = frame::encode(channel, payload, out);
 }
 
+/// Frames gathered for one write: each header and the payload it heads, moved from its queue
+/// (not copied: TLS copies each byte once, into its records).
+#[derive(Default)]
+struct Outgoing {
+    frames: Vec<([u8; frame::HEADER_LEN], Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Outgoing {
+    fn push(&mut self, channel: Channel, payload: Vec<u8>) {
+        // Payloads were checked by `PeerHandle::send`; control payloads are a byte.
+        if let Ok(header) = frame::header(channel, payload.len()) {
+            self.bytes += header.len() + payload.len();
+            self.frames.push((header, payload));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+
+    /// Writes every frame and flushes: one vectored write where the stream takes them (TLS
+    /// does), else through `scratch`.
+    async fn write_to<W: AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        scratch: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        if wr.is_write_vectored() {
+            let mut slices: Vec<IoSlice<'_>> =
+                self.frames.iter().flat_map(|(h, p)| [IoSlice::new(h), IoSlice::new(p)]).collect();
+            let mut bufs = &mut slices[..];
+            while !bufs.is_empty() {
+                let n = wr.write_vectored(bufs).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+        } else {
+            scratch.clear();
+            for (h, p) in &self.frames {
+                scratch.extend_from_slice(h);
+                scratch.extend_from_slice(p);
+            }
+            wr.write_all(scratch).await?;
+        }
+        wr.flush().await
+    }
+}
+
 /// Moves queued frames of `channel` into `out` until about `budget` bytes.
-fn drain(rx: &mut mpsc::Receiver<Vec<u8>>, channel: Channel, budget: usize, out: &mut Vec<u8>) {
-    let start = out.len();
-    while out.len() - start < budget {
+fn drain(rx: &mut mpsc::Receiver<Vec<u8>>, channel: Channel, budget: usize, out: &mut Outgoing) {
+    let start = out.bytes;
+    while out.bytes - start < budget {
         match rx.try_recv() {
-            Ok(p) => push(channel, &p, out),
+            Ok(p) => out.push(channel, p),
             Err(_) => break,
         }
     }

@@ -57,14 +57,20 @@ pub enum FrameError {
 
 /// Appends one frame to `out`.
 pub fn encode(channel: Channel, payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-    if payload.len() > PAYLOAD_MAX {
-        return Err(FrameError::PayloadTooLarge(payload.len()));
-    }
+    let header = header(channel, payload.len())?;
     out.reserve(HEADER_LEN + payload.len());
-    out.push(channel as u8);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
     Ok(())
+}
+
+/// The header of a frame of `len` payload bytes on `channel`.
+pub fn header(channel: Channel, len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
+    if len > PAYLOAD_MAX {
+        return Err(FrameError::PayloadTooLarge(len));
+    }
+    let [a, b, c, d] = (len as u32).to_be_bytes();
+    Ok([channel as u8, a, b, c, d])
 }
 
 /// Turns a byte stream into frames.
