@@ -1,7 +1,13 @@
 //! `caasiope bench net`: messages per second and MB/s over mutual TLS between two endpoints
 //! (the `net` connection: hello, channels, batching writer), for small (200 B) and large
-//! (64 KiB) messages, against plain TCP loopback with the same framing and batching measured in
-//! the same run; and the network CPU per small message against one k256 verification.
+//! (64 KiB) messages, against plain TCP loopback carrying the same frames, measured in the same
+//! run; and the network CPU per small message against one k256 verification.
+//!
+//! Small messages travel as the node gossips transactions: up to 64 per gossip frame in the
+//! gossip codec (`replica::wire`), split back into one buffer each by the receiver. The plain
+//! TCP bound sends the very same frames and splits them the same way, so the ratio is the cost
+//! of TLS and of the connection (queues, scheduling, hello) alone. The same small messages one
+//! per frame are measured too (`small_unbatched`), to show what batching buys.
 
 use std::{
     net::SocketAddr,
@@ -9,9 +15,10 @@ use std::{
 };
 
 use anyhow::Context;
+use engine::codec::Reader;
 use net::{
     NodeCert,
-    conn::{ConnConfig, SendError, connection},
+    conn::{ConnConfig, connection},
     frame::{self, Channel, Decoder},
     tls::{client_config, peer_server_name, server_config},
     transport::{Transport, TransportChoice},
@@ -22,13 +29,19 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::{bench::process_cpu_s, exit::Output};
+use crate::{
+    bench::process_cpu_s,
+    exit::Output,
+    replica::wire::{GOSSIP_TXS_MAX, decode_txs, put_bodies},
+};
 
 /// Arguments of `bench net`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NetBench {
     /// Small messages sent per measurement (large ones: a 64 KiB message per 320 small).
     pub(crate) messages: usize,
+    /// Rounds of every measurement, interleaved.
+    pub(crate) rounds: u32,
     /// The transport under TLS (and under the plain-TCP bound).
     pub(crate) transport: TransportChoice,
 }
@@ -37,31 +50,78 @@ const SMALL: usize = 200;
 const LARGE: usize = 64 * 1024;
 const CHAIN: &str = "bench-net";
 
+/// What one measurement sends: `messages` of `size` bytes, `per_frame` to a frame (more than
+/// one: in the gossip codec, as the node batches transactions).
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    messages: usize,
+    size: usize,
+    per_frame: usize,
+}
+
+impl Shape {
+    /// The frames' payloads: every frame full but maybe the last.
+    fn payloads(self) -> impl Iterator<Item = Vec<u8>> {
+        let message = vec![0x5a; self.size];
+        let mut left = self.messages;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(self.per_frame);
+            left -= n;
+            Some(if self.per_frame == 1 {
+                message.clone()
+            } else {
+                let mut p = Vec::with_capacity(4 + n * (4 + self.size));
+                put_bodies(std::iter::repeat_n(message.as_slice(), n), &mut p);
+                p
+            })
+        })
+    }
+
+    /// The messages in a received payload, each in its own buffer as the node takes them.
+    fn received(self, payload: Vec<u8>) -> anyhow::Result<usize> {
+        let messages = if self.per_frame == 1 {
+            vec![payload]
+        } else {
+            decode_txs(&mut Reader::new(&payload), GOSSIP_TXS_MAX)?
+        };
+        anyhow::ensure!(messages.iter().all(|m| m.len() == self.size), "a message of another size");
+        Ok(messages.len())
+    }
+}
+
 /// One transfer's figures.
 #[derive(Debug, serde::Serialize)]
 struct Rate {
     messages: usize,
     bytes_per_message: usize,
+    messages_per_frame: usize,
     seconds: f64,
     msgs_per_s: f64,
     mb_per_s: f64,
+    /// Process CPU (both endpoints) per message.
+    cpu_ns_per_message: f64,
 }
 
 impl Rate {
-    fn new(messages: usize, size: usize, seconds: f64) -> Self {
+    fn new(shape: Shape, seconds: f64) -> Self {
         Self {
-            messages,
-            bytes_per_message: size,
+            messages: shape.messages,
+            bytes_per_message: shape.size,
+            messages_per_frame: shape.per_frame,
             seconds,
-            msgs_per_s: messages as f64 / seconds,
-            mb_per_s: (messages * size) as f64 / seconds / 1e6,
+            msgs_per_s: shape.messages as f64 / seconds,
+            mb_per_s: (shape.messages * shape.size) as f64 / seconds / 1e6,
+            cpu_ns_per_message: f64::NAN,
         }
     }
 }
 
 /// Plain TCP loopback on the same transport: the same frames, written in batches of up to
-/// 256 KiB, read and decoded.
-async fn plain_tcp(t: &Transport, messages: usize, size: usize) -> anyhow::Result<Rate> {
+/// 256 KiB, read, decoded and split into messages.
+async fn plain(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let accept_on = t.clone();
@@ -69,18 +129,19 @@ async fn plain_tcp(t: &Transport, messages: usize, size: usize) -> anyhow::Resul
         let (tcp, _) = listener.accept().await?;
         let mut tcp = accept_on.wrap(tcp)?;
         let (mut decoder, mut buf, mut got) = (Decoder::new(), vec![0u8; 256 * 1024], 0usize);
-        while got < messages {
+        while got < shape.messages {
             let n = tcp.read(&mut buf).await?;
             anyhow::ensure!(n > 0, "closed early");
-            got += decoder.push(&buf[..n])?.len();
+            for f in decoder.push(&buf[..n])? {
+                got += shape.received(f.payload)?;
+            }
         }
         anyhow::Ok(())
     });
-    let payload = vec![0x5a; size];
     let started = Instant::now();
     let mut tcp = t.wrap(TcpStream::connect(addr).await?)?;
-    let mut out = Vec::with_capacity(256 * 1024 + size + frame::HEADER_LEN);
-    for _ in 0..messages {
+    let mut out = Vec::with_capacity(512 * 1024);
+    for payload in shape.payloads() {
         frame::encode(Channel::Gossip, &payload, &mut out)?;
         if out.len() >= 256 * 1024 {
             tcp.write_all(&out).await?;
@@ -90,17 +151,18 @@ async fn plain_tcp(t: &Transport, messages: usize, size: usize) -> anyhow::Resul
     tcp.write_all(&out).await?;
     tcp.flush().await?;
     reader.await??;
-    Ok(Rate::new(messages, size, started.elapsed().as_secs_f64()))
+    Ok(Rate::new(shape, started.elapsed().as_secs_f64()))
 }
 
 /// Two TLS endpoints on the `net` connection; the dialer sends `messages` on the gossip channel.
-async fn over_tls(t: &Transport, messages: usize, size: usize) -> anyhow::Result<Rate> {
+async fn tls(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
     let (a, b) = (NodeCert::generate(1)?, NodeCert::generate(1)?);
     let acceptor = TlsAcceptor::from(server_config(&a, [b.identity()])?);
     let connector = TlsConnector::from(client_config(&b, [a.identity()])?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
-    let cfg = ConnConfig { queue_frames_max: 4_096, ..ConnConfig::new(CHAIN) };
+    // The node's own connection settings (replica::network).
+    let cfg = ConnConfig::new(CHAIN);
     let receiver = {
         let (cfg, t) = (cfg.clone(), t.clone());
         tokio::spawn(async move {
@@ -109,12 +171,11 @@ async fn over_tls(t: &Transport, messages: usize, size: usize) -> anyhow::Result
             let (_handle, mut inbound, driver) = connection(cfg);
             let task = tokio::spawn(driver.run(tls));
             let mut got = 0usize;
-            while got < messages {
-                let Some(m) = inbound.channels[Channel::Gossip as usize].recv().await else {
+            while got < shape.messages {
+                let Some(payload) = inbound.channels[Channel::Gossip as usize].recv().await else {
                     anyhow::bail!("connection ended: {}", task.await?);
                 };
-                anyhow::ensure!(m.len() == size, "a message of {} bytes", m.len());
-                got += 1;
+                got += shape.received(payload)?;
             }
             anyhow::Ok(())
         })
@@ -123,30 +184,20 @@ async fn over_tls(t: &Transport, messages: usize, size: usize) -> anyhow::Result
     let tls = connector.connect(peer_server_name(), tcp).await?;
     let (handle, _inbound, driver) = connection(cfg);
     let sender_task = tokio::spawn(driver.run(tls));
-    let payload = vec![0x5a; size];
     // Timed from the first message: the handshakes are not part of the rate.
     let started = Instant::now();
-    for _ in 0..messages {
-        loop {
-            match handle.send(Channel::Gossip, payload.clone()) {
-                Ok(()) => break,
-                Err(SendError::Full(_)) => tokio::task::yield_now().await,
-                Err(e) => {
-                    drop(handle);
-                    let receiver = receiver.await?.err().map(|e| e.to_string()).unwrap_or_default();
-                    anyhow::bail!(
-                        "send: {e}; the connection ended: {}; receiver: {receiver}",
-                        sender_task.await?
-                    )
-                }
-            }
+    for payload in shape.payloads() {
+        if let Err(e) = handle.send_wait(Channel::Gossip, payload).await {
+            drop(handle);
+            let receiver = receiver.await?.err().map(|e| e.to_string()).unwrap_or_default();
+            anyhow::bail!("send: {e}; the connection ended: {}; receiver: {receiver}", sender_task.await?)
         }
     }
     receiver.await??;
     let seconds = started.elapsed().as_secs_f64();
     drop(handle);
     sender_task.abort();
-    Ok(Rate::new(messages, size, seconds))
+    Ok(Rate::new(shape, seconds))
 }
 
 /// One k256 verification, ns (one thread, pre-made signature).
@@ -165,6 +216,58 @@ fn k256_verify_ns() -> f64 {
     if ok == N { ns } else { f64::NAN }
 }
 
+/// The median of `xs` (not empty).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}
+
+/// One shape's rounds: TLS and plain TCP measured back to back in each round.
+#[derive(Default)]
+struct Series {
+    tls: Vec<Rate>,
+    plain: Vec<Rate>,
+}
+
+impl Series {
+    fn report(&self) -> serde_json::Value {
+        let ratios: Vec<f64> =
+            self.tls.iter().zip(&self.plain).map(|(t, p)| t.msgs_per_s / p.msgs_per_s).collect();
+        let mid = |rates: &[Rate], f: fn(&Rate) -> f64| median(rates.iter().map(f).collect());
+        serde_json::json!({
+            // The median of the rounds' ratios: each round's TLS rate over its plain-TCP rate.
+            "ratio": median(ratios.clone()),
+            "ratios": ratios,
+            "tls": {
+                "msgs_per_s": mid(&self.tls, |r| r.msgs_per_s),
+                "mb_per_s": mid(&self.tls, |r| r.mb_per_s),
+                "cpu_ns_per_message": mid(&self.tls, |r| r.cpu_ns_per_message),
+            },
+            "plain_tcp": {
+                "msgs_per_s": mid(&self.plain, |r| r.msgs_per_s),
+                "mb_per_s": mid(&self.plain, |r| r.mb_per_s),
+                "cpu_ns_per_message": mid(&self.plain, |r| r.cpu_ns_per_message),
+            },
+            "messages": self.tls.first().map(|r| r.messages),
+            "bytes_per_message": self.tls.first().map(|r| r.bytes_per_message),
+            "messages_per_frame": self.tls.first().map(|r| r.messages_per_frame),
+        })
+    }
+}
+
+/// Runs a measurement as a task of the runtime, so only its two worker threads run (the
+/// thread blocking on the runtime would be a third on two cores).
+async fn spawned<F>(f: F) -> anyhow::Result<Rate>
+where
+    F: std::future::Future<Output = anyhow::Result<Rate>> + Send + 'static,
+{
+    let cpu = process_cpu_s();
+    let mut rate = tokio::spawn(f).await??;
+    rate.cpu_ns_per_message = (process_cpu_s() - cpu) / rate.messages as f64 * 1e9;
+    Ok(rate)
+}
+
 /// Runs the benchmark and returns its JSON report.
 pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
     anyhow::ensure!(cfg.messages >= 1_000, "--messages: at least 1000");
@@ -174,35 +277,63 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         .build()
         .context("tokio runtime")?;
     let large_messages = (cfg.messages / 320).max(100);
-    let t = Transport::start(cfg.transport).context("starting the transport")?;
+    let (t, epoll) = runtime.block_on(async {
+        let t = Transport::start(cfg.transport).context("starting the transport")?;
+        // An io_uring run measures TLS over epoll in the same rounds, to compare the two.
+        let epoll = match t.name() {
+            "io_uring" => Some(Transport::start(TransportChoice::Epoll)?),
+            _ => None,
+        };
+        anyhow::Ok((t, epoll))
+    })?;
+    let small = Shape { messages: cfg.messages, size: SMALL, per_frame: GOSSIP_TXS_MAX };
+    let unbatched = Shape { per_frame: 1, ..small };
+    let large = Shape { messages: large_messages, size: LARGE, per_frame: 1 };
     let report = runtime.block_on(async {
-        let tcp_small = plain_tcp(&t, cfg.messages, SMALL).await?;
-        let cpu = process_cpu_s();
-        let tls_small = over_tls(&t, cfg.messages, SMALL).await?;
-        let cpu_per_small_ns = (process_cpu_s() - cpu) / cfg.messages as f64 * 1e9;
-        let tcp_large = plain_tcp(&t, large_messages, LARGE).await?;
-        let tls_large = over_tls(&t, large_messages, LARGE).await?;
+        let (mut s, mut u, mut l) = (Series::default(), Series::default(), Series::default());
+        let (mut epoll_small, mut epoll_large) = (Vec::new(), Vec::new());
+        for _ in 0..cfg.rounds {
+            s.plain.push(spawned(plain(t.clone(), small)).await?);
+            s.tls.push(spawned(tls(t.clone(), small)).await?);
+            u.plain.push(spawned(plain(t.clone(), unbatched)).await?);
+            u.tls.push(spawned(tls(t.clone(), unbatched)).await?);
+            l.plain.push(spawned(plain(t.clone(), large)).await?);
+            l.tls.push(spawned(tls(t.clone(), large)).await?);
+            if let Some(e) = &epoll {
+                epoll_small.push(spawned(tls(e.clone(), small)).await?.msgs_per_s);
+                epoll_large.push(spawned(tls(e.clone(), large)).await?.msgs_per_s);
+            }
+        }
         let verify_ns = k256_verify_ns();
-        anyhow::Ok(serde_json::json!({
+        let cpu_per_small_ns = median(s.tls.iter().map(|r| r.cpu_ns_per_message).collect());
+        let mut report = serde_json::json!({
             "benchmark": "net",
             "transport": t.name(),
             "transport_reason": t.reason,
             "threads": 2,
-            "small": {
-                "tls": tls_small,
-                "plain_tcp": tcp_small,
-                "ratio": tls_small.msgs_per_s / tcp_small.msgs_per_s,
-            },
-            "large": {
-                "tls": tls_large,
-                "plain_tcp": tcp_large,
-                "ratio": tls_large.msgs_per_s / tcp_large.msgs_per_s,
-            },
-            // Both endpoints run in this process: sending and receiving one message.
+            "rounds": cfg.rounds,
+            "small": s.report(),
+            "small_unbatched": u.report(),
+            "large": l.report(),
+            // Both endpoints run in this process: sending and receiving one small message
+            // (batched as gossip is).
             "cpu_ns_per_small_message": cpu_per_small_ns,
             "k256_verify_ns": verify_ns,
             "cpu_per_message_over_verify": cpu_per_small_ns / verify_ns,
-        }))
+        });
+        if epoll.is_some() {
+            // Each round's io_uring TLS rate over its epoll TLS rate, median.
+            let over = |mine: &[Rate], theirs: &[f64]| {
+                median(mine.iter().zip(theirs).map(|(m, e)| m.msgs_per_s / e).collect())
+            };
+            report["vs_epoll"] = serde_json::json!({
+                "small_tls_epoll_msgs_per_s": median(epoll_small.clone()),
+                "large_tls_epoll_msgs_per_s": median(epoll_large.clone()),
+                "small_ratio": over(&s.tls, &epoll_small),
+                "large_ratio": over(&l.tls, &epoll_large),
+            });
+        }
+        anyhow::Ok(report)
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     Output::json(&report)

@@ -276,6 +276,10 @@ pub(crate) enum BenchCommand {
         /// Small messages per measurement (large ones: one per 320 small, at least 100).
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
         messages: u64,
+        /// Rounds of every measurement, interleaved; the report gives medians (the machine's
+        /// noise moves single runs by 2x).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+        rounds: u32,
         /// Print JSON (the only output form; accepted for clarity in scripts).
         #[arg(long)]
         json: bool,

@@ -60,8 +60,8 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Run { config } => run::run(&config),
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
-        Command::Bench(cli::BenchCommand::Net { transport, messages, json: _ }) => {
-            bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)?, transport })
+        Command::Bench(cli::BenchCommand::Net { transport, messages, rounds, json: _ }) => {
+            bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)?, rounds, transport })
         }
         Command::Bench(cli::BenchCommand::Load {
             api,

@@ -13,7 +13,7 @@
 mod admin;
 mod network;
 mod wal;
-mod wire;
+pub(crate) mod wire;
 
 use std::{
     cmp::Reverse,

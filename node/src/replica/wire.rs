@@ -23,16 +23,27 @@ pub(crate) const GOSSIP_TXS_MAX: usize = 64;
 /// Ids per body request.
 pub(crate) const FETCH_IDS_MAX: usize = 4096;
 
-/// Encodes a batch of transactions.
+/// Encodes a batch of transactions (each encoded in place behind its length).
 pub(crate) fn encode_txs(txs: &[SignedTransaction]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + txs.len() * 300);
     out.extend_from_slice(&(txs.len() as u32).to_le_bytes());
     for tx in txs {
-        let bytes = tx.to_bytes();
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(&bytes);
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        tx.encode(&mut out);
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
     out
+}
+
+/// Appends a batch of transaction bytes in the layout of [`encode_txs`].
+pub(crate) fn put_bodies<'a>(bodies: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(bodies.len() as u32).to_le_bytes());
+    for b in bodies {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
 }
 
 /// Decodes a batch of transactions, keeping each one's bytes (for its id) — at most `max`.
@@ -80,11 +91,7 @@ impl Sync {
             }
             Self::Bodies(bodies) => {
                 out.push(3);
-                out.extend_from_slice(&(bodies.len() as u32).to_le_bytes());
-                for b in bodies {
-                    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                    out.extend_from_slice(b);
-                }
+                put_bodies(bodies.iter().map(Vec::as_slice), &mut out);
             }
         }
         out
@@ -117,6 +124,21 @@ impl Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gossip_batches_round_trip_with_each_transaction_encoded_in_place() {
+        let w = bench::workload::workload(3, 3);
+        let txs: Vec<SignedTransaction> = (0..3)
+            .map(|j| decode_exact(&bench::workload::transfer_bytes(&w, j, 3, 60_000)).unwrap())
+            .collect();
+        let bytes: Vec<Vec<u8>> = txs.iter().map(Encode::to_bytes).collect();
+        let encoded = encode_txs(&txs);
+        assert_eq!(decode_txs(&mut Reader::new(&encoded), GOSSIP_TXS_MAX).unwrap(), bytes);
+        let mut raw = Vec::new();
+        put_bodies(bytes.iter().map(Vec::as_slice), &mut raw);
+        assert_eq!(raw, encoded, "one layout for transactions and raw bodies");
+        assert!(decode_txs(&mut Reader::new(&encoded), 2).is_err(), "more than the limit");
+    }
 
     #[test]
     fn sync_messages_round_trip_and_garbage_is_an_error() {

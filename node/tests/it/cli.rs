@@ -227,20 +227,32 @@ fn cert_new_and_init_write_an_identity_once() {
 
 #[test]
 fn bench_net_reports_tls_against_plain_tcp() {
-    let report = ok_json(&["bench", "net", "--messages", "2000", "--json"], None);
-    for size in ["small", "large"] {
+    let report = ok_json(&["bench", "net", "--messages", "2000", "--rounds", "2", "--json"], None);
+    for size in ["small", "small_unbatched", "large"] {
         for path in ["tls", "plain_tcp"] {
             assert!(report[size][path]["msgs_per_s"].as_f64().unwrap() > 0.0, "{size} {path}");
+            assert!(report[size][path]["cpu_ns_per_message"].as_f64().unwrap() > 0.0, "{size} {path}");
         }
         assert!(report[size]["ratio"].as_f64().unwrap() > 0.0);
+        assert_eq!(report[size]["ratios"].as_array().unwrap().len(), 2, "one ratio per round");
     }
-    assert_eq!(report["small"]["tls"]["messages"], 2000);
+    assert_eq!(report["small"]["messages"], 2000);
+    assert_eq!(report["small"]["messages_per_frame"], 64, "batched as gossip is");
+    assert_eq!(report["small_unbatched"]["messages_per_frame"], 1);
     assert!(report["k256_verify_ns"].as_f64().unwrap() > 0.0);
     assert!(report["transport"] == "epoll" || report["transport"] == "io_uring");
-    let epoll = ok_json(&["bench", "net", "--transport", "epoll", "--messages", "1000", "--json"], None);
+    if report["transport"] == "io_uring" {
+        assert!(report["vs_epoll"]["small_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    }
+    let epoll = ok_json(
+        &["bench", "net", "--transport", "epoll", "--messages", "1000", "--rounds", "1", "--json"],
+        None,
+    );
     assert_eq!(epoll["transport"], "epoll");
+    assert!(epoll.get("vs_epoll").is_none());
     fails(&["bench", "net", "--transport", "kqueue"], None);
     fails(&["bench", "net", "--messages", "10"], None);
+    fails(&["bench", "net", "--rounds", "0"], None);
 }
 
 #[test]
