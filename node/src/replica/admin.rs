@@ -44,6 +44,8 @@ pub(crate) struct Metrics {
     pub(crate) pool_size: AtomicU64,
     pub(crate) committed_txs: AtomicU64,
     pub(crate) rejected_txs: AtomicU64,
+    pub(crate) fetched_txs: AtomicU64,
+    pub(crate) fetched_known_txs: AtomicU64,
     pub(crate) busy_txs: AtomicU64,
     pub(crate) equivocations: AtomicU64,
     pub(crate) bad_messages: AtomicU64,
@@ -131,6 +133,20 @@ impl Metrics {
             "Transactions refused by the intake (signatures, stateless rules, post-state).",
             "counter",
             &self.rejected_txs,
+        );
+        g(
+            &mut out,
+            "fetched_txs_total",
+            "Transaction bodies fetched from peers for proposals and verified.",
+            "counter",
+            &self.fetched_txs,
+        );
+        g(
+            &mut out,
+            "fetched_known_txs_total",
+            "Fetched bodies the pool held by the time they were verified (verified twice).",
+            "counter",
+            &self.fetched_known_txs,
         );
         g(
             &mut out,

@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context, bail};
 use consensus::{
     Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, Config, Core, Effect, Input,
-    Message, PeerId, Timeout, Timeouts, Value,
+    Message, PeerId, PoolError, Timeout, Timeouts, Value,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine::{
@@ -82,8 +82,9 @@ pub(crate) enum Event {
     /// A frame from a peer.
     Frame { peer: PeerIndex, channel: Channel, payload: Vec<u8> },
     /// Transactions whose signatures verified (`from`: the peer that sent them; `None`: a
-    /// client of this process, so they are gossiped on).
-    Verified { txs: Vec<VerifiedTx>, from: Option<PeerIndex> },
+    /// client of this process, so they are gossiped on; `fetched`: bodies this node asked for
+    /// because a proposal named them).
+    Verified { txs: Vec<VerifiedTx>, from: Option<PeerIndex>, fetched: bool },
 }
 
 struct Waiting {
@@ -221,7 +222,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
                 Origin::Peer(p) => Some(p as PeerIndex),
             };
             // Blocks while the host is behind: pushes back on verification, not on memory.
-            let _ = events.send(Event::Verified { txs: a.txs, from });
+            let _ = events.send(Event::Verified { txs: a.txs, from, fetched: false });
         };
         // The explorer API tells its clients why a transaction it accepted was refused later.
         let on_rejected = move |id: Option<TxId>, e: &engine::validate::TxError| {
@@ -709,16 +710,27 @@ impl Host {
                 }
             }
             Event::Frame { peer, channel, payload } => self.frame(peer, channel, &payload)?,
-            Event::Verified { txs, from } => {
+            Event::Verified { txs, from, fetched } => {
                 let arrived: Vec<TxId> =
                     if self.waiting.is_empty() { Vec::new() } else { txs.iter().map(|v| v.id).collect() };
+                if fetched {
+                    self.metrics.fetched_txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
+                }
                 for vtx in txs {
                     let tx = (from.is_none() && self.gossip_out.len() < 100_000).then(|| vtx.tx.clone());
-                    if self.chain.add(vtx).is_ok() {
-                        if let Some(tx) = tx {
-                            self.gossip_out.push(tx);
-                            self.gossip_due.get_or_insert_with(|| Instant::now() + GOSSIP_FLUSH);
+                    match self.chain.add(vtx) {
+                        Ok(()) => {
+                            if let Some(tx) = tx {
+                                self.gossip_out.push(tx);
+                                self.gossip_due.get_or_insert_with(|| Instant::now() + GOSSIP_FLUSH);
+                            }
                         }
+                        // The intake admitted its gossiped copy while the body was fetched and
+                        // verified: that verification was done twice.
+                        Err(PoolError::Known) if fetched => {
+                            self.metrics.fetched_known_txs.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {}
                     }
                 }
                 if self.gossip_out.len() >= GOSSIP_TXS_MAX {
@@ -756,7 +768,7 @@ impl Host {
             let txs: Vec<VerifiedTx> =
                 bodies.iter().filter_map(|b| verify_bytes(b, &params, backend).ok()).collect();
             if !txs.is_empty() {
-                let _ = events.send(Event::Verified { txs, from: Some(from) });
+                let _ = events.send(Event::Verified { txs, from: Some(from), fetched: true });
             }
         });
     }
