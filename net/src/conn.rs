@@ -121,25 +121,25 @@ pub enum SendError {
 impl PeerHandle {
     /// Queues `payload` on `channel` without waiting.
     pub fn send(&self, channel: Channel, payload: Vec<u8>) -> Result<(), SendError> {
-        if payload.len() > frame::PAYLOAD_MAX {
-            return Err(SendError::TooLarge);
-        }
-        match self.queues[channel as usize].try_send(payload) {
+        match self.queue(channel, &payload)?.try_send(payload) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SendError::Full(channel)),
             Err(TrySendError::Closed(_)) => Err(SendError::Closed),
         }
     }
-}
 
-impl PeerHandle {
     /// Queues `payload` on `channel`, waiting for room: for a sender that would rather slow
     /// down than drop (bulk transfers, benchmarks); gossip and consensus use [`Self::send`].
     pub async fn send_wait(&self, channel: Channel, payload: Vec<u8>) -> Result<(), SendError> {
+        self.queue(channel, &payload)?.send(payload).await.map_err(|_| SendError::Closed)
+    }
+
+    /// The outbound queue of `channel`, if `payload` fits in a frame.
+    fn queue(&self, channel: Channel, payload: &[u8]) -> Result<&mpsc::Sender<Vec<u8>>, SendError> {
         if payload.len() > frame::PAYLOAD_MAX {
             return Err(SendError::TooLarge);
         }
-        self.queues[channel as usize].send(payload).await.map_err(|_| SendError::Closed)
+        Ok(&self.queues[channel as usize])
     }
 }
 
