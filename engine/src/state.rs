@@ -175,7 +175,7 @@ impl State {
         for d in &genesis.declarations {
             if let Some(address) = d.address() {
                 accounts.entry(address).or_insert_with(|| Account::new(address)).declaration =
-                    Some(d.clone());
+                    Some(Box::new(d.clone()));
             }
         }
         for ((address, currency), amount) in &genesis.balances {
@@ -553,7 +553,7 @@ impl BlockExecution<'_> {
             if let Some(address) = d.address() {
                 let account = self.touch(address);
                 if account.declaration.is_none() {
-                    account.declaration = Some(d.clone());
+                    account.declaration = Some(Box::new(d.clone()));
                     account.last_height = height;
                 }
             }
@@ -755,7 +755,7 @@ impl<'a> SpendRules<'a> {
         if let Some((_, d)) = self.declared.iter().find(|(a, _)| a == address) {
             return Some(*d);
         }
-        self.accounts.get(address).and_then(|a| a.declaration.as_ref())
+        self.accounts.get(address).and_then(|a| a.declaration.as_deref())
     }
 
     /// Whether the rule of `address` is satisfied. Undeclared special accounts are simply

@@ -398,7 +398,7 @@ async fn account(
             .flatten()
             .collect(),
         last_height: account.map(|a| a.last_height),
-        declaration: account.and_then(|a| a.declaration.as_ref()),
+        declaration: account.and_then(|a| a.declaration.as_deref()),
         channel_claimed: account.map(|a| a.channel_claimed).filter(|c| *c != 0),
     };
     Ok(Json(out).into_response())

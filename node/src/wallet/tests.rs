@@ -113,7 +113,7 @@ impl Net {
     fn context(&self, tx: &Transaction) -> Vec<Declaration> {
         build::resolve_context(tx, |a| {
             let json =
-                self.state.account(a).and_then(|acc| acc.declaration.as_ref()).map(serde_json::to_value);
+                self.state.account(a).and_then(|acc| acc.declaration.as_deref()).map(serde_json::to_value);
             json.transpose()?.map(|v| build::declaration_from_json(&v, a)).transpose()
         })
         .unwrap()
@@ -263,7 +263,7 @@ fn multisig_is_declared_then_co_signed() {
     let fund = flow::transfer(&net.chain(), carol, treasury, Currency::CAS, 50 * COIN, declarations, &opts())
         .unwrap();
     net.apply(net.signed(fund, &[&key("carol")])).unwrap();
-    assert_eq!(net.state.account(&treasury).unwrap().declaration, Some(ms));
+    assert_eq!(net.state.account(&treasury).unwrap().declaration.as_deref(), Some(&ms));
 
     // The spend does not carry the declaration: the wallet resolves it from the chain.
     let spend = flow::legs(
@@ -292,7 +292,7 @@ fn multisig_is_declared_then_co_signed() {
     let other = Declaration::MultiSig(MultiSig::new(vec![bob, dave], 1).unwrap());
     let tx = flow::declare_only(&net.chain(), bob, vec![other.clone()], &opts()).unwrap();
     net.apply(net.signed(tx, &[&key("bob")])).unwrap();
-    assert_eq!(net.state.account(&address_of(&other)).unwrap().declaration, Some(other));
+    assert_eq!(net.state.account(&address_of(&other)).unwrap().declaration.as_deref(), Some(&other));
 }
 
 #[test]
