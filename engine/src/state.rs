@@ -6,7 +6,7 @@
 //! [`BlockExecution::finish`] restores the state exactly (an invalid proposal leaves no trace),
 //! and `finish` rehashes only those accounts into the state trie, in parallel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{collections::HashMap, sync::Arc};
 
 use rayon::prelude::*;
 
@@ -117,40 +117,109 @@ pub enum RestoreError {
 /// process (foldhash's `RandomState`); it is several times faster than SipHash on 21–32 bytes.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Width of a replay bucket: ids are forgotten a bucket at a time, once all of it has expired.
-const REPLAY_BUCKET_MS: i64 = 1_000;
+/// Ids a generation of the replay set gathers before it is sealed (shared, never copied again
+/// until merged).
+const REPLAY_SEAL_IDS: usize = 16_384;
+
+/// Sealed generations kept before the smallest neighbours are merged: a lookup probes at most
+/// this many maps, plus the open one.
+const REPLAY_GENERATIONS_MAX: usize = 8;
+
+/// One sealed generation of the replay set: ids with their expirations, and the range of those.
+#[derive(Debug)]
+struct Generation {
+    ids: FastMap<TxId, i64>,
+    min_expiration_ms: i64,
+    max_expiration_ms: i64,
+}
+
+impl Generation {
+    fn new(ids: FastMap<TxId, i64>) -> Self {
+        let (min, max) = ids.values().fold((i64::MAX, i64::MIN), |(lo, hi), &e| (lo.min(e), hi.max(e)));
+        Self { ids, min_expiration_ms: min, max_expiration_ms: max }
+    }
+}
 
 /// Ids of transactions included within the TTL window, with their expirations.
+///
+/// The window can hold rate × TTL ids (36 million at 10,000 tx/s and the one-hour TTL), and a
+/// state is cloned to execute a proposed block, so cloning must not copy it: the ids live in
+/// sealed generations shared between clones (`Arc`), plus an open one that takes a block's ids.
+/// A generation is dropped once all its ids have expired; to bound the maps a lookup probes,
+/// the two smallest neighbouring generations are merged (dropping their expired ids) when there
+/// are more than [`REPLAY_GENERATIONS_MAX`]. An expired id may thus be kept a while: harmless,
+/// expiration is checked before replay, and lookups ([`ReplaySet::contains`]) ignore it.
 #[derive(Clone, Debug, Default)]
 struct ReplaySet {
-    ids: FastMap<TxId, i64>,
-    /// Ids by expiration bucket (`expiration_ms / REPLAY_BUCKET_MS`), for pruning. An entry whose
-    /// id is no longer in `ids` (a rolled-back block) is skipped when its bucket is pruned.
-    buckets: BTreeMap<i64, Vec<TxId>>,
+    sealed: Vec<Arc<Generation>>,
+    open: FastMap<TxId, i64>,
 }
 
 impl ReplaySet {
     fn insert(&mut self, id: TxId, expiration_ms: i64) {
-        self.ids.insert(id, expiration_ms);
-        self.buckets.entry(expiration_ms.div_euclid(REPLAY_BUCKET_MS)).or_default().push(id);
+        self.open.insert(id, expiration_ms);
     }
 
+    /// Forgets an id inserted since the last [`ReplaySet::prune`] (a rolled-back block's).
     fn remove(&mut self, id: &TxId) {
-        self.ids.remove(id);
+        self.open.remove(id);
     }
 
-    /// Forgets ids whose whole bucket expires at or before `now`: no ledger from `now` on can
-    /// include them. An id kept a little longer is harmless: expiration is checked before replay.
+    /// Whether `id` is held and expires after `now_ms`.
+    fn contains(&self, id: &TxId, now_ms: i64) -> bool {
+        std::iter::once(&self.open)
+            .chain(self.sealed.iter().rev().map(|g| &g.ids))
+            .find_map(|ids| ids.get(id).copied())
+            .is_some_and(|exp| exp > now_ms)
+    }
+
+    /// Whether the id of a transaction expiring at `expiration_ms` is held: an id's expiration
+    /// is part of what it hashes, so only generations whose range covers it are probed (one or
+    /// two when clients give similar time-to-lives).
+    fn contains_expiring(&self, id: &TxId, expiration_ms: i64) -> bool {
+        self.open.contains_key(id)
+            || self.sealed.iter().rev().any(|g| {
+                (g.min_expiration_ms..=g.max_expiration_ms).contains(&expiration_ms) && g.ids.contains_key(id)
+            })
+    }
+
+    /// Every held id expiring after `now_ms`.
+    fn entries(&self, now_ms: i64) -> impl Iterator<Item = (TxId, i64)> + '_ {
+        std::iter::once(&self.open)
+            .chain(self.sealed.iter().map(|g| &g.ids))
+            .flat_map(|ids| ids.iter())
+            .filter(move |(_, exp)| **exp > now_ms)
+            .map(|(id, exp)| (*id, *exp))
+    }
+
+    /// After a block at `now_ms`: drops the generations whose ids have all expired, seals the
+    /// open generation once it holds [`REPLAY_SEAL_IDS`], and merges generations above
+    /// [`REPLAY_GENERATIONS_MAX`].
     fn prune(&mut self, now_ms: i64) {
-        while let Some(entry) = self.buckets.first_entry() {
-            let bucket_end_ms = entry.key().saturating_add(1).saturating_mul(REPLAY_BUCKET_MS) - 1;
-            if bucket_end_ms > now_ms {
-                break;
+        self.sealed.retain(|g| g.max_expiration_ms > now_ms);
+        if self.open.len() >= REPLAY_SEAL_IDS {
+            let mut ids = std::mem::take(&mut self.open);
+            ids.retain(|_, exp| *exp > now_ms);
+            if !ids.is_empty() {
+                self.sealed.push(Arc::new(Generation::new(ids)));
             }
-            for id in entry.remove() {
-                if self.ids.get(&id).is_some_and(|&exp| exp <= now_ms) {
-                    self.ids.remove(&id);
-                }
+        }
+        while self.sealed.len() > REPLAY_GENERATIONS_MAX {
+            // The neighbours with the fewest ids together: merging copies them once into a new
+            // generation, so small ones are merged often and large ones rarely.
+            let Some(i) = (0..self.sealed.len() - 1)
+                .min_by_key(|&i| self.sealed[i].ids.len() + self.sealed[i + 1].ids.len())
+            else {
+                break;
+            };
+            let (a, b) = (self.sealed.remove(i), self.sealed.remove(i));
+            let mut ids = FastMap::default();
+            ids.reserve(a.ids.len() + b.ids.len());
+            ids.extend(
+                a.ids.iter().chain(b.ids.iter()).filter(|(_, exp)| **exp > now_ms).map(|(k, v)| (*k, *v)),
+            );
+            if !ids.is_empty() {
+                self.sealed.insert(i, Arc::new(Generation::new(ids)));
             }
         }
     }
@@ -250,7 +319,7 @@ impl State {
 
     /// The replay window: every included transaction id that has not expired, with its expiration.
     pub fn replay_entries(&self) -> impl Iterator<Item = (TxId, i64)> + '_ {
-        self.replay.ids.iter().map(|(id, exp)| (*id, *exp))
+        self.replay.entries(self.head.timestamp_ms)
     }
 
     /// Chain parameters.
@@ -295,7 +364,7 @@ impl State {
 
     /// Whether a transaction id is in the replay window.
     pub fn is_included(&self, id: &TxId) -> bool {
-        self.replay.ids.contains_key(id)
+        self.replay.contains(id, self.head.timestamp_ms)
     }
 
     /// A proof of an account's state against [`State::state_root`].
@@ -436,7 +505,7 @@ fn check_tx(
     if tx.expiration_ms > now.saturating_add(params.max_ttl_ms) {
         return Err(TxError::ExpirationTooFar { expiration_ms: tx.expiration_ms, ledger_time_ms: now });
     }
-    if state.replay.ids.contains_key(&vtx.id) {
+    if state.replay.contains_expiring(&vtx.id, tx.expiration_ms) {
         return Err(TxError::Replayed(vtx.id));
     }
 
@@ -853,5 +922,78 @@ impl<'a> SpendRules<'a> {
             });
         }
         Ok(Some((leg.address, total)))
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    fn id(n: u64) -> TxId {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&n.to_le_bytes());
+        Hash(b)
+    }
+
+    /// The replay set against a plain map, over enough blocks to seal, merge and drop
+    /// generations, with rolled-back blocks and clones.
+    #[test]
+    fn replay_set_matches_a_plain_map() {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut set = ReplaySet::default();
+        let mut model: HashMap<TxId, i64> = HashMap::new();
+        let mut fresh = 0u64;
+        let mut now = 1_000_000i64;
+        let mut max_generations = 0;
+        for block in 0..160 {
+            now += 1_000;
+            let n = (next() % 4_000) as usize;
+            let mut added = Vec::with_capacity(n);
+            for _ in 0..n {
+                fresh += 1;
+                // Time-to-lives of 1 to 60 s, and a few of an hour.
+                let ttl = if next() % 50 == 0 { 3_600_000 } else { 1_000 + (next() % 59_000) as i64 };
+                set.insert(id(fresh), now + ttl);
+                added.push((id(fresh), now + ttl));
+            }
+            let before = set.clone();
+            if block % 7 == 3 {
+                // A rolled-back block.
+                for (i, _) in &added {
+                    set.remove(i);
+                }
+            } else {
+                model.extend(added.iter().copied());
+                set.prune(now);
+            }
+            model.retain(|_, exp| *exp > now);
+            assert!(set.sealed.len() <= REPLAY_GENERATIONS_MAX);
+            max_generations = max_generations.max(set.sealed.len());
+            // A clone shares every sealed generation; changing one leaves the other as it was.
+            for (a, b) in before.sealed.iter().zip(&before.clone().sealed) {
+                assert!(Arc::ptr_eq(a, b));
+            }
+            for _ in 0..200 {
+                let k = id(1 + next() % fresh.max(1));
+                let expected = model.get(&k).copied();
+                assert_eq!(set.contains(&k, now), expected.is_some(), "block {block}");
+                if let Some(exp) = expected {
+                    assert!(set.contains_expiring(&k, exp));
+                }
+                assert!(!set.contains(&id(fresh + 1 + next() % 1_000), now));
+            }
+        }
+        let mut entries: Vec<_> = set.entries(now).collect();
+        let mut expected: Vec<_> = model.into_iter().collect();
+        entries.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(entries, expected);
+        assert!(max_generations >= 4, "the test seals and merges generations ({max_generations})");
     }
 }
