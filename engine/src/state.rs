@@ -313,6 +313,8 @@ impl State {
                 replay_set.insert(id, expiration_ms);
             }
         }
+        // Sealed now, so that cloning the restored state does not copy a large window.
+        replay_set.prune(head.timestamp_ms);
         let head_hash = head.hash(&params.chain_id);
         Ok(Self { params, accounts: map, trie, replay: replay_set, validators, head, head_hash })
     }

@@ -42,10 +42,12 @@ pub const MAP_SIZE_MAX_BYTES: isize = 256 << 30;
 /// 10,000 transfers; measured: 64 MiB steps doubled the slowest commits).
 pub const GROWTH_STEP_BYTES: isize = 256 << 20;
 /// Most dirty pages a write transaction keeps in memory before MDBX spills some to the file
-/// (32 MiB of 4 KiB pages): an index batch into large tables dirties a page per row at worst,
-/// and without this bound the memory of a batch's transaction grows with the tables (measured:
-/// 16,384 pages let peak memory grow 22 % from 200k to 1M transactions, 8,192 pages 16 %).
-const TXN_DIRTY_PAGES_MAX: u64 = 8 * 1024;
+/// (16 MiB of 4 KiB pages): an index batch into large tables dirties a page per row at worst,
+/// and without this bound the memory of a batch's transaction grows with the tables (measured,
+/// peak anonymous memory from 200k to 1M transactions: 16,384 pages +22 %, 8,192 pages +16 %
+/// and, once accounts shrank to 88 bytes, 255–270 → 371–393 MiB; 4,096 pages 233–303 →
+/// 267–269 MiB with the same commit CPU).
+const TXN_DIRTY_PAGES_MAX: u64 = 4 * 1024;
 /// Named tables the environment may hold: ours plus room for later ones.
 const TABLES_MAX: u64 = 32;
 
