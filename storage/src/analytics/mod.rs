@@ -9,16 +9,21 @@
 //!
 //! # Exactly once
 //!
-//! Every INSERT covers whole, contiguous ledgers of one table and is atomic (one `MergeTree`
-//! part: no `PARTITION BY`, fewer rows than the server's block). After an INSERT whose last
-//! ledger left no row in that table, a checkpoint row `(table, height)` goes into
-//! `replication_progress`. A table therefore always holds exactly the rows of ledgers `0..=R`
-//! for some `R`, and each writer resumes a table from
-//! `max(its max(height) + 1, its checkpoint + 1)`: the ledgers between that point and `R` have
-//! no rows in the table, so writing them again adds nothing. The writer re-reads that point
-//! from the server after every failure too, so an INSERT whose outcome it never learnt (the
-//! connection dropped after the server committed) is not written twice; while such an INSERT
-//! may still be running on the server, its retry carries the same `query_id` and is refused.
+//! Every INSERT covers whole, contiguous ledgers of one table, in height order, as one block
+//! (one `MergeTree` part: no `PARTITION BY`, fewer rows than the server's block). After an
+//! INSERT whose last ledger left no row in that table, a checkpoint row `(table, height)` goes
+//! into `replication_progress`. The server applies an INSERT whole or not at all — except that
+//! one whose connection is cut in the middle of its body may be committed as a prefix of its
+//! rows (ClickHouse 18.16 takes the early end of a chunked body for the end of the data). A
+//! table therefore holds the rows of ledgers `0..R` and possibly part of ledger `R`'s. Each
+//! writer resumes a table from `max(its max(height) + 1, its checkpoint + 1)` once the ledger
+//! of its highest row, when no checkpoint covers it, has been counted against the source: an
+//! incomplete one has its rows deleted (`ALTER TABLE … DELETE`, waited for) and is written
+//! again. The ledgers between that point and `R` have no rows in the table, so writing them
+//! again adds nothing. The writer re-reads that point from the server after every failure
+//! too, and only once no INSERT of its own into the table still runs on the server (each
+//! carries a `query_id` naming the table), so an INSERT whose outcome it never learnt (the
+//! connection dropped) is neither written twice nor left short.
 //!
 //! See `docs/ANALYTICS.md` for the schema, the sign convention of legs and example queries.
 
@@ -252,6 +257,10 @@ pub enum AnalyticsError {
         /// What is wrong.
         why: String,
     },
+    /// Something the writer started earlier on the server (an INSERT whose connection dropped,
+    /// a deletion) has not ended: the table's position is read again later.
+    #[error("clickhouse: {0}")]
+    Unsettled(String),
     /// The database holds ledgers of another chain (or beyond the source's head).
     #[error("database holds another chain: {0}")]
     OtherChain(String),
@@ -273,6 +282,8 @@ struct Shared {
     /// Per table: the first height not yet replicated, or [`UNKNOWN`].
     next: [AtomicU64; 5],
     table_errors: [AtomicU64; 5],
+    /// Per table: incomplete last ledgers found and deleted (to be written again).
+    repairs: [AtomicU64; 5],
     errors: AtomicU64,
     /// Last head a writer read, or [`UNKNOWN`].
     head: AtomicU64,
@@ -291,6 +302,7 @@ impl Shared {
             wake: Condvar::new(),
             next: std::array::from_fn(|_| AtomicU64::new(UNKNOWN)),
             table_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            repairs: std::array::from_fn(|_| AtomicU64::new(0)),
             errors: AtomicU64::new(0),
             head: AtomicU64::new(UNKNOWN),
             last_error: Mutex::new(None),
@@ -326,6 +338,10 @@ impl Shared {
         Some(self.next[table.index()].load(Ordering::Acquire)).filter(|&n| n != UNKNOWN)
     }
 
+    fn record_repair(&self, table: Table) {
+        self.repairs[table.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record_error(&self, table: Option<Table>, error: &AnalyticsError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = table {
@@ -349,6 +365,9 @@ pub struct TableStatus {
     pub next_height: Option<u64>,
     /// Failed operations on this table since start (each retried).
     pub errors: u64,
+    /// Incomplete ledgers found at the end of the table since start (a server committed part
+    /// of an INSERT whose connection was cut), deleted and written again.
+    pub repairs: u64,
 }
 
 impl TableStatus {
@@ -411,6 +430,12 @@ impl ReplicationStatus {
             "counter",
             "Failed replication operations on the table, each retried.",
             &per_table(&|t| t.errors.to_string()),
+        );
+        metric(
+            "caasiope_replication_repairs_total",
+            "counter",
+            "Incomplete ledgers found at the end of the table (an INSERT cut short), deleted and written again.",
+            &per_table(&|t| t.repairs.to_string()),
         );
         if let Some(head) = self.head {
             metric(
@@ -530,6 +555,7 @@ impl Replicator {
                 table,
                 next_height: self.shared.next(table),
                 errors: self.shared.table_errors[table.index()].load(Ordering::Relaxed),
+                repairs: self.shared.repairs[table.index()].load(Ordering::Relaxed),
             })
             .collect();
         let behind = tables.iter().map(|t| t.next_height.unwrap_or(0)).min().unwrap_or(0);
@@ -626,8 +652,8 @@ mod tests {
     fn metrics_are_prometheus_text() {
         let status = ReplicationStatus {
             tables: vec![
-                TableStatus { table: Table::Ledgers, next_height: Some(10), errors: 0 },
-                TableStatus { table: Table::Legs, next_height: None, errors: 2 },
+                TableStatus { table: Table::Ledgers, next_height: Some(10), errors: 0, repairs: 0 },
+                TableStatus { table: Table::Legs, next_height: None, errors: 2, repairs: 1 },
             ],
             head: Some(12),
             lag_ledgers: 13,
@@ -641,6 +667,7 @@ mod tests {
             "caasiope_replication_ledgers{table=\"ledgers\"} 10",
             "caasiope_replication_ledgers{table=\"legs\"} 0",
             "caasiope_replication_table_errors_total{table=\"legs\"} 2",
+            "caasiope_replication_repairs_total{table=\"legs\"} 1",
             "caasiope_replication_head_height 12",
             "caasiope_replication_lag_ledgers 13",
             "caasiope_replication_lag_seconds 1.250",

@@ -3,7 +3,9 @@
 //!
 //! Every table is a `MergeTree` without `PARTITION BY`: all rows of one INSERT then land in a
 //! single part, written whole or not at all (the writer keeps each INSERT under the server's
-//! `max_insert_block_size`, so the server forms one block from it). See `docs/ANALYTICS.md`.
+//! `max_insert_block_size`, so the server forms one block from it) — of the rows the server
+//! received: a body cut short may be committed as a prefix, which the writer finds and mends
+//! when it resumes. See `docs/ANALYTICS.md`.
 
 use super::Table;
 
