@@ -34,7 +34,7 @@ use engine::{
 
 const URL_VAR: &str = "CAASIOPE_CLICKHOUSE_URL";
 /// Longest wait for the replicator to reach a state.
-const WAIT_MAX: Duration = Duration::from_secs(60);
+const WAIT_MAX: Duration = Duration::from_secs(120);
 
 /// The server's URL, or `None` (after saying so) when the test is to be skipped.
 fn server_url() -> Option<String> {
@@ -512,7 +512,10 @@ fn replicates_exactly_once_across_stops_and_crashes() {
             status.tables.iter().map(|t| t.next_height).collect::<Vec<_>>()
         );
         assert!(!caught_up(&chain)(&status), "the crashes came before the end: {status:#?}");
-        replicator.stop();
+        let status = replicator.stop();
+        // A writer killed between INSERTs leaves whole ledgers: resuming finds nothing to mend
+        // (the last ledger of every table is counted against the source, and matches).
+        assert!(status.tables.iter().all(|t| t.repairs == 0), "{status:#?}");
     }
     let partial = db.query("SELECT count() FROM DB.legs");
     assert_ne!(db.query("SELECT count() FROM DB.transactions"), ["0"], "the crashed writers wrote something");
@@ -526,6 +529,7 @@ fn replicates_exactly_once_across_stops_and_crashes() {
         let status = replicator.stop();
         eprintln!("stopped at {:?}", status.tables.iter().map(|t| t.next_height).collect::<Vec<_>>());
         assert_eq!(status.writers_running, 0);
+        assert!(status.tables.iter().all(|t| t.repairs == 0), "{status:#?}");
         progress = total(&status);
     }
     assert_eq!(db.query("SELECT count() FROM DB.legs"), partial, "legs were complete, nothing added");
