@@ -165,12 +165,14 @@ impl ReplaySet {
         self.open.remove(id);
     }
 
+    /// The generations' maps, newest first (the open one, then the sealed ones).
+    fn maps(&self) -> impl Iterator<Item = &FastMap<TxId, i64>> + '_ {
+        std::iter::once(&self.open).chain(self.sealed.iter().rev().map(|g| &g.ids))
+    }
+
     /// Whether `id` is held and expires after `now_ms`.
     fn contains(&self, id: &TxId, now_ms: i64) -> bool {
-        std::iter::once(&self.open)
-            .chain(self.sealed.iter().rev().map(|g| &g.ids))
-            .find_map(|ids| ids.get(id).copied())
-            .is_some_and(|exp| exp > now_ms)
+        self.maps().find_map(|ids| ids.get(id).copied()).is_some_and(|exp| exp > now_ms)
     }
 
     /// Whether the id of a transaction expiring at `expiration_ms` is held: an id's expiration
@@ -185,8 +187,7 @@ impl ReplaySet {
 
     /// Every held id expiring after `now_ms`.
     fn entries(&self, now_ms: i64) -> impl Iterator<Item = (TxId, i64)> + '_ {
-        std::iter::once(&self.open)
-            .chain(self.sealed.iter().map(|g| &g.ids))
+        self.maps()
             .flat_map(|ids| ids.iter())
             .filter(move |(_, exp)| **exp > now_ms)
             .map(|(id, exp)| (*id, *exp))

@@ -292,3 +292,11 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
     }
     Output::json(&report)
 }
+
+/// The value at rank `p` (0 to 1, nearest rank) of `sorted` (ascending); the default value for
+/// an empty slice.
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    let Some(last) = sorted.len().checked_sub(1) else { return T::default() };
+    let i = (last as f64 * p).round() as usize;
+    sorted[i.min(last)]
+}

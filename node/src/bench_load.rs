@@ -26,7 +26,7 @@ use engine::{
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::exit::Output;
+use crate::{bench::percentile, exit::Output};
 
 /// Parameters of the load generator.
 #[derive(Debug)]
@@ -78,14 +78,6 @@ fn post(agent: &ureq::Agent, url: &str, bytes: &[u8]) -> Answer {
             }
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Submits `txs` and waits until every one is committed (funding, not measured).

@@ -26,7 +26,7 @@ use engine::{
 use rayon::prelude::*;
 
 use crate::{
-    bench::process_cpu_s,
+    bench::{percentile, process_cpu_s},
     config::Role,
     exit::Output,
     localnet::{LOCALNET_CHAIN, init_with, processes, spawn, stop},
@@ -73,14 +73,6 @@ fn pid_cpu_s(pid: u32) -> f64 {
     // SAFETY: sysconf with a valid name has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks / hz
-}
-
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Sends `txs` (index, bytes) to `addr` paced at their scheduled times; returns how many were
