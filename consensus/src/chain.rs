@@ -30,15 +30,30 @@ pub struct ChainConfig {
     pub backend: Backend,
     /// Most transactions a proposal carries.
     pub block_txs_max: usize,
+    /// Most bytes of transactions (their canonical encodings) a proposal carries: a committed
+    /// ledger travels to a peer that syncs it in one frame, so it must fit one (see
+    /// [`BLOCK_BYTES_MAX`]).
+    pub block_bytes_max: usize,
     /// Most transactions the pool holds.
     pub pool_max: usize,
     /// How far a proposal's timestamp may lie from the voter's clock (DESIGN §4).
     pub drift_ms: i64,
 }
 
+/// Bytes of transactions a block may carry by default: a 4 MiB frame less 64 KiB for the
+/// ledger's header, its count and a certificate of up to [`engine::limits::VALIDATORS_MAX`]
+/// signatures.
+pub const BLOCK_BYTES_MAX: usize = (4 << 20) - (64 << 10);
+
 impl Default for ChainConfig {
     fn default() -> Self {
-        Self { backend: Backend::Libsecp256k1, block_txs_max: 20_000, pool_max: 200_000, drift_ms: 5_000 }
+        Self {
+            backend: Backend::Libsecp256k1,
+            block_txs_max: 20_000,
+            block_bytes_max: BLOCK_BYTES_MAX,
+            pool_max: 200_000,
+            drift_ms: 5_000,
+        }
     }
 }
 
@@ -168,9 +183,12 @@ pub struct Chain {
     pool: HashMap<TxId, VerifiedTx>,
     /// Fee priority (DESIGN §4), then arrival.
     order: BTreeSet<(Reverse<i64>, u64, TxId)>,
-    seq: HashMap<TxId, u64>,
+    /// Per pooled transaction: its arrival number and the length of its canonical encoding.
+    seq: HashMap<TxId, (u64, u32)>,
     next_seq: u64,
     executed: HashMap<Hash, Executed>,
+    /// Scratch buffer for measuring encodings.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -193,6 +211,7 @@ impl Chain {
             seq: HashMap::default(),
             next_seq: 0,
             executed: HashMap::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -237,25 +256,44 @@ impl Chain {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.scratch.clear();
+        vtx.tx.encode(&mut self.scratch);
+        // At most TX_BYTES_MAX (32 KiB): a verified transaction was decoded within it.
+        let bytes = u32::try_from(self.scratch.len()).unwrap_or(u32::MAX);
         self.order.insert((Reverse(vtx.tx.tx.fee.amount), seq, vtx.id));
-        self.seq.insert(vtx.id, seq);
+        self.seq.insert(vtx.id, (seq, bytes));
         self.pool.insert(vtx.id, vtx);
         Ok(())
     }
 
     fn remove(&mut self, id: &TxId) {
-        if let (Some(vtx), Some(seq)) = (self.pool.remove(id), self.seq.remove(id)) {
+        if let (Some(vtx), Some((seq, _))) = (self.pool.remove(id), self.seq.remove(id)) {
             self.order.remove(&(Reverse(vtx.tx.tx.fee.amount), seq, *id));
         }
     }
 
+    /// Length of a pooled transaction's canonical encoding.
+    fn encoded_len(&self, id: &TxId) -> usize {
+        self.seq.get(id).map_or(0, |&(_, bytes)| bytes as usize)
+    }
+
     /// Builds the value of this validator's proposal at `now_ms`: pool transactions in fee
-    /// order, those invalid at their turn skipped and dropped from the pool.
+    /// order up to the block's byte limit, those invalid at their turn skipped and dropped from
+    /// the pool.
     pub fn build(&mut self, now_ms: i64) -> Value {
         let timestamp_ms = now_ms.max(self.state.head().timestamp_ms + 1);
         let mut scratch = self.state.clone();
-        let candidates: Vec<&VerifiedTx> =
-            self.order.iter().filter_map(|(_, _, id)| self.pool.get(id)).collect();
+        // The candidates' bytes stay within the limit, so the bytes of those applied do too.
+        let mut bytes = 0;
+        let candidates: Vec<&VerifiedTx> = self
+            .order
+            .iter()
+            .take_while(|(_, _, id)| {
+                bytes += self.encoded_len(id);
+                bytes <= self.cfg.block_bytes_max
+            })
+            .filter_map(|(_, _, id)| self.pool.get(id))
+            .collect();
         let built = build_block(&mut scratch, timestamp_ms, candidates, self.cfg.block_txs_max);
         let (applied, rejected) = match built {
             Ok(x) => x,
@@ -300,6 +338,13 @@ impl Chain {
             value.tx_ids.iter().filter(|id| !self.pool.contains_key(id)).copied().collect();
         if !missing.is_empty() {
             return CheckOutcome::Missing(missing);
+        }
+        let bytes: usize = value.tx_ids.iter().map(|id| self.encoded_len(id)).sum();
+        if bytes > self.cfg.block_bytes_max {
+            return CheckOutcome::Invalid(format!(
+                "{bytes} bytes of transactions over the limit of {}",
+                self.cfg.block_bytes_max
+            ));
         }
         let txs: Vec<VerifiedTx> = value.tx_ids.iter().filter_map(|id| self.pool.get(id).cloned()).collect();
         match self.execute(&value.header, txs) {
@@ -394,5 +439,74 @@ impl Chain {
             transactions: executed.transactions,
         };
         Committed { ledger, applied: executed.applied }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::{
+        Address, Currency, SecretKey,
+        genesis::{BalanceSpec, CurrencySpec, Genesis, GenesisConfig},
+        ledger::Validator,
+        tx::{Fee, Leg, TX_VERSION, Transaction},
+    };
+
+    use super::*;
+
+    const CHAIN: &str = "limits";
+
+    #[test]
+    fn a_block_keeps_to_its_byte_limit_and_a_larger_proposal_is_refused() {
+        let key = |i: u8| SecretKey::from_bytes(&[i; 32]).unwrap();
+        let (validator, user) = (key(1), key(2));
+        let (from, to) = (user.public_key().address(), key(3).public_key().address());
+        let genesis = Genesis::new(GenesisConfig {
+            chain_id: CHAIN.into(),
+            timestamp_ms: 1_000,
+            min_fee: 1,
+            max_ttl_ms: 3_600_000,
+            fee_account: from,
+            governance: from,
+            validators: vec![Validator { public_key: validator.public_key(), weight: 1 }],
+            currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
+            declarations: vec![],
+            balances: vec![BalanceSpec { address: from, currency: Currency::CAS, amount: 1_000_000 }],
+        })
+        .unwrap();
+        let state = State::from_genesis(&genesis);
+        let txs: Vec<VerifiedTx> = (0..10u64)
+            .map(|i| {
+                let stx = Transaction {
+                    version: TX_VERSION,
+                    expiration_ms: 60_000,
+                    declarations: vec![],
+                    inputs: vec![Leg { address: from, currency: Currency::CAS, amount: 10 }],
+                    outputs: vec![Leg { address: to, currency: Currency::CAS, amount: 10 }],
+                    message: i.to_be_bytes().to_vec(),
+                    fee: Fee { payer: from, amount: 1 },
+                }
+                .sign(CHAIN, &[&user]);
+                let id = stx.tx.id(CHAIN);
+                verify(stx, id, state.params(), Backend::Libsecp256k1).unwrap()
+            })
+            .collect();
+        let size = txs[0].tx.to_bytes().len();
+        assert!(txs.iter().all(|v| v.tx.to_bytes().len() == size));
+        let chain_with = |block_bytes_max: usize| {
+            let mut chain = Chain::new(state.clone(), ChainConfig { block_bytes_max, ..ChainConfig::default() });
+            for v in &txs {
+                chain.add(v.clone()).unwrap();
+            }
+            chain
+        };
+
+        let value = chain_with(3 * size + size / 2).build(2_000);
+        assert_eq!(value.tx_ids.len(), 3, "as many as fit the bytes");
+        assert!(matches!(chain_with(3 * size).check(&value, 2_000), CheckOutcome::Valid { .. }));
+        match chain_with(3 * size - 1).check(&value, 2_000) {
+            CheckOutcome::Invalid(why) => assert!(why.contains("bytes"), "{why}"),
+            other => panic!("a proposal over the byte limit was not refused: {other:?}"),
+        }
+        assert_eq!(chain_with(usize::MAX).build(2_000).tx_ids.len(), 10);
     }
 }

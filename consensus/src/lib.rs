@@ -21,7 +21,9 @@ mod votes;
 mod wal;
 
 pub use crate::{
-    chain::{Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, PoolError},
+    chain::{
+        BLOCK_BYTES_MAX, Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, PoolError,
+    },
     core::{
         Config, Core, CoreStats, Decision, Effect, FUTURE_MESSAGES_MAX, Input, PeerId, ROUND_WINDOW, Timeout,
         TimeoutKind, Timeouts,

@@ -270,8 +270,13 @@ impl Sim {
             backend: BACKEND,
             timeouts: timeouts(),
         };
-        let chain_cfg =
-            ChainConfig { backend: BACKEND, block_txs_max: 50, pool_max: 10_000, drift_ms: 5_000 };
+        let chain_cfg = ChainConfig {
+            backend: BACKEND,
+            block_txs_max: 50,
+            pool_max: 10_000,
+            drift_ms: 5_000,
+            ..ChainConfig::default()
+        };
         let mut chain = Chain::new(State::from_genesis(&self.genesis), chain_cfg);
         // Restart from storage: re-execute every stored ledger (certificates checked again).
         for l in &ledgers {

@@ -27,8 +27,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use consensus::{
-    Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, Config, Core, Effect, Input,
-    Message, PeerId, PoolError, Timeout, Timeouts, Value,
+    BLOCK_BYTES_MAX, Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, Config, Core,
+    Effect, Input, Message, PeerId, PoolError, Timeout, Timeouts, Value,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine::{
@@ -65,7 +65,7 @@ const FETCH_DELAY: Duration = Duration::from_millis(150);
 const WAITING_CHECKS_MAX: usize = 16;
 /// Transactions admitted and not yet committed.
 const POOL_MAX: usize = 200_000;
-/// Transactions per proposal: a committed ledger must fit one sync frame (4 MiB).
+/// Transactions per proposal (bounds a height's execution; its bytes are bounded apart).
 const BLOCK_TXS_MAX: usize = 10_000;
 /// Client submissions are refused ("busy") while this many transactions wait: past it, more
 /// intake only spends the CPU that consensus needs to commit what is already waiting (measured:
@@ -153,8 +153,13 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         Role::Node | Role::Explorer => None,
     };
     let drift_ms = (cfg.block_interval_ms as i64 * 5).max(5_000);
-    let chain_cfg =
-        ChainConfig { backend: cfg.backend, block_txs_max: BLOCK_TXS_MAX, pool_max: POOL_MAX, drift_ms };
+    let chain_cfg = ChainConfig {
+        backend: cfg.backend,
+        block_txs_max: BLOCK_TXS_MAX,
+        block_bytes_max: BLOCK_BYTES_MAX,
+        pool_max: POOL_MAX,
+        drift_ms,
+    };
     let chain = Chain::new(state, chain_cfg);
     let metrics = Arc::new(Metrics::default());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);

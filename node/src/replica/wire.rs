@@ -141,6 +141,39 @@ mod tests {
     }
 
     #[test]
+    fn a_ledger_of_the_largest_block_fits_one_sync_frame() {
+        // A ledger's encoding is its header, certificate and count, then its transactions'
+        // encodings back to back: with the largest certificate, what is left of a frame must
+        // hold a block's bytes.
+        let w = bench::workload::workload(2, 2);
+        let header = *engine::state::State::from_genesis(&w.genesis).head();
+        let certificate = engine::ledger::Certificate {
+            round: u32::MAX,
+            signatures: (0..engine::limits::VALIDATORS_MAX)
+                .map(|i| (i as u8, engine::Signature([0xff; 64])))
+                .collect(),
+        };
+        let tx: SignedTransaction = decode_exact(&bench::workload::transfer_bytes(&w, 0, 2, 60_000)).unwrap();
+        let ledger = |n: usize| {
+            Sync::Ledger(Box::new(CommittedLedger {
+                header,
+                certificate: certificate.clone(),
+                transactions: vec![tx.clone(); n],
+            }))
+            .encode()
+            .len()
+        };
+        let overhead = ledger(0);
+        assert_eq!(ledger(3), overhead + 3 * tx.to_bytes().len(), "transactions add only their bytes");
+        assert!(
+            overhead + consensus::BLOCK_BYTES_MAX <= net::frame::PAYLOAD_MAX,
+            "{overhead} + {} > {}",
+            consensus::BLOCK_BYTES_MAX,
+            net::frame::PAYLOAD_MAX
+        );
+    }
+
+    #[test]
     fn sync_messages_round_trip_and_garbage_is_an_error() {
         for m in [Sync::LedgerRequest(7), Sync::Fetch(vec![Hash([1; 32])]), Sync::Bodies(vec![vec![1, 2, 3]])]
         {
