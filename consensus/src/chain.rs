@@ -184,7 +184,7 @@ pub struct Chain {
     /// Fee priority (DESIGN §4), then arrival.
     order: BTreeSet<(Reverse<i64>, u64, TxId)>,
     /// Per pooled transaction: its arrival number and the length of its canonical encoding.
-    seq: HashMap<TxId, (u64, u32)>,
+    arrival_and_bytes: HashMap<TxId, (u64, u32)>,
     next_seq: u64,
     executed: HashMap<Hash, Executed>,
     /// Scratch buffer for measuring encodings.
@@ -208,7 +208,7 @@ impl Chain {
             state,
             pool: HashMap::default(),
             order: BTreeSet::new(),
-            seq: HashMap::default(),
+            arrival_and_bytes: HashMap::default(),
             next_seq: 0,
             executed: HashMap::default(),
             scratch: Vec::new(),
@@ -261,20 +261,20 @@ impl Chain {
         // At most TX_BYTES_MAX (32 KiB): a verified transaction was decoded within it.
         let bytes = u32::try_from(self.scratch.len()).unwrap_or(u32::MAX);
         self.order.insert((Reverse(vtx.tx.tx.fee.amount), seq, vtx.id));
-        self.seq.insert(vtx.id, (seq, bytes));
+        self.arrival_and_bytes.insert(vtx.id, (seq, bytes));
         self.pool.insert(vtx.id, vtx);
         Ok(())
     }
 
     fn remove(&mut self, id: &TxId) {
-        if let (Some(vtx), Some((seq, _))) = (self.pool.remove(id), self.seq.remove(id)) {
+        if let (Some(vtx), Some((seq, _))) = (self.pool.remove(id), self.arrival_and_bytes.remove(id)) {
             self.order.remove(&(Reverse(vtx.tx.tx.fee.amount), seq, *id));
         }
     }
 
     /// Length of a pooled transaction's canonical encoding.
     fn encoded_len(&self, id: &TxId) -> usize {
-        self.seq.get(id).map_or(0, |&(_, bytes)| bytes as usize)
+        self.arrival_and_bytes.get(id).map_or(0, |&(_, bytes)| bytes as usize)
     }
 
     /// Builds the value of this validator's proposal at `now_ms`: pool transactions in fee
@@ -493,7 +493,8 @@ mod tests {
         let size = txs[0].tx.to_bytes().len();
         assert!(txs.iter().all(|v| v.tx.to_bytes().len() == size));
         let chain_with = |block_bytes_max: usize| {
-            let mut chain = Chain::new(state.clone(), ChainConfig { block_bytes_max, ..ChainConfig::default() });
+            let mut chain =
+                Chain::new(state.clone(), ChainConfig { block_bytes_max, ..ChainConfig::default() });
             for v in &txs {
                 chain.add(v.clone()).unwrap();
             }
