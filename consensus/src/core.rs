@@ -286,6 +286,8 @@ pub struct Core {
     prevote_timeout_set: bool,
     precommit_timeout_set: bool,
     polka_seen: bool,
+    /// The current round's proposal wait was extended once (its check was still running).
+    propose_extended: bool,
     building: Option<u32>,
     own: BTreeMap<u32, Vec<Message>>,
     future: Vec<(PeerId, Message)>,
@@ -313,6 +315,7 @@ impl Core {
             prevote_timeout_set: false,
             precommit_timeout_set: false,
             polka_seen: false,
+            propose_extended: false,
             building: None,
             own: BTreeMap::new(),
             future: Vec::new(),
@@ -479,6 +482,7 @@ impl Core {
         self.prevote_timeout_set = false;
         self.precommit_timeout_set = false;
         self.polka_seen = false;
+        self.propose_extended = false;
         self.building = None;
         self.stats.rounds_started += 1;
         let Some(set) = self.set() else { return };
@@ -496,6 +500,13 @@ impl Core {
         }
         // Line 21 (every validator, the leader too: if its host never builds, it moves on).
         self.schedule(TimeoutKind::Propose, out);
+    }
+
+    /// A proposal of the current round waits for the host's check.
+    fn checking(&self) -> bool {
+        self.proposals
+            .get(&self.round)
+            .is_some_and(|held| held.iter().any(|(_, id)| self.validity_of(id) == Validity::Pending))
     }
 
     fn value_of(&self, id: &Hash) -> Option<&Value> {
@@ -637,6 +648,16 @@ impl Core {
                 self.schedule(TimeoutKind::Rebroadcast, out);
             }
             _ if self.decided || t.round != self.round => {}
+            // The proposal is here but its check still runs (bodies being fetched or verified):
+            // wait once more rather than prevote nil on a value that is probably valid, which
+            // costs a whole round when the quorum needs this validator. Once per round, so a
+            // leader that names bodies nobody has delays its own round by one timeout at most.
+            TimeoutKind::Propose
+                if self.step == Step::Propose && !self.propose_extended && self.checking() =>
+            {
+                self.propose_extended = true;
+                self.schedule(TimeoutKind::Propose, out);
+            }
             // Line 57.
             TimeoutKind::Propose if self.step == Step::Propose => {
                 self.vote(VoteKind::Prevote, None, out);
@@ -950,6 +971,61 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_proposal_wait_is_extended_once_while_its_check_runs() {
+        let (set, keys) = keys(4);
+        let propose = |round| Input::Timeout(Timeout { kind: TimeoutKind::Propose, height: 1, round });
+        let prevotes = |out: &[Effect]| -> Vec<Option<Hash>> {
+            my_votes(out).iter().filter(|v| v.kind == VoteKind::Prevote).map(|v| v.value).collect()
+        };
+        // Validator 0 leads neither round 0 nor round 1.
+        let start = |c: &mut Core, out: &mut Vec<Effect>| {
+            c.handle(Input::Start { height: 1, validators: set.clone() }, out);
+        };
+        let v = value(1, 7);
+        let id = v.id(CHAIN);
+
+        // No proposal at all: the timeout prevotes nil at once (line 57).
+        let mut c = core(&keys[0]);
+        let mut out = Vec::new();
+        start(&mut c, &mut out);
+        c.handle(propose(0), &mut out);
+        assert_eq!(prevotes(&out), vec![None]);
+
+        // A proposal whose check has not answered: the wait is extended (a new propose timer
+        // of the same round), and the answer, arriving in the extension, is prevoted.
+        let mut c = core(&keys[0]);
+        let mut out = Vec::new();
+        start(&mut c, &mut out);
+        c.handle(proposal(&keys, &set, 0, None, v.clone()), &mut out);
+        out.clear();
+        c.handle(propose(0), &mut out);
+        assert!(prevotes(&out).is_empty());
+        assert!(out.iter().any(|e| matches!(e, Effect::Schedule { timeout, .. } if *timeout == Timeout { kind: TimeoutKind::Propose, height: 1, round: 0 })));
+        c.handle(Input::Checked { height: 1, value: id, valid: true, timely: true }, &mut out);
+        assert_eq!(prevotes(&out), vec![Some(id)]);
+
+        // Only once per round: a check that never answers ends in a nil prevote.
+        let mut c = core(&keys[0]);
+        let mut out = Vec::new();
+        start(&mut c, &mut out);
+        c.handle(proposal(&keys, &set, 0, None, v.clone()), &mut out);
+        c.handle(propose(0), &mut out);
+        c.handle(propose(0), &mut out);
+        assert_eq!(prevotes(&out), vec![None]);
+
+        // A check that already answered "invalid" is not waited for.
+        let mut c = core(&keys[0]);
+        let mut out = Vec::new();
+        start(&mut c, &mut out);
+        c.handle(proposal(&keys, &set, 0, None, v), &mut out);
+        c.handle(Input::Checked { height: 1, value: id, valid: false, timely: true }, &mut out);
+        assert_eq!(prevotes(&out), vec![None], "an invalid proposal is prevoted nil at once (line 26)");
+        out.clear();
+        c.handle(propose(0), &mut out);
+        assert!(!out.iter().any(|e| matches!(e, Effect::Schedule { .. })));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     pub(crate) certified_ledgers: AtomicU64,
     pub(crate) synced_ledgers: AtomicU64,
     pub(crate) round: AtomicU64,
+    pub(crate) rounds_started: AtomicU64,
     pub(crate) peers_connected: AtomicU64,
     pub(crate) pool_size: AtomicU64,
     pub(crate) committed_txs: AtomicU64,
@@ -118,6 +119,13 @@ impl Metrics {
             &self.synced_ledgers,
         );
         g(&mut out, "consensus_round", "Round of the height being decided.", "gauge", &self.round);
+        g(
+            &mut out,
+            "consensus_rounds_started_total",
+            "Rounds started, over all heights (more than the heights decided: rounds after the first).",
+            "counter",
+            &self.rounds_started,
+        );
         g(&mut out, "peers_connected", "Peers with a live connection.", "gauge", &self.peers_connected);
         g(&mut out, "pool_size", "Validated transactions waiting for a ledger.", "gauge", &self.pool_size);
         g(

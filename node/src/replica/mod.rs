@@ -494,6 +494,7 @@ impl Host {
         core.handle(input, &mut out);
         self.metrics.round.store(u64::from(core.round()), Ordering::Relaxed);
         self.metrics.bad_messages.store(core.stats().bad_messages, Ordering::Relaxed);
+        self.metrics.rounds_started.store(core.stats().rounds_started, Ordering::Relaxed);
         // What this validator signs leaves the process only once the inputs that made it are
         // on disk: a restart replays them and signs the same bytes, never contrary ones.
         if out.iter().any(|e| matches!(e, Effect::Broadcast(_) | Effect::Decide(_))) {
