@@ -101,6 +101,8 @@ pub struct Intake {
     batch_txs_max: usize,
     metrics: Arc<Metrics>,
     depths: Arc<[AtomicI64; 5]>,
+    /// Transactions submitted and not yet verified.
+    queued: Arc<AtomicI64>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -129,6 +131,7 @@ impl Intake {
         let queue = cfg.queue_batches_max.max(1);
         let metrics = Arc::new(Metrics::default());
         let depths: Arc<[AtomicI64; 5]> = Arc::new(Default::default());
+        let queued = Arc::new(AtomicI64::new(0));
         let (ingest_tx, ingest_rx) = bounded::<(Origin, Vec<Vec<u8>>)>(queue);
         let (admit_tx, admit_rx) = bounded::<(Origin, Verified)>(queue);
         let admit_direct = admit_tx.clone();
@@ -142,6 +145,7 @@ impl Intake {
         let params = state.params().clone();
         let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
         let (m, d, on_rejected_verify) = (metrics.clone(), depths.clone(), on_rejected.clone());
+        let queued_verify = queued.clone();
         let backend = cfg.backend;
         let verify = spawn("intake-verify")
             .spawn(move || {
@@ -149,6 +153,7 @@ impl Intake {
                     d[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
                     let (done_tx, done_rx) = bounded(1);
                     let (params, m2, rejected) = (params.clone(), m.clone(), on_rejected_verify.clone());
+                    let queued = queued_verify.clone();
                     // One task per batch, decoded and verified by one pool thread; the admit
                     // stage reads the results in submission order.
                     pool.spawn_fifo(move || {
@@ -170,6 +175,7 @@ impl Intake {
                             }
                         }
                         m2.record(Stage::Verify, n, elapsed_ns(t));
+                        queued.fetch_sub(n as i64, Ordering::Relaxed);
                         let _ = done_tx.send(out);
                     });
                     d[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
@@ -210,6 +216,7 @@ impl Intake {
             batch_txs_max,
             metrics,
             depths,
+            queued,
             threads: vec![verify, admit],
         })
     }
@@ -220,9 +227,12 @@ impl Intake {
         if txs.len() > self.batch_txs_max {
             return Err(SubmitError::Full);
         }
+        let n = txs.len() as i64;
         self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);
+        self.queued.fetch_add(n, Ordering::Relaxed);
         ingest.try_send((origin, txs)).map_err(|e| {
             self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
+            self.queued.fetch_sub(n, Ordering::Relaxed);
             match e {
                 TrySendError::Full(_) => SubmitError::Full,
                 TrySendError::Disconnected(_) => SubmitError::Closed,
@@ -236,7 +246,13 @@ impl Intake {
             ingest: self.ingest.as_ref()?.clone(),
             admit: self.admit.as_ref()?.clone(),
             depths: self.depths.clone(),
+            queued: self.queued.clone(),
         })
+    }
+
+    /// Transactions submitted and not yet verified: how far verification is behind.
+    pub fn queued_txs(&self) -> u64 {
+        u64::try_from(self.queued.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Rebuilds the post-state on a newly committed state (without waiting: a newer state
@@ -275,6 +291,7 @@ pub struct IntakeSubmitter {
     ingest: Sender<(Origin, Vec<Vec<u8>>)>,
     admit: Sender<(Origin, Verified)>,
     depths: Arc<[AtomicI64; 5]>,
+    queued: Arc<AtomicI64>,
 }
 
 impl IntakeSubmitter {
@@ -293,9 +310,12 @@ impl IntakeSubmitter {
 
     /// Submits one batch, waiting while the ingest queue is full (backpressure).
     pub fn submit(&self, origin: Origin, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
+        let n = txs.len() as i64;
         self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);
+        self.queued.fetch_add(n, Ordering::Relaxed);
         self.ingest.send((origin, txs)).map_err(|_| {
             self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
+            self.queued.fetch_sub(n, Ordering::Relaxed);
             SubmitError::Closed
         })
     }

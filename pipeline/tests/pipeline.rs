@@ -304,4 +304,48 @@ mod intake {
         assert_eq!(intake.metrics().rejected_total(), 4);
         assert!(rx.try_recv().is_err());
     }
+
+    #[test]
+    fn the_verification_backlog_counts_what_waits_and_drains_to_zero() {
+        let g = genesis(3);
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let cfg = IntakeConfig { queue_batches_max: 1, ..IntakeConfig::default() };
+        // The first admitted batch holds the admission stage until the gate opens: verified
+        // batches stop at its full queue, and what comes after stays unverified.
+        let intake = Intake::start(State::from_genesis(&g), cfg, move |_| {
+            let _ = gate_rx.recv();
+        })
+        .unwrap();
+        assert_eq!(intake.queued_txs(), 0);
+        let exp = now_ms() + 600_000;
+        let (mut submitted, mut refusals) = (0u64, 0);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        // Submit until the queue has refused ten times in a row, 20 ms apart: the stages have
+        // stopped, each holding what it can.
+        while refusals < 10 {
+            assert!(std::time::Instant::now() < until, "the queue never filled");
+            let amount = 1 + submitted as i64;
+            let batch = vec![transfer(0, 1, amount, exp), transfer(1, 2, amount, exp)];
+            let before = intake.queued_txs();
+            if intake.try_submit(Origin::Client, batch).is_ok() {
+                submitted += 2;
+                refusals = 0;
+            } else {
+                assert_eq!(intake.queued_txs(), before, "a refused batch is not counted");
+                refusals += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Admission holds the first batch, its queue the second, the verification stage the
+        // third (verified, waiting to hand it over): only the fourth waits unverified.
+        assert_eq!((intake.queued_txs(), submitted), (2, 8));
+        for _ in 0..submitted {
+            let _ = gate_tx.send(());
+        }
+        drop(gate_tx);
+        while intake.queued_txs() > 0 {
+            assert!(std::time::Instant::now() < until, "{} still queued", intake.queued_txs());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -316,13 +316,9 @@ async fn submit(
             format!("a transaction is at most {TX_BYTES_MAX} bytes, not {}", bytes.len()),
         ));
     }
-    if e.metrics.pool_size.load(Ordering::Relaxed) >= e.pool_admit_max {
+    if let Some(why) = e.metrics.busy() {
         e.metrics.busy_txs.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            format!("{} transactions pending, retry later", e.pool_admit_max),
-        ));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why));
     }
     // Signatures cost tens of microseconds each: off the async workers.
     let latest = e.latest();

@@ -88,8 +88,6 @@ pub(crate) struct Explorer {
     metrics: Arc<Metrics>,
     role: &'static str,
     transport: &'static str,
-    /// Pending transactions above which submissions are refused as busy.
-    pool_admit_max: u64,
 }
 
 impl std::fmt::Debug for Explorer {
@@ -109,7 +107,6 @@ pub(crate) struct ExplorerParts {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) role: &'static str,
     pub(crate) transport: &'static str,
-    pub(crate) pool_admit_max: u64,
 }
 
 impl Explorer {
@@ -133,7 +130,6 @@ impl Explorer {
             metrics: p.metrics,
             role: p.role,
             transport: p.transport,
-            pool_admit_max: p.pool_admit_max,
         })
     }
 

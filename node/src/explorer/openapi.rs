@@ -79,7 +79,7 @@ pub(crate) fn document() -> Value {
                 })),
                 "400": error("Undecodable or rejected (code rejected, message: the rule)"),
                 "413": error("Larger than a transaction may be"),
-                "503": error("Busy: too many transactions pending")
+                "503": error("Busy: too many transactions pending or waiting for verification")
             }
         } }),
     );

@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     pub(crate) rounds_started: AtomicU64,
     pub(crate) peers_connected: AtomicU64,
     pub(crate) pool_size: AtomicU64,
+    pub(crate) intake_queued_txs: AtomicU64,
     pub(crate) committed_txs: AtomicU64,
     pub(crate) rejected_txs: AtomicU64,
     pub(crate) fetched_txs: AtomicU64,
@@ -67,6 +68,21 @@ const COMMITTED_PAGE_MAX: usize = 64;
 const COMMITTED_PAGE_BYTES: usize = 4 << 20;
 
 impl Metrics {
+    /// Why client submissions are refused now, if they are: too many transactions wait for a
+    /// ledger, or verification is behind (the other validators' gossip waits in the same queue;
+    /// a deep queue means proposals name transactions this validator has not verified yet).
+    pub(crate) fn busy(&self) -> Option<String> {
+        let (pool, queued) =
+            (self.pool_size.load(Ordering::Relaxed), self.intake_queued_txs.load(Ordering::Relaxed));
+        if pool >= super::POOL_ADMIT_MAX {
+            Some(format!("{pool} transactions pending, retry later"))
+        } else if queued >= super::INTAKE_ADMIT_MAX {
+            Some(format!("{queued} transactions waiting for verification, retry later"))
+        } else {
+            None
+        }
+    }
+
     /// Records a committed ledger for `/committed`.
     pub(crate) fn record_commit(&self, height: u64, unix_ms: i64, ids: Vec<engine::tx::TxId>) {
         if let Ok(mut recent) = self.recent.lock() {
@@ -128,6 +144,13 @@ impl Metrics {
         );
         g(&mut out, "peers_connected", "Peers with a live connection.", "gauge", &self.peers_connected);
         g(&mut out, "pool_size", "Validated transactions waiting for a ledger.", "gauge", &self.pool_size);
+        g(
+            &mut out,
+            "intake_queued_txs",
+            "Transactions received and not yet verified.",
+            "gauge",
+            &self.intake_queued_txs,
+        );
         g(
             &mut out,
             "committed_txs_total",

@@ -71,6 +71,10 @@ const BLOCK_TXS_MAX: usize = 10_000;
 /// intake only spends the CPU that consensus needs to commit what is already waiting (measured:
 /// without it, offered load above the peak halved the committed rate).
 const POOL_ADMIT_MAX: u64 = 15_000;
+/// Client submissions are refused ("busy") while this many received transactions wait for
+/// verification: the intake is behind, and what it admits late reaches proposals the others
+/// must then fetch and verify while the round waits.
+const INTAKE_ADMIT_MAX: u64 = 4_000;
 
 /// What reaches the host thread.
 #[derive(Debug)]
@@ -281,7 +285,6 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
             metrics: metrics.clone(),
             role: role_name,
             transport: transport_name,
-            pool_admit_max: POOL_ADMIT_MAX,
         });
         let _ = explorer_slot.set(explorer.clone());
         let listener = runtime
@@ -316,10 +319,9 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let chain_id = host.chain.state().params().chain_id.clone();
     let (metrics_submit, stop_submit) = (metrics, stop.clone());
     let accept = move |frames: Vec<Vec<u8>>| -> Vec<String> {
-        if metrics_submit.pool_size.load(Ordering::Relaxed) >= POOL_ADMIT_MAX {
+        if let Some(why) = metrics_submit.busy() {
             metrics_submit.busy_txs.fetch_add(frames.len() as u64, Ordering::Relaxed);
-            let line = format!("rejected busy: {POOL_ADMIT_MAX} transactions pending, retry later");
-            return vec![line; frames.len()];
+            return vec![format!("rejected busy: {why}"); frames.len()];
         }
         let (lines, batch) = crate::run::decode_frames(frames, &chain_id);
         if batch.is_empty() || submitter.submit(Origin::Client, batch).is_ok() {
@@ -426,6 +428,7 @@ impl Host {
                 self.flush_gossip();
             }
             self.metrics.pool_size.store(self.chain.pool_len() as u64, Ordering::Relaxed);
+            self.metrics.intake_queued_txs.store(self.intake.queued_txs(), Ordering::Relaxed);
             self.metrics.rejected_txs.store(self.intake.metrics().rejected_total(), Ordering::Relaxed);
         }
         if let Some(w) = self.wal.as_mut() {
