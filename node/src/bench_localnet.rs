@@ -1,13 +1,17 @@
 //! `caasiope bench localnet --validators N --rate R --duration S --json`: a local network of N
 //! validator processes on this machine, fed pre-signed transfers at R per second for S seconds
-//! through their submit ports (round-robin); reports committed transactions per second,
+//! through their submit ports (round-robin); reports committed transactions per second — the
+//! rate at which ledgers committed them while the load was offered (`tx_per_s`, the figure the
+//! ratio uses; offer more than the peak to measure the peak) and all committed over submission
+//! start → last commit (`tx_per_s_overall`) — every ledger seen, the submissions refused as
+//! busy, the rounds validator 0 needed beyond one per height,
 //! finality (submit → certified ledger, from each ledger's commit time on validator 0) p50/p99,
 //! the block interval, every process's CPU, and the same-run bound: the machine's signature
 //! verification rate (every core verifying pre-made signatures, before and after the run)
 //! divided by the number of validators, since each validator verifies every transaction once.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpStream},
     sync::{
@@ -75,22 +79,31 @@ fn pid_cpu_s(pid: u32) -> f64 {
     ticks / hz
 }
 
-/// Sends `txs` (index, bytes) to `addr` paced at their scheduled times; returns how many were
-/// accepted. A reader thread consumes the answers as they come.
+/// The answers of a submit port.
+#[derive(Default)]
+struct Answers {
+    accepted: u64,
+    rejected: u64,
+    /// Of the rejected, those refused because too many transactions were pending.
+    busy: u64,
+}
+
+/// Sends `txs` (index, bytes) to `addr` paced at their scheduled times; returns its answers,
+/// which a reader thread consumes as they come.
 fn submitter(
     addr: SocketAddr,
     txs: Vec<(usize, Vec<u8>)>,
     start: Instant,
     rate: u64,
     submitted_ms: &[AtomicU64],
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Answers> {
     let stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("{addr}"))?;
     stream.set_nodelay(true)?;
     let reader_stream = stream.try_clone()?;
     let expected = txs.len();
     let reader = std::thread::spawn(move || {
-        let (mut accepted, mut rejected) = (0u64, 0u64);
+        let mut answers = Answers::default();
         let mut lines = BufReader::new(reader_stream);
         let mut line = String::new();
         for _ in 0..expected {
@@ -99,12 +112,13 @@ fn submitter(
                 break;
             }
             if line.starts_with("accepted ") {
-                accepted += 1;
+                answers.accepted += 1;
             } else {
-                rejected += 1;
+                answers.rejected += 1;
+                answers.busy += u64::from(line.starts_with("rejected busy"));
             }
         }
-        (accepted, rejected)
+        answers
     });
     let mut w = std::io::BufWriter::new(stream);
     for (j, bytes) in txs {
@@ -124,27 +138,66 @@ fn submitter(
     reader.join().map_err(|_| anyhow::anyhow!("answer reader panicked"))
 }
 
-/// Polls `/committed` on `admin` until `stop`, recording each id's commit time.
-fn watch(admin: SocketAddr, stop: &AtomicBool, committed: &Mutex<HashMap<TxId, i64>>, from: u64) {
+/// What validator 0 committed, as the benchmark saw it.
+#[derive(Default)]
+struct Seen {
+    /// Each transaction's commit time (unix ms).
+    committed: HashMap<TxId, i64>,
+    /// Each ledger's commit time and transaction count, by height.
+    ledgers: BTreeMap<u64, (i64, usize)>,
+}
+
+/// Polls `/committed` on `admin` until `stop`, recording each ledger's and each id's commit time.
+fn watch(admin: SocketAddr, stop: &AtomicBool, seen: &Mutex<Seen>, from: u64) {
     let mut next = from;
     while !stop.load(Ordering::Relaxed) {
         if let Ok(body) = admin_get(admin, &format!("/committed?from={next}")) {
-            let mut map = committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for line in body.lines() {
                 let mut parts = line.split(' ');
-                let (Some(Ok(h)), Some(Ok(ms))) =
-                    (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<i64>))
-                else {
+                let (Some(Ok(h)), Some(Ok(ms)), Some(Ok(count))) = (
+                    parts.next().map(str::parse::<u64>),
+                    parts.next().map(str::parse::<i64>),
+                    parts.next().map(str::parse::<usize>),
+                ) else {
                     continue;
                 };
                 next = next.max(h + 1);
-                for id in parts.skip(1).filter_map(|t| Hash::from_hex(t).ok()) {
-                    map.insert(id, ms);
+                seen.ledgers.insert(h, (ms, count));
+                for id in parts.filter_map(|t| Hash::from_hex(t).ok()) {
+                    seen.committed.insert(id, ms);
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A validator's rounds started (over all heights) and ledger height, from its metrics.
+fn rounds_and_height(admin: SocketAddr) -> Option<(u64, u64)> {
+    let body = admin_get(admin, "/metrics").ok()?;
+    Some((
+        metric(&body, "caasiope_consensus_rounds_started_total")?,
+        metric(&body, "caasiope_ledger_height")?,
+    ))
+}
+
+/// The rate at which ledgers committed transactions while the load was offered: the
+/// transactions of the ledgers after the first one holding any, up to the last committed by
+/// `end_ms`, over the time between those two ledgers' commits. Unlike committed ÷ (submission
+/// start → last commit), it does not count the time the first transactions take to reach a
+/// ledger nor the drain after the load stops (both finality, not throughput, and a share of
+/// the run that shrinks as it lengthens). `None` with fewer than two such ledgers.
+fn rate_under_load(ledgers: &BTreeMap<u64, (i64, usize)>, end_ms: i64) -> Option<(f64, u64, u64, f64)> {
+    let (&first, &(first_ms, _)) = ledgers.iter().find(|(_, (_, n))| *n > 0)?;
+    let (&last, &(last_ms, _)) =
+        ledgers.range(first + 1..).take_while(|(_, (ms, _))| *ms <= end_ms).last()?;
+    let span_s = (last_ms - first_ms) as f64 / 1000.0;
+    if span_s <= 0.0 {
+        return None;
+    }
+    let txs: usize = ledgers.range(first + 1..=last).map(|(_, (_, n))| n).sum();
+    Some((txs as f64 / span_s, first, last, span_s))
 }
 
 /// Runs the benchmark and prints its JSON report.
@@ -202,52 +255,60 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
             .and_then(|b| metric(&b, "caasiope_ledger_height"))
             .unwrap_or(0)
             + 1;
+        let rounds_before = rounds_and_height(procs[0].admin);
         let cpu_before: Vec<f64> = children.iter().map(|c| pid_cpu_s(c.id())).collect();
         let bench_cpu_before = process_cpu_s();
-        let committed = Mutex::new(HashMap::with_capacity(n));
+        let seen = Mutex::new(Seen { committed: HashMap::with_capacity(n), ..Seen::default() });
         let stop_watch = AtomicBool::new(false);
         let submitted_ms: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
         let start = Instant::now();
         let start_ms = now_ms();
-        let (accepted, rejected, end_ms) = std::thread::scope(|s| -> anyhow::Result<(u64, u64, i64)> {
-            let watcher = s.spawn(|| watch(procs[0].admin, &stop_watch, &committed, from));
-            let mut per: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); procs.len()];
-            for (j, b) in txs.iter().enumerate() {
-                per[j % procs.len()].push((j, b.clone()));
-            }
-            let handles: Vec<_> = per
-                .into_iter()
-                .zip(&procs)
-                .map(|(part, p)| {
-                    let submitted = &submitted_ms;
-                    let (addr, rate) = (p.submit, cfg.rate);
-                    s.spawn(move || submitter(addr, part, start, rate, submitted))
-                })
-                .collect();
-            let (mut accepted, mut rejected) = (0, 0);
-            for h in handles {
-                let (a, r) = h.join().map_err(|_| anyhow::anyhow!("submitter panicked"))??;
-                accepted += a;
-                rejected += r;
-            }
-            let end_ms = now_ms();
-            // Drain: wait until every accepted transaction is committed, or 30 s.
-            let drain = Instant::now();
-            while drain.elapsed() < Duration::from_secs(30) {
-                let done = committed.lock().map(|m| m.len() as u64).unwrap_or(0);
-                if done >= accepted {
-                    break;
+        let (accepted, rejected, busy, end_ms) =
+            std::thread::scope(|s| -> anyhow::Result<(u64, u64, u64, i64)> {
+                let watcher = s.spawn(|| watch(procs[0].admin, &stop_watch, &seen, from));
+                let mut per: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); procs.len()];
+                for (j, b) in txs.iter().enumerate() {
+                    per[j % procs.len()].push((j, b.clone()));
                 }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            stop_watch.store(true, Ordering::Relaxed);
-            let _ = watcher.join();
-            Ok((accepted, rejected, end_ms))
-        })?;
+                let handles: Vec<_> = per
+                    .into_iter()
+                    .zip(&procs)
+                    .map(|(part, p)| {
+                        let submitted = &submitted_ms;
+                        let (addr, rate) = (p.submit, cfg.rate);
+                        s.spawn(move || submitter(addr, part, start, rate, submitted))
+                    })
+                    .collect();
+                let (mut accepted, mut rejected, mut busy) = (0, 0, 0);
+                for h in handles {
+                    let a = h.join().map_err(|_| anyhow::anyhow!("submitter panicked"))??;
+                    accepted += a.accepted;
+                    rejected += a.rejected;
+                    busy += a.busy;
+                }
+                let end_ms = now_ms();
+                // Drain: wait until every accepted transaction is committed, or 30 s.
+                let drain = Instant::now();
+                while drain.elapsed() < Duration::from_secs(30) {
+                    let done = seen.lock().map(|m| m.committed.len() as u64).unwrap_or(0);
+                    if done >= accepted {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                stop_watch.store(true, Ordering::Relaxed);
+                let _ = watcher.join();
+                Ok((accepted, rejected, busy, end_ms))
+            })?;
         let cpu_s: Vec<f64> = children.iter().zip(&cpu_before).map(|(c, b)| pid_cpu_s(c.id()) - b).collect();
+        // Rounds validator 0 started beyond one per height: heights that needed a second round.
+        let later_rounds = rounds_before
+            .zip(rounds_and_height(procs[0].admin))
+            .map(|((r0, h0), (r1, h1))| (r1 - r0).saturating_sub(h1 - h0));
         let bench_cpu_s = process_cpu_s() - bench_cpu_before;
-        let committed = committed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Seen { committed, ledgers } =
+            seen.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut latencies: Vec<i64> = ids
             .iter()
             .enumerate()
@@ -260,7 +321,9 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
         latencies.sort_unstable();
         let last_commit = committed.values().copied().max().unwrap_or(end_ms);
         let window_s = ((last_commit.max(end_ms) - start_ms) as f64 / 1000.0).max(1e-3);
-        let tx_per_s = latencies.len() as f64 / window_s;
+        let tx_per_s_overall = latencies.len() as f64 / window_s;
+        let under_load = rate_under_load(&ledgers, end_ms);
+        let tx_per_s = under_load.map_or(tx_per_s_overall, |(rate, ..)| rate);
         Ok(serde_json::json!({
             "submitted": n,
             "accepted": accepted,
@@ -270,6 +333,14 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
             "submit_s": (end_ms - start_ms) as f64 / 1000.0,
             "offered_tx_per_s": cfg.rate,
             "tx_per_s": tx_per_s,
+            "tx_per_s_overall": tx_per_s_overall,
+            "under_load": under_load.map(|(_, from, to, span_s)| serde_json::json!({
+                "from_height": from, "to_height": to, "span_s": span_s,
+            })),
+            "refused_busy": busy,
+            "later_rounds_validator_0": later_rounds,
+            // Every ledger seen: height, commit time after the load started (ms), transactions.
+            "ledgers": ledgers.iter().map(|(h, (ms, n))| [*h as i64, ms - start_ms, *n as i64]).collect::<Vec<_>>(),
             "finality_ms": {
                 "p50": percentile(&latencies, 0.50),
                 "p99": percentile(&latencies, 0.99),
@@ -305,4 +376,32 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
     report["setup_s"] = serde_json::json!(setup_s);
     let _ = std::fs::remove_dir_all(&dir);
     Output::json(&report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_under_load_counts_ledgers_between_the_first_full_one_and_the_end_of_the_load() {
+        // Heights 1–2 empty (before the load), 3 the first with transactions, one ledger a
+        // second; the load ends at 6,500 ms, so 7 and 8 (the drain) are left out.
+        let ledgers: BTreeMap<u64, (i64, usize)> =
+            [(1, (1_000, 0)), (2, (2_000, 0)), (3, (3_000, 900)), (4, (4_000, 500)), (5, (5_000, 700))]
+                .into_iter()
+                .chain([(6, (6_000, 600)), (7, (7_000, 5_000)), (8, (8_000, 10))])
+                .collect();
+        let (rate, from, to, span_s) = rate_under_load(&ledgers, 6_500).unwrap();
+        assert_eq!((from, to), (3, 6));
+        assert!((span_s - 3.0).abs() < 1e-9);
+        // Ledger 3's 900 accumulated before its commit: not counted.
+        assert!((rate - 600.0).abs() < 1e-9, "{rate}");
+        // A ledger committed at the very end of the load still counts.
+        assert_eq!(rate_under_load(&ledgers, 7_000).map(|r| (r.1, r.2)), Some((3, 7)));
+        // Fewer than two ledgers with the load on: no rate.
+        assert!(rate_under_load(&ledgers, 3_500).is_none());
+        assert!(rate_under_load(&BTreeMap::new(), 10_000).is_none());
+        let empty: BTreeMap<u64, (i64, usize)> = [(1, (1_000, 0)), (2, (2_000, 0))].into_iter().collect();
+        assert!(rate_under_load(&empty, 10_000).is_none());
+    }
 }
