@@ -436,3 +436,33 @@ fn a_partitioned_minority_never_certifies_and_catches_up_after_healing() {
     }
     drop(proxies);
 }
+
+#[test]
+fn bench_localnet_commits_what_it_accepts_and_reports_its_bound() {
+    let base = free_base();
+    let out = bin()
+        .args(["bench", "localnet", "--validators", "4", "--rate", "300", "--duration", "6"])
+        .args(["--accounts", "400", "--base-port", &base.to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(n("submitted"), 1800.0);
+    assert_eq!(n("accepted") + n("rejected"), 1800.0);
+    assert_eq!(n("committed"), n("accepted"), "every accepted transaction is committed: {r}");
+    assert_eq!(n("refused_busy"), 0.0, "300 tx/s is far below the peak: {r}");
+    assert!(n("bound_tx_per_s") > 0.0 && n("ratio") > 0.0 && n("tx_per_s_overall") > 0.0);
+    assert!(r["later_rounds_validator_0"].is_u64(), "{r}");
+    // Every ledger seen, in height order; together they hold what was committed.
+    let ledgers = r["ledgers"].as_array().unwrap();
+    let heights: Vec<u64> = ledgers.iter().map(|l| l[0].as_u64().unwrap()).collect();
+    assert!(heights.windows(2).all(|w| w[0] < w[1]), "{heights:?}");
+    let txs: u64 = ledgers.iter().map(|l| l[2].as_u64().unwrap()).sum();
+    assert_eq!(txs as f64, n("committed"));
+    // Six seconds of load at one ledger a second: a rate between ledgers, of the order of the
+    // offer (a ledger's transactions arrived over its interval, give or take a height's jitter).
+    let under = &r["under_load"];
+    assert!(under["to_height"].as_u64().unwrap() > under["from_height"].as_u64().unwrap(), "{r}");
+    assert!(n("tx_per_s") > 0.0 && n("tx_per_s") < 1200.0, "{r}");
+}
