@@ -302,6 +302,10 @@ pub(crate) enum BenchCommand {
         accounts: u64,
         #[command(flatten)]
         net: LocalnetArgs,
+        /// Runs, each on a fresh localnet with its own bound; the report is the run of median
+        /// ratio, with every run's figures under `runs`.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+        runs: u64,
         /// Print JSON (the only output form; accepted for clarity in scripts).
         #[arg(long)]
         json: bool,

@@ -89,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             duration,
             accounts,
             net,
+            runs,
             json: _,
         }) => bench_localnet::run(&bench_localnet::LocalnetBench {
             validators: usize::from(validators),
@@ -96,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
             duration_s: duration,
             accounts: usize::try_from(accounts)?,
             net,
+            runs: usize::try_from(runs)?,
         }),
         Command::Bench(cli::BenchCommand::Pipeline {
             txs,

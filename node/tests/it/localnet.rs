@@ -442,7 +442,7 @@ fn bench_localnet_commits_what_it_accepts_and_reports_its_bound() {
     let base = free_base();
     let out = bin()
         .args(["bench", "localnet", "--validators", "4", "--rate", "300", "--duration", "6"])
-        .args(["--accounts", "400", "--base-port", &base.to_string(), "--json"])
+        .args(["--accounts", "400", "--runs", "2", "--base-port", &base.to_string(), "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -465,4 +465,8 @@ fn bench_localnet_commits_what_it_accepts_and_reports_its_bound() {
     let under = &r["under_load"];
     assert!(under["to_height"].as_u64().unwrap() > under["from_height"].as_u64().unwrap(), "{r}");
     assert!(n("tx_per_s") > 0.0 && n("tx_per_s") < 1200.0, "{r}");
+    // Two runs, each on a fresh localnet: the report is one of them, both listed.
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().any(|x| x["ratio"] == r["ratio"]), "{r}");
 }
