@@ -335,7 +335,7 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
         // Rounds validator 0 started beyond one per height: heights that needed a second round.
         let later_rounds = rounds_before
             .zip(rounds_and_height(procs[0].admin))
-            .map(|((r0, h0), (r1, h1))| (r1 - r0).saturating_sub(h1 - h0));
+            .map(|((r0, h0), (r1, h1))| r1.saturating_sub(r0).saturating_sub(h1.saturating_sub(h0)));
         let bench_cpu_s = process_cpu_s() - bench_cpu_before;
         let Seen { committed, ledgers } =
             seen.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
