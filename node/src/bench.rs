@@ -276,17 +276,11 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
     for _ in 0..cfg.runs.max(1) {
         runs.push(timed_run(cfg, &dir, &txs_path, &genesis_toml)?);
     }
-    let ratio = |r: &serde_json::Value| r["ratio"].as_f64().unwrap_or(0.0);
-    let summary: Vec<serde_json::Value> = runs
-        .iter()
-        .map(|r| serde_json::json!({ "ratio": ratio(r), "tx_per_s": r["tx_per_s"], "sigverify_bound_tx_per_s": r["sigverify_bound_tx_per_s"], "peak_anon_rss_bytes": r["peak_anon_rss_bytes"] }))
-        .collect();
-    // The machine is shared and its speed drifts by tens of percent between runs: with several
-    // runs, the report is the run of median ratio, with every run's figures beside it.
-    runs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-    let mut report = runs.swap_remove(runs.len() / 2);
+    let mut report = median_run(
+        runs,
+        |r| serde_json::json!({ "ratio": r["ratio"], "tx_per_s": r["tx_per_s"], "sigverify_bound_tx_per_s": r["sigverify_bound_tx_per_s"], "peak_anon_rss_bytes": r["peak_anon_rss_bytes"] }),
+    );
     report["setup_s"] = serde_json::json!(setup_s);
-    report["runs"] = serde_json::json!(summary);
     if cfg.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -295,8 +289,36 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
 
 /// The value at rank `p` (0 to 1, nearest rank) of `sorted` (ascending); the default value for
 /// an empty slice.
+/// The report of the run of median `ratio`, with `summary` of every run (in run order) under
+/// `runs`: the machine is shared and its speed drifts by tens of percent between runs.
+pub(crate) fn median_run(
+    mut runs: Vec<serde_json::Value>,
+    summary: impl Fn(&serde_json::Value) -> serde_json::Value,
+) -> serde_json::Value {
+    let listed: Vec<serde_json::Value> = runs.iter().map(&summary).collect();
+    let ratio = |r: &serde_json::Value| r["ratio"].as_f64().unwrap_or(0.0);
+    runs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+    let mut report = if runs.is_empty() { serde_json::json!({}) } else { runs.swap_remove(runs.len() / 2) };
+    report["runs"] = serde_json::json!(listed);
+    report
+}
+
 pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     let Some(last) = sorted.len().checked_sub(1) else { return T::default() };
     let i = (last as f64 * p).round() as usize;
     sorted[i.min(last)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_run_is_reported_with_every_run_listed_in_order() {
+        let runs = [0.9, 0.5, 0.7].map(|r| serde_json::json!({ "ratio": r, "extra": "kept" }));
+        let report = median_run(runs.to_vec(), |r| serde_json::json!({ "ratio": r["ratio"] }));
+        assert_eq!(report["ratio"], 0.7);
+        assert_eq!(report["extra"], "kept");
+        assert_eq!(report["runs"], serde_json::json!([{ "ratio": 0.9 }, { "ratio": 0.5 }, { "ratio": 0.7 }]));
+    }
 }

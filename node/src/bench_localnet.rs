@@ -30,7 +30,7 @@ use engine::{
 use rayon::prelude::*;
 
 use crate::{
-    bench::{percentile, process_cpu_s},
+    bench::{median_run, percentile, process_cpu_s},
     config::Role,
     exit::Output,
     localnet::{LOCALNET_CHAIN, init_with, processes, spawn, stop},
@@ -210,24 +210,17 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
     for _ in 0..cfg.runs.max(1) {
         runs.push(one_run(cfg)?);
     }
-    let ratio = |r: &serde_json::Value| r["ratio"].as_f64().unwrap_or(0.0);
-    let summary: Vec<serde_json::Value> = runs
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "ratio": ratio(r),
-                "tx_per_s": r["tx_per_s"],
-                "tx_per_s_overall": r["tx_per_s_overall"],
-                "bound_tx_per_s": r["bound_tx_per_s"],
-                "refused_busy": r["refused_busy"],
-                "later_rounds_validator_0": r["later_rounds_validator_0"],
-                "finality_ms": r["finality_ms"],
-            })
+    let report = median_run(runs, |r| {
+        serde_json::json!({
+            "ratio": r["ratio"],
+            "tx_per_s": r["tx_per_s"],
+            "tx_per_s_overall": r["tx_per_s_overall"],
+            "bound_tx_per_s": r["bound_tx_per_s"],
+            "refused_busy": r["refused_busy"],
+            "later_rounds_validator_0": r["later_rounds_validator_0"],
+            "finality_ms": r["finality_ms"],
         })
-        .collect();
-    runs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-    let mut report = runs.swap_remove(runs.len() / 2);
-    report["runs"] = serde_json::json!(summary);
+    });
     Output::json(&report)
 }
 
