@@ -15,15 +15,18 @@
 //!
 //! Every failure ends this connection only; the caller decides about reconnecting.
 
-use std::{io::IoSlice, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite},
     sync::mpsc::{self, error::TrySendError},
     time::{Instant, timeout},
 };
 
-use crate::frame::{self, Channel, Decoder, Frame, FrameError};
+use crate::{
+    frame::{self, Channel, Decoder, Frame, FrameError},
+    secure::{Secure, SecureError, SecureReader, SecureWriter},
+};
 
 /// Version of this wire protocol, sent in the hello.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -78,6 +81,9 @@ pub enum ConnError {
     /// The byte stream failed or closed.
     #[error("i/o: {0}")]
     Io(String),
+    /// The peer broke TLS (a record that does not open, a malformed record, an alert).
+    #[error("{0}")]
+    Tls(String),
     /// The peer sent bytes that are not frames.
     #[error("malformed stream: {0}")]
     Frame(#[from] FrameError),
@@ -96,6 +102,16 @@ pub enum ConnError {
     /// The local side closed the connection.
     #[error("closed")]
     Closed,
+}
+
+impl From<SecureError> for ConnError {
+    fn from(e: SecureError) -> Self {
+        match e {
+            SecureError::Io(e) => Self::Io(e.to_string()),
+            SecureError::Closed => Self::Io("closed by the peer".into()),
+            e => Self::Tls(e.to_string()),
+        }
+    }
 }
 
 /// Sends to a connected peer; cloneable. Dropping every handle closes the connection.
@@ -186,17 +202,16 @@ pub fn connection(cfg: ConnConfig) -> (PeerHandle, Inbound, Driver) {
 }
 
 impl Driver {
-    /// Runs the connection over `stream` until it fails, or until every [`PeerHandle`] or the
+    /// Runs the connection over `link` until it fails, or until every [`PeerHandle`] or the
     /// [`Inbound`] is dropped ([`ConnError::Closed`]).
-    pub async fn run<S>(self, stream: S) -> ConnError
+    pub async fn run<S>(self, link: Secure<S>) -> ConnError
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Self { mut outbound, inbound, cfg } = self;
-        let (mut rd, mut wr) = tokio::io::split(stream);
+        let Secure { reader: mut rd, writer: mut wr, .. } = link;
         let mut decoder = Decoder::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let early = match hello(&mut rd, &mut wr, &mut decoder, &mut buf, &cfg).await {
+        let early = match hello(&mut rd, &mut wr, &mut decoder, &cfg).await {
             Ok(frames) => frames,
             Err(e) => return e,
         };
@@ -232,13 +247,11 @@ impl Driver {
                         Ok(Ok(())) => {}
                     }
                 }
-                let n = match timeout(cfg.idle_timeout, rd.read(&mut buf)).await {
+                let read = rd.read(|plain| decoder.push_into(plain, &mut pending).map_err(ConnError::from));
+                match timeout(cfg.idle_timeout, read).await {
                     Err(_) => return Err(ConnError::Idle(cfg.idle_timeout)),
-                    Ok(Err(e)) => return Err(ConnError::Io(e.to_string())),
-                    Ok(Ok(0)) => return Err(ConnError::Io("closed by the peer".into())),
-                    Ok(Ok(n)) => n,
+                    Ok(r) => r?,
                 };
-                pending = decoder.push(&buf[..n])?;
             }
             #[allow(unreachable_code)]
             Ok::<(), ConnError>(())
@@ -246,7 +259,6 @@ impl Driver {
         let writer = async {
             let [control, gossip, consensus, sync] = &mut outbound;
             let mut out = Outgoing::default();
-            let mut scratch = Vec::new();
             let mut last_write = Instant::now();
             let mut next_low = 0usize;
             loop {
@@ -279,9 +291,9 @@ impl Driver {
                         () = tokio::time::sleep_until(until) => out.push(Channel::Control, vec![PING]),
                     }
                 }
-                match timeout(cfg.write_timeout, out.write_to(&mut wr, &mut scratch)).await {
+                match timeout(cfg.write_timeout, out.write_to(&mut wr)).await {
                     Err(_) => return ConnError::WriteStalled(cfg.write_timeout),
-                    Ok(Err(e)) => return ConnError::Io(e.to_string()),
+                    Ok(Err(e)) => return e.into(),
                     Ok(Ok(())) => last_write = Instant::now(),
                 }
             }
@@ -299,7 +311,7 @@ fn push(channel: Channel, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Frames gathered for one write: each header and the payload it heads, moved from its queue
-/// (not copied: TLS copies each byte once, into its records).
+/// (not copied: TLS copies each byte once, into the record sealing it).
 #[derive(Default)]
 struct Outgoing {
     frames: Vec<([u8; frame::HEADER_LEN], Vec<u8>)>,
@@ -324,33 +336,10 @@ impl Outgoing {
         self.bytes = 0;
     }
 
-    /// Writes every frame and flushes: one vectored write where the stream takes them (TLS
-    /// does), else through `scratch`.
-    async fn write_to<W: AsyncWrite + Unpin>(
-        &self,
-        wr: &mut W,
-        scratch: &mut Vec<u8>,
-    ) -> std::io::Result<()> {
-        if wr.is_write_vectored() {
-            let mut slices: Vec<IoSlice<'_>> =
-                self.frames.iter().flat_map(|(h, p)| [IoSlice::new(h), IoSlice::new(p)]).collect();
-            let mut bufs = &mut slices[..];
-            while !bufs.is_empty() {
-                let n = wr.write_vectored(bufs).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::WriteZero.into());
-                }
-                IoSlice::advance_slices(&mut bufs, n);
-            }
-        } else {
-            scratch.clear();
-            for (h, p) in &self.frames {
-                scratch.extend_from_slice(h);
-                scratch.extend_from_slice(p);
-            }
-            wr.write_all(scratch).await?;
-        }
-        wr.flush().await
+    /// Seals every frame into TLS records and writes them, flushed.
+    async fn write_to<W: AsyncWrite + Unpin>(&self, wr: &mut SecureWriter<W>) -> Result<(), SecureError> {
+        let parts: Vec<&[u8]> = self.frames.iter().flat_map(|(h, p)| [&h[..], &p[..]]).collect();
+        wr.write(&parts).await
     }
 }
 
@@ -375,10 +364,9 @@ fn hello_payload(cfg: &ConnConfig) -> Vec<u8> {
 }
 
 async fn hello<R, W>(
-    rd: &mut R,
-    wr: &mut W,
+    rd: &mut SecureReader<R>,
+    wr: &mut SecureWriter<W>,
     decoder: &mut Decoder,
-    buf: &mut [u8],
     cfg: &ConnConfig,
 ) -> Result<Vec<Frame>, ConnError>
 where
@@ -388,20 +376,16 @@ where
     let mut out = Vec::new();
     push(Channel::Control, &hello_payload(cfg), &mut out);
     let exchange = async {
-        wr.write_all(&out).await.map_err(|e| ConnError::Io(e.to_string()))?;
-        wr.flush().await.map_err(|e| ConnError::Io(e.to_string()))?;
-        loop {
-            let n = rd.read(buf).await.map_err(|e| ConnError::Io(e.to_string()))?;
-            if n == 0 {
-                return Err(ConnError::Io("closed during the hello".into()));
-            }
-            let mut frames = decoder.push(&buf[..n])?.into_iter();
-            let Some(first) = frames.next() else { continue };
-            check_hello(&first, cfg)?;
-            // The peer may already have sent more after its hello: those frames are the
-            // connection's first.
-            return Ok(frames.collect());
+        wr.write(&[&out]).await?;
+        let mut frames = Vec::new();
+        while frames.is_empty() {
+            rd.read(|plain| decoder.push_into(plain, &mut frames).map_err(ConnError::from)).await?;
         }
+        check_hello(&frames[0], cfg)?;
+        // The peer may already have sent more after its hello: those frames are the
+        // connection's first.
+        frames.remove(0);
+        Ok(frames)
     };
     timeout(cfg.hello_timeout, exchange).await.map_err(|_| ConnError::Hello("timed out".into()))?
 }

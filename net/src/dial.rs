@@ -1,14 +1,14 @@
 //! Keeping a connection to one peer: dial, run, and after any failure dial again with
 //! exponential back-off.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use rustls::ClientConfig;
 use tokio::{net::TcpStream, time::Instant};
-use tokio_rustls::TlsConnector;
 
 use crate::{
     conn::{ConnConfig, ConnError, Inbound, PeerHandle, connection},
-    tls::peer_server_name,
+    secure,
     transport::Transport,
 };
 
@@ -54,7 +54,7 @@ pub enum Attempt {
 /// and dials again. Runs until the caller drops the future (or `on_connect` returns `false`).
 pub async fn keep_connected(
     addr: SocketAddr,
-    connector: TlsConnector,
+    tls: Arc<ClientConfig>,
     transport: Transport,
     cfg: ConnConfig,
     backoff: Backoff,
@@ -66,7 +66,7 @@ pub async fn keep_connected(
         let attempt = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
             let stream = transport.wrap(tcp).map_err(|e| e.to_string())?;
-            connector.connect(peer_server_name(), stream).await.map_err(|e| e.to_string())
+            secure::connect(tls.clone(), stream).await.map_err(|e| e.to_string())
         };
         let outcome = match tokio::time::timeout(cfg.hello_timeout, attempt).await {
             Err(_) => Attempt::DialFailed("timed out".into()),

@@ -89,8 +89,14 @@ impl Decoder {
 
     /// Feeds `bytes` and returns every frame they complete. After an error the stream is
     /// unusable: close the connection.
-    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
         let mut frames = Vec::new();
+        self.push_into(bytes, &mut frames)?;
+        Ok(frames)
+    }
+
+    /// As [`Self::push`], appending the frames to `frames`.
+    pub fn push_into(&mut self, mut bytes: &[u8], frames: &mut Vec<Frame>) -> Result<(), FrameError> {
         while !bytes.is_empty() {
             let (channel, len) = match self.header {
                 Some(h) => h,
@@ -121,7 +127,7 @@ impl Decoder {
                 self.header = None;
             }
         }
-        Ok(frames)
+        Ok(())
     }
 
     /// Bytes held for an incomplete frame.

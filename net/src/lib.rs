@@ -6,7 +6,8 @@
 //! io_uring transport where the kernel allows it and a portable epoll (tokio) fallback.
 //!
 //! Built so far: node identities ([`identity`]), the TLS configurations whose certificate
-//! verifiers accept exactly the configured peers ([`tls`]), the frame codec of the multiplexed
+//! verifiers accept exactly the configured peers ([`tls`]), the handshake in rustls and the
+//! records sealed and opened in place after it ([`secure`]), the frame codec of the multiplexed
 //! channels ([`frame`]), and the connection over any async byte stream — hello, bounded
 //! per-channel queues, priority writer, disconnect of flooding, malformed, silent or
 //! non-reading peers ([`conn`]) — redialing with exponential back-off ([`dial`]), and two
@@ -19,6 +20,7 @@ pub mod conn;
 pub mod dial;
 pub mod frame;
 pub mod identity;
+pub mod secure;
 pub mod tls;
 pub mod transport;
 pub mod uring;

@@ -175,10 +175,15 @@ pub fn server_config(
     node: &NodeCert,
     peers: impl IntoIterator<Item = Identity>,
 ) -> Result<Arc<ServerConfig>, NetError> {
-    let config = ServerConfig::builder_with_provider(Arc::new(provider()))
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(PeerVerifier::new(peers)))
         .with_single_cert(vec![node.cert_der()], node.key_der())?;
+    after_handshake(&mut config.enable_secret_extraction);
+    // No session tickets: every connection makes a full handshake, so every certificate is
+    // checked (validity included) each time; and no post-handshake message but key updates.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 
@@ -187,12 +192,20 @@ pub fn client_config(
     node: &NodeCert,
     peers: impl IntoIterator<Item = Identity>,
 ) -> Result<Arc<ClientConfig>, NetError> {
-    let config = ClientConfig::builder_with_provider(Arc::new(provider()))
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(peers)))
         .with_client_auth_cert(vec![node.cert_der()], node.key_der())?;
+    after_handshake(&mut config.enable_secret_extraction);
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
+}
+
+/// After the handshake the records are sealed and opened by [`crate::secure`], which takes the
+/// traffic secrets from rustls.
+fn after_handshake(enable_secret_extraction: &mut bool) {
+    *enable_secret_extraction = true;
 }
 
 /// The identity of the peer of an established connection, from its certificate.

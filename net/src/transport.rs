@@ -5,12 +5,9 @@
 
 use std::{fmt, io, str::FromStr};
 
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::uring::{self, Uring};
-
-/// Bytes a stream reads from its socket at once.
-pub const READ_BUFFER: usize = 64 * 1024;
 
 /// A byte stream a connection runs over.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -72,14 +69,12 @@ impl Transport {
         if self.uring.is_some() { "io_uring" } else { "epoll" }
     }
 
-    /// Puts a connected socket on this transport, behind a read buffer of [`READ_BUFFER`]
-    /// bytes: TLS (rustls) asks for 4 KiB at a time, and a system call per 4 KiB would cost
-    /// more than the copy out of one 64 KiB read.
+    /// Puts a connected socket on this transport.
     pub fn wrap(&self, tcp: tokio::net::TcpStream) -> io::Result<Box<dyn Stream>> {
         tcp.set_nodelay(true)?;
         Ok(match &self.uring {
-            Some(u) => Box::new(BufReader::with_capacity(READ_BUFFER, u.stream(tcp)?)),
-            None => Box::new(BufReader::with_capacity(READ_BUFFER, tcp)),
+            Some(u) => Box::new(u.stream(tcp)?),
+            None => Box::new(tcp),
         })
     }
 }

@@ -8,15 +8,17 @@ use caasiope_net::{
     Identity, NodeCert,
     conn::{ConnConfig, ConnError, Inbound, PeerHandle, connection},
     frame::{self, Channel},
-    tls::{client_config, peer_server_name, server_config},
+    secure::{self, Secure, SecureError},
+    tls::{client_config, server_config},
     transport::{Stream, Transport, TransportChoice},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
-use tokio_rustls::{TlsAcceptor, TlsConnector, client::TlsStream};
+
+type TlsStream = Secure<Box<dyn Stream>>;
 
 /// Every transport this machine runs: epoll, and io_uring where the kernel allows it.
 fn transports() -> Vec<Transport> {
@@ -49,14 +51,14 @@ async fn listen(
     transport: &Transport,
 ) -> (SocketAddr, tokio::sync::mpsc::Receiver<Peer>) {
     let transport = transport.clone();
-    let acceptor = TlsAcceptor::from(server_config(node, peers).unwrap());
+    let acceptor = server_config(node, peers).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let Ok(stream) = transport.wrap(tcp) else { continue };
-            let Ok(tls) = acceptor.accept(stream).await else { continue };
+            let Ok(tls) = secure::accept(acceptor.clone(), stream).await else { continue };
             let (handle, inbound, driver) = connection(cfg.clone());
             let task = tokio::spawn(driver.run(tls));
             if tx.send((handle, inbound, task)).await.is_err() {
@@ -67,15 +69,9 @@ async fn listen(
     (addr, rx)
 }
 
-async fn dial_tls(
-    node: &NodeCert,
-    peer: Identity,
-    addr: SocketAddr,
-    t: &Transport,
-) -> TlsStream<Box<dyn Stream>> {
-    let connector = TlsConnector::from(client_config(node, [peer]).unwrap());
+async fn dial_tls(node: &NodeCert, peer: Identity, addr: SocketAddr, t: &Transport) -> TlsStream {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector.connect(peer_server_name(), t.wrap(tcp).unwrap()).await.unwrap()
+    secure::connect(client_config(node, [peer]).unwrap(), t.wrap(tcp).unwrap()).await.unwrap()
 }
 
 async fn dial(node: &NodeCert, peer: Identity, addr: SocketAddr, cfg: ConnConfig, t: &Transport) -> Peer {
@@ -108,12 +104,7 @@ async fn exchange(a: &mut Peer, b: &mut Peer, tag: u8) {
 }
 
 /// A raw TLS client that sends the hello by hand, for misbehaving peers.
-async fn raw_after_hello(
-    node: &NodeCert,
-    peer: Identity,
-    addr: SocketAddr,
-    t: &Transport,
-) -> TlsStream<Box<dyn Stream>> {
+async fn raw_after_hello(node: &NodeCert, peer: Identity, addr: SocketAddr, t: &Transport) -> TlsStream {
     let mut tls = dial_tls(node, peer, addr, t).await;
     let mut hello = vec![1u8];
     hello.extend_from_slice(&caasiope_net::conn::PROTOCOL_VERSION.to_be_bytes());
@@ -121,8 +112,7 @@ async fn raw_after_hello(
     hello.extend_from_slice(CHAIN.as_bytes());
     let mut out = Vec::new();
     frame::encode(Channel::Control, &hello, &mut out).unwrap();
-    tls.write_all(&out).await.unwrap();
-    tls.flush().await.unwrap();
+    tls.writer.write(&[&out]).await.unwrap();
     tls
 }
 
@@ -201,8 +191,7 @@ async fn misbehaving(t: &Transport) {
     let mut raw = raw_after_hello(&c, a.identity(), addr, t).await;
     let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
     let huge = (frame::PAYLOAD_MAX as u32 + 1).to_be_bytes();
-    raw.write_all(&[Channel::Sync as u8, huge[0], huge[1], huge[2], huge[3]]).await.unwrap();
-    raw.flush().await.unwrap();
+    raw.writer.write(&[&[Channel::Sync as u8, huge[0], huge[1], huge[2], huge[3]]]).await.unwrap();
     assert!(matches!(ended(at_a.2).await, ConnError::Frame(_)));
     drop(raw);
 
@@ -213,8 +202,7 @@ async fn misbehaving(t: &Transport) {
     for _ in 0..64 {
         frame::encode(Channel::Gossip, &[7; 100], &mut out).unwrap();
     }
-    raw.write_all(&out).await.unwrap();
-    raw.flush().await.unwrap();
+    raw.writer.write(&[&out]).await.unwrap();
     assert_eq!(ended(at_a.2).await, ConnError::Flood(Channel::Gossip));
     drop(raw);
 
@@ -240,11 +228,18 @@ async fn misbehaving(t: &Transport) {
     // Garbage after the TLS handshake, in place of the hello.
     let mut raw = dial_tls(&c, a.identity(), addr, t).await;
     let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
-    raw.write_all(&[0xee; 64]).await.unwrap();
-    raw.flush().await.unwrap();
+    raw.writer.write(&[&[0xee; 64]]).await.unwrap();
     assert!(matches!(ended(at_a.2).await, ConnError::Frame(_) | ConnError::Hello(_)));
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut rest)).await;
+    let drain = async { while raw.reader.read(|_| Ok::<_, SecureError>(())).await.is_ok() {} };
+    let _ = tokio::time::timeout(WAIT, drain).await;
+
+    // Garbage after the TLS handshake, in place of records: a record that does not open.
+    let mut raw = dial_tls(&c, a.identity(), addr, t).await;
+    let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    raw.writer.get_mut().write_all(&[0x17, 3, 3, 0, 64]).await.unwrap();
+    raw.writer.get_mut().write_all(&[0xee; 64]).await.unwrap();
+    assert!(matches!(ended(at_a.2).await, ConnError::Tls(e) if e.contains("does not open")));
+    drop(raw);
 
     // Through all of it, the good peer kept its connection.
     exchange(&mut good, &mut good_at_a, 2).await;
@@ -268,7 +263,7 @@ async fn reconnects(t: &Transport) {
     let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let (conn_tx, mut connections) = tokio::sync::mpsc::unbounded_channel();
     let failures = Arc::new(Mutex::new(0usize));
-    let connector = TlsConnector::from(client_config(&b, [a.identity()]).unwrap());
+    let connector = client_config(&b, [a.identity()]).unwrap();
     let backoff = Backoff { min: Duration::from_millis(50), max: Duration::from_millis(200), stable: WAIT };
     let counted = failures.clone();
     let dialer = tokio::spawn(keep_connected(
@@ -289,10 +284,10 @@ async fn reconnects(t: &Transport) {
 
     // The peer comes up: the dialer connects.
     let listener = TcpListener::bind(addr).await.unwrap();
-    let acceptor = TlsAcceptor::from(server_config(&a, [b.identity()]).unwrap());
+    let acceptor = server_config(&a, [b.identity()]).unwrap();
     for round in 0..2u8 {
         let (tcp, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
-        let tls = acceptor.accept(t.wrap(tcp).unwrap()).await.unwrap();
+        let tls = secure::accept(acceptor.clone(), t.wrap(tcp).unwrap()).await.unwrap();
         let (handle, mut inbound, driver) = connection(cfg());
         let server = tokio::spawn(driver.run(tls));
         let (dialer_handle, _dialer_inbound) =

@@ -7,16 +7,16 @@ use std::{sync::Arc, time::Duration};
 use caasiope_net::{
     Identity, NodeCert,
     frame::{self, Channel, Decoder},
-    tls::{client_config, peer_identity, peer_server_name, server_config},
+    secure::{self, SecureError},
+    tls::{client_config, server_config},
     transport::{Transport, TransportChoice},
 };
 use time::OffsetDateTime;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -31,7 +31,7 @@ async fn listen(
     t: &Transport,
 ) -> (std::net::SocketAddr, mpsc::Receiver<Outcome>) {
     let t = t.clone();
-    let acceptor = TlsAcceptor::from(server_config(node, peers).unwrap());
+    let acceptor = server_config(node, peers).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel(16);
@@ -41,29 +41,30 @@ async fn listen(
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             let Ok(stream) = t.wrap(tcp) else { continue };
             tokio::spawn(async move {
-                let outcome = match tokio::time::timeout(STEP, acceptor.accept(stream)).await {
+                let outcome = match tokio::time::timeout(STEP, secure::accept(acceptor, stream)).await {
                     Err(_) => Err("handshake timed out".to_owned()),
                     Ok(Err(e)) => Err(e.to_string()),
                     Ok(Ok(mut tls)) => {
-                        let id = peer_identity(tls.get_ref().1.peer_certificates());
                         let mut decoder = Decoder::new();
-                        let mut buf = vec![0u8; 16 * 1024];
                         'conn: loop {
-                            let n = match tls.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            let Ok(frames) = decoder.push(&buf[..n]) else { break };
+                            let mut frames = Vec::new();
+                            let read = tls.reader.read(|plain| {
+                                decoder
+                                    .push_into(plain, &mut frames)
+                                    .map_err(|_| SecureError::Record("frames"))
+                            });
+                            if read.await.is_err() {
+                                break;
+                            }
                             for f in frames {
                                 let mut out = Vec::new();
                                 frame::encode(f.channel, &f.payload, &mut out).unwrap();
-                                // Flushed: a transport may hold written bytes until then.
-                                if tls.write_all(&out).await.is_err() || tls.flush().await.is_err() {
+                                if tls.writer.write(&[&out]).await.is_err() {
                                     break 'conn;
                                 }
                             }
                         }
-                        id.ok_or_else(|| "no peer certificate".to_owned())
+                        Ok(tls.peer)
                     }
                 };
                 let _ = tx.send(outcome).await;
@@ -80,33 +81,29 @@ async fn exchange(
     addr: std::net::SocketAddr,
     t: &Transport,
 ) -> Result<Identity, String> {
-    let connector = TlsConnector::from(client_config(node, peers).unwrap());
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let stream = t.wrap(tcp).map_err(|e| e.to_string())?;
-    let mut tls = tokio::time::timeout(STEP, connector.connect(peer_server_name(), stream))
+    let mut tls = tokio::time::timeout(STEP, secure::connect(client_config(node, peers).unwrap(), stream))
         .await
         .map_err(|_| "timeout".to_owned())?
         .map_err(|e| e.to_string())?;
-    let server = peer_identity(tls.get_ref().1.peer_certificates()).ok_or("no server certificate")?;
+    let server = tls.peer;
     let mut out = Vec::new();
     for (i, c) in Channel::ALL.iter().enumerate() {
         frame::encode(*c, &vec![i as u8; 100 + i * 1000], &mut out).unwrap();
     }
     // In TLS 1.3 the client learns of a refused client certificate only when it reads.
-    tls.write_all(&out).await.map_err(|e| e.to_string())?;
-    tls.flush().await.map_err(|e| e.to_string())?;
+    tls.writer.write(&[&out]).await.map_err(|e| e.to_string())?;
     let mut decoder = Decoder::new();
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
     while got.len() < Channel::ALL.len() {
-        let n = tokio::time::timeout(STEP, tls.read(&mut buf))
+        let read = tls
+            .reader
+            .read(|plain| decoder.push_into(plain, &mut got).map_err(|_| SecureError::Record("frames")));
+        tokio::time::timeout(STEP, read)
             .await
             .map_err(|_| "timeout".to_owned())?
             .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed by the server".into());
-        }
-        got.extend(decoder.push(&buf[..n]).map_err(|e| e.to_string())?);
     }
     for (i, (f, c)) in got.iter().zip(Channel::ALL).enumerate() {
         assert_eq!((f.channel, f.payload.len()), (c, 100 + i * 1000), "echo on every channel");

@@ -20,14 +20,14 @@ use net::{
     NodeCert,
     conn::{ConnConfig, connection},
     frame::{self, Channel, Decoder},
-    tls::{client_config, peer_server_name, server_config},
+    secure,
+    tls::{client_config, server_config},
     transport::{Transport, TransportChoice},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::{
     bench::process_cpu_s,
@@ -157,8 +157,8 @@ async fn plain(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
 /// Two TLS endpoints on the `net` connection; the dialer sends `messages` on the gossip channel.
 async fn tls(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
     let (a, b) = (NodeCert::generate(1)?, NodeCert::generate(1)?);
-    let acceptor = TlsAcceptor::from(server_config(&a, [b.identity()])?);
-    let connector = TlsConnector::from(client_config(&b, [a.identity()])?);
+    let acceptor = server_config(&a, [b.identity()])?;
+    let connector = client_config(&b, [a.identity()])?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     // The node's own connection settings (replica::network).
@@ -167,7 +167,7 @@ async fn tls(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
         let (cfg, t) = (cfg.clone(), t.clone());
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await?;
-            let tls = acceptor.accept(t.wrap(tcp)?).await?;
+            let tls = secure::accept(acceptor, t.wrap(tcp)?).await?;
             let (_handle, mut inbound, driver) = connection(cfg);
             let task = tokio::spawn(driver.run(tls));
             let mut got = 0usize;
@@ -181,7 +181,7 @@ async fn tls(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
         })
     };
     let tcp = t.wrap(TcpStream::connect(addr).await?)?;
-    let tls = connector.connect(peer_server_name(), tcp).await?;
+    let tls = secure::connect(connector, tcp).await?;
     let (handle, _inbound, driver) = connection(cfg);
     let sender_task = tokio::spawn(driver.run(tls));
     // Timed from the first message: the handshakes are not part of the rate.

@@ -22,10 +22,10 @@ use net::{
     conn::{ConnConfig, Inbound, PeerHandle, connection},
     dial::{Attempt, Backoff, keep_connected},
     frame::Channel,
-    tls::{client_config, peer_identity, server_config},
+    secure,
+    tls::{client_config, server_config},
     transport::Transport,
 };
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{Event, admin::Metrics};
 use crate::config::{NetConfig, Role};
@@ -47,7 +47,7 @@ pub(crate) async fn start(
     let identities: Vec<Identity> = cfg.peers.iter().map(|(_, id)| *id).collect();
     let generation = Arc::new(AtomicU64::new(0));
     if let Some(listen) = cfg.listen {
-        let acceptor = TlsAcceptor::from(server_config(node, identities.clone())?);
+        let acceptor = server_config(node, identities.clone())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -67,10 +67,9 @@ pub(crate) async fn start(
                 );
                 tokio::spawn(async move {
                     let handshake =
-                        tokio::time::timeout(conn_cfg.hello_timeout, acceptor.accept(stream)).await;
+                        tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
                     let Ok(Ok(tls)) = handshake else { return };
-                    let Some(id) = peer_identity(tls.get_ref().1.peer_certificates()) else { return };
-                    let Some(peer) = identities.iter().position(|p| *p == id) else { return };
+                    let Some(peer) = identities.iter().position(|p| *p == tls.peer) else { return };
                     let (handle, inbound, driver) = connection(conn_cfg);
                     let gen_ = generation.fetch_add(1, Ordering::Relaxed);
                     if !connected(peer, gen_, handle, inbound, &events, &metrics) {
@@ -93,7 +92,7 @@ pub(crate) async fn start(
         }
         // One verifier per dialed peer, accepting only that peer: the connection is known to
         // be with it.
-        let connector = TlsConnector::from(client_config(node, [*id])?);
+        let connector = client_config(node, [*id])?;
         let (addr, events, metrics, transport, conn_cfg, generation): (SocketAddr, _, _, _, _, _) = (
             spec.addr,
             events.clone(),
