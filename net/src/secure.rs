@@ -50,8 +50,9 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// Records sealed under one key before it is updated: 2^22, a margin under the 2^23–2^24
 /// records rustls's providers allow AES-GCM keys (ChaCha20-Poly1305 has no such limit).
 pub const KEY_UPDATE_RECORDS: u64 = 1 << 22;
-/// Empty application-data records in a row before the peer counts as flooding (as in rustls).
-const EMPTY_RECORDS_MAX: u8 = 32;
+/// Records without application data in a row (empty ones, key updates) before the peer counts
+/// as flooding (rustls allows as many).
+const IDLE_RECORDS_MAX: u8 = 32;
 
 const APPLICATION_DATA: u8 = 23;
 const HANDSHAKE: u8 = 22;
@@ -180,7 +181,8 @@ pub struct SecureReader<R> {
     end: usize,
     /// Plaintext that arrived with the handshake, handed over first.
     early: Vec<u8>,
-    empty_records: u8,
+    /// Records without application data since the last with some.
+    idle_records: u8,
     /// A failure met after plaintext that was handed over first: the next read's result.
     failed: Option<SecureError>,
     shared: Arc<Shared>,
@@ -354,7 +356,7 @@ where
             start,
             end,
             early,
-            empty_records: 0,
+            idle_records: 0,
             failed: None,
             shared: shared.clone(),
         },
@@ -493,18 +495,16 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
             return Err(SecureError::Record("record_overflow"));
         }
         let data = at + HEADER..at + HEADER + typ_at;
+        if typ == APPLICATION_DATA && !content.is_empty() {
+            self.idle_records = 0;
+        } else {
+            self.idle_records += 1;
+            if self.idle_records > IDLE_RECORDS_MAX {
+                return Err(SecureError::Record("too many records without data"));
+            }
+        }
         match typ {
-            APPLICATION_DATA if content.is_empty() => {
-                self.empty_records += 1;
-                if self.empty_records > EMPTY_RECORDS_MAX {
-                    return Err(SecureError::Record("too many empty records"));
-                }
-                Ok(Some(data))
-            }
-            APPLICATION_DATA => {
-                self.empty_records = 0;
-                Ok(Some(data))
-            }
+            APPLICATION_DATA => Ok(Some(data)),
             HANDSHAKE => {
                 post_handshake(content, &mut self.rx, &self.shared)?;
                 Ok(Some(at..at))

@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd};
 
 /// Submission entries of a stream's ring (one operation at a time).
 const RING_ENTRIES: u32 = 2;
+/// The socket, as the ring's registered file.
+const SOCKET: types::Fixed = types::Fixed(0);
 /// Most buffers one vectored write passes.
 const IOV_MAX: usize = 1024;
 
@@ -48,6 +50,9 @@ impl Uring {
         // SAFETY: `into_raw_fd` gives up ownership of a valid socket descriptor.
         let socket = unsafe { OwnedFd::from_raw_fd(std.into_raw_fd()) };
         let ring = IoUring::new(RING_ENTRIES)?;
+        // The socket as the ring's fixed file 0: the kernel takes no reference to the file per
+        // operation.
+        ring.submitter().register_files(&[socket.as_raw_fd()])?;
         let fd = SocketFd(socket.as_raw_fd());
         // SAFETY: the socket stays open for as long as `ready` lives: both are fields of the
         // stream, and `ready` is declared (so dropped, deregistered) first.
@@ -106,7 +111,7 @@ impl UringStream {
         if bufs.iter().all(|b| b.is_empty()) {
             return Poll::Ready(Ok(0));
         }
-        let fd = types::Fd(self.socket.as_raw_fd());
+        let fd = SOCKET;
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
         loop {
             let mut guard = ready!(self.ready.poll_write_ready(cx))?;
@@ -156,8 +161,11 @@ impl UringStream {
         if unsafe { ring.submission().push(sqe) }.is_err() {
             return Err(io::Error::other("io_uring submission queue full"));
         }
+        // A MSG_DONTWAIT socket operation completes inside the submitting call, its completion
+        // posted before the call returns: enter without waiting, and wait only if it is not.
+        let mut want = 0;
         loop {
-            match ring.submit_and_wait(1) {
+            match ring.submit_and_wait(want) {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
                 Err(e) => {
@@ -169,6 +177,7 @@ impl UringStream {
             if let Some(cqe) = ring.completion().next() {
                 return Ok(cqe.result());
             }
+            want = 1;
         }
     }
 }
@@ -183,7 +192,7 @@ impl AsyncRead for UringStream {
         if out.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let fd = types::Fd(this.socket.as_raw_fd());
+        let fd = SOCKET;
         loop {
             let mut guard = ready!(this.ready.poll_read_ready(cx))?;
             let dst = out.initialize_unfilled();

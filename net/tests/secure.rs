@@ -213,6 +213,15 @@ async fn a_broken_record_stream_ends_the_connection() {
         let err = read_err(&mut accepted.reader).await;
         assert!(err.contains(expect), "{err}");
     }
+    // Key updates without data in between, past what a peer may send.
+    let (mut dialed, mut accepted, _) = pair_through_relay().await;
+    for _ in 0..40 {
+        dialed.writer.request_key_update(true).unwrap();
+    }
+    dialed.writer.write(&[]).await.unwrap();
+    let err = read_err(&mut accepted.reader).await;
+    assert!(err.contains("without data"), "{err}");
+
     let (mut dialed, mut accepted, _) = pair_through_relay().await;
     dialed.writer.write(&[b"last words"]).await.unwrap();
     dialed.writer.close().await.unwrap();

@@ -292,16 +292,32 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
     let report = runtime.block_on(async {
         let (mut s, mut u, mut l) = (Series::default(), Series::default(), Series::default());
         let (mut epoll_small, mut epoll_large) = (Vec::new(), Vec::new());
-        for _ in 0..cfg.rounds {
-            s.plain.push(spawned(plain(t.clone(), small)).await?);
-            s.tls.push(spawned(tls(t.clone(), small)).await?);
-            u.plain.push(spawned(plain(t.clone(), unbatched)).await?);
-            u.tls.push(spawned(tls(t.clone(), unbatched)).await?);
-            l.plain.push(spawned(plain(t.clone(), large)).await?);
-            l.tls.push(spawned(tls(t.clone(), large)).await?);
-            if let Some(e) = &epoll {
-                epoll_small.push(spawned(tls(e.clone(), small)).await?.msgs_per_s);
-                epoll_large.push(spawned(tls(e.clone(), large)).await?.msgs_per_s);
+        for round in 0..cfg.rounds {
+            // Each shape's measurements run one after the other — the plain-TCP bound, TLS on
+            // this transport, and for io_uring TLS on epoll — in an order that reverses every
+            // round, so neither side of a ratio always runs first (or after the same thing).
+            let reverse = round % 2 == 1;
+            for (series, shape, versus) in [
+                (&mut s, small, Some(&mut epoll_small)),
+                (&mut u, unbatched, None),
+                (&mut l, large, Some(&mut epoll_large)),
+            ] {
+                let mut versus = versus;
+                let mut order = [0, 1, 2];
+                if reverse {
+                    order.reverse();
+                }
+                for step in order {
+                    match step {
+                        0 => series.plain.push(spawned(plain(t.clone(), shape)).await?),
+                        1 => series.tls.push(spawned(tls(t.clone(), shape)).await?),
+                        _ => {
+                            if let (Some(e), Some(v)) = (&epoll, versus.as_deref_mut()) {
+                                v.push(spawned(tls(e.clone(), shape)).await?);
+                            }
+                        }
+                    }
+                }
             }
         }
         let verify_ns = k256_verify_ns();
@@ -323,12 +339,17 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         });
         if epoll.is_some() {
             // Each round's io_uring TLS rate over its epoll TLS rate, median.
-            let over = |mine: &[Rate], theirs: &[f64]| {
-                median(mine.iter().zip(theirs).map(|(m, e)| m.msgs_per_s / e).collect())
+            let over = |mine: &[Rate], theirs: &[Rate]| {
+                median(mine.iter().zip(theirs).map(|(m, e)| m.msgs_per_s / e.msgs_per_s).collect())
             };
+            let mid = |rates: &[Rate], f: fn(&Rate) -> f64| median(rates.iter().map(f).collect());
             report["vs_epoll"] = serde_json::json!({
-                "small_tls_epoll_msgs_per_s": median(epoll_small.clone()),
-                "large_tls_epoll_msgs_per_s": median(epoll_large.clone()),
+                "small_tls_epoll_msgs_per_s": mid(&epoll_small, |r| r.msgs_per_s),
+                "large_tls_epoll_msgs_per_s": mid(&epoll_large, |r| r.msgs_per_s),
+                // CPU of both ends per message, each transport (the io_uring figures are the
+                // `small` and `large` sections' TLS ones).
+                "small_tls_epoll_cpu_ns_per_message": mid(&epoll_small, |r| r.cpu_ns_per_message),
+                "large_tls_epoll_cpu_ns_per_message": mid(&epoll_large, |r| r.cpu_ns_per_message),
                 "small_ratio": over(&s.tls, &epoll_small),
                 "large_ratio": over(&l.tls, &epoll_large),
             });
