@@ -1,4 +1,4 @@
-//! One multiplexed peer connection over any byte stream (a TLS stream in practice).
+//! One multiplexed peer connection over TLS ([`crate::secure`]).
 //!
 //! Both sides first send a hello on the control channel (protocol version, chain id) and refuse
 //! a peer that speaks another version or chain. Then:

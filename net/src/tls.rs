@@ -179,7 +179,9 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(PeerVerifier::new(peers)))
         .with_single_cert(vec![node.cert_der()], node.key_der())?;
-    after_handshake(&mut config.enable_secret_extraction);
+    // The records after the handshake are sealed and opened by `crate::secure`, which takes the
+    // traffic secrets from rustls.
+    config.enable_secret_extraction = true;
     // No session tickets: every connection makes a full handshake, so every certificate is
     // checked (validity included) each time; and no post-handshake message but key updates.
     config.send_tls13_tickets = 0;
@@ -197,15 +199,10 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(peers)))
         .with_client_auth_cert(vec![node.cert_der()], node.key_der())?;
-    after_handshake(&mut config.enable_secret_extraction);
+    // As for the server: secrets handed to `crate::secure`, and a full handshake every time.
+    config.enable_secret_extraction = true;
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
-}
-
-/// After the handshake the records are sealed and opened by [`crate::secure`], which takes the
-/// traffic secrets from rustls.
-fn after_handshake(enable_secret_extraction: &mut bool) {
-    *enable_secret_extraction = true;
 }
 
 /// The identity of the peer of an established connection, from its certificate.
