@@ -200,6 +200,23 @@ async fn tls(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
     Ok(Rate::new(shape, seconds))
 }
 
+/// The transport alone: ns per 64-byte write on one stream and its read on the other (two
+/// sockets of one loopback connection, one task), i.e. the cost of two socket operations and
+/// the loopback between them, through the transport's own stream code.
+async fn operations(t: Transport) -> anyhow::Result<f64> {
+    const OPS: u32 = 20_000;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let mut a = t.wrap(TcpStream::connect(listener.local_addr()?).await?)?;
+    let mut b = t.wrap(listener.accept().await?.0)?;
+    let (message, mut got) = ([0x5au8; 64], [0u8; 64]);
+    let started = Instant::now();
+    for _ in 0..OPS {
+        a.write_all(&message).await?;
+        b.read_exact(&mut got).await?;
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(OPS))
+}
+
 /// One k256 verification, ns (one thread, pre-made signature).
 fn k256_verify_ns() -> f64 {
     let key = engine::SecretKey::from_bytes(&[7u8; 32]).unwrap_or_else(|_| engine::SecretKey::generate());
@@ -292,6 +309,7 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
     let report = runtime.block_on(async {
         let (mut s, mut u, mut l) = (Series::default(), Series::default(), Series::default());
         let (mut epoll_small, mut epoll_large) = (Vec::new(), Vec::new());
+        let (mut ops_mine, mut ops_epoll) = (Vec::new(), Vec::new());
         for round in 0..cfg.rounds {
             // Each shape's measurements run one after the other — the plain-TCP bound, TLS on
             // this transport, and for io_uring TLS on epoll — in an order that reverses every
@@ -317,6 +335,14 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
                             }
                         }
                     }
+                }
+            }
+            if let Some(e) = &epoll {
+                // One after the other, as runtime tasks, in alternating order.
+                for epoll_now in [reverse, !reverse] {
+                    let (transport, into) =
+                        if epoll_now { (e, &mut ops_epoll) } else { (&t, &mut ops_mine) };
+                    into.push(tokio::spawn(operations(transport.clone())).await??);
                 }
             }
         }
@@ -352,6 +378,12 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
                 "large_tls_epoll_cpu_ns_per_message": mid(&epoll_large, |r| r.cpu_ns_per_message),
                 "small_ratio": over(&s.tls, &epoll_small),
                 "large_ratio": over(&l.tls, &epoll_large),
+                // The transports alone: ns per 64-byte write and read through each (medians),
+                // and the median of the rounds' epoll ns over io_uring ns (above 1: io_uring's
+                // operations are cheaper).
+                "op_pair_ns_io_uring": median(ops_mine.clone()),
+                "op_pair_ns_epoll": median(ops_epoll.clone()),
+                "op_ratio": median(ops_mine.iter().zip(&ops_epoll).map(|(m, e)| e / m).collect()),
             });
         }
         anyhow::Ok(report)
