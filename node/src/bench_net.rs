@@ -340,8 +340,7 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
             if let Some(e) = &epoll {
                 // One after the other, as runtime tasks, in alternating order.
                 for epoll_now in [reverse, !reverse] {
-                    let (transport, into) =
-                        if epoll_now { (e, &mut ops_epoll) } else { (&t, &mut ops_mine) };
+                    let (transport, into) = if epoll_now { (e, &mut ops_epoll) } else { (&t, &mut ops_mine) };
                     into.push(tokio::spawn(operations(transport.clone())).await??);
                 }
             }

@@ -30,6 +30,9 @@ use net::{
 use super::{Event, admin::Metrics};
 use crate::config::{NetConfig, Role};
 
+/// TLS handshakes the listener runs at once.
+const HANDSHAKES_MAX: usize = 64;
+
 /// Index of a peer in the configuration's `[[peers]]`.
 pub(crate) type PeerIndex = usize;
 
@@ -53,9 +56,21 @@ pub(crate) async fn start(
             .with_context(|| format!("cannot listen on {listen}"))?;
         let (events, metrics, transport, conn_cfg, generation) =
             (events.clone(), metrics.clone(), transport.clone(), conn_cfg.clone(), generation.clone());
+        // Handshakes in progress at once: each holds a 64 KiB buffer for up to the hello
+        // timeout before the peer is known, so strangers opening connections are bounded.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let tcp = match listener.accept().await {
+                    Ok((tcp, _)) => tcp,
+                    // Out of descriptors, say: wait rather than spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Beyond the bound a connection is closed at once; a listed peer redials.
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else { continue };
                 let Ok(stream) = transport.wrap(tcp) else { continue };
                 let (acceptor, events, metrics, conn_cfg, identities, generation) = (
                     acceptor.clone(),
@@ -68,6 +83,7 @@ pub(crate) async fn start(
                 tokio::spawn(async move {
                     let handshake =
                         tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
+                    drop(permit);
                     let Ok(Ok(tls)) = handshake else { return };
                     let Some(peer) = identities.iter().position(|p| *p == tls.peer) else { return };
                     let (handle, inbound, driver) = connection(conn_cfg);
