@@ -185,3 +185,69 @@ fn disconnected(peer: PeerIndex, generation: u64, events: &Sender<Event>, metric
     metrics.peers_connected.fetch_sub(1, Ordering::Relaxed);
     let _ = events.send(Event::Disconnected { peer, generation });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use net::transport::TransportChoice;
+    use tokio::{io::AsyncReadExt, net::TcpStream};
+
+    use super::*;
+    use crate::config::PeerSpec;
+
+    /// Strangers holding connections open take at most [`HANDSHAKES_MAX`] handshakes: past
+    /// that a connection is closed at once, even a listed peer's; once they go, it connects.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_listener_bounds_the_handshakes_in_progress() {
+        let (me, peer) = (NodeCert::generate(1).unwrap(), NodeCert::generate(1).unwrap());
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let spec = PeerSpec {
+            name: "peer".into(),
+            // Not a validator: this validator does not dial it.
+            role: Role::Node,
+            identity: peer.identity().to_string(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let cfg = NetConfig {
+            node_dir: PathBuf::new(),
+            listen: Some(addr),
+            admin_listen: "127.0.0.1:9".parse().unwrap(),
+            transport: TransportChoice::Epoll,
+            peers: vec![(spec, peer.identity())],
+        };
+        let (events, connected) = crossbeam_channel::bounded(64);
+        let transport = Transport::start(TransportChoice::Epoll).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        start(&cfg, Role::Validator, &me, "test", transport, events, metrics).await.unwrap();
+        let dial = || async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            secure::connect(client_config(&peer, [me.identity()]).unwrap(), tcp).await
+        };
+
+        let mut strangers = Vec::new();
+        for _ in 0..HANDSHAKES_MAX {
+            strangers.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut [0u8; 1])).await;
+        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "closed at once: {closed:?}");
+        assert!(dial().await.is_err(), "no handshake slot while the strangers hold them all");
+
+        drop(strangers);
+        let mut up = false;
+        for _ in 0..50 {
+            if dial().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "the listed peer connects once the strangers are gone");
+        let event = tokio::task::spawn_blocking(move || connected.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert!(matches!(event, Ok(Event::Connected { peer: 0, .. })));
+    }
+}
