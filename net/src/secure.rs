@@ -179,8 +179,6 @@ pub struct SecureReader<R> {
     /// Bytes not yet taken are `buf[start..end]`.
     start: usize,
     end: usize,
-    /// Plaintext that arrived with the handshake, handed over first.
-    early: Vec<u8>,
     /// Records without application data since the last with some.
     idle_records: u8,
     /// A failure met after plaintext that was handed over first: the next read's result.
@@ -275,7 +273,6 @@ where
     // given too, so a malformed header fails at once.
     let mut want = 1usize;
     let mut out = Vec::new();
-    let mut early = Vec::new();
     loop {
         let fed = records_end(&buf[..end], start, want);
         let UnbufferedStatus { discard, state } = conn.process(&mut buf[start..fed]);
@@ -299,10 +296,9 @@ where
             }
             ConnectionState::BlockedHandshake => need_bytes = true,
             ConnectionState::WriteTraffic(_) => done = true,
-            ConnectionState::ReadTraffic(mut r) => {
-                while let Some(record) = r.next_record() {
-                    early.extend_from_slice(record?.payload);
-                }
+            // Fed no record past the handshake's end, rustls has no application data to give.
+            ConnectionState::ReadTraffic(_) => {
+                return Err(SecureError::Record("application data inside the handshake"));
             }
             ConnectionState::PeerClosed | ConnectionState::Closed => return Err(SecureError::Closed),
             _ => return Err(SecureError::Record("unexpected handshake state")),
@@ -355,7 +351,6 @@ where
             buf,
             start,
             end,
-            early,
             idle_records: 0,
             failed: None,
             shared: shared.clone(),
@@ -438,11 +433,6 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
     where
         E: From<SecureError>,
     {
-        if !self.early.is_empty() {
-            let early = std::mem::take(&mut self.early);
-            sink(&early)?;
-            return Ok(early.len());
-        }
         loop {
             if let Some(e) = self.failed.take() {
                 return Err(e.into());
