@@ -52,6 +52,7 @@ pub(crate) struct Metrics {
     pub(crate) equivocations: AtomicU64,
     pub(crate) bad_messages: AtomicU64,
     pub(crate) dropped_events: AtomicU64,
+    pub(crate) refused_handshakes: AtomicU64,
     pub(crate) last_commit_unix_ms: AtomicU64,
     live_connections: AtomicU64,
     /// More metrics text, rendered after these (the ClickHouse replicator's).
@@ -200,6 +201,13 @@ impl Metrics {
             "Inbound events dropped on a full queue.",
             "counter",
             &self.dropped_events,
+        );
+        g(
+            &mut out,
+            "refused_handshakes_total",
+            "Peer connections closed unserved: their source, or the listener, had the most TLS handshakes in progress.",
+            "counter",
+            &self.refused_handshakes,
         );
         g(
             &mut out,
