@@ -10,6 +10,7 @@
 //! per frame are measured too (`small_unbatched`), to show what batching buys.
 
 use std::{
+    io,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -217,6 +218,100 @@ async fn operations(t: Transport) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_nanos() as f64 / f64::from(OPS))
 }
 
+/// The kernel alone: ns per 64-byte send on one socket of a loopback connection and its
+/// receive on the other, without tokio — as `send`/`recv` system calls (`uring == false`) or
+/// as io_uring `Send`/`Recv` operations made the way the io_uring stream makes them (a ring per
+/// socket, the socket its fixed file, `MSG_DONTWAIT`, each completing inside the
+/// `io_uring_enter` that submits it). What an operation costs each way, below any stream code.
+fn kernel_operations(uring: bool) -> anyhow::Result<f64> {
+    use std::os::fd::AsRawFd;
+
+    use io_uring::{IoUring, opcode, squeue, types};
+
+    const OPS: u32 = 20_000;
+    const SIZE: usize = 64;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let a = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (b, _) = listener.accept()?;
+    for s in [&a, &b] {
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+    }
+    let (message, mut got) = ([0x5au8; SIZE], [0u8; SIZE]);
+    let mut rings = if uring {
+        let ring = |fd: i32| -> anyhow::Result<IoUring> {
+            let ring = IoUring::new(2)?;
+            ring.submitter().register_files(&[fd])?;
+            Ok(ring)
+        };
+        Some((ring(a.as_raw_fd())?, ring(b.as_raw_fd())?))
+    } else {
+        None
+    };
+    // One operation through `ring`: bytes, or -errno.
+    let run = |ring: &mut IoUring, sqe: &squeue::Entry| -> anyhow::Result<isize> {
+        // SAFETY: the entry's buffer is borrowed until its completion is taken below. If entering
+        // fails, the error ends the measurement and the rings, declared after the buffers, are
+        // dropped (closed) before them.
+        unsafe { ring.submission().push(sqe) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+        let mut want = 0;
+        loop {
+            ring.submit_and_wait(want)?;
+            if let Some(cqe) = ring.completion().next() {
+                return Ok(cqe.result() as isize);
+            }
+            want = 1;
+        }
+    };
+    // A system call's result: bytes, or -errno.
+    let direct =
+        |r: isize| if r < 0 { -(io::Error::last_os_error().raw_os_error().unwrap_or(0) as isize) } else { r };
+    let started = Instant::now();
+    for _ in 0..OPS {
+        let sent = match &mut rings {
+            Some((ra, _)) => {
+                let sqe = opcode::Send::new(types::Fixed(0), message.as_ptr(), SIZE as u32)
+                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                    .build();
+                run(ra, &sqe)?
+            }
+            // SAFETY: a send of `message`, borrowed for the call, on a socket `a` owns.
+            None => direct(unsafe {
+                libc::send(
+                    a.as_raw_fd(),
+                    message.as_ptr().cast(),
+                    SIZE,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            }),
+        };
+        anyhow::ensure!(sent == SIZE as isize, "send: {sent}");
+        let mut have = 0;
+        // Loopback delivers within the send: the receive finds the bytes (a retry only if not).
+        while have < SIZE {
+            let dst = &mut got[have..];
+            let n = match &mut rings {
+                Some((_, rb)) => {
+                    let sqe = opcode::Recv::new(types::Fixed(0), dst.as_mut_ptr(), dst.len() as u32)
+                        .flags(libc::MSG_DONTWAIT)
+                        .build();
+                    run(rb, &sqe)?
+                }
+                // SAFETY: a receive into `dst`, borrowed for the call, on a socket `b` owns.
+                None => direct(unsafe {
+                    libc::recv(b.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT)
+                }),
+            };
+            match n {
+                n if n > 0 => have += n as usize,
+                n if n == -(libc::EAGAIN as isize) || n == -(libc::EINTR as isize) => {}
+                n => anyhow::bail!("receive: {n}"),
+            }
+        }
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(OPS))
+}
+
 /// One k256 verification, ns (one thread, pre-made signature).
 fn k256_verify_ns() -> f64 {
     let key = engine::SecretKey::from_bytes(&[7u8; 32]).unwrap_or_else(|_| engine::SecretKey::generate());
@@ -310,6 +405,7 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         let (mut s, mut u, mut l) = (Series::default(), Series::default(), Series::default());
         let (mut epoll_small, mut epoll_large) = (Vec::new(), Vec::new());
         let (mut ops_mine, mut ops_epoll) = (Vec::new(), Vec::new());
+        let (mut kernel_uring, mut kernel_syscalls) = (Vec::new(), Vec::new());
         for round in 0..cfg.rounds {
             // Each shape's measurements run one after the other — the plain-TCP bound, TLS on
             // this transport, and for io_uring TLS on epoll — in an order that reverses every
@@ -343,6 +439,12 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
                     let (transport, into) = if epoll_now { (e, &mut ops_epoll) } else { (&t, &mut ops_mine) };
                     into.push(tokio::spawn(operations(transport.clone())).await??);
                 }
+                // The same operations below the streams, on the runtime's blocking thread (the
+                // workers idle meanwhile).
+                for syscalls in [reverse, !reverse] {
+                    let into = if syscalls { &mut kernel_syscalls } else { &mut kernel_uring };
+                    into.push(tokio::task::spawn_blocking(move || kernel_operations(!syscalls)).await??);
+                }
             }
         }
         let verify_ns = k256_verify_ns();
@@ -364,9 +466,10 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         });
         if epoll.is_some() {
             // Each round's io_uring TLS rate over its epoll TLS rate, median.
-            let over = |mine: &[Rate], theirs: &[Rate]| {
-                median(mine.iter().zip(theirs).map(|(m, e)| m.msgs_per_s / e.msgs_per_s).collect())
+            let ratios = |mine: &[Rate], theirs: &[Rate]| -> Vec<f64> {
+                mine.iter().zip(theirs).map(|(m, e)| m.msgs_per_s / e.msgs_per_s).collect()
             };
+            let (small_ratios, large_ratios) = (ratios(&s.tls, &epoll_small), ratios(&l.tls, &epoll_large));
             let mid = |rates: &[Rate], f: fn(&Rate) -> f64| median(rates.iter().map(f).collect());
             report["vs_epoll"] = serde_json::json!({
                 "small_tls_epoll_msgs_per_s": mid(&epoll_small, |r| r.msgs_per_s),
@@ -375,14 +478,21 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
                 // `small` and `large` sections' TLS ones).
                 "small_tls_epoll_cpu_ns_per_message": mid(&epoll_small, |r| r.cpu_ns_per_message),
                 "large_tls_epoll_cpu_ns_per_message": mid(&epoll_large, |r| r.cpu_ns_per_message),
-                "small_ratio": over(&s.tls, &epoll_small),
-                "large_ratio": over(&l.tls, &epoll_large),
+                "small_ratio": median(small_ratios.clone()),
+                "large_ratio": median(large_ratios.clone()),
+                "small_ratios": small_ratios,
+                "large_ratios": large_ratios,
                 // The transports alone: ns per 64-byte write and read through each (medians),
                 // and the median of the rounds' epoll ns over io_uring ns (above 1: io_uring's
                 // operations are cheaper).
                 "op_pair_ns_io_uring": median(ops_mine.clone()),
                 "op_pair_ns_epoll": median(ops_epoll.clone()),
                 "op_ratio": median(ops_mine.iter().zip(&ops_epoll).map(|(m, e)| e / m).collect()),
+                // The same operations without tokio or the streams: io_uring `Send`/`Recv`
+                // against `send`/`recv` system calls (above 1: io_uring's are cheaper).
+                "kernel_pair_ns_io_uring": median(kernel_uring.clone()),
+                "kernel_pair_ns_syscalls": median(kernel_syscalls.clone()),
+                "kernel_ratio": median(kernel_uring.iter().zip(&kernel_syscalls).map(|(u, s)| s / u).collect()),
             });
         }
         anyhow::Ok(report)
