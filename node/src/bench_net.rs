@@ -50,6 +50,9 @@ pub(crate) struct NetBench {
 const SMALL: usize = 200;
 const LARGE: usize = 64 * 1024;
 const CHAIN: &str = "bench-net";
+/// Connections whose operations the kernel measurement batches in one `io_uring_enter` (about
+/// the peers of a validator in a consortium of ten).
+const KERNEL_BATCH: usize = 8;
 
 /// What one measurement sends: `messages` of `size` bytes, `per_frame` to a frame (more than
 /// one: in the gossip codec, as the node batches transactions).
@@ -219,97 +222,141 @@ async fn operations(t: Transport) -> anyhow::Result<f64> {
 }
 
 /// The kernel alone: ns per 64-byte send on one socket of a loopback connection and its
-/// receive on the other, without tokio — as `send`/`recv` system calls (`uring == false`) or
-/// as io_uring `Send`/`Recv` operations made the way the io_uring stream makes them (a ring per
-/// socket, the socket its fixed file, `MSG_DONTWAIT`, each completing inside the
-/// `io_uring_enter` that submits it). What an operation costs each way, below any stream code.
-fn kernel_operations(uring: bool) -> anyhow::Result<f64> {
-    use std::os::fd::AsRawFd;
+/// receive on the other, without tokio or the streams, over `connections` connections at once:
+/// a send on every connection, then a receive on every one. `uring == false`: `send`/`recv`
+/// system calls, one each. `uring == true`: io_uring `Send`/`Recv` operations as the io_uring
+/// stream makes them (the sockets the ring's fixed files, `MSG_DONTWAIT`, completing inside the
+/// `io_uring_enter` that submits them), every connection's sends in one `io_uring_enter` and
+/// every receive in another — one operation per enter with one connection, as the stream does,
+/// and what a ring shared by several peers' connections could batch with more.
+fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
+    use std::os::fd::{AsRawFd, RawFd};
 
-    use io_uring::{IoUring, opcode, squeue, types};
+    use io_uring::{IoUring, opcode, types};
 
-    const OPS: u32 = 20_000;
     const SIZE: usize = 64;
+    let rounds = (20_000 / connections).max(1);
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let a = std::net::TcpStream::connect(listener.local_addr()?)?;
-    let (b, _) = listener.accept()?;
-    for s in [&a, &b] {
-        s.set_nodelay(true)?;
-        s.set_nonblocking(true)?;
+    let mut sockets = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let a = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (b, _) = listener.accept()?;
+        for s in [&a, &b] {
+            s.set_nodelay(true)?;
+            s.set_nonblocking(true)?;
+        }
+        sockets.push((a, b));
     }
-    let (message, mut got) = ([0x5au8; SIZE], [0u8; SIZE]);
-    let mut rings = if uring {
-        let ring = |fd: i32| -> anyhow::Result<IoUring> {
-            let ring = IoUring::new(2)?;
-            ring.submitter().register_files(&[fd])?;
-            Ok(ring)
-        };
-        Some((ring(a.as_raw_fd())?, ring(b.as_raw_fd())?))
+    let fds: Vec<RawFd> = sockets.iter().flat_map(|(a, b)| [a.as_raw_fd(), b.as_raw_fd()]).collect();
+    let message = [0x5au8; SIZE];
+    let mut got = vec![[0u8; SIZE]; connections];
+    let mut have = vec![0usize; connections];
+    let mut ring = if uring {
+        let ring = IoUring::new((2 * connections).next_power_of_two() as u32)?;
+        // Sending socket of connection k: fixed file 2k; receiving: 2k + 1.
+        ring.submitter().register_files(&fds)?;
+        Some(ring)
     } else {
         None
-    };
-    // One operation through `ring`: bytes, or -errno.
-    let run = |ring: &mut IoUring, sqe: &squeue::Entry| -> anyhow::Result<isize> {
-        // SAFETY: the entry's buffer is borrowed until its completion is taken below. If entering
-        // fails, the error ends the measurement and the rings, declared after the buffers, are
-        // dropped (closed) before them.
-        unsafe { ring.submission().push(sqe) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
-        let mut want = 0;
-        loop {
-            ring.submit_and_wait(want)?;
-            if let Some(cqe) = ring.completion().next() {
-                return Ok(cqe.result() as isize);
-            }
-            want = 1;
-        }
     };
     // A system call's result: bytes, or -errno.
     let direct =
         |r: isize| if r < 0 { -(io::Error::last_os_error().raw_os_error().unwrap_or(0) as isize) } else { r };
     let started = Instant::now();
-    for _ in 0..OPS {
-        let sent = match &mut rings {
-            Some((ra, _)) => {
-                let sqe = opcode::Send::new(types::Fixed(0), message.as_ptr(), SIZE as u32)
-                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                    .build();
-                run(ra, &sqe)?
-            }
-            // SAFETY: a send of `message`, borrowed for the call, on a socket `a` owns.
-            None => direct(unsafe {
-                libc::send(
-                    a.as_raw_fd(),
-                    message.as_ptr().cast(),
-                    SIZE,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            }),
-        };
-        anyhow::ensure!(sent == SIZE as isize, "send: {sent}");
-        let mut have = 0;
-        // Loopback delivers within the send: the receive finds the bytes (a retry only if not).
-        while have < SIZE {
-            let dst = &mut got[have..];
-            let n = match &mut rings {
-                Some((_, rb)) => {
-                    let sqe = opcode::Recv::new(types::Fixed(0), dst.as_mut_ptr(), dst.len() as u32)
-                        .flags(libc::MSG_DONTWAIT)
-                        .build();
-                    run(rb, &sqe)?
+    for _ in 0..rounds {
+        match &mut ring {
+            Some(ring) => {
+                for k in 0..connections {
+                    let sqe = opcode::Send::new(types::Fixed(2 * k as u32), message.as_ptr(), SIZE as u32)
+                        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(k as u64);
+                    // SAFETY: `message` outlives the operation: its completion is taken below
+                    // (if entering fails, the ring, declared after it, is closed first).
+                    unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
                 }
-                // SAFETY: a receive into `dst`, borrowed for the call, on a socket `b` owns.
-                None => direct(unsafe {
-                    libc::recv(b.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT)
-                }),
+                for (_, sent) in complete(ring, connections)? {
+                    anyhow::ensure!(sent == SIZE as i32, "send: {sent}");
+                }
+            }
+            None => {
+                for (a, _) in &sockets {
+                    // SAFETY: a send of `message`, borrowed for the call, on a socket `a` owns.
+                    let sent = direct(unsafe {
+                        libc::send(
+                            a.as_raw_fd(),
+                            message.as_ptr().cast(),
+                            SIZE,
+                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                        )
+                    });
+                    anyhow::ensure!(sent == SIZE as isize, "send: {sent}");
+                }
+            }
+        }
+        have.fill(0);
+        // Loopback delivers within the send: the receives find the bytes (a retry only if not).
+        while have.iter().any(|&h| h < SIZE) {
+            let wanted: Vec<usize> = (0..connections).filter(|&k| have[k] < SIZE).collect();
+            let results: Vec<(usize, isize)> = match &mut ring {
+                Some(ring) => {
+                    for &k in &wanted {
+                        let dst = &mut got[k][have[k]..];
+                        let sqe = opcode::Recv::new(
+                            types::Fixed(2 * k as u32 + 1),
+                            dst.as_mut_ptr(),
+                            dst.len() as u32,
+                        )
+                        .flags(libc::MSG_DONTWAIT)
+                        .build()
+                        .user_data(k as u64);
+                        // SAFETY: as for the sends; `got` outlives the operation.
+                        unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
+                    }
+                    complete(ring, wanted.len())?.into_iter().map(|(k, r)| (k, r as isize)).collect()
+                }
+                None => wanted
+                    .iter()
+                    .map(|&k| {
+                        let dst = &mut got[k][have[k]..];
+                        // SAFETY: a receive into `dst`, borrowed for the call, on a socket `b` owns.
+                        let n = unsafe {
+                            libc::recv(
+                                sockets[k].1.as_raw_fd(),
+                                dst.as_mut_ptr().cast(),
+                                dst.len(),
+                                libc::MSG_DONTWAIT,
+                            )
+                        };
+                        (k, direct(n))
+                    })
+                    .collect(),
             };
-            match n {
-                n if n > 0 => have += n as usize,
-                n if n == -(libc::EAGAIN as isize) || n == -(libc::EINTR as isize) => {}
-                n => anyhow::bail!("receive: {n}"),
+            for (k, n) in results {
+                match n {
+                    n if n > 0 => have[k] += n as usize,
+                    n if n == -(libc::EAGAIN as isize) || n == -(libc::EINTR as isize) => {}
+                    n => anyhow::bail!("receive: {n}"),
+                }
             }
         }
     }
-    Ok(started.elapsed().as_nanos() as f64 / f64::from(OPS))
+    Ok(started.elapsed().as_nanos() as f64 / (rounds * connections) as f64)
+}
+
+/// Submits the `n` queued operations in one `io_uring_enter` and takes their completions
+/// (connection, result); a `MSG_DONTWAIT` socket operation completes inside the call.
+fn complete(ring: &mut io_uring::IoUring, n: usize) -> anyhow::Result<Vec<(usize, i32)>> {
+    let mut done = Vec::with_capacity(n);
+    let mut want = 0;
+    loop {
+        ring.submit_and_wait(want)?;
+        done.extend(ring.completion().map(|c| (c.user_data() as usize, c.result())));
+        if done.len() >= n {
+            return Ok(done);
+        }
+        want = n - done.len();
+    }
 }
 
 /// One k256 verification, ns (one thread, pre-made signature).
@@ -406,6 +453,7 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         let (mut epoll_small, mut epoll_large) = (Vec::new(), Vec::new());
         let (mut ops_mine, mut ops_epoll) = (Vec::new(), Vec::new());
         let (mut kernel_uring, mut kernel_syscalls) = (Vec::new(), Vec::new());
+        let (mut batch_uring, mut batch_syscalls) = (Vec::new(), Vec::new());
         for round in 0..cfg.rounds {
             // Each shape's measurements run one after the other — the plain-TCP bound, TLS on
             // this transport, and for io_uring TLS on epoll — in an order that reverses every
@@ -441,9 +489,13 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
                 }
                 // The same operations below the streams, on the runtime's blocking thread (the
                 // workers idle meanwhile).
-                for syscalls in [reverse, !reverse] {
-                    let into = if syscalls { &mut kernel_syscalls } else { &mut kernel_uring };
-                    into.push(tokio::task::spawn_blocking(move || kernel_operations(!syscalls)).await??);
+                for (connections, uring, syscalls) in
+                    [(1, &mut kernel_uring, &mut kernel_syscalls), (KERNEL_BATCH, &mut batch_uring, &mut batch_syscalls)]
+                {
+                    for direct in [reverse, !reverse] {
+                        let into = if direct { &mut *syscalls } else { &mut *uring };
+                        into.push(tokio::task::spawn_blocking(move || kernel_operations(!direct, connections)).await??);
+                    }
                 }
             }
         }
@@ -493,6 +545,13 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
                 "kernel_pair_ns_io_uring": median(kernel_uring.clone()),
                 "kernel_pair_ns_syscalls": median(kernel_syscalls.clone()),
                 "kernel_ratio": median(kernel_uring.iter().zip(&kernel_syscalls).map(|(u, s)| s / u).collect()),
+                // The same over KERNEL_BATCH connections, io_uring carrying all their sends in
+                // one `io_uring_enter` and all their receives in another: what batching several
+                // peers' operations in one ring would buy.
+                "kernel_batch_connections": KERNEL_BATCH,
+                "kernel_batch_pair_ns_io_uring": median(batch_uring.clone()),
+                "kernel_batch_pair_ns_syscalls": median(batch_syscalls.clone()),
+                "kernel_batch_ratio": median(batch_uring.iter().zip(&batch_syscalls).map(|(u, s)| s / u).collect()),
             });
         }
         anyhow::Ok(report)
