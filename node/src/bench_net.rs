@@ -261,7 +261,9 @@ fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
     };
     // A system call's result: bytes, or -errno.
     let direct =
-        |r: isize| if r < 0 { -(io::Error::last_os_error().raw_os_error().unwrap_or(0) as isize) } else { r };
+        |r: isize| if r < 0 { -io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { r as i32 };
+    // This round's results (connection, bytes or -errno), reused: nothing allocates in the loop.
+    let mut results = Vec::with_capacity(connections);
     let started = Instant::now();
     for _ in 0..rounds {
         match &mut ring {
@@ -275,7 +277,9 @@ fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
                     // (if entering fails, the ring, declared after it, is closed first).
                     unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
                 }
-                for (_, sent) in complete(ring, connections)? {
+                results.clear();
+                complete(ring, connections, &mut results)?;
+                for &(_, sent) in &results {
                     anyhow::ensure!(sent == SIZE as i32, "send: {sent}");
                 }
             }
@@ -290,17 +294,18 @@ fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
                             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                         )
                     });
-                    anyhow::ensure!(sent == SIZE as isize, "send: {sent}");
+                    anyhow::ensure!(sent == SIZE as i32, "send: {sent}");
                 }
             }
         }
         have.fill(0);
         // Loopback delivers within the send: the receives find the bytes (a retry only if not).
         while have.iter().any(|&h| h < SIZE) {
-            let wanted: Vec<usize> = (0..connections).filter(|&k| have[k] < SIZE).collect();
-            let results: Vec<(usize, isize)> = match &mut ring {
+            results.clear();
+            match &mut ring {
                 Some(ring) => {
-                    for &k in &wanted {
+                    let mut submitted = 0;
+                    for k in (0..connections).filter(|&k| have[k] < SIZE) {
                         let dst = &mut got[k][have[k]..];
                         let sqe = opcode::Recv::new(
                             types::Fixed(2 * k as u32 + 1),
@@ -312,12 +317,12 @@ fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
                         .user_data(k as u64);
                         // SAFETY: as for the sends; `got` outlives the operation.
                         unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
+                        submitted += 1;
                     }
-                    complete(ring, wanted.len())?.into_iter().map(|(k, r)| (k, r as isize)).collect()
+                    complete(ring, submitted, &mut results)?;
                 }
-                None => wanted
-                    .iter()
-                    .map(|&k| {
+                None => {
+                    for k in (0..connections).filter(|&k| have[k] < SIZE) {
                         let dst = &mut got[k][have[k]..];
                         // SAFETY: a receive into `dst`, borrowed for the call, on a socket `b` owns.
                         let n = unsafe {
@@ -328,14 +333,14 @@ fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
                                 libc::MSG_DONTWAIT,
                             )
                         };
-                        (k, direct(n))
-                    })
-                    .collect(),
-            };
-            for (k, n) in results {
+                        results.push((k, direct(n)));
+                    }
+                }
+            }
+            for &(k, n) in &results {
                 match n {
                     n if n > 0 => have[k] += n as usize,
-                    n if n == -(libc::EAGAIN as isize) || n == -(libc::EINTR as isize) => {}
+                    n if n == -libc::EAGAIN || n == -libc::EINTR => {}
                     n => anyhow::bail!("receive: {n}"),
                 }
             }
@@ -344,18 +349,19 @@ fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_nanos() as f64 / (rounds * connections) as f64)
 }
 
-/// Submits the `n` queued operations in one `io_uring_enter` and takes their completions
-/// (connection, result); a `MSG_DONTWAIT` socket operation completes inside the call.
-fn complete(ring: &mut io_uring::IoUring, n: usize) -> anyhow::Result<Vec<(usize, i32)>> {
-    let mut done = Vec::with_capacity(n);
+/// Submits the `n` queued operations in one `io_uring_enter` and appends their completions
+/// (connection, result) to `done`; a `MSG_DONTWAIT` socket operation completes inside the call.
+fn complete(ring: &mut io_uring::IoUring, n: usize, done: &mut Vec<(usize, i32)>) -> anyhow::Result<()> {
+    let start = done.len();
     let mut want = 0;
     loop {
         ring.submit_and_wait(want)?;
         done.extend(ring.completion().map(|c| (c.user_data() as usize, c.result())));
-        if done.len() >= n {
-            return Ok(done);
+        let have = done.len() - start;
+        if have >= n {
+            return Ok(());
         }
-        want = n - done.len();
+        want = n - have;
     }
 }
 
