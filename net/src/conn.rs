@@ -102,13 +102,17 @@ pub enum ConnError {
     /// The local side closed the connection.
     #[error("closed")]
     Closed,
+    /// The peer closed the connection in order (TLS `close_notify`).
+    #[error("closed by the peer")]
+    PeerClosed,
 }
 
 impl From<SecureError> for ConnError {
     fn from(e: SecureError) -> Self {
         match e {
             SecureError::Io(e) => Self::Io(e.to_string()),
-            SecureError::Closed => Self::Io("closed by the peer".into()),
+            SecureError::Closed => Self::PeerClosed,
+            SecureError::Ended => Self::Io(e.to_string()),
             e => Self::Tls(e.to_string()),
         }
     }
@@ -298,10 +302,16 @@ impl Driver {
                 }
             }
         };
-        tokio::select! {
+        let end = tokio::select! {
             r = reader => r.err().unwrap_or(ConnError::Closed),
             e = writer => e,
+        };
+        // An orderly end, this side's or the peer's, is said with `close_notify` (for as long as
+        // a write may take), so the peer can tell it from a connection lost.
+        if matches!(end, ConnError::Closed | ConnError::PeerClosed) {
+            let _ = timeout(cfg.write_timeout, wr.close()).await;
         }
+        end
     }
 }
 

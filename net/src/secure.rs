@@ -75,9 +75,12 @@ pub enum SecureError {
     /// The peer sent an alert other than `close_notify`.
     #[error("tls: the peer sent alert {0}")]
     Alert(u8),
-    /// The peer closed the connection (`close_notify`, or the end of the stream).
+    /// The peer closed the connection in order (`close_notify`).
     #[error("closed by the peer")]
     Closed,
+    /// The stream ended without `close_notify` (the peer, or the path to it, went away).
+    #[error("the stream ended without close_notify")]
+    Ended,
 }
 
 /// One direction's key: the AEAD key, the static IV and the next record's sequence number.
@@ -326,7 +329,7 @@ where
                 return Err(SecureError::Record("handshake flight larger than the read buffer"));
             }
             match stream.read(&mut buf[end..]).await? {
-                0 => return Err(SecureError::Closed),
+                0 => return Err(SecureError::Ended),
                 n => end += n,
             }
         }
@@ -428,7 +431,8 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
     /// arrived to `sink`, in order; returns the bytes handed over (at least one).
     ///
     /// Fails on a record that does not open (wrong key, altered bytes), is oversized or
-    /// malformed, on any alert, and with [`SecureError::Closed`] at the end of the stream.
+    /// malformed, on any alert other than `close_notify`; with [`SecureError::Closed`] after
+    /// `close_notify`, and [`SecureError::Ended`] at the end of the stream without it.
     pub async fn read<E>(&mut self, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<usize, E>
     where
         E: From<SecureError>,
@@ -538,7 +542,7 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
             (self.start, self.end) = (0, self.end - self.start);
         }
         match self.io.read(&mut self.buf[self.end..]).await? {
-            0 => Err(SecureError::Closed),
+            0 => Err(SecureError::Ended),
             n => {
                 self.end += n;
                 Ok(())

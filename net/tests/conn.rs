@@ -151,6 +151,8 @@ async fn three_endpoints(t: &Transport) {
         }
         drop(dialer.0);
         assert_eq!(ended(dialer.2).await, ConnError::Closed);
+        // The peer learns it was an orderly close (close_notify), not a connection lost.
+        assert_eq!(ended(accepted.2).await, ConnError::PeerClosed);
     }
 }
 

@@ -166,7 +166,7 @@ async fn pair_through_relay() -> (Secure<DuplexStream>, Secure<DuplexStream>, Ar
     (dialed, accepted, armed)
 }
 
-/// Copies `from` to `to`; once `armed`, flips a bit of the next chunk.
+/// Copies `from` to `to`, and its end; once `armed`, flips a bit of the next chunk.
 async fn relay<R, W>(mut from: R, mut to: W, armed: Arc<AtomicBool>)
 where
     R: AsyncRead + Unpin,
@@ -175,7 +175,10 @@ where
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
             Ok(n) => n,
         };
         if armed.swap(false, Ordering::AcqRel) {
@@ -227,4 +230,9 @@ async fn a_broken_record_stream_ends_the_connection() {
     dialed.writer.close().await.unwrap();
     assert_eq!(read_n(&mut accepted.reader, 10).await.unwrap(), b"last words");
     assert!(matches!(read_n(&mut accepted.reader, 1).await, Err(SecureError::Closed)));
+    // Without close_notify the end of the stream is not a close.
+    let (dialed, mut accepted, _) = pair_through_relay().await;
+    drop(dialed);
+    let end = tokio::time::timeout(WAIT, read_n(&mut accepted.reader, 1)).await.expect("the reader stops");
+    assert!(matches!(end, Err(SecureError::Ended)), "{end:?}");
 }
