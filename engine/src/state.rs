@@ -399,6 +399,31 @@ impl State {
         }
     }
 
+    /// Makes this state the one a [`StateDiff`] executed on it describes (in time proportional
+    /// to the diff). Refuses a diff of another base state.
+    pub fn apply_diff(&mut self, diff: StateDiff) -> Result<Applied, DiffBaseError> {
+        if diff.base != self.head_hash {
+            return Err(DiffBaseError { diff_base: diff.base, head: self.head_hash });
+        }
+        let StateDiff { applied, accounts, trie, replay, validators, .. } = diff;
+        for account in accounts {
+            self.accounts.insert(account.address, account);
+        }
+        self.trie = trie;
+        // Accounts are never removed, and every account is a key of the trie.
+        assert_eq!(self.trie.len(), self.accounts.len(), "the trie and the accounts disagree");
+        for (id, expiration_ms) in replay {
+            self.replay.insert(id, expiration_ms);
+        }
+        if let Some(v) = validators {
+            self.validators = v;
+        }
+        self.replay.prune(applied.header.timestamp_ms);
+        self.head = applied.header;
+        self.head_hash = applied.hash;
+        Ok(applied)
+    }
+
     /// Starts the next ledger at `timestamp_ms`.
     pub fn begin_block(&mut self, timestamp_ms: i64) -> Result<BlockExecution<'_>, BlockError> {
         if timestamp_ms <= self.head.timestamp_ms {
@@ -466,6 +491,43 @@ pub fn apply_verified(
         exec.apply_tx(tx).map_err(|error| BlockError::InvalidTx { index, error })?;
     }
     Ok(exec.finish())
+}
+
+/// Executes already-verified transactions strictly on `state` (see [`apply_block`]) and seals the
+/// ledger without changing the state ([`BlockExecution::seal`]).
+pub fn execute_verified(
+    state: &mut State,
+    timestamp_ms: i64,
+    txs: &[VerifiedTx],
+) -> Result<StateDiff, BlockError> {
+    if txs.len() > BLOCK_TXS_MAX {
+        return Err(BlockError::TooManyTransactions(txs.len()));
+    }
+    let mut exec = state.begin_block(timestamp_ms)?;
+    for (index, tx) in txs.iter().enumerate() {
+        exec.apply_tx(tx).map_err(|error| BlockError::InvalidTx { index, error })?;
+    }
+    Ok(exec.seal())
+}
+
+/// As [`build_block`], sealing the ledger without changing the state ([`BlockExecution::seal`]).
+pub fn execute_build<'a>(
+    state: &mut State,
+    timestamp_ms: i64,
+    candidates: impl IntoIterator<Item = &'a VerifiedTx>,
+    max_txs: usize,
+) -> Result<(StateDiff, Vec<(TxId, TxError)>), BlockError> {
+    let mut exec = state.begin_block(timestamp_ms)?;
+    let mut rejected = Vec::new();
+    for tx in candidates {
+        if exec.tx_ids.len() >= max_txs.min(BLOCK_TXS_MAX) {
+            break;
+        }
+        if let Err(e) = exec.apply_tx(tx) {
+            rejected.push((tx.id, e));
+        }
+    }
+    Ok((exec.seal(), rejected))
 }
 
 /// Builds a ledger as a leader does: applies candidates in order, skipping (and reporting) those
@@ -569,7 +631,8 @@ pub struct BlockExecution<'s> {
     /// journaled again, save one touched without being changed (a repeated declaration), whose
     /// later entries hold the same value: a rollback applies them newest first.
     journal: Vec<(Address, Option<Account>)>,
-    replay_added: Vec<TxId>,
+    /// Ids this block added to the replay set, with their expirations.
+    replay_added: Vec<(TxId, i64)>,
     next_validators: Option<ValidatorSet>,
     tx_ids: Vec<TxId>,
     receipts: Vec<Receipt>,
@@ -639,7 +702,7 @@ impl BlockExecution<'_> {
             self.next_validators = Some(v);
         }
         self.state.replay.insert(vtx.id, tx.expiration_ms);
-        self.replay_added.push(vtx.id);
+        self.replay_added.push((vtx.id, tx.expiration_ms));
         let receipt = Receipt { id: vtx.id, index: self.tx_ids.len() as u32, fee: tx.fee.amount };
         self.tx_ids.push(vtx.id);
         self.receipts.push(receipt);
@@ -705,6 +768,112 @@ impl BlockExecution<'_> {
     }
 }
 
+impl BlockExecution<'_> {
+    /// Seals the ledger without changing the state: returns everything applying it would
+    /// write ([`StateDiff`]), then rolls the state back as a dropped execution does. What it
+    /// holds is what the block touched — the new values of its accounts, the trie with only the
+    /// updated paths copied (its other branches shared with the state's) — never a copy of the
+    /// state, so a validator may keep several executed proposals of a height at the cost of
+    /// their blocks.
+    pub fn seal(self) -> StateDiff {
+        let state = &*self.state;
+        let mut touched: Vec<Address> = self.journal.iter().map(|(address, _)| *address).collect();
+        touched.par_sort_unstable();
+        touched.dedup();
+        // Every journaled account was inserted or kept by `touch`: it is in the map.
+        let accounts: Vec<Account> = touched.iter().filter_map(|a| state.accounts.get(a).cloned()).collect();
+        let mut leaves: Vec<([u8; 21], Hash)> =
+            accounts.par_iter().map(|a| (*a.address.raw(), a.leaf_hash())).collect();
+        let mut trie = state.trie.clone();
+        trie.update(&mut leaves);
+        let validator_set_hash = self.next_validators.as_ref().unwrap_or(&state.validators).hash();
+        let header = LedgerHeader {
+            version: LEDGER_VERSION,
+            height: self.height,
+            timestamp_ms: self.timestamp_ms,
+            previous: state.head_hash,
+            tx_root: tx_root(&self.tx_ids),
+            state_root: trie.root(),
+            validator_set_hash,
+        };
+        let hash = header.hash(&state.params.chain_id);
+        let mut this = self;
+        let applied = Applied {
+            header,
+            hash,
+            tx_ids: std::mem::take(&mut this.tx_ids),
+            receipts: std::mem::take(&mut this.receipts),
+            touched,
+        };
+        StateDiff {
+            base: this.state.head_hash,
+            applied,
+            accounts,
+            trie,
+            replay: this.replay_added.clone(),
+            validators: this.next_validators.take(),
+        }
+        // `this` drops here unfinished: the state is rolled back.
+    }
+}
+
+/// A ledger executed on a state and sealed without changing it ([`BlockExecution::seal`]):
+/// what [`State::apply_diff`] writes to make the state that ledger's.
+#[derive(Clone, Debug)]
+pub struct StateDiff {
+    /// Hash of the ledger the block was executed on: the diff applies to that state only.
+    base: Hash,
+    /// The ledger as applied.
+    applied: Applied,
+    /// New values of the accounts the block touched, sorted by address.
+    accounts: Vec<Account>,
+    /// The updated trie, sharing every branch the block did not reach with the base state's.
+    trie: StateTrie,
+    /// Ids added to the replay set, with their expirations.
+    replay: Vec<(TxId, i64)>,
+    /// The validator set of the next height, if the block changed it.
+    validators: Option<ValidatorSet>,
+}
+
+impl StateDiff {
+    /// The ledger as applied (header, hash, ids, receipts, touched accounts).
+    pub const fn applied(&self) -> &Applied {
+        &self.applied
+    }
+
+    /// Hash of the ledger this diff applies on.
+    pub const fn base(&self) -> Hash {
+        self.base
+    }
+
+    /// Bytes this diff holds apart from the state it applies on (an estimate good to a small
+    /// factor: accounts, trie branches not shared with `base`, ids): what keeping it costs.
+    pub fn bytes_apart_from(&self, base: &State) -> usize {
+        let accounts: usize = self
+            .accounts
+            .iter()
+            .map(|a| {
+                size_of::<Account>() + a.balances().len() * 16 + a.declaration.as_ref().map_or(0, |_| 512)
+            })
+            .sum();
+        accounts
+            + self.trie.bytes_apart_from(&base.trie)
+            + self.replay.len() * (size_of::<(TxId, i64)>() + 8)
+            + self.applied.tx_ids.len() * (32 + size_of::<Receipt>())
+            + self.applied.touched.len() * size_of::<Address>()
+    }
+}
+
+/// Why a [`StateDiff`] cannot be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the diff was executed on ledger {diff_base}, the state is at {head}")]
+pub struct DiffBaseError {
+    /// What the diff applies on.
+    pub diff_base: Hash,
+    /// The state's head.
+    pub head: Hash,
+}
+
 impl Drop for BlockExecution<'_> {
     fn drop(&mut self) {
         if self.finished {
@@ -717,7 +886,7 @@ impl Drop for BlockExecution<'_> {
                 None => self.state.accounts.remove(&address),
             };
         }
-        for id in &self.replay_added {
+        for (id, _) in &self.replay_added {
             self.state.replay.remove(id);
         }
     }

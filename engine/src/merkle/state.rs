@@ -11,8 +11,13 @@
 //!
 //! Accounts are never deleted, so the trie has no removal: a subtree only ever gains keys, and a
 //! branch, once made, always holds at least two keys.
+//!
+//! Persistence: a branch's slots are shared (`Arc`) between clones of the trie and copied on
+//! write, so cloning a trie is O(1) and updating a clone copies only the branches on the updated
+//! paths. A validator executes a proposed block on a clone of the committed trie: the result
+//! costs what the block touched, not the size of the state, and committing it is a swap.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use rayon::prelude::*;
 
@@ -51,10 +56,11 @@ enum Node {
     /// The empty trie's root, and a new slot while an update fills it; never left in a branch.
     Empty,
     Leaf(StateKey),
-    /// `children` holds one slot per set bit of `bitmap`, in nibble order.
+    /// `children` holds one slot per set bit of `bitmap`, in nibble order; shared between the
+    /// clones of a trie until one of them writes to it.
     Branch {
         bitmap: u16,
-        children: Box<[Child]>,
+        children: Arc<[Child]>,
     },
 }
 
@@ -138,17 +144,23 @@ fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> usize {
     // At least two distinct keys now live in this subtree: it is a branch. Two distinct keys
     // differ at some nibble below 42, so `depth` stays a valid nibble index.
     debug_assert!(depth < STATE_PROOF_DEPTH_MAX);
-    let (bitmap, children) = match std::mem::replace(&mut child.node, Node::Empty) {
-        Node::Branch { bitmap, children } => (bitmap, children.into_vec()),
+    let (bitmap, children): (u16, Arc<[Child]>) = match std::mem::replace(&mut child.node, Node::Empty) {
+        Node::Branch { bitmap, children } => (bitmap, children),
         // The old leaf is pushed down by its next nibble.
         Node::Leaf(key) => {
-            (bit(nibble(&key, depth)), vec![Child { hash: child.hash, node: Node::Leaf(key) }])
+            (bit(nibble(&key, depth)), Arc::from([Child { hash: child.hash, node: Node::Leaf(key) }]))
         }
-        Node::Empty => (0, Vec::new()),
+        Node::Empty => (0, Arc::from([])),
     };
     let groups = split_by_nibble(batch, depth);
     let touched = groups.iter().enumerate().filter(|(_, g)| !g.is_empty()).fold(0, |m, (n, _)| m | bit(n));
-    let (bitmap, mut children) = with_new_slots(bitmap, children, touched & !bitmap);
+    let (bitmap, mut shared) = with_new_slots(bitmap, children, touched & !bitmap);
+    // Copy on write: the slots of a branch another clone still holds are copied (each slot's
+    // clone is a hash and a key or a reference), the others are written in place.
+    if Arc::get_mut(&mut shared).is_none() {
+        shared = shared.iter().cloned().collect();
+    }
+    let Some(children) = Arc::get_mut(&mut shared) else { unreachable!("a fresh copy is unique") };
 
     // Pair each touched slot with its run of the batch; slots follow the bitmap's nibble order.
     let nibbles = (0..RADIX).filter(|&n| bitmap & bit(n) != 0);
@@ -166,23 +178,22 @@ fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> usize {
     };
 
     child.hash = branch_hash(depth, bitmap, children.iter().map(|c| &c.hash));
-    child.node = Node::Branch { bitmap, children: children.into_boxed_slice() };
+    child.node = Node::Branch { bitmap, children: shared };
     inserted
 }
 
 /// `children` (one per bit of `bitmap`) with an empty slot inserted for each bit of `new`.
-fn with_new_slots(bitmap: u16, children: Vec<Child>, new: u16) -> (u16, Vec<Child>) {
+fn with_new_slots(bitmap: u16, children: Arc<[Child]>, new: u16) -> (u16, Arc<[Child]>) {
     if new == 0 {
         return (bitmap, children);
     }
     let merged = bitmap | new;
-    let mut old = children.into_iter();
-    let mut out = Vec::with_capacity(merged.count_ones() as usize);
-    for n in (0..RADIX).filter(|&n| merged & bit(n) != 0) {
-        let slot = if new & bit(n) != 0 { Child::EMPTY } else { old.next().unwrap_or(Child::EMPTY) };
-        out.push(slot);
-    }
-    (merged, out)
+    let mut old = children.iter();
+    let slots: Vec<Child> = (0..RADIX)
+        .filter(|&n| merged & bit(n) != 0)
+        .map(|n| if new & bit(n) != 0 { Child::EMPTY } else { old.next().cloned().unwrap_or(Child::EMPTY) })
+        .collect();
+    (merged, Arc::from(slots))
 }
 
 /// Sorts `entries` by key, keeping the original order among equal keys, then moves the last
@@ -279,6 +290,34 @@ impl StateTrie {
         let unique = sort_dedup_keep_last(updates);
         let batch = updates.get(..unique).unwrap_or_default();
         self.len += update_child(&mut self.root, 0, batch);
+    }
+
+    /// Bytes of branch slots this trie holds that `base` does not share with it: what a clone
+    /// of `base` allocated by its updates (0 for an unchanged clone).
+    pub fn bytes_apart_from(&self, base: &Self) -> usize {
+        fn apart(child: &Child, base: Option<&Child>) -> usize {
+            let Node::Branch { bitmap, children } = &child.node else { return 0 };
+            let base_children = match base.map(|b| &b.node) {
+                Some(Node::Branch { bitmap: base_bitmap, children: base_children }) => {
+                    if Arc::ptr_eq(children, base_children) {
+                        return 0;
+                    }
+                    Some((*base_bitmap, base_children))
+                }
+                _ => None,
+            };
+            let own = size_of::<usize>() * 2 + children.len() * size_of::<Child>();
+            let nibbles = (0..RADIX).filter(|&n| bitmap & bit(n) != 0);
+            own + children
+                .iter()
+                .zip(nibbles)
+                .map(|(c, n)| {
+                    let b = base_children.and_then(|(bb, bc)| position(bb, n).and_then(|at| bc.get(at)));
+                    apart(c, b)
+                })
+                .sum::<usize>()
+        }
+        apart(&self.root, Some(&base.root))
     }
 
     /// The proof that `key` maps to its stored leaf hash; `None` if the key is absent.
@@ -536,6 +575,48 @@ mod tests {
             &[&[0], &0x8002u16.to_le_bytes(), leaf(&a, 0).as_bytes(), leaf(&b, 0).as_bytes()],
         );
         assert_eq!(trie.root(), expected);
+    }
+
+    #[test]
+    fn a_clone_is_updated_apart_and_shares_what_it_did_not_touch() {
+        let keys = random_keys(2_000, 7);
+        let mut entries: Vec<_> = keys.iter().map(|k| (*k, leaf(k, 0))).collect();
+        let base = StateTrie::from_entries(&mut entries);
+        let root = base.root();
+        let mut clone = base.clone();
+        // Updates of existing keys and new keys, in the clone only.
+        let fresh = random_keys(2, 8);
+        let mut updates: Vec<_> = keys.iter().step_by(997).map(|k| (*k, leaf(k, 1))).collect();
+        updates.extend(fresh.iter().map(|k| (*k, leaf(k, 2))));
+        clone.update(&mut updates.clone());
+        assert_eq!(base.root(), root, "the original is untouched");
+        assert_eq!(base.len(), 2_000);
+        assert_eq!(clone.len(), 2_002);
+        for k in keys.iter().step_by(997) {
+            assert_eq!(base.get(k), Some(leaf(k, 0)));
+            assert_eq!(clone.get(k), Some(leaf(k, 1)));
+        }
+        assert_eq!(base.get(&fresh[0]), None);
+        // The clone's root is the root of its set, built from nothing.
+        let mut all: BTreeMap<StateKey, Hash> = entries.iter().copied().collect();
+        all.extend(updates.iter().copied());
+        assert_eq!(clone.root(), reference_root(&all));
+        // The top branch was copied, a branch no update reached is shared.
+        let (Node::Branch { children: a, .. }, Node::Branch { children: b, .. }) =
+            (&base.root.node, &clone.root.node)
+        else {
+            panic!("2,000 keys make a branch at the root")
+        };
+        assert!(!Arc::ptr_eq(a, b));
+        let shared = a.iter().zip(b.iter()).any(|(x, y)| match (&x.node, &y.node) {
+            (Node::Branch { children: x, .. }, Node::Branch { children: y, .. }) => Arc::ptr_eq(x, y),
+            _ => false,
+        });
+        assert!(shared, "some subtree of the root is shared");
+        assert_eq!(base.clone().bytes_apart_from(&base), 0);
+        let apart = clone.bytes_apart_from(&base);
+        let whole = clone.bytes_apart_from(&StateTrie::new());
+        assert!(apart > 0 && apart * 4 < whole, "{apart} of {whole} bytes apart");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use caasiope_engine::{
     ledger::{Certificate, LedgerHeader, ValidatorSet},
     merkle::{StateProof, TxProof, tx_proof},
     proof::{AccountStateProof, TxInclusionProof, verify_account_state, verify_tx_inclusion},
-    state::build_block,
+    state::{State, build_block, execute_build},
     tx::{Fee, Leg, SignedTransaction, TX_VERSION, Transaction, TxSignature},
     validate::verify as verify_tx,
 };
@@ -310,6 +310,39 @@ proptest! {
                     prop_assert!(*v > 0 || params.is_issuer(&a.address, c), "{} holds {} {}", a.address, v, c);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_sealed_diff_leaves_the_state_and_applies_as_building_in_place(blocks in prop::collection::vec(prop::collection::vec(op(), 0..8), 1..5)) {
+        fn snapshot(s: &State) -> (caasiope_engine::Hash, caasiope_engine::Hash, Vec<Account>, Vec<(caasiope_engine::Hash, i64)>) {
+            let mut accounts: Vec<Account> = s.accounts().cloned().collect();
+            accounts.sort_by_key(|a| a.address);
+            let mut replay: Vec<_> = s.replay_entries().collect();
+            replay.sort();
+            (s.head_hash(), s.state_root(), accounts, replay)
+        }
+        let mut net = Net::new();
+        let mut in_place = net.state.clone();
+        let params = net.state.params().clone();
+        for ops in blocks {
+            let verified: Vec<_> = ops.iter().map(|o| build(&net, o)).filter_map(|t| {
+                let id = t.id(CHAIN);
+                verify_tx(t, id, &params, Backend::K256).ok()
+            }).collect();
+            net.now += 1000;
+            let before = snapshot(&net.state);
+            let (diff, rejected) = execute_build(&mut net.state, net.now, &verified, 1000).unwrap();
+            prop_assert_eq!(&snapshot(&net.state), &before, "sealing changed the state");
+            prop_assert_eq!(diff.base(), net.state.head_hash());
+            let (applied, rejected_in_place) = build_block(&mut in_place, net.now, &verified, 1000).unwrap();
+            prop_assert_eq!(rejected.len(), rejected_in_place.len());
+            prop_assert_eq!(diff.applied(), &applied);
+            let from_diff = net.state.apply_diff(diff.clone()).unwrap();
+            prop_assert_eq!(&from_diff, &applied);
+            prop_assert_eq!(snapshot(&net.state), snapshot(&in_place));
+            prop_assert!(net.state.apply_diff(diff).is_err(), "a diff applies to its base only");
+            prop_assert_eq!(net.state.check_conservation(), Ok(()));
         }
     }
 
