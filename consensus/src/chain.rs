@@ -1,11 +1,16 @@
 //! The application a validator's consensus runs on: the pool of validated transactions, the
 //! committed state, proposal building and checking, and commit of decided or synced ledgers.
 //!
-//! Values are executed on a copy of the committed state (the engine's block execution commits
-//! into the state it runs on); the executed copy is kept per value id for the height, so the
-//! decision of a value this validator built or checked costs no second execution.
+//! Values are executed on the committed state and sealed without changing it
+//! ([`engine::state::StateDiff`]): the result holds what the block touched, never a copy of the
+//! state. Up to [`EXECUTED_MAX`] results are kept per height, so the decision of a value this
+//! validator built or checked costs no second execution; an older one evicted is executed again
+//! if it is decided.
 
-use std::{cmp::Reverse, collections::BTreeSet};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, VecDeque},
+};
 
 // Keyed by transaction ids and ledger hashes; foldhash is seeded per process (no HashDoS from
 // chosen ids) and several times cheaper than SipHash on 32-byte keys (the profile showed it).
@@ -16,7 +21,8 @@ use engine::{
     codec::{Reader, put_count_u32},
     ledger::{Certificate, CertificateError, LedgerHeader, ValidatorSet},
     limits::BLOCK_TXS_MAX,
-    state::{Applied, BlockError, State, apply_verified, build_block},
+    merkle::tx_root,
+    state::{Applied, BlockError, State, StateDiff, execute_build, execute_verified},
     tx::{SignedTransaction, TxId},
     validate::{TxError, VerifiedTx, verify},
 };
@@ -39,6 +45,11 @@ pub struct ChainConfig {
     /// How far a proposal's timestamp may lie from the voter's clock (DESIGN §4).
     pub drift_ms: i64,
 }
+
+/// Executed values kept per height (each costs what its block touched: see
+/// [`Chain::executed_bytes`]). A height needs one in the common case; a round change or an
+/// equivocating leader adds one each.
+pub const EXECUTED_MAX: usize = 4;
 
 /// Bytes of transactions a block may carry by default: a 4 MiB frame less 64 KiB for the
 /// ledger's header, its count and a certificate of up to [`engine::limits::VALIDATORS_MAX`]
@@ -159,6 +170,13 @@ pub enum ChainError {
     /// The block does not apply.
     #[error("block: {0}")]
     Block(#[from] BlockError),
+    /// A synced ledger's transactions are not those its certified header commits to (their ids
+    /// do not hash to its transaction root, or their count differs): the sender altered them.
+    #[error("the ledger's {count} transactions do not hash to its header's transaction root")]
+    TxRoot {
+        /// How many transactions came.
+        count: usize,
+    },
     /// Re-execution gives another header (state root, validator set or tx root): this node and
     /// the certifying quorum disagree on the state.
     #[error("re-execution gives header {local:?}, the ledger says {certified:?}")]
@@ -170,9 +188,18 @@ pub enum ChainError {
     },
 }
 
+impl ChainError {
+    /// Whether the peer that sent a synced ledger is to blame: it sent what no honest peer sends
+    /// (a certificate that does not verify, transactions altered from the certified ones). A
+    /// stale ledger is nobody's fault; a certified one that does not re-execute here is the
+    /// certifying quorum's or this node's, not the messenger's.
+    pub const fn blames_sender(&self) -> bool {
+        matches!(self, Self::Certificate(_) | Self::TxRoot { .. } | Self::Tx(..))
+    }
+}
+
 struct Executed {
-    state: State,
-    applied: Applied,
+    diff: StateDiff,
     transactions: Vec<SignedTransaction>,
 }
 
@@ -187,6 +214,8 @@ pub struct Chain {
     arrival_and_bytes: HashMap<TxId, (u64, u32)>,
     next_seq: u64,
     executed: HashMap<Hash, Executed>,
+    /// The executed values' ids, oldest first (the first evicted past [`EXECUTED_MAX`]).
+    executed_order: VecDeque<Hash>,
     /// Scratch buffer for measuring encodings.
     scratch: Vec<u8>,
 }
@@ -211,6 +240,7 @@ impl Chain {
             arrival_and_bytes: HashMap::default(),
             next_seq: 0,
             executed: HashMap::default(),
+            executed_order: VecDeque::new(),
             scratch: Vec::new(),
         }
     }
@@ -282,20 +312,20 @@ impl Chain {
     /// the pool.
     pub fn build(&mut self, now_ms: i64) -> Value {
         let timestamp_ms = now_ms.max(self.state.head().timestamp_ms + 1);
-        let mut scratch = self.state.clone();
         // The candidates' bytes stay within the limit, so the bytes of those applied do too.
         let mut bytes = 0;
+        let (pool, sizes, limit) = (&self.pool, &self.arrival_and_bytes, self.cfg.block_bytes_max);
         let candidates: Vec<&VerifiedTx> = self
             .order
             .iter()
             .take_while(|(_, _, id)| {
-                bytes += self.encoded_len(id);
-                bytes <= self.cfg.block_bytes_max
+                bytes += sizes.get(id).map_or(0, |&(_, b)| b as usize);
+                bytes <= limit
             })
-            .filter_map(|(_, _, id)| self.pool.get(id))
+            .filter_map(|(_, _, id)| pool.get(id))
             .collect();
-        let built = build_block(&mut scratch, timestamp_ms, candidates, self.cfg.block_txs_max);
-        let (applied, rejected) = match built {
+        let built = execute_build(&mut self.state, timestamp_ms, candidates, self.cfg.block_txs_max);
+        let (diff, rejected) = match built {
             Ok(x) => x,
             // Only a timestamp at or below the head's fails, and it was raised above it.
             Err(e) => unreachable!("building on the committed state: {e}"),
@@ -303,11 +333,40 @@ impl Chain {
         for (id, _) in &rejected {
             self.remove(id);
         }
+        let applied = diff.applied();
         let transactions =
             applied.tx_ids.iter().filter_map(|id| self.pool.get(id).map(|v| v.tx.clone())).collect();
         let value = Value { header: applied.header, tx_ids: applied.tx_ids.clone() };
-        self.executed.insert(applied.hash, Executed { state: scratch, applied, transactions });
+        self.keep(Executed { diff, transactions });
         value
+    }
+
+    /// Keeps an executed value for the height, evicting the oldest past [`EXECUTED_MAX`].
+    fn keep(&mut self, executed: Executed) {
+        let id = executed.diff.applied().hash;
+        if self.executed.insert(id, executed).is_none() {
+            self.executed_order.push_back(id);
+        }
+        while self.executed_order.len() > EXECUTED_MAX {
+            if let Some(old) = self.executed_order.pop_front() {
+                self.executed.remove(&old);
+            }
+        }
+    }
+
+    /// Bytes the executed values of the height hold apart from the committed state (their
+    /// diffs and transaction bodies): bounded by [`EXECUTED_MAX`] blocks.
+    pub fn executed_bytes(&self) -> usize {
+        self.executed
+            .values()
+            .map(|e| {
+                e.diff.bytes_apart_from(&self.state)
+                    + e.transactions
+                        .iter()
+                        .map(|t| size_of::<SignedTransaction>() + t.signatures.len() * 129)
+                        .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Checks a proposed value at `now_ms` by re-executing it on the committed state.
@@ -353,19 +412,18 @@ impl Chain {
         }
     }
 
-    /// Executes `txs` at `header`'s time on a copy of the committed state and keeps the result
-    /// if it reproduces `header` exactly.
+    /// Executes `txs` at `header`'s time on the committed state (sealed, the state unchanged)
+    /// and keeps the result if it reproduces `header` exactly.
     fn execute(&mut self, header: &LedgerHeader, txs: Vec<VerifiedTx>) -> Result<(), ChainError> {
-        let mut scratch = self.state.clone();
-        let applied = apply_verified(&mut scratch, header.timestamp_ms, &txs)?;
-        if applied.header != *header {
+        let diff = execute_verified(&mut self.state, header.timestamp_ms, &txs)?;
+        if diff.applied().header != *header {
             return Err(ChainError::Mismatch {
-                local: Box::new(applied.header),
+                local: Box::new(diff.applied().header),
                 certified: Box::new(*header),
             });
         }
         let transactions = txs.into_iter().map(|v| v.tx).collect();
-        self.executed.insert(applied.hash, Executed { state: scratch, applied, transactions });
+        self.keep(Executed { diff, transactions });
         Ok(())
     }
 
@@ -405,9 +463,14 @@ impl Chain {
             self.cfg.backend,
         )?;
         if !self.executed.contains_key(&id) {
+            // The certificate vouches for the header only: the transactions came from the
+            // sender and must be the ones the header commits to before anything runs on them.
+            let ids: Vec<TxId> = ledger.transactions.iter().map(|tx| tx.id(&chain_id)).collect();
+            if tx_root(&ids) != ledger.header.tx_root {
+                return Err(ChainError::TxRoot { count: ids.len() });
+            }
             let mut txs = Vec::with_capacity(ledger.transactions.len());
-            for tx in &ledger.transactions {
-                let tx_id = tx.id(&chain_id);
+            for (tx, tx_id) in ledger.transactions.iter().zip(ids) {
                 let vtx = match self.pool.get(&tx_id) {
                     Some(v) => v.clone(),
                     None => verify(tx.clone(), tx_id, self.state.params(), self.cfg.backend)
@@ -421,10 +484,16 @@ impl Chain {
     }
 
     fn install(&mut self, id: Hash, certificate: Certificate) -> Committed {
-        let Some(mut executed) = self.executed.remove(&id) else { unreachable!("executed by the caller") };
-        std::mem::swap(&mut self.state, &mut executed.state);
+        let Some(executed) = self.executed.remove(&id) else { unreachable!("executed by the caller") };
+        let applied = match self.state.apply_diff(executed.diff) {
+            Ok(applied) => applied,
+            // Every kept diff was executed on the committed state, which has not moved since:
+            // the cache is cleared at each commit.
+            Err(e) => unreachable!("an executed value of another height: {e}"),
+        };
         self.executed.clear();
-        for tx_id in &executed.applied.tx_ids {
+        self.executed_order.clear();
+        for tx_id in &applied.tx_ids {
             self.remove(tx_id);
         }
         let now = self.state.head().timestamp_ms;
@@ -433,12 +502,9 @@ impl Chain {
         for tx_id in &expired {
             self.remove(tx_id);
         }
-        let ledger = CommittedLedger {
-            header: executed.applied.header,
-            certificate,
-            transactions: executed.transactions,
-        };
-        Committed { ledger, applied: executed.applied }
+        let ledger =
+            CommittedLedger { header: applied.header, certificate, transactions: executed.transactions };
+        Committed { ledger, applied }
     }
 }
 
@@ -455,9 +521,12 @@ mod tests {
 
     const CHAIN: &str = "limits";
 
-    #[test]
-    fn a_block_keeps_to_its_byte_limit_and_a_larger_proposal_is_refused() {
-        let key = |i: u8| SecretKey::from_bytes(&[i; 32]).unwrap();
+    fn key(i: u8) -> SecretKey {
+        SecretKey::from_bytes(&[i; 32]).unwrap()
+    }
+
+    /// A one-validator chain (key 1) where user key 2 holds CAS, and `n` verified transfers.
+    fn chain_and_transfers(n: u64) -> (State, Vec<VerifiedTx>) {
         let (validator, user) = (key(1), key(2));
         let (from, to) = (user.public_key().address(), key(3).public_key().address());
         let genesis = Genesis::new(GenesisConfig {
@@ -474,7 +543,7 @@ mod tests {
         })
         .unwrap();
         let state = State::from_genesis(&genesis);
-        let txs: Vec<VerifiedTx> = (0..10u64)
+        let txs: Vec<VerifiedTx> = (0..n)
             .map(|i| {
                 let stx = Transaction {
                     version: TX_VERSION,
@@ -490,6 +559,83 @@ mod tests {
                 verify(stx, id, state.params(), Backend::Libsecp256k1).unwrap()
             })
             .collect();
+        (state, txs)
+    }
+
+    /// A doctored synced ledger — transactions dropped, reordered or re-signed — is refused as
+    /// the sender's fault before anything runs on it, and the genuine one is then taken. Before
+    /// the transactions were checked against the header's root, re-execution reported a
+    /// `Mismatch` (the host exited on it).
+    #[test]
+    fn a_synced_ledger_whose_transactions_were_altered_is_the_senders_fault() {
+        let (state, txs) = chain_and_transfers(4);
+        let mut leader = Chain::new(state.clone(), ChainConfig::default());
+        for v in &txs {
+            leader.add(v.clone()).unwrap();
+        }
+        let value = leader.build(2_000);
+        assert_eq!(value.tx_ids.len(), 4);
+        let id = value.id(CHAIN);
+        let mut certificate = Certificate::new(0);
+        certificate.add(CHAIN, 0, &key(1), 1, &id);
+        let genuine = leader.commit(&value, certificate).unwrap().ledger;
+
+        let mut follower = Chain::new(state, ChainConfig::default());
+        let root = follower.state().state_root();
+        let mut dropped = genuine.clone();
+        dropped.transactions.pop();
+        let mut reordered = genuine.clone();
+        reordered.transactions.swap(0, 1);
+        let mut resigned = genuine.clone();
+        resigned.transactions[2].signatures[0].signature.0[5] ^= 1;
+        let mut forged = genuine.clone();
+        forged.certificate.signatures[0].1.0[7] ^= 1;
+        for (what, doctored) in
+            [("dropped", dropped), ("reordered", reordered), ("re-signed", resigned), ("forged", forged)]
+        {
+            let e = follower.apply_synced(&doctored).unwrap_err();
+            assert!(e.blames_sender(), "{what}: {e}");
+            assert!(!matches!(e, ChainError::Mismatch { .. }), "{what}: {e}");
+            assert_eq!(follower.state().state_root(), root, "{what}: the state is untouched");
+        }
+        let c = follower.apply_synced(&genuine).unwrap();
+        assert_eq!(c.ledger.header, genuine.header);
+        assert_eq!(follower.state().state_root(), genuine.header.state_root);
+        // Stale: nobody's fault.
+        assert!(!follower.apply_synced(&genuine).unwrap_err().blames_sender());
+    }
+
+    #[test]
+    fn executing_a_value_copies_what_its_block_touched_and_keeps_a_bounded_number() {
+        let (state, txs) = chain_and_transfers(6);
+        let mut chain = Chain::new(state.clone(), ChainConfig::default());
+        for v in &txs {
+            chain.add(v.clone()).unwrap();
+        }
+        // Distinct values of one height: as many as an equivocating leader could sign.
+        let first = chain.build(2_000);
+        for t in 1..(EXECUTED_MAX as i64 + 3) {
+            let value = chain.build(2_000 + t);
+            assert_eq!(chain.check(&value, 2_000 + t), CheckOutcome::Valid { timely: true });
+            assert_eq!(chain.state().head().height, 0, "checking leaves the committed state");
+            assert_eq!(chain.state().state_root(), state.state_root());
+        }
+        assert_eq!(chain.executed.len(), EXECUTED_MAX);
+        assert!(!chain.executed.contains_key(&first.id(CHAIN)), "the oldest was evicted");
+        // Each kept value holds its block (a few accounts and trie paths), not the state.
+        assert!(chain.executed_bytes() < EXECUTED_MAX * 64 * 1024, "{}", chain.executed_bytes());
+        // An evicted value, once decided, is executed again.
+        let mut certificate = Certificate::new(0);
+        certificate.add(CHAIN, 0, &key(1), 1, &first.id(CHAIN));
+        let c = chain.commit(&first, certificate).unwrap();
+        assert_eq!(c.ledger.header, first.header);
+        assert_eq!(chain.state().head_hash(), first.id(CHAIN));
+        assert_eq!(chain.pool_len(), 0);
+    }
+
+    #[test]
+    fn a_block_keeps_to_its_byte_limit_and_a_larger_proposal_is_refused() {
+        let (state, txs) = chain_and_transfers(10);
         let size = txs[0].tx.to_bytes().len();
         assert!(txs.iter().all(|v| v.tx.to_bytes().len() == size));
         let chain_with = |block_bytes_max: usize| {

@@ -22,7 +22,8 @@ mod wal;
 
 pub use crate::{
     chain::{
-        BLOCK_BYTES_MAX, Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, PoolError,
+        BLOCK_BYTES_MAX, Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger,
+        EXECUTED_MAX, PoolError,
     },
     core::{
         Config, Core, CoreStats, Decision, Effect, FUTURE_MESSAGES_MAX, Input, PeerId, ROUND_WINDOW, Timeout,

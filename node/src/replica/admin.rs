@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     pub(crate) ledger_height: AtomicU64,
     pub(crate) certified_ledgers: AtomicU64,
     pub(crate) synced_ledgers: AtomicU64,
+    pub(crate) refused_ledgers: AtomicU64,
+    pub(crate) divergent_ledgers: AtomicU64,
     pub(crate) round: AtomicU64,
     pub(crate) rounds_started: AtomicU64,
     pub(crate) peers_connected: AtomicU64,
@@ -134,6 +136,20 @@ impl Metrics {
             "Ledgers taken from peers (sync).",
             "counter",
             &self.synced_ledgers,
+        );
+        g(
+            &mut out,
+            "refused_ledgers_total",
+            "Ledgers from peers refused as their sender's fault (a certificate that does not verify, transactions altered).",
+            "counter",
+            &self.refused_ledgers,
+        );
+        g(
+            &mut out,
+            "divergent_ledgers_total",
+            "Certified ledgers that do not re-execute to their header here (this node's state or the certifying quorum is wrong).",
+            "counter",
+            &self.divergent_ledgers,
         );
         g(&mut out, "consensus_round", "Round of the height being decided.", "gauge", &self.round);
         g(

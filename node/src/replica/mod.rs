@@ -841,10 +841,20 @@ impl Host {
                 }
                 Ok(())
             }
-            Err(ChainError::Mismatch { local, certified }) => bail!(
-                "certified ledger {} does not re-execute here: local header {local:?}, certified {certified:?}",
-                l.header.height
-            ),
+            // A peer's ledger never stops the process: one that its sender altered is refused
+            // and counted against it; one certified yet not re-executing here is refused too,
+            // loudly (this node's state or the certifying quorum is wrong), and the ledger is
+            // asked for again.
+            Err(e) if e.blames_sender() => {
+                self.metrics.refused_ledgers.fetch_add(1, Ordering::Relaxed);
+                eprintln!("caasiope: ledger {} from peer {peer} refused: {e}", l.header.height);
+                Ok(())
+            }
+            Err(e @ (ChainError::Mismatch { .. } | ChainError::Block(_))) => {
+                self.metrics.divergent_ledgers.fetch_add(1, Ordering::Relaxed);
+                eprintln!("caasiope: certified ledger {} does not re-execute here: {e}", l.header.height);
+                Ok(())
+            }
             Err(_) => {
                 self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
                 Ok(())
