@@ -615,13 +615,10 @@ impl Core {
                     }
                 }
                 self.votes.mark_sender(round, p.proposer);
+                // `verify` checked the ids against the header: the value is the one signed.
                 if let std::collections::hash_map::Entry::Vacant(e) = self.validity.entry(id) {
-                    if p.proposal.value.ids_match_root() {
-                        e.insert(Validity::Pending);
-                        out.push(Effect::Check { height, id, value: p.proposal.value.clone(), from });
-                    } else {
-                        e.insert(Validity::Invalid);
-                    }
+                    e.insert(Validity::Pending);
+                    out.push(Effect::Check { height, id, value: p.proposal.value.clone(), from });
                 }
                 self.proposals.entry(round).or_default().push((p, id));
             }
@@ -1026,6 +1023,49 @@ mod tests {
         out.clear();
         c.handle(propose(0), &mut out);
         assert!(!out.iter().any(|e| matches!(e, Effect::Schedule { .. })));
+    }
+
+    /// A relayed copy of the round's proposal with its ids altered (the signature still holds: it
+    /// covers the ledger hash) must not shadow the genuine proposal arriving after it. Before the
+    /// ids were checked against the header's root on arrival, the copy was held, its value judged
+    /// invalid by id, the genuine one dropped as a duplicate, and this validator prevoted nil.
+    #[test]
+    fn a_tampered_copy_of_a_proposal_does_not_shadow_the_genuine_one() {
+        let (set, keys) = keys(4);
+        let mut c = core(&keys[0]);
+        let mut out = Vec::new();
+        c.handle(Input::Start { height: 1, validators: set.clone() }, &mut out);
+        let mut v = value(1, 7);
+        v.tx_ids = vec![Hash([5; 32]), Hash([6; 32])];
+        v.header.tx_root = tx_root(&v.tx_ids);
+        let id = v.id(CHAIN);
+        let Input::Message { message: Message::Proposal(genuine), .. } = proposal(&keys, &set, 0, None, v)
+        else {
+            unreachable!()
+        };
+        for tamper in [
+            |p: &mut SignedProposal| p.proposal.value.tx_ids.reverse(),
+            |p: &mut SignedProposal| {
+                p.proposal.value.tx_ids.pop();
+            },
+            |p: &mut SignedProposal| p.proposal.value.tx_ids.push(Hash([9; 32])),
+        ] {
+            let mut copy = genuine.clone();
+            tamper(&mut copy);
+            c.handle(Input::Message { from: 3, message: Message::Proposal(copy) }, &mut out);
+        }
+        assert_eq!(c.stats().bad_messages, 3, "each altered copy is a bad message");
+        assert!(!out.iter().any(|e| matches!(e, Effect::Check { .. })));
+        out.clear();
+        c.handle(Input::Message { from: 2, message: Message::Proposal(genuine) }, &mut out);
+        assert!(
+            out.iter().any(|e| matches!(e, Effect::Check { id: checked, from: 2, .. } if *checked == id))
+        );
+        c.handle(Input::Checked { height: 1, value: id, valid: true, timely: true }, &mut out);
+        assert_eq!(
+            my_votes(&out),
+            vec![Vote { kind: VoteKind::Prevote, height: 1, round: 0, value: Some(id) }]
+        );
     }
 
     #[test]

@@ -129,11 +129,20 @@ pub struct SignedProposal {
 }
 
 impl SignedProposal {
-    /// Checks the signature against `set`; returns the value id (ledger hash).
+    /// Checks the proposal against `set`; returns the value id (ledger hash).
+    ///
+    /// The signature covers the ledger hash, which commits to the transaction ids through the
+    /// header's `tx_root` (a Merkle root that also commits to their count): the ids travelling
+    /// beside it are checked against that root here, so a copy whose ids were altered in transit
+    /// is refused as a whole, before anything is remembered of it, and cannot shadow the genuine
+    /// proposal of the same ledger hash.
     pub fn verify(&self, chain_id: &str, set: &ValidatorSet, backend: Backend) -> Result<Hash, MessageError> {
         let v = set.validators().get(usize::from(self.proposer)).ok_or(MessageError::UnknownValidator)?;
         if self.proposal.value.header.height != self.proposal.height {
             return Err(MessageError::HeightMismatch);
+        }
+        if !self.proposal.value.ids_match_root() {
+            return Err(MessageError::IdsMismatch);
         }
         let id = self.proposal.value.id(chain_id);
         let digest = self.proposal.digest(chain_id, &id);
@@ -185,6 +194,10 @@ pub enum MessageError {
     /// A proposal whose header is for another height.
     #[error("proposal header height differs from the proposal's")]
     HeightMismatch,
+    /// A proposal whose transaction ids do not hash to its header's transaction root (altered
+    /// after signing: the signature binds the root, not the list beside it).
+    #[error("proposal transaction ids do not match its header's transaction root")]
+    IdsMismatch,
 }
 
 /// A consensus message.
