@@ -216,6 +216,12 @@ pub struct Chain {
     executed: HashMap<Hash, Executed>,
     /// The executed values' ids, oldest first (the first evicted past [`EXECUTED_MAX`]).
     executed_order: VecDeque<Hash>,
+    /// Values never evicted (the consensus lock and valid value: what is likely decided).
+    pinned: [Option<Hash>; 2],
+    /// Transactions a build of this height found invalid at their turn: skipped by later
+    /// builds, dropped from the pool at the commit — not before, as a value of the height
+    /// holding them may still be decided and need their bodies.
+    rejected: std::collections::HashSet<TxId, foldhash::fast::RandomState>,
     /// Scratch buffer for measuring encodings.
     scratch: Vec<u8>,
 }
@@ -241,6 +247,8 @@ impl Chain {
             next_seq: 0,
             executed: HashMap::default(),
             executed_order: VecDeque::new(),
+            pinned: [None; 2],
+            rejected: Default::default(),
             scratch: Vec::new(),
         }
     }
@@ -315,9 +323,11 @@ impl Chain {
         // The candidates' bytes stay within the limit, so the bytes of those applied do too.
         let mut bytes = 0;
         let (pool, sizes, limit) = (&self.pool, &self.arrival_and_bytes, self.cfg.block_bytes_max);
+        let rejected_before = &self.rejected;
         let candidates: Vec<&VerifiedTx> = self
             .order
             .iter()
+            .filter(|(_, _, id)| !rejected_before.contains(id))
             .take_while(|(_, _, id)| {
                 bytes += sizes.get(id).map_or(0, |&(_, b)| b as usize);
                 bytes <= limit
@@ -330,9 +340,7 @@ impl Chain {
             // Only a timestamp at or below the head's fails, and it was raised above it.
             Err(e) => unreachable!("building on the committed state: {e}"),
         };
-        for (id, _) in &rejected {
-            self.remove(id);
-        }
+        self.rejected.extend(rejected.iter().map(|(id, _)| *id));
         let applied = diff.applied();
         let transactions =
             applied.tx_ids.iter().filter_map(|id| self.pool.get(id).map(|v| v.tx.clone())).collect();
@@ -341,17 +349,53 @@ impl Chain {
         value
     }
 
-    /// Keeps an executed value for the height, evicting the oldest past [`EXECUTED_MAX`].
+    /// Keeps the executions of these values whatever else is executed (the host passes its
+    /// consensus lock and valid value: what the height most likely decides).
+    pub fn pin(&mut self, ids: [Option<Hash>; 2]) {
+        self.pinned = ids;
+    }
+
+    /// Keeps an executed value for the height, evicting the oldest unpinned past
+    /// [`EXECUTED_MAX`].
     fn keep(&mut self, executed: Executed) {
         let id = executed.diff.applied().hash;
         if self.executed.insert(id, executed).is_none() {
             self.executed_order.push_back(id);
         }
         while self.executed_order.len() > EXECUTED_MAX {
-            if let Some(old) = self.executed_order.pop_front() {
+            let Some(at) = self.executed_order.iter().position(|h| !self.pinned.contains(&Some(*h))) else {
+                break;
+            };
+            if let Some(old) = self.executed_order.remove(at) {
                 self.executed.remove(&old);
             }
         }
+    }
+
+    /// The transactions of an executed value of the height, in block order.
+    pub fn executed_transactions(&self, id: &Hash) -> Option<&[SignedTransaction]> {
+        self.executed.get(id).map(|e| e.transactions.as_slice())
+    }
+
+    /// Puts back in the pool the bodies of a value logged before a restart (verified again:
+    /// the log is this node's own, but the pool holds only verified transactions). Those that
+    /// no longer verify, or that are already committed or expired, are skipped.
+    pub fn restore_bodies(&mut self, txs: Vec<SignedTransaction>) {
+        let chain_id = self.state.params().chain_id.clone();
+        for tx in txs {
+            let id = tx.id(&chain_id);
+            if self.pool.contains_key(&id) {
+                continue;
+            }
+            if let Ok(vtx) = verify(tx, id, self.state.params(), self.cfg.backend) {
+                let _ = self.add(vtx);
+            }
+        }
+    }
+
+    /// The ids of a value's transactions the pool lacks (what committing it would need).
+    pub fn missing(&self, value: &Value) -> Vec<TxId> {
+        value.tx_ids.iter().filter(|id| !self.pool.contains_key(id)).copied().collect()
     }
 
     /// Bytes the executed values of the height hold apart from the committed state (their
@@ -493,7 +537,8 @@ impl Chain {
         };
         self.executed.clear();
         self.executed_order.clear();
-        for tx_id in &applied.tx_ids {
+        self.pinned = [None; 2];
+        for tx_id in applied.tx_ids.iter().chain(std::mem::take(&mut self.rejected).iter()) {
             self.remove(tx_id);
         }
         let now = self.state.head().timestamp_ms;

@@ -23,17 +23,30 @@ use engine::{
 
 use crate::{
     evidence::Equivocation,
-    message::{Message, Proposal, SignedProposal, SignedVote, Value},
+    message::{Message, MessageError, Proposal, SignedProposal, SignedVote, Value},
     votes::{Added, VoteBook},
 };
 
 /// Messages for rounds further than this above the current one are dropped: a Byzantine
 /// validator cannot make a node hold state for arbitrary rounds.
 pub const ROUND_WINDOW: u32 = 64;
-/// Messages for the next height kept until it starts.
-pub const FUTURE_MESSAGES_MAX: usize = 4096;
+/// Messages for the next height kept per signer until it starts (an honest validator signs a
+/// proposal and two votes per round): one Byzantine signer cannot crowd the others out.
+pub const FUTURE_PER_SIGNER_MAX: usize = 16;
 /// Distinct proposals kept per round (more than one only from an equivocating leader).
-const PROPOSALS_PER_ROUND_MAX: usize = 4;
+pub const PROPOSALS_PER_ROUND_MAX: usize = 4;
+/// Proposals are kept for rounds up to this many above the current one (votes for the whole
+/// [`ROUND_WINDOW`], which the round-skip rule needs). A later round's proposal comes again
+/// with its leader's re-broadcast; keeping them would let a leader make every validator hold
+/// `PROPOSALS_PER_ROUND_MAX` values for each of the window's rounds it leads.
+pub const PROPOSAL_ROUNDS_AHEAD: u32 = 1;
+/// Next-height messages per peer and height whose signature may fail under the current set (it
+/// may change at the next height): past it, that peer's next-height messages are dropped
+/// unverified, so a flood of them costs a bounded number of verifications.
+pub const FUTURE_FAILURES_PER_PEER_MAX: usize = 64;
+/// Equivocation proofs emitted per validator and height: one proves the offence, a few show
+/// its extent; the rest are dropped.
+pub const EVIDENCE_PER_VALIDATOR_MAX: usize = 4;
 
 /// A host-level peer identity (a connection or a simulated node); only used in hints.
 pub type PeerId = u32;
@@ -153,6 +166,22 @@ pub enum Input {
         /// proposals, line 22; a re-proposal's quorum of prevotes vouches for its time).
         timely: bool,
     },
+    /// Resume the started height at `round` with this lock and valid value, holding nothing
+    /// else: what a host logs when it compacts its write-ahead log (a round ahead, the lock and
+    /// the valid value with the prevotes that made it valid kept: what liveness needs), or when
+    /// it restarts without a log of the height but with the signing state it persisted (the
+    /// round after the last one it signed in, and the value it was locked on). Ignored unless
+    /// `round` is above the current one.
+    Resume {
+        /// Height (the current one).
+        height: u64,
+        /// The round to go to.
+        round: u32,
+        /// `(lockedRound, id(lockedValue))` of the paper, if locked.
+        locked: Option<(u32, Hash)>,
+        /// The valid value, its proposal and the prevotes that made it valid.
+        valid: Option<Box<Pol>>,
+    },
     /// The value the host built for this validator's proposal (asked by [`Effect::Build`]).
     Proposed {
         /// Height.
@@ -162,6 +191,16 @@ pub enum Input {
         /// The value.
         value: Value,
     },
+}
+
+/// A proof of lock: a proposal and a quorum of its round's prevotes for its value (the paper's
+/// `validValue` and `validRound`, with what justifies re-proposing it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pol {
+    /// The proposal of round `proposal.proposal.round` (the valid round) carrying the value.
+    pub proposal: SignedProposal,
+    /// Prevotes of that round for the value, more than two thirds of the weight.
+    pub prevotes: Vec<SignedVote>,
 }
 
 /// A decided ledger: its value and the certificate (a quorum of one round's precommits).
@@ -265,6 +304,24 @@ pub struct CoreStats {
     pub rounds_started: u64,
 }
 
+/// What a peer's message would do to the core ([`Core::screen`]): a host logs only what is
+/// [`Screen::New`], and holds the relaying peer to account for what is [`Screen::Invalid`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// Verified, and new: handling it changes the core's state (log it first).
+    New,
+    /// Already held, outside the kept rounds, or past a per-round bound: it changes nothing.
+    Known,
+    /// For the next height: kept (bounded per signer) until that height starts, then fed back
+    /// as an input.
+    Future,
+    /// For another height: its sender is behind or ahead (a hint, nothing to log).
+    OtherHeight,
+    /// Forged or altered: a wrong signature, a signer outside the set, the wrong proposer, or
+    /// ids that do not match the signed root. No honest peer relays it.
+    Invalid(MessageError),
+}
+
 /// The state machine of one validator (or observer).
 #[derive(Debug)]
 pub struct Core {
@@ -290,9 +347,13 @@ pub struct Core {
     propose_extended: bool,
     building: Option<u32>,
     own: BTreeMap<u32, Vec<Message>>,
-    future: Vec<(PeerId, Message)>,
+    /// Messages of the next height, verified under the current set, per signer.
+    future: BTreeMap<u8, Vec<(PeerId, Message)>>,
     hinted: HashSet<(PeerId, u64)>,
-    evidence_slots: HashSet<(u64, u32, u8, &'static str)>,
+    /// Per peer, this height: next-height messages that failed verification under the set.
+    future_failures: HashMap<PeerId, usize>,
+    /// Offences of the current height already proved: (round, validator, kind).
+    evidence_slots: HashSet<(u32, u8, &'static str)>,
     stats: CoreStats,
 }
 
@@ -318,8 +379,9 @@ impl Core {
             propose_extended: false,
             building: None,
             own: BTreeMap::new(),
-            future: Vec::new(),
+            future: BTreeMap::new(),
             hinted: HashSet::new(),
+            future_failures: HashMap::new(),
             evidence_slots: HashSet::new(),
             stats: CoreStats::default(),
         }
@@ -345,6 +407,114 @@ impl Core {
         self.stats
     }
 
+    /// This validator's index in the height's set (none for an observer, or before a start).
+    pub const fn me(&self) -> Option<u8> {
+        self.me
+    }
+
+    /// `(lockedRound, id(lockedValue))`, if locked: what a host persists with its signing state
+    /// so that a restart without the log still refuses other values.
+    pub const fn locked(&self) -> Option<(u32, Hash)> {
+        self.locked
+    }
+
+    /// `(validRound, id(validValue))`, if a value of this height gathered a quorum of prevotes.
+    pub const fn valid(&self) -> Option<(u32, Hash)> {
+        self.valid
+    }
+
+    /// This validator's messages of `round` (what it re-broadcasts).
+    pub fn own_messages(&self, round: u32) -> Vec<Message> {
+        self.own.get(&round).cloned().unwrap_or_default()
+    }
+
+    /// Whether this validator is done signing for the current round (it precommitted).
+    pub fn precommitted(&self) -> bool {
+        self.step == Step::Precommit
+    }
+
+    /// The valid value with its proposal and the prevotes that made it valid (what a compacted
+    /// log keeps, so that this validator can still re-propose it and prove it may).
+    pub fn pol(&self) -> Option<Pol> {
+        let (vr, id) = self.valid?;
+        let (proposal, _) = self.proposals.get(&vr)?.iter().find(|(_, pid)| *pid == id)?;
+        let prevotes: Vec<SignedVote> = self
+            .votes
+            .all_votes(vr)
+            .filter(|v| v.vote.kind == VoteKind::Prevote && v.vote.value == Some(id))
+            .copied()
+            .collect();
+        Some(Pol { proposal: proposal.clone(), prevotes })
+    }
+
+    /// What `message` would do if handled now (see [`Screen`]). Checks signatures; changes
+    /// nothing.
+    pub fn screen(&self, from: PeerId, message: &Message) -> Screen {
+        let height = message.height();
+        let Some(set) = self.validators.as_ref() else { return Screen::OtherHeight };
+        if height == self.height + 1 {
+            if !self.future_has_room(message)
+                || self.future_failures.get(&from).is_some_and(|&n| n >= FUTURE_FAILURES_PER_PEER_MAX)
+            {
+                return Screen::Known;
+            }
+            return match message.verify(&self.cfg.chain_id, set, self.cfg.backend) {
+                Ok(_) if self.future_has_room(message) => Screen::Future,
+                Ok(_) => Screen::Known,
+                // Signed under the next height's set, which may differ from this one: not proof
+                // of a fault (its signer re-broadcasts it once the height starts).
+                Err(_) => Screen::OtherHeight,
+            };
+        }
+        if height != self.height {
+            return Screen::OtherHeight;
+        }
+        if message.round() > self.round.saturating_add(ROUND_WINDOW) {
+            return Screen::Known;
+        }
+        match message {
+            Message::Proposal(p) => {
+                if p.proposer != Self::proposer(set, height, p.proposal.round) {
+                    return Screen::Invalid(MessageError::NotTheProposer);
+                }
+                let id = match p.verify(&self.cfg.chain_id, set, self.cfg.backend) {
+                    Ok(id) => id,
+                    Err(e) => return Screen::Invalid(e),
+                };
+                if p.proposal.round > self.round.saturating_add(PROPOSAL_ROUNDS_AHEAD) {
+                    return Screen::Known;
+                }
+                let held = self.proposals.get(&p.proposal.round).map_or(&[][..], Vec::as_slice);
+                let duplicate = held
+                    .iter()
+                    .any(|(q, qid)| *qid == id && q.proposal.valid_round == p.proposal.valid_round);
+                let full = held.len() >= PROPOSALS_PER_ROUND_MAX || held.iter().any(|(_, qid)| *qid == id);
+                if duplicate || (full && !self.proves_new_offence(p)) { Screen::Known } else { Screen::New }
+            }
+            Message::Vote(v) => match v.verify(&self.cfg.chain_id, set, self.cfg.backend) {
+                Err(e) => Screen::Invalid(e),
+                Ok(()) if self.votes.would_add(v) => Screen::New,
+                Ok(()) => Screen::Known,
+            },
+        }
+    }
+
+    /// Whether a conflicting proposal (past the per-round bound) would still prove an offence
+    /// not yet proved.
+    fn proves_new_offence(&self, p: &SignedProposal) -> bool {
+        let slot = (p.proposal.round, p.proposer, "double_proposal");
+        !self.evidence_slots.contains(&slot) && self.evidence_room(p.proposer)
+    }
+
+    fn evidence_room(&self, validator: u8) -> bool {
+        self.evidence_slots.iter().filter(|(_, v, _)| *v == validator).count() < EVIDENCE_PER_VALIDATOR_MAX
+    }
+
+    fn future_has_room(&self, message: &Message) -> bool {
+        let held = self.future.get(&message.signer()).map_or(&[][..], Vec::as_slice);
+        held.len() < FUTURE_PER_SIGNER_MAX && !held.iter().any(|(_, m)| m == message)
+    }
+
     /// Handles one input; effects are appended to `out` in the order the host must execute them.
     pub fn handle(&mut self, input: Input, out: &mut Vec<Effect>) {
         match input {
@@ -365,6 +535,7 @@ impl Core {
                 }
             }
             Input::Proposed { height, round, value } => self.on_proposed(height, round, value, out),
+            Input::Resume { height, round, locked, valid } => self.resume(height, round, locked, valid, out),
         }
         self.progress(out);
     }
@@ -464,12 +635,17 @@ impl Core {
         self.validity.clear();
         self.own.clear();
         self.hinted.clear();
+        self.future_failures.clear();
+        self.evidence_slots.clear();
         self.start_round(0, out);
         self.schedule(TimeoutKind::Rebroadcast, out);
         // Handed back rather than handled here, so that they enter the host's log of inputs
         // after this `Start`: a replay must see every input the state depends on.
-        let future: Vec<(PeerId, Message)> =
-            std::mem::take(&mut self.future).into_iter().filter(|(_, m)| m.height() == height).collect();
+        let future: Vec<(PeerId, Message)> = std::mem::take(&mut self.future)
+            .into_values()
+            .flatten()
+            .filter(|(_, m)| m.height() == height)
+            .collect();
         if !future.is_empty() {
             out.push(Effect::Redeliver(future));
         }
@@ -526,6 +702,46 @@ impl Core {
         self.propose(round, None, value, out);
     }
 
+    fn resume(
+        &mut self,
+        height: u64,
+        round: u32,
+        locked: Option<(u32, Hash)>,
+        valid: Option<Box<Pol>>,
+        out: &mut Vec<Effect>,
+    ) {
+        if height != self.height || self.validators.is_none() || self.decided || round <= self.round {
+            return;
+        }
+        // Everything of the earlier rounds is forgotten but the lock and the valid value:
+        // messages are lost (which the algorithm tolerates), the lock is kept (which its safety
+        // needs), the valid value with its proof (which its liveness needs: a leader
+        // re-proposes it, and the validators locked on it can prevote it again).
+        self.proposals.clear();
+        self.validity.clear();
+        self.votes = VoteBook::with_weights(self.votes.weights().to_vec());
+        self.own.clear();
+        self.valid = None;
+        self.locked = locked.or(self.locked);
+        if let Some(pol) = valid {
+            let vr = pol.proposal.proposal.round;
+            let id = pol.proposal.proposal.value.id(&self.cfg.chain_id);
+            if vr < round && pol.proposal.proposal.height == height {
+                self.validity.insert(id, Validity::Valid);
+                self.proposals.insert(vr, vec![(pol.proposal, id)]);
+                for v in pol.prevotes {
+                    if v.vote.round == vr && v.vote.value == Some(id) {
+                        self.votes.add(v);
+                    }
+                }
+                if self.quorum(self.votes.weight_for(VoteKind::Prevote, vr, Some(id))) {
+                    self.valid = Some((vr, id));
+                }
+            }
+        }
+        self.start_round(round, out);
+    }
+
     fn propose(&mut self, round: u32, valid_round: Option<u32>, value: Value, out: &mut Vec<Effect>) {
         let (Some(key), Some(me)) = (self.cfg.key.as_ref(), self.me) else { return };
         let proposal = Proposal { height: self.height, round, valid_round, value };
@@ -554,7 +770,9 @@ impl Core {
     }
 
     fn evidence(&mut self, proof: Equivocation, out: &mut Vec<Effect>) {
-        if self.evidence_slots.len() < 4096 && self.evidence_slots.insert(proof.slot()) {
+        let slot = (proof.round(), proof.offender(), proof.kind());
+        if !self.evidence_slots.contains(&slot) && self.evidence_room(proof.offender()) {
+            self.evidence_slots.insert(slot);
             self.stats.equivocations += 1;
             out.push(Effect::Evidence(proof));
         }
@@ -572,42 +790,38 @@ impl Core {
 
     fn on_message(&mut self, from: PeerId, message: Message, out: &mut Vec<Effect>) {
         let height = message.height();
-        if self.validators.is_none() || height > self.height {
-            if height == self.height + 1 && self.future.len() < FUTURE_MESSAGES_MAX {
-                self.future.push((from, message));
-            }
-            if self.validators.is_some() {
-                self.hint(from, height, out);
-            }
+        let screen = self.screen(from, &message);
+        if self.validators.is_none() {
             return;
         }
-        if height < self.height {
+        if height != self.height {
+            if screen == Screen::Future {
+                self.future.entry(message.signer()).or_default().push((from, message));
+            } else if height == self.height + 1
+                && screen == Screen::OtherHeight
+                && self.future_failures.len() < 4096
+            {
+                *self.future_failures.entry(from).or_default() += 1;
+            }
             self.hint(from, height, out);
             return;
         }
-        if message.round() > self.round.saturating_add(ROUND_WINDOW) {
-            return;
+        match screen {
+            Screen::Invalid(_) => {
+                self.stats.bad_messages += 1;
+                return;
+            }
+            Screen::Known | Screen::Future | Screen::OtherHeight => return,
+            Screen::New => {}
         }
-        let Some(set) = self.validators.as_ref() else { return };
         match message {
             Message::Proposal(p) => {
-                if p.proposer != Self::proposer(set, height, p.proposal.round) {
-                    self.stats.bad_messages += 1;
-                    return;
-                }
-                let Ok(id) = p.verify(&self.cfg.chain_id, set, self.cfg.backend) else {
-                    self.stats.bad_messages += 1;
-                    return;
-                };
+                // `screen` verified it (signature, proposer, ids against the signed root).
+                let id = p.proposal.value.id(&self.cfg.chain_id);
                 let round = p.proposal.round;
                 let held = self.proposals.get(&round).map_or(&[][..], Vec::as_slice);
-                if held.iter().any(|(q, qid)| *qid == id && q.proposal.valid_round == p.proposal.valid_round)
-                {
-                    return;
-                }
+                let full = held.len() >= PROPOSALS_PER_ROUND_MAX || held.iter().any(|(_, qid)| *qid == id);
                 if let Some((first, _)) = held.first() {
-                    let full =
-                        held.len() >= PROPOSALS_PER_ROUND_MAX || held.iter().any(|(_, qid)| *qid == id);
                     let proof = Equivocation::Proposals(Box::new(first.clone()), Box::new(p.clone()));
                     self.evidence(proof, out);
                     if full {
@@ -615,7 +829,6 @@ impl Core {
                     }
                 }
                 self.votes.mark_sender(round, p.proposer);
-                // `verify` checked the ids against the header: the value is the one signed.
                 if let std::collections::hash_map::Entry::Vacant(e) = self.validity.entry(id) {
                     e.insert(Validity::Pending);
                     out.push(Effect::Check { height, id, value: p.proposal.value.clone(), from });
@@ -623,10 +836,6 @@ impl Core {
                 self.proposals.entry(round).or_default().push((p, id));
             }
             Message::Vote(v) => {
-                if v.verify(&self.cfg.chain_id, set, self.cfg.backend).is_err() {
-                    self.stats.bad_messages += 1;
-                    return;
-                }
                 if let Added::Conflict(first) = self.votes.add(v) {
                     self.evidence(Equivocation::Votes(Box::new(first), Box::new(v)), out);
                 }
@@ -1066,6 +1275,123 @@ mod tests {
             my_votes(&out),
             vec![Vote { kind: VoteKind::Prevote, height: 1, round: 0, value: Some(id) }]
         );
+    }
+
+    /// What a host logs is what changes the core: a repeated, far-ahead or over-bound message is
+    /// `Known`, a forged one `Invalid` (its relay is at fault), the next height's is kept per
+    /// signer up to a bound, and each offender yields a bounded number of proofs per height.
+    #[test]
+    fn screening_says_what_changes_the_core_and_bounds_what_one_signer_makes_it_hold() {
+        let (set, keys) = keys(4);
+        let mut c = core(&keys[0]);
+        let mut out = Vec::new();
+        c.handle(Input::Start { height: 1, validators: set.clone() }, &mut out);
+        let msg = |input: Input| match input {
+            Input::Message { message, .. } => message,
+            _ => unreachable!(),
+        };
+        let v = msg(prevote(&keys, 2, 0, None));
+        assert_eq!(c.screen(9, &v), Screen::New);
+        c.handle(Input::Message { from: 9, message: v.clone() }, &mut out);
+        assert_eq!(c.screen(9, &v), Screen::Known, "a vote held");
+        let Message::Vote(mut forged) = v else { unreachable!() };
+        forged.vote.value = Some(Hash([3; 32]));
+        assert_eq!(c.screen(9, &Message::Vote(forged)), Screen::Invalid(MessageError::BadSignature));
+        let far = msg(proposal(&keys, &set, 2, None, value(1, 4)));
+        assert_eq!(c.screen(9, &far), Screen::Known, "a proposal two rounds ahead is not kept");
+        assert_eq!(c.screen(9, &msg(proposal(&keys, &set, 1, None, value(1, 4)))), Screen::New);
+        let mut wrong_leader = msg(proposal(&keys, &set, 0, None, value(1, 4)));
+        if let Message::Proposal(p) = &mut wrong_leader {
+            p.proposer = (p.proposer + 1) % 4;
+        }
+        assert_eq!(c.screen(9, &wrong_leader), Screen::Invalid(MessageError::NotTheProposer));
+        c.handle(Input::Message { from: 9, message: wrong_leader }, &mut out);
+        assert_eq!(c.stats().bad_messages, 1);
+        assert_eq!(c.screen(9, &msg(prevote(&keys, 2, 0, None))), Screen::Known);
+
+        // The next height: kept per signer, up to the bound, each distinct message once.
+        let next = |i: usize, round: u32| {
+            let vote = Vote { kind: VoteKind::Prevote, height: 2, round, value: None };
+            Message::Vote(SignedVote::sign(vote, CHAIN, i as u8, &keys[i]))
+        };
+        for round in 0..FUTURE_PER_SIGNER_MAX as u32 {
+            assert_eq!(c.screen(5, &next(3, round)), Screen::Future);
+            c.handle(Input::Message { from: 5, message: next(3, round) }, &mut out);
+            assert_eq!(c.screen(5, &next(3, round)), Screen::Known);
+        }
+        assert_eq!(c.screen(5, &next(3, 99)), Screen::Known, "signer 3 is at its bound");
+        assert_eq!(c.screen(5, &next(1, 99)), Screen::Future, "other signers are not crowded out");
+        // Next-height junk costs a bounded number of verifications per peer.
+        let Message::Vote(mut junk) = next(1, 0) else { unreachable!() };
+        junk.signature.0[3] ^= 1;
+        for _ in 0..FUTURE_FAILURES_PER_PEER_MAX {
+            c.handle(Input::Message { from: 6, message: Message::Vote(junk) }, &mut out);
+        }
+        assert_eq!(c.screen(6, &next(1, 0)), Screen::Known, "peer 6 is no longer heard on height 2");
+        assert_eq!(c.screen(5, &next(1, 0)), Screen::Future);
+        c.handle(Input::Message { from: 5, message: next(1, 0) }, &mut out);
+
+        // An equivocating voter: proofs up to the bound per height.
+        out.clear();
+        for round in 0..10 {
+            c.handle(prevote(&keys, 1, round, None), &mut out);
+            c.handle(prevote(&keys, 1, round, Some(Hash([round as u8; 32]))), &mut out);
+        }
+        let proofs = out.iter().filter(|e| matches!(e, Effect::Evidence(_))).count();
+        assert_eq!(proofs, EVIDENCE_PER_VALIDATOR_MAX);
+        // A new height proves again.
+        let mut redelivered = Vec::new();
+        c.handle(Input::Start { height: 2, validators: set }, &mut out);
+        for e in &out {
+            if let Effect::Redeliver(m) = e {
+                redelivered.extend(m.iter().cloned());
+            }
+        }
+        assert_eq!(redelivered.len(), FUTURE_PER_SIGNER_MAX + 1, "signer 3's bound, and signer 1's one");
+    }
+
+    /// `Resume` (what a host logs to compact its log, or after a restart without one) goes to
+    /// the round with the lock kept and everything else forgotten: the validator still refuses
+    /// another fresh value and signs no second vote of a round it already voted in.
+    #[test]
+    fn a_resumed_core_keeps_its_lock_and_starts_over_at_the_round() {
+        let (set, keys) = keys(4);
+        let mut c = core(&keys[0]);
+        let mut out = Vec::new();
+        c.handle(Input::Start { height: 1, validators: set.clone() }, &mut out);
+        let v = value(1, 7);
+        let id = v.id(CHAIN);
+        c.handle(proposal(&keys, &set, 0, None, v), &mut out);
+        c.handle(Input::Checked { height: 1, value: id, valid: true, timely: true }, &mut out);
+        for i in 1..3 {
+            c.handle(prevote(&keys, i, 0, Some(id)), &mut out);
+        }
+        assert_eq!(c.locked(), Some((0, id)));
+        // A fresh core resumed from the persisted lock, as after a restart without the log.
+        let mut fresh = core(&keys[0]);
+        let mut out = Vec::new();
+        fresh.handle(Input::Start { height: 1, validators: set.clone() }, &mut out);
+        fresh.handle(Input::Resume { height: 1, round: 1, locked: Some((0, id)), valid: None }, &mut out);
+        assert_eq!((fresh.round(), fresh.locked()), (1, Some((0, id))));
+        // Earlier rounds are not resumed to.
+        fresh.handle(Input::Resume { height: 1, round: 1, locked: None, valid: None }, &mut out);
+        assert_eq!(fresh.locked(), Some((0, id)));
+        out.clear();
+        let w = value(1, 8);
+        fresh.handle(proposal(&keys, &set, 1, None, w.clone()), &mut out);
+        fresh.handle(Input::Checked { height: 1, value: w.id(CHAIN), valid: true, timely: true }, &mut out);
+        assert_eq!(my_votes(&out), vec![Vote { kind: VoteKind::Prevote, height: 1, round: 1, value: None }]);
+        // The live core resumed with its proof of lock keeps its valid value, and so
+        // re-proposes it when it leads (validator 0 leads round 3 of height 1).
+        assert_eq!(c.valid(), Some((0, id)));
+        let pol = c.pol().map(Box::new);
+        assert_eq!(pol.as_ref().map(|p| p.prevotes.len()), Some(3));
+        c.handle(Input::Resume { height: 1, round: 3, locked: c.locked(), valid: pol }, &mut out);
+        assert_eq!((c.round(), c.locked(), c.valid()), (3, Some((0, id)), Some((0, id))));
+        let reproposed = out.iter().any(|e| {
+            matches!(e, Effect::Broadcast(Message::Proposal(p)) if p.proposal.round == 3 && p.proposal.valid_round == Some(0) && p.proposal.value.id(CHAIN) == id)
+        });
+        assert!(reproposed, "the leader re-proposes its valid value after a resume");
     }
 
     #[test]

@@ -15,10 +15,13 @@
 
 mod chain;
 mod core;
+mod driver;
 mod evidence;
 mod message;
+mod signer;
 mod votes;
 mod wal;
+pub mod wire;
 
 pub use crate::{
     chain::{
@@ -26,9 +29,16 @@ pub use crate::{
         EXECUTED_MAX, PoolError,
     },
     core::{
-        Config, Core, CoreStats, Decision, Effect, FUTURE_MESSAGES_MAX, Input, PeerId, ROUND_WINDOW, Timeout,
-        TimeoutKind, Timeouts,
+        Config, Core, CoreStats, Decision, EVIDENCE_PER_VALIDATOR_MAX, Effect, FUTURE_FAILURES_PER_PEER_MAX,
+        FUTURE_PER_SIGNER_MAX, Input, PROPOSAL_ROUNDS_AHEAD, PROPOSALS_PER_ROUND_MAX, PeerId, Pol,
+        ROUND_WINDOW, Screen, Timeout, TimeoutKind, Timeouts,
+    },
+    driver::{
+        Clock, Driver, DriverConfig, DriverError, DriverStats, Env, Fault, Network, Storage, StorageError,
+        Timer, Timers, WAL_COMPACT_BYTES, WAL_HARD_FACTOR, WalRead,
     },
     evidence::{Equivocation, EvidenceError},
     message::{Message, MessageError, Proposal, SignedProposal, SignedVote, Value},
+    signer::{SIGN_STATE_VOTES_MAX, SignState, Slot, message_digest},
+    wal::WalRecord,
 };

@@ -194,6 +194,9 @@ pub enum MessageError {
     /// A proposal whose header is for another height.
     #[error("proposal header height differs from the proposal's")]
     HeightMismatch,
+    /// A proposal signed by a validator that does not lead its round.
+    #[error("proposal signed by a validator that does not lead its round")]
+    NotTheProposer,
     /// A proposal whose transaction ids do not hash to its header's transaction root (altered
     /// after signing: the signature binds the root, not the list beside it).
     #[error("proposal transaction ids do not match its header's transaction root")]
@@ -223,6 +226,14 @@ impl Message {
         match self {
             Self::Proposal(p) => p.proposal.round,
             Self::Vote(v) => v.vote.round,
+        }
+    }
+
+    /// Checks the signature (and a proposal's ids) against `set`; not who leads the round.
+    pub fn verify(&self, chain_id: &str, set: &ValidatorSet, backend: Backend) -> Result<(), MessageError> {
+        match self {
+            Self::Proposal(p) => p.verify(chain_id, set, backend).map(|_| ()),
+            Self::Vote(v) => v.verify(chain_id, set, backend),
         }
     }
 

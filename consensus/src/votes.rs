@@ -85,7 +85,29 @@ impl VoteBook {
     }
 
     pub(crate) fn new(set: &ValidatorSet) -> Self {
-        Self { weights: set.validators().iter().map(|v| v.weight).collect(), rounds: BTreeMap::new() }
+        Self::with_weights(set.validators().iter().map(|v| v.weight).collect())
+    }
+
+    /// An empty book for validators of these weights (by index).
+    pub(crate) const fn with_weights(weights: Vec<u64>) -> Self {
+        Self { weights, rounds: BTreeMap::new() }
+    }
+
+    /// The weights by validator index.
+    pub(crate) fn weights(&self) -> &[u64] {
+        &self.weights
+    }
+
+    /// Whether [`VoteBook::add`] would record `v` (a vote not held, within the bound of values
+    /// per voter).
+    pub(crate) fn would_add(&self, v: &SignedVote) -> bool {
+        let i = usize::from(v.validator);
+        if i >= self.weights.len() {
+            return false;
+        }
+        let Some(r) = self.rounds.get(&v.vote.round) else { return true };
+        let Some(mine) = r.phase(v.vote.kind).votes.get(i) else { return false };
+        !mine.iter().any(|m| m.vote.value == v.vote.value) && mine.len() < VALUES_PER_VOTER_MAX
     }
 
     fn round_mut(&mut self, round: u32) -> &mut RoundVotes {

@@ -1,19 +1,76 @@
-//! The canonical encoding of [`Input`]s, for a host's write-ahead log.
+//! The canonical encoding of [`Input`]s and of the other records of a host's write-ahead log.
 //!
 //! ```text
+//! WalRecord = Input
+//!           | 0x10 n u32 | n × SignedTransaction                 the bodies of a value
+//!
 //! Input = 0x00 height u64 | ValidatorSet                       Start
 //!       | 0x01 from u32 | Message                              Message
 //!       | 0x02 kind u8 | height u64 | round u32                Timeout
 //!       | 0x03 height u64 | value [32] | valid u8 | timely u8  Checked
 //!       | 0x04 height u64 | round u32 | Value                  Proposed
+//!       | 0x05 height u64 | round u32 | flag u8 (| round u32 | id [32])                 Resume
+//!              | flag u8 (| SignedProposal | n u8 | n × SignedVote)      (locked; valid value, POL)
 //! ```
 
-use engine::{CodecError, Decode, Encode, Hash, codec::Reader, ledger::ValidatorSet};
+use engine::{
+    CodecError, Decode, Encode, Hash,
+    codec::{Reader, put_count_u8, put_count_u32},
+    ledger::ValidatorSet,
+    limits::{BLOCK_TXS_MAX, VALIDATORS_MAX},
+    tx::SignedTransaction,
+};
 
 use crate::{
-    core::{Input, Timeout, TimeoutKind},
-    message::{Message, Value},
+    core::{Input, Pol, Timeout, TimeoutKind},
+    message::{Message, SignedProposal, Value},
 };
+
+/// A record of the write-ahead log.
+// Inputs are the records written one at a time (a boxed one would cost an allocation each);
+// only a log read back at start is held as a whole, and it is bounded.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum WalRecord {
+    /// An input of the core, in the order it was handled.
+    Input(Input),
+    /// The transactions of a value this validator judged valid or built, logged before its
+    /// verdict: a validator that voted for a value can commit it (and serve it) after a
+    /// restart, even if every pool that held the bodies was lost with its process.
+    Bodies(Vec<SignedTransaction>),
+}
+
+const BODIES: u8 = 0x10;
+
+impl Encode for WalRecord {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Input(i) => i.encode(out),
+            Self::Bodies(txs) => {
+                out.push(BODIES);
+                put_count_u32(out, txs.len());
+                for tx in txs {
+                    tx.encode(out);
+                }
+            }
+        }
+    }
+}
+
+impl Decode for WalRecord {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        if r.peek_u8() == Some(BODIES) {
+            r.u8("record tag")?;
+            let n = r.count_u32("logged bodies", 0, BLOCK_TXS_MAX)?;
+            let mut txs = Vec::with_capacity(n.min(r.remaining() / 64));
+            for _ in 0..n {
+                txs.push(SignedTransaction::decode(r)?);
+            }
+            return Ok(Self::Bodies(txs));
+        }
+        Input::decode(r).map(Self::Input)
+    }
+}
 
 impl Encode for Input {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -52,6 +109,30 @@ impl Encode for Input {
                 out.extend_from_slice(&round.to_le_bytes());
                 value.encode(out);
             }
+            Self::Resume { height, round, locked, valid } => {
+                out.push(5);
+                out.extend_from_slice(&height.to_le_bytes());
+                out.extend_from_slice(&round.to_le_bytes());
+                match locked {
+                    None => out.push(0),
+                    Some((r, id)) => {
+                        out.push(1);
+                        out.extend_from_slice(&r.to_le_bytes());
+                        out.extend_from_slice(&id.0);
+                    }
+                }
+                match valid {
+                    None => out.push(0),
+                    Some(pol) => {
+                        out.push(1);
+                        pol.proposal.encode(out);
+                        put_count_u8(out, pol.prevotes.len());
+                        for v in &pol.prevotes {
+                            v.encode(out);
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -79,6 +160,24 @@ impl Decode for Input {
             },
             4 => {
                 Self::Proposed { height: r.u64("height")?, round: r.u32("round")?, value: Value::decode(r)? }
+            }
+            5 => {
+                let (height, round) = (r.u64("height")?, r.u32("round")?);
+                let locked = match r.u8("locked flag")? {
+                    0 => None,
+                    1 => Some((r.u32("locked round")?, Hash::decode(r)?)),
+                    tag => return Err(CodecError::UnknownTag { what: "locked flag", tag }),
+                };
+                let valid = match r.u8("valid flag")? {
+                    0 => None,
+                    1 => {
+                        let proposal = SignedProposal::decode(r)?;
+                        let n = r.count_u8("proof-of-lock prevotes", 0, VALIDATORS_MAX)?;
+                        Some(Box::new(Pol { proposal, prevotes: r.items(n)? }))
+                    }
+                    tag => return Err(CodecError::UnknownTag { what: "valid flag", tag }),
+                };
+                Self::Resume { height, round, locked, valid }
             }
             tag => return Err(CodecError::UnknownTag { what: "input tag", tag }),
         })
@@ -117,7 +216,28 @@ mod tests {
             Input::Message { from: 7, message: Message::Proposal(proposal.sign("c", 0, &key)) },
             Input::Timeout(Timeout { kind: TimeoutKind::Rebroadcast, height: 4, round: 2 }),
             Input::Checked { height: 4, value: Hash([5; 32]), valid: true, timely: false },
-            Input::Proposed { height: 4, round: 1, value },
+            Input::Proposed { height: 4, round: 1, value: value.clone() },
+            Input::Resume { height: 4, round: 3, locked: None, valid: None },
+            Input::Resume {
+                height: 4,
+                round: 3,
+                locked: Some((1, Hash([6; 32]))),
+                valid: Some(Box::new(Pol {
+                    proposal: crate::message::Proposal { height: 4, round: 1, valid_round: None, value }
+                        .sign("c", 0, &key),
+                    prevotes: vec![crate::message::SignedVote::sign(
+                        engine::ledger::Vote {
+                            kind: engine::ledger::VoteKind::Prevote,
+                            height: 4,
+                            round: 1,
+                            value: Some(Hash([6; 32])),
+                        },
+                        "c",
+                        0,
+                        &key,
+                    )],
+                })),
+            },
         ];
         for input in inputs {
             let bytes = input.to_bytes();

@@ -100,6 +100,11 @@ impl<'a> Reader<'a> {
         self.bytes.len()
     }
 
+    /// The next byte, not consumed.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.bytes.first().copied()
+    }
+
     /// Fails unless every byte was read.
     pub const fn finish(&self) -> Result<(), CodecError> {
         if self.bytes.is_empty() { Ok(()) } else { Err(CodecError::TrailingBytes(self.bytes.len())) }

@@ -189,6 +189,12 @@ impl NodeConfig {
             }
             _ => bail!("a networked process needs node_dir, admin_listen and [[peers]]"),
         };
+        if f.role == Role::Validator && f.sync == Sync::SafeNoSync {
+            bail!(
+                "config {}: a validator stores every ledger durably (sync = \"durable\"): with \"safe_no_sync\" a power loss may roll its store back below what it signed (followers and benchmarks may keep it)",
+                path.display()
+            );
+        }
         if f.api_listen.is_some() && (f.role != Role::Explorer || net.is_none()) {
             bail!("api_listen is for a networked explorer (role = \"explorer\" with a network section)");
         }
@@ -213,5 +219,31 @@ impl NodeConfig {
             backend: f.backend,
             sync: f.sync,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validator_that_would_not_store_durably_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        let base = "role = \"validator\"\ndata_dir = \"data\"\ngenesis = \"g.toml\"\nvalidator_key = \"v.key\"\n\
+                    submit_listen = \"127.0.0.1:9\"\n";
+        std::fs::write(&path, format!("{base}sync = \"safe_no_sync\"\n")).unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("durably"), "{e}");
+        std::fs::write(&path, base).unwrap();
+        assert_eq!(NodeConfig::load(&path).unwrap().sync, Sync::Durable);
+        // Followers may keep it.
+        std::fs::write(
+            &path,
+            base.replace("validator\"", "node\"").replace("validator_key = \"v.key\"\n", "")
+                + "sync = \"safe_no_sync\"\n",
+        )
+        .unwrap();
+        assert_eq!(NodeConfig::load(&path).unwrap().sync, Sync::SafeNoSync);
     }
 }

@@ -45,15 +45,23 @@ pub enum Origin {
     Client,
     /// A peer (its index in the host's peer list): already gossiped.
     Peer(u32),
+    /// Bodies a peer sent because this node asked for them (a proposal names them): verified
+    /// only, not admitted against the post-state — a proposal may rightly hold the other half
+    /// of a double spend this node refused — and handed over whatever the pool holds.
+    Fetched(u32),
 }
 
-/// Transactions admitted to the post-state, in admission order.
+/// Transactions admitted to the post-state, in admission order (or, for
+/// [`Origin::Fetched`], verified).
 #[derive(Debug)]
 pub struct Admitted {
     /// Where they came from.
     pub origin: Origin,
     /// The transactions.
     pub txs: Vec<VerifiedTx>,
+    /// How many of the batch failed decoding or verification (what a peer that sent bodies it
+    /// was asked for is held to account for).
+    pub refused: usize,
 }
 
 /// Bounds of an intake. Every queue and batch is bounded.
@@ -85,7 +93,8 @@ impl Default for IntakeConfig {
     }
 }
 
-type Verified = Receiver<Vec<VerifiedTx>>;
+/// A verified batch and how many of it failed.
+type Verified = Receiver<(Vec<VerifiedTx>, usize)>;
 
 /// A running intake. Dropping it stops the stages (what is queued is dropped: in consensus mode
 /// an unadmitted transaction is not yet anyone's responsibility).
@@ -160,6 +169,7 @@ impl Intake {
                         let t = Instant::now();
                         let n = batch.len();
                         let mut out = Vec::with_capacity(n);
+                        let mut refused = 0;
                         for bytes in batch {
                             let verified = match decode_checked(&bytes, &params) {
                                 Ok((stx, id)) => verify_decoded(stx, id, &params.chain_id, backend)
@@ -169,14 +179,17 @@ impl Intake {
                             match verified {
                                 Ok(v) => out.push(v),
                                 Err((id, e)) => {
+                                    refused += 1;
                                     m2.reject(&e);
-                                    rejected(id, &e);
+                                    if !matches!(origin, Origin::Fetched(_)) {
+                                        rejected(id, &e);
+                                    }
                                 }
                             }
                         }
                         m2.record(Stage::Verify, n, elapsed_ns(t));
                         queued.fetch_sub(n as i64, Ordering::Relaxed);
-                        let _ = done_tx.send(out);
+                        let _ = done_tx.send((out, refused));
                     });
                     d[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
                     if admit_tx.send((origin, done_rx)).is_err() {
@@ -300,7 +313,7 @@ impl IntakeSubmitter {
     pub fn submit_verified(&self, origin: Origin, txs: Vec<VerifiedTx>) -> Result<(), SubmitError> {
         let (done_tx, done_rx) = bounded(1);
         // Cannot fail: the receiver is right here and the channel has room for one.
-        let _ = done_tx.send(txs);
+        let _ = done_tx.send((txs, 0));
         self.depths[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
         self.admit.send((origin, done_rx)).map_err(|_| {
             self.depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
@@ -375,7 +388,11 @@ fn admit_loop(
                 recv(rx) -> item => {
                     let Ok((origin, pending)) = item else { break None };
                     depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
-                    let Ok(batch) = pending.recv() else { continue };
+                    let Ok((batch, refused)) = pending.recv() else { continue };
+                    if let Origin::Fetched(_) = origin {
+                        on_admitted(Admitted { origin, txs: batch, refused });
+                        continue;
+                    }
                     let t = Instant::now();
                     let n = batch.len();
                     let mut out = Vec::with_capacity(n);
@@ -392,7 +409,7 @@ fn admit_loop(
                     }
                     metrics.record(Stage::Apply, n, elapsed_ns(t));
                     if !out.is_empty() {
-                        on_admitted(Admitted { origin, txs: out });
+                        on_admitted(Admitted { origin, txs: out, refused });
                     }
                 }
             }

@@ -55,6 +55,16 @@ pub(crate) struct Metrics {
     pub(crate) bad_messages: AtomicU64,
     pub(crate) dropped_events: AtomicU64,
     pub(crate) refused_handshakes: AtomicU64,
+    pub(crate) served_ledgers: AtomicU64,
+    pub(crate) dropped_requests: AtomicU64,
+    pub(crate) penalties: AtomicU64,
+    pub(crate) ignored_messages: AtomicU64,
+    pub(crate) refused_signatures: AtomicU64,
+    pub(crate) wal_compactions: AtomicU64,
+    pub(crate) unsolicited_bodies: AtomicU64,
+    pub(crate) wal_bytes: AtomicU64,
+    pub(crate) height_bytes: AtomicU64,
+    pub(crate) signing_halted: AtomicU64,
     pub(crate) last_commit_unix_ms: AtomicU64,
     live_connections: AtomicU64,
     /// More metrics text, rendered after these (the ClickHouse replicator's).
@@ -224,6 +234,70 @@ impl Metrics {
             "Peer connections closed unserved: their source, or the listener, had the most TLS handshakes in progress.",
             "counter",
             &self.refused_handshakes,
+        );
+        g(
+            &mut out,
+            "served_ledgers_total",
+            "Ledgers sent to peers that asked for them.",
+            "counter",
+            &self.served_ledgers,
+        );
+        g(
+            &mut out,
+            "dropped_ledger_requests_total",
+            "Ledger requests dropped: the peer had too many waiting (its serving budget).",
+            "counter",
+            &self.dropped_requests,
+        );
+        g(
+            &mut out,
+            "peer_penalties_total",
+            "Peers disconnected and not heard for a while for what no honest peer sends (forged or altered messages, ledgers or bodies).",
+            "counter",
+            &self.penalties,
+        );
+        g(
+            &mut out,
+            "ignored_messages_total",
+            "Consensus messages that changed nothing (duplicates, outside the kept rounds, over a per-round bound): not logged.",
+            "counter",
+            &self.ignored_messages,
+        );
+        g(
+            &mut out,
+            "refused_signatures_total",
+            "Messages this validator signed but did not send: at or below its persisted signing state and not the message signed there.",
+            "counter",
+            &self.refused_signatures,
+        );
+        g(
+            &mut out,
+            "wal_compactions_total",
+            "Compactions of the consensus write-ahead log.",
+            "counter",
+            &self.wal_compactions,
+        );
+        g(&mut out, "wal_bytes", "Size of the consensus write-ahead log.", "gauge", &self.wal_bytes);
+        g(
+            &mut out,
+            "height_bytes",
+            "Bytes held for the height being decided beyond the committed state (executed values, checks waiting for bodies).",
+            "gauge",
+            &self.height_bytes,
+        );
+        g(
+            &mut out,
+            "unsolicited_bodies_total",
+            "Transaction bodies a peer sent that no check was waiting for (dropped unverified).",
+            "counter",
+            &self.unsolicited_bodies,
+        );
+        g(
+            &mut out,
+            "signing_halted",
+            "1 if this validator does not sign (its consensus log cannot be replayed; see the log), else 0.",
+            "gauge",
+            &self.signing_halted,
         );
         g(
             &mut out,

@@ -12,6 +12,7 @@
 
 mod admin;
 mod network;
+mod signer;
 mod wal;
 pub(crate) mod wire;
 
@@ -27,15 +28,17 @@ use std::{
 
 use anyhow::{Context, bail};
 use consensus::{
-    BLOCK_BYTES_MAX, Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, Config, Core,
-    Effect, Input, Message, PeerId, PoolError, Timeout, Timeouts, Value,
+    BLOCK_BYTES_MAX, Chain, ChainConfig, Clock, Committed, CommittedLedger, Config, Core, Driver,
+    DriverConfig, Equivocation, Fault, Message, Network, PeerId, SignState, Storage, StorageError, Timeouts,
+    Timer, Timers, WalRead, WalRecord,
 };
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine::{
-    Backend, Encode, Hash, SecretKey,
+    Encode, SecretKey,
     codec::{Reader, decode_exact},
+    state::State,
     tx::{SignedTransaction, TxId},
-    validate::{VerifiedTx, verify_bytes},
+    validate::VerifiedTx,
 };
 use net::{NodeCert, conn::PeerHandle, frame::Channel, transport::Transport};
 use pipeline::{Admitted, Intake, IntakeConfig, Origin};
@@ -43,7 +46,8 @@ use storage::{LedgerToCommit, Store};
 
 pub(crate) use self::admin::{Metrics, get as admin_get, metric};
 use self::{
-    network::PeerIndex,
+    network::{Bans, PeerIndex, ServeHandle, Shared},
+    signer::SignerFile,
     wal::Wal,
     wire::{GOSSIP_TXS_MAX, Sync as SyncMsg, decode_txs, encode_txs},
 };
@@ -59,10 +63,6 @@ const EVENTS_MAX: usize = 65_536;
 const GOSSIP_FLUSH: Duration = Duration::from_millis(5);
 /// Gossip waiting for a validator to connect is retried this often.
 const GOSSIP_RETRY: Duration = Duration::from_millis(100);
-/// How long a check waits for missing bodies to arrive by gossip before fetching them.
-const FETCH_DELAY: Duration = Duration::from_millis(150);
-/// Checks of proposals waiting for bodies.
-const WAITING_CHECKS_MAX: usize = 16;
 /// Transactions admitted and not yet committed.
 const POOL_MAX: usize = 200_000;
 /// Transactions per proposal (bounds a height's execution; its bytes are bounded apart).
@@ -75,67 +75,80 @@ const POOL_ADMIT_MAX: u64 = 15_000;
 /// verification: the intake is behind, and what it admits late reaches proposals the others
 /// must then fetch and verify while the round waits.
 const INTAKE_ADMIT_MAX: u64 = 4_000;
+/// Bodies served per second to one peer that asks for them (and its burst): a validator
+/// fetching a whole block's missing bodies gets them at once, one asking for nothing else
+/// cannot keep the host thread encoding.
+const FETCH_IDS_PER_SECOND: f64 = 20_000.0;
+/// Equivocation proofs kept on disk per validator index: one proves the offence; a validator
+/// that equivocates every height must not fill the disk.
+const EVIDENCE_KEPT_PER_VALIDATOR: usize = 64;
 
 /// What reaches the host thread.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A connection to a peer is up.
-    Connected { peer: PeerIndex, generation: u64, handle: PeerHandle },
+    /// A connection to a peer is up: its handle, its ledger server, and what closes it.
+    Connected {
+        peer: PeerIndex,
+        generation: u64,
+        handle: PeerHandle,
+        serve: ServeHandle,
+        close: tokio::sync::watch::Sender<bool>,
+    },
     /// It ended.
     Disconnected { peer: PeerIndex, generation: u64 },
     /// A frame from a peer.
     Frame { peer: PeerIndex, channel: Channel, payload: Vec<u8> },
     /// Transactions whose signatures verified (`from`: the peer that sent them; `None`: a
     /// client of this process, so they are gossiped on; `fetched`: bodies this node asked for
-    /// because a proposal named them).
-    Verified { txs: Vec<VerifiedTx>, from: Option<PeerIndex>, fetched: bool },
-}
-
-struct Waiting {
-    height: u64,
-    id: Hash,
-    value: Value,
-    from: PeerIndex,
-    missing: std::collections::HashSet<TxId>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Timer {
-    Consensus(Timeout),
-    StartNext(u64),
-    SyncPoll,
-    /// Fetch the bodies a proposal still lacks.
-    Fetch(u64, Hash),
+    /// because a proposal named them, `refused` of them failing).
+    Verified { txs: Vec<VerifiedTx>, from: Option<PeerIndex>, fetched: bool, refused: usize },
 }
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A live connection to a peer.
+struct Link {
+    generation: u64,
+    handle: PeerHandle,
+    serve: ServeHandle,
+    close: tokio::sync::watch::Sender<bool>,
+}
+
+struct PeerSlot {
+    spec: crate::config::PeerSpec,
+    link: Option<Link>,
+    /// Bodies this peer may still fetch now (refilled at [`FETCH_IDS_PER_SECOND`]).
+    fetch_budget: f64,
+    fetch_at: Instant,
+}
+
+/// The host: the driver, and everything it runs against.
 struct Host {
+    driver: Driver,
+    io: Io,
+}
+
+/// The environment of the driver: peers, timers, store, log, signing state, and what a
+/// committed ledger is handed to.
+struct Io {
     intake: Intake,
-    height_started: Instant,
     role: Role,
-    backend: Backend,
-    block_interval: Duration,
-    core: Option<Core>,
-    chain: Chain,
     store: Store,
     wal: Option<Wal>,
-    peers: Vec<(crate::config::PeerSpec, Option<(u64, PeerHandle)>)>,
+    signer: Option<SignerFile>,
+    peers: Vec<PeerSlot>,
+    bans: Arc<Bans>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_kinds: HashMap<u64, Timer>,
     timer_seq: u64,
     metrics: Arc<Metrics>,
-    events: Sender<Event>,
-    /// Checks waiting for bodies: height, value id, value, who sent it, and the ids still
-    /// missing (removed as they arrive, so a recheck costs the arrivals, not the block size).
-    waiting: Vec<Waiting>,
-    stuck: bool,
     gossip_out: Vec<SignedTransaction>,
     gossip_due: Option<Instant>,
     sync_cursor: usize,
     evidence_path: std::path::PathBuf,
+    evidence_kept: HashMap<u8, usize>,
     explorer: Option<Arc<crate::explorer::Explorer>>,
     replicator: Option<Arc<storage::Replicator>>,
 }
@@ -193,29 +206,40 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         .enable_all()
         .build()
         .context("starting the network runtime")?;
+    let bans = Arc::new(Bans::default());
+    let ledgers: network::LedgerSource = {
+        let reader = store.reader();
+        Arc::new(move |height: u64| {
+            let (header, certificate) = reader.header(height).ok().flatten()?;
+            let transactions = reader.block(height).ok().flatten()?;
+            Some(SyncMsg::Ledger(Box::new(CommittedLedger { header, certificate, transactions })).encode())
+        })
+    };
+    let shared = Shared::new(events_tx.clone(), metrics.clone(), bans.clone(), ledgers);
     runtime.block_on(async {
         let admin = tokio::net::TcpListener::bind(net_cfg.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {}", net_cfg.admin_listen))?;
         tokio::spawn(admin::serve(admin, metrics.clone(), role_name, transport_name));
-        network::start(&net_cfg, cfg.role, &node, &chain_id, transport, events_tx.clone(), metrics.clone())
-            .await
+        network::start(&net_cfg, cfg.role, &node, &chain_id, transport, shared).await
     })?;
-    let core = key.map(|key| {
-        Core::new(Config {
-            chain_id: chain_id.clone(),
-            key: Some(key),
-            backend: cfg.backend,
-            timeouts: Timeouts::for_interval(cfg.block_interval_ms),
-        })
-    });
-    let wal = match cfg.role {
-        Role::Validator => Some(Wal::open(&cfg.data_dir)?),
-        _ => None,
+    let (core, wal, signer, signed) = match key {
+        Some(key) => {
+            let core = Core::new(Config {
+                chain_id,
+                key: Some(key),
+                backend: cfg.backend,
+                timeouts: Timeouts::for_interval(cfg.block_interval_ms),
+            });
+            let (signer, signed) = SignerFile::open(&cfg.data_dir)?;
+            (Some(core), Some(Wal::open(&cfg.data_dir)?), Some(signer), signed)
+        }
+        None => (None, None, None, None),
     };
     let explorer_slot = Arc::new(std::sync::OnceLock::<Arc<crate::explorer::Explorer>>::new());
     // The validated-transaction pool is fed by the pipeline's consensus-mode intake: decode,
-    // verification on its own pool, admission against the post-state (committed state + pool).
+    // verification on its own pool, admission against the post-state (committed state + pool);
+    // bodies fetched for a proposal are verified there too, and not admitted.
     let intake = {
         let events = events_tx.clone();
         let cfg = IntakeConfig {
@@ -226,12 +250,13 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         };
         let explorer = explorer_slot.clone();
         let on_admitted = move |a: Admitted| {
-            let from = match a.origin {
-                Origin::Client => None,
-                Origin::Peer(p) => Some(p as PeerIndex),
+            let (from, fetched) = match a.origin {
+                Origin::Client => (None, false),
+                Origin::Peer(p) => (Some(p as PeerIndex), false),
+                Origin::Fetched(p) => (Some(p as PeerIndex), true),
             };
             // Blocks while the host is behind: pushes back on verification, not on memory.
-            let _ = events.send(Event::Verified { txs: a.txs, from, fetched: false });
+            let _ = events.send(Event::Verified { txs: a.txs, from, fetched, refused: a.refused });
         };
         // The explorer API tells its clients why a transaction it accepted was refused later.
         let on_rejected = move |id: Option<TxId>, e: &engine::validate::TxError| {
@@ -241,35 +266,40 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         };
         Intake::start_reporting(chain.state().clone(), cfg, on_admitted, on_rejected)?
     };
-    let mut host = Host {
+    let now = Instant::now();
+    let mut io = Io {
         intake,
-        height_started: Instant::now(),
         role: cfg.role,
-        backend: cfg.backend,
-        block_interval: Duration::from_millis(cfg.block_interval_ms),
-        core,
-        chain,
         store,
         wal: None,
-        peers: net_cfg.peers.iter().map(|(spec, _)| (spec.clone(), None)).collect(),
+        signer,
+        peers: net_cfg
+            .peers
+            .iter()
+            .map(|(spec, _)| PeerSlot {
+                spec: spec.clone(),
+                link: None,
+                fetch_budget: FETCH_IDS_PER_SECOND,
+                fetch_at: now,
+            })
+            .collect(),
+        bans,
         timers: BinaryHeap::new(),
         timer_kinds: HashMap::new(),
         timer_seq: 0,
         metrics: metrics.clone(),
-        events: events_tx.clone(),
-        waiting: Vec::new(),
-        stuck: false,
         gossip_out: Vec::new(),
         gossip_due: None,
         sync_cursor: 0,
         evidence_path: cfg.data_dir.join("evidence.bin"),
+        evidence_kept: HashMap::new(),
         explorer: None,
         replicator: None,
     };
     if let Some(api_listen) = cfg.api_listen {
-        let head = host.chain.state().head().height;
+        let head = chain.state().head().height;
         let certificate =
-            host.store.header(head)?.map(|(_, c)| c).unwrap_or_else(|| engine::ledger::Certificate::new(0));
+            io.store.header(head)?.map(|(_, c)| c).unwrap_or_else(|| engine::ledger::Certificate::new(0));
         let genesis = engine::genesis::Genesis::from_toml(&read_text(
             &cfg.genesis,
             engine::limits::GENESIS_BYTES_MAX as u64,
@@ -277,11 +307,11 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         )?)?;
         let explorer = crate::explorer::Explorer::new(crate::explorer::ExplorerParts {
             genesis_validators: genesis.validators,
-            state: host.chain.state().clone(),
+            state: chain.state().clone(),
             certificate,
             backend: cfg.backend,
-            reader: host.store.reader(),
-            submitter: host.intake.submitter().context("intake closed at start")?,
+            reader: io.store.reader(),
+            submitter: io.intake.submitter().context("intake closed at start")?,
             metrics: metrics.clone(),
             role: role_name,
             transport: transport_name,
@@ -292,7 +322,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
             .with_context(|| format!("cannot listen on {api_listen}"))?;
         runtime.spawn(crate::explorer::serve(listener, explorer.clone()));
         eprintln!("caasiope: explorer API on http://{api_listen}/v1");
-        host.explorer = Some(explorer);
+        io.explorer = Some(explorer);
     }
     if let Some(ch) = cfg.clickhouse.clone() {
         let genesis = engine::genesis::Genesis::from_toml(&read_text(
@@ -302,21 +332,39 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         )?)?;
         eprintln!("caasiope: replicating into ClickHouse at {} (database {})", ch.url, ch.database);
         let replicator = Arc::new(
-            storage::Replicator::start(ch, Arc::new(host.store.reader()), &genesis)
+            storage::Replicator::start(ch, Arc::new(io.store.reader()), &genesis)
                 .context("starting the ClickHouse replicator")?,
         );
         let r = Arc::downgrade(&replicator);
         let _ = metrics.extra.set(admin::ExtraMetrics(Box::new(move || {
             r.upgrade().map(|r| r.metrics_text()).unwrap_or_default()
         })));
-        host.replicator = Some(replicator);
+        io.replicator = Some(replicator);
     }
-    host.begin(wal)?;
+    let submitter = io.intake.submitter().context("intake closed at start")?;
+    let chain_id = chain.state().params().chain_id.clone();
+    let driver_cfg = DriverConfig::for_interval(cfg.block_interval_ms);
+    let mut host = Host { driver: Driver::new(driver_cfg, core, chain, signed), io };
+    let read = match wal {
+        Some((wal, read)) => {
+            if let WalRead::Records(log) = &read {
+                if !log.is_empty() {
+                    eprintln!("caasiope: replaying {} logged consensus records", log.len());
+                }
+            }
+            host.io.wal = Some(wal);
+            read
+        }
+        None => WalRead::Records(Vec::new()),
+    };
+    host.driver.boot(&mut host.io, read).map_err(|e| anyhow::anyhow!("starting consensus: {e}"))?;
+    if let Some(why) = host.driver.halted() {
+        eprintln!("caasiope: {why}");
+        metrics.signing_halted.store(1, Ordering::Relaxed);
+    }
     // Submissions: decoded on the connection's thread (for the id and a clear error), then
     // handed to the intake, which verifies and admits them (or counts why not).
     drop(events_tx);
-    let submitter = host.intake.submitter().context("intake closed at start")?;
-    let chain_id = host.chain.state().params().chain_id.clone();
     let (metrics_submit, stop_submit) = (metrics, stop.clone());
     let accept = move |frames: Vec<Vec<u8>>| -> Vec<String> {
         if let Some(why) = metrics_submit.busy() {
@@ -337,363 +385,42 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         .context("starting the submit server")?;
     let result = host.run(&events_rx, &stop);
     stop.store(true, Ordering::Relaxed);
-    if let Some(x) = host.explorer.take() {
+    if let Some(x) = host.io.explorer.take() {
         x.close();
     }
     // The replicator finishes the batch it is writing (a kill instead loses nothing either).
-    if let Some(r) = host.replicator.take().and_then(|r| Arc::try_unwrap(r).ok()) {
+    if let Some(r) = host.io.replicator.take().and_then(|r| Arc::try_unwrap(r).ok()) {
         r.stop();
     }
     // Nobody reads events any more: a stage blocked handing one over must see the queue closed.
     drop(events_rx);
     let _ = submit_thread.join();
-    host.store.flush().context("flushing the store")?;
+    host.io.store.flush().context("flushing the store")?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     result?;
-    eprintln!("caasiope: {role_name} stopped at height {}", host.chain.state().head().height);
+    eprintln!("caasiope: {role_name} stopped at height {}", host.driver.chain().state().head().height);
     Ok(Output::Nothing)
 }
 
-impl Host {
-    fn timer(&mut self, after: Duration, t: Timer) {
-        self.timer_seq += 1;
-        self.timers.push(Reverse((Instant::now() + after, self.timer_seq)));
-        self.timer_kinds.insert(self.timer_seq, t);
+fn storage_error(e: impl std::fmt::Display) -> StorageError {
+    StorageError(e.to_string())
+}
+
+impl Clock for Io {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+impl Network for Io {
+    fn broadcast(&mut self, message: &Message) {
+        self.send_validators(Channel::Consensus, &message.to_bytes());
     }
 
-    /// Starts consensus (replaying the log if it holds the current height) or the sync poll.
-    fn begin(&mut self, wal: Option<(Wal, Vec<Input>)>) -> anyhow::Result<()> {
-        let next = self.chain.next_height();
-        match wal {
-            Some((wal, log)) => {
-                self.wal = Some(wal);
-                let resumes = matches!(log.first(), Some(Input::Start { height, .. }) if *height == next);
-                if resumes {
-                    eprintln!("caasiope: replaying {} logged consensus inputs of height {next}", log.len());
-                    let effects = self.core.as_mut().map(|c| c.replay(log)).unwrap_or_default();
-                    for e in effects {
-                        self.effect(e)?;
-                    }
-                } else {
-                    self.start_height()?;
-                }
-            }
-            None => self.timer(Duration::ZERO, Timer::SyncPoll),
-        }
-        Ok(())
-    }
-
-    fn start_height(&mut self) -> anyhow::Result<()> {
-        self.height_started = Instant::now();
-        let height = self.chain.next_height();
-        let validators = self.chain.validators().clone();
-        self.input(Input::Start { height, validators })
-    }
-
-    fn run(&mut self, events: &Receiver<Event>, stop: &AtomicBool) -> anyhow::Result<()> {
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            let mut wait = Duration::from_millis(50);
-            if let Some(Reverse((at, _))) = self.timers.peek() {
-                wait = wait.min(at.saturating_duration_since(now));
-            }
-            if let Some(at) = self.gossip_due {
-                wait = wait.min(at.saturating_duration_since(now));
-            }
-            match events.recv_timeout(wait) {
-                Ok(e) => {
-                    self.event(e)?;
-                    // Drain what is queued before looking at timers again.
-                    for _ in 0..1024 {
-                        match events.try_recv() {
-                            Ok(e) => self.event(e)?,
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            let now = Instant::now();
-            while let Some(Reverse((at, seq))) = self.timers.peek().copied() {
-                if at > now {
-                    break;
-                }
-                self.timers.pop();
-                if let Some(t) = self.timer_kinds.remove(&seq) {
-                    self.fire(t)?;
-                }
-            }
-            if self.gossip_due.is_some_and(|at| at <= now) {
-                self.flush_gossip();
-            }
-            self.metrics.pool_size.store(self.chain.pool_len() as u64, Ordering::Relaxed);
-            self.metrics.intake_queued_txs.store(self.intake.queued_txs(), Ordering::Relaxed);
-            self.metrics.rejected_txs.store(self.intake.metrics().rejected_total(), Ordering::Relaxed);
-        }
-        if let Some(w) = self.wal.as_mut() {
-            w.sync()?;
-        }
-        Ok(())
-    }
-
-    fn fire(&mut self, t: Timer) -> anyhow::Result<()> {
-        match t {
-            Timer::Consensus(timeout) => self.input(Input::Timeout(timeout)),
-            Timer::StartNext(height) => {
-                let started = self.core.as_ref().is_some_and(|c| c.height() >= height);
-                if !started && self.chain.next_height() == height {
-                    self.start_height()?;
-                }
-                Ok(())
-            }
-            Timer::Fetch(height, id) => {
-                if let Some(w) = self.waiting.iter().find(|w| w.height == height && w.id == id) {
-                    let ids: Vec<TxId> = w.missing.iter().copied().collect();
-                    self.fetch(w.from, &ids);
-                }
-                Ok(())
-            }
-            Timer::SyncPoll => {
-                self.request_next_ledger(None);
-                self.timer((self.block_interval / 2).max(Duration::from_millis(100)), Timer::SyncPoll);
-                Ok(())
-            }
-        }
-    }
-
-    fn validator_peers(&self) -> impl Iterator<Item = (PeerIndex, &PeerHandle)> {
-        self.peers
-            .iter()
-            .enumerate()
-            .filter(|(_, (spec, _))| spec.role == Role::Validator)
-            .filter_map(|(i, (_, h))| h.as_ref().map(|(_, h)| (i, h)))
-    }
-
-    fn send(&self, peer: PeerIndex, channel: Channel, payload: Vec<u8>) {
-        if let Some((_, Some((_, handle)))) = self.peers.get(peer) {
-            // A full queue means a slow peer: consensus re-broadcasts, sync is re-requested.
-            let _ = handle.send(channel, payload);
-        }
-    }
-
-    fn send_validators(&self, channel: Channel, payload: &[u8]) {
-        for (_, handle) in self.validator_peers() {
-            let _ = handle.send(channel, payload.to_vec());
-        }
-    }
-
-    /// Logs an input (before it is handled), hands it to the core and executes the effects.
-    fn input(&mut self, input: Input) -> anyhow::Result<()> {
-        let Some(core) = self.core.as_mut() else { return Ok(()) };
-        if let Some(wal) = self.wal.as_mut() {
-            if matches!(input, Input::Start { .. }) {
-                wal.reset(std::slice::from_ref(&input))?;
-            } else if core.height() == self.chain.next_height() {
-                wal.append(&input)?;
-            }
-        }
-        let mut out = Vec::new();
-        core.handle(input, &mut out);
-        self.metrics.round.store(u64::from(core.round()), Ordering::Relaxed);
-        self.metrics.bad_messages.store(core.stats().bad_messages, Ordering::Relaxed);
-        self.metrics.rounds_started.store(core.stats().rounds_started, Ordering::Relaxed);
-        // What this validator signs leaves the process only once the inputs that made it are
-        // on disk: a restart replays them and signs the same bytes, never contrary ones.
-        if out.iter().any(|e| matches!(e, Effect::Broadcast(_) | Effect::Decide(_))) {
-            if let Some(wal) = self.wal.as_mut() {
-                wal.sync()?;
-            }
-        }
-        for e in out {
-            self.effect(e)?;
-        }
-        Ok(())
-    }
-
-    fn effect(&mut self, e: Effect) -> anyhow::Result<()> {
-        match e {
-            Effect::Broadcast(m) => self.send_validators(Channel::Consensus, &m.to_bytes()),
-            Effect::Schedule { timeout, after_ms } => {
-                self.timer(Duration::from_millis(after_ms), Timer::Consensus(timeout))
-            }
-            Effect::Check { height, id, value, from } => self.check(height, id, value, from as PeerIndex)?,
-            Effect::Build { height, round } => {
-                let value = self.chain.build(now_ms());
-                self.input(Input::Proposed { height, round, value })?;
-            }
-            Effect::Decide(d) if d.height < self.chain.next_height() => {
-                // Taken from a peer (sync) before the core decided: it must be the same ledger.
-                let stored = self
-                    .store
-                    .header(d.height)?
-                    .map(|(h, _)| h.hash(self.chain.state().params().chain_id.as_str()));
-                if stored != Some(d.id) {
-                    bail!("decided {} at height {} but committed {stored:?}", d.id, d.height);
-                }
-            }
-            Effect::Decide(d) => match self.chain.commit(&d.value, d.certificate) {
-                Ok(c) => {
-                    self.metrics.certified_ledgers.fetch_add(1, Ordering::Relaxed);
-                    self.committed(c)?;
-                    // Ledgers every block interval from one start to the next: the time consensus
-                    // took counts against the interval (at least 10 % of it still separates them).
-                    let wait = self
-                        .block_interval
-                        .saturating_sub(self.height_started.elapsed())
-                        .max(self.block_interval / 10);
-                    self.timer(wait, Timer::StartNext(self.chain.next_height()));
-                }
-                Err(ChainError::Missing(_)) => {
-                    // Decided on bodies this process no longer has (it restarted): take the
-                    // certified ledger from a peer.
-                    self.stuck = true;
-                    self.send_validators(Channel::Sync, &SyncMsg::LedgerRequest(d.height).encode());
-                }
-                Err(e) => bail!("cannot commit the decided ledger {}: {e}", d.height),
-            },
-            Effect::Redeliver(messages) => {
-                for (from, message) in messages {
-                    self.input(Input::Message { from, message })?;
-                }
-            }
-            Effect::Evidence(proof) => {
-                self.metrics.equivocations.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "caasiope: validator {} equivocated at height {} round {} ({})",
-                    proof.offender(),
-                    proof.height(),
-                    proof.round(),
-                    proof.kind()
-                );
-                use std::io::Write;
-                let bytes = proof.to_bytes();
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.evidence_path)
-                    .with_context(|| format!("opening {}", self.evidence_path.display()))?;
-                f.write_all(&(bytes.len() as u32).to_le_bytes())?;
-                f.write_all(&bytes)?;
-                f.sync_data()?;
-            }
-            Effect::PeerBehind { peer, height } => self.send_ledger(peer as PeerIndex, height)?,
-            Effect::PeerAhead { peer, .. } => {
-                if self.stuck || self.core.as_ref().is_some_and(|c| !c.is_decided()) {
-                    self.request_next_ledger(Some(peer as PeerIndex));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn check(&mut self, height: u64, id: Hash, value: Value, from: PeerIndex) -> anyhow::Result<()> {
-        match self.chain.check(&value, now_ms()) {
-            CheckOutcome::Valid { timely } => {
-                self.input(Input::Checked { height, value: id, valid: true, timely })
-            }
-            CheckOutcome::Invalid(why) => {
-                eprintln!("caasiope: proposal {id} at height {height} refused: {why}");
-                self.input(Input::Checked { height, value: id, valid: false, timely: false })
-            }
-            CheckOutcome::Missing(ids) => {
-                // Most missing bodies are on their way by gossip (still in the intake): fetch
-                // only what has not arrived after a moment, so nothing is verified twice.
-                if self.waiting.len() < WAITING_CHECKS_MAX {
-                    let missing = ids.iter().copied().collect();
-                    self.waiting.push(Waiting { height, id, value, from, missing });
-                    self.timer(FETCH_DELAY, Timer::Fetch(height, id));
-                } else {
-                    self.fetch(from, &ids);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn fetch(&self, from: PeerIndex, ids: &[TxId]) {
-        for chunk in ids.chunks(wire::FETCH_IDS_MAX) {
-            self.send(from, Channel::Sync, SyncMsg::Fetch(chunk.to_vec()).encode());
-        }
-    }
-
-    /// `arrived`: ids just added to the pool.
-    fn recheck_waiting(&mut self, arrived: &[TxId]) -> anyhow::Result<()> {
-        let next = self.chain.next_height();
-        let waiting = std::mem::take(&mut self.waiting);
-        for mut w in waiting {
-            if w.height != next {
-                continue;
-            }
-            for id in arrived {
-                w.missing.remove(id);
-            }
-            if w.missing.is_empty() {
-                self.check(w.height, w.id, w.value, w.from)?;
-            } else {
-                self.waiting.push(w);
-            }
-        }
-        Ok(())
-    }
-
-    /// Stores a committed ledger and moves on.
-    fn committed(&mut self, c: Committed) -> anyhow::Result<()> {
-        let Committed { ledger, applied } = c;
-        self.store
-            .commit(LedgerToCommit {
-                applied: &applied,
-                transactions: &ledger.transactions,
-                certificate: &ledger.certificate,
-                state: self.chain.state(),
-            })
-            .context("storing a committed ledger")?;
-        let height = ledger.header.height;
-        self.metrics.ledger_height.store(height, Ordering::Relaxed);
-        self.metrics.committed_txs.fetch_add(ledger.transactions.len() as u64, Ordering::Relaxed);
-        let now = now_ms();
-        self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
-        self.metrics.record_commit(height, now, applied.tx_ids.clone());
-        if let Some(x) = &self.explorer {
-            x.publish(self.chain.state(), &ledger.certificate);
-        }
-        if let Some(r) = &self.replicator {
-            r.notify();
-        }
-        // The intake's post-state moves onto the new committed state.
-        self.intake.rebase(self.chain.state().clone()).context("the intake stopped")?;
-        self.waiting.clear();
-        self.stuck = false;
-        // Followers get each ledger pushed (and poll for what they miss).
-        if self.role == Role::Validator {
-            let bytes = SyncMsg::Ledger(Box::new(ledger)).encode();
-            for (i, (spec, _)) in self.peers.iter().enumerate() {
-                if spec.role != Role::Validator {
-                    self.send(i, Channel::Sync, bytes.clone());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn send_ledger(&self, peer: PeerIndex, height: u64) -> anyhow::Result<()> {
-        if height == 0 || height > self.chain.state().head().height {
-            return Ok(());
-        }
-        let (Some((header, certificate)), Some(transactions)) =
-            (self.store.header(height)?, self.store.block(height)?)
-        else {
-            return Ok(());
-        };
-        let ledger = CommittedLedger { header, certificate, transactions };
-        self.send(peer, Channel::Sync, SyncMsg::Ledger(Box::new(ledger)).encode());
-        Ok(())
-    }
-
-    fn request_next_ledger(&mut self, peer: Option<PeerIndex>) {
-        let msg = SyncMsg::LedgerRequest(self.chain.next_height()).encode();
+    fn request_ledger(&mut self, peer: Option<PeerId>, height: u64) {
+        let msg = SyncMsg::LedgerRequest(height).encode();
         match peer {
-            Some(p) => self.send(p, Channel::Sync, msg),
+            Some(p) => self.send(p as PeerIndex, Channel::Sync, msg),
             None => {
                 let connected: Vec<PeerIndex> = self.validator_peers().map(|(i, _)| i).collect();
                 if !connected.is_empty() {
@@ -704,53 +431,165 @@ impl Host {
         }
     }
 
-    fn event(&mut self, e: Event) -> anyhow::Result<()> {
-        match e {
-            Event::Connected { peer, generation, handle } => {
-                if let Some(slot) = self.peers.get_mut(peer) {
-                    slot.1 = Some((generation, handle));
-                }
+    fn send_ledger(&mut self, peer: PeerId, height: u64) {
+        if let Some(link) = self.peers.get(peer as PeerIndex).and_then(|p| p.link.as_ref()) {
+            if !link.serve.serve(height) {
+                self.metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
             }
-            Event::Disconnected { peer, generation } => {
-                if let Some(slot) = self.peers.get_mut(peer) {
-                    if slot.1.as_ref().is_some_and(|(g, _)| *g == generation) {
-                        slot.1 = None;
-                    }
-                }
+        }
+    }
+
+    fn fetch(&mut self, peer: Option<PeerId>, ids: &[TxId]) {
+        let peer = match peer {
+            Some(p) => Some(p as PeerIndex),
+            None => {
+                let connected: Vec<PeerIndex> = self.validator_peers().map(|(i, _)| i).collect();
+                self.sync_cursor = self.sync_cursor.wrapping_add(1);
+                connected.get(self.sync_cursor % connected.len().max(1)).copied()
             }
-            Event::Frame { peer, channel, payload } => self.frame(peer, channel, &payload)?,
-            Event::Verified { txs, from, fetched } => {
-                let arrived: Vec<TxId> =
-                    if self.waiting.is_empty() { Vec::new() } else { txs.iter().map(|v| v.id).collect() };
-                if fetched {
-                    self.metrics.fetched_txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
-                }
-                for vtx in txs {
-                    let tx = (from.is_none() && self.gossip_out.len() < 100_000).then(|| vtx.tx.clone());
-                    match self.chain.add(vtx) {
-                        Ok(()) => {
-                            if let Some(tx) = tx {
-                                self.gossip_out.push(tx);
-                                self.gossip_due.get_or_insert_with(|| Instant::now() + GOSSIP_FLUSH);
-                            }
-                        }
-                        // The intake admitted its gossiped copy while the body was fetched and
-                        // verified: that verification was done twice.
-                        Err(PoolError::Known) if fetched => {
-                            self.metrics.fetched_known_txs.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {}
-                    }
-                }
-                if self.gossip_out.len() >= GOSSIP_TXS_MAX {
-                    self.flush_gossip();
-                }
-                if !self.waiting.is_empty() {
-                    self.recheck_waiting(&arrived)?;
+        };
+        if let Some(peer) = peer {
+            for chunk in ids.chunks(wire::FETCH_IDS_MAX) {
+                self.send(peer, Channel::Sync, SyncMsg::Fetch(chunk.to_vec()).encode());
+            }
+        }
+    }
+
+    fn penalize(&mut self, peer: PeerId, fault: Fault) {
+        let peer = peer as PeerIndex;
+        let span = self.bans.ban(peer);
+        self.metrics.penalties.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.peers.get_mut(peer) {
+            eprintln!(
+                "caasiope: peer {} disconnected for {span:?}: {} (what no honest peer sends)",
+                slot.spec.name,
+                fault.name()
+            );
+            if let Some(link) = slot.link.take() {
+                let _ = link.close.send(true);
+            }
+        }
+    }
+}
+
+impl Timers for Io {
+    fn schedule(&mut self, timer: Timer, after_ms: u64) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse((Instant::now() + Duration::from_millis(after_ms), self.timer_seq)));
+        self.timer_kinds.insert(self.timer_seq, timer);
+    }
+}
+
+impl Storage for Io {
+    fn wal_reset(&mut self, records: &[WalRecord]) -> Result<u64, StorageError> {
+        let wal = self.wal.as_mut().ok_or_else(|| storage_error("no consensus log"))?;
+        let bytes = wal.reset(records).map_err(storage_error)?;
+        self.metrics.wal_bytes.store(bytes, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    fn wal_append(&mut self, record: &WalRecord) -> Result<u64, StorageError> {
+        let wal = self.wal.as_mut().ok_or_else(|| storage_error("no consensus log"))?;
+        let bytes = wal.append(record).map_err(storage_error)?;
+        self.metrics.wal_bytes.store(bytes, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    fn wal_sync(&mut self) -> Result<(), StorageError> {
+        match self.wal.as_mut() {
+            Some(wal) => wal.sync().map_err(storage_error),
+            None => Ok(()),
+        }
+    }
+
+    fn save_signer(&mut self, state: &SignState) -> Result<(), StorageError> {
+        let signer = self.signer.as_mut().ok_or_else(|| storage_error("no signing state file"))?;
+        signer.save(state).map_err(storage_error)
+    }
+
+    fn commit(&mut self, c: &Committed, state: &State) -> Result<(), StorageError> {
+        let Committed { ledger, applied } = c;
+        self.store
+            .commit(LedgerToCommit {
+                applied,
+                transactions: &ledger.transactions,
+                certificate: &ledger.certificate,
+                state,
+            })
+            .map_err(|e| storage_error(format!("storing ledger {}: {e}", ledger.header.height)))?;
+        let height = ledger.header.height;
+        self.metrics.ledger_height.store(height, Ordering::Relaxed);
+        self.metrics.committed_txs.fetch_add(ledger.transactions.len() as u64, Ordering::Relaxed);
+        let now = now_ms();
+        self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
+        self.metrics.record_commit(height, now, applied.tx_ids.clone());
+        if let Some(x) = &self.explorer {
+            x.publish(state, &ledger.certificate);
+        }
+        if let Some(r) = &self.replicator {
+            r.notify();
+        }
+        // The intake's post-state moves onto the new committed state.
+        self.intake.rebase(state.clone()).map_err(|_| storage_error("the intake stopped"))?;
+        // Followers get each ledger pushed (and poll for what they miss).
+        if self.role == Role::Validator {
+            let bytes = SyncMsg::Ledger(Box::new(ledger.clone())).encode();
+            for i in 0..self.peers.len() {
+                if self.peers[i].spec.role != Role::Validator {
+                    self.send(i, Channel::Sync, bytes.clone());
                 }
             }
         }
         Ok(())
+    }
+
+    fn evidence(&mut self, proof: &Equivocation) -> Result<(), StorageError> {
+        use std::io::Write;
+        self.metrics.equivocations.fetch_add(1, Ordering::Relaxed);
+        eprintln!(
+            "caasiope: validator {} equivocated at height {} round {} ({})",
+            proof.offender(),
+            proof.height(),
+            proof.round(),
+            proof.kind()
+        );
+        let kept = self.evidence_kept.entry(proof.offender()).or_default();
+        if *kept >= EVIDENCE_KEPT_PER_VALIDATOR {
+            return Ok(());
+        }
+        *kept += 1;
+        let bytes = proof.to_bytes();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.evidence_path)
+            .map_err(|e| storage_error(format!("opening {}: {e}", self.evidence_path.display())))?;
+        f.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(storage_error)?;
+        f.write_all(&bytes).map_err(storage_error)?;
+        f.sync_data().map_err(storage_error)
+    }
+}
+
+impl Io {
+    fn validator_peers(&self) -> impl Iterator<Item = (PeerIndex, &PeerHandle)> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.spec.role == Role::Validator)
+            .filter_map(|(i, p)| p.link.as_ref().map(|l| (i, &l.handle)))
+    }
+
+    fn send(&self, peer: PeerIndex, channel: Channel, payload: Vec<u8>) {
+        if let Some(link) = self.peers.get(peer).and_then(|p| p.link.as_ref()) {
+            // A full queue means a slow peer: consensus re-broadcasts, sync is re-requested.
+            let _ = link.handle.send(channel, payload);
+        }
+    }
+
+    fn send_validators(&self, channel: Channel, payload: &[u8]) {
+        for (_, handle) in self.validator_peers() {
+            let _ = handle.send(channel, payload.to_vec());
+        }
     }
 
     fn flush_gossip(&mut self) {
@@ -769,96 +608,193 @@ impl Host {
         }
     }
 
-    /// Verifies transaction bytes on the rayon pool and hands the valid ones back.
-    fn verify_later(&self, bodies: Vec<Vec<u8>>, from: PeerIndex) {
-        let (params, backend, events) =
-            (self.chain.state().params().clone(), self.backend, self.events.clone());
-        rayon::spawn(move || {
-            let txs: Vec<VerifiedTx> =
-                bodies.iter().filter_map(|b| verify_bytes(b, &params, backend).ok()).collect();
-            if !txs.is_empty() {
-                let _ = events.send(Event::Verified { txs, from: Some(from), fetched: true });
+    /// Whether `peer` may have `n` more bodies served now (its budget refilled with time).
+    fn fetch_allowed(&mut self, peer: PeerIndex, n: usize) -> bool {
+        let Some(slot) = self.peers.get_mut(peer) else { return false };
+        let now = Instant::now();
+        let refill = now.duration_since(slot.fetch_at).as_secs_f64() * FETCH_IDS_PER_SECOND;
+        slot.fetch_budget = (slot.fetch_budget + refill).min(2.0 * FETCH_IDS_PER_SECOND);
+        slot.fetch_at = now;
+        if slot.fetch_budget >= n as f64 {
+            slot.fetch_budget -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Host {
+    fn run(&mut self, events: &Receiver<Event>, stop: &AtomicBool) -> anyhow::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut wait = Duration::from_millis(50);
+            if let Some(Reverse((at, _))) = self.io.timers.peek() {
+                wait = wait.min(at.saturating_duration_since(now));
             }
-        });
+            if let Some(at) = self.io.gossip_due {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+            match events.recv_timeout(wait) {
+                Ok(e) => {
+                    self.event(e)?;
+                    // Drain what is queued before looking at timers again.
+                    for _ in 0..1024 {
+                        match events.try_recv() {
+                            Ok(e) => self.event(e)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            while let Some(Reverse((at, seq))) = self.io.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.io.timers.pop();
+                if let Some(t) = self.io.timer_kinds.remove(&seq) {
+                    self.driver.on_timer(&mut self.io, t)?;
+                }
+            }
+            if self.io.gossip_due.is_some_and(|at| at <= now) {
+                self.io.flush_gossip();
+            }
+            self.export_metrics();
+        }
+        self.io.wal_sync().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+
+    fn export_metrics(&self) {
+        let m = &self.io.metrics;
+        let stats = self.driver.stats();
+        if let Some(core) = self.driver.core() {
+            m.round.store(u64::from(core.round()), Ordering::Relaxed);
+            m.rounds_started.store(core.stats().rounds_started, Ordering::Relaxed);
+        }
+        m.pool_size.store(self.driver.chain().pool_len() as u64, Ordering::Relaxed);
+        m.intake_queued_txs.store(self.io.intake.queued_txs(), Ordering::Relaxed);
+        m.rejected_txs.store(self.io.intake.metrics().rejected_total(), Ordering::Relaxed);
+        m.certified_ledgers.store(stats.certified_ledgers, Ordering::Relaxed);
+        m.synced_ledgers.store(stats.synced_ledgers, Ordering::Relaxed);
+        m.refused_ledgers.store(stats.refused_ledgers, Ordering::Relaxed);
+        m.divergent_ledgers.store(stats.divergent_ledgers, Ordering::Relaxed);
+        m.bad_messages.store(stats.bad_messages, Ordering::Relaxed);
+        m.ignored_messages.store(stats.ignored_messages, Ordering::Relaxed);
+        m.refused_signatures.store(stats.refused_signatures, Ordering::Relaxed);
+        m.wal_compactions.store(stats.wal_compactions, Ordering::Relaxed);
+        m.fetched_known_txs.store(stats.fetched_known_txs, Ordering::Relaxed);
+        m.height_bytes.store(self.driver.height_bytes() as u64, Ordering::Relaxed);
+    }
+
+    fn event(&mut self, e: Event) -> anyhow::Result<()> {
+        match e {
+            Event::Connected { peer, generation, handle, serve, close } => {
+                if let Some(slot) = self.io.peers.get_mut(peer) {
+                    slot.link = Some(Link { generation, handle, serve, close });
+                }
+            }
+            Event::Disconnected { peer, generation } => {
+                if let Some(slot) = self.io.peers.get_mut(peer) {
+                    if slot.link.as_ref().is_some_and(|l| l.generation == generation) {
+                        slot.link = None;
+                    }
+                }
+            }
+            Event::Frame { peer, channel, payload } => {
+                // A penalized peer is not heard until its ban ends (frames already queued
+                // included).
+                if !self.io.bans.banned(peer) {
+                    self.frame(peer, channel, &payload)?;
+                }
+            }
+            Event::Verified { txs, from, fetched, refused } => {
+                if let (true, Some(peer), true) = (fetched, from, refused > 0) {
+                    self.driver.on_bad_body(&mut self.io, peer as PeerId);
+                }
+                if fetched {
+                    self.io.metrics.fetched_txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
+                }
+                // A client's transactions are gossiped on once the pool takes them.
+                let bodies: Vec<SignedTransaction> = if from.is_none() && self.io.gossip_out.len() < 100_000 {
+                    txs.iter().map(|v| v.tx.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                let added = self.driver.on_transactions(&mut self.io, txs, fetched)?;
+                for (tx, added) in bodies.into_iter().zip(added) {
+                    if added {
+                        self.io.gossip_out.push(tx);
+                        self.io.gossip_due.get_or_insert_with(|| Instant::now() + GOSSIP_FLUSH);
+                    }
+                }
+                if self.io.gossip_out.len() >= GOSSIP_TXS_MAX {
+                    self.io.flush_gossip();
+                }
+            }
+        }
+        Ok(())
     }
 
     fn frame(&mut self, peer: PeerIndex, channel: Channel, payload: &[u8]) -> anyhow::Result<()> {
+        // What cannot even be decoded is no honest peer's: it costs the peer.
+        let malformed = |io: &mut Io| io.penalize(peer as PeerId, Fault::BadMessage);
         match channel {
             Channel::Consensus => match decode_exact::<Message>(payload) {
-                Ok(message) => self.input(Input::Message { from: peer as PeerId, message })?,
-                Err(_) => {
-                    self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(message) => self.driver.on_message(&mut self.io, peer as PeerId, message)?,
+                Err(_) => malformed(&mut self.io),
             },
             Channel::Gossip => match decode_txs(&mut Reader::new(payload), GOSSIP_TXS_MAX) {
                 Ok(bodies) => {
-                    if self.intake.try_submit(Origin::Peer(peer as u32), bodies).is_err() {
-                        self.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
+                    if self.io.intake.try_submit(Origin::Peer(peer as u32), bodies).is_err() {
+                        self.io.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(_) => {
-                    self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
-                }
+                Err(_) => malformed(&mut self.io),
             },
             Channel::Sync => match SyncMsg::decode(payload) {
-                Ok(SyncMsg::LedgerRequest(h)) => self.send_ledger(peer, h)?,
+                // Served by the connection's own server; one reaching here was sent to it.
+                Ok(SyncMsg::LedgerRequest(h)) => self.io.send_ledger(peer as PeerId, h),
                 Ok(SyncMsg::Fetch(ids)) => {
-                    let bodies: Vec<SignedTransaction> = ids
-                        .iter()
-                        .filter_map(|id: &TxId| self.chain.pending(id).map(|v| v.tx.clone()))
-                        .collect();
-                    for chunk in bodies.chunks(GOSSIP_TXS_MAX) {
-                        let raw: Vec<Vec<u8>> = chunk.iter().map(Encode::to_bytes).collect();
-                        self.send(peer, Channel::Sync, SyncMsg::Bodies(raw).encode());
+                    if self.io.fetch_allowed(peer, ids.len()) {
+                        let bodies = self.driver.bodies(&ids);
+                        for chunk in bodies.chunks(GOSSIP_TXS_MAX) {
+                            let raw: Vec<Vec<u8>> = chunk.iter().map(Encode::to_bytes).collect();
+                            self.io.send(peer, Channel::Sync, SyncMsg::Bodies(raw).encode());
+                        }
+                    } else {
+                        self.io.metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(SyncMsg::Bodies(bodies)) => self.verify_later(bodies, peer),
-                Ok(SyncMsg::Ledger(l)) => self.synced(peer, &l)?,
-                Err(_) => {
-                    self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(SyncMsg::Bodies(bodies)) => self.bodies(peer, bodies),
+                Ok(SyncMsg::Ledger(l)) => self.driver.on_ledger(&mut self.io, peer as PeerId, &l)?,
+                Err(_) => malformed(&mut self.io),
             },
             Channel::Control => {}
         }
         Ok(())
     }
 
-    /// A ledger from a peer: applied if it is the next one, its certificate verifies under the
-    /// set in force, and it re-executes to its header.
-    fn synced(&mut self, peer: PeerIndex, l: &CommittedLedger) -> anyhow::Result<()> {
-        if l.header.height != self.chain.next_height() {
-            return Ok(());
+    /// Bodies from a peer: those a check waits for are verified on the intake's pool (bounded;
+    /// a full queue drops them and the check fetches again), the rest dropped unverified.
+    fn bodies(&mut self, peer: PeerIndex, bodies: Vec<Vec<u8>>) {
+        let chain_id = self.driver.chain().state().params().chain_id.clone();
+        let total = bodies.len();
+        let wanted: Vec<Vec<u8>> = bodies
+            .into_iter()
+            .filter(|b| {
+                SignedTransaction::decode_with_id(b, &chain_id).is_ok_and(|(_, id)| self.driver.wants(&id))
+            })
+            .collect();
+        let unsolicited = total - wanted.len();
+        if unsolicited > 0 {
+            self.io.metrics.unsolicited_bodies.fetch_add(unsolicited as u64, Ordering::Relaxed);
         }
-        match self.chain.apply_synced(l) {
-            Ok(c) => {
-                self.metrics.synced_ledgers.fetch_add(1, Ordering::Relaxed);
-                self.committed(c)?;
-                // Catching up: ask the same peer for the next one, and (a validator) join the
-                // next height at once.
-                self.request_next_ledger(Some(peer));
-                if self.core.is_some() {
-                    self.start_height()?;
-                }
-                Ok(())
-            }
-            // A peer's ledger never stops the process: one that its sender altered is refused
-            // and counted against it; one certified yet not re-executing here is refused too,
-            // loudly (this node's state or the certifying quorum is wrong), and the ledger is
-            // asked for again.
-            Err(e) if e.blames_sender() => {
-                self.metrics.refused_ledgers.fetch_add(1, Ordering::Relaxed);
-                eprintln!("caasiope: ledger {} from peer {peer} refused: {e}", l.header.height);
-                Ok(())
-            }
-            Err(e @ (ChainError::Mismatch { .. } | ChainError::Block(_))) => {
-                self.metrics.divergent_ledgers.fetch_add(1, Ordering::Relaxed);
-                eprintln!("caasiope: certified ledger {} does not re-execute here: {e}", l.header.height);
-                Ok(())
-            }
-            Err(_) => {
-                self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+        if !wanted.is_empty() && self.io.intake.try_submit(Origin::Fetched(peer as u32), wanted).is_err() {
+            self.io.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

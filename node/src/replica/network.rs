@@ -13,7 +13,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -40,6 +40,145 @@ const HANDSHAKES_PER_SOURCE: usize = 8;
 /// Index of a peer in the configuration's `[[peers]]`.
 pub(crate) type PeerIndex = usize;
 
+/// Ledger requests a connection keeps waiting to be served; more are dropped (the peer asks
+/// again).
+const SERVE_QUEUE_MAX: usize = 4;
+/// Ledgers served at once over all connections (each is a store read and an encoding).
+const SERVES_AT_ONCE: usize = 2;
+/// Ledgers served per second to one peer, and its burst.
+const SERVE_PER_SECOND: f64 = 100.0;
+/// Bytes of ledgers served per second to one peer, and its burst: a peer catching up a day of
+/// full 4 MiB ledgers still gets them at this rate; one asking for nothing else cannot take
+/// the store's or the link's whole bandwidth.
+const SERVE_BYTES_PER_SECOND: f64 = 32.0 * 1024.0 * 1024.0;
+/// A penalized peer is not heard for this long, doubled for each repeated fault.
+const BAN_MIN: Duration = Duration::from_secs(2);
+/// Longest ban.
+const BAN_MAX: Duration = Duration::from_secs(120);
+
+/// Encodes the committed ledger at a height as a sync message, if the store has it.
+pub(crate) type LedgerSource = Arc<dyn Fn(u64) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Peers not heard for a while: what a peer's fault costs it (and never the process).
+#[derive(Debug, Default)]
+pub(crate) struct Bans(Mutex<HashMap<PeerIndex, (Instant, u32)>>);
+
+impl Bans {
+    /// Bans `peer` for a while (longer for each repeated fault); returns for how long.
+    pub(crate) fn ban(&self, peer: PeerIndex) -> Duration {
+        let mut bans = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let strikes = bans.get(&peer).map_or(0, |(_, s)| *s);
+        let span = BAN_MIN.saturating_mul(1 << strikes.min(6)).min(BAN_MAX);
+        bans.insert(peer, (Instant::now() + span, strikes + 1));
+        span
+    }
+
+    /// Whether `peer` is banned now.
+    pub(crate) fn banned(&self, peer: PeerIndex) -> bool {
+        let bans = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        bans.get(&peer).is_some_and(|(until, _)| Instant::now() < *until)
+    }
+}
+
+/// Hands heights to a connection's ledger server (bounded: a full queue drops the request).
+#[derive(Clone, Debug)]
+pub(crate) struct ServeHandle(tokio::sync::mpsc::Sender<u64>);
+
+impl ServeHandle {
+    /// Queues `height` to be sent to the peer; `false` if the queue is full.
+    pub(crate) fn serve(&self, height: u64) -> bool {
+        self.0.try_send(height).is_ok()
+    }
+}
+
+/// What the connections share: the events queue, metrics, bans, and the ledger source.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) events: Sender<Event>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) bans: Arc<Bans>,
+    pub(crate) ledgers: LedgerSource,
+    pub(crate) serving: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        events: Sender<Event>,
+        metrics: Arc<Metrics>,
+        bans: Arc<Bans>,
+        ledgers: LedgerSource,
+    ) -> Self {
+        Self {
+            events,
+            metrics,
+            bans,
+            ledgers,
+            serving: Arc::new(tokio::sync::Semaphore::new(SERVES_AT_ONCE)),
+        }
+    }
+}
+
+/// A token bucket.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self { tokens: burst, rate, burst, at: Instant::now() }
+    }
+
+    /// How long until `cost` tokens are there (zero: take them now).
+    fn wait_for(&mut self, cost: f64) -> Duration {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= cost.min(self.burst) {
+            self.tokens -= cost;
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((cost.min(self.burst) - self.tokens) / self.rate)
+        }
+    }
+}
+
+/// Serves one connection's ledger requests: in order, one at a time, within its peer's rate
+/// and byte budgets, read from the store off the host thread.
+async fn serve_ledgers(
+    mut heights: tokio::sync::mpsc::Receiver<u64>,
+    handle: PeerHandle,
+    shared: Shared,
+    mut close: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut requests = Bucket::new(SERVE_PER_SECOND, SERVE_PER_SECOND);
+    let mut bytes = Bucket::new(SERVE_BYTES_PER_SECOND, 2.0 * SERVE_BYTES_PER_SECOND);
+    loop {
+        let height = tokio::select! {
+            h = heights.recv() => match h { Some(h) => h, None => return },
+            _ = close.changed() => return,
+        };
+        let wait = requests.wait_for(1.0);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let Ok(permit) = shared.serving.clone().acquire_owned().await else { return };
+        let source = shared.ledgers.clone();
+        let Ok(Some(payload)) = tokio::task::spawn_blocking(move || source(height)).await else { continue };
+        drop(permit);
+        let wait = bytes.wait_for(payload.len() as f64);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        shared.metrics.served_ledgers.fetch_add(1, Ordering::Relaxed);
+        if handle.send(Channel::Sync, payload).is_err() {
+            shared.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Starts the listener and the dialers on the current tokio runtime.
 pub(crate) async fn start(
     cfg: &NetConfig,
@@ -47,9 +186,9 @@ pub(crate) async fn start(
     node: &NodeCert,
     chain_id: &str,
     transport: Transport,
-    events: Sender<Event>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
 ) -> anyhow::Result<()> {
+    let metrics = shared.metrics.clone();
     let conn_cfg = ConnConfig::new(chain_id);
     let identities: Vec<Identity> = cfg.peers.iter().map(|(_, id)| *id).collect();
     let generation = Arc::new(AtomicU64::new(0));
@@ -58,8 +197,8 @@ pub(crate) async fn start(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let (events, metrics, transport, conn_cfg, generation) =
-            (events.clone(), metrics.clone(), transport.clone(), conn_cfg.clone(), generation.clone());
+        let (shared, metrics, transport, conn_cfg, generation) =
+            (shared.clone(), metrics.clone(), transport.clone(), conn_cfg.clone(), generation.clone());
         // Handshakes in progress at once: each holds a 64 KiB buffer for up to the hello
         // timeout before the peer is known, so strangers opening connections are bounded.
         let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
@@ -84,10 +223,9 @@ pub(crate) async fn start(
                     continue;
                 };
                 let Ok(stream) = transport.wrap(tcp) else { continue };
-                let (acceptor, events, metrics, conn_cfg, identities, generation) = (
+                let (acceptor, shared, conn_cfg, identities, generation) = (
                     acceptor.clone(),
-                    events.clone(),
-                    metrics.clone(),
+                    shared.clone(),
                     conn_cfg.clone(),
                     identities.clone(),
                     generation.clone(),
@@ -98,13 +236,17 @@ pub(crate) async fn start(
                     drop((permit, slot));
                     let Ok(Ok(tls)) = handshake else { return };
                     let Some(peer) = identities.iter().position(|p| *p == tls.peer) else { return };
+                    // A penalized peer is not heard until its ban ends.
+                    if shared.bans.banned(peer) {
+                        return;
+                    }
                     let (handle, inbound, driver) = connection(conn_cfg);
                     let gen_ = generation.fetch_add(1, Ordering::Relaxed);
-                    if !connected(peer, gen_, handle, inbound, &events, &metrics) {
+                    if !connected(peer, gen_, handle, inbound, &shared) {
                         return;
                     }
                     let _ = driver.run(tls).await;
-                    disconnected(peer, gen_, &events, &metrics);
+                    disconnected(peer, gen_, &shared);
                 });
             }
         });
@@ -121,14 +263,8 @@ pub(crate) async fn start(
         // One verifier per dialed peer, accepting only that peer: the connection is known to
         // be with it.
         let connector = client_config(node, [*id])?;
-        let (addr, events, metrics, transport, conn_cfg, generation): (SocketAddr, _, _, _, _, _) = (
-            spec.addr,
-            events.clone(),
-            metrics.clone(),
-            transport.clone(),
-            conn_cfg.clone(),
-            generation.clone(),
-        );
+        let (addr, shared, transport, conn_cfg, generation): (SocketAddr, _, _, _, _) =
+            (spec.addr, shared.clone(), transport.clone(), conn_cfg.clone(), generation.clone());
         let name = spec.name.clone();
         tokio::spawn(async move {
             let backoff = Backoff {
@@ -138,17 +274,26 @@ pub(crate) async fn start(
             };
             let current = Arc::new(AtomicU64::new(u64::MAX));
             let on_connect = {
-                let (events, metrics, current) = (events.clone(), metrics.clone(), current.clone());
+                let (shared, current) = (shared.clone(), current.clone());
                 move |handle: PeerHandle, inbound: Inbound| {
+                    // A penalized peer is not heard until its ban ends: the connection is
+                    // dropped (closing it) and dialed again after the back-off.
+                    if shared.bans.banned(peer) {
+                        current.store(u64::MAX, Ordering::Relaxed);
+                        return true;
+                    }
                     let gen_ = generation.fetch_add(1, Ordering::Relaxed);
                     current.store(gen_, Ordering::Relaxed);
-                    connected(peer, gen_, handle, inbound, &events, &metrics)
+                    connected(peer, gen_, handle, inbound, &shared)
                 }
             };
             let on_attempt = move |a: &Attempt, _delay: Duration| {
                 if let Attempt::Ended(why) = a {
-                    eprintln!("caasiope: connection to {name} ended: {why}");
-                    disconnected(peer, current.load(Ordering::Relaxed), &events, &metrics);
+                    let current = current.load(Ordering::Relaxed);
+                    if current != u64::MAX {
+                        eprintln!("caasiope: connection to {name} ended: {why}");
+                        disconnected(peer, current, &shared);
+                    }
                 }
             };
             keep_connected(addr, connector, transport, conn_cfg, backoff, on_connect, on_attempt).await;
@@ -207,27 +352,48 @@ fn source(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Registers a connection with the host and forwards its inbound channels.
+/// Registers a connection with the host and forwards its inbound channels; its ledger
+/// requests go to its own server instead (off the host thread, within the peer's budget).
 fn connected(
     peer: PeerIndex,
     generation: u64,
     handle: PeerHandle,
     inbound: Inbound,
-    events: &Sender<Event>,
-    metrics: &Arc<Metrics>,
+    shared: &Shared,
 ) -> bool {
-    if events.send(Event::Connected { peer, generation, handle }).is_err() {
+    let (serve_tx, serve_rx) = tokio::sync::mpsc::channel(SERVE_QUEUE_MAX);
+    let serve = ServeHandle(serve_tx);
+    // The host closes the connection by this (a penalized peer): its tasks drop their ends of
+    // the queues, which ends the connection.
+    let (close, closed) = tokio::sync::watch::channel(false);
+    let event = Event::Connected { peer, generation, handle: handle.clone(), serve: serve.clone(), close };
+    if shared.events.send(event).is_err() {
         return false;
     }
+    tokio::spawn(serve_ledgers(serve_rx, handle, shared.clone(), closed.clone()));
+    let (events, metrics) = (&shared.events, &shared.metrics);
     metrics.peers_connected.fetch_add(1, Ordering::Relaxed);
     let Inbound { channels } = inbound;
     for (channel, mut rx) in Channel::ALL.into_iter().zip(channels) {
         if channel == Channel::Control {
             continue;
         }
-        let (events, metrics) = (events.clone(), metrics.clone());
+        let (events, metrics, serve, mut closed) =
+            (events.clone(), metrics.clone(), serve.clone(), closed.clone());
         tokio::spawn(async move {
-            while let Some(payload) = rx.recv().await {
+            loop {
+                let payload = tokio::select! {
+                    p = rx.recv() => match p { Some(p) => p, None => return },
+                    _ = closed.changed() => return,
+                };
+                if channel == Channel::Sync {
+                    if let Some(height) = super::wire::ledger_request(&payload) {
+                        if !serve.serve(height) {
+                            metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                }
                 match events.try_send(Event::Frame { peer, channel, payload }) {
                     Ok(()) => {}
                     // The host is behind: drop (consensus re-broadcasts, gossip is best effort,
@@ -243,9 +409,9 @@ fn connected(
     true
 }
 
-fn disconnected(peer: PeerIndex, generation: u64, events: &Sender<Event>, metrics: &Arc<Metrics>) {
-    metrics.peers_connected.fetch_sub(1, Ordering::Relaxed);
-    let _ = events.send(Event::Disconnected { peer, generation });
+fn disconnected(peer: PeerIndex, generation: u64, shared: &Shared) {
+    shared.metrics.peers_connected.fetch_sub(1, Ordering::Relaxed);
+    let _ = shared.events.send(Event::Disconnected { peer, generation });
 }
 
 #[cfg(test)]
@@ -289,7 +455,8 @@ mod tests {
             let (tx, events) = crossbeam_channel::bounded(64);
             let transport = Transport::start(TransportChoice::Epoll).unwrap();
             let metrics = Arc::new(Metrics::default());
-            start(&cfg, Role::Validator, &me, "test", transport, tx, metrics.clone()).await.unwrap();
+            let shared = Shared::new(tx, metrics.clone(), Arc::default(), Arc::new(|_| None));
+            start(&cfg, Role::Validator, &me, "test", transport, shared).await.unwrap();
             Self { addr, me, peer, events, metrics }
         }
 

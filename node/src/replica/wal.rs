@@ -1,10 +1,19 @@
-//! The consensus write-ahead log: every input of the height being decided, appended before it
-//! is handled, so a restarted validator replays into the very state it had and signs nothing
-//! that contradicts what it already sent.
+//! The consensus write-ahead log on disk: the records of the height being decided
+//! ([`consensus::WalRecord`]: the core's inputs and the bodies of the values this validator
+//! judged valid), appended before they are handled, so a restarted validator replays into the
+//! very state it had and signs nothing that contradicts what it already sent.
 //!
-//! File `consensus.wal` in the data directory: records `len u32 LE | check [4] | Input bytes`,
-//! where `check` is the first 4 bytes of BLAKE3(bytes). A record cut by a crash (short, or
-//! failing its check) ends the log; the file is rewritten at each new height.
+//! File `consensus.wal` in the data directory: records `len u32 LE | check [4] | record`,
+//! where `check` is the first 4 bytes of BLAKE3(record). It is rewritten (a temporary file,
+//! fsynced, renamed over it, the directory fsynced) at each new height and at each compaction,
+//! and appended to in between; appends are made durable before any message this validator
+//! signed leaves it.
+//!
+//! Reading it back: a record cut by a crash at the end of the file (the part written after the
+//! last sync) is a torn tail, dropped and reported. Anything else that does not read — a
+//! record failing its check with more data after it, a file above [`LOG_BYTES_MAX`] — is not
+//! cut: the log is reported unreadable, and the validator does not sign until an operator has
+//! looked at it and moved it aside.
 
 use std::{
     fs::{File, OpenOptions},
@@ -13,18 +22,23 @@ use std::{
 };
 
 use anyhow::Context;
-use consensus::Input;
+use consensus::{WalRead, WalRecord};
 use engine::{Encode, codec::decode_exact};
 
-/// Largest record read back (a proposal of `BLOCK_TXS_MAX` ids is 3.2 MB).
+/// Largest record (the bodies of a block of `BLOCK_BYTES_MAX`, a proposal of `BLOCK_TXS_MAX`
+/// ids).
 const RECORD_BYTES_MAX: usize = 8 << 20;
-/// Largest log read back.
-const LOG_BYTES_MAX: u64 = 1 << 30;
+/// Largest log read back: above what the driver lets it grow to (it is compacted past
+/// `consensus::WAL_COMPACT_BYTES` once the round's votes are signed, and past
+/// `WAL_HARD_FACTOR` times that whatever the step, plus the compacted head and a record).
+pub(crate) const LOG_BYTES_MAX: u64 =
+    (consensus::WAL_HARD_FACTOR + 1) * consensus::WAL_COMPACT_BYTES + 2 * (RECORD_BYTES_MAX as u64);
 
 #[derive(Debug)]
 pub(crate) struct Wal {
     path: PathBuf,
     out: BufWriter<File>,
+    bytes: u64,
     dirty: bool,
 }
 
@@ -33,72 +47,116 @@ fn check(bytes: &[u8]) -> [u8; 4] {
     [h.as_bytes()[0], h.as_bytes()[1], h.as_bytes()[2], h.as_bytes()[3]]
 }
 
+/// Reads the records of a log's bytes: a torn tail is dropped (its length returned), any other
+/// damage makes the log unreadable.
+fn parse(bytes: &[u8]) -> Result<(Vec<WalRecord>, usize), String> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let why = match read_record(rest) {
+            Ok((record, len)) => {
+                records.push(record);
+                at += len;
+                continue;
+            }
+            Err(why) => why,
+        };
+        // A record cut by a crash is the last thing in the file: what follows its start is
+        // shorter than it claims, or the zeros of space allocated but never written.
+        let claimed = rest.get(..4).map_or(0, |l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize);
+        return if rest.len() < 8 + claimed || rest.iter().all(|b| *b == 0) {
+            Ok((records, rest.len()))
+        } else {
+            Err(format!("record at byte {at}: {why}, with {} bytes after it", rest.len()))
+        };
+    }
+    Ok((records, 0))
+}
+
+/// The record at the start of `rest` and the bytes it takes, or why it does not read.
+fn read_record(rest: &[u8]) -> Result<(WalRecord, usize), String> {
+    let head = rest.get(..8).ok_or("a header cut short")?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > RECORD_BYTES_MAX {
+        return Err("a length above the largest record".into());
+    }
+    let record = rest.get(8..8 + len).ok_or("a record cut short")?;
+    if check(record) != head[4..8] {
+        return Err("a record that fails its check".into());
+    }
+    let decoded =
+        decode_exact::<WalRecord>(record).map_err(|e| format!("a record that does not decode ({e})"))?;
+    Ok((decoded, 8 + len))
+}
+
 impl Wal {
-    /// Opens the log of `dir`, returning it and the inputs it holds (up to the first torn or
-    /// corrupt record).
-    pub(crate) fn open(dir: &Path) -> anyhow::Result<(Self, Vec<Input>)> {
+    /// Opens the log of `dir`, returning it and what it holds.
+    pub(crate) fn open(dir: &Path) -> anyhow::Result<(Self, WalRead)> {
         let path = dir.join("consensus.wal");
-        let mut inputs = Vec::new();
+        let mut read = WalRead::Records(Vec::new());
         if path.exists() {
             let mut bytes = Vec::new();
             File::open(&path)
-                .and_then(|f| f.take(LOG_BYTES_MAX).read_to_end(&mut bytes))
+                .and_then(|f| f.take(LOG_BYTES_MAX + 1).read_to_end(&mut bytes))
                 .with_context(|| format!("reading {}", path.display()))?;
-            let mut at = 0;
-            while let Some(head) = bytes.get(at..at + 8) {
-                let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-                if len > RECORD_BYTES_MAX {
-                    break;
+            read = if bytes.len() as u64 > LOG_BYTES_MAX {
+                WalRead::Unreadable(format!("{} is larger than {LOG_BYTES_MAX} bytes", path.display()))
+            } else {
+                match parse(&bytes) {
+                    Ok((records, torn)) => {
+                        if torn > 0 {
+                            eprintln!(
+                                "caasiope: {}: dropped a torn tail of {torn} bytes (written after the last sync, before a crash)",
+                                path.display()
+                            );
+                        }
+                        WalRead::Records(records)
+                    }
+                    Err(why) => WalRead::Unreadable(format!("{}: {why}", path.display())),
                 }
-                let Some(record) = bytes.get(at + 8..at + 8 + len) else { break };
-                if check(record) != head[4..8] {
-                    break;
-                }
-                match decode_exact::<Input>(record) {
-                    Ok(input) => inputs.push(input),
-                    Err(_) => break,
-                }
-                at += 8 + len;
-            }
+            };
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let mut wal = Self { path, out: BufWriter::new(file), dirty: false };
-        // Rewrite what was read: a torn tail must not sit before the records appended next.
-        wal.reset(&inputs)?;
-        Ok((wal, inputs))
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((Self { path, out: BufWriter::new(file), bytes, dirty: false }, read))
     }
 
-    /// Replaces the log with `inputs` (a new height starts with its `Start`).
-    pub(crate) fn reset(&mut self, inputs: &[Input]) -> anyhow::Result<()> {
+    /// Replaces the log with `records`, durably; returns its size.
+    pub(crate) fn reset(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
         let tmp = self.path.with_extension("wal.tmp");
+        let mut bytes = 0;
         {
             let mut f =
                 BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-            for input in inputs {
-                write_record(&mut f, input)?;
+            for record in records {
+                bytes += write_record(&mut f, record)?;
             }
             f.flush()?;
             f.get_ref().sync_data()?;
         }
         std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
+        // The rename is durable once the directory is.
+        sync_dir(&self.path)?;
         let file = OpenOptions::new().append(true).open(&self.path)?;
         self.out = BufWriter::new(file);
+        self.bytes = bytes;
         self.dirty = false;
-        Ok(())
+        Ok(bytes)
     }
 
-    /// Appends one input (buffered).
-    pub(crate) fn append(&mut self, input: &Input) -> anyhow::Result<()> {
-        write_record(&mut self.out, input)?;
+    /// Appends one record (buffered); returns the log's size.
+    pub(crate) fn append(&mut self, record: &WalRecord) -> anyhow::Result<u64> {
+        self.bytes += write_record(&mut self.out, record)?;
         self.dirty = true;
-        Ok(())
+        Ok(self.bytes)
     }
 
-    /// Makes every appended input durable: called before a message this validator signed
+    /// Makes every appended record durable: called before a message this validator signed
     /// leaves the process.
     pub(crate) fn sync(&mut self) -> anyhow::Result<()> {
         if self.dirty {
@@ -110,27 +168,45 @@ impl Wal {
     }
 }
 
-fn write_record(out: &mut impl Write, input: &Input) -> anyhow::Result<()> {
-    let bytes = input.to_bytes();
+/// Makes the entries of the directory holding `path` durable (a rename, a creation).
+pub(crate) fn sync_dir(path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing the directory {}", dir.display()))
+}
+
+fn write_record(out: &mut impl Write, record: &WalRecord) -> anyhow::Result<u64> {
+    let bytes = record.to_bytes();
     out.write_all(&(bytes.len() as u32).to_le_bytes())?;
     out.write_all(&check(&bytes))?;
     out.write_all(&bytes)?;
-    Ok(())
+    Ok(8 + bytes.len() as u64)
 }
 
 #[cfg(test)]
 mod tests {
-    use consensus::{Timeout, TimeoutKind};
+    use consensus::{Input, Timeout, TimeoutKind};
 
     use super::*;
 
+    fn records(read: WalRead) -> Vec<WalRecord> {
+        match read {
+            WalRead::Records(r) => r,
+            WalRead::Unreadable(why) => panic!("unreadable: {why}"),
+        }
+    }
+
+    fn t(round: u32) -> WalRecord {
+        WalRecord::Input(Input::Timeout(Timeout { kind: TimeoutKind::Propose, height: 3, round }))
+    }
+
     #[test]
-    fn a_torn_tail_is_dropped_and_the_rest_kept() {
+    fn a_torn_tail_is_dropped_and_damage_before_the_end_is_not_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let t = |round| Input::Timeout(Timeout { kind: TimeoutKind::Propose, height: 3, round });
         {
             let (mut wal, read) = Wal::open(dir.path()).unwrap();
-            assert!(read.is_empty());
+            assert!(records(read).is_empty());
             for r in 0..3 {
                 wal.append(&t(r)).unwrap();
             }
@@ -138,20 +214,33 @@ mod tests {
         }
         let path = dir.path().join("consensus.wal");
         let len = std::fs::metadata(&path).unwrap().len();
-        // Cut the last record in half.
+        // Cut the last record in half: a torn tail.
         OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
         let (mut wal, read) = Wal::open(dir.path()).unwrap();
-        assert_eq!(read.len(), 2);
+        assert_eq!(records(read).len(), 2);
+        // The torn bytes are rewritten away by the next reset (a replay does it first).
+        let kept: Vec<WalRecord> = (0..2).map(t).collect();
+        wal.reset(&kept).unwrap();
         wal.append(&t(9)).unwrap();
         wal.sync().unwrap();
         drop(wal);
-        let (_, read) = Wal::open(dir.path()).unwrap();
+        let read = records(Wal::open(dir.path()).unwrap().1);
         assert_eq!(read.len(), 3);
-        assert!(matches!(read[2], Input::Timeout(Timeout { round: 9, .. })));
-        // A flipped byte ends the log at that record.
+        assert!(matches!(read[2], WalRecord::Input(Input::Timeout(Timeout { round: 9, .. }))));
+        // Zeros after the last record (space allocated, never written): a torn tail too.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0; 100]);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(records(Wal::open(dir.path()).unwrap().1).len(), 3);
+        // A flipped byte in the first record, with records after it: unreadable, not cut.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(Wal::open(dir.path()).unwrap().1.is_empty());
+        let (_, read) = Wal::open(dir.path()).unwrap();
+        assert!(matches!(read, WalRead::Unreadable(ref why) if why.contains("byte 0")), "{read:?}");
+        // Too large to be a log the driver writes: unreadable.
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(LOG_BYTES_MAX + 1).unwrap();
+        assert!(matches!(Wal::open(dir.path()).unwrap().1, WalRead::Unreadable(_)));
     }
 }

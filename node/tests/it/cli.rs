@@ -713,7 +713,7 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
         &config,
         format!(
             "role = \"validator\"\ndata_dir = \"data\"\ngenesis = \"genesis.toml\"\nvalidator_key = \"validator.key\"\n\
-             block_interval_ms = 100\nsubmit_listen = \"127.0.0.1:{port}\"\nsync = \"safe_no_sync\"\n"
+             block_interval_ms = 100\nsubmit_listen = \"127.0.0.1:{port}\"\n"
         ),
     )
     .unwrap();
