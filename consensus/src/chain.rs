@@ -253,6 +253,11 @@ impl Chain {
         }
     }
 
+    /// The signature backend.
+    pub const fn backend(&self) -> Backend {
+        self.cfg.backend
+    }
+
     /// The committed state.
     pub const fn state(&self) -> &State {
         &self.state

@@ -407,6 +407,11 @@ impl Core {
         self.stats
     }
 
+    /// The validator set of the current height (none before the first start).
+    pub const fn validators(&self) -> Option<&ValidatorSet> {
+        self.validators.as_ref()
+    }
+
     /// This validator's index in the height's set (none for an observer, or before a start).
     pub const fn me(&self) -> Option<u8> {
         self.me

@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 
 use engine::{
-    Hash,
+    Hash, PublicKey,
     state::State,
     tx::{SignedTransaction, TxId},
     validate::VerifiedTx,
@@ -80,8 +80,9 @@ pub trait Storage {
     fn save_signer(&mut self, state: &SignState) -> Result<(), StorageError>;
     /// Stores a committed ledger and the state it leads to (and tells the host's readers).
     fn commit(&mut self, committed: &Committed, state: &State) -> Result<(), StorageError>;
-    /// Keeps an equivocation proof (bounded per validator by the store).
-    fn evidence(&mut self, proof: &Equivocation) -> Result<(), StorageError>;
+    /// Keeps an equivocation proof that checked under its height's set, whose offender has
+    /// this key (bounded per validator by the store), and tells the nodes that serve evidence.
+    fn evidence(&mut self, proof: &Equivocation, offender: &PublicKey) -> Result<(), StorageError>;
 }
 
 /// Everything a driver needs of its environment.
@@ -621,6 +622,29 @@ impl Driver {
         }
     }
 
+    /// An equivocation proof a peer pushed: kept if it checks under the set of its height (the
+    /// set in force when it is of the next height; others cannot be checked here and are
+    /// dropped); one that does not check costs the peer.
+    pub fn on_evidence<E: Env>(
+        &mut self,
+        env: &mut E,
+        from: PeerId,
+        proof: &Equivocation,
+    ) -> Result<(), DriverError> {
+        if proof.height() != self.chain.next_height() {
+            return Ok(());
+        }
+        let (params, set) = (self.chain.state().params(), self.chain.validators());
+        match proof.check(&params.chain_id, set, self.chain.backend()) {
+            Ok(key) => {
+                self.stats.equivocations += 1;
+                env.evidence(proof, &key)?;
+            }
+            Err(_) => env.penalize(from, Fault::BadMessage),
+        }
+        Ok(())
+    }
+
     /// A body `peer` sent as asked failed verification.
     pub fn on_bad_body<E: Env>(&mut self, env: &mut E, peer: PeerId) {
         env.penalize(peer, Fault::BadBody);
@@ -731,7 +755,15 @@ impl Driver {
                 }
                 Effect::Evidence(proof) => {
                     self.stats.equivocations += 1;
-                    env.evidence(&proof)?;
+                    let offender = self
+                        .core
+                        .as_ref()
+                        .and_then(Core::validators)
+                        .and_then(|set| set.validators().get(usize::from(proof.offender())))
+                        .map(|v| v.public_key);
+                    if let Some(key) = offender {
+                        env.evidence(&proof, &key)?;
+                    }
                 }
                 Effect::PeerBehind { peer, height } => env.send_ledger(peer, height),
                 Effect::PeerAhead { peer, .. } => {

@@ -123,6 +123,38 @@ impl Equivocation {
             .ok_or(EvidenceError::Message(MessageError::UnknownValidator))
     }
 
+    /// [`Equivocation::kind`] as a number (0 double proposal, 1 double prevote, 2 double
+    /// precommit): how a store keys it.
+    pub const fn kind_code(&self) -> u8 {
+        match self {
+            Self::Proposals(..) => 0,
+            Self::Votes(a, _) => match a.vote.kind {
+                VoteKind::Prevote => 1,
+                VoteKind::Precommit => 2,
+            },
+        }
+    }
+
+    /// The kind's name for a code of [`Equivocation::kind_code`].
+    pub const fn kind_name(code: u8) -> &'static str {
+        match code {
+            0 => "double_proposal",
+            1 => "double_prevote",
+            2 => "double_precommit",
+            _ => "unknown",
+        }
+    }
+
+    /// The two signed messages, each in its consensus encoding (`Message` bytes).
+    pub fn messages(&self) -> [crate::Message; 2] {
+        match self {
+            Self::Proposals(a, b) => {
+                [crate::Message::Proposal((**a).clone()), crate::Message::Proposal((**b).clone())]
+            }
+            Self::Votes(a, b) => [crate::Message::Vote(**a), crate::Message::Vote(**b)],
+        }
+    }
+
     /// A key under which a store can keep one proof per offence slot.
     pub fn slot(&self) -> (u64, u32, u8, &'static str) {
         (self.height(), self.round(), self.offender(), self.kind())

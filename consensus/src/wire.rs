@@ -7,6 +7,7 @@
 //!        | 0x01 CommittedLedger                          ledger
 //!        | 0x02 n u32 (1..=FETCH_IDS_MAX) | n × id [32]  body request
 //!        | 0x03 Gossip                                   bodies
+//!        | 0x04 Equivocation                             a proof a validator found
 //! ```
 
 use engine::{
@@ -16,7 +17,7 @@ use engine::{
     tx::{SignedTransaction, TxId},
 };
 
-use crate::chain::CommittedLedger;
+use crate::{chain::CommittedLedger, evidence::Equivocation};
 
 /// Transactions per gossip frame (64 KiB-ish frames at typical sizes, far below the 4 MiB cap
 /// even at the largest transactions: 64 × 32 KiB = 2 MiB).
@@ -78,6 +79,9 @@ pub enum SyncMessage {
     Fetch(Vec<TxId>),
     /// Transaction bodies (undecoded; verified by the receiver).
     Bodies(Vec<Vec<u8>>),
+    /// An equivocation proof a validator found, pushed to the nodes and explorers that keep and
+    /// serve evidence.
+    Evidence(Box<Equivocation>),
 }
 
 impl SyncMessage {
@@ -104,6 +108,10 @@ impl SyncMessage {
                 out.push(3);
                 put_bodies(bodies.iter().map(Vec::as_slice), &mut out);
             }
+            Self::Evidence(proof) => {
+                out.push(4);
+                proof.encode(&mut out);
+            }
         }
         out
     }
@@ -126,6 +134,7 @@ impl SyncMessage {
                 Self::Fetch(ids)
             }
             3 => Self::Bodies(decode_txs(&mut r, FETCH_IDS_MAX)?),
+            4 => Self::Evidence(Box::new(Equivocation::decode(&mut r)?)),
             tag => return Err(CodecError::UnknownTag { what: "sync tag", tag }),
         };
         r.finish()?;

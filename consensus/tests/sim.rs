@@ -308,11 +308,14 @@ impl Storage for NodeEnv<'_> {
         Ok(())
     }
 
-    fn evidence(&mut self, proof: &Equivocation) -> Result<(), StorageError> {
+    fn evidence(&mut self, proof: &Equivocation, offender: &engine::PublicKey) -> Result<(), StorageError> {
         let set = &self.world.validator_sets[&proof.height()];
         let key = proof
             .check(CHAIN, set, BACKEND)
             .unwrap_or_else(|e| self.world.fail(&format!("bad evidence: {e}")));
+        if key != *offender {
+            self.world.fail("evidence stored under another key than its offender's");
+        }
         let offender = self.world.keys.iter().position(|k| k.public_key() == key).expect("a validator");
         if self.world.honest(offender) {
             self.world.fail(&format!("honest validator {offender} accused: {proof:?}"));

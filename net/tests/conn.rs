@@ -1,12 +1,12 @@
 //! Multiplexed connections over mutual TLS on loopback (tokio transport): three endpoints
 //! exchange on every channel; a wrong chain id, an oversized frame, a flood and a peer that
-//! never reads each end that connection only.
+//! never reads each end that connection only; each channel's bytes are bounded both ways.
 
 use std::{net::SocketAddr, time::Duration};
 
 use caasiope_net::{
     Identity, NodeCert,
-    conn::{ConnConfig, ConnError, Inbound, PeerHandle, connection},
+    conn::{ChannelBytes, ConnConfig, ConnError, Inbound, Payload, PeerHandle, SendError, connection},
     frame::{self, Channel},
     secure::{self, Secure, SecureError},
     tls::{client_config, server_config},
@@ -81,6 +81,10 @@ async fn dial(node: &NodeCert, peer: Identity, addr: SocketAddr, cfg: ConnConfig
 }
 
 async fn recv(inbound: &mut Inbound, channel: Channel) -> Vec<u8> {
+    recv_payload(inbound, channel).await.into_vec()
+}
+
+async fn recv_payload(inbound: &mut Inbound, channel: Channel) -> Payload {
     tokio::time::timeout(WAIT, inbound.channels[channel as usize].recv())
         .await
         .expect("in time")
@@ -183,7 +187,11 @@ async fn misbehaving_peers_lose_their_connection_only() {
 async fn misbehaving(t: &Transport) {
     let (a, b, c) =
         (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
-    let small = ConnConfig { queue_frames_max: 8, ..cfg() };
+    let small = ConnConfig {
+        queue_frames_max: 8,
+        queue_bytes_max: ChannelBytes { consensus: 1_024, ..ChannelBytes::DEFAULT },
+        ..cfg()
+    };
     let (addr, mut accepted) = listen(&a, vec![b.identity(), c.identity()], small.clone(), t).await;
     let mut good = dial(&b, a.identity(), addr, cfg(), t).await;
     let mut good_at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
@@ -195,6 +203,21 @@ async fn misbehaving(t: &Transport) {
     let huge = (frame::PAYLOAD_MAX as u32 + 1).to_be_bytes();
     raw.writer.write(&[&[Channel::Sync as u8, huge[0], huge[1], huge[2], huge[3]]]).await.unwrap();
     assert!(matches!(ended(at_a.2).await, ConnError::Frame(_)));
+    drop(raw);
+
+    // A frame within the protocol's maximum but above its channel's byte budget: it could never
+    // be queued, so it is refused at its header instead of waited for.
+    let mut raw = raw_after_hello(&c, a.identity(), addr, t).await;
+    let at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    raw.writer.write(&[&[Channel::Consensus as u8, 0, 0, 4, 1]]).await.unwrap();
+    assert_eq!(
+        ended(at_a.2).await,
+        ConnError::Frame(frame::FrameError::ChannelTooLarge {
+            channel: Channel::Consensus,
+            len: 1_025,
+            max: 1_024
+        })
+    );
     drop(raw);
 
     // A flood: frames on a channel A does not consume, beyond its queue.
@@ -216,9 +239,7 @@ async fn misbehaving(t: &Transport) {
         loop {
             match at_a.0.send(Channel::Sync, chunk.clone()) {
                 Ok(()) => {}
-                Err(caasiope_net::conn::SendError::Full(_)) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
+                Err(SendError::Full(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(_) => break,
             }
         }
@@ -301,4 +322,120 @@ async fn reconnects(t: &Transport) {
         assert_eq!(ended(server).await, ConnError::Closed);
     }
     dialer.abort();
+}
+
+/// The budgets are the connection's own, whatever carries its bytes: these run on epoll only.
+const FRAME: usize = 64 * 1024;
+const BUDGET: usize = 4 * FRAME;
+
+fn gossip_budget() -> ConnConfig {
+    ConnConfig { queue_bytes_max: ChannelBytes { gossip: BUDGET, ..ChannelBytes::DEFAULT }, ..cfg() }
+}
+
+fn gossip_frames(count: u8, first: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    for k in first..first + count {
+        frame::encode(Channel::Gossip, &vec![k; FRAME], &mut out).unwrap();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_bytes_stay_within_the_channel_budget_until_the_payloads_are_dropped() {
+    let t = Transport::start(TransportChoice::Epoll).unwrap();
+    let (a, c) = (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    // Long enough for the consumer below to drop what it holds before the peer counts as a flood.
+    let flood_timeout = Duration::from_secs(3);
+    let (addr, mut accepted) =
+        listen(&a, vec![c.identity()], ConnConfig { flood_timeout, ..gossip_budget() }, &t).await;
+    let raw = raw_after_hello(&c, a.identity(), addr, &t).await;
+    let mut at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    // Twice the budget at once (written by a task: A stops reading half-way).
+    let (more_tx, mut more_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let peer = tokio::spawn(async move {
+        let mut raw = raw;
+        raw.writer.write(&[&gossip_frames(8, 0)]).await.unwrap();
+        while let Some(bytes) = more_rx.recv().await {
+            raw.writer.write(&[&bytes]).await.unwrap();
+        }
+        raw
+    });
+
+    // The consumer receives and keeps every payload: the budget's worth comes, then nothing.
+    let held_bytes = |held: &[Payload]| held.iter().map(|p| p.len()).sum::<usize>();
+    let mut held = Vec::new();
+    for k in 0..4u8 {
+        let p = recv_payload(&mut at_a.1, Channel::Gossip).await;
+        assert!(p.is_counted());
+        assert_eq!(p.as_slice(), &vec![k; FRAME][..]);
+        held.push(p);
+    }
+    let gossip = &mut at_a.1.channels[Channel::Gossip as usize];
+    let next = tokio::time::timeout(Duration::from_millis(300), gossip.recv()).await;
+    assert!(next.is_err(), "a frame beyond the budget while {} bytes are held", held_bytes(&held));
+    assert_eq!(held_bytes(&held), BUDGET);
+
+    // Receiving is not enough: dropping the payloads gives their bytes back, and the reading
+    // resumes.
+    drop(held);
+    let mut held = Vec::new();
+    for k in 4..8u8 {
+        let p = recv_payload(&mut at_a.1, Channel::Gossip).await;
+        assert_eq!(p.as_slice(), &vec![k; FRAME][..]);
+        held.push(p);
+    }
+    assert!(!at_a.2.is_finished());
+
+    // One more frame while the budget is held: it waits, then the peer is a flood.
+    more_tx.send(gossip_frames(1, 8)).await.unwrap();
+    assert_eq!(ended(at_a.2).await, ConnError::Flood(Channel::Gossip));
+    assert_eq!(held_bytes(&held), BUDGET, "never more than the budget");
+    let gossip = &mut at_a.1.channels[Channel::Gossip as usize];
+    assert!(gossip.recv().await.is_none(), "the frame above the budget never reached the consumer");
+    drop(more_tx);
+    drop(tokio::time::timeout(WAIT, peer).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_bytes_are_bounded_per_channel() {
+    // A connection whose driver is not running yet: nothing is written, so what is queued stays.
+    let (handle, _inbound, driver) = connection(gossip_budget());
+    for _ in 0..4 {
+        handle.send(Channel::Gossip, vec![1; FRAME]).unwrap();
+    }
+    // Four frames of 256 allowed, but the bytes are spent.
+    assert_eq!(handle.send(Channel::Gossip, vec![1; FRAME]), Err(SendError::Full(Channel::Gossip)));
+    assert_eq!(handle.send(Channel::Gossip, vec![1]), Err(SendError::Full(Channel::Gossip)));
+    // Every channel has its own budget.
+    handle.send(Channel::Consensus, vec![2; FRAME]).unwrap();
+    // Waiting senders wait for bytes, and one that could never fit is refused, not parked.
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(200), handle.send_wait(Channel::Gossip, vec![1]));
+    assert!(waiting.await.is_err(), "no room: it waits");
+    assert_eq!(handle.send_wait(Channel::Gossip, vec![1; BUDGET + 1]).await, Err(SendError::TooLarge));
+    assert_eq!(handle.send(Channel::Gossip, vec![1; BUDGET + 1]), Err(SendError::TooLarge));
+    // A sender waiting when the connection goes learns it, rather than waiting for ever.
+    let waiter = handle.clone();
+    let waiting = tokio::spawn(async move { waiter.send_wait(Channel::Gossip, vec![1; FRAME]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(driver);
+    assert_eq!(tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap(), Err(SendError::Closed));
+
+    // On a live connection the writer gives the bytes back as it writes: a waiting sender
+    // moves sixteen budgets' worth through.
+    let t = Transport::start(TransportChoice::Epoll).unwrap();
+    let (a, b) = (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    let (addr, mut accepted) = listen(&a, vec![b.identity()], cfg(), &t).await;
+    let dialer = dial(&b, a.identity(), addr, gossip_budget(), &t).await;
+    let mut at_a = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    let sender = dialer.0.clone();
+    let sending = tokio::spawn(async move {
+        for k in 0..64u8 {
+            sender.send_wait(Channel::Gossip, vec![k; FRAME]).await.unwrap();
+        }
+    });
+    for k in 0..64u8 {
+        assert_eq!(recv(&mut at_a.1, Channel::Gossip).await, vec![k; FRAME]);
+    }
+    tokio::time::timeout(WAIT, sending).await.unwrap().unwrap();
 }

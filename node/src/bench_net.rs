@@ -179,7 +179,7 @@ async fn tls(t: Transport, shape: Shape) -> anyhow::Result<Rate> {
                 let Some(payload) = inbound.channels[Channel::Gossip as usize].recv().await else {
                     anyhow::bail!("connection ended: {}", task.await?);
                 };
-                got += shape.received(payload)?;
+                got += shape.received(payload.into_vec())?;
             }
             anyhow::Ok(())
         })

@@ -85,6 +85,9 @@ pub(crate) enum Command {
     /// Storage: check a store.
     #[command(subcommand, arg_required_else_help = false)]
     Db(DbCommand),
+    /// Equivocation proofs: check one offline.
+    #[command(subcommand, arg_required_else_help = false)]
+    Evidence(EvidenceCommand),
     /// Benchmarks that print JSON with the figure and its same-run bound.
     #[command(subcommand, arg_required_else_help = false)]
     Bench(BenchCommand),
@@ -260,6 +263,31 @@ pub(crate) enum DbCommand {
         /// The store's directory (a node's `data_dir`).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+    },
+}
+
+/// `caasiope evidence …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum EvidenceCommand {
+    /// Checks an equivocation proof (an `Equivocation`, as `GET /v1/evidence` gives in `proof`)
+    /// offline against the validator set of its height: the genesis's (the set of the first
+    /// heights), or a set given as `GET /v1/validators/{height}` gives it. Prints the offender,
+    /// the offence and its key as JSON; exits 2 with the reason if the proof does not hold.
+    #[command(group(ArgGroup::new("set").required(true).args(["genesis", "validators"])))]
+    Check {
+        /// A genesis file (TOML): checked against its validator set and chain id.
+        #[arg(long, value_name = "FILE")]
+        genesis: Option<PathBuf>,
+        /// A validator set, hex of its engine encoding (the `validators` field of
+        /// `GET /v1/validators/{height}`), or a file holding it.
+        #[arg(long, value_name = "HEX|FILE", requires = "chain_id")]
+        validators: Option<String>,
+        /// The chain id (with `--validators`; a genesis gives its own).
+        #[arg(long, value_name = "ID")]
+        chain_id: Option<String>,
+        /// The proof in hex; read from stdin (hex) if absent.
+        #[arg(long, value_name = "HEX")]
+        hex: Option<String>,
     },
 }
 

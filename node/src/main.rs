@@ -12,6 +12,7 @@ mod cert;
 mod cli;
 mod config;
 mod demo;
+mod evidence;
 mod exit;
 mod explorer;
 mod key;
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Run { config } => run::run(&config),
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
+        Command::Evidence(command) => evidence::run(command),
         Command::Bench(cli::BenchCommand::Net { transport, messages, rounds, json: _ }) => {
             bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)?, rounds, transport })
         }

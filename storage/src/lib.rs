@@ -61,6 +61,7 @@
 
 pub mod analytics;
 mod error;
+mod evidence;
 mod layout;
 mod pending;
 mod store;
@@ -73,6 +74,9 @@ mod tests;
 
 pub use analytics::{ClickHouseConfig, LedgerSource, ReplicationStatus, Replicator};
 pub use error::StoreError;
+pub use evidence::{
+    EVIDENCE_BYTES_MAX, EVIDENCE_PAGE_MAX, EVIDENCE_PER_VALIDATOR_MAX, EvidenceKey, StoredEvidence,
+};
 pub use layout::TxLocation;
 pub use pending::IndexBatch;
 pub use store::{

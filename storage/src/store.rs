@@ -54,7 +54,7 @@ const TABLES_MAX: u64 = 32;
 /// The MDBX data file inside a store's directory (MDBX's default name).
 const DATA_FILE: &str = "mdbx.dat";
 
-type Env = Database<NoWriteMap>;
+pub(crate) type Env = Database<NoWriteMap>;
 
 /// How durable a commit is.
 ///
@@ -181,6 +181,7 @@ impl Store {
             for name in TABLES {
                 txn.create_table(Some(name), TableFlags::default())?;
             }
+            crate::evidence::create_tables(&txn)?;
             let t_meta = txn.open_table(Some(META))?;
             if txn.get::<()>(&t_meta, meta::SCHEMA_VERSION)?.is_some() {
                 return Err(StoreError::AlreadyExists(dir.to_owned()));
@@ -232,6 +233,7 @@ impl Store {
         let dir = dir.as_ref();
         require_env(dir)?;
         let env = open_env(dir, Some(options.durability))?;
+        crate::evidence::ensure_tables(&env)?;
         let (chain_id, state, pending) = {
             let txn = env.begin_ro_txn()?;
             let m = read_meta(&txn, dir)?;
@@ -306,6 +308,10 @@ impl Store {
     /// [`Store::indexed_height`], which is the head with [`IndexBatch::EVERY_LEDGER`].
     pub fn reader(&self) -> StoreReader {
         StoreReader { env: self.env.clone() }
+    }
+
+    pub(crate) fn env(&self) -> &Env {
+        &self.env
     }
 
     /// Writes one ledger in one MDBX write transaction: its header and certificate, its block,
@@ -548,6 +554,10 @@ impl fmt::Debug for StoreReader {
 }
 
 impl StoreReader {
+    pub(crate) fn env(&self) -> &Env {
+        &self.env
+    }
+
     /// Height of the last committed ledger.
     pub fn head_height(&self) -> Result<u64, StoreError> {
         let txn = self.env.begin_ro_txn()?;

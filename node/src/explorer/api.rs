@@ -97,6 +97,7 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route("/v1/proofs/transactions/{id}", get(tx_proof_of))
         .route("/v1/proofs/accounts/{address}", get(account_proof))
         .route("/v1/validators/{height}", get(validators))
+        .route("/v1/evidence", get(evidence))
         .route("/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .route("/v1/stream", get(move |s, q| stream(s, q, streams.clone())))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -436,6 +437,64 @@ async fn history(
         .map(|h| json!({ "id": h.id, "height": h.location.height, "index": h.location.index }))
         .collect();
     let mut out = json!({ "address": address, "entries": entries });
+    if let Some(n) = next {
+        out["next_cursor"] = json!(n);
+    }
+    Ok(Json(out))
+}
+
+/// Evidence cursors: `height.round.validator.kind` of the last proof of the previous page.
+fn parse_evidence_cursor(text: &str) -> Result<storage::EvidenceKey, ApiError> {
+    let bad = || ApiError::bad_request(format!("{text:?} is not a cursor from a previous page"));
+    let mut parts = text.split('.');
+    let mut next = || parts.next().ok_or_else(bad);
+    let key = storage::EvidenceKey {
+        height: next()?.parse().map_err(|_| bad())?,
+        round: next()?.parse().map_err(|_| bad())?,
+        validator: next()?.parse().map_err(|_| bad())?,
+        kind: next()?.parse().map_err(|_| bad())?,
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(key)
+}
+
+async fn evidence(AxState(e): AxState<Shared>, q: QueryMap) -> ApiResult {
+    let q = query(q)?;
+    let max = storage::EVIDENCE_PAGE_MAX;
+    let limit = match q.get("limit") {
+        None => max,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => return Err(ApiError::bad_request(format!("limit must be 1 to {max}"))),
+        },
+    };
+    let after = q.get("cursor").map(|c| parse_evidence_cursor(c)).transpose()?;
+    let page = e.reader.evidence(after, limit)?;
+    let next = (page.len() == limit).then(|| {
+        let k = page[page.len() - 1].key;
+        format!("{}.{}.{}.{}", k.height, k.round, k.validator, k.kind)
+    });
+    let items: Vec<Value> = page
+        .iter()
+        .map(|p| {
+            let messages = engine::codec::decode_exact::<consensus::Equivocation>(&p.proof)
+                .map(|proof| proof.messages().map(|m| hex::encode(engine::Encode::to_bytes(&m))));
+            let [first, second] = messages.unwrap_or_default();
+            json!({
+                "height": p.key.height,
+                "round": p.key.round,
+                "validator": p.key.validator,
+                "public_key": p.public_key.to_hex(),
+                "kind": consensus::Equivocation::kind_name(p.key.kind),
+                "proof": hex::encode(&p.proof),
+                "first": first,
+                "second": second,
+            })
+        })
+        .collect();
+    let mut out = json!({ "items": items });
     if let Some(n) = next {
         out["next_cursor"] = json!(n);
     }

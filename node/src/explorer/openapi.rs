@@ -145,6 +145,41 @@ pub(crate) fn document() -> Value {
         ),
     );
     paths.insert(
+        "/v1/evidence".into(),
+        get(
+            "Equivocation proofs this explorer holds, oldest offence first (checked against the validator set of their height before being kept; bounded per validator).",
+            &[
+                param("limit", "query", "Proofs per page, 1 to 100 (default 100).", &json!({ "type": "integer", "minimum": 1, "maximum": 100 })),
+                param("cursor", "query", "next_cursor of the previous page.", &json!({ "type": "string" })),
+            ],
+            ok(
+                "A page of proofs",
+                &json!({
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {
+                        "items": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["height", "round", "validator", "public_key", "kind", "proof", "first", "second"],
+                            "properties": {
+                                "height": height,
+                                "round": { "type": "integer", "minimum": 0 },
+                                "validator": { "type": "integer", "minimum": 0, "maximum": 255, "description": "the offender's index in the set of that height" },
+                                "public_key": { "type": "string", "description": "the offender's consensus key, 65-byte SEC1, hex" },
+                                "kind": { "type": "string", "enum": ["double_proposal", "double_prevote", "double_precommit"] },
+                                "proof": { "type": "string", "description": "the Equivocation (docs/CONSENSUS.md), hex: what caasiope evidence check takes" },
+                                "first": { "type": "string", "description": "the first signed message (consensus Message encoding), hex" },
+                                "second": { "type": "string", "description": "the second signed message, hex" }
+                            }
+                        } },
+                        "next_cursor": { "type": "string" }
+                    }
+                }),
+            ),
+            &[("400", "Bad limit or cursor")],
+        ),
+    );
+    paths.insert(
         "/v1/stream".into(),
         json!({ "get": {
             "summary": "Server-sent events: `ledger` then its `transaction`s, from a height; the event id is the ledger height.",

@@ -57,8 +57,9 @@ use crate::{
     run::{open_store, serve_submissions},
 };
 
-/// Events queued for the host thread.
-const EVENTS_MAX: usize = 65_536;
+/// Events queued for the host thread besides the peers' frames (each peer has its own share,
+/// `network::FRAMES_IN_FLIGHT_PER_PEER`): connections, verified batches.
+const EVENTS_BASE: usize = 4_096;
 /// Gossip is flushed at least this often.
 const GOSSIP_FLUSH: Duration = Duration::from_millis(5);
 /// Gossip waiting for a validator to connect is retried this often.
@@ -79,9 +80,6 @@ const INTAKE_ADMIT_MAX: u64 = 4_000;
 /// fetching a whole block's missing bodies gets them at once, one asking for nothing else
 /// cannot keep the host thread encoding.
 const FETCH_IDS_PER_SECOND: f64 = 20_000.0;
-/// Equivocation proofs kept on disk per validator index: one proves the offence; a validator
-/// that equivocates every height must not fill the disk.
-const EVIDENCE_KEPT_PER_VALIDATOR: usize = 64;
 
 /// What reaches the host thread.
 #[derive(Debug)]
@@ -96,8 +94,14 @@ pub(crate) enum Event {
     },
     /// It ended.
     Disconnected { peer: PeerIndex, generation: u64 },
-    /// A frame from a peer.
-    Frame { peer: PeerIndex, channel: Channel, payload: Vec<u8> },
+    /// A frame from a peer: its bytes and its slot stay counted against the peer's budgets until
+    /// the host drops it.
+    Frame {
+        peer: PeerIndex,
+        channel: Channel,
+        payload: net::conn::Payload,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    },
     /// Transactions whose signatures verified (`from`: the peer that sent them; `None`: a
     /// client of this process, so they are gossiped on; `fetched`: bodies this node asked for
     /// because a proposal named them, `refused` of them failing).
@@ -147,8 +151,6 @@ struct Io {
     gossip_out: Vec<SignedTransaction>,
     gossip_due: Option<Instant>,
     sync_cursor: usize,
-    evidence_path: std::path::PathBuf,
-    evidence_kept: HashMap<u8, usize>,
     explorer: Option<Arc<crate::explorer::Explorer>>,
     replicator: Option<Arc<storage::Replicator>>,
 }
@@ -180,7 +182,10 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let chain = Chain::new(state, chain_cfg);
     let metrics = Arc::new(Metrics::default());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
-    let (events_tx, events_rx) = crossbeam_channel::bounded(EVENTS_MAX);
+    // Room for every peer's frames in flight, so one peer's flood never fills the queue for
+    // the others.
+    let events_max = EVENTS_BASE + net_cfg.peers.len() * network::FRAMES_IN_FLIGHT_PER_PEER;
+    let (events_tx, events_rx) = crossbeam_channel::bounded(events_max);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -291,8 +296,6 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         gossip_out: Vec::new(),
         gossip_due: None,
         sync_cursor: 0,
-        evidence_path: cfg.data_dir.join("evidence.bin"),
-        evidence_kept: HashMap::new(),
         explorer: None,
         replicator: None,
     };
@@ -543,30 +546,35 @@ impl Storage for Io {
         Ok(())
     }
 
-    fn evidence(&mut self, proof: &Equivocation) -> Result<(), StorageError> {
-        use std::io::Write;
+    fn evidence(&mut self, proof: &Equivocation, offender: &engine::PublicKey) -> Result<(), StorageError> {
+        let key = storage::EvidenceKey {
+            height: proof.height(),
+            round: proof.round(),
+            validator: proof.offender(),
+            kind: proof.kind_code(),
+        };
+        let bytes = proof.to_bytes();
+        let kept = self.store.add_evidence(key, offender, &bytes).map_err(storage_error)?;
+        if !kept {
+            return Ok(());
+        }
         self.metrics.equivocations.fetch_add(1, Ordering::Relaxed);
         eprintln!(
-            "caasiope: validator {} equivocated at height {} round {} ({})",
+            "caasiope: validator {} ({}) equivocated at height {} round {} ({})",
             proof.offender(),
+            offender.to_hex(),
             proof.height(),
             proof.round(),
             proof.kind()
         );
-        let kept = self.evidence_kept.entry(proof.offender()).or_default();
-        if *kept >= EVIDENCE_KEPT_PER_VALIDATOR {
-            return Ok(());
+        // The nodes and explorers that serve evidence get it too (they check it themselves).
+        let msg = SyncMsg::Evidence(Box::new(proof.clone())).encode();
+        for i in 0..self.peers.len() {
+            if self.peers[i].spec.role != Role::Validator {
+                self.send(i, Channel::Sync, msg.clone());
+            }
         }
-        *kept += 1;
-        let bytes = proof.to_bytes();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.evidence_path)
-            .map_err(|e| storage_error(format!("opening {}: {e}", self.evidence_path.display())))?;
-        f.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(storage_error)?;
-        f.write_all(&bytes).map_err(storage_error)?;
-        f.sync_data().map_err(storage_error)
+        Ok(())
     }
 }
 
@@ -704,7 +712,7 @@ impl Host {
                     }
                 }
             }
-            Event::Frame { peer, channel, payload } => {
+            Event::Frame { peer, channel, payload, slot: _slot } => {
                 // A penalized peer is not heard until its ban ends (frames already queued
                 // included).
                 if !self.io.bans.banned(peer) {
@@ -771,6 +779,9 @@ impl Host {
                 }
                 Ok(SyncMsg::Bodies(bodies)) => self.bodies(peer, bodies),
                 Ok(SyncMsg::Ledger(l)) => self.driver.on_ledger(&mut self.io, peer as PeerId, &l)?,
+                Ok(SyncMsg::Evidence(proof)) => {
+                    self.driver.on_evidence(&mut self.io, peer as PeerId, &proof)?
+                }
                 Err(_) => malformed(&mut self.io),
             },
             Channel::Control => {}

@@ -40,6 +40,12 @@ const HANDSHAKES_PER_SOURCE: usize = 8;
 /// Index of a peer in the configuration's `[[peers]]`.
 pub(crate) type PeerIndex = usize;
 
+/// Frames of one peer handed to the host thread and not yet handled (each holds one of these
+/// slots until the host drops it, besides its bytes' share of the connection's channel budget):
+/// with the host's queue sized for every peer's slots, one peer's flood fills only its own
+/// share and never makes the host drop another peer's frames.
+pub(crate) const FRAMES_IN_FLIGHT_PER_PEER: usize = 512;
+
 /// Ledger requests a connection keeps waiting to be served; more are dropped (the peer asks
 /// again).
 const SERVE_QUEUE_MAX: usize = 4;
@@ -373,13 +379,14 @@ fn connected(
     tokio::spawn(serve_ledgers(serve_rx, handle, shared.clone(), closed.clone()));
     let (events, metrics) = (&shared.events, &shared.metrics);
     metrics.peers_connected.fetch_add(1, Ordering::Relaxed);
+    let slots = Arc::new(tokio::sync::Semaphore::new(FRAMES_IN_FLIGHT_PER_PEER));
     let Inbound { channels } = inbound;
     for (channel, mut rx) in Channel::ALL.into_iter().zip(channels) {
         if channel == Channel::Control {
             continue;
         }
-        let (events, metrics, serve, mut closed) =
-            (events.clone(), metrics.clone(), serve.clone(), closed.clone());
+        let (events, metrics, serve, mut closed, slots) =
+            (events.clone(), metrics.clone(), serve.clone(), closed.clone(), slots.clone());
         tokio::spawn(async move {
             loop {
                 let payload = tokio::select! {
@@ -394,7 +401,13 @@ fn connected(
                         continue;
                     }
                 }
-                match events.try_send(Event::Frame { peer, channel, payload }) {
+                // Waits while this peer has its share of frames in the host's queue: the
+                // connection stops reading and, past its flood timeout, the peer is cut off.
+                let slot = tokio::select! {
+                    s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+                    _ = closed.changed() => return,
+                };
+                match events.try_send(Event::Frame { peer, channel, payload, slot }) {
                     Ok(()) => {}
                     // The host is behind: drop (consensus re-broadcasts, gossip is best effort,
                     // sync is re-requested) rather than grow memory.

@@ -26,7 +26,7 @@ const VALIDATORS: usize = 4;
 
 pub(crate) struct Proc {
     pub(crate) name: String,
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     submit: SocketAddr,
     admin: SocketAddr,
     /// The explorer's HTTP API.
@@ -114,7 +114,27 @@ impl Localnet {
         p.child = Some(child);
     }
 
-    fn kill9(&mut self, i: usize) {
+    /// Whether process `i` runs (started and not exited).
+    pub(crate) fn alive(&mut self, i: usize) -> bool {
+        self.procs[i].child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Resident memory of process `i`, bytes (from /proc).
+    pub(crate) fn rss(&self, i: usize) -> Option<u64> {
+        let pid = self.procs[i].child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    }
+
+    pub(crate) fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.procs[i].child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
@@ -152,7 +172,7 @@ impl Localnet {
         self.metric(i, "caasiope_ledger_height").unwrap_or(0)
     }
 
-    fn heights(&self, of: &[usize]) -> Vec<u64> {
+    pub(crate) fn heights(&self, of: &[usize]) -> Vec<u64> {
         of.iter().map(|&i| self.height(i)).collect()
     }
 
@@ -183,7 +203,7 @@ impl Localnet {
     }
 
     /// Submits signed bytes to process `i`; returns the answer line.
-    fn submit(&self, i: usize, bytes: &[u8]) -> String {
+    pub(crate) fn submit(&self, i: usize, bytes: &[u8]) -> String {
         let mut s = TcpStream::connect_timeout(&self.procs[i].submit, Duration::from_secs(2)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(&(bytes.len() as u32).to_be_bytes()).unwrap();
@@ -199,18 +219,23 @@ impl Localnet {
     }
 
     /// The header hash at every height 1..=h of the store of process `i` (stopped).
-    fn chain_of(&self, i: usize) -> Vec<engine::Hash> {
+    pub(crate) fn chain_of(&self, i: usize) -> Vec<engine::Hash> {
         let (store, state) = storage::Store::open(data_dir(self.dir.path(), &self.procs[i].name)).unwrap();
         (1..=state.head().height).map(|h| store.header(h).unwrap().unwrap().0.hash(CHAIN)).collect()
     }
 }
 
-fn data_dir(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn data_dir(dir: &Path, name: &str) -> PathBuf {
     dir.join("data").join(name)
 }
 
 impl Drop for Localnet {
     fn drop(&mut self) {
+        // LOCALNET_KEEP=1 keeps the directory (logs, stores) of a failed test for a look.
+        if std::env::var("LOCALNET_KEEP").is_ok() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!("localnet kept in {}", dir.keep().display());
+        }
         for p in &mut self.procs {
             if let Some(mut c) = p.child.take() {
                 let _ = c.kill();

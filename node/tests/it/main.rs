@@ -1,5 +1,7 @@
 //! Integration tests of the `caasiope` binary: one test binary (see STYLE.md).
 
+mod adversary;
+mod attack;
 mod cli;
 mod e2e;
 mod explorer;
