@@ -609,7 +609,10 @@ fn drain(rx: &mut mpsc::Receiver<Payload>, channel: Channel, budget: usize, out:
     }
 }
 
-fn hello_payload(cfg: &ConnConfig) -> Vec<u8> {
+/// The hello this node sends: `tag 1 | version u16 BE | n u8 | chain id [n]`, the chain id cut
+/// to `CHAIN_ID_MAX` (64) bytes (a genesis allows 32). Public with [`parse_hello`] so that the
+/// fuzz targets check the two against each other.
+pub fn hello_payload(cfg: &ConnConfig) -> Vec<u8> {
     let mut p = vec![HELLO];
     p.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
     let id = cfg.chain_id.as_bytes();
@@ -646,27 +649,35 @@ where
 }
 
 fn check_hello(f: &Frame, cfg: &ConnConfig) -> Result<(), ConnError> {
-    let p = &f.payload;
-    if f.channel != Channel::Control || p.first() != Some(&HELLO) || p.len() < 4 {
+    if f.channel != Channel::Control {
         return Err(ConnError::Hello("the first frame is not a hello".into()));
     }
-    let version = u16::from_be_bytes([p[1], p[2]]);
+    let chain = parse_hello(&f.payload)?;
+    if chain != cfg.chain_id {
+        return Err(ConnError::Hello(format!("chain {chain:?}, this node is on {:?}", cfg.chain_id)));
+    }
+    Ok(())
+}
+
+/// Decodes a peer's hello payload (the layout of [`hello_payload`]) and returns its chain id.
+///
+/// A hello of another protocol version is refused on its version alone, before the rest is
+/// read: what follows the version is that version's layout, and "protocol version 2" is what
+/// the operator needs to read. A chain id longer than `CHAIN_ID_MAX` (64 bytes) or not UTF-8 is
+/// malformed (no node sends one). Public so that the fuzz targets run the one decoder the
+/// connection runs; whether the chain is this node's is the caller's check.
+pub fn parse_hello(payload: &[u8]) -> Result<&str, ConnError> {
+    let [HELLO, a, b, len, chain @ ..] = payload else {
+        return Err(ConnError::Hello("the first frame is not a hello".into()));
+    };
+    let version = u16::from_be_bytes([*a, *b]);
     if version != PROTOCOL_VERSION {
         return Err(ConnError::Hello(format!(
             "protocol version {version}, this node speaks {PROTOCOL_VERSION}"
         )));
     }
-    let len = usize::from(p[3]);
-    let chain = p
-        .get(4..4 + len)
-        .filter(|_| p.len() == 4 + len)
-        .ok_or_else(|| ConnError::Hello("malformed".into()))?;
-    if chain != cfg.chain_id.as_bytes() {
-        return Err(ConnError::Hello(format!(
-            "chain {:?}, this node is on {:?}",
-            String::from_utf8_lossy(chain),
-            cfg.chain_id
-        )));
+    if chain.len() != usize::from(*len) || chain.len() > CHAIN_ID_MAX {
+        return Err(ConnError::Hello("malformed".into()));
     }
-    Ok(())
+    std::str::from_utf8(chain).map_err(|_| ConnError::Hello("malformed".into()))
 }

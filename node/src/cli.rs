@@ -372,6 +372,23 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// An honest validator's memory while a Byzantine leader signs the most distinct valid
+    /// values it may every round it leads, against one copy of the state per value checked
+    /// (the design it replaced), measured in the same run.
+    Flood {
+        /// Funded accounts of the state.
+        #[arg(long, value_name = "M", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=20_000_000))]
+        accounts: u64,
+        /// Transactions per value.
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+        block_txs: u64,
+        /// Rounds walked through (the leader signs in one of every four).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=64))]
+        rounds: u32,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// The full single-node path (decode, verify, apply, seal, MDBX commit) against the
     /// machine's signature-verification bound.
     Pipeline {

@@ -5,6 +5,7 @@
 
 mod address;
 mod bench;
+mod bench_flood;
 mod bench_load;
 mod bench_localnet;
 mod bench_net;
@@ -62,6 +63,13 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
         Command::Evidence(command) => evidence::run(command),
+        Command::Bench(cli::BenchCommand::Flood { accounts, block_txs, rounds, json: _ }) => {
+            bench_flood::run(bench_flood::FloodBench {
+                accounts: usize::try_from(accounts)?,
+                block_txs: usize::try_from(block_txs)?,
+                rounds,
+            })
+        }
         Command::Bench(cli::BenchCommand::Net { transport, messages, rounds, json: _ }) => {
             bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)?, rounds, transport })
         }

@@ -373,7 +373,9 @@ fn connected(
     // the queues, which ends the connection.
     let (close, closed) = tokio::sync::watch::channel(false);
     let event = Event::Connected { peer, generation, handle: handle.clone(), serve: serve.clone(), close };
-    if shared.events.send(event).is_err() {
+    // The host takes connection events without fail; if its queue is ever full, the wait must not
+    // hold a runtime worker (the other connections' tasks run on the rest).
+    if tokio::task::block_in_place(|| shared.events.send(event)).is_err() {
         return false;
     }
     tokio::spawn(serve_ledgers(serve_rx, handle, shared.clone(), closed.clone()));
@@ -424,7 +426,7 @@ fn connected(
 
 fn disconnected(peer: PeerIndex, generation: u64, shared: &Shared) {
     shared.metrics.peers_connected.fetch_sub(1, Ordering::Relaxed);
-    let _ = shared.events.send(Event::Disconnected { peer, generation });
+    let _ = tokio::task::block_in_place(|| shared.events.send(Event::Disconnected { peer, generation }));
 }
 
 #[cfg(test)]
@@ -577,5 +579,93 @@ mod tests {
         drop(held);
         assert!(sources.admit(b).is_some());
         assert!(sources.0.lock().unwrap().is_empty(), "no entry outlives its handshakes");
+    }
+}
+
+#[cfg(test)]
+mod fairness {
+    use std::path::PathBuf;
+
+    use net::{conn::ConnConfig, transport::TransportChoice};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::config::PeerSpec;
+
+    /// One peer flooding the host with frames it does not handle fills only its own share of
+    /// the host's queue: another peer's consensus frames all reach the host, none dropped.
+    /// (Before the per-peer slots, frames went into one shared queue with `try_send`, so the
+    /// flooder filled it and the other peer's frames were dropped.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_peers_flood_does_not_crowd_out_anothers_frames() {
+        // Without the slots the other peer cannot even connect (its connection's event waits
+        // behind the flood): a time limit turns that into a failure.
+        tokio::time::timeout(Duration::from_secs(30), flood_and_calm())
+            .await
+            .expect("the other peer was starved");
+    }
+
+    async fn flood_and_calm() {
+        let me = NodeCert::generate(1).unwrap();
+        let (flooder, honest) = (NodeCert::generate(1).unwrap(), NodeCert::generate(1).unwrap());
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let spec = |name: &str, cert: &NodeCert| PeerSpec {
+            name: name.into(),
+            role: Role::Node,
+            identity: cert.identity().to_string(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let cfg = NetConfig {
+            node_dir: PathBuf::new(),
+            listen: Some(addr),
+            admin_listen: "127.0.0.1:9".parse().unwrap(),
+            transport: TransportChoice::Epoll,
+            peers: vec![
+                (spec("flooder", &flooder), flooder.identity()),
+                (spec("honest", &honest), honest.identity()),
+            ],
+        };
+        // The host's queue as the node sizes it, and a host that reads nothing until the end.
+        let (tx, events) = crossbeam_channel::bounded(64 + 2 * FRAMES_IN_FLIGHT_PER_PEER);
+        let metrics = Arc::new(Metrics::default());
+        let shared = Shared::new(tx, metrics.clone(), Arc::default(), Arc::new(|_| None));
+        start(&cfg, Role::Validator, &me, "test", Transport::start(TransportChoice::Epoll).unwrap(), shared)
+            .await
+            .unwrap();
+        let dial = |cert: &NodeCert| {
+            let connector = client_config(cert, [me.identity()]).unwrap();
+            async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let tls = secure::connect(connector, tcp).await.unwrap();
+                let (handle, inbound, driver) = connection(ConnConfig::new("test"));
+                tokio::spawn(driver.run(tls));
+                (handle, inbound)
+            }
+        };
+        let (flood, _flood_inbound) = dial(&flooder).await;
+        for i in 0..4 * FRAMES_IN_FLIGHT_PER_PEER {
+            if flood.send_wait(Channel::Consensus, vec![(i % 251) as u8; 16]).await.is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (calm, _calm_inbound) = dial(&honest).await;
+        for i in 0..100u8 {
+            calm.send(Channel::Consensus, vec![i; 8]).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut from_honest = Vec::new();
+        let mut from_flooder = 0;
+        while let Ok(e) = events.try_recv() {
+            if let Event::Frame { peer, payload, .. } = e {
+                match peer {
+                    0 => from_flooder += 1,
+                    _ => from_honest.push(payload[0]),
+                }
+            }
+        }
+        assert!(from_flooder <= FRAMES_IN_FLIGHT_PER_PEER, "the flooder had {from_flooder} frames queued");
+        assert_eq!(from_honest, (0..100u8).collect::<Vec<_>>(), "every frame of the other peer, in order");
+        assert_eq!(metrics.dropped_events.load(Ordering::Relaxed), 0);
     }
 }
