@@ -59,8 +59,9 @@ pub struct Admitted {
     pub origin: Origin,
     /// The transactions.
     pub txs: Vec<VerifiedTx>,
-    /// How many of the batch failed decoding or verification (what a peer that sent bodies it
-    /// was asked for is held to account for).
+    /// How many of the batch failed decoding, the stateless rules or signature verification:
+    /// what no honest peer gossips or sends when asked (such failures depend on nothing but the
+    /// bytes and the chain's parameters), so what a peer is held to account for.
     pub refused: usize,
 }
 
@@ -408,7 +409,9 @@ fn admit_loop(
                         }
                     }
                     metrics.record(Stage::Apply, n, elapsed_ns(t));
-                    if !out.is_empty() {
+                    // A batch with refusals is reported even if nothing was admitted: a peer whose
+                    // gossip does not decode or verify is held to account by the caller.
+                    if !out.is_empty() || refused > 0 {
                         on_admitted(Admitted { origin, txs: out, refused });
                     }
                 }

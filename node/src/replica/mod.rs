@@ -720,7 +720,9 @@ impl Host {
                 }
             }
             Event::Verified { txs, from, fetched, refused } => {
-                if let (true, Some(peer), true) = (fetched, from, refused > 0) {
+                // Bodies a peer gossiped or sent as asked that do not decode or verify: no honest
+                // peer sends them (it verified them before).
+                if let (Some(peer), true) = (from, refused > 0) {
                     self.driver.on_bad_body(&mut self.io, peer as PeerId);
                 }
                 if fetched {

@@ -57,6 +57,8 @@ pub(crate) enum Attack {
     RequestFlood,
     /// Sends transaction bodies nobody asked for.
     UnsolicitedBodies,
+    /// Gossips transactions whose signatures it broke.
+    JunkGossip,
 }
 
 struct Shared {
@@ -258,6 +260,7 @@ fn attack(shared: &Shared) -> Attack {
         4 => Attack::JunkFlood,
         5 => Attack::RequestFlood,
         6 => Attack::UnsolicitedBodies,
+        7 => Attack::JunkGossip,
         _ => Attack::Quiet,
     }
 }
@@ -444,6 +447,20 @@ fn act(shared: &Shared) {
                 let vote = Vote { kind: VoteKind::Prevote, height: h, round: 0, value: None };
                 let signed = SignedVote::sign(vote, &shared.chain_id, shared.me, &shared.key);
                 broadcast(shared, Channel::Consensus, &Message::Vote(signed).to_bytes());
+            }
+        }
+        Attack::JunkGossip => {
+            let txs: Vec<SignedTransaction> =
+                shared.txs.lock().unwrap().iter().take(GOSSIP_TXS_MAX).cloned().collect();
+            let broken: Vec<SignedTransaction> = txs
+                .into_iter()
+                .map(|mut tx| {
+                    tx.signatures[0].signature.0[11] ^= 1;
+                    tx
+                })
+                .collect();
+            if !broken.is_empty() {
+                broadcast(shared, Channel::Gossip, &consensus::wire::encode_txs(&broken));
             }
         }
         Attack::UnsolicitedBodies => {
