@@ -483,13 +483,8 @@ pub fn apply_verified(
     timestamp_ms: i64,
     txs: &[VerifiedTx],
 ) -> Result<Applied, BlockError> {
-    if txs.len() > BLOCK_TXS_MAX {
-        return Err(BlockError::TooManyTransactions(txs.len()));
-    }
     let mut exec = state.begin_block(timestamp_ms)?;
-    for (index, tx) in txs.iter().enumerate() {
-        exec.apply_tx(tx).map_err(|error| BlockError::InvalidTx { index, error })?;
-    }
+    apply_strictly(&mut exec, txs)?;
     Ok(exec.finish())
 }
 
@@ -500,14 +495,20 @@ pub fn execute_verified(
     timestamp_ms: i64,
     txs: &[VerifiedTx],
 ) -> Result<StateDiff, BlockError> {
+    let mut exec = state.begin_block(timestamp_ms)?;
+    apply_strictly(&mut exec, txs)?;
+    Ok(exec.seal())
+}
+
+/// Every transaction valid in order, or the first invalid one's error.
+fn apply_strictly(exec: &mut BlockExecution<'_>, txs: &[VerifiedTx]) -> Result<(), BlockError> {
     if txs.len() > BLOCK_TXS_MAX {
         return Err(BlockError::TooManyTransactions(txs.len()));
     }
-    let mut exec = state.begin_block(timestamp_ms)?;
     for (index, tx) in txs.iter().enumerate() {
         exec.apply_tx(tx).map_err(|error| BlockError::InvalidTx { index, error })?;
     }
-    Ok(exec.seal())
+    Ok(())
 }
 
 /// As [`build_block`], sealing the ledger without changing the state ([`BlockExecution::seal`]).
@@ -518,15 +519,7 @@ pub fn execute_build<'a>(
     max_txs: usize,
 ) -> Result<(StateDiff, Vec<(TxId, TxError)>), BlockError> {
     let mut exec = state.begin_block(timestamp_ms)?;
-    let mut rejected = Vec::new();
-    for tx in candidates {
-        if exec.tx_ids.len() >= max_txs.min(BLOCK_TXS_MAX) {
-            break;
-        }
-        if let Err(e) = exec.apply_tx(tx) {
-            rejected.push((tx.id, e));
-        }
-    }
+    let rejected = apply_candidates(&mut exec, candidates, max_txs);
     Ok((exec.seal(), rejected))
 }
 
@@ -539,6 +532,17 @@ pub fn build_block<'a>(
     max_txs: usize,
 ) -> Result<(Applied, Vec<(TxId, TxError)>), BlockError> {
     let mut exec = state.begin_block(timestamp_ms)?;
+    let rejected = apply_candidates(&mut exec, candidates, max_txs);
+    Ok((exec.finish(), rejected))
+}
+
+/// Applies candidates in order up to `max_txs`, skipping those invalid at their turn; returns
+/// those skipped, with why.
+fn apply_candidates<'a>(
+    exec: &mut BlockExecution<'_>,
+    candidates: impl IntoIterator<Item = &'a VerifiedTx>,
+    max_txs: usize,
+) -> Vec<(TxId, TxError)> {
     let mut rejected = Vec::new();
     for tx in candidates {
         if exec.tx_ids.len() >= max_txs.min(BLOCK_TXS_MAX) {
@@ -548,7 +552,7 @@ pub fn build_block<'a>(
             rejected.push((tx.id, e));
         }
     }
-    Ok((exec.finish(), rejected))
+    rejected
 }
 
 /// Every stateful rule of `vtx` against `state` in a block at `now` whose earlier transactions

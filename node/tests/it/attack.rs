@@ -67,6 +67,22 @@ fn healthy(net: &mut Localnet, before: &[u64], what: &str) {
     }
 }
 
+/// Stops every process, then: the honest stores hold one chain, and each passes `db verify`.
+fn one_chain_and_every_store_checks(net: &mut Localnet) {
+    net.stop_all();
+    let chains: Vec<Vec<engine::Hash>> = HONEST.iter().map(|&i| net.chain_of(i)).collect();
+    let shortest = chains.iter().map(Vec::len).min().unwrap();
+    for c in &chains {
+        assert_eq!(&c[..shortest], &chains[0][..shortest], "two chains");
+    }
+    for &i in &HONEST {
+        let dir = data_dir(net.dir.path(), &net.procs[i].name);
+        let report =
+            storage::verify(&dir).unwrap_or_else(|e| panic!("{}: db verify: {e}", net.procs[i].name));
+        assert!(report.heights_checked > shortest as u64, "{}: {report:?}", net.procs[i].name);
+    }
+}
+
 #[test]
 fn a_byzantine_validator_cannot_crash_stall_exhaust_or_trick_the_honest_ones() {
     let mut net = Localnet::init_n(4, 200);
@@ -199,18 +215,7 @@ fn a_byzantine_validator_cannot_crash_stall_exhaust_or_trick_the_honest_ones() {
 
     // One chain, and every store checks.
     drop(adversary);
-    net.stop_all();
-    let chains: Vec<Vec<engine::Hash>> = HONEST.iter().map(|&i| net.chain_of(i)).collect();
-    let shortest = chains.iter().map(Vec::len).min().unwrap();
-    for c in &chains {
-        assert_eq!(&c[..shortest], &chains[0][..shortest], "two chains");
-    }
-    for &i in &HONEST {
-        let dir = data_dir(net.dir.path(), &net.procs[i].name);
-        let report =
-            storage::verify(&dir).unwrap_or_else(|e| panic!("{}: db verify: {e}", net.procs[i].name));
-        assert!(report.heights_checked > shortest as u64, "{}: {report:?}", net.procs[i].name);
-    }
+    one_chain_and_every_store_checks(&mut net);
 }
 
 /// Small, seedable randomness for the campaign (SplitMix64).
@@ -287,16 +292,7 @@ fn crash_campaign() {
     });
     assert_eq!(sum(&net, &VALIDATORS, "caasiope_divergent_ledgers_total"), 0);
     drop(adversary);
-    net.stop_all();
-    let chains: Vec<Vec<engine::Hash>> = HONEST.iter().map(|&i| net.chain_of(i)).collect();
-    let shortest = chains.iter().map(Vec::len).min().unwrap();
-    for c in &chains {
-        assert_eq!(&c[..shortest], &chains[0][..shortest], "two chains");
-    }
-    for &i in &HONEST {
-        let dir = data_dir(net.dir.path(), &net.procs[i].name);
-        storage::verify(&dir).unwrap_or_else(|e| panic!("{}: db verify: {e}", net.procs[i].name));
-    }
+    one_chain_and_every_store_checks(&mut net);
     eprintln!(
         "crash campaign: {runs} runs, seed {seed}, 0 double signatures, every store verified, {:.0} s",
         started.elapsed().as_secs_f64()
