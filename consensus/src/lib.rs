@@ -8,6 +8,11 @@
 //!   committed state, and committing decided or synced ledgers with their state root checked.
 //! * [`Equivocation`]: a compact, offline-checkable proof that a validator signed two
 //!   conflicting messages for one height and round.
+//! * [`Driver`]: what turns the core's effects into actions — log, persist the signing state
+//!   ([`SignState`]), send, check and build values, commit, sync — written once against small
+//!   traits ([`Clock`], [`Network`], [`Timers`], [`Storage`]) that the node implements on
+//!   threads, tokio and MDBX and the simulator on a virtual clock, network and storage.
+//! * [`wire`]: the gossip and sync payloads peers exchange.
 //!
 //! The wire formats are in `docs/CONSENSUS.md`.
 
