@@ -412,15 +412,23 @@ impl Driver {
             // Signed at this height without its log: resume after the last slot signed, locked
             // as it was.
             Some(slot) if slot.height == next => {
+                // Started and resumed in one step, logged as such: the start's own effects (a
+                // value built for round 0, if it leads it) must not run before the resume, or
+                // it would sign a second proposal of a round it may have led before.
                 let validators = self.chain.validators().clone();
-                self.input(env, Input::Start { height: next, validators }, true)?;
                 let (locked, votes) =
                     self.signer.as_ref().map(|s| (s.locked, s.votes.clone())).unwrap_or_default();
-                self.input(
-                    env,
-                    Input::Resume { height: next, round: slot.round + 1, locked, valid: None },
-                    true,
-                )?;
+                let start = Input::Start { height: next, validators };
+                let resume = Input::Resume { height: next, round: slot.round + 1, locked, valid: None };
+                let records = [WalRecord::Input(start.clone()), WalRecord::Input(resume.clone())];
+                self.wal_base_bytes = env.wal_reset(&records)?;
+                self.logged_bodies.clear();
+                self.start = Some(start.clone());
+                let Some(core) = self.core.as_mut() else { return Ok(()) };
+                let mut out = Vec::new();
+                core.handle(start, &mut out);
+                core.handle(resume, &mut out);
+                self.execute(env, out)?;
                 // What it signed in its last round may be what the others need to finish that
                 // round: sent again (the very bytes signed), and with every re-broadcast.
                 for v in votes {
@@ -455,20 +463,22 @@ impl Driver {
         let Some(core) = self.core.as_mut() else { return Ok(()) };
         self.start = inputs.first().cloned();
         let effects = core.replay(inputs);
-        // The replayed messages were sent before the restart if the log covers the last slot
-        // signed (it holds every input up to it, as it is synced before any signature leaves):
-        // they may be sent again. Otherwise the log lost inputs and nothing below that slot is.
-        let consistent = self.signer.as_ref().is_none_or(|s| {
-            s.slot.height < core.height()
-                || effects.iter().any(|e| {
-                    matches!(e, Effect::Broadcast(m) if Slot::of(m) == s.slot && message_digest(m) == s.digest)
-                })
+        // The replayed messages of the last round signed were sent before the restart if the
+        // log covers the last slot signed (it holds every input up to it, as it is synced
+        // before any signature leaves): they may be sent again. Not those of earlier rounds: a
+        // message the signing state held back in an earlier life is rebuilt by the replay too,
+        // and was never sent. If the log does not cover that slot, nothing below it is sent.
+        let trusted = self.signer.as_ref().and_then(|s| {
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Broadcast(m) if Slot::of(m) == s.slot && message_digest(m) == s.digest))
+                .then_some((s.slot.height, s.slot.round))
         });
-        if consistent {
+        if let Some((height, round)) = trusted {
             let me = core.me();
             for e in &effects {
                 if let Effect::Broadcast(m) = e {
-                    if Some(m.signer()) == me {
+                    if Some(m.signer()) == me && (m.height(), m.round()) == (height, round) {
                         self.sent.insert(message_digest(m));
                     }
                 }
@@ -742,6 +752,9 @@ impl Driver {
                 }
                 Effect::Schedule { timeout, after_ms } => env.schedule(Timer::Consensus(timeout), after_ms),
                 Effect::Check { height, id, value, from } => self.check(env, height, id, value, from)?,
+                // A value for a round the core has left (a start resumed at a later round, a
+                // replay) would be ignored by it: nothing is built.
+                Effect::Build { round, .. } if self.core.as_ref().is_none_or(|c| c.round() != round) => {}
                 Effect::Build { height, round } => {
                     let value = self.chain.build(env.now_ms());
                     self.log_bodies(env, &value.id(self.chain.state().params().chain_id.as_str()))?;
