@@ -246,6 +246,8 @@ pub struct Driver {
     /// Messages signed before a restart that lost them from the log, sent with every
     /// re-broadcast of the height.
     resent: Vec<Message>,
+    /// Digests of this validator's messages of the height the signing state held back.
+    held: HashSet<Hash>,
     /// The log read at start, kept until the chain reaches the height it is of.
     boot_log: Vec<WalRecord>,
     /// The current height's `Start` (the head of a compacted log).
@@ -303,6 +305,7 @@ impl Driver {
             signer,
             sent: HashSet::new(),
             resent: Vec::new(),
+            held: HashSet::new(),
             boot_log: Vec::new(),
             start: None,
             wal_base_bytes: 0,
@@ -388,6 +391,7 @@ impl Driver {
         self.height_started_ms = env.now_ms();
         self.sent.clear();
         self.resent.clear();
+        self.held.clear();
         self.waiting.clear();
         let log_height = match self.boot_log.first() {
             Some(WalRecord::Input(Input::Start { height, .. })) => Some(*height),
@@ -458,32 +462,14 @@ impl Driver {
                 // Bodies of the values this validator voted for: back in the pool before the
                 // replay, so that a decision among them commits.
                 WalRecord::Bodies(txs) => self.chain.restore_bodies(txs),
+                // What left before the restart (or was about to): the replay rebuilds these
+                // very bytes, which may go again.
+                WalRecord::Sent(digests) => self.sent.extend(digests),
             }
         }
         let Some(core) = self.core.as_mut() else { return Ok(()) };
         self.start = inputs.first().cloned();
         let effects = core.replay(inputs);
-        // The replayed messages of the last round signed were sent before the restart if the
-        // log covers the last slot signed (it holds every input up to it, as it is synced
-        // before any signature leaves): they may be sent again. Not those of earlier rounds: a
-        // message the signing state held back in an earlier life is rebuilt by the replay too,
-        // and was never sent. If the log does not cover that slot, nothing below it is sent.
-        let trusted = self.signer.as_ref().and_then(|s| {
-            effects
-                .iter()
-                .any(|e| matches!(e, Effect::Broadcast(m) if Slot::of(m) == s.slot && message_digest(m) == s.digest))
-                .then_some((s.slot.height, s.slot.round))
-        });
-        if let Some((height, round)) = trusted {
-            let me = core.me();
-            for e in &effects {
-                if let Effect::Broadcast(m) = e {
-                    if Some(m.signer()) == me && (m.height(), m.round()) == (height, round) {
-                        self.sent.insert(message_digest(m));
-                    }
-                }
-            }
-        }
         self.execute(env, effects)
     }
 
@@ -746,8 +732,6 @@ impl Driver {
                 Effect::Broadcast(m) => {
                     if send {
                         env.broadcast(&m);
-                    } else {
-                        self.stats.refused_signatures += 1;
                     }
                 }
                 Effect::Schedule { timeout, after_ms } => env.schedule(Timer::Consensus(timeout), after_ms),
@@ -795,6 +779,7 @@ impl Driver {
         let me = self.core.as_ref().and_then(Core::me);
         let mut sends = vec![true; effects.len()];
         let mut newest: Option<(Slot, Hash)> = None;
+        let mut leaving: Vec<Hash> = Vec::new();
         let mut any_own = false;
         for (e, send) in effects.iter().zip(sends.iter_mut()) {
             let Effect::Broadcast(m) = e else { continue };
@@ -807,8 +792,24 @@ impl Driver {
             let resent = self.sent.contains(&digest)
                 || self.signer.as_ref().is_some_and(|s| s.slot == slot && s.digest == digest);
             *send = fresh || resent;
+            if !*send {
+                // Counted once per message, however often the core re-broadcasts it.
+                if self.held.insert(digest) {
+                    self.stats.refused_signatures += 1;
+                }
+                continue;
+            }
+            if !self.sent.contains(&digest) {
+                leaving.push(digest);
+            }
             if fresh && newest.is_none_or(|(n, _)| slot > n) {
                 newest = Some((slot, digest));
+            }
+        }
+        let deciding = self.core.as_ref().is_some_and(|c| c.height() == self.chain.next_height());
+        if deciding && !leaving.is_empty() {
+            for chunk in leaving.chunks(crate::wal::SENT_PER_RECORD_MAX) {
+                env.wal_append(&WalRecord::Sent(chunk.to_vec()))?;
             }
         }
         if any_own || effects.iter().any(|e| matches!(e, Effect::Decide(_))) {
@@ -818,14 +819,14 @@ impl Driver {
         }
         if let Some((slot, digest)) = newest {
             let locked = self.core.as_ref().and_then(Core::locked);
-            // The votes of the new slot's round: those of this batch, and those saved before
-            // in the same round.
+            // The votes of the new slot's round that leave: those of this batch, and those saved
+            // before in the same round.
             let mut votes: Vec<SignedVote> = self
                 .signer
                 .iter()
                 .flat_map(|s| s.votes.iter().copied())
-                .chain(effects.iter().filter_map(|e| match e {
-                    Effect::Broadcast(Message::Vote(v)) if me == Some(v.validator) => Some(*v),
+                .chain(effects.iter().zip(&sends).filter_map(|(e, send)| match e {
+                    Effect::Broadcast(Message::Vote(v)) if *send && me == Some(v.validator) => Some(*v),
                     _ => None,
                 }))
                 .filter(|v| v.vote.height == slot.height && v.vote.round == slot.round)
@@ -836,13 +837,7 @@ impl Driver {
             env.save_signer(&state)?;
             self.signer = Some(state);
         }
-        for (e, send) in effects.iter().zip(&sends) {
-            if let (Effect::Broadcast(m), true) = (e, send) {
-                if me == Some(m.signer()) {
-                    self.sent.insert(message_digest(m));
-                }
-            }
-        }
+        self.sent.extend(leaving);
         Ok(sends)
     }
 

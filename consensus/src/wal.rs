@@ -3,6 +3,7 @@
 //! ```text
 //! WalRecord = Input
 //!           | 0x10 n u32 | n × SignedTransaction                 the bodies of a value
+//!           | 0x11 n u8 (1..=16) | n × digest [32]               messages about to be sent
 //!
 //! Input = 0x00 height u64 | ValidatorSet                       Start
 //!       | 0x01 from u32 | Message                              Message
@@ -38,9 +39,16 @@ pub enum WalRecord {
     /// verdict: a validator that voted for a value can commit it (and serve it) after a
     /// restart, even if every pool that held the bodies was lost with its process.
     Bodies(Vec<SignedTransaction>),
+    /// Digests of the messages this validator is about to send (logged, and synced, before
+    /// they leave): what a replay may send again. A message the signing state held back is
+    /// rebuilt by a replay too, and is not among them.
+    Sent(Vec<Hash>),
 }
 
 const BODIES: u8 = 0x10;
+const SENT: u8 = 0x11;
+/// Digests per `Sent` record (a batch of effects signs a proposal and two votes at most).
+pub(crate) const SENT_PER_RECORD_MAX: usize = 16;
 
 impl Encode for WalRecord {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -51,6 +59,14 @@ impl Encode for WalRecord {
                 put_count_u32(out, txs.len());
                 for tx in txs {
                     tx.encode(out);
+                }
+            }
+            Self::Sent(digests) => {
+                out.push(SENT);
+                let digests = &digests[..digests.len().min(SENT_PER_RECORD_MAX)];
+                put_count_u8(out, digests.len());
+                for d in digests {
+                    out.extend_from_slice(&d.0);
                 }
             }
         }
@@ -67,6 +83,11 @@ impl Decode for WalRecord {
                 txs.push(SignedTransaction::decode(r)?);
             }
             return Ok(Self::Bodies(txs));
+        }
+        if r.peek_u8() == Some(SENT) {
+            r.u8("record tag")?;
+            let n = r.count_u8("sent digests", 1, SENT_PER_RECORD_MAX)?;
+            return Ok(Self::Sent(r.items(n)?));
         }
         Input::decode(r).map(Self::Input)
     }
@@ -244,5 +265,9 @@ mod tests {
             assert_eq!(decode_exact::<Input>(&bytes).unwrap().to_bytes(), bytes);
         }
         assert!(decode_exact::<Input>(&[9]).is_err());
+        let sent = WalRecord::Sent(vec![Hash([1; 32]), Hash([2; 32])]);
+        let bytes = sent.to_bytes();
+        assert!(matches!(decode_exact::<WalRecord>(&bytes), Ok(WalRecord::Sent(d)) if d.len() == 2));
+        assert!(decode_exact::<WalRecord>(&[0x11, 0]).is_err(), "an empty Sent record");
     }
 }
