@@ -23,6 +23,7 @@ use std::collections::HashSet;
 
 use engine::{
     Hash, PublicKey,
+    ledger::VoteKind,
     state::State,
     tx::{SignedTransaction, TxId},
     validate::VerifiedTx,
@@ -410,6 +411,7 @@ impl Driver {
             // took part in): catch up by sync first, signing nothing meanwhile.
             Some(slot) if slot.height > next => {
                 env.request_ledger(None, next);
+                self.resend_commit(env);
                 env.schedule(Timer::SyncPoll, self.cfg.sync_poll_ms);
                 Ok(())
             }
@@ -540,6 +542,7 @@ impl Driver {
                 let catching_up = self.core.as_ref().is_some_and(|c| c.height() < self.chain.next_height());
                 if self.core.is_none() || catching_up {
                     env.request_ledger(None, self.chain.next_height());
+                    self.resend_commit(env);
                     env.schedule(Timer::SyncPoll, self.cfg.sync_poll_ms);
                 }
                 Ok(())
@@ -773,6 +776,18 @@ impl Driver {
         Ok(())
     }
 
+    /// While its store is below the height it signed at: the precommit it signed at the
+    /// height it last committed, if that is the height the store is missing next. The ledger
+    /// may have been committed by this validator alone (its precommit lost on the way to the
+    /// others) and lost with its store since: the others then need this precommit to decide it.
+    /// The very bytes signed then: sending them again signs nothing new.
+    fn resend_commit<E: Env>(&self, env: &mut E) {
+        let next = self.chain.next_height();
+        if let Some(c) = self.signer.as_ref().and_then(|s| s.commit).filter(|c| c.vote.height == next) {
+            env.broadcast(&Message::Vote(c));
+        }
+    }
+
     /// Which effects may be executed (only broadcasts of this validator's own messages can be
     /// held back), after making the log durable and persisting the signing state they need.
     fn clear_to_send<E: Env>(&mut self, env: &mut E, effects: &[Effect]) -> Result<Vec<bool>, DriverError> {
@@ -833,7 +848,18 @@ impl Driver {
                 .collect();
             votes.dedup_by_key(|v| v.vote.kind);
             votes.truncate(SIGN_STATE_VOTES_MAX);
-            let state = SignState { slot, digest, locked, votes };
+            // The last precommit of the height below, carried while this validator signs at
+            // the next one.
+            let commit = self.signer.as_ref().and_then(|s| {
+                if s.slot.height == slot.height {
+                    s.commit
+                } else if s.slot.height + 1 == slot.height {
+                    s.votes.iter().find(|v| v.vote.kind == VoteKind::Precommit).copied()
+                } else {
+                    None
+                }
+            });
+            let state = SignState { slot, digest, locked, votes, commit };
             env.save_signer(&state)?;
             self.signer = Some(state);
         }

@@ -76,6 +76,10 @@ pub struct SignState {
     pub locked: Option<(u32, Hash)>,
     /// This validator's votes of `slot.round` (a prevote, a precommit).
     pub votes: Vec<SignedVote>,
+    /// This validator's last precommit at `slot.height - 1` (the height it last committed):
+    /// if its store loses that ledger and this precommit never reached the others, they may
+    /// need it to decide that height, which nobody else can then serve.
+    pub commit: Option<SignedVote>,
 }
 
 impl Encode for SignState {
@@ -98,6 +102,13 @@ impl Encode for SignState {
         for v in votes {
             v.encode(out);
         }
+        match &self.commit {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                v.encode(out);
+            }
+        }
     }
 }
 
@@ -119,7 +130,12 @@ impl Decode for SignState {
         };
         let n = r.count_u8("sign state votes", 0, SIGN_STATE_VOTES_MAX)?;
         let votes = r.items(n)?;
-        Ok(Self { slot, digest, locked, votes })
+        let commit = match r.u8("commit flag")? {
+            0 => None,
+            1 => Some(SignedVote::decode(r)?),
+            tag => return Err(CodecError::UnknownTag { what: "commit flag", tag }),
+        };
+        Ok(Self { slot, digest, locked, votes, commit })
     }
 }
 
@@ -134,14 +150,19 @@ mod tests {
         let key = engine::SecretKey::from_bytes(&[4; 32]).unwrap();
         let vote = engine::ledger::Vote { kind: VoteKind::Precommit, height: 9, round: 4, value: None };
         let votes = vec![SignedVote::sign(vote, "c", 1, &key)];
-        for (locked, votes) in [(None, vec![]), (Some((3, Hash([7; 32]))), votes)] {
+        let commit = SignedVote::sign(engine::ledger::Vote { height: 8, ..vote }, "c", 1, &key);
+        for (locked, votes, commit) in [(None, vec![], None), (Some((3, Hash([7; 32]))), votes, Some(commit))]
+        {
             let s = SignState {
                 slot: Slot { height: 9, round: 4, step: 2 },
                 digest: Hash([1; 32]),
                 locked,
                 votes,
+                commit,
             };
-            assert_eq!(decode_exact::<SignState>(&s.to_bytes()).unwrap(), s);
+            let bytes = s.to_bytes();
+            assert_eq!(decode_exact::<SignState>(&bytes).unwrap(), s);
+            assert!(bytes.len() <= 512, "a signing state fits its slot on disk");
         }
         assert!(decode_exact::<SignState>(&[2]).is_err());
         let slot = |height, round, step| Slot { height, round, step };

@@ -1058,9 +1058,14 @@ fn a_small_log_bound_compacts_and_stays_safe() {
 ///   signed in, started it (signing, as round 0's leader, a second proposal the signing state
 ///   held back) before resuming at a later round; a second restart replayed that log and took the
 ///   held-back proposal for one it had sent.
+/// * 2433 (n = 4, one silent): a validator committed height 1 alone (its precommit lost on the
+///   way), signed at height 2, and lost ledger 1 with its store; the two others could never
+///   decide height 1 without that precommit, and it could not sign at height 1 again (no
+///   progress for ever). Its signing state now keeps that precommit and re-sends it while it
+///   syncs up.
 #[test]
 fn seeds_that_found_bugs() {
-    const SEEDS: &[(u64, usize)] = &[(2138, 4)];
+    const SEEDS: &[(u64, usize)] = &[(2138, 4), (2433, 4)];
     let mut t = Totals::default();
     for &(seed, n) in SEEDS {
         run_seed(seed, n, WAL_COMPACT_BYTES, &mut t);

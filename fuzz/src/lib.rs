@@ -755,7 +755,7 @@ pub fn wal_record(data: &[u8]) {
         1 => {
             if let Some(state) = canonical::<SignState>(bytes) {
                 assert!(state.slot.step <= 2 && state.votes.len() <= SIGN_STATE_VOTES_MAX);
-                for v in &state.votes {
+                for v in state.votes.iter().chain(&state.commit) {
                     check_message(&Message::Vote(*v));
                 }
             }
@@ -1030,6 +1030,7 @@ fn peer_seeds(f: &Fixture) -> Vec<(&'static str, String, Vec<u8>)> {
                     s.vote(VoteKind::Prevote, 0, Some(hash), 3),
                     s.vote(VoteKind::Precommit, 0, Some(hash), 3),
                 ],
+                commit: None,
             },
         ),
         (
@@ -1039,6 +1040,7 @@ fn peer_seeds(f: &Fixture) -> Vec<(&'static str, String, Vec<u8>)> {
                 digest: message_digest(&messages[3].1),
                 locked: None,
                 votes: vec![],
+                commit: Some(s.vote(VoteKind::Precommit, 0, Some(hash), 3)),
             },
         ),
     ];

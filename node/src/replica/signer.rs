@@ -125,6 +125,7 @@ mod tests {
             digest: Hash([round as u8; 32]),
             locked: Some((0, Hash([9; 32]))),
             votes: vec![],
+            commit: None,
         }
     }
 
