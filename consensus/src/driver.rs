@@ -776,6 +776,11 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether the core is at the height the chain commits next (the height the log is of).
+    fn deciding(&self) -> bool {
+        self.core.as_ref().is_some_and(|c| c.height() == self.chain.next_height())
+    }
+
     /// While its store is below the height it signed at: the precommit it signed at the
     /// height it last committed, if that is the height the store is missing next. The ledger
     /// may have been committed by this validator alone (its precommit lost on the way to the
@@ -821,8 +826,7 @@ impl Driver {
                 newest = Some((slot, digest));
             }
         }
-        let deciding = self.core.as_ref().is_some_and(|c| c.height() == self.chain.next_height());
-        if deciding && !leaving.is_empty() {
+        if self.deciding() && !leaving.is_empty() {
             for chunk in leaving.chunks(crate::wal::SENT_PER_RECORD_MAX) {
                 env.wal_append(&WalRecord::Sent(chunk.to_vec()))?;
             }
@@ -901,8 +905,7 @@ impl Driver {
     /// Logs the bodies of an executed value of the height being decided (before the verdict or
     /// the proposal that lets this validator vote for it).
     fn log_bodies<E: Env>(&mut self, env: &mut E, id: &Hash) -> Result<(), DriverError> {
-        let deciding = self.core.as_ref().is_some_and(|c| c.height() == self.chain.next_height());
-        if !deciding {
+        if !self.deciding() {
             return Ok(());
         }
         if let Some(txs) = self.chain.executed_transactions(id) {
