@@ -10,6 +10,7 @@
 use std::{
     cmp::Reverse,
     collections::{BTreeSet, VecDeque},
+    sync::Arc,
 };
 
 // Keyed by transaction ids and ledger hashes; foldhash is seeded per process (no HashDoS from
@@ -200,7 +201,20 @@ impl ChainError {
 
 struct Executed {
     diff: StateDiff,
-    transactions: Vec<SignedTransaction>,
+    /// Shared with the log record of the bodies, if any (dropped once written).
+    transactions: Arc<Vec<SignedTransaction>>,
+    /// What the two above hold apart from the committed state: counted once, when kept (the
+    /// committed state does not move before every execution of the height is dropped).
+    bytes: usize,
+}
+
+impl Executed {
+    fn new(diff: StateDiff, transactions: Vec<SignedTransaction>, state: &State) -> Self {
+        let bodies: usize =
+            transactions.iter().map(|t| size_of::<SignedTransaction>() + t.signatures.len() * 129).sum();
+        let bytes = diff.bytes_apart_from(state) + bodies;
+        Self { diff, transactions: Arc::new(transactions), bytes }
+    }
 }
 
 /// Committed state, pool and the executions of this height's values.
@@ -350,7 +364,7 @@ impl Chain {
         let transactions =
             applied.tx_ids.iter().filter_map(|id| self.pool.get(id).map(|v| v.tx.clone())).collect();
         let value = Value { header: applied.header, tx_ids: applied.tx_ids.clone() };
-        self.keep(Executed { diff, transactions });
+        self.keep(Executed::new(diff, transactions, &self.state));
         value
     }
 
@@ -377,22 +391,22 @@ impl Chain {
         }
     }
 
-    /// The transactions of an executed value of the height, in block order.
-    pub fn executed_transactions(&self, id: &Hash) -> Option<&[SignedTransaction]> {
-        self.executed.get(id).map(|e| e.transactions.as_slice())
+    /// The transactions of an executed value of the height and their ids, in block order.
+    pub fn executed_transactions(&self, id: &Hash) -> Option<(&[TxId], &Arc<Vec<SignedTransaction>>)> {
+        self.executed.get(id).map(|e| (e.diff.applied().tx_ids.as_slice(), &e.transactions))
     }
 
     /// Puts back in the pool the bodies of a value logged before a restart (verified again:
     /// the log is this node's own, but the pool holds only verified transactions). Those that
     /// no longer verify, or that are already committed or expired, are skipped.
-    pub fn restore_bodies(&mut self, txs: Vec<SignedTransaction>) {
+    pub fn restore_bodies(&mut self, txs: &[SignedTransaction]) {
         let chain_id = self.state.params().chain_id.clone();
         for tx in txs {
             let id = tx.id(&chain_id);
             if self.pool.contains_key(&id) {
                 continue;
             }
-            if let Ok(vtx) = verify(tx, id, self.state.params(), self.cfg.backend) {
+            if let Ok(vtx) = verify(tx.clone(), id, self.state.params(), self.cfg.backend) {
                 let _ = self.add(vtx);
             }
         }
@@ -405,17 +419,9 @@ impl Chain {
 
     /// Bytes the executed values of the height hold apart from the committed state (their
     /// diffs and transaction bodies): bounded by [`EXECUTED_MAX`] blocks.
+    /// Counted when each was kept: the host reads it after every event.
     pub fn executed_bytes(&self) -> usize {
-        self.executed
-            .values()
-            .map(|e| {
-                e.diff.bytes_apart_from(&self.state)
-                    + e.transactions
-                        .iter()
-                        .map(|t| size_of::<SignedTransaction>() + t.signatures.len() * 129)
-                        .sum::<usize>()
-            })
-            .sum()
+        self.executed.values().map(|e| e.bytes).sum()
     }
 
     /// Checks a proposed value at `now_ms` by re-executing it on the committed state.
@@ -472,7 +478,7 @@ impl Chain {
             });
         }
         let transactions = txs.into_iter().map(|v| v.tx).collect();
-        self.keep(Executed { diff, transactions });
+        self.keep(Executed::new(diff, transactions, &self.state));
         Ok(())
     }
 
@@ -552,8 +558,11 @@ impl Chain {
         for tx_id in &expired {
             self.remove(tx_id);
         }
-        let ledger =
-            CommittedLedger { header: applied.header, certificate, transactions: executed.transactions };
+        let ledger = CommittedLedger {
+            header: applied.header,
+            certificate,
+            transactions: Arc::unwrap_or_clone(executed.transactions),
+        };
         Committed { ledger, applied }
     }
 }

@@ -19,7 +19,7 @@
 //!   the peer's, never the process's: a synced ledger altered by its sender is refused and the
 //!   sender penalized; one that is certified yet does not re-execute here is counted.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use engine::{
     Hash, PublicKey,
@@ -463,7 +463,7 @@ impl Driver {
                 WalRecord::Input(i) => inputs.push(i),
                 // Bodies of the values this validator voted for: back in the pool before the
                 // replay, so that a decision among them commits.
-                WalRecord::Bodies(txs) => self.chain.restore_bodies(txs),
+                WalRecord::Bodies(txs) => self.chain.restore_bodies(&txs),
                 // What left before the restart (or was about to): the replay rebuilds these
                 // very bytes, which may go again.
                 WalRecord::Sent(digests) => self.sent.extend(digests),
@@ -702,13 +702,8 @@ impl Driver {
         let mut records = vec![WalRecord::Input(start)];
         self.logged_bodies.clear();
         for id in [core.locked(), core.valid()].into_iter().flatten().map(|(_, id)| id) {
-            if let Some(txs) = self.chain.executed_transactions(&id) {
-                let chain_id = self.chain.state().params().chain_id.as_str();
-                let fresh: Vec<SignedTransaction> =
-                    txs.iter().filter(|tx| self.logged_bodies.insert(tx.id(chain_id))).cloned().collect();
-                if !fresh.is_empty() {
-                    records.push(WalRecord::Bodies(fresh));
-                }
+            if let Some(fresh) = unlogged_bodies(&self.chain, &mut self.logged_bodies, &id) {
+                records.push(WalRecord::Bodies(fresh));
             }
         }
         records.push(WalRecord::Input(resume.clone()));
@@ -908,13 +903,8 @@ impl Driver {
         if !self.deciding() {
             return Ok(());
         }
-        if let Some(txs) = self.chain.executed_transactions(id) {
-            let chain_id = self.chain.state().params().chain_id.as_str();
-            let fresh: Vec<SignedTransaction> =
-                txs.iter().filter(|tx| self.logged_bodies.insert(tx.id(chain_id))).cloned().collect();
-            if !fresh.is_empty() {
-                env.wal_append(&WalRecord::Bodies(fresh))?;
-            }
+        if let Some(fresh) = unlogged_bodies(&self.chain, &mut self.logged_bodies, id) {
+            env.wal_append(&WalRecord::Bodies(fresh))?;
         }
         Ok(())
     }
@@ -988,5 +978,22 @@ impl Driver {
         self.waiting.clear();
         self.stuck = None;
         Ok(())
+    }
+}
+
+/// The bodies of an executed value the log of this height does not hold yet (marked as held
+/// from now on); `None` if there are none. A value's bodies logged for the first time (the
+/// common case) are shared with its execution, not copied.
+fn unlogged_bodies(
+    chain: &Chain,
+    logged: &mut HashSet<TxId>,
+    id: &Hash,
+) -> Option<Arc<Vec<SignedTransaction>>> {
+    let (ids, txs) = chain.executed_transactions(id)?;
+    let fresh: Vec<bool> = ids.iter().map(|id| logged.insert(*id)).collect();
+    match fresh.iter().filter(|f| **f).count() {
+        0 => None,
+        n if n == txs.len() => Some(Arc::clone(txs)),
+        _ => Some(Arc::new(txs.iter().zip(fresh).filter(|(_, f)| *f).map(|(tx, _)| tx.clone()).collect())),
     }
 }

@@ -14,6 +14,8 @@
 //!              | flag u8 (| SignedProposal | n u8 | n × SignedVote)      (locked; valid value, POL)
 //! ```
 
+use std::sync::Arc;
+
 use engine::{
     CodecError, Decode, Encode, Hash,
     codec::{Reader, put_count_u8, put_count_u32},
@@ -38,7 +40,8 @@ pub enum WalRecord {
     /// The transactions of a value this validator judged valid or built, logged before its
     /// verdict: a validator that voted for a value can commit it (and serve it) after a
     /// restart, even if every pool that held the bodies was lost with its process.
-    Bodies(Vec<SignedTransaction>),
+    /// Shared with the executed value they belong to: logging them copies nothing.
+    Bodies(Arc<Vec<SignedTransaction>>),
     /// Digests of the messages this validator is about to send (logged, and synced, before
     /// they leave): what a replay may send again. A message the signing state held back is
     /// rebuilt by a replay too, and is not among them.
@@ -57,7 +60,7 @@ impl Encode for WalRecord {
             Self::Bodies(txs) => {
                 out.push(BODIES);
                 put_count_u32(out, txs.len());
-                for tx in txs {
+                for tx in txs.iter() {
                     tx.encode(out);
                 }
             }
@@ -82,7 +85,7 @@ impl Decode for WalRecord {
             for _ in 0..n {
                 txs.push(SignedTransaction::decode(r)?);
             }
-            return Ok(Self::Bodies(txs));
+            return Ok(Self::Bodies(Arc::new(txs)));
         }
         if r.peek_u8() == Some(SENT) {
             r.u8("record tag")?;

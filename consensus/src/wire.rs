@@ -85,6 +85,13 @@ pub enum SyncMessage {
 }
 
 impl SyncMessage {
+    /// The bytes of `Ledger(l)`, made from a borrowed ledger.
+    pub fn encode_ledger(l: &CommittedLedger) -> Vec<u8> {
+        let mut out = vec![1];
+        l.encode(&mut out);
+        out
+    }
+
     /// The message's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -93,10 +100,7 @@ impl SyncMessage {
                 out.push(0);
                 out.extend_from_slice(&h.to_le_bytes());
             }
-            Self::Ledger(l) => {
-                out.push(1);
-                l.encode(&mut out);
-            }
+            Self::Ledger(l) => return Self::encode_ledger(l),
             Self::Fetch(ids) => {
                 out.push(2);
                 out.extend_from_slice(&(ids.len() as u32).to_le_bytes());

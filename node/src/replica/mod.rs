@@ -536,10 +536,11 @@ impl Storage for Io {
         self.intake.rebase(state.clone()).map_err(|_| storage_error("the intake stopped"))?;
         // Followers get each ledger pushed (and poll for what they miss).
         if self.role == Role::Validator {
-            let bytes = SyncMsg::Ledger(Box::new(ledger.clone())).encode();
+            let mut bytes = None;
             for i in 0..self.peers.len() {
                 if self.peers[i].spec.role != Role::Validator {
-                    self.send(i, Channel::Sync, bytes.clone());
+                    let bytes = bytes.get_or_insert_with(|| SyncMsg::encode_ledger(ledger)).clone();
+                    self.send(i, Channel::Sync, bytes);
                 }
             }
         }
