@@ -399,14 +399,14 @@ impl Chain {
     /// Puts back in the pool the bodies of a value logged before a restart (verified again:
     /// the log is this node's own, but the pool holds only verified transactions). Those that
     /// no longer verify, or that are already committed or expired, are skipped.
-    pub fn restore_bodies(&mut self, txs: &[SignedTransaction]) {
+    pub fn restore_bodies(&mut self, txs: Vec<SignedTransaction>) {
         let chain_id = self.state.params().chain_id.clone();
         for tx in txs {
             let id = tx.id(&chain_id);
             if self.pool.contains_key(&id) {
                 continue;
             }
-            if let Ok(vtx) = verify(tx.clone(), id, self.state.params(), self.cfg.backend) {
+            if let Ok(vtx) = verify(tx, id, self.state.params(), self.cfg.backend) {
                 let _ = self.add(vtx);
             }
         }
@@ -418,8 +418,8 @@ impl Chain {
     }
 
     /// Bytes the executed values of the height hold apart from the committed state (their
-    /// diffs and transaction bodies): bounded by [`EXECUTED_MAX`] blocks.
-    /// Counted when each was kept: the host reads it after every event.
+    /// diffs and transaction bodies): bounded by [`EXECUTED_MAX`] blocks. Counted when each was
+    /// kept, since the host reads it after every event.
     pub fn executed_bytes(&self) -> usize {
         self.executed.values().map(|e| e.bytes).sum()
     }

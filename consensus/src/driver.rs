@@ -463,7 +463,7 @@ impl Driver {
                 WalRecord::Input(i) => inputs.push(i),
                 // Bodies of the values this validator voted for: back in the pool before the
                 // replay, so that a decision among them commits.
-                WalRecord::Bodies(txs) => self.chain.restore_bodies(&txs),
+                WalRecord::Bodies(txs) => self.chain.restore_bodies(Arc::unwrap_or_clone(txs)),
                 // What left before the restart (or was about to): the replay rebuilds these
                 // very bytes, which may go again.
                 WalRecord::Sent(digests) => self.sent.extend(digests),

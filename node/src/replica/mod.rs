@@ -217,7 +217,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         Arc::new(move |height: u64| {
             let (header, certificate) = reader.header(height).ok().flatten()?;
             let transactions = reader.block(height).ok().flatten()?;
-            Some(SyncMsg::Ledger(Box::new(CommittedLedger { header, certificate, transactions })).encode())
+            Some(SyncMsg::encode_ledger(&CommittedLedger { header, certificate, transactions }))
         })
     };
     let shared = Shared::new(events_tx.clone(), metrics.clone(), bans.clone(), ledgers);
