@@ -656,7 +656,10 @@ mod fairness {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut from_honest = Vec::new();
         let mut from_flooder = 0;
-        while let Ok(e) = events.try_recv() {
+        // Every frame is held until all are counted: one dropped while counting gives its slot
+        // back, and the flooder's connection may queue another one in the meantime.
+        let queued: Vec<Event> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        for e in &queued {
             if let Event::Frame { peer, payload, .. } = e {
                 match peer {
                     0 => from_flooder += 1,
