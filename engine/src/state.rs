@@ -6,7 +6,10 @@
 //! [`BlockExecution::finish`] restores the state exactly (an invalid proposal leaves no trace),
 //! and `finish` rehashes only those accounts into the state trie, in parallel.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use rayon::prelude::*;
 
@@ -779,15 +782,35 @@ impl BlockExecution<'_> {
     /// updated paths copied (its other branches shared with the state's) — never a copy of the
     /// state, so a validator may keep several executed proposals of a height at the cost of
     /// their blocks.
-    pub fn seal(self) -> StateDiff {
-        let state = &*self.state;
+    pub fn seal(mut self) -> StateDiff {
         let mut touched: Vec<Address> = self.journal.iter().map(|(address, _)| *address).collect();
         touched.par_sort_unstable();
         touched.dedup();
-        // Every journaled account was inserted or kept by `touch`: it is in the map.
-        let accounts: Vec<Account> = touched.iter().filter_map(|a| state.accounts.get(a).cloned()).collect();
-        let mut leaves: Vec<([u8; 21], Hash)> =
-            accounts.par_iter().map(|a| (*a.address.raw(), a.leaf_hash())).collect();
+        let mut leaves: Vec<([u8; 21], Hash)> = {
+            let accounts = &self.state.accounts;
+            // Every journaled account was inserted or kept by `touch`: it is in the map.
+            touched
+                .par_iter()
+                .filter_map(|a| accounts.get(a).map(|acc| (*a.raw(), acc.leaf_hash())))
+                .collect()
+        };
+        // The block's values leave the map as the journal's first (pre-block) values go back:
+        // one move per account, where a copy and then a rollback cost two, plus a clone.
+        let mut accounts: Vec<Account> = Vec::with_capacity(touched.len());
+        let mut restored: HashSet<Address, foldhash::fast::RandomState> = HashSet::default();
+        restored.reserve(touched.len());
+        for (address, old) in std::mem::take(&mut self.journal) {
+            if !restored.insert(address) {
+                continue;
+            }
+            let new = match old {
+                Some(account) => self.state.accounts.insert(address, account),
+                None => self.state.accounts.remove(&address),
+            };
+            accounts.extend(new);
+        }
+        accounts.sort_unstable_by_key(|a| a.address);
+        let state = &*self.state;
         let mut trie = state.trie.clone();
         trie.update(&mut leaves);
         let validator_set_hash = self.next_validators.as_ref().unwrap_or(&state.validators).hash();
@@ -817,7 +840,7 @@ impl BlockExecution<'_> {
             replay: this.replay_added.clone(),
             validators: this.next_validators.take(),
         }
-        // `this` drops here unfinished: the state is rolled back.
+        // `this` drops here unfinished: the replay set is rolled back (the accounts were).
     }
 }
 
