@@ -16,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use net::frame::Channel;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -54,6 +55,8 @@ pub(crate) struct Metrics {
     pub(crate) equivocations: AtomicU64,
     pub(crate) bad_messages: AtomicU64,
     pub(crate) dropped_events: AtomicU64,
+    /// Frames not queued to a peer because its outbound channel was full, by channel number.
+    pub(crate) dropped_sends: [AtomicU64; 4],
     pub(crate) refused_handshakes: AtomicU64,
     pub(crate) served_ledgers: AtomicU64,
     pub(crate) dropped_requests: AtomicU64,
@@ -228,6 +231,15 @@ impl Metrics {
             "counter",
             &self.dropped_events,
         );
+        let _ = writeln!(
+            out,
+            "# HELP caasiope_dropped_sends_total Frames not sent to a peer because its outbound channel was full (a slow peer or a busy link).\n# TYPE caasiope_dropped_sends_total counter"
+        );
+        for channel in [Channel::Gossip, Channel::Consensus, Channel::Sync] {
+            let name = format!("{channel:?}").to_lowercase();
+            let n = self.dropped_sends[channel as usize].load(Ordering::Relaxed);
+            let _ = writeln!(out, "caasiope_dropped_sends_total{{channel=\"{name}\"}} {n}");
+        }
         g(
             &mut out,
             "refused_handshakes_total",
@@ -414,4 +426,45 @@ pub(crate) fn metric(body: &str, name: &str) -> Option<u64> {
     body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample line of `/metrics` belongs to a family announced by `# HELP` and `# TYPE`
+    /// lines before it, with a name, optional labels and an integer value (what Prometheus
+    /// parses); a labelled family has one line per label value.
+    #[test]
+    fn metrics_text_is_well_formed_exposition() {
+        let m = Metrics::default();
+        m.dropped_sends[Channel::Gossip as usize].store(7, Ordering::Relaxed);
+        let text = m.render("validator", "epoll");
+        let mut families: std::collections::HashMap<String, (bool, bool)> = Default::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("help text");
+                assert!(!help.is_empty(), "{name} has no help");
+                families.entry(name.to_owned()).or_default().0 = true;
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("type");
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                families.entry(name.to_owned()).or_default().1 = true;
+            } else {
+                let (series, value) = line.rsplit_once(' ').expect("name and value");
+                assert!(value.parse::<u64>().is_ok(), "{line}");
+                let name = series.split('{').next().unwrap_or(series);
+                assert!(name.starts_with("caasiope_"), "{line}");
+                assert!(
+                    families.get(name) == Some(&(true, true)),
+                    "{name} has samples before its HELP and TYPE"
+                );
+            }
+        }
+        for channel in ["gossip", "consensus", "sync"] {
+            let value = if channel == "gossip" { 7 } else { 0 };
+            let line = format!("caasiope_dropped_sends_total{{channel=\"{channel}\"}} {value}");
+            assert!(text.lines().any(|l| l == line), "no `{line}`");
+        }
+    }
 }

@@ -512,6 +512,12 @@ impl Storage for Io {
 
     fn commit(&mut self, c: &Committed, state: &State) -> Result<(), StorageError> {
         let Committed { ledger, applied } = c;
+        // The ledger's transactions have left the pool: clients are admitted from now on, not
+        // once the ledger is stored (the next export sets the exact size, expired ones gone).
+        let pool = self.metrics.pool_size.load(Ordering::Relaxed);
+        self.metrics
+            .pool_size
+            .store(pool.saturating_sub(ledger.transactions.len() as u64), Ordering::Relaxed);
         self.store
             .commit(LedgerToCommit {
                 applied,
@@ -538,7 +544,9 @@ impl Storage for Io {
         if self.role == Role::Validator {
             let mut bytes = None;
             for i in 0..self.peers.len() {
-                if self.peers[i].spec.role != Role::Validator {
+                let slot = &self.peers[i];
+                // Encoded once, and only if a follower is connected to take it.
+                if slot.spec.role != Role::Validator && slot.link.is_some() {
                     let bytes = bytes.get_or_insert_with(|| SyncMsg::encode_ledger(ledger)).clone();
                     self.send(i, Channel::Sync, bytes);
                 }
@@ -590,14 +598,21 @@ impl Io {
 
     fn send(&self, peer: PeerIndex, channel: Channel, payload: Vec<u8>) {
         if let Some(link) = self.peers.get(peer).and_then(|p| p.link.as_ref()) {
-            // A full queue means a slow peer: consensus re-broadcasts, sync is re-requested.
-            let _ = link.handle.send(channel, payload);
+            self.send_to(&link.handle, channel, payload);
         }
     }
 
     fn send_validators(&self, channel: Channel, payload: &[u8]) {
         for (_, handle) in self.validator_peers() {
-            let _ = handle.send(channel, payload.to_vec());
+            self.send_to(handle, channel, payload.to_vec());
+        }
+    }
+
+    /// A full queue means a slow peer: consensus re-broadcasts, sync is re-requested, gossip
+    /// is best effort (a proposal naming what did not arrive has it fetched). Counted.
+    fn send_to(&self, handle: &PeerHandle, channel: Channel, payload: Vec<u8>) {
+        if let Err(net::conn::SendError::Full(_)) = handle.send(channel, payload) {
+            self.metrics.dropped_sends[channel as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
 
