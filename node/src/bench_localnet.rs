@@ -33,7 +33,7 @@ use crate::{
     bench::{median_run, percentile, process_cpu_s},
     config::Role,
     exit::Output,
-    localnet::{LOCALNET_CHAIN, init_with, processes, spawn, stop},
+    localnet::{LOCALNET_CHAIN, Process, init_with, processes, spawn, stop},
     replica::{admin_get, metric},
 };
 
@@ -224,6 +224,20 @@ pub(crate) fn run(cfg: &LocalnetBench) -> anyhow::Result<Output> {
     Output::json(&report)
 }
 
+/// Fails if a port of `procs` is taken. One taken (say, by a localnet left running) would have
+/// a run measure that network instead of its own: its validators cannot bind, and the other
+/// one answers on the same ports.
+fn ports_free(procs: &[Process]) -> anyhow::Result<()> {
+    for p in procs {
+        for addr in [p.submit, p.p2p, p.admin] {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                bail!("{addr} ({}) is not free: {e}; is another localnet running? (--base-port)", p.name);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     let n = usize::try_from(cfg.rate * cfg.duration_s)?;
     anyhow::ensure!((1..=5_000_000).contains(&n), "rate × duration must be 1 to 5,000,000 transactions");
@@ -250,6 +264,7 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     }
     init_with(&dir, cfg.validators, &cfg.net, w.genesis.config.balances)?;
     let procs: Vec<_> = processes(&dir)?.into_iter().filter(|p| p.role == Role::Validator).collect();
+    ports_free(&procs)?;
     let mut children = Vec::new();
     for p in &procs {
         children.push(spawn(&dir, p)?);
@@ -403,7 +418,29 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+
+    #[test]
+    fn a_run_refuses_ports_another_process_holds() {
+        let free = |port| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let process = |admin: SocketAddr| Process {
+            name: "validator-0".into(),
+            role: Role::Validator,
+            config: PathBuf::new(),
+            submit: free(spare),
+            p2p: free(spare),
+            admin,
+            api: None,
+            pid: None,
+        };
+        assert!(ports_free(&[process(free(spare))]).is_ok());
+        let err = ports_free(&[process(taken.local_addr().unwrap())]).unwrap_err().to_string();
+        assert!(err.contains("is not free") && err.contains("validator-0"), "{err}");
+    }
 
     #[test]
     fn the_rate_under_load_counts_ledgers_between_the_first_full_one_and_the_end_of_the_load() {
