@@ -209,11 +209,11 @@ struct Executed {
 }
 
 impl Executed {
-    fn new(diff: StateDiff, transactions: Vec<SignedTransaction>, state: &State) -> Self {
+    fn new(diff: StateDiff, transactions: Arc<Vec<SignedTransaction>>, state: &State) -> Self {
         let bodies: usize =
             transactions.iter().map(|t| size_of::<SignedTransaction>() + t.signatures.len() * 129).sum();
         let bytes = diff.bytes_apart_from(state) + bodies;
-        Self { diff, transactions: Arc::new(transactions), bytes }
+        Self { diff, transactions, bytes }
     }
 }
 
@@ -361,8 +361,9 @@ impl Chain {
         };
         self.rejected.extend(rejected.iter().map(|(id, _)| *id));
         let applied = diff.applied();
-        let transactions =
-            applied.tx_ids.iter().filter_map(|id| self.pool.get(id).map(|v| v.tx.clone())).collect();
+        let transactions = Arc::new(
+            applied.tx_ids.iter().filter_map(|id| self.pool.get(id).map(|v| v.tx.clone())).collect(),
+        );
         let value = Value { header: applied.header, tx_ids: applied.tx_ids.clone() };
         self.keep(Executed::new(diff, transactions, &self.state));
         value
@@ -460,9 +461,14 @@ impl Chain {
                 self.cfg.block_bytes_max
             ));
         }
-        let txs: Vec<VerifiedTx> = value.tx_ids.iter().filter_map(|id| self.pool.get(id).cloned()).collect();
-        match self.execute(&value.header, txs) {
-            Ok(()) => CheckOutcome::Valid { timely },
+        // Executed from the pool in place: only the bodies kept with the result are copied.
+        let txs: Vec<&VerifiedTx> = value.tx_ids.iter().filter_map(|id| self.pool.get(id)).collect();
+        let bodies: Arc<Vec<SignedTransaction>> = Arc::new(txs.iter().map(|v| v.tx.clone()).collect());
+        match execute_exactly(&mut self.state, &value.header, &txs) {
+            Ok(diff) => {
+                self.keep(Executed::new(diff, bodies, &self.state));
+                CheckOutcome::Valid { timely }
+            }
             Err(e) => CheckOutcome::Invalid(e.to_string()),
         }
     }
@@ -470,14 +476,8 @@ impl Chain {
     /// Executes `txs` at `header`'s time on the committed state (sealed, the state unchanged)
     /// and keeps the result if it reproduces `header` exactly.
     fn execute(&mut self, header: &LedgerHeader, txs: Vec<VerifiedTx>) -> Result<(), ChainError> {
-        let diff = execute_verified(&mut self.state, header.timestamp_ms, &txs)?;
-        if diff.applied().header != *header {
-            return Err(ChainError::Mismatch {
-                local: Box::new(diff.applied().header),
-                certified: Box::new(*header),
-            });
-        }
-        let transactions = txs.into_iter().map(|v| v.tx).collect();
+        let diff = execute_exactly(&mut self.state, header, &txs)?;
+        let transactions = Arc::new(txs.into_iter().map(|v| v.tx).collect());
         self.keep(Executed::new(diff, transactions, &self.state));
         Ok(())
     }
@@ -565,6 +565,23 @@ impl Chain {
         };
         Committed { ledger, applied }
     }
+}
+
+/// Executes `txs` at `header`'s time on the committed state (sealed, the state unchanged): the
+/// diff, if it reproduces `header` exactly.
+fn execute_exactly<T: std::borrow::Borrow<VerifiedTx>>(
+    state: &mut State,
+    header: &LedgerHeader,
+    txs: &[T],
+) -> Result<StateDiff, ChainError> {
+    let diff = execute_verified(state, header.timestamp_ms, txs)?;
+    if diff.applied().header != *header {
+        return Err(ChainError::Mismatch {
+            local: Box::new(diff.applied().header),
+            certified: Box::new(*header),
+        });
+    }
+    Ok(diff)
 }
 
 #[cfg(test)]

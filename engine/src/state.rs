@@ -7,6 +7,7 @@
 //! and `finish` rehashes only those accounts into the state trie, in parallel.
 
 use std::{
+    borrow::Borrow,
     collections::{HashMap, HashSet},
     sync::Arc,
 };
@@ -493,10 +494,10 @@ pub fn apply_verified(
 
 /// Executes already-verified transactions strictly on `state` (see [`apply_block`]) and seals the
 /// ledger without changing the state ([`BlockExecution::seal`]).
-pub fn execute_verified(
+pub fn execute_verified<T: Borrow<VerifiedTx>>(
     state: &mut State,
     timestamp_ms: i64,
-    txs: &[VerifiedTx],
+    txs: &[T],
 ) -> Result<StateDiff, BlockError> {
     let mut exec = state.begin_block(timestamp_ms)?;
     apply_strictly(&mut exec, txs)?;
@@ -504,12 +505,12 @@ pub fn execute_verified(
 }
 
 /// Every transaction valid in order, or the first invalid one's error.
-fn apply_strictly(exec: &mut BlockExecution<'_>, txs: &[VerifiedTx]) -> Result<(), BlockError> {
+fn apply_strictly<T: Borrow<VerifiedTx>>(exec: &mut BlockExecution<'_>, txs: &[T]) -> Result<(), BlockError> {
     if txs.len() > BLOCK_TXS_MAX {
         return Err(BlockError::TooManyTransactions(txs.len()));
     }
     for (index, tx) in txs.iter().enumerate() {
-        exec.apply_tx(tx).map_err(|error| BlockError::InvalidTx { index, error })?;
+        exec.apply_tx(tx.borrow()).map_err(|error| BlockError::InvalidTx { index, error })?;
     }
     Ok(())
 }
