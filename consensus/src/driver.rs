@@ -72,6 +72,13 @@ pub trait Storage {
     /// Replaces the write-ahead log with `records` (a new height, or a compaction); returns the
     /// log's size in bytes.
     fn wal_reset(&mut self, records: &[WalRecord]) -> Result<u64, StorageError>;
+    /// Starts the log of a new height with `records`, the log before holding nothing a restart
+    /// needs (it is of a committed height, or of none this validator signed at). Unlike
+    /// [`Storage::wal_reset`] neither atomic nor durable at once: the records are durable at
+    /// the next [`Storage::wal_sync`], before anything this validator signs leaves; a crash
+    /// before that leaves the old log, an empty one, or the new one with a torn tail, each
+    /// replayed safely. Returns the log's size in bytes.
+    fn wal_start(&mut self, records: &[WalRecord]) -> Result<u64, StorageError>;
     /// Appends one record (buffered: durable at the next [`Storage::wal_sync`]); returns the
     /// log's size in bytes.
     fn wal_append(&mut self, record: &WalRecord) -> Result<u64, StorageError>;
@@ -427,7 +434,7 @@ impl Driver {
                 let start = Input::Start { height: next, validators };
                 let resume = Input::Resume { height: next, round: slot.round + 1, locked, valid: None };
                 let records = [WalRecord::Input(start.clone()), WalRecord::Input(resume.clone())];
-                self.wal_base_bytes = env.wal_reset(&records)?;
+                self.wal_base_bytes = env.wal_start(&records)?;
                 self.logged_bodies.clear();
                 self.start = Some(start.clone());
                 let Some(core) = self.core.as_mut() else { return Ok(()) };
@@ -655,7 +662,8 @@ impl Driver {
         let next = self.chain.next_height();
         let Some(core) = self.core.as_mut() else { return Ok(()) };
         let input = if let Input::Start { .. } = &input {
-            self.wal_base_bytes = env.wal_reset(&[WalRecord::Input(input.clone())])?;
+            // A new height: the log before is of a committed one.
+            self.wal_base_bytes = env.wal_start(&[WalRecord::Input(input.clone())])?;
             self.logged_bodies.clear();
             self.start = Some(input.clone());
             input
@@ -826,9 +834,11 @@ impl Driver {
                 env.wal_append(&WalRecord::Sent(chunk.to_vec()))?;
             }
         }
-        if any_own || effects.iter().any(|e| matches!(e, Effect::Decide(_))) {
-            // The inputs that made these messages (or this decision) are on disk before they
-            // leave: a restart replays them and signs the same bytes.
+        if any_own {
+            // The inputs that made these messages are on disk before they leave: a restart
+            // replays them and signs the same bytes. (A decision signs nothing: a restart that
+            // lost what made it decides again from the votes the others re-send, or syncs the
+            // ledger.)
             env.wal_sync()?;
         }
         if let Some((slot, digest)) = newest {

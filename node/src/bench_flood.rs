@@ -75,6 +75,10 @@ impl Storage for Quiet {
         Ok(self.wal_bytes)
     }
 
+    fn wal_start(&mut self, records: &[WalRecord]) -> Result<u64, StorageError> {
+        self.wal_reset(records)
+    }
+
     fn wal_append(&mut self, record: &WalRecord) -> Result<u64, StorageError> {
         if let WalRecord::Input(Input::Checked { .. }) = record {
             self.checks += 1;

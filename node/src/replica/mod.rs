@@ -491,6 +491,13 @@ impl Storage for Io {
         Ok(bytes)
     }
 
+    fn wal_start(&mut self, records: &[WalRecord]) -> Result<u64, StorageError> {
+        let wal = self.wal.as_mut().ok_or_else(|| storage_error("no consensus log"))?;
+        let bytes = wal.start(records).map_err(storage_error)?;
+        self.metrics.wal_bytes.store(bytes, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
     fn wal_append(&mut self, record: &WalRecord) -> Result<u64, StorageError> {
         let wal = self.wal.as_mut().ok_or_else(|| storage_error("no consensus log"))?;
         let bytes = wal.append(record).map_err(storage_error)?;

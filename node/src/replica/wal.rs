@@ -4,10 +4,12 @@
 //! very state it had and signs nothing that contradicts what it already sent.
 //!
 //! File `consensus.wal` in the data directory: records `len u32 LE | check [4] | record`,
-//! where `check` is the first 4 bytes of BLAKE3(record). It is rewritten (a temporary file,
-//! fsynced, renamed over it, the directory fsynced) at each new height and at each compaction,
-//! and appended to in between; appends are made durable before any message this validator
-//! signed leaves it.
+//! where `check` is the first 4 bytes of BLAKE3(record). At each new height it is truncated
+//! and written in place ([`Wal::start`]: what it held is of a committed height, so a crash
+//! before the next sync may leave it, harmlessly); at a compaction or a replay, whose records
+//! are needed, it is replaced atomically ([`Wal::reset`]: a temporary file, fsynced, renamed
+//! over it, the directory fsynced); it is appended to in between; appends are made durable
+//! before any message this validator signed leaves it.
 //!
 //! Reading it back: a record cut by a crash at the end of the file (the part written after the
 //! last sync) is a torn tail, dropped and reported. Anything else that does not read — a
@@ -40,6 +42,9 @@ pub(crate) struct Wal {
     out: BufWriter<File>,
     bytes: u64,
     dirty: bool,
+    /// Where records are encoded, kept from one to the next (a value's bodies are megabytes:
+    /// a fresh buffer each time costs its growth and the kernel's zeroing of new pages).
+    buf: Vec<u8>,
 }
 
 fn check(bytes: &[u8]) -> [u8; 4] {
@@ -123,7 +128,7 @@ impl Wal {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok((Self { path, out: BufWriter::new(file), bytes, dirty: false }, read))
+        Ok((Self { path, out: BufWriter::new(file), bytes, dirty: false, buf: Vec::new() }, read))
     }
 
     /// Replaces the log with `records`, durably; returns its size.
@@ -134,7 +139,7 @@ impl Wal {
             let mut f =
                 BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
             for record in records {
-                bytes += write_record(&mut f, record)?;
+                bytes += write_record(&mut f, record, &mut self.buf)?;
             }
             f.flush()?;
             f.get_ref().sync_data()?;
@@ -149,9 +154,25 @@ impl Wal {
         Ok(bytes)
     }
 
+    /// Starts the log of a new height with `records` (the log before is of a committed
+    /// height): truncated and written in place, durable at the next [`Wal::sync`]. A crash
+    /// before it leaves the old log (of a height the store has: skipped), an empty one, or
+    /// the new one with a torn tail — no rename, so no file or directory sync per height.
+    pub(crate) fn start(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
+        self.out.flush()?;
+        self.out.get_ref().set_len(0).with_context(|| format!("truncating {}", self.path.display()))?;
+        let mut bytes = 0;
+        for record in records {
+            bytes += write_record(&mut self.out, record, &mut self.buf)?;
+        }
+        self.bytes = bytes;
+        self.dirty = true;
+        Ok(bytes)
+    }
+
     /// Appends one record (buffered); returns the log's size.
     pub(crate) fn append(&mut self, record: &WalRecord) -> anyhow::Result<u64> {
-        self.bytes += write_record(&mut self.out, record)?;
+        self.bytes += write_record(&mut self.out, record, &mut self.buf)?;
         self.dirty = true;
         Ok(self.bytes)
     }
@@ -176,12 +197,13 @@ pub(crate) fn sync_dir(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("syncing the directory {}", dir.display()))
 }
 
-fn write_record(out: &mut impl Write, record: &WalRecord) -> anyhow::Result<u64> {
-    let bytes = record.to_bytes();
-    out.write_all(&(bytes.len() as u32).to_le_bytes())?;
-    out.write_all(&check(&bytes))?;
-    out.write_all(&bytes)?;
-    Ok(8 + bytes.len() as u64)
+fn write_record(out: &mut impl Write, record: &WalRecord, buf: &mut Vec<u8>) -> anyhow::Result<u64> {
+    buf.clear();
+    record.encode(buf);
+    out.write_all(&(buf.len() as u32).to_le_bytes())?;
+    out.write_all(&check(buf))?;
+    out.write_all(buf)?;
+    Ok(8 + buf.len() as u64)
 }
 
 #[cfg(test)]
@@ -199,6 +221,38 @@ mod tests {
 
     fn t(round: u32) -> WalRecord {
         WalRecord::Input(Input::Timeout(Timeout { kind: TimeoutKind::Propose, height: 3, round }))
+    }
+
+    #[test]
+    fn a_new_height_rewrites_the_log_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consensus.wal");
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        for r in 0..5 {
+            wal.append(&t(r)).unwrap();
+        }
+        wal.sync().unwrap();
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        // Some of the old height appended but not synced, then the new height.
+        wal.append(&t(5)).unwrap();
+        let bytes = wal.start(&[t(7)]).unwrap();
+        wal.append(&t(8)).unwrap();
+        wal.sync().unwrap();
+        // Two records of one size: the old ones are gone.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * bytes);
+        drop(wal);
+        let read = records(Wal::open(dir.path()).unwrap().1);
+        let rounds: Vec<u32> = read
+            .iter()
+            .map(|r| match r {
+                WalRecord::Input(Input::Timeout(Timeout { round, .. })) => *round,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(rounds, [7, 8]);
+        // The same file, written in place: no rename (so no directory to sync).
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap()), inode);
+        assert!(!path.with_extension("wal.tmp").exists());
     }
 
     #[test]
