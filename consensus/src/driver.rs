@@ -270,7 +270,11 @@ pub struct Driver {
     /// Decided on bodies this process no longer has: waiting for them (fetched) or for the
     /// ledger from a peer.
     stuck: Option<Decision>,
+    /// When the current height started, or was due to (a start its timer fired late for
+    /// counts from when it was due: lateness does not add up from height to height).
     height_started_ms: i64,
+    /// When the next height is due to start, once scheduled.
+    start_due_ms: Option<i64>,
     /// Why this validator does not sign, if it does not.
     halted: Option<String>,
     stats: DriverStats,
@@ -321,6 +325,7 @@ impl Driver {
             waiting: Vec::new(),
             stuck: None,
             height_started_ms: 0,
+            start_due_ms: None,
             halted: None,
             stats: DriverStats::default(),
         }
@@ -396,7 +401,15 @@ impl Driver {
         if core.height() >= next {
             return Ok(());
         }
-        self.height_started_ms = env.now_ms();
+        let now = env.now_ms();
+        // Heights start a block interval apart on average: a start a little late (the host was
+        // busy when its timer was due) counts from when it was due, and the next one comes that
+        // much sooner. A start far from when it was due (a sync, a restart) counts from now.
+        let late_max = i64::try_from(self.cfg.block_interval_ms / 10).unwrap_or(i64::MAX);
+        self.height_started_ms = match self.start_due_ms.take() {
+            Some(due) if now >= due && now - due <= late_max => due,
+            _ => now,
+        };
         self.sent.clear();
         self.resent.clear();
         self.held.clear();
@@ -962,6 +975,8 @@ impl Driver {
                 let wait =
                     self.cfg.block_interval_ms.saturating_sub(elapsed).max(self.cfg.block_interval_ms / 10);
                 env.schedule(Timer::StartNext(self.chain.next_height()), wait);
+                self.start_due_ms =
+                    Some(env.now_ms().saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)));
                 Ok(())
             }
             Err(ChainError::Missing(_)) => {

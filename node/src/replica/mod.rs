@@ -669,8 +669,12 @@ impl Host {
             match events.recv_timeout(wait) {
                 Ok(e) => {
                     self.event(e)?;
-                    // Drain what is queued before looking at timers again.
+                    // Drain what is queued before looking at timers again, unless one is due
+                    // (a height's start, a round's timeout: late, they slow the whole network).
                     for _ in 0..1024 {
+                        if self.io.timers.peek().is_some_and(|Reverse((at, _))| *at <= Instant::now()) {
+                            break;
+                        }
                         match events.try_recv() {
                             Ok(e) => self.event(e)?,
                             Err(_) => break,
