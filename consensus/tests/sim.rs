@@ -881,8 +881,15 @@ impl Sim {
     }
 
     /// A restart after a power loss: the log's unsynced tail is gone, and one time in four the
-    /// store lost its last ledgers too (a disk that acknowledged a flush it had not done).
+    /// store lost its last ledgers too (a disk that acknowledged a flush it had not done) — if
+    /// another honest validator's disk still holds them: a certified ledger whose every copy
+    /// was lost is beyond any protocol's repair (seed 5015).
     fn restart(&mut self, i: usize) {
+        let held_elsewhere = (0..self.world.n)
+            .filter(|&j| j != i && self.world.honest(j))
+            .map(|j| self.nodes[j].disk.ledgers.len())
+            .max()
+            .unwrap_or(0);
         let w = &mut self.world;
         if std::env::var("SIM_TRACE").is_ok() {
             eprintln!("t {} node {i} RESTART", w.now_ms);
@@ -898,7 +905,8 @@ impl Sim {
         }
         if w.rng.chance(250) {
             let lost = (1 + w.rng.below(2)) as usize;
-            let keep = disk.ledgers.len().saturating_sub(lost);
+            let len = disk.ledgers.len();
+            let keep = if held_elsewhere >= len { len.saturating_sub(lost) } else { len };
             disk.ledgers.truncate(keep);
             // The store now ends below what this validator signed: it must sync up first.
             if disk.signer.as_ref().is_some_and(|s| s.slot.height > keep as u64 + 1) {
@@ -1151,9 +1159,14 @@ fn late_timers_keep_the_block_cadence() {
 /// * 10291 (n = 7): a bug of this harness, not of the code under test. A Byzantine validator ran a
 ///   height ahead of every honest one and kept evidence there; the check looked up a validator set
 ///   no honest commit had recorded yet, and panicked.
+/// * 5015 (n = 4): a bug of this harness. The three validators that certified height 4 all
+///   crashed and each store lost ledger 4 (a disk that lied about a flush), while the fourth,
+///   partitioned, never received it: no copy of a certified ledger was left anywhere, and no
+///   protocol can make progress past it. A lost ledger is now always held by another honest
+///   validator's disk.
 #[test]
 fn seeds_that_found_bugs() {
-    const SEEDS: &[(u64, usize)] = &[(2138, 4), (2433, 4), (10291, 7)];
+    const SEEDS: &[(u64, usize)] = &[(2138, 4), (2433, 4), (5015, 4), (10291, 7)];
     let mut t = Totals::default();
     for &(seed, n) in SEEDS {
         run_seed(seed, n, WAL_COMPACT_BYTES, &mut t);
