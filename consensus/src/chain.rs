@@ -461,16 +461,24 @@ impl Chain {
                 self.cfg.block_bytes_max
             ));
         }
-        // Executed from the pool in place: only the bodies kept with the result are copied.
-        let txs: Vec<&VerifiedTx> = value.tx_ids.iter().filter_map(|id| self.pool.get(id)).collect();
-        let bodies: Arc<Vec<SignedTransaction>> = Arc::new(txs.iter().map(|v| v.tx.clone()).collect());
-        match execute_exactly(&mut self.state, &value.header, &txs) {
-            Ok(diff) => {
-                self.keep(Executed::new(diff, bodies, &self.state));
-                CheckOutcome::Valid { timely }
-            }
+        match self.execute_pooled(value) {
+            Ok(()) => CheckOutcome::Valid { timely },
             Err(e) => CheckOutcome::Invalid(e.to_string()),
         }
+    }
+
+    /// Executes `value` from the pool in place (only the bodies kept with the result are
+    /// copied) and keeps the result if it reproduces its header exactly.
+    fn execute_pooled(&mut self, value: &Value) -> Result<(), ChainError> {
+        let txs = value
+            .tx_ids
+            .iter()
+            .map(|id| self.pool.get(id).ok_or(ChainError::Missing(*id)))
+            .collect::<Result<Vec<&VerifiedTx>, _>>()?;
+        let bodies: Arc<Vec<SignedTransaction>> = Arc::new(txs.iter().map(|v| v.tx.clone()).collect());
+        let diff = execute_exactly(&mut self.state, &value.header, &txs)?;
+        self.keep(Executed::new(diff, bodies, &self.state));
+        Ok(())
     }
 
     /// Executes `txs` at `header`'s time on the committed state (sealed, the state unchanged)
@@ -491,11 +499,7 @@ impl Chain {
         }
         let id = value.header.hash(&self.state.params().chain_id);
         if !self.executed.contains_key(&id) {
-            let mut txs = Vec::with_capacity(value.tx_ids.len());
-            for tx_id in &value.tx_ids {
-                txs.push(self.pool.get(tx_id).cloned().ok_or(ChainError::Missing(*tx_id))?);
-            }
-            self.execute(&value.header, txs)?;
+            self.execute_pooled(value)?;
         }
         Ok(self.install(id, certificate))
     }

@@ -134,16 +134,14 @@ impl Wal {
     /// Replaces the log with `records`, durably; returns its size.
     pub(crate) fn reset(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
         let tmp = self.path.with_extension("wal.tmp");
-        let mut bytes = 0;
-        {
+        let bytes = {
             let mut f =
                 BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-            for record in records {
-                bytes += write_record(&mut f, record, &mut self.buf)?;
-            }
+            let bytes = write_records(&mut f, records, &mut self.buf)?;
             f.flush()?;
             f.get_ref().sync_data()?;
-        }
+            bytes
+        };
         std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
         // The rename is durable once the directory is.
         sync_dir(&self.path)?;
@@ -161,13 +159,9 @@ impl Wal {
     pub(crate) fn start(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
         self.out.flush()?;
         self.out.get_ref().set_len(0).with_context(|| format!("truncating {}", self.path.display()))?;
-        let mut bytes = 0;
-        for record in records {
-            bytes += write_record(&mut self.out, record, &mut self.buf)?;
-        }
-        self.bytes = bytes;
+        self.bytes = write_records(&mut self.out, records, &mut self.buf)?;
         self.dirty = true;
-        Ok(bytes)
+        Ok(self.bytes)
     }
 
     /// Appends one record (buffered); returns the log's size.
@@ -195,6 +189,10 @@ pub(crate) fn sync_dir(path: &Path) -> anyhow::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing the directory {}", dir.display()))
+}
+
+fn write_records(out: &mut impl Write, records: &[WalRecord], buf: &mut Vec<u8>) -> anyhow::Result<u64> {
+    records.iter().try_fold(0, |bytes, record| Ok(bytes + write_record(out, record, buf)?))
 }
 
 fn write_record(out: &mut impl Write, record: &WalRecord, buf: &mut Vec<u8>) -> anyhow::Result<u64> {
