@@ -40,6 +40,22 @@ const SUBMIT_BATCH_MAX: usize = 256;
 /// A connection idle this long is closed.
 const SUBMIT_IDLE: Duration = Duration::from_secs(30);
 
+/// Turns transparent huge pages off for this process (Linux `PR_SET_THP_DISABLE`; elsewhere,
+/// nothing). A node frees and allocates its large per-height buffers (a block's bodies, the
+/// admission journal, executions) every block interval; with huge pages each fresh 2 MiB of them
+/// is zeroed whole at its first touch after the allocator returned it to the kernel. Measured on
+/// the 4-validator localnet (docs/PERFORMANCE.md): page faults were ~4 % of the machine's busy
+/// time, and with them off the same binary committed 3 % more at the peak (4 pairs, each pair
+/// better). Best effort: a kernel that refuses leaves the process as it was.
+fn transparent_huge_pages_off() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and touches no memory of
+    // this process; it sets a flag the kernel reads at page-fault time.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// Opens (or creates from the genesis file) the store of `cfg`, checking it is that chain.
 pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
     let genesis_text = read_text(&cfg.genesis, GENESIS_BYTES_MAX as u64, "genesis file")?;
@@ -118,6 +134,7 @@ impl CommitSink for ValidatorSink {
 
 /// Runs one process until SIGINT or SIGTERM.
 pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
+    transparent_huge_pages_off();
     let cfg = NodeConfig::load(config_path)?;
     if cfg.net.is_some() {
         return crate::replica::run(&cfg);
@@ -314,4 +331,16 @@ pub(crate) fn decode_frames(frames: Vec<Vec<u8>>, chain_id: &str) -> (Vec<String
         }
     }
     (lines, batch)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn transparent_huge_pages_are_off_after_the_call() {
+        super::transparent_huge_pages_off();
+        // SAFETY: prctl(PR_GET_THP_DISABLE) takes integer arguments only and reads a flag.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1, "the kernel reports transparent huge pages still on for this process");
+    }
 }

@@ -335,6 +335,11 @@ impl IntakeSubmitter {
     }
 }
 
+/// Transactions the admission stage keeps room for between rebases in each of its two lists
+/// (the entries themselves, not their heap parts): more than a busy node's block, so neither
+/// list grows from empty at every ledger.
+const CARRIED_ROOM_MIN: usize = 16_384;
+
 /// What happened to the admission of one transaction.
 fn admit_one(
     exec: &mut engine::state::BlockExecution<'_>,
@@ -362,18 +367,28 @@ fn admit_loop(
     depths: &[AtomicI64; 5],
 ) {
     let mut admitted: Vec<VerifiedTx> = Vec::new();
+    // The list of the previous post-state while it is applied again: the two lists trade places
+    // at each rebase, so neither grows from empty again (a pool's worth of transactions, each
+    // rebase).
+    let mut carried: Vec<VerifiedTx> = Vec::new();
     loop {
         // The post-state is one open ledger on the committed state, never sealed: its journal
         // is rolled back when the next committed state arrives.
         let timestamp_ms = now_ms().max(post.head().timestamp_ms.saturating_add(1));
         let Ok(mut exec) = post.begin_block(timestamp_ms) else { return };
-        let carried = std::mem::take(&mut admitted);
-        for v in carried {
+        std::mem::swap(&mut admitted, &mut carried);
+        for v in carried.drain(..) {
             match admit_one(&mut exec, &v, admitted.len(), admitted_max) {
                 Ok(()) => admitted.push(v),
                 Err(Some(e)) => reject(v.id, &e),
                 Err(None) => {}
             }
+        }
+        // Room kept for the next rebase: twice what is carried (at least CARRIED_ROOM_MIN), so a
+        // burst that filled the pool does not hold its memory for ever.
+        let keep = 2 * admitted.len().max(CARRIED_ROOM_MIN);
+        if carried.capacity() > keep {
+            carried.shrink_to(keep);
         }
         let next = loop {
             select! {
