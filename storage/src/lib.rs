@@ -49,6 +49,11 @@
 //! once however many ledgers of the batch touched it; that ledger's transaction also moves
 //! `indexed_height`. Each table's B-tree pages are so copied once per batch instead of once per
 //! ledger (measured in `docs/PERFORMANCE.md`). The store's readers see the gathered rows too.
+//! With [`StoreOptions::index_in_background`] a due batch is written instead by a thread of its
+//! own in a write transaction of its own, right after the ledger that completed it (one batch at
+//! a time, in order), so that no commit of the caller carries it; and
+//! [`Store::stagger_index_batch`] brings the first batch forward, so that stores committing the
+//! same ledgers on one machine do not all write theirs at the same height.
 //!
 //! MDBX is copy-on-write: a crash at any instant leaves the store at the last committed ledger,
 //! whole. [`Store::open`] rebuilds the in-memory [`engine::state::State`] from the tables as of

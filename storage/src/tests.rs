@@ -481,6 +481,69 @@ fn gathered_index_rows_are_read_reexecuted_on_open_and_flushed() {
     assert!(matches!(err, StoreError::Corrupt { table: HEADERS, .. }), "{err}");
 }
 
+/// Index batches written inline and on a thread of their own, the first one staggered to half
+/// a batch: right after every commit — whatever the thread has written yet — every transaction,
+/// touched account and history entry reads back, each once (the history neither loses nor
+/// repeats an entry across the batch being written); the batches land at heights 2 and 6; and
+/// both ways end in the same verified tables.
+#[test]
+fn index_batches_on_their_own_thread_read_back_and_stagger() {
+    let chain = TestChain::new(3, 20);
+    let sender = chain.sender(1);
+    let batch = IndexBatch { txs: 1_000, ledgers: 4 };
+    let mut reports = Vec::new();
+    for background in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            StoreOptions { index_batch: batch, index_in_background: background, ..StoreOptions::default() };
+        let (mut store, mut state) = Store::create_with(dir.path(), &chain.genesis_toml, options).unwrap();
+        store.stagger_index_batch(0.5);
+        let mut ledgers = Vec::new();
+        // The sender's history, newest first.
+        let mut expected: Vec<(TxLocation, engine::Hash)> = Vec::new();
+        let check =
+            |store: &Store, state: &State, ledgers: &[(Applied, Vec<SignedTransaction>)], expected: &[_]| {
+                for (applied, _) in ledgers {
+                    for (i, id) in applied.tx_ids.iter().enumerate() {
+                        let at = TxLocation { height: applied.header.height, index: i as u32 };
+                        assert_eq!(store.tx_location(id).unwrap(), Some(at));
+                    }
+                    for a in &applied.touched {
+                        assert_eq!(store.account(a).unwrap().as_ref(), state.account(a));
+                    }
+                }
+                let history = store.history(&sender, None, HISTORY_PAGE_MAX).unwrap();
+                assert_eq!(history.iter().map(|e| (e.location, e.id)).collect::<Vec<_>>(), expected);
+                assert_eq!(pages(store, &sender, 3), expected);
+            };
+        for height in 1..=9u64 {
+            let (applied, txs) = commit(&mut store, &chain, &mut state, 8);
+            for (i, tx) in txs.iter().enumerate() {
+                if tx.tx.fee.payer == sender {
+                    expected.insert(0, (TxLocation { height, index: i as u32 }, applied.tx_ids[i]));
+                }
+            }
+            ledgers.push((applied, txs));
+            check(&store, &state, &ledgers, &expected);
+            store.join_batch().unwrap();
+            check(&store, &state, &ledgers, &expected);
+            let indexed = match height {
+                1 => 0,
+                2..=5 => 2,
+                _ => 6,
+            };
+            assert_eq!(store.indexed_height().unwrap(), indexed, "background {background}, height {height}");
+        }
+        assert!(!expected.is_empty());
+        drop(store);
+        let report = verify(dir.path()).unwrap();
+        assert_eq!((report.heights_checked, report.indexed_height), (10, 6));
+        assert_eq!(report.state_root, state.state_root());
+        reports.push(report.head_hash);
+    }
+    assert_eq!(reports[0], reports[1]);
+}
+
 #[test]
 fn verify_checks_the_history_links() {
     let dir = tempfile::tempdir().unwrap();
