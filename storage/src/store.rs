@@ -512,10 +512,7 @@ impl Store {
     /// Height up to which the index tables (accounts, transaction index, history, replay) are
     /// written; the store's readers also see the rows gathered after it.
     pub fn indexed_height(&self) -> Result<u64, StoreError> {
-        let txn = self.env.begin_ro_txn()?;
-        let t_meta = txn.open_table(Some(META))?;
-        get_value(&txn, &t_meta, META, meta::INDEXED_HEIGHT)?
-            .ok_or_else(|| missing(META, "no indexed height".into()))
+        read_indexed_height(&self.env.begin_ro_txn()?)
     }
 
     /// The header of the last committed ledger.
@@ -566,11 +563,13 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let limit = limit.min(HISTORY_PAGE_MAX);
-        // Gathered rows are of ledgers above every indexed one: they come first.
         let txn = self.env.begin_ro_txn()?;
         // The batch being written, until this reading's snapshot of the tables holds it.
-        let indexed = get_value(&txn, &txn.open_table(Some(META))?, META, meta::INDEXED_HEIGHT)?;
-        let writing = self.writing.as_ref().filter(|w| indexed.is_none_or(|i: u64| i < w.height));
+        let writing = match &self.writing {
+            Some(w) if read_indexed_height(&txn)? < w.height => Some(w),
+            _ => None,
+        };
+        // Gathered rows are of ledgers above every indexed one: they come first.
         let mut out: Vec<HistoryEntry> = self
             .pending
             .history_of(address, before)
@@ -584,6 +583,14 @@ impl Store {
         read_history(&txn, address, before, limit, &mut out)?;
         Ok(out)
     }
+}
+
+/// The indexed height in `txn`'s snapshot.
+fn read_indexed_height<K: libmdbx::TransactionKind>(
+    txn: &Transaction<'_, K, NoWriteMap>,
+) -> Result<u64, StoreError> {
+    get_value(txn, &txn.open_table(Some(META))?, META, meta::INDEXED_HEIGHT)?
+        .ok_or_else(|| missing(META, "no indexed height".into()))
 }
 
 /// Appends to `out`, up to `limit` entries, the history of `address` in the tables, newest first,
@@ -661,9 +668,7 @@ impl StoreReader {
 
     /// Height up to which the index tables are written.
     pub fn indexed_height(&self) -> Result<u64, StoreError> {
-        let txn = self.env.begin_ro_txn()?;
-        get_value(&txn, &txn.open_table(Some(META))?, META, meta::INDEXED_HEIGHT)?
-            .ok_or_else(|| missing(META, "no indexed height".into()))
+        read_indexed_height(&self.env.begin_ro_txn()?)
     }
 
     /// The header and certificate of ledger `height`, if committed.
