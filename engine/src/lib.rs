@@ -23,6 +23,7 @@ pub mod ledger;
 pub mod limits;
 pub mod merkle;
 pub mod proof;
+pub mod spend;
 pub mod state;
 pub mod tx;
 pub mod validate;

@@ -16,16 +16,17 @@ use rayon::prelude::*;
 
 use crate::{
     account::Account,
-    address::{Address, AddressType},
+    address::Address,
     currency::Currency,
-    declaration::{Declaration, Voucher},
+    declaration::Declaration,
     genesis::{ChainParams, Genesis},
     hash::Hash,
     keys::Backend,
     ledger::{LEDGER_VERSION, LedgerHeader, ValidatorSet},
-    limits::{BLOCK_TXS_MAX, SPEND_DEPTH_MAX, SPEND_EVALUATIONS_MAX},
+    limits::BLOCK_TXS_MAX,
     merkle::{StateProof, StateTrie, tx_root},
-    tx::{Leg, SignedTransaction, TxId},
+    spend::{Published, SpendRules},
+    tx::{SignedTransaction, TxId},
     validate::{TxError, VerifiedTx, check_stateless, verify},
 };
 
@@ -583,38 +584,19 @@ fn check_tx(
     }
 
     let mut rules = SpendRules::new(&state.accounts, &tx.declarations, &vtx.signers, now);
-    let mut claims = Vec::new();
-    for (i, leg) in tx.inputs.iter().enumerate() {
-        if leg.address.kind() == AddressType::PaymentChannel {
-            if let Some(claim) = rules.channel_input(leg)? {
-                claims.push(claim);
-            }
-        } else if !tx.inputs[..i].iter().any(|l| l.address == leg.address)
-            && !rules.satisfied(&leg.address, 0)?
-        {
-            return Err(TxError::Unsatisfied(leg.address));
-        }
-    }
-    let payer = tx.fee.payer;
-    let payer_checked =
-        payer.kind() != AddressType::PaymentChannel && tx.inputs.iter().any(|l| l.address == payer);
-    if !payer_checked && !rules.satisfied(&payer, 0)? {
-        return Err(TxError::Unsatisfied(payer));
-    }
+    // The first rule not satisfied is the transaction's error.
+    let claims = rules.judge(tx, Some(&params.governance), |_, why| Err(why))?;
     let mut next_validators = None;
     let updates = tx.declarations.iter().filter_map(|d| match d {
         Declaration::ValidatorUpdate(u) => Some(u),
         _ => None,
     });
     for u in updates {
-        if next_validators.is_none() && !rules.satisfied(&params.governance, 0)? {
-            return Err(TxError::Unsatisfied(params.governance));
-        }
         let current = next_validators.as_ref().or(pending_validators).unwrap_or(&state.validators);
         next_validators = Some(current.with_update(u.public_key, u.weight)?);
     }
-    if let Some(i) = rules.used.iter().position(|used| !used) {
-        return Err(TxError::UnneededSignature(vtx.signers[i]));
+    if let Some(signer) = rules.unneeded().next() {
+        return Err(TxError::UnneededSignature(signer));
     }
 
     let deltas = net_deltas(tx, params)?;
@@ -626,6 +608,17 @@ fn check_tx(
         }
     }
     Ok(Plan { deltas, claims, next_validators })
+}
+
+/// The ledger judges spend rules against the state's accounts.
+impl Published for FastMap<Address, Account> {
+    fn declaration(&self, address: &Address) -> Option<&Declaration> {
+        self.get(address).and_then(|a| a.declaration.as_deref())
+    }
+
+    fn channel_claimed(&self, address: &Address) -> i64 {
+        self.get(address).map_or(0, |a| a.channel_claimed)
+    }
 }
 
 /// A ledger being applied. Dropping it without [`BlockExecution::finish`] undoes everything.
@@ -966,163 +959,6 @@ fn net_deltas(
         "transaction does not conserve value: {per_currency:?}"
     );
     Ok(merged)
-}
-
-/// Evaluates spend rules for one transaction against the state.
-struct SpendRules<'a> {
-    accounts: &'a FastMap<Address, Account>,
-    /// Account-defining declarations carried by the transaction, with their addresses.
-    declared: Vec<(Address, &'a Declaration)>,
-    secrets: Vec<&'a [u8; 32]>,
-    vouchers: Vec<&'a Voucher>,
-    signers: &'a [Address],
-    /// Which signers some rule needed.
-    used: Vec<bool>,
-    now_ms: i64,
-    evaluations: usize,
-}
-
-impl<'a> SpendRules<'a> {
-    fn new(
-        accounts: &'a FastMap<Address, Account>,
-        declarations: &'a [Declaration],
-        signers: &'a [Address],
-        now_ms: i64,
-    ) -> Self {
-        let mut declared = Vec::new();
-        let mut secrets = Vec::new();
-        let mut vouchers = Vec::new();
-        for d in declarations {
-            match d {
-                Declaration::Secret { preimage } => secrets.push(preimage),
-                Declaration::Voucher(v) => vouchers.push(v),
-                Declaration::ValidatorUpdate(_) => {}
-                Declaration::MultiSig(_)
-                | Declaration::HashLock { .. }
-                | Declaration::PaymentChannel(_)
-                | Declaration::TimeLock { .. } => {
-                    if let Some(a) = d.address() {
-                        declared.push((a, d));
-                    }
-                }
-            }
-        }
-        Self {
-            accounts,
-            declared,
-            secrets,
-            vouchers,
-            signers,
-            used: vec![false; signers.len()],
-            now_ms,
-            evaluations: 0,
-        }
-    }
-
-    /// The declaration of `address`: carried by the transaction, or published earlier.
-    fn declaration(&self, address: &Address) -> Option<&'a Declaration> {
-        if let Some((_, d)) = self.declared.iter().find(|(a, _)| a == address) {
-            return Some(*d);
-        }
-        self.accounts.get(address).and_then(|a| a.declaration.as_deref())
-    }
-
-    /// Whether the rule of `address` is satisfied. Undeclared special accounts are simply
-    /// unsatisfied (a MultiSig may reveal only the signers it needs).
-    fn satisfied(&mut self, address: &Address, depth: usize) -> Result<bool, TxError> {
-        if depth > SPEND_DEPTH_MAX {
-            return Err(TxError::TooDeep(*address));
-        }
-        self.evaluations += 1;
-        if self.evaluations > SPEND_EVALUATIONS_MAX {
-            return Err(TxError::TooComplex);
-        }
-        Ok(match address.kind() {
-            AddressType::Ecdsa => {
-                let mut found = false;
-                for (signer, used) in self.signers.iter().zip(self.used.iter_mut()) {
-                    if signer == address {
-                        *used = true;
-                        found = true;
-                    }
-                }
-                found
-            }
-            AddressType::MultiSig => match self.declaration(address) {
-                Some(Declaration::MultiSig(ms)) => {
-                    // Every signer is evaluated, not just the first `required`: a signature
-                    // given for any of them is then "needed", whatever the order.
-                    let mut count = 0usize;
-                    for s in ms.signers() {
-                        if self.satisfied(s, depth + 1)? {
-                            count += 1;
-                        }
-                    }
-                    count >= ms.required() as usize
-                }
-                _ => false,
-            },
-            AddressType::HashLock => match self.declaration(address) {
-                Some(Declaration::HashLock { hash_type, hash }) => {
-                    self.secrets.iter().any(|p| hash_type.digest(p.as_slice()) == *hash)
-                }
-                _ => false,
-            },
-            AddressType::TimeLock => address
-                .timelock_seconds()
-                // TimeLock(0) (the CAS issuer) and earlier are never spendable.
-                .filter(|&secs| secs > 0)
-                .and_then(|secs| secs.checked_mul(1000))
-                .is_some_and(|lock_ms| self.now_ms >= lock_ms),
-            AddressType::PaymentChannel => match self.declaration(address) {
-                // Outside of a claim (see `channel_input`), only the payer after expiry.
-                Some(Declaration::PaymentChannel(ch)) if self.now_ms >= ch.expiry_ms => {
-                    self.satisfied(&ch.payer, depth + 1)?
-                }
-                _ => false,
-            },
-        })
-    }
-
-    /// The rule of an input from a payment channel. Before expiry the payee claims, in the
-    /// channel's currency, up to the payer's latest voucher; after expiry the payer takes the
-    /// rest. Returns the channel's new claimed total for a claim.
-    fn channel_input(&mut self, leg: &Leg) -> Result<Option<(Address, i64)>, TxError> {
-        let Some(Declaration::PaymentChannel(ch)) = self.declaration(&leg.address) else {
-            return Err(TxError::Unsatisfied(leg.address));
-        };
-        if self.now_ms >= ch.expiry_ms {
-            return if self.satisfied(&ch.payer, 1)? {
-                Ok(None)
-            } else {
-                Err(TxError::Unsatisfied(leg.address))
-            };
-        }
-        if leg.currency != ch.currency {
-            return Err(TxError::ChannelCurrency(leg.address));
-        }
-        if !self.satisfied(&ch.payee, 1)? {
-            return Err(TxError::Unsatisfied(leg.address));
-        }
-        let voucher = self
-            .vouchers
-            .iter()
-            .find(|v| v.channel == leg.address)
-            .ok_or(TxError::VoucherMissing(leg.address))?;
-        if voucher.public_key.address() != ch.payer {
-            return Err(TxError::VoucherWrongPayer(leg.address));
-        }
-        let claimed = self.accounts.get(&leg.address).map_or(0, |a| a.channel_claimed);
-        let total = claimed.checked_add(leg.amount).ok_or(TxError::Overflow)?;
-        if total > voucher.cumulative {
-            return Err(TxError::VoucherExceeded {
-                claimed,
-                amount: leg.amount,
-                cumulative: voucher.cumulative,
-            });
-        }
-        Ok(Some((leg.address, total)))
-    }
 }
 
 #[cfg(test)]

@@ -124,9 +124,9 @@ fn file_status(partial: &Partial, path: &Path, now_ms: i64) -> Value {
     json!({
         "id": partial.id(),
         "file": path,
-        "complete": verdict.complete,
+        "complete": verdict.complete(),
         "signed_by": partial.signers(),
-        "unsatisfied": verdict.unsatisfied,
+        "unsatisfied": verdict.unsatisfied.iter().map(|(a, _)| a).collect::<Vec<_>>(),
         "can_sign": verdict.eligible,
     })
 }

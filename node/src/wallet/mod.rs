@@ -2,17 +2,17 @@
 //! against an explorer's HTTP API (docs/API.md).
 //!
 //! Layout: [`keystore`] (keys at rest, passphrases), [`api`] (the thin HTTP client), [`build`]
-//! (pure transaction builders on the engine's types), [`auth`] (who must sign), [`partial`]
-//! (partially signed files), [`htlc`], [`channel`], [`token`], [`proof`], and [`flow`] (what
-//! the commands share). Everything but `api` and the terminal prompt is testable without a
-//! server, and the tests apply what the builders produce to an in-memory engine state.
+//! (pure transaction builders on the engine's types), [`partial`] (partially signed files; who
+//! must sign is judged by the engine's [`engine::spend`]), [`htlc`], [`channel`], [`token`],
+//! [`proof`], and [`flow`] (what the commands share). Everything but `api` and the terminal
+//! prompt is testable without a server, and the tests apply what the builders produce to an
+//! in-memory engine state.
 //!
 //! Times: expirations, HTLC lock times and channel expiries count from the latest ledger's
 //! time as the explorer reports it, never from this machine's clock, since the chain judges
 //! them by ledger time.
 
 mod api;
-mod auth;
 mod build;
 mod channel;
 mod files;

@@ -12,7 +12,7 @@
 //! `unsigned` is authoritative: the id is recomputed from it and every signature verified over
 //! that id on loading; `transaction` and `summary` are written for people and never read back.
 //! `context` holds the chain's declarations of special input accounts as fetched when the file
-//! was built, for the signing analysis only (see [`super::auth`]).
+//! was built, for the signing analysis only (the engine's [`engine::spend::verdict`]).
 
 use std::path::Path;
 
@@ -24,12 +24,13 @@ use engine::{
     hash::Hash,
     keys,
     limits::SIGNATURES_MAX,
+    spend::Verdict,
     tx::{SignedTransaction, Transaction, TxSignature},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{auth, build, files};
+use super::{build, files};
 
 const FORMAT: &str = "caasiope-partial-tx/1";
 
@@ -87,8 +88,12 @@ impl Partial {
     }
 
     /// Who signed and what is missing, at ledger time `now_ms`.
-    pub(crate) fn verdict(&self, now_ms: i64) -> auth::Verdict {
-        auth::evaluate(&self.tx, &self.context, &self.signers(), now_ms)
+    ///
+    /// Judged by the engine's own rules ([`engine::spend::verdict`]) against the declarations
+    /// in the file's context; the governance account is not judged (the file does not name
+    /// it), nor what a payment channel claimed before — the chain judges both.
+    pub(crate) fn verdict(&self, now_ms: i64) -> Verdict {
+        engine::spend::verdict(&self.tx, self.context.as_slice(), &self.signers(), now_ms, None)
     }
 
     /// Adds `key`'s signature, refused if no spend rule of the transaction can use it (the
@@ -130,7 +135,7 @@ impl Partial {
             bail!(
                 "transaction {} is not complete: the rules of {} are not satisfied yet (signed so far by: {})",
                 self.id(),
-                list(&verdict.unsatisfied),
+                list(verdict.unsatisfied.iter().map(|(a, _)| a)),
                 if self.signatures.is_empty() { "nobody".into() } else { list(&self.signers()) }
             );
         }

@@ -280,7 +280,10 @@ fn multisig_is_declared_then_co_signed() {
     assert_eq!(p.context.len(), 1);
     p.sign(&key("carol"), net.now()).unwrap();
     let v = p.verdict(net.now());
-    assert_eq!((v.complete, v.unsatisfied.as_slice()), (false, [treasury].as_slice()));
+    assert_eq!(
+        (v.complete(), v.unsatisfied.as_slice()),
+        (false, [(treasury, TxError::Unsatisfied(treasury))].as_slice())
+    );
     assert!(p.sign(&key("dave"), net.now()).is_err(), "dave is not a signer");
     // Incomplete, the chain refuses it too.
     assert_eq!(tx_error(net.apply(p.signed())), TxError::Unsatisfied(treasury));
