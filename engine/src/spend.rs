@@ -25,11 +25,26 @@ pub trait Published {
     fn channel_claimed(&self, address: &Address) -> i64;
 }
 
+/// Account-defining declarations with their addresses, each address derived (hashed) once.
+#[derive(Clone, Debug, Default)]
+pub struct Declared<'a>(Vec<(Address, &'a Declaration)>);
+
+impl<'a> Declared<'a> {
+    /// The account definitions among `declarations` (the others define no account).
+    pub fn new(declarations: &'a [Declaration]) -> Self {
+        Self(declarations.iter().filter_map(|d| Some((d.address()?, d))).collect())
+    }
+
+    fn get(&self, address: &Address) -> Option<&'a Declaration> {
+        self.0.iter().find(|(a, _)| a == address).map(|(_, d)| *d)
+    }
+}
+
 /// Declarations known off chain (a wallet's context): no channel has claims on record, so a
 /// claim is judged against its voucher alone — the ledger also counts what was claimed before.
-impl Published for [Declaration] {
+impl Published for Declared<'_> {
     fn declaration(&self, address: &Address) -> Option<&Declaration> {
-        self.iter().find(|d| d.is_account_definition() && d.address().as_ref() == Some(address))
+        self.get(address)
     }
 
     fn channel_claimed(&self, _: &Address) -> i64 {
@@ -88,8 +103,8 @@ pub fn verdict<P: Published + ?Sized>(
 /// Evaluates the spend rules of one transaction.
 pub(crate) struct SpendRules<'a, P: Published + ?Sized> {
     published: &'a P,
-    /// Account-defining declarations carried by the transaction, with their addresses.
-    declared: Vec<(Address, &'a Declaration)>,
+    /// Account-defining declarations carried by the transaction.
+    declared: Declared<'a>,
     secrets: Vec<&'a [u8; 32]>,
     vouchers: Vec<&'a Voucher>,
     signers: &'a [Address],
@@ -108,27 +123,18 @@ impl<'a, P: Published + ?Sized> SpendRules<'a, P> {
         signers: &'a [Address],
         now_ms: i64,
     ) -> Self {
-        let mut declared = Vec::new();
         let mut secrets = Vec::new();
         let mut vouchers = Vec::new();
         for d in declarations {
             match d {
                 Declaration::Secret { preimage } => secrets.push(preimage),
                 Declaration::Voucher(v) => vouchers.push(v),
-                Declaration::ValidatorUpdate(_) => {}
-                Declaration::MultiSig(_)
-                | Declaration::HashLock { .. }
-                | Declaration::PaymentChannel(_)
-                | Declaration::TimeLock { .. } => {
-                    if let Some(a) = d.address() {
-                        declared.push((a, d));
-                    }
-                }
+                _ => {}
             }
         }
         Self {
             published,
-            declared,
+            declared: Declared::new(declarations),
             secrets,
             vouchers,
             signers,
@@ -194,10 +200,7 @@ impl<'a, P: Published + ?Sized> SpendRules<'a, P> {
 
     /// The declaration of `address`: carried by the transaction, or published earlier.
     fn declaration(&self, address: &Address) -> Option<&'a Declaration> {
-        if let Some((_, d)) = self.declared.iter().find(|(a, _)| a == address) {
-            return Some(*d);
-        }
-        self.published.declaration(address)
+        self.declared.get(address).or_else(|| self.published.declaration(address))
     }
 
     /// Whether the rule of `address` is satisfied. Undeclared special accounts are simply
@@ -333,16 +336,16 @@ mod tests {
         let (treasury, published) = multisig(vec![ecdsa(1), ecdsa(2), ecdsa(3)], 2);
         let tx = spend(treasury, vec![]);
         let context = [published];
-        let v = verdict(&tx, context.as_slice(), &[ecdsa(1)], 0, None);
+        let v = verdict(&tx, &Declared::new(&context), &[ecdsa(1)], 0, None);
         assert_eq!(v.unsatisfied, [(treasury, TxError::Unsatisfied(treasury))]);
         assert_eq!(v.eligible, [ecdsa(1), ecdsa(2), ecdsa(3)].into_iter().collect());
         assert!(!v.complete());
-        let v = verdict(&tx, context.as_slice(), &[ecdsa(3), ecdsa(1), ecdsa(7)], 0, None);
+        let v = verdict(&tx, &Declared::new(&context), &[ecdsa(3), ecdsa(1), ecdsa(7)], 0, None);
         assert_eq!((v.unsatisfied.as_slice(), v.unneeded.as_slice()), ([].as_slice(), [ecdsa(7)].as_slice()));
-        let v = verdict(&tx, context.as_slice(), &[ecdsa(2), ecdsa(3)], 0, None);
+        let v = verdict(&tx, &Declared::new(&context), &[ecdsa(2), ecdsa(3)], 0, None);
         assert!(v.complete());
         // Unknown to the context, as on chain: the account cannot be spent.
-        let v = verdict(&tx, [].as_slice(), &[ecdsa(2), ecdsa(3)], 0, None);
+        let v = verdict(&tx, &Declared::default(), &[ecdsa(2), ecdsa(3)], 0, None);
         assert_eq!(v.unsatisfied, [(treasury, TxError::Unsatisfied(treasury))]);
         assert_eq!(v.unneeded, [ecdsa(2), ecdsa(3)]);
     }
@@ -358,7 +361,7 @@ mod tests {
             declarations.push(d);
             inner = outer;
         }
-        let v = verdict(&spend(inner, declarations), [].as_slice(), &[ecdsa(1)], 0, None);
+        let v = verdict(&spend(inner, declarations), &Declared::default(), &[ecdsa(1)], 0, None);
         assert!(matches!(v.unsatisfied.as_slice(), [(a, TxError::TooDeep(_))] if *a == inner), "{v:?}");
 
         // A channel claim with a voucher signed by someone else than the payer.
@@ -375,13 +378,14 @@ mod tests {
             spend(channel, vec![Declaration::Voucher(crate::Voucher::sign("t", channel, 5, &other))]);
         tx.fee.payer = ecdsa(2);
         let context = [open];
-        let v = verdict(&tx, context.as_slice(), &[ecdsa(2)], 0, None);
+        let v = verdict(&tx, &Declared::new(&context), &[ecdsa(2)], 0, None);
         assert_eq!(v.unsatisfied, [(channel, TxError::VoucherWrongPayer(channel))]);
         tx.declarations = vec![Declaration::Voucher(crate::Voucher::sign("t", channel, 5, &payer))];
-        assert!(verdict(&tx, context.as_slice(), &[ecdsa(2)], 0, None).complete());
+        assert!(verdict(&tx, &Declared::new(&context), &[ecdsa(2)], 0, None).complete());
         // After expiry the payer takes the rest, and the payee's signature is not needed.
         tx.declarations.clear();
-        let v = verdict(&tx, context.as_slice(), &[ecdsa(2), payer.public_key().address()], 5_000, None);
+        let v =
+            verdict(&tx, &Declared::new(&context), &[ecdsa(2), payer.public_key().address()], 5_000, None);
         assert!(v.complete(), "{v:?}");
 
         // A validator update needs the governance account, when the caller knows it.
@@ -391,11 +395,12 @@ mod tests {
             public_key: payer.public_key(),
             weight: 1,
         }));
-        let v = verdict(&tx, [].as_slice(), &[ecdsa(1), ecdsa(8)], 0, Some(&governance));
+        let v = verdict(&tx, &Declared::default(), &[ecdsa(1), ecdsa(8)], 0, Some(&governance));
         assert_eq!(v.unsatisfied, [(governance, TxError::Unsatisfied(governance))]);
         assert!(
-            verdict(&tx, [].as_slice(), &[ecdsa(1), ecdsa(8), ecdsa(9)], 0, Some(&governance)).complete()
+            verdict(&tx, &Declared::default(), &[ecdsa(1), ecdsa(8), ecdsa(9)], 0, Some(&governance))
+                .complete()
         );
-        assert!(verdict(&tx, [].as_slice(), &[ecdsa(1)], 0, None).complete(), "governance not judged");
+        assert!(verdict(&tx, &Declared::default(), &[ecdsa(1)], 0, None).complete(), "governance not judged");
     }
 }

@@ -24,7 +24,7 @@ use engine::{
     hash::Hash,
     keys,
     limits::SIGNATURES_MAX,
-    spend::Verdict,
+    spend::{Declared, Verdict},
     tx::{SignedTransaction, Transaction, TxSignature},
 };
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,7 @@ impl Partial {
     /// in the file's context; the governance account is not judged (the file does not name
     /// it), nor what a payment channel claimed before — the chain judges both.
     pub(crate) fn verdict(&self, now_ms: i64) -> Verdict {
-        engine::spend::verdict(&self.tx, self.context.as_slice(), &self.signers(), now_ms, None)
+        engine::spend::verdict(&self.tx, &Declared::new(&self.context), &self.signers(), now_ms, None)
     }
 
     /// Adds `key`'s signature, refused if no spend rule of the transaction can use it (the
