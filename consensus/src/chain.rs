@@ -30,7 +30,8 @@ use engine::{
 
 use crate::message::Value;
 
-/// Limits and rules of the application.
+/// Limits and rules of the application. A node takes the limits from its limits module
+/// (`caasiope-limits`), so there is no default here.
 #[derive(Clone, Copy, Debug)]
 pub struct ChainConfig {
     /// Signature backend for transactions that arrive with a synced ledger.
@@ -38,8 +39,8 @@ pub struct ChainConfig {
     /// Most transactions a proposal carries.
     pub block_txs_max: usize,
     /// Most bytes of transactions (their canonical encodings) a proposal carries: a committed
-    /// ledger travels to a peer that syncs it in one frame, so it must fit one (see
-    /// [`BLOCK_BYTES_MAX`]).
+    /// ledger travels to a peer that syncs it in one frame, so it must fit one (the node's
+    /// limits module asserts it does).
     pub block_bytes_max: usize,
     /// Most transactions the pool holds.
     pub pool_max: usize,
@@ -51,23 +52,6 @@ pub struct ChainConfig {
 /// [`Chain::executed_bytes`]). A height needs one in the common case; a round change or an
 /// equivocating leader adds one each.
 pub const EXECUTED_MAX: usize = 4;
-
-/// Bytes of transactions a block may carry by default: a 4 MiB frame less 64 KiB for the
-/// ledger's header, its count and a certificate of up to [`engine::limits::VALIDATORS_MAX`]
-/// signatures.
-pub const BLOCK_BYTES_MAX: usize = (4 << 20) - (64 << 10);
-
-impl Default for ChainConfig {
-    fn default() -> Self {
-        Self {
-            backend: Backend::Libsecp256k1,
-            block_txs_max: 20_000,
-            block_bytes_max: BLOCK_BYTES_MAX,
-            pool_max: 200_000,
-            drift_ms: 5_000,
-        }
-    }
-}
 
 /// A certified ledger as it travels over the sync channel and is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -601,6 +585,17 @@ mod tests {
 
     const CHAIN: &str = "limits";
 
+    /// The limits these tests run with (a node's come from its limits module).
+    fn config() -> ChainConfig {
+        ChainConfig {
+            backend: Backend::Libsecp256k1,
+            block_txs_max: 20_000,
+            block_bytes_max: (4 << 20) - (64 << 10),
+            pool_max: 200_000,
+            drift_ms: 5_000,
+        }
+    }
+
     fn key(i: u8) -> SecretKey {
         SecretKey::from_bytes(&[i; 32]).unwrap()
     }
@@ -649,7 +644,7 @@ mod tests {
     #[test]
     fn a_synced_ledger_whose_transactions_were_altered_is_the_senders_fault() {
         let (state, txs) = chain_and_transfers(4);
-        let mut leader = Chain::new(state.clone(), ChainConfig::default());
+        let mut leader = Chain::new(state.clone(), config());
         for v in &txs {
             leader.add(v.clone()).unwrap();
         }
@@ -660,7 +655,7 @@ mod tests {
         certificate.add(CHAIN, 0, &key(1), 1, &id);
         let genuine = leader.commit(&value, certificate).unwrap().ledger;
 
-        let mut follower = Chain::new(state, ChainConfig::default());
+        let mut follower = Chain::new(state, config());
         let root = follower.state().state_root();
         let mut dropped = genuine.clone();
         dropped.transactions.pop();
@@ -688,7 +683,7 @@ mod tests {
     #[test]
     fn executing_a_value_copies_what_its_block_touched_and_keeps_a_bounded_number() {
         let (state, txs) = chain_and_transfers(6);
-        let mut chain = Chain::new(state.clone(), ChainConfig::default());
+        let mut chain = Chain::new(state.clone(), config());
         for v in &txs {
             chain.add(v.clone()).unwrap();
         }
@@ -719,8 +714,7 @@ mod tests {
         let size = txs[0].tx.to_bytes().len();
         assert!(txs.iter().all(|v| v.tx.to_bytes().len() == size));
         let chain_with = |block_bytes_max: usize| {
-            let mut chain =
-                Chain::new(state.clone(), ChainConfig { block_bytes_max, ..ChainConfig::default() });
+            let mut chain = Chain::new(state.clone(), ChainConfig { block_bytes_max, ..config() });
             for v in &txs {
                 chain.add(v.clone()).unwrap();
             }

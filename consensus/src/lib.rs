@@ -30,8 +30,7 @@ pub mod wire;
 
 pub use crate::{
     chain::{
-        BLOCK_BYTES_MAX, Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger,
-        EXECUTED_MAX, PoolError,
+        Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, EXECUTED_MAX, PoolError,
     },
     core::{
         Config, Core, CoreStats, Decision, EVIDENCE_PER_VALIDATOR_MAX, Effect, FUTURE_FAILURES_PER_PEER_MAX,

@@ -1005,8 +1005,8 @@ fn boot(w: &World, i: usize, ledgers: &[CommittedLedger], signer: Option<SignSta
         backend: BACKEND,
         block_txs_max: 50,
         pool_max: 10_000,
+        block_bytes_max: 4 << 20,
         drift_ms: 5_000,
-        ..ChainConfig::default()
     };
     let mut chain = Chain::new(State::from_genesis(&w.genesis), chain_cfg);
     for l in ledgers {

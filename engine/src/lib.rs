@@ -5,7 +5,8 @@
 //! account types and spend rules, transaction validation, the deterministic state transition,
 //! the state and transaction Merkle trees with offline-verifiable proofs, and genesis.
 //!
-//! This crate does no I/O, spawns no threads of its own (CPU-heavy work runs on the caller's
+//! This crate does no I/O (its one reading of the wall clock, [`clock`], is for its hosts: no
+//! rule reads it), spawns no threads of its own (CPU-heavy work runs on the caller's
 //! rayon pool) and forbids `unsafe`. Untrusted bytes are decoded against the bounds in
 //! [`limits`] and refused with an error, never a panic.
 
@@ -13,6 +14,7 @@
 
 pub mod account;
 pub mod address;
+pub mod clock;
 pub mod codec;
 pub mod currency;
 pub mod declaration;

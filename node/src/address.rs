@@ -4,8 +4,9 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, bail};
 use engine::{Address, Declaration, HashType, MultiSig};
+use exit::Output;
 
-use crate::{cli::AddressCommand, exit::Output};
+use crate::cli::AddressCommand;
 
 /// Runs one `address` command.
 pub(crate) fn run(command: AddressCommand) -> anyhow::Result<Output> {

@@ -20,11 +20,12 @@ use std::{
 use anyhow::Context;
 use bench::workload::{GENESIS_MS, transfer_bytes, validator_key, workload};
 use engine::{Backend, tx::SignedTransaction, validate::verify_signatures};
+use exit::Output;
 use pipeline::{Pipeline, PipelineConfig, Sealing};
 use rayon::prelude::*;
 use storage::{Durability, Store, StoreOptions};
 
-use crate::{exit::Output, run::ValidatorSink};
+use crate::run::ValidatorSink;
 
 /// Arguments of `bench pipeline`.
 #[derive(Debug, Clone)]
@@ -159,9 +160,11 @@ fn timed_run(
     let pipeline_cfg = PipelineConfig {
         backend: cfg.backend,
         verify_threads: threads,
+        batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
+        queue_batches_max: limits::STAGE_QUEUE_BATCHES_MAX,
+        commit_queue_max: limits::COMMIT_QUEUE_LEDGERS_MAX,
         block_txs_max: cfg.block_txs,
         sealing: Sealing::WhenFull { step_ms: STEP_MS },
-        ..PipelineConfig::default()
     };
 
     let done = Arc::new(AtomicBool::new(false));

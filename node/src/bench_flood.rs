@@ -32,7 +32,7 @@ use engine::{
 };
 use rayon::prelude::*;
 
-use crate::exit::Output;
+use exit::Output;
 
 /// Arguments of `bench flood`.
 #[derive(Debug, Clone, Copy)]
@@ -170,8 +170,8 @@ pub(crate) fn run(b: FloodBench) -> anyhow::Result<Output> {
         backend: Backend::Libsecp256k1,
         block_txs_max: b.block_txs,
         pool_max: txs_needed + 1,
+        block_bytes_max: limits::BLOCK_BYTES_MAX,
         drift_ms: i64::MAX / 4,
-        ..ChainConfig::default()
     };
     // The Byzantine leader's values: one block of distinct transfers each, valid on genesis.
     // Each executed on the genesis state and sealed without changing it: no copy of the state

@@ -23,10 +23,11 @@ use engine::{
     limits::OUTPUTS_MAX,
     tx::{Fee, Leg, TX_VERSION, Transaction, TxId},
 };
+use exit::Output;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::{bench::percentile, exit::Output};
+use crate::bench::percentile;
 
 /// Parameters of the load generator.
 #[derive(Debug)]
@@ -209,11 +210,8 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     let keys: Vec<SecretKey> = (0..n).into_par_iter().map(|_| SecretKey::generate()).collect();
     let addresses: Vec<Address> = keys.par_iter().map(|k| k.public_key().address()).collect();
     let head_ms = st["timestamp_ms"].as_i64().unwrap_or(0);
-    let now = || {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-    };
-    let expiration_ms =
-        now().max(head_ms) + max_ttl_ms.min(((b.duration_s + b.drain_s) * 1000 + 120_000) as i64);
+    let expiration_ms = engine::clock::now_ms().max(head_ms)
+        + max_ttl_ms.min(((b.duration_s + b.drain_s) * 1000 + 120_000) as i64);
     let funding: Vec<(TxId, Vec<u8>)> = addresses
         .chunks(OUTPUTS_MAX - 1)
         .enumerate()

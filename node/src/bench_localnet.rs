@@ -24,15 +24,16 @@ use std::{
 use anyhow::{Context, bail};
 use engine::{
     Backend, Hash,
+    clock::now_ms,
     tx::{SignedTransaction, TxId},
     validate::verify_signatures,
 };
+use exit::Output;
 use rayon::prelude::*;
 
 use crate::{
     bench::{median_run, percentile, process_cpu_s},
     config::Role,
-    exit::Output,
     localnet::{LOCALNET_CHAIN, Process, init_with, processes, spawn, stop},
     replica::{admin_get, metric},
 };
@@ -47,10 +48,6 @@ pub(crate) struct LocalnetBench {
     pub(crate) net: crate::cli::LocalnetArgs,
     /// Runs, each on a fresh localnet with its own bound; the report is the one of median ratio.
     pub(crate) runs: usize,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Signature verifications per second on every core, over `txs` (decoded before the clock).

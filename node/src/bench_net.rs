@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::Context;
 use engine::codec::Reader;
+use exit::Output;
 use net::{
     NodeCert,
     conn::{ConnConfig, connection},
@@ -32,7 +33,6 @@ use tokio::{
 
 use crate::{
     bench::process_cpu_s,
-    exit::Output,
     replica::wire::{GOSSIP_TXS_MAX, decode_txs, put_bodies},
 };
 

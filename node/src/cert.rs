@@ -8,7 +8,7 @@ use net::{
     identity::{CERT_FILE, KEY_FILE},
 };
 
-use crate::exit::Output;
+use exit::Output;
 
 /// The validator key file `init` writes beside the TLS identity.
 pub(crate) const VALIDATOR_KEY_FILE: &str = "validator.key";

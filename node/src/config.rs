@@ -26,11 +26,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use engine::Backend;
 
-/// Largest config file read.
-const CONFIG_BYTES_MAX: u64 = 1 << 20;
+use limits::CONFIG_BYTES_MAX;
 
 /// The role of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -134,19 +133,7 @@ pub(crate) struct NodeConfig {
     pub(crate) clickhouse: Option<storage::ClickHouseConfig>,
 }
 
-/// Reads a bounded text file.
-pub(crate) fn read_text(path: &Path, max: u64, what: &str) -> anyhow::Result<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
-    let mut text = String::new();
-    file.take(max + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if text.len() as u64 > max {
-        bail!("{what} {} is larger than {max} bytes", path.display());
-    }
-    Ok(text)
-}
+use exit::read_text;
 
 impl NodeConfig {
     /// Loads and checks a config file.

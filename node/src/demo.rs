@@ -22,7 +22,7 @@ use engine::{
 };
 use serde_json::json;
 
-use crate::exit::Output;
+use exit::Output;
 
 const CHAIN: &str = "demo";
 const GENESIS_MS: i64 = 1_767_225_600_000;

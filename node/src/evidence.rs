@@ -13,11 +13,11 @@ use engine::{
     ledger::ValidatorSet,
     limits::GENESIS_BYTES_MAX,
 };
+use exit::{Output, read_text};
 
-use crate::{cli::EvidenceCommand, config::read_text, exit::Output};
+use crate::cli::EvidenceCommand;
 
-/// Most hex text read for a proof or a set: two proposals of the largest value, hex.
-const HEX_TEXT_MAX: usize = 32 << 20;
+use limits::EVIDENCE_HEX_TEXT_MAX_BYTES as HEX_TEXT_MAX;
 
 /// Runs one `evidence` command.
 pub(crate) fn run(command: EvidenceCommand) -> anyhow::Result<Output> {

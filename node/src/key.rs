@@ -9,8 +9,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use engine::SecretKey;
+use exit::Output;
 
-use crate::{cli::KeyCommand, exit::Output};
+use crate::cli::KeyCommand;
 
 /// Runs one `key` command.
 pub(crate) fn run(command: KeyCommand) -> anyhow::Result<Output> {
@@ -71,7 +72,7 @@ fn inspect(secret_hex: &str) -> anyhow::Result<Output> {
 
 /// Reads a key file written by [`create_key_file`].
 pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
-    let text = crate::config::read_text(path, 1024, "key file")?;
+    let text = exit::read_text(path, limits::KEY_FILE_BYTES_MAX, "key file")?;
     SecretKey::from_hex(text.trim()).with_context(|| format!("key file {}", path.display()))
 }
 

@@ -30,13 +30,13 @@ use engine::{
     genesis::{BalanceSpec, CurrencySpec, Genesis, GenesisConfig},
     ledger::Validator,
 };
+use exit::Output;
 use net::NodeCert;
 
 use crate::{
     cert::VALIDATOR_KEY_FILE,
     cli::LocalnetArgs,
     config::{PeerSpec, Role},
-    exit::Output,
 };
 
 /// Raw units of CAS the faucet holds at genesis (10 million CAS).
@@ -164,9 +164,7 @@ pub(crate) fn init_with(
     }
     let faucet = crate::key::create_key_file(&dir.join("faucet.key"))?;
     let faucet_address = faucet.public_key().address();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = engine::clock::now_ms();
     let genesis = Genesis::new(GenesisConfig {
         chain_id: LOCALNET_CHAIN.into(),
         timestamp_ms: now_ms,

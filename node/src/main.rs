@@ -14,7 +14,6 @@ mod cli;
 mod config;
 mod demo;
 mod evidence;
-mod exit;
 mod explorer;
 mod key;
 mod localnet;
@@ -32,11 +31,9 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
+use exit::Output;
 
-use crate::{
-    cli::{Cli, Command},
-    exit::Output,
-};
+use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     exit::install_panic_hook();

@@ -25,20 +25,11 @@ use engine::{
     state::State,
     tx::SignedTransaction,
 };
+use exit::{Output, read_text};
 use pipeline::{CommitSink, Pipeline, PipelineConfig, SealedLedger, Sealing};
 use storage::{Durability, IndexBatch, Store, StoreOptions};
 
-use crate::{
-    config::{NodeConfig, Role, Sync, read_text},
-    exit::Output,
-};
-
-/// Most client connections served at once on the submit port.
-const SUBMIT_CONNECTIONS_MAX: usize = 64;
-/// Frames taken as one intake batch.
-const SUBMIT_BATCH_MAX: usize = 256;
-/// A connection idle this long is closed.
-const SUBMIT_IDLE: Duration = Duration::from_secs(30);
+use crate::config::{NodeConfig, Role, Sync};
 
 /// Turns transparent huge pages off for this process (Linux `PR_SET_THP_DISABLE`; elsewhere,
 /// nothing). A node frees and allocates its large per-height buffers (a block's bodies, the
@@ -151,7 +142,7 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
         );
     }
     let key_path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
-    let key = SecretKey::from_hex(&read_text(key_path, 1024, "validator key")?)
+    let key = SecretKey::from_hex(&read_text(key_path, limits::KEY_FILE_BYTES_MAX, "validator key")?)
         .with_context(|| format!("validator key {}", key_path.display()))?;
     let (store, state) = open_store(&cfg)?;
     let set = state.validators();
@@ -175,8 +166,12 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     );
     let pipeline_cfg = PipelineConfig {
         backend: cfg.backend,
+        verify_threads: pipeline::verify_threads(),
+        batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
+        queue_batches_max: limits::STAGE_QUEUE_BATCHES_MAX,
+        commit_queue_max: limits::COMMIT_QUEUE_LEDGERS_MAX,
+        block_txs_max: limits::BLOCK_TXS_MAX,
         sealing: Sealing::Interval { interval_ms: cfg.block_interval_ms },
-        ..PipelineConfig::default()
     };
     let chain_id = state.params().chain_id.clone();
     let sink = ValidatorSink {
@@ -212,7 +207,7 @@ pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
 }
 
 /// Accepts submissions until `stop`; each connection is served on its own thread, at most
-/// [`SUBMIT_CONNECTIONS_MAX`] at once.
+/// [`limits::SUBMIT_CONNECTIONS_MAX`] at once.
 pub(crate) fn serve_submissions(
     addr: std::net::SocketAddr,
     accept: &(dyn Fn(Vec<Vec<u8>>) -> Vec<String> + std::marker::Sync),
@@ -225,7 +220,7 @@ pub(crate) fn serve_submissions(
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if live.load(Ordering::Relaxed) >= SUBMIT_CONNECTIONS_MAX {
+                    if live.load(Ordering::Relaxed) >= limits::SUBMIT_CONNECTIONS_MAX {
                         let _ = reply(&stream, "error: too many connections");
                         continue;
                     }
@@ -280,7 +275,7 @@ fn serve_connection(
                 oversized = Some(len);
                 break;
             }
-            if buf.len() < at + 4 + len || frames.len() >= SUBMIT_BATCH_MAX {
+            if buf.len() < at + 4 + len || frames.len() >= limits::SUBMIT_BATCH_FRAMES_MAX {
                 break;
             }
             frames.push(buf[at + 4..at + 4 + len].to_vec());
@@ -311,7 +306,7 @@ fn serve_connection(
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 idle += Duration::from_millis(250);
-                if idle >= SUBMIT_IDLE {
+                if idle >= limits::SUBMIT_IDLE_TIMEOUT {
                     return Ok(());
                 }
             }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, bail};
 use engine::limits::TX_BYTES_MAX;
 
-use crate::exit::Output;
+use exit::Output;
 
 /// Reads at most `TX_BYTES_MAX` bytes of stdin, sends them as one frame, prints the answer.
 pub(crate) fn run(to: &str, input: &mut impl Read) -> anyhow::Result<Output> {

@@ -4,12 +4,9 @@ use std::io::{self, Read};
 
 use anyhow::{Context, bail};
 use engine::{genesis::check_chain_id, limits::TX_BYTES_MAX, tx::SignedTransaction};
+use exit::Output;
 
-use crate::{cli::TxCommand, exit::Output};
-
-/// Most hex text `tx decode --hex` reads: two characters per byte of the largest transaction,
-/// and as much again for whitespace (line-wrapped dumps such as `xxd -p` add one byte per 60).
-const TX_HEX_TEXT_MAX: usize = 4 * TX_BYTES_MAX;
+use crate::cli::TxCommand;
 
 /// Runs one `tx` command.
 pub(crate) fn run(command: TxCommand) -> anyhow::Result<Output> {
@@ -33,7 +30,7 @@ fn decode(input: &mut impl Read, chain_id: Option<String>, hex: bool) -> anyhow:
         check_chain_id(chain_id)?;
     }
     let bytes = if hex {
-        let text = read_bounded(input, TX_HEX_TEXT_MAX, "hex text")?;
+        let text = read_bounded(input, limits::TX_HEX_TEXT_MAX_BYTES, "hex text")?;
         let digits: Vec<u8> = text.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
         if digits.len() > 2 * TX_BYTES_MAX {
             bail!("a transaction is at most {TX_BYTES_MAX} bytes; the hex on stdin is longer");

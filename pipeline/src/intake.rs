@@ -65,7 +65,8 @@ pub struct Admitted {
     pub refused: usize,
 }
 
-/// Bounds of an intake. Every queue and batch is bounded.
+/// Bounds of an intake. Every queue and batch is bounded; a node takes the values from its
+/// limits module (`caasiope-limits`), so there is no default here.
 #[derive(Clone, Copy, Debug)]
 pub struct IntakeConfig {
     /// Signature backend.
@@ -78,20 +79,6 @@ pub struct IntakeConfig {
     pub queue_batches_max: usize,
     /// Most transactions admitted and not yet committed (the pool's size).
     pub admitted_max: usize,
-}
-
-impl Default for IntakeConfig {
-    /// The pipeline's bounds, and room for 100,000 admitted transactions.
-    fn default() -> Self {
-        let p = crate::PipelineConfig::default();
-        Self {
-            backend: p.backend,
-            verify_threads: p.verify_threads,
-            batch_txs_max: p.batch_txs_max,
-            queue_batches_max: p.queue_batches_max,
-            admitted_max: 100_000,
-        }
-    }
 }
 
 /// A verified batch and how many of it failed.

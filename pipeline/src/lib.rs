@@ -26,13 +26,14 @@ use std::{
         atomic::{AtomicBool, AtomicI64, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use engine::{
     Backend,
     account::Account,
+    clock::now_ms,
     ledger::ValidatorSet,
     limits::BLOCK_TXS_MAX,
     state::{Applied, State},
@@ -59,7 +60,8 @@ pub enum Sealing {
     },
 }
 
-/// Bounds and choices of a pipeline. Every queue and batch is bounded.
+/// Bounds and choices of a pipeline. Every queue and batch is bounded; a node takes the values
+/// from its limits module (`caasiope-limits`), so there is no default here.
 #[derive(Clone, Copy, Debug)]
 pub struct PipelineConfig {
     /// Signature backend.
@@ -78,18 +80,9 @@ pub struct PipelineConfig {
     pub sealing: Sealing,
 }
 
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        Self {
-            backend: Backend::Libsecp256k1,
-            verify_threads: std::thread::available_parallelism().map_or(2, usize::from),
-            batch_txs_max: 512,
-            queue_batches_max: 32,
-            commit_queue_max: 4,
-            block_txs_max: 10_000,
-            sealing: Sealing::Interval { interval_ms: 1_000 },
-        }
-    }
+/// Threads for a verification pool: one a core (the stages' own threads mostly wait on it).
+pub fn verify_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// A sealed ledger on its way to storage: everything a store writes in one transaction.
@@ -186,12 +179,6 @@ fn took(depths: &[AtomicI64; 5], stage: Stage) {
 
 fn elapsed_ns(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Pipeline {

@@ -257,11 +257,21 @@ mod intake {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
     }
 
+    fn intake_config() -> IntakeConfig {
+        IntakeConfig {
+            backend: Backend::Libsecp256k1,
+            verify_threads: caasiope_pipeline::verify_threads(),
+            batch_txs_max: 512,
+            queue_batches_max: 32,
+            admitted_max: 100_000,
+        }
+    }
+
     #[test]
     fn the_post_state_refuses_a_double_spend_and_is_rebuilt_on_each_committed_ledger() {
         let g = genesis(3);
         let (tx, rx) = mpsc::channel();
-        let intake = Intake::start(State::from_genesis(&g), IntakeConfig::default(), move |a| {
+        let intake = Intake::start(State::from_genesis(&g), intake_config(), move |a| {
             let _ = tx.send(a);
         })
         .unwrap();
@@ -309,7 +319,7 @@ mod intake {
     fn the_verification_backlog_counts_what_waits_and_drains_to_zero() {
         let g = genesis(3);
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
-        let cfg = IntakeConfig { queue_batches_max: 1, ..IntakeConfig::default() };
+        let cfg = IntakeConfig { queue_batches_max: 1, ..intake_config() };
         // The first admitted batch holds the admission stage until the gate opens: verified
         // batches stop at its full queue, and what comes after stays unverified.
         let intake = Intake::start(State::from_genesis(&g), cfg, move |_| {

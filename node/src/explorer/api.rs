@@ -38,13 +38,7 @@ use storage::{StoreError, TxLocation};
 
 use super::{Explorer, Submitted};
 
-/// Live streams served at once; more are refused as busy.
-const STREAMS_MAX: usize = 256;
-/// Default and largest history page.
-const HISTORY_PAGE_DEFAULT: usize = 100;
-const HISTORY_PAGE_MAX: usize = storage::HISTORY_PAGE_MAX;
-/// Ledgers a stream reads ahead of what its client consumed.
-const STREAM_BUFFER: usize = 16;
+use limits::{HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, STREAM_BUFFER_LEDGERS, STREAMS_MAX};
 
 type Shared = Arc<Explorer>;
 
@@ -109,11 +103,8 @@ pub(crate) fn router(explorer: Shared) -> Router {
 
 /// Serves the API on `listener` until the runtime stops.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, explorer: Shared) {
-    let listener = super::listener::Limited::new(
-        listener,
-        super::listener::CONNECTIONS_MAX,
-        super::listener::IDLE_TIMEOUT,
-    );
+    let listener =
+        super::listener::Limited::new(listener, limits::API_CONNECTIONS_MAX, limits::API_IDLE_TIMEOUT);
     if let Err(e) = axum::serve(listener, router(explorer)).await {
         eprintln!("caasiope: the explorer API stopped: {e}");
     }
@@ -185,7 +176,7 @@ fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>,
     let ids = txs.iter().map(|t| t.tx.id(&e.chain_id)).collect();
     let ledger = Arc::new(StoredLedger { height, header, certificate, txs, ids });
     if let Ok(mut recent) = e.recent.lock() {
-        if recent.len() >= super::RECENT_LEDGERS {
+        if recent.len() >= limits::API_RECENT_LEDGERS {
             recent.pop_front();
         }
         recent.push_back(ledger.clone());
@@ -281,10 +272,6 @@ async fn transaction(
     Ok(Json(out))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 async fn submit(
     AxState(e): AxState<Shared>,
     headers: HeaderMap,
@@ -326,7 +313,7 @@ async fn submit(
     let (params, backend) = (e.params.clone(), e.backend);
     let checked = tokio::task::spawn_blocking(move || {
         let vtx = verify_bytes(&bytes, &params, backend).map_err(|err| (None, err))?;
-        let at = now_ms().max(latest.state.head().timestamp_ms.saturating_add(1));
+        let at = engine::clock::now_ms().max(latest.state.head().timestamp_ms.saturating_add(1));
         latest.state.check_tx(&vtx, at).map_err(|err| (Some(vtx.id), err))?;
         Ok::<_, (Option<TxId>, engine::validate::TxError)>(vtx)
     })
@@ -584,7 +571,7 @@ async fn stream(
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many live streams"));
     }
     let slot = StreamSlot(streams);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(STREAM_BUFFER);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(STREAM_BUFFER_LEDGERS);
     let mut heads = e.head.subscribe();
     tokio::spawn(async move {
         let _slot = slot;

@@ -1,5 +1,5 @@
-//! The API's listener: at most [`CONNECTIONS_MAX`] connections at once (more wait in the
-//! kernel's backlog), each closed after [`IDLE_TIMEOUT`] without a byte either way — a client
+//! The API's listener: at most [`limits::API_CONNECTIONS_MAX`] connections at once (more wait in the
+//! kernel's backlog), each closed after [`limits::API_IDLE_TIMEOUT`] without a byte either way — a client
 //! that opens connections and sends nothing, or a request header byte by byte forever, holds a
 //! slot for a bounded time only. (A live event stream writes a keep-alive every 15 s.)
 
@@ -17,11 +17,6 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
-
-/// Connections served at once.
-pub(crate) const CONNECTIONS_MAX: usize = 4_096;
-/// A connection with no byte read or written for this long is closed.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A [`TcpListener`] bounded in connections and idleness.
 pub(crate) struct Limited {

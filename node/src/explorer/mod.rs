@@ -32,10 +32,7 @@ use storage::StoreReader;
 pub(crate) use self::api::serve;
 use crate::replica::Metrics;
 
-/// Recent ledgers kept decoded (with their ids) for the API.
-const RECENT_LEDGERS: usize = 16;
-/// Transactions submitted here whose fate is remembered (oldest forgotten first).
-const SUBMITTED_MAX: usize = 1_000_000;
+use limits::SUBMITTED_MAX;
 
 /// The state after the latest committed ledger, with the certificate that made it final.
 struct Latest {

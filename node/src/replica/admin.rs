@@ -22,9 +22,6 @@ use tokio::{
     net::TcpListener,
 };
 
-const REQUEST_BYTES_MAX: usize = 8 * 1024;
-const CONNECTIONS_MAX: u64 = 64;
-
 /// Counters and gauges of one process, updated by the host loop and the network.
 /// Renders more metrics (Prometheus text) after a process's own.
 pub(crate) struct ExtraMetrics(pub(crate) Box<dyn Fn() -> String + Send + Sync>);
@@ -76,13 +73,6 @@ pub(crate) struct Metrics {
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
 }
 
-/// Ledgers kept for `/committed`.
-const RECENT_LEDGERS_MAX: usize = 512;
-/// Ledgers per `/committed` answer.
-const COMMITTED_PAGE_MAX: usize = 64;
-/// Bytes after which a `/committed` answer ends (one ledger of 10,000 ids is 650 KB).
-const COMMITTED_PAGE_BYTES: usize = 4 << 20;
-
 impl Metrics {
     /// Why client submissions are refused now, if they are: too many transactions wait for a
     /// ledger, or verification is behind (the other validators' gossip waits in the same queue;
@@ -90,9 +80,9 @@ impl Metrics {
     pub(crate) fn busy(&self) -> Option<String> {
         let (pool, queued) =
             (self.pool_size.load(Ordering::Relaxed), self.intake_queued_txs.load(Ordering::Relaxed));
-        if pool >= super::POOL_ADMIT_MAX {
+        if pool >= limits::POOL_ADMIT_MAX as u64 {
             Some(format!("{pool} transactions pending, retry later"))
-        } else if queued >= super::INTAKE_ADMIT_MAX {
+        } else if queued >= limits::INTAKE_ADMIT_MAX as u64 {
             Some(format!("{queued} transactions waiting for verification, retry later"))
         } else {
             None
@@ -102,21 +92,23 @@ impl Metrics {
     /// Records a committed ledger for `/committed`.
     pub(crate) fn record_commit(&self, height: u64, unix_ms: i64, ids: Vec<engine::tx::TxId>) {
         if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() >= RECENT_LEDGERS_MAX {
+            if recent.len() >= limits::ADMIN_RECENT_LEDGERS_MAX {
                 recent.pop_front();
             }
             recent.push_back((height, unix_ms, ids));
         }
     }
 
-    /// One line per recent ledger at or above `from` (at most [`COMMITTED_PAGE_MAX`]):
+    /// One line per recent ledger at or above `from` (at most [`limits::COMMITTED_PAGE_LEDGERS_MAX`]):
     /// `height commit_unix_ms tx_count id…`.
     fn committed(&self, from: u64) -> String {
         let mut out = String::new();
         if let Ok(recent) = self.recent.lock() {
-            for (h, ms, ids) in recent.iter().filter(|(h, _, _)| *h >= from).take(COMMITTED_PAGE_MAX) {
+            for (h, ms, ids) in
+                recent.iter().filter(|(h, _, _)| *h >= from).take(limits::COMMITTED_PAGE_LEDGERS_MAX)
+            {
                 // A page ends after the ledger that takes it past 4 MiB.
-                if out.len() > COMMITTED_PAGE_BYTES {
+                if out.len() > limits::COMMITTED_PAGE_BYTES {
                     break;
                 }
                 let _ = write!(out, "{h} {ms} {}", ids.len());
@@ -339,7 +331,7 @@ pub(crate) async fn serve(
 ) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
-        if metrics.live_connections.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
+        if metrics.live_connections.load(Ordering::Relaxed) >= limits::ADMIN_CONNECTIONS_MAX as u64 {
             continue;
         }
         metrics.live_connections.fetch_add(1, Ordering::Relaxed);
@@ -378,7 +370,7 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Result<String, &'st
             return Err("400 Bad Request");
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > REQUEST_BYTES_MAX {
+        if buf.len() > limits::ADMIN_REQUEST_BYTES_MAX {
             return Err("431 Request Header Fields Too Large");
         }
     }

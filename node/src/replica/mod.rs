@@ -28,18 +28,20 @@ use std::{
 
 use anyhow::{Context, bail};
 use consensus::{
-    BLOCK_BYTES_MAX, Chain, ChainConfig, Clock, Committed, CommittedLedger, Config, Core, Driver,
-    DriverConfig, Equivocation, Fault, Message, Network, PeerId, SignState, Storage, StorageError, Timeouts,
-    Timer, Timers, WalRead, WalRecord,
+    Chain, ChainConfig, Clock, Committed, CommittedLedger, Config, Core, Driver, DriverConfig, Equivocation,
+    Fault, Message, Network, PeerId, SignState, Storage, StorageError, Timeouts, Timer, Timers, WalRead,
+    WalRecord,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine::{
     Encode, SecretKey,
+    clock::now_ms,
     codec::{Reader, decode_exact},
     state::State,
     tx::{SignedTransaction, TxId},
     validate::VerifiedTx,
 };
+use exit::{Output, read_text};
 use net::{NodeCert, conn::PeerHandle, frame::Channel, transport::Transport};
 use pipeline::{Admitted, Intake, IntakeConfig, Origin};
 use storage::{LedgerToCommit, Store};
@@ -52,34 +54,14 @@ use self::{
     wire::{GOSSIP_TXS_MAX, Sync as SyncMsg, decode_txs, encode_txs},
 };
 use crate::{
-    config::{NodeConfig, Role, read_text},
-    exit::Output,
+    config::{NodeConfig, Role},
     run::{open_store, serve_submissions},
 };
 
-/// Events queued for the host thread besides the peers' frames (each peer has its own share,
-/// `network::FRAMES_IN_FLIGHT_PER_PEER`): connections, verified batches.
-const EVENTS_BASE: usize = 4_096;
 /// Gossip is flushed at least this often.
 const GOSSIP_FLUSH: Duration = Duration::from_millis(5);
 /// Gossip waiting for a validator to connect is retried this often.
 const GOSSIP_RETRY: Duration = Duration::from_millis(100);
-/// Transactions admitted and not yet committed.
-const POOL_MAX: usize = 200_000;
-/// Transactions per proposal (bounds a height's execution; its bytes are bounded apart).
-const BLOCK_TXS_MAX: usize = 10_000;
-/// Client submissions are refused ("busy") while this many transactions wait: past it, more
-/// intake only spends the CPU that consensus needs to commit what is already waiting (measured:
-/// without it, offered load above the peak halved the committed rate).
-const POOL_ADMIT_MAX: u64 = 15_000;
-/// Client submissions are refused ("busy") while this many received transactions wait for
-/// verification: the intake is behind, and what it admits late reaches proposals the others
-/// must then fetch and verify while the round waits.
-const INTAKE_ADMIT_MAX: u64 = 4_000;
-/// Bodies served per second to one peer that asks for them (and its burst): a validator
-/// fetching a whole block's missing bodies gets them at once, one asking for nothing else
-/// cannot keep the host thread encoding.
-const FETCH_IDS_PER_SECOND: f64 = 20_000.0;
 
 /// What reaches the host thread.
 #[derive(Debug)]
@@ -108,10 +90,6 @@ pub(crate) enum Event {
     Verified { txs: Vec<VerifiedTx>, from: Option<PeerIndex>, fetched: bool, refused: usize },
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A live connection to a peer.
 struct Link {
     generation: u64,
@@ -123,7 +101,7 @@ struct Link {
 struct PeerSlot {
     spec: crate::config::PeerSpec,
     link: Option<Link>,
-    /// Bodies this peer may still fetch now (refilled at [`FETCH_IDS_PER_SECOND`]).
+    /// Bodies this peer may still fetch now (refilled at [`limits::FETCH_IDS_PER_SECOND`]).
     fetch_budget: f64,
     fetch_at: Instant,
 }
@@ -165,8 +143,9 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let key = match cfg.role {
         Role::Validator => {
             let path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
-            let key = SecretKey::from_hex(read_text(path, 1024, "validator key")?.trim())
-                .with_context(|| format!("validator key {}", path.display()))?;
+            let key =
+                SecretKey::from_hex(read_text(path, limits::KEY_FILE_BYTES_MAX, "validator key")?.trim())
+                    .with_context(|| format!("validator key {}", path.display()))?;
             Some(key)
         }
         Role::Node | Role::Explorer => None,
@@ -180,9 +159,9 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let drift_ms = (cfg.block_interval_ms as i64 * 5).max(5_000);
     let chain_cfg = ChainConfig {
         backend: cfg.backend,
-        block_txs_max: BLOCK_TXS_MAX,
-        block_bytes_max: BLOCK_BYTES_MAX,
-        pool_max: POOL_MAX,
+        block_txs_max: limits::BLOCK_TXS_MAX,
+        block_bytes_max: limits::BLOCK_BYTES_MAX,
+        pool_max: limits::POOL_TXS_MAX,
         drift_ms,
     };
     let chain = Chain::new(state, chain_cfg);
@@ -190,7 +169,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
     // Room for every peer's frames in flight, so one peer's flood never fills the queue for
     // the others.
-    let events_max = EVENTS_BASE + net_cfg.peers.len() * network::FRAMES_IN_FLIGHT_PER_PEER;
+    let events_max = limits::HOST_EVENTS_BASE + net_cfg.peers.len() * limits::FRAMES_IN_FLIGHT_PER_PEER;
     let (events_tx, events_rx) = crossbeam_channel::bounded(events_max);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -255,9 +234,10 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         let events = events_tx.clone();
         let cfg = IntakeConfig {
             backend: cfg.backend,
-            admitted_max: POOL_MAX,
-            queue_batches_max: 256,
-            ..IntakeConfig::default()
+            verify_threads: pipeline::verify_threads(),
+            batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
+            queue_batches_max: limits::INTAKE_QUEUE_BATCHES_MAX,
+            admitted_max: limits::POOL_TXS_MAX,
         };
         let explorer = explorer_slot.clone();
         let on_admitted = move |a: Admitted| {
@@ -290,7 +270,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
             .map(|(spec, _)| PeerSlot {
                 spec: spec.clone(),
                 link: None,
-                fetch_budget: FETCH_IDS_PER_SECOND,
+                fetch_budget: limits::FETCH_IDS_PER_SECOND,
                 fetch_at: now,
             })
             .collect(),
@@ -649,8 +629,8 @@ impl Io {
     fn fetch_allowed(&mut self, peer: PeerIndex, n: usize) -> bool {
         let Some(slot) = self.peers.get_mut(peer) else { return false };
         let now = Instant::now();
-        let refill = now.duration_since(slot.fetch_at).as_secs_f64() * FETCH_IDS_PER_SECOND;
-        slot.fetch_budget = (slot.fetch_budget + refill).min(2.0 * FETCH_IDS_PER_SECOND);
+        let refill = now.duration_since(slot.fetch_at).as_secs_f64() * limits::FETCH_IDS_PER_SECOND;
+        slot.fetch_budget = (slot.fetch_budget + refill).min(2.0 * limits::FETCH_IDS_PER_SECOND);
         slot.fetch_at = now;
         if slot.fetch_budget >= n as f64 {
             slot.fetch_budget -= n as f64;

@@ -29,38 +29,15 @@ use net::{
 };
 
 use super::{Event, admin::Metrics};
-use crate::config::{NetConfig, Role};
+use limits::{
+    BAN_MAX, BAN_MIN, FRAMES_IN_FLIGHT_PER_PEER, HANDSHAKES_MAX, HANDSHAKES_PER_SOURCE,
+    SERVE_BYTES_PER_SECOND, SERVE_LEDGERS_PER_SECOND, SERVE_QUEUE_MAX, SERVES_AT_ONCE,
+};
 
-/// TLS handshakes the listener runs at once.
-const HANDSHAKES_MAX: usize = 64;
-/// TLS handshakes the listener runs at once for one source (an IPv4 address or an IPv6 /64):
-/// one source cannot take every slot and lock the listed peers out.
-const HANDSHAKES_PER_SOURCE: usize = 8;
+use crate::config::{NetConfig, Role};
 
 /// Index of a peer in the configuration's `[[peers]]`.
 pub(crate) type PeerIndex = usize;
-
-/// Frames of one peer handed to the host thread and not yet handled (each holds one of these
-/// slots until the host drops it, besides its bytes' share of the connection's channel budget):
-/// with the host's queue sized for every peer's slots, one peer's flood fills only its own
-/// share and never makes the host drop another peer's frames.
-pub(crate) const FRAMES_IN_FLIGHT_PER_PEER: usize = 512;
-
-/// Ledger requests a connection keeps waiting to be served; more are dropped (the peer asks
-/// again).
-const SERVE_QUEUE_MAX: usize = 4;
-/// Ledgers served at once over all connections (each is a store read and an encoding).
-const SERVES_AT_ONCE: usize = 2;
-/// Ledgers served per second to one peer, and its burst.
-const SERVE_PER_SECOND: f64 = 100.0;
-/// Bytes of ledgers served per second to one peer, and its burst: a peer catching up a day of
-/// full 4 MiB ledgers still gets them at this rate; one asking for nothing else cannot take
-/// the store's or the link's whole bandwidth.
-const SERVE_BYTES_PER_SECOND: f64 = 32.0 * 1024.0 * 1024.0;
-/// A penalized peer is not heard for this long, doubled for each repeated fault.
-const BAN_MIN: Duration = Duration::from_secs(2);
-/// Longest ban.
-const BAN_MAX: Duration = Duration::from_secs(120);
 
 /// Encodes the committed ledger at a height as a sync message, if the store has it.
 pub(crate) type LedgerSource = Arc<dyn Fn(u64) -> Option<Vec<u8>> + Send + Sync>;
@@ -159,7 +136,7 @@ async fn serve_ledgers(
     shared: Shared,
     mut close: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut requests = Bucket::new(SERVE_PER_SECOND, SERVE_PER_SECOND);
+    let mut requests = Bucket::new(SERVE_LEDGERS_PER_SECOND, SERVE_LEDGERS_PER_SECOND);
     let mut bytes = Bucket::new(SERVE_BYTES_PER_SECOND, 2.0 * SERVE_BYTES_PER_SECOND);
     loop {
         let height = tokio::select! {

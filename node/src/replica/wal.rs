@@ -13,7 +13,7 @@
 //!
 //! Reading it back: a record cut by a crash at the end of the file (the part written after the
 //! last sync) is a torn tail, dropped and reported. Anything else that does not read — a
-//! record failing its check with more data after it, a file above [`LOG_BYTES_MAX`] — is not
+//! record failing its check with more data after it, a file above [`limits::WAL_LOG_BYTES_MAX`] — is not
 //! cut: the log is reported unreadable, and the validator does not sign until an operator has
 //! looked at it and moved it aside.
 
@@ -26,15 +26,6 @@ use std::{
 use anyhow::Context;
 use consensus::{WalRead, WalRecord};
 use engine::{Encode, codec::decode_exact};
-
-/// Largest record (the bodies of a block of `BLOCK_BYTES_MAX`, a proposal of `BLOCK_TXS_MAX`
-/// ids).
-const RECORD_BYTES_MAX: usize = 8 << 20;
-/// Largest log read back: above what the driver lets it grow to (it is compacted past
-/// `consensus::WAL_COMPACT_BYTES` once the round's votes are signed, and past
-/// `WAL_HARD_FACTOR` times that whatever the step, plus the compacted head and a record).
-pub(crate) const LOG_BYTES_MAX: u64 =
-    (consensus::WAL_HARD_FACTOR + 1) * consensus::WAL_COMPACT_BYTES + 2 * (RECORD_BYTES_MAX as u64);
 
 #[derive(Debug)]
 pub(crate) struct Wal {
@@ -83,7 +74,7 @@ fn parse(bytes: &[u8]) -> Result<(Vec<WalRecord>, usize), String> {
 fn read_record(rest: &[u8]) -> Result<(WalRecord, usize), String> {
     let head = rest.get(..8).ok_or("a header cut short")?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len > RECORD_BYTES_MAX {
+    if len > limits::WAL_RECORD_BYTES_MAX {
         return Err("a length above the largest record".into());
     }
     let record = rest.get(8..8 + len).ok_or("a record cut short")?;
@@ -103,10 +94,14 @@ impl Wal {
         if path.exists() {
             let mut bytes = Vec::new();
             File::open(&path)
-                .and_then(|f| f.take(LOG_BYTES_MAX + 1).read_to_end(&mut bytes))
+                .and_then(|f| f.take(limits::WAL_LOG_BYTES_MAX + 1).read_to_end(&mut bytes))
                 .with_context(|| format!("reading {}", path.display()))?;
-            read = if bytes.len() as u64 > LOG_BYTES_MAX {
-                WalRead::Unreadable(format!("{} is larger than {LOG_BYTES_MAX} bytes", path.display()))
+            read = if bytes.len() as u64 > limits::WAL_LOG_BYTES_MAX {
+                WalRead::Unreadable(format!(
+                    "{} is larger than {} bytes",
+                    path.display(),
+                    limits::WAL_LOG_BYTES_MAX
+                ))
             } else {
                 match parse(&bytes) {
                     Ok((records, torn)) => {
@@ -292,7 +287,7 @@ mod tests {
         assert!(matches!(read, WalRead::Unreadable(ref why) if why.contains("byte 0")), "{read:?}");
         // Too large to be a log the driver writes: unreadable.
         let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_len(LOG_BYTES_MAX + 1).unwrap();
+        f.set_len(limits::WAL_LOG_BYTES_MAX + 1).unwrap();
         assert!(matches!(Wal::open(dir.path()).unwrap().1, WalRead::Unreadable(_)));
     }
 }

@@ -36,10 +36,9 @@ mod tests {
         let overhead = ledger(0);
         assert_eq!(ledger(3), overhead + 3 * tx.to_bytes().len(), "transactions add only their bytes");
         assert!(
-            overhead + consensus::BLOCK_BYTES_MAX <= net::frame::PAYLOAD_MAX,
-            "{overhead} + {} > {}",
-            consensus::BLOCK_BYTES_MAX,
-            net::frame::PAYLOAD_MAX
+            overhead <= limits::LEDGER_OVERHEAD_MAX_BYTES,
+            "{overhead} > {}",
+            limits::LEDGER_OVERHEAD_MAX_BYTES
         );
     }
 }

@@ -268,10 +268,8 @@ pub(crate) mod command {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::{
-        exit::Output,
-        wallet::{Common, flow},
-    };
+    use crate::wallet::{Common, flow};
+    use exit::Output;
 
     /// `wallet channel open`.
     #[allow(clippy::too_many_arguments)]

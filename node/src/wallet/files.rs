@@ -68,7 +68,7 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> anyhow:
 
 /// Reads a text file of at most [`WALLET_FILE_BYTES_MAX`] bytes.
 pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
-    crate::config::read_text(path, WALLET_FILE_BYTES_MAX, what)
+    exit::read_text(path, WALLET_FILE_BYTES_MAX, what)
 }
 
 #[cfg(test)]

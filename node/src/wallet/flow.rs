@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
@@ -12,6 +12,7 @@ use engine::{
     codec::Encode,
     tx::{Leg, SignedTransaction, Transaction},
 };
+use exit::Output;
 use serde_json::{Value, json};
 
 use super::{
@@ -20,7 +21,6 @@ use super::{
     build::{self, ChainView, Draft, SEND_TTL_MS_DEFAULT, TxOptions},
     partial::Partial,
 };
-use crate::exit::Output;
 
 /// The chain the explorer serves, refused unless it is `chain_id` (a file made for one
 /// network submitted to another would only be rejected there, less clearly).
@@ -129,14 +129,6 @@ fn file_status(partial: &Partial, path: &Path, now_ms: i64) -> Value {
         "unsatisfied": verdict.unsatisfied.iter().map(|(a, _)| a).collect::<Vec<_>>(),
         "can_sign": verdict.eligible,
     })
-}
-
-/// This machine's clock, unix ms: only for judging time rules offline (`wallet sign`); every
-/// transaction's times come from ledger time.
-pub(crate) fn local_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `wallet status`.
@@ -267,7 +259,9 @@ pub(crate) fn build_file(
 /// `wallet sign` (offline).
 pub(crate) fn sign_file(common: &Common, name: &str, file: &Path) -> anyhow::Result<Output> {
     let mut partial = Partial::load(file)?;
-    let now_ms = local_now_ms();
+    // This machine's clock: only for judging time rules offline (`wallet sign`); every
+    // transaction's times come from ledger time.
+    let now_ms = engine::clock::now_ms();
     // What is signed is shown before the passphrase is asked: the bytes, not the file's own
     // rendering, are what the lines describe.
     let info = common.keystore()?.info(name)?;

@@ -199,10 +199,8 @@ pub(crate) fn refund(
 /// The command-line side: explorer, keystore, files.
 pub(crate) mod command {
     use super::*;
-    use crate::{
-        exit::Output,
-        wallet::{Common, api::Api, flow},
-    };
+    use crate::wallet::{Common, api::Api, flow};
+    use exit::Output;
 
     /// `wallet htlc create`.
     #[allow(clippy::too_many_arguments)]

@@ -36,13 +36,13 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, Subcommand};
 use engine::{Address, Currency, Hash, SecretKey, tx::Leg};
+use exit::Output;
 
 use self::{
     api::Api,
     build::{TxOptions, parse_fee, parse_hex32, parse_id, parse_leg, parse_positive_amount},
     keystore::{Keystore, Passphrase},
 };
-use crate::exit::Output;
 
 /// `--wallet-dir`.
 #[derive(Debug, Args)]

@@ -25,11 +25,11 @@ use engine::{
     ledger::{LedgerHeader, ValidatorSet},
     proof::{AccountStateProof, TxInclusionProof, verify_account_state, verify_tx_inclusion},
 };
+use exit::Output;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Common, files};
-use crate::exit::Output;
 
 /// A proof file: the explorer's `{height, proof}` answer, with the kind and chain id added.
 #[derive(Debug, Serialize, Deserialize)]
@@ -204,8 +204,7 @@ pub(crate) fn verify_command(
     backend: Backend,
 ) -> anyhow::Result<Output> {
     let proof_text = files::read_text(proof, "proof file")?;
-    let genesis_text =
-        crate::config::read_text(genesis, engine::limits::GENESIS_BYTES_MAX as u64, "genesis file")?;
+    let genesis_text = exit::read_text(genesis, engine::limits::GENESIS_BYTES_MAX as u64, "genesis file")?;
     let genesis =
         Genesis::from_toml(&genesis_text).with_context(|| format!("genesis {}", genesis.display()))?;
     let validators_text = validators.map(|p| files::read_text(p, "validator-set file")).transpose()?;

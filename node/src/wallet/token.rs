@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use engine::{Address, Currency, Declaration, tx::Transaction};
+use exit::Output;
 
 use super::{
     Common,
     build::{self, ChainView, Draft, SEND_TTL_MS_DEFAULT, TxOptions},
     flow,
 };
-use crate::exit::Output;
 
 /// `issuer` sends `amount` new `currency` tokens to `to`.
 #[allow(clippy::too_many_arguments)]

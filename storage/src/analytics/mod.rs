@@ -39,7 +39,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use engine::genesis::Genesis;
@@ -567,7 +567,7 @@ impl Replicator {
                 .timestamp_ms(behind)
                 .ok()
                 .flatten()
-                .map(|ts| now_ms().saturating_sub(ts).max(0) as u64)
+                .map(|ts| engine::clock::now_ms().saturating_sub(ts).max(0) as u64)
         };
         ReplicationStatus {
             tables,
@@ -607,10 +607,6 @@ impl Drop for Replicator {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

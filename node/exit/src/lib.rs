@@ -8,16 +8,19 @@
 //! `wallet sign` is about to sign); a command that fails at once prints that one line alone.
 
 use std::{
-    io::{self, Write},
+    io::{self, Read, Write},
+    path::Path,
     process::ExitCode,
 };
 
+use anyhow::{Context, bail};
+
 /// Status of every failure.
-pub(crate) const FAILURE: u8 = 2;
+pub const FAILURE: u8 = 2;
 
 /// What a successful command prints on stdout.
 #[derive(Debug)]
-pub(crate) enum Output {
+pub enum Output {
     /// One line (an address).
     Line(String),
     /// One pretty-printed JSON document.
@@ -28,13 +31,27 @@ pub(crate) enum Output {
 
 impl Output {
     /// `value` as a pretty-printed JSON document.
-    pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<Self> {
+    pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<Self> {
         Ok(Self::Json(serde_json::to_string_pretty(value)?))
     }
 }
 
+/// Reads a text file of at most `max` bytes (a config, a key, a genesis, a proof: input from
+/// outside, so never read whole before its size is known to be sane).
+pub fn read_text(path: &Path, max: u64, what: &str) -> anyhow::Result<String> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if text.len() as u64 > max {
+        bail!("{what} {} is larger than {max} bytes", path.display());
+    }
+    Ok(text)
+}
+
 /// Prints the result of a command and gives the process status.
-pub(crate) fn finish(result: anyhow::Result<Output>) -> ExitCode {
+pub fn finish(result: anyhow::Result<Output>) -> ExitCode {
     let printed = result.and_then(|output| {
         let text = match output {
             Output::Line(line) | Output::Json(line) => line,
@@ -70,14 +87,14 @@ fn chain_line(err: &anyhow::Error) -> String {
 }
 
 /// Reports a failure on one stderr line and gives the failure status.
-pub(crate) fn fail(message: &str) -> ExitCode {
+pub fn fail(message: &str) -> ExitCode {
     error_line(message);
     ExitCode::from(FAILURE)
 }
 
 /// Handles a command line clap refused: help and version are printed as clap prints them (exit
 /// 0); every usage error is reduced to the first paragraph of clap's message, on one line.
-pub(crate) fn clap_error(err: &clap::Error) -> ExitCode {
+pub fn clap_error(err: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => match err.print() {
@@ -106,7 +123,7 @@ pub(crate) fn clap_error(err: &clap::Error) -> ExitCode {
 /// (and maybe a backtrace) and exit with 101, breaking the one-line, status-2 contract scripts
 /// rely on. Exiting from the hook, before unwinding, also keeps a half-finished command from
 /// printing anything else.
-pub(crate) fn install_panic_hook() {
+pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         error_line(&format!("internal error: {info}"));
         std::process::exit(i32::from(FAILURE));
@@ -142,6 +159,20 @@ mod tests {
         assert_eq!(chain_line(&err), "bad: Odd number of digits");
         let err = anyhow::Error::from(hex::FromHexError::OddLength).context("ctx");
         assert_eq!(chain_line(&err), "ctx: Odd number of digits");
+    }
+
+    #[test]
+    fn a_file_over_its_bound_is_refused_unread() {
+        let dir = std::env::temp_dir().join(format!("caasiope-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.txt");
+        std::fs::write(&path, "12345").unwrap();
+        assert_eq!(read_text(&path, 5, "file").unwrap(), "12345");
+        let err = read_text(&path, 4, "file").unwrap_err().to_string();
+        assert!(err.ends_with("is larger than 4 bytes"), "{err}");
+        let err = read_text(&dir.join("absent"), 4, "key file").unwrap_err().to_string();
+        assert!(err.starts_with("cannot open key file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,0 +1,252 @@
+//! Every operational limit of a Caasiope node, in one place.
+//!
+//! Two kinds of bound hold a node's memory, disk and CPU in check:
+//! - **Protocol limits** (`engine::limits`): what every validator must agree on, checked when
+//!   bytes from outside are decoded (transaction size, inputs, validators…). Changing one is a
+//!   protocol change.
+//! - **Operational limits** (this crate): what one node chooses — how many transactions it
+//!   proposes, how many it pools, how many connections, streams and requests it serves, how
+//!   many bytes a peer may make it hold. They may differ between nodes; each is defined here
+//!   once and the code that enforces it imports it from here.
+//!
+//! Some bounds are owned by the library crate that enforces them (a wire format's decoder, the
+//! consensus core's per-peer budgets, a connection's channel budgets): those are re-exported
+//! here under one roof, so this page lists every limit a node runs with. The compile-time
+//! assertions at the end tie them together: changing one so that another no longer holds
+//! (a block that no longer fits a frame, a pool smaller than a block…) fails the build.
+//!
+//! Units come last in names (`_BYTES`, `_MS`, `_PER_SECOND`); a bare `_MAX` counts items.
+//! Client-side bounds (the wallet's files and prompts) live with the client: a server never
+//! links it.
+
+use std::time::Duration;
+
+pub use consensus::{
+    EVIDENCE_PER_VALIDATOR_MAX, EXECUTED_MAX, FUTURE_FAILURES_PER_PEER_MAX, FUTURE_PER_SIGNER_MAX,
+    PROPOSALS_PER_ROUND_MAX, SIGN_STATE_VOTES_MAX, WAL_COMPACT_BYTES, WAL_HARD_FACTOR,
+    wire::{FETCH_IDS_MAX, GOSSIP_TXS_MAX},
+};
+/// The protocol limits, for reading them next to the node's.
+pub use engine::limits as protocol;
+pub use net::{conn::ChannelBytes, frame::PAYLOAD_MAX as FRAME_PAYLOAD_MAX_BYTES};
+pub use storage::{
+    EVIDENCE_BYTES_MAX, EVIDENCE_PAGE_MAX, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, MAP_SIZE_MAX_BYTES,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Blocks
+
+/// Transactions a validator puts in a block it proposes, and the most it accepts in another's
+/// proposal (bounds a height's execution; the bytes are bounded apart). The protocol allows
+/// [`protocol::BLOCK_TXS_MAX`]; at one block a second this is 10× the design's 1,000 tx/s.
+pub const BLOCK_TXS_MAX: usize = 10_000;
+
+/// Bytes reserved in a ledger's sync frame for everything but its transactions: the header,
+/// the transaction count and a certificate of up to [`protocol::VALIDATORS_MAX`] signatures
+/// (about 9 KB; a test in the replica measures the real encoding against this).
+pub const LEDGER_OVERHEAD_MAX_BYTES: usize = 64 << 10;
+
+/// Bytes of transactions (their canonical encodings) a block carries: a committed ledger
+/// travels to a peer that syncs it in one frame, so it must fit one.
+pub const BLOCK_BYTES_MAX: usize = FRAME_PAYLOAD_MAX_BYTES - LEDGER_OVERHEAD_MAX_BYTES;
+
+// ---------------------------------------------------------------------------------------------
+// The mempool and the intake
+
+/// Transactions admitted and not yet committed.
+pub const POOL_TXS_MAX: usize = 200_000;
+
+/// Client submissions are refused ("busy") while this many transactions wait: past it, more
+/// intake only spends the CPU that consensus needs to commit what is already waiting
+/// (measured: without it, offered load above the peak halved the committed rate).
+pub const POOL_ADMIT_MAX: usize = 15_000;
+
+/// Client submissions are refused ("busy") while this many received transactions wait for
+/// verification: the intake is behind, and what it admits late reaches proposals the others
+/// must then fetch and verify while the round waits.
+pub const INTAKE_ADMIT_MAX: usize = 4_000;
+
+/// Transactions in one batch between the staged pipeline's threads (decode → verify → apply);
+/// larger submissions are split.
+pub const STAGE_BATCH_TXS_MAX: usize = 512;
+
+/// Batches waiting in each queue between pipeline stages.
+pub const STAGE_QUEUE_BATCHES_MAX: usize = 32;
+
+/// Batches of received transactions waiting in each of the intake's queues (decode → verify →
+/// admit): deep enough for every peer's gossip and this node's clients at once.
+pub const INTAKE_QUEUE_BATCHES_MAX: usize = 256;
+
+/// Sealed ledgers waiting for the store (single-validator mode).
+pub const COMMIT_QUEUE_LEDGERS_MAX: usize = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Peers (the replica host): what one peer may make this node hold or do
+
+/// Events queued for the host thread besides the peers' frames (each peer has its own share,
+/// [`FRAMES_IN_FLIGHT_PER_PEER`]): connections, verified batches.
+pub const HOST_EVENTS_BASE: usize = 4_096;
+
+/// Frames of one peer handed to the host thread and not yet handled (each holds one of these
+/// slots until the host drops it, besides its bytes' share of the connection's channel budget,
+/// [`ChannelBytes::DEFAULT`]): with the host's queue sized for every peer's slots, one peer's
+/// flood fills only its own share and never makes the host drop another peer's frames.
+pub const FRAMES_IN_FLIGHT_PER_PEER: usize = 512;
+
+/// TLS handshakes the peer listener runs at once.
+pub const HANDSHAKES_MAX: usize = 64;
+
+/// TLS handshakes the peer listener runs at once for one source (an IPv4 address or an IPv6
+/// /64): one source cannot take every slot and lock the listed peers out.
+pub const HANDSHAKES_PER_SOURCE: usize = 8;
+
+/// Ledger requests a connection keeps waiting to be served; more are dropped (the peer asks
+/// again).
+pub const SERVE_QUEUE_MAX: usize = 4;
+
+/// Ledgers served at once over all connections (each is a store read and an encoding).
+pub const SERVES_AT_ONCE: usize = 2;
+
+/// Ledgers served per second to one peer, and its burst.
+pub const SERVE_LEDGERS_PER_SECOND: f64 = 100.0;
+
+/// Bytes of ledgers served per second to one peer, and its burst: a peer catching up a day of
+/// full ledgers still gets them at this rate; one asking for nothing else cannot take the
+/// store's or the link's whole bandwidth.
+pub const SERVE_BYTES_PER_SECOND: f64 = 32.0 * 1024.0 * 1024.0;
+
+/// Transaction bodies served per second to one peer that asks for them (and its burst): a
+/// validator fetching a whole block's missing bodies gets them at once, one asking for nothing
+/// else cannot keep the host thread encoding.
+pub const FETCH_IDS_PER_SECOND: f64 = 20_000.0;
+
+/// A penalized peer is not heard for this long, doubled for each repeated fault …
+pub const BAN_MIN: Duration = Duration::from_secs(2);
+
+/// … up to this.
+pub const BAN_MAX: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// The consensus log (replica WAL)
+
+/// Largest log record: the bodies of a block of [`BLOCK_BYTES_MAX`] with their length
+/// prefixes, or a proposal of [`BLOCK_TXS_MAX`] ids.
+pub const WAL_RECORD_BYTES_MAX: usize = 8 << 20;
+
+/// Largest log read back: above what the driver lets it grow to (it is compacted past
+/// [`WAL_COMPACT_BYTES`] once the round's votes are signed, and past [`WAL_HARD_FACTOR`] times
+/// that whatever the step, plus the compacted head and a record).
+pub const WAL_LOG_BYTES_MAX: u64 =
+    (WAL_HARD_FACTOR + 1) * WAL_COMPACT_BYTES + 2 * (WAL_RECORD_BYTES_MAX as u64);
+
+// ---------------------------------------------------------------------------------------------
+// The public edge: the explorer's HTTP API, the submit port, the admin port
+
+/// HTTP connections the explorer serves at once.
+pub const API_CONNECTIONS_MAX: usize = 4_096;
+
+/// An HTTP connection with no byte read or written for this long is closed.
+pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Live `/v1/stream` subscribers served at once; more are refused as busy.
+pub const STREAMS_MAX: usize = 256;
+
+/// Ledgers a stream reads ahead of what its client consumed.
+pub const STREAM_BUFFER_LEDGERS: usize = 16;
+
+/// History entries a page holds when the client names no limit.
+pub const HISTORY_PAGE_DEFAULT: usize = 100;
+
+/// Recent ledgers the explorer keeps decoded (with their ids).
+pub const API_RECENT_LEDGERS: usize = 16;
+
+/// Transactions submitted through this explorer whose fate it remembers (oldest forgotten
+/// first).
+pub const SUBMITTED_MAX: usize = 1_000_000;
+
+/// Client connections served at once on the submit port.
+pub const SUBMIT_CONNECTIONS_MAX: usize = 64;
+
+/// Frames of the submit port taken as one intake batch.
+pub const SUBMIT_BATCH_FRAMES_MAX: usize = 256;
+
+/// A submit-port connection idle this long is closed.
+pub const SUBMIT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of one admin-port request.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// Admin-port connections served at once.
+pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+
+/// Ledgers the admin port keeps for `/committed`.
+pub const ADMIN_RECENT_LEDGERS_MAX: usize = 512;
+
+/// Ledgers per `/committed` answer.
+pub const COMMITTED_PAGE_LEDGERS_MAX: usize = 64;
+
+/// Bytes after which a `/committed` answer ends (one ledger of [`BLOCK_TXS_MAX`] ids is about
+/// 650 KB).
+pub const COMMITTED_PAGE_BYTES: usize = 4 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Files and command-line input
+
+/// Bytes of a node's configuration file (a genesis file is bounded by
+/// [`protocol::GENESIS_BYTES_MAX`]).
+pub const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
+/// Bytes of a key file (a secret key is 64 hex characters; comments and whitespace fit).
+pub const KEY_FILE_BYTES_MAX: u64 = 1024;
+
+/// Hex text `tx decode --hex` reads: two characters per byte of the largest transaction, and as
+/// much again for whitespace (line-wrapped dumps such as `xxd -p` add one byte per 60).
+pub const TX_HEX_TEXT_MAX_BYTES: usize = 4 * protocol::TX_BYTES_MAX;
+
+/// Hex text read for an evidence proof or a validator set: two proposals of the largest value.
+pub const EVIDENCE_HEX_TEXT_MAX_BYTES: usize = 32 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// How they relate
+
+/// The largest encoding of a ledger's non-transaction parts, counted generously: a header of
+/// hashes and counters (under 1 KiB), the transaction count, and a certificate of
+/// [`protocol::VALIDATORS_MAX`] (index, 65-byte signature) pairs with its round and count.
+const LEDGER_OVERHEAD_ESTIMATE_BYTES: usize = 1024 + 4 + 8 + protocol::VALIDATORS_MAX * (1 + 65);
+
+const _: () = {
+    // A block the node proposes is one the protocol accepts, and one it can fill.
+    assert!(BLOCK_TXS_MAX <= protocol::BLOCK_TXS_MAX);
+    assert!(BLOCK_BYTES_MAX >= protocol::TX_BYTES_MAX);
+    // A committed ledger fits one sync frame, and the frame fits its channel.
+    assert!(LEDGER_OVERHEAD_ESTIMATE_BYTES <= LEDGER_OVERHEAD_MAX_BYTES);
+    assert!(BLOCK_BYTES_MAX + LEDGER_OVERHEAD_MAX_BYTES <= FRAME_PAYLOAD_MAX_BYTES);
+    assert!(ChannelBytes::DEFAULT.sync >= FRAME_PAYLOAD_MAX_BYTES);
+    assert!(ChannelBytes::DEFAULT.consensus >= FRAME_PAYLOAD_MAX_BYTES);
+    // A gossip frame of the most transactions, each with its length, fits a frame; so does a
+    // request for the most bodies.
+    assert!(4 + GOSSIP_TXS_MAX * (4 + protocol::TX_BYTES_MAX) <= FRAME_PAYLOAD_MAX_BYTES);
+    assert!(5 + FETCH_IDS_MAX * 32 <= FRAME_PAYLOAD_MAX_BYTES);
+    // A log record holds a block's bodies (each with its length) or a proposal's ids.
+    assert!(BLOCK_BYTES_MAX + 4 * BLOCK_TXS_MAX + 1024 <= WAL_RECORD_BYTES_MAX);
+    assert!(BLOCK_TXS_MAX * 32 + 1024 <= WAL_RECORD_BYTES_MAX);
+    // The pool holds what clients may make wait, and more than a block: admission stops while
+    // a full block still waits, and the pool never refuses a body a proposal needs for want of
+    // room taken by clients.
+    assert!(BLOCK_TXS_MAX <= POOL_ADMIT_MAX);
+    assert!(POOL_ADMIT_MAX + INTAKE_ADMIT_MAX + BLOCK_TXS_MAX <= POOL_TXS_MAX);
+    assert!(STAGE_BATCH_TXS_MAX <= INTAKE_ADMIT_MAX);
+    assert!(STAGE_BATCH_TXS_MAX <= protocol::BLOCK_TXS_MAX);
+    // The explorer remembers the fate of everything the pool can hold.
+    assert!(POOL_TXS_MAX <= SUBMITTED_MAX);
+    // Streams are connections too.
+    assert!(STREAMS_MAX < API_CONNECTIONS_MAX);
+    assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);
+    // A `/committed` page holds at least one full ledger's ids (64 hex characters, quotes and
+    // a comma each).
+    assert!(BLOCK_TXS_MAX * 67 <= COMMITTED_PAGE_BYTES);
+    assert!(COMMITTED_PAGE_LEDGERS_MAX <= ADMIN_RECENT_LEDGERS_MAX);
+    // An evidence proof kept by the store can be read back as hex.
+    assert!(2 * EVIDENCE_BYTES_MAX <= EVIDENCE_HEX_TEXT_MAX_BYTES);
+    assert!(BAN_MIN.as_millis() <= BAN_MAX.as_millis());
+};
