@@ -27,6 +27,19 @@ pub fn sender_key(i: u64) -> SecretKey {
     SecretKey::from_bytes(&b).unwrap_or_else(|_| SecretKey::generate())
 }
 
+/// A key derived from a label (SHA-256, repeated until the digest is a valid scalar): the same
+/// key every run, for demos and tests only — anyone knowing the label knows the key.
+pub fn labelled_key(label: &str) -> SecretKey {
+    let mut seed = engine::hash::sha256(label.as_bytes());
+    // A SHA-256 output is a valid scalar with overwhelming probability; nudge it if not.
+    loop {
+        if let Ok(k) = SecretKey::from_bytes(&seed) {
+            return k;
+        }
+        seed = engine::hash::sha256(&seed);
+    }
+}
+
 /// The key of the benchmark chains' single validator (weight 1: a quorum alone).
 pub fn validator_key() -> SecretKey {
     sender_key(u64::MAX)

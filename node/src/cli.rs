@@ -81,7 +81,7 @@ pub(crate) enum Command {
     /// Wallet: encrypted keys, balances, payments, swaps, MultiSig, HTLC, payment channels,
     /// tokens and offline proof checks, against an explorer's API.
     #[command(subcommand, arg_required_else_help = false)]
-    Wallet(crate::wallet::WalletCommand),
+    Wallet(wallet::WalletCommand),
     /// Storage: check a store.
     #[command(subcommand, arg_required_else_help = false)]
     Db(DbCommand),

@@ -31,7 +31,7 @@ const FEE: i64 = 10_000;
 
 /// Demo keys are derived from their names so every run prints the same ledgers.
 fn key(name: &str) -> SecretKey {
-    crate::key::derived_key(&format!("caasiope demo key {name}"))
+    bench::workload::labelled_key(&format!("caasiope demo key {name}"))
 }
 
 fn addr(name: &str) -> Address {

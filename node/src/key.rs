@@ -75,16 +75,3 @@ pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
     let text = exit::read_text(path, limits::KEY_FILE_BYTES_MAX, "key file")?;
     SecretKey::from_hex(text.trim()).with_context(|| format!("key file {}", path.display()))
 }
-
-/// A key derived from a label (SHA-256, repeated until the digest is a valid scalar): the same
-/// key every run, for demos and tests only — anyone knowing the label knows the key.
-pub(crate) fn derived_key(label: &str) -> SecretKey {
-    let mut seed = engine::hash::sha256(label.as_bytes());
-    // A SHA-256 output is a valid scalar with overwhelming probability; nudge it if not.
-    loop {
-        if let Ok(k) = SecretKey::from_bytes(&seed) {
-            return k;
-        }
-        seed = engine::hash::sha256(&seed);
-    }
-}

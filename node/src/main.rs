@@ -21,7 +21,6 @@ mod replica;
 mod run;
 mod submit;
 mod tx;
-mod wallet;
 
 use std::process::ExitCode;
 

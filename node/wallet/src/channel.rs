@@ -268,7 +268,7 @@ pub(crate) mod command {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::wallet::{Common, flow};
+    use crate::{Common, flow};
     use exit::Output;
 
     /// `wallet channel open`.

@@ -199,7 +199,7 @@ pub(crate) fn refund(
 /// The command-line side: explorer, keystore, files.
 pub(crate) mod command {
     use super::*;
-    use crate::wallet::{Common, api::Api, flow};
+    use crate::{Common, api::Api, flow};
     use exit::Output;
 
     /// `wallet htlc create`.

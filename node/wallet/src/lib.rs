@@ -46,7 +46,7 @@ use self::{
 
 /// `--wallet-dir`.
 #[derive(Debug, Args)]
-pub(crate) struct DirArgs {
+pub struct DirArgs {
     /// Wallet directory [default: $CAASIOPE_WALLET_DIR, else ~/.caasiope/wallet]. The
     /// passphrase comes from $CAASIOPE_WALLET_PASSPHRASE if set, else the terminal.
     #[arg(long, value_name = "DIR")]
@@ -55,7 +55,7 @@ pub(crate) struct DirArgs {
 
 /// `--api`.
 #[derive(Debug, Args)]
-pub(crate) struct ApiArgs {
+pub struct ApiArgs {
     /// The explorer's API, e.g. http://127.0.0.1:7400.
     #[arg(long, value_name = "URL")]
     api: String,
@@ -64,7 +64,7 @@ pub(crate) struct ApiArgs {
 /// Options of every transaction built (boxed in the commands: clap's argument structs live in
 /// one enum, whose size is its largest variant's).
 #[derive(Debug, Args)]
-pub(crate) struct TxArgs {
+pub struct TxArgs {
     /// Fee in CAS [default: the chain's minimum fee].
     #[arg(long, value_name = "CAS", value_parser = parse_fee)]
     fee: Option<i64>,
@@ -92,7 +92,7 @@ impl TxArgs {
 
 /// `--wait`.
 #[derive(Debug, Args)]
-pub(crate) struct WaitArgs {
+pub struct WaitArgs {
     /// Wait until the transaction is committed (exit 0), rejected or expired (exit 2).
     #[arg(long)]
     wait: bool,
@@ -103,7 +103,7 @@ pub(crate) struct WaitArgs {
 
 /// `caasiope wallet …`
 #[derive(Debug, Subcommand)]
-pub(crate) enum WalletCommand {
+pub enum WalletCommand {
     /// Generates a key, stores it encrypted under a passphrase, prints its address.
     New {
         #[command(flatten)]
@@ -349,7 +349,7 @@ pub(crate) enum WalletCommand {
 
 /// `caasiope wallet multisig …`
 #[derive(Debug, Subcommand)]
-pub(crate) enum MultisigCommand {
+pub enum MultisigCommand {
     /// Prints the address of an X-of-Y MultiSig; with --out, also writes its declaration file
     /// (for `--declare`, `--issuer-file`, `multisig declare`).
     Address {
@@ -384,7 +384,7 @@ pub(crate) enum MultisigCommand {
 
 /// `caasiope wallet htlc …`
 #[derive(Debug, Subcommand)]
-pub(crate) enum HtlcCommand {
+pub enum HtlcCommand {
     /// Pays into a new HTLC and saves its terms to a new file (no secret in it); prints the
     /// HTLC address and, if it generated one, the secret.
     Create {
@@ -469,7 +469,7 @@ pub(crate) enum HtlcCommand {
 
 /// `caasiope wallet channel …`
 #[derive(Debug, Subcommand)]
-pub(crate) enum ChannelCommand {
+pub enum ChannelCommand {
     /// The payer opens a channel: pays into it and saves its terms to a new file.
     Open {
         #[command(flatten)]
@@ -566,7 +566,7 @@ pub(crate) enum ChannelCommand {
 
 /// `caasiope wallet proof …`
 #[derive(Debug, Subcommand)]
-pub(crate) enum ProofCommand {
+pub enum ProofCommand {
     /// A committed transaction's inclusion proof.
     Tx {
         #[command(flatten)]
@@ -599,7 +599,7 @@ pub(crate) enum ProofCommand {
 
 /// What most commands need: where the keys are, the explorer, whether to wait.
 #[derive(Debug)]
-pub(crate) struct Common {
+pub struct Common {
     wallet_dir: Option<PathBuf>,
     api: Option<String>,
     wait: bool,
@@ -646,7 +646,7 @@ impl Common {
 }
 
 /// Runs one wallet command.
-pub(crate) fn run(command: WalletCommand) -> anyhow::Result<Output> {
+pub fn run(command: WalletCommand) -> anyhow::Result<Output> {
     use WalletCommand as W;
     match command {
         W::New { dir, name } => {

@@ -29,7 +29,7 @@ const COIN: i64 = 100_000_000;
 const MIN_FEE: i64 = 10_000;
 
 fn key(name: &str) -> SecretKey {
-    crate::key::derived_key(&format!("wallet test key {name}"))
+    bench::workload::labelled_key(&format!("wallet test key {name}"))
 }
 
 fn addr(name: &str) -> Address {
