@@ -11,7 +11,6 @@
 
 mod api;
 mod listener;
-mod openapi;
 
 use std::{
     collections::{HashMap, VecDeque},
