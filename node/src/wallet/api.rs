@@ -1,16 +1,17 @@
-//! The explorer's HTTP API (docs/API.md), as the wallet uses it: a thin blocking client.
+//! The explorer's HTTP API (docs/API.md), as the wallet uses it: a thin blocking client whose
+//! answers are the contract's types (the `api` crate), as the explorer serializes them.
 //!
 //! Only plain `http://` is spoken (ureq without TLS): the wallet talks to an explorer on loopback
 //! or a trusted network. Nothing the explorer says is trusted for safety: transactions are built
 //! and signed locally, declarations fetched from it are checked against their addresses, and
 //! proofs are verified offline against the genesis validators.
 
-use std::{collections::BTreeMap, io::IsTerminal, time::Duration};
+use std::{io::IsTerminal, time::Duration};
 
 use anyhow::{Context, bail};
-use engine::{Address, Currency, Hash, genesis::ChainParams};
-use serde::{Deserialize, de::DeserializeOwned};
-use serde_json::Value;
+use api::{TxState, TxStatus, routes};
+use engine::{Address, Hash};
+use serde::de::DeserializeOwned;
 
 /// Largest answer read: a history page of 1000 entries or a proof is well under it.
 const ANSWER_BYTES_MAX: u64 = 8 * 1024 * 1024;
@@ -18,99 +19,6 @@ const ANSWER_BYTES_MAX: u64 = 8 * 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `--wait` asks for a transaction's status.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-/// `GET /v1/status`, the fields the wallet uses.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Status {
-    /// Chain id.
-    pub(crate) chain_id: String,
-    /// Latest ledger time, unix ms: the base of expirations and lock times.
-    pub(crate) timestamp_ms: i64,
-    /// Minimum fee, raw CAS units.
-    pub(crate) min_fee: i64,
-    /// Longest allowed time to expiration.
-    pub(crate) max_ttl_ms: i64,
-    /// Fee account.
-    pub(crate) fee_account: Address,
-    /// Governance account.
-    pub(crate) governance: Address,
-    /// Issuer of each currency.
-    pub(crate) issuers: BTreeMap<Currency, Address>,
-}
-
-impl Status {
-    /// The chain as a transaction builder sees it.
-    pub(crate) fn chain(&self) -> super::build::ChainView {
-        super::build::ChainView {
-            params: ChainParams {
-                chain_id: self.chain_id.clone(),
-                min_fee: self.min_fee,
-                max_ttl_ms: self.max_ttl_ms,
-                fee_account: self.fee_account,
-                governance: self.governance,
-                issuers: self.issuers.clone(),
-            },
-            now_ms: self.timestamp_ms,
-        }
-    }
-}
-
-/// `GET /v1/accounts/{address}`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct AccountAnswer {
-    /// The address.
-    pub(crate) address: Address,
-    /// Non-zero balances.
-    pub(crate) balances: Vec<Balance>,
-    /// The account's declaration (engine JSON), if declared.
-    #[serde(default)]
-    pub(crate) declaration: Option<Value>,
-    /// For a payment channel, what the payee has claimed so far (0 when absent).
-    #[serde(default)]
-    pub(crate) channel_claimed: i64,
-}
-
-impl AccountAnswer {
-    /// The balance in `currency`.
-    pub(crate) fn balance(&self, currency: &Currency) -> i64 {
-        self.balances.iter().find(|b| b.currency == *currency).map_or(0, |b| b.amount)
-    }
-}
-
-/// One balance.
-#[derive(Clone, Debug, Deserialize, serde::Serialize)]
-pub(crate) struct Balance {
-    /// Currency.
-    pub(crate) currency: Currency,
-    /// Raw units.
-    pub(crate) amount: i64,
-}
-
-/// `GET /v1/transactions/{id}`, the fields the wallet uses.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct TxStatus {
-    /// `pending`, `committed`, `rejected` or `expired`.
-    pub(crate) status: String,
-    /// Height, once committed.
-    #[serde(default)]
-    pub(crate) height: Option<u64>,
-    /// Position in its ledger, once committed.
-    #[serde(default)]
-    pub(crate) index: Option<u32>,
-    /// Why it was rejected.
-    #[serde(default)]
-    pub(crate) reason: Option<String>,
-}
-
-/// `{height, proof}` and `{height, validators}` answers, and files.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct HexAt {
-    /// Height.
-    pub(crate) height: u64,
-    /// The hex payload, under `proof` or `validators`.
-    #[serde(alias = "proof", alias = "validators")]
-    pub(crate) hex: String,
-}
 
 /// A client of one explorer.
 #[derive(Debug)]
@@ -139,35 +47,30 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    /// GETs `path` and returns the status and the JSON body (None for a 404).
-    fn get_value(&self, path: &str) -> anyhow::Result<Option<Value>> {
-        let response = self.agent.get(&self.url(path)).call();
-        answer(response, &self.url(path))
+    /// GETs `path` and returns its answer (None for a 404).
+    fn get_optional<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        let url = self.url(path);
+        answer(self.agent.get(&url).call(), &url)
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let value = self.get_value(path)?.with_context(|| format!("{} answered 404", self.url(path)))?;
-        parse(value, path)
-    }
-
-    /// `GET /v1/status` as JSON.
-    pub(crate) fn status_value(&self) -> anyhow::Result<Value> {
-        self.get("/v1/status")
+        self.get_optional(path)?.with_context(|| format!("{} answered 404", self.url(path)))
     }
 
     /// `GET /v1/status`.
-    pub(crate) fn status(&self) -> anyhow::Result<Status> {
-        self.get("/v1/status")
+    pub(crate) fn status(&self) -> anyhow::Result<api::Status> {
+        self.get(routes::STATUS)
     }
 
-    /// `GET /v1/accounts/{address}` as JSON.
-    pub(crate) fn account_value(&self, address: &Address) -> anyhow::Result<Value> {
-        self.get(&format!("/v1/accounts/{address}"))
+    /// The chain as a transaction builder sees it, from `GET /v1/status`.
+    pub(crate) fn chain(&self) -> anyhow::Result<super::build::ChainView> {
+        let status = self.status()?;
+        Ok(super::build::ChainView { params: status.params(), now_ms: status.timestamp_ms })
     }
 
     /// `GET /v1/accounts/{address}`.
-    pub(crate) fn account(&self, address: &Address) -> anyhow::Result<AccountAnswer> {
-        let answer: AccountAnswer = self.get(&format!("/v1/accounts/{address}"))?;
+    pub(crate) fn account(&self, address: &Address) -> anyhow::Result<api::Account> {
+        let answer: api::Account = self.get(&format!("/v1/accounts/{address}"))?;
         if answer.address != *address {
             bail!("the explorer answered for {} when asked for {address}", answer.address);
         }
@@ -180,7 +83,7 @@ impl Api {
         address: &Address,
         limit: u32,
         cursor: Option<&str>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<api::HistoryPage> {
         let mut path = format!("/v1/accounts/{address}/history?limit={limit}");
         if let Some(cursor) = cursor {
             path.push_str("&cursor=");
@@ -189,37 +92,32 @@ impl Api {
         self.get(&path)
     }
 
-    /// `GET /v1/transactions/{id}` as JSON; None if the explorer does not know it.
-    pub(crate) fn tx_value(&self, id: &Hash) -> anyhow::Result<Option<Value>> {
-        self.get_value(&format!("/v1/transactions/{id}"))
-    }
-
     /// `GET /v1/transactions/{id}`; None if the explorer does not know it.
     pub(crate) fn tx_status(&self, id: &Hash) -> anyhow::Result<Option<TxStatus>> {
-        self.tx_value(id)?.map(|v| parse(v, "transaction status")).transpose()
+        self.get_optional(&format!("/v1/transactions/{id}"))
     }
 
     /// `POST /v1/transactions` with the signed bytes; returns the id the explorer computed.
     pub(crate) fn submit(&self, bytes: &[u8]) -> anyhow::Result<Hash> {
-        let url = self.url("/v1/transactions");
+        let url = self.url(routes::TRANSACTIONS);
         let response = self.agent.post(&url).header("Content-Type", "application/octet-stream").send(bytes);
-        let value = answer(response, &url)?.context("the explorer answered 404 to a submission")?;
-        let id = value.get("id").and_then(Value::as_str).context("the submission answer has no id")?;
-        Hash::from_hex(id).context("the submission answer's id is not 64 hex characters")
+        let accepted: api::Accepted =
+            answer(response, &url)?.context("the explorer answered 404 to a submission")?;
+        Ok(accepted.id)
     }
 
     /// `GET /v1/proofs/transactions/{id}`.
-    pub(crate) fn tx_proof(&self, id: &Hash) -> anyhow::Result<HexAt> {
+    pub(crate) fn tx_proof(&self, id: &Hash) -> anyhow::Result<api::Proof> {
         self.get(&format!("/v1/proofs/transactions/{id}"))
     }
 
     /// `GET /v1/proofs/accounts/{address}`.
-    pub(crate) fn account_proof(&self, address: &Address) -> anyhow::Result<HexAt> {
+    pub(crate) fn account_proof(&self, address: &Address) -> anyhow::Result<api::Proof> {
         self.get(&format!("/v1/proofs/accounts/{address}"))
     }
 
     /// `GET /v1/validators/{height}`.
-    pub(crate) fn validators(&self, height: u64) -> anyhow::Result<HexAt> {
+    pub(crate) fn validators(&self, height: u64) -> anyhow::Result<api::Validators> {
         self.get(&format!("/v1/validators/{height}"))
     }
 
@@ -237,10 +135,10 @@ impl Api {
         let started = std::time::Instant::now();
         let result = loop {
             let status = self.tx_status(id)?;
-            let label = status.as_ref().map_or_else(|| "unknown".to_owned(), |s| s.status.clone());
+            let label = status.as_ref().map_or("unknown", |s| s.status.as_str());
             spinner.set_message(format!("transaction {short}…: {label} ({}s)", started.elapsed().as_secs()));
             if let Some(s) = status
-                && s.status != "pending"
+                && s.status != TxState::Pending
             {
                 break Ok(s);
             }
@@ -257,11 +155,11 @@ impl Api {
     }
 }
 
-/// The JSON body of a 2xx answer, None for a 404, an error with the explorer's message otherwise.
-fn answer(
+/// The answer of a 2xx, None for a 404, an error with the explorer's message otherwise.
+fn answer<T: DeserializeOwned>(
     response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     url: &str,
-) -> anyhow::Result<Option<Value>> {
+) -> anyhow::Result<Option<T>> {
     let mut response = response.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status().as_u16();
     let body = response
@@ -273,23 +171,17 @@ fn answer(
     if (200..300).contains(&status) {
         return serde_json::from_slice(&body)
             .map(Some)
-            .with_context(|| format!("{url} answered with invalid JSON"));
+            .with_context(|| format!("unexpected answer from {url}"));
     }
     if status == 404 {
         return Ok(None);
     }
-    let error: Option<(String, String)> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-        let e = v.get("error")?;
-        Some((e.get("code")?.as_str()?.to_owned(), e.get("message")?.as_str()?.to_owned()))
-    });
-    match error {
-        Some((code, message)) => bail!("the explorer refused ({status} {code}): {message}"),
-        None => bail!("{url} answered {status}"),
+    match serde_json::from_slice::<api::ErrorBody>(&body) {
+        Ok(api::ErrorBody { error }) => {
+            bail!("the explorer refused ({status} {}): {}", error.code.as_str(), error.message)
+        }
+        Err(_) => bail!("{url} answered {status}"),
     }
-}
-
-fn parse<T: DeserializeOwned>(value: Value, what: &str) -> anyhow::Result<T> {
-    serde_json::from_value(value).with_context(|| format!("unexpected answer to {what}"))
 }
 
 /// Percent-encodes everything but unreserved characters (cursors are opaque).

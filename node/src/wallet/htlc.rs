@@ -219,7 +219,7 @@ pub(crate) mod command {
     ) -> anyhow::Result<Output> {
         let api = common.api()?;
         let key = common.key(from)?;
-        let chain = api.status()?.chain();
+        let chain = api.chain()?;
         let (hash, secret) = match hash {
             Some(h) => (h, None),
             None => {
