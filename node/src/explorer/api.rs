@@ -4,12 +4,10 @@
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use api::{ErrorCode, routes};
@@ -18,10 +16,7 @@ use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, Path, Query, State as AxState, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::{IntoResponse, Response},
     routing::get,
 };
 use engine::{
@@ -38,17 +33,13 @@ use storage::{StoreError, TxLocation};
 
 use super::{Explorer, Submitted};
 
-/// Live streams served at once; more are refused as busy.
-const STREAMS_MAX: usize = 256;
 /// Default and largest history page: the contract's, which the store must be able to serve.
 const HISTORY_PAGE_DEFAULT: usize = routes::HISTORY_LIMIT_DEFAULT;
 const HISTORY_PAGE_MAX: usize = routes::HISTORY_LIMIT_MAX;
 const _: () = assert!(HISTORY_PAGE_MAX <= storage::HISTORY_PAGE_MAX);
 const _: () = assert!(routes::EVIDENCE_LIMIT_MAX <= storage::EVIDENCE_PAGE_MAX);
-/// Ledgers a stream reads ahead of what its client consumed.
-const STREAM_BUFFER: usize = 16;
 
-type Shared = Arc<Explorer>;
+pub(super) type Shared = Arc<Explorer>;
 
 /// A JSON error answer.
 #[derive(Debug)]
@@ -59,16 +50,16 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
-    fn internal(message: impl Into<String>) -> Self {
+    pub(super) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
     }
     fn unavailable() -> Self {
@@ -106,7 +97,7 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route(routes::VALIDATORS, get(validators))
         .route(routes::EVIDENCE, get(evidence))
         .route(routes::OPENAPI, get(|| async { Json(api::openapi()) }))
-        .route(routes::STREAM, get(move |s, q| stream(s, q, streams.clone())))
+        .route(routes::STREAM, get(move |s, q| super::stream::stream(s, q, streams.clone())))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
@@ -126,7 +117,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, explorer: Shared) {
     }
 }
 
-fn parse_height(text: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_height(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| ApiError::bad_request(format!("{text:?} is not a ledger height")))
 }
 
@@ -135,7 +126,7 @@ fn parse_id(text: &str) -> Result<TxId, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a transaction id (64 hex characters)")))
 }
 
-fn parse_address(text: &str) -> Result<Address, ApiError> {
+pub(super) fn parse_address(text: &str) -> Result<Address, ApiError> {
     text.parse().map_err(|e| ApiError::bad_request(format!("{text:?} is not an address: {e}")))
 }
 
@@ -143,14 +134,14 @@ fn path(p: Result<Path<String>, axum::extract::rejection::PathRejection>) -> Res
     p.map(|Path(s)| s).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+pub(super) type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
-fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
     q.map(|Query(m)| m).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 /// The answer of a ledger.
-fn ledger_answer(
+pub(super) fn ledger_answer(
     chain_id: &str,
     header: &LedgerHeader,
     certificate: &Certificate,
@@ -176,16 +167,16 @@ fn ledger_answer(
 /// A stored ledger: header, certificate, block and the block's transaction ids.
 pub(super) struct StoredLedger {
     pub(super) height: u64,
-    header: LedgerHeader,
-    certificate: Certificate,
-    txs: Vec<SignedTransaction>,
-    ids: Vec<TxId>,
+    pub(super) header: LedgerHeader,
+    pub(super) certificate: Certificate,
+    pub(super) txs: Vec<SignedTransaction>,
+    pub(super) ids: Vec<TxId>,
 }
 
 /// Ledger `height` if committed and published, from the explorer's cache of recent ledgers or
 /// the store (a block of 10,000 transactions is ~10 ms to decode and hash: the cache serves the
 /// repeated reads of recent ledgers — every live stream reads each new one).
-fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>, ApiError> {
+pub(super) fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>, ApiError> {
     if height > *e.head.borrow() {
         return Ok(None);
     }
@@ -548,87 +539,6 @@ async fn validators(
 
 async fn metrics(AxState(e): AxState<Shared>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], e.metrics.render(e.role, e.transport))
-}
-
-/// Decrements the live-stream count when a stream ends.
-struct StreamSlot(Arc<AtomicUsize>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn stream(
-    AxState(e): AxState<Shared>,
-    q: QueryMap,
-    streams: Arc<AtomicUsize>,
-) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let q = query(q)?;
-    let head = *e.head.borrow();
-    let from = q.get("from").map(|h| parse_height(h)).transpose()?.unwrap_or(head + 1);
-    let address = q.get("address").map(|a| parse_address(a)).transpose()?;
-    if streams.fetch_add(1, Ordering::Relaxed) >= STREAMS_MAX {
-        streams.fetch_sub(1, Ordering::Relaxed);
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, "too many live streams"));
-    }
-    let slot = StreamSlot(streams);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(STREAM_BUFFER);
-    let mut heads = e.head.subscribe();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let mut next = from.max(1);
-        loop {
-            let head = *heads.borrow_and_update();
-            while next <= head {
-                let events = {
-                    let e = e.clone();
-                    let address = address;
-                    tokio::task::spawn_blocking(move || ledger_events(&e, next, address.as_ref())).await
-                };
-                let Ok(Ok(events)) = events else { return };
-                for ev in events {
-                    if tx.send(ev).await.is_err() {
-                        return;
-                    }
-                }
-                next += 1;
-            }
-            tokio::select! {
-                changed = heads.changed() => if changed.is_err() { return },
-                () = tx.closed() => return,
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-use futures_util::StreamExt as _;
-
-/// The JSON text of an event's data.
-fn event_data<T: serde::Serialize>(data: &T) -> Result<String, ApiError> {
-    serde_json::to_string(data).map_err(|err| ApiError::internal(format!("json: {err}")))
-}
-
-/// The events of ledger `height`: the ledger, then its transactions (touching `address`).
-fn ledger_events(e: &Explorer, height: u64, address: Option<&Address>) -> Result<Vec<Event>, ApiError> {
-    let l = stored_ledger(e, height)?
-        .ok_or_else(|| ApiError::not_found(format!("no ledger at height {height}")))?;
-    let id = height.to_string();
-    let mut out = Vec::with_capacity(1 + l.txs.len());
-    let ledger = ledger_answer(&e.chain_id, &l.header, &l.certificate, &l.ids);
-    out.push(Event::default().event(routes::STREAM_EVENT_LEDGER).id(id.clone()).data(event_data(&ledger)?));
-    for (index, (tx, tx_id)) in l.txs.iter().zip(&l.ids).enumerate() {
-        let touches = |a: &Address| {
-            tx.tx.inputs.iter().chain(&tx.tx.outputs).any(|l| l.address == *a) || tx.tx.fee.payer == *a
-        };
-        if address.is_none_or(touches) {
-            let data = event_data(&api::TxRef { id: *tx_id, height, index: index as u32 })?;
-            out.push(Event::default().event(routes::STREAM_EVENT_TRANSACTION).id(id.clone()).data(data));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

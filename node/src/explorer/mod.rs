@@ -11,6 +11,7 @@
 
 mod api;
 mod listener;
+mod stream;
 
 use std::{
     collections::{HashMap, VecDeque},
