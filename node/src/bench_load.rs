@@ -18,6 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use api::{TxState, routes};
 use engine::{
     Address, Currency, Encode, SecretKey,
     limits::OUTPUTS_MAX,
@@ -25,7 +26,8 @@ use engine::{
 };
 use exit::Output;
 use rayon::prelude::*;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::bench::percentile;
 
@@ -46,11 +48,23 @@ fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
 }
 
-fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value)> {
+/// GETs `url`: its answer if 200, else the status and the body's text.
+fn get_answer<T: DeserializeOwned>(
+    agent: &ureq::Agent,
+    url: &str,
+) -> anyhow::Result<Result<T, (u16, String)>> {
     let mut r = agent.get(url).call().with_context(|| format!("GET {url}"))?;
     let status = r.status().as_u16();
-    let v = r.body_mut().read_json::<Value>().with_context(|| format!("GET {url}: not JSON"))?;
-    Ok((status, v))
+    let text = r.body_mut().read_to_string().with_context(|| format!("GET {url}: unreadable answer"))?;
+    if status != 200 {
+        return Ok(Err((status, text)));
+    }
+    serde_json::from_str(&text).map(Ok).with_context(|| format!("GET {url}: unexpected answer"))
+}
+
+/// GETs `url`, whose answer must be a 200.
+fn get<T: DeserializeOwned>(agent: &ureq::Agent, url: &str) -> anyhow::Result<T> {
+    get_answer(agent, url)?.or_else(|(status, text)| bail!("{url} answered {status}: {text}"))
 }
 
 /// What one POST answered.
@@ -66,12 +80,12 @@ fn post(agent: &ureq::Agent, url: &str, bytes: &[u8]) -> Answer {
         Err(e) => Answer::Failed(e.to_string()),
         Ok(mut r) => {
             let status = r.status().as_u16();
-            let body = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
             match status {
                 202 => Answer::Accepted,
                 503 => Answer::Busy,
                 _ => {
-                    let message = body["error"]["message"].as_str().unwrap_or("?");
+                    let body = r.body_mut().read_json::<api::ErrorBody>().ok();
+                    let message = body.as_ref().map_or("?", |b| b.error.message.as_str());
                     // The rule's name: the message up to its first detail.
                     let kind = message.split([':', '(']).next().unwrap_or(message).trim().to_owned();
                     Answer::Rejected(format!("{status} {kind}"))
@@ -88,7 +102,7 @@ fn fund(
     txs: &[(TxId, Vec<u8>)],
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
-    let url = format!("{api}/v1/transactions");
+    let url = format!("{api}{}", routes::TRANSACTIONS);
     for (id, bytes) in txs {
         match post(agent, &url, bytes) {
             Answer::Accepted => {}
@@ -100,11 +114,15 @@ fn fund(
     let until = Instant::now() + Duration::from_secs(120);
     for (id, _) in txs {
         loop {
-            let (_, v) = get_json(agent, &format!("{api}/v1/transactions/{id}"))?;
-            match v["status"].as_str() {
-                Some("committed") => break,
-                Some("rejected") => bail!("funding transaction {id} rejected: {}", v["reason"]),
-                Some("expired") => bail!("funding transaction {id} expired"),
+            // Not known yet (or the explorer is busy): asked again.
+            let answer = get_answer::<api::TxStatus>(agent, &format!("{api}/v1/transactions/{id}"))?.ok();
+            match answer.as_ref().map(|a| a.status) {
+                Some(TxState::Committed) => break,
+                Some(TxState::Rejected) => {
+                    let reason = answer.and_then(|a| a.reason).unwrap_or_default();
+                    bail!("funding transaction {id} rejected: {reason:?}")
+                }
+                Some(TxState::Expired) => bail!("funding transaction {id} expired"),
                 _ if Instant::now() > until => bail!("funding transaction {id} not committed after 120 s"),
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -130,7 +148,7 @@ fn follow(
         .into();
     let mut next = from;
     while !stop.load(Ordering::Relaxed) {
-        let url = format!("{api}/v1/stream?from={next}");
+        let url = format!("{api}{}?from={next}", routes::STREAM);
         let Ok(mut r) = agent.get(&url).call() else {
             std::thread::sleep(Duration::from_millis(200));
             continue;
@@ -156,11 +174,10 @@ fn follow(
                 let field = |name: &str| {
                     event.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_owned())
                 };
-                if field("event:").as_deref() == Some("transaction") {
+                if field("event:").as_deref() == Some(routes::STREAM_EVENT_TRANSACTION) {
                     let Some(data) = field("data:") else { continue };
-                    let Ok(v) = serde_json::from_str::<Value>(&data) else { continue };
-                    let id = v["id"].as_str().and_then(|h| TxId::from_hex(h).ok());
-                    if let Some(&j) = id.as_ref().and_then(|id| wanted.get(id)) {
+                    let Ok(tx) = serde_json::from_str::<api::TxRef>(&data) else { continue };
+                    if let Some(&j) = wanted.get(&tx.id) {
                         if let Ok(mut s) = seen.lock() {
                             if s[j].is_none() {
                                 s[j] = Some(now);
@@ -168,7 +185,7 @@ fn follow(
                             }
                         }
                     }
-                } else if field("event:").as_deref() == Some("ledger") {
+                } else if field("event:").as_deref() == Some(routes::STREAM_EVENT_LEDGER) {
                     // Resume after this ledger if the stream breaks.
                     if let Some(h) = field("id:").and_then(|h| h.parse::<u64>().ok()) {
                         next = h;
@@ -184,13 +201,8 @@ fn follow(
 pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     let api = b.api.trim_end_matches('/').to_owned();
     let http = agent(Duration::from_secs(30));
-    let (status, st) = get_json(&http, &format!("{api}/v1/status"))?;
-    if status != 200 {
-        bail!("{api}/v1/status answered {status}: {st}");
-    }
-    let chain_id = st["chain_id"].as_str().context("status without chain_id")?.to_owned();
-    let min_fee = st["min_fee"].as_i64().context("status without min_fee")?;
-    let max_ttl_ms = st["max_ttl_ms"].as_i64().context("status without max_ttl_ms")?;
+    let api::Status { chain_id, min_fee, max_ttl_ms, timestamp_ms: head_ms, .. } =
+        get(&http, &format!("{api}{}", routes::STATUS))?;
     let key = crate::key::read_key_file(&b.key).with_context(|| {
         format!("the funding key {} (--key FILE: a funded account's secret key)", b.key.display())
     })?;
@@ -209,7 +221,6 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     progress.set_message("keys and funding");
     let keys: Vec<SecretKey> = (0..n).into_par_iter().map(|_| SecretKey::generate()).collect();
     let addresses: Vec<Address> = keys.par_iter().map(|k| k.public_key().address()).collect();
-    let head_ms = st["timestamp_ms"].as_i64().unwrap_or(0);
     let expiration_ms = engine::clock::now_ms().max(head_ms)
         + max_ttl_ms.min(((b.duration_s + b.drain_s) * 1000 + 120_000) as i64);
     let funding: Vec<(TxId, Vec<u8>)> = addresses
@@ -262,7 +273,7 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     let seen = Arc::new(Mutex::new(vec![None::<Instant>; total]));
     let seen_count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let head = get_json(&http, &format!("{api}/v1/ledgers/latest"))?.1["height"].as_u64().unwrap_or(0);
+    let head = get::<api::Ledger>(&http, &format!("{api}{}", routes::LEDGER_LATEST))?.height;
     let follower = {
         let (api, seen, seen_count, stop) = (api.clone(), seen.clone(), seen_count.clone(), stop.clone());
         std::thread::Builder::new()
@@ -324,7 +335,7 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
             let connections = b.connections;
             std::thread::spawn(move || {
                 let agent = agent(Duration::from_secs(30));
-                let url = format!("{api}/v1/transactions");
+                let url = format!("{api}{}", routes::TRANSACTIONS);
                 let mut j = t;
                 while j < signed.len() {
                     let due = start + Duration::from_secs_f64(j as f64 * interval);

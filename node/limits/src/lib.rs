@@ -10,7 +10,8 @@
 //!   once and the code that enforces it imports it from here.
 //!
 //! Some bounds are owned by the library crate that enforces them (a wire format's decoder, the
-//! consensus core's per-peer budgets, a connection's channel budgets): those are re-exported
+//! consensus core's per-peer budgets, a connection's channel budgets, the HTTP API contract's
+//! page sizes): those are re-exported
 //! here under one roof, so this page lists every limit a node runs with. The compile-time
 //! assertions at the end tie them together: changing one so that another no longer holds
 //! (a block that no longer fits a frame, a pool smaller than a block…) fails the build.
@@ -21,6 +22,7 @@
 
 use std::time::Duration;
 
+pub use api::routes::{EVIDENCE_LIMIT_MAX, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 pub use consensus::{
     EVIDENCE_PER_VALIDATOR_MAX, EXECUTED_MAX, FUTURE_FAILURES_PER_PEER_MAX, FUTURE_PER_SIGNER_MAX,
     PROPOSALS_PER_ROUND_MAX, SIGN_STATE_VOTES_MAX, WAL_COMPACT_BYTES, WAL_HARD_FACTOR,
@@ -154,9 +156,6 @@ pub const STREAMS_MAX: usize = 256;
 /// Ledgers a stream reads ahead of what its client consumed.
 pub const STREAM_BUFFER_LEDGERS: usize = 16;
 
-/// History entries a page holds when the client names no limit.
-pub const HISTORY_PAGE_DEFAULT: usize = 100;
-
 /// Recent ledgers the explorer keeps decoded (with their ids).
 pub const API_RECENT_LEDGERS: usize = 16;
 
@@ -241,7 +240,10 @@ const _: () = {
     assert!(POOL_TXS_MAX <= SUBMITTED_MAX);
     // Streams are connections too.
     assert!(STREAMS_MAX < API_CONNECTIONS_MAX);
-    assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);
+    // The API's page limits (part of its contract) are pages the store serves.
+    assert!(HISTORY_LIMIT_DEFAULT <= HISTORY_LIMIT_MAX);
+    assert!(HISTORY_LIMIT_MAX <= HISTORY_PAGE_MAX);
+    assert!(EVIDENCE_LIMIT_MAX <= EVIDENCE_PAGE_MAX);
     // A `/committed` page holds at least one full ledger's ids (64 hex characters, quotes and
     // a comma each).
     assert!(BLOCK_TXS_MAX * 67 <= COMMITTED_PAGE_BYTES);

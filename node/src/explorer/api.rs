@@ -4,23 +4,19 @@
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
+use api::{ErrorCode, routes};
 use axum::{
     Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, Path, Query, State as AxState, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::{IntoResponse, Response},
     routing::get,
 };
 use engine::{
@@ -33,67 +29,71 @@ use engine::{
     validate::verify_bytes,
 };
 use pipeline::Origin;
-use serde_json::{Value, json};
 use storage::{StoreError, TxLocation};
 
 use super::{Explorer, Submitted};
 
-use limits::{HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, STREAM_BUFFER_LEDGERS, STREAMS_MAX};
+use limits::{HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 
-type Shared = Arc<Explorer>;
+pub(super) type Shared = Arc<Explorer>;
 
 /// A JSON error answer.
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
     fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
+    }
+    pub(super) fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
+    }
+    fn unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "the process is stopping")
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("store: {e}"))
+        Self::internal(format!("store: {e}"))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(api::ErrorBody::new(self.code, self.message))).into_response()
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The router of the API.
 pub(crate) fn router(explorer: Shared) -> Router {
     let streams = Arc::new(AtomicUsize::new(0));
     Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/ledgers/latest", get(ledger_latest))
-        .route("/v1/ledgers/{height}", get(ledger_at))
-        .route("/v1/transactions", axum::routing::post(submit))
-        .route("/v1/transactions/{id}", get(transaction))
-        .route("/v1/accounts/{address}", get(account))
-        .route("/v1/accounts/{address}/history", get(history))
-        .route("/v1/proofs/transactions/{id}", get(tx_proof_of))
-        .route("/v1/proofs/accounts/{address}", get(account_proof))
-        .route("/v1/validators/{height}", get(validators))
-        .route("/v1/evidence", get(evidence))
-        .route("/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
-        .route("/v1/stream", get(move |s, q| stream(s, q, streams.clone())))
+        .route(routes::STATUS, get(status))
+        .route(routes::LEDGER_LATEST, get(ledger_latest))
+        .route(routes::LEDGER, get(ledger_at))
+        .route(routes::TRANSACTIONS, axum::routing::post(submit))
+        .route(routes::TRANSACTION, get(transaction))
+        .route(routes::ACCOUNT, get(account))
+        .route(routes::HISTORY, get(history))
+        .route(routes::PROOF_TRANSACTION, get(tx_proof_of))
+        .route(routes::PROOF_ACCOUNT, get(account_proof))
+        .route(routes::VALIDATORS, get(validators))
+        .route(routes::EVIDENCE, get(evidence))
+        .route(routes::OPENAPI, get(|| async { Json(api::openapi()) }))
+        .route(routes::STREAM, get(move |s, q| super::stream::stream(s, q, streams.clone())))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
@@ -110,7 +110,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, explorer: Shared) {
     }
 }
 
-fn parse_height(text: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_height(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| ApiError::bad_request(format!("{text:?} is not a ledger height")))
 }
 
@@ -119,7 +119,7 @@ fn parse_id(text: &str) -> Result<TxId, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a transaction id (64 hex characters)")))
 }
 
-fn parse_address(text: &str) -> Result<Address, ApiError> {
+pub(super) fn parse_address(text: &str) -> Result<Address, ApiError> {
     text.parse().map_err(|e| ApiError::bad_request(format!("{text:?} is not an address: {e}")))
 }
 
@@ -127,44 +127,49 @@ fn path(p: Result<Path<String>, axum::extract::rejection::PathRejection>) -> Res
     p.map(|Path(s)| s).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+pub(super) type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
-fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
     q.map(|Query(m)| m).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-/// The JSON of a ledger.
-fn ledger_json(chain_id: &str, header: &LedgerHeader, certificate: &Certificate, ids: &[TxId]) -> Value {
-    json!({
-        "height": header.height,
-        "hash": header.hash(chain_id),
-        "timestamp_ms": header.timestamp_ms,
-        "previous_hash": header.previous,
-        "tx_root": header.tx_root,
-        "state_root": header.state_root,
-        "validator_set_hash": header.validator_set_hash,
-        "certificate": {
-            "round": certificate.round,
-            "signers": certificate.signatures.iter().map(|(i, _)| *i).collect::<Vec<u8>>(),
+/// The answer of a ledger.
+pub(super) fn ledger_answer(
+    chain_id: &str,
+    header: &LedgerHeader,
+    certificate: &Certificate,
+    ids: &[TxId],
+) -> api::Ledger {
+    api::Ledger {
+        height: header.height,
+        hash: header.hash(chain_id),
+        timestamp_ms: header.timestamp_ms,
+        previous_hash: header.previous,
+        tx_root: header.tx_root,
+        state_root: header.state_root,
+        validator_set_hash: header.validator_set_hash,
+        certificate: api::Certificate {
+            round: certificate.round,
+            signers: certificate.signatures.iter().map(|(i, _)| *i).collect(),
         },
-        "tx_count": ids.len(),
-        "transactions": ids,
-    })
+        tx_count: ids.len() as u64,
+        transactions: ids.to_vec(),
+    }
 }
 
 /// A stored ledger: header, certificate, block and the block's transaction ids.
 pub(super) struct StoredLedger {
     pub(super) height: u64,
-    header: LedgerHeader,
-    certificate: Certificate,
-    txs: Vec<SignedTransaction>,
-    ids: Vec<TxId>,
+    pub(super) header: LedgerHeader,
+    pub(super) certificate: Certificate,
+    pub(super) txs: Vec<SignedTransaction>,
+    pub(super) ids: Vec<TxId>,
 }
 
 /// Ledger `height` if committed and published, from the explorer's cache of recent ledgers or
 /// the store (a block of 10,000 transactions is ~10 ms to decode and hash: the cache serves the
 /// repeated reads of recent ledgers — every live stream reads each new one).
-fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>, ApiError> {
+pub(super) fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>, ApiError> {
     if height > *e.head.borrow() {
         return Ok(None);
     }
@@ -184,33 +189,31 @@ fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>,
     Ok(Some(ledger))
 }
 
-async fn status(AxState(e): AxState<Shared>) -> ApiResult {
+async fn status(AxState(e): AxState<Shared>) -> ApiResult<api::Status> {
     let latest = e.latest();
     let head = latest.state.head();
-    let issuers: serde_json::Map<String, Value> =
-        e.params.issuers.iter().map(|(c, a)| (c.as_str().to_owned(), json!(a))).collect();
-    let validators: Vec<Value> = latest
+    let validators = latest
         .state
         .validators()
         .validators()
         .iter()
-        .map(|v| json!({ "public_key": v.public_key.to_hex(), "weight": v.weight }))
+        .map(|v| api::Validator { public_key: v.public_key, weight: v.weight })
         .collect();
-    Ok(Json(json!({
-        "chain_id": e.chain_id,
-        "height": head.height,
-        "ledger_hash": latest.state.head_hash(),
-        "timestamp_ms": head.timestamp_ms,
-        "min_fee": e.params.min_fee,
-        "max_ttl_ms": e.params.max_ttl_ms,
-        "fee_account": e.params.fee_account,
-        "governance": e.params.governance,
-        "issuers": issuers,
-        "validators": validators,
-    })))
+    Ok(Json(api::Status {
+        chain_id: e.chain_id.clone(),
+        height: head.height,
+        ledger_hash: latest.state.head_hash(),
+        timestamp_ms: head.timestamp_ms,
+        min_fee: e.params.min_fee,
+        max_ttl_ms: e.params.max_ttl_ms,
+        fee_account: e.params.fee_account,
+        governance: e.params.governance,
+        issuers: e.params.issuers.clone(),
+        validators,
+    }))
 }
 
-async fn ledger_latest(AxState(e): AxState<Shared>) -> ApiResult {
+async fn ledger_latest(AxState(e): AxState<Shared>) -> ApiResult<api::Ledger> {
     let height = *e.head.borrow();
     ledger_json_at(&e, height)
 }
@@ -218,15 +221,15 @@ async fn ledger_latest(AxState(e): AxState<Shared>) -> ApiResult {
 async fn ledger_at(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> ApiResult {
+) -> ApiResult<api::Ledger> {
     let height = parse_height(&path(p)?)?;
     ledger_json_at(&e, height)
 }
 
-fn ledger_json_at(e: &Explorer, height: u64) -> ApiResult {
+fn ledger_json_at(e: &Explorer, height: u64) -> ApiResult<api::Ledger> {
     let l = stored_ledger(e, height)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {height}")))?;
-    Ok(Json(ledger_json(&e.chain_id, &l.header, &l.certificate, &l.ids)))
+    Ok(Json(ledger_answer(&e.chain_id, &l.header, &l.certificate, &l.ids)))
 }
 
 /// Where `id` was committed, if it was (and the API may serve that ledger).
@@ -237,23 +240,26 @@ fn committed_at(e: &Explorer, id: &TxId) -> Result<Option<TxLocation>, ApiError>
 async fn transaction(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> ApiResult {
+) -> ApiResult<api::TxStatus> {
     let id = parse_id(&path(p)?)?;
     if let Some(at) = committed_at(&e, &id)? {
         let l = stored_ledger(&e, at.height)?
             .ok_or_else(|| ApiError::not_found(format!("no ledger at height {}", at.height)))?;
-        let tx = l.txs.get(at.index as usize).ok_or_else(|| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the index points past its block")
-        })?;
-        return Ok(Json(json!({
-            "id": id,
-            "status": "committed",
-            "height": at.height,
-            "index": at.index,
-            "expiration_ms": tx.tx.expiration_ms,
-            "transaction": tx,
-            "bytes": hex::encode(tx.to_bytes()),
-        })));
+        let tx = l
+            .txs
+            .get(at.index as usize)
+            .ok_or_else(|| ApiError::internal("the index points past its block"))?;
+        let json = serde_json::to_value(tx).map_err(|err| ApiError::internal(format!("json: {err}")))?;
+        return Ok(Json(api::TxStatus {
+            id,
+            status: api::TxState::Committed,
+            height: Some(at.height),
+            index: Some(at.index),
+            expiration_ms: tx.tx.expiration_ms,
+            reason: None,
+            transaction: Some(json),
+            bytes: Some(hex::encode(tx.to_bytes())),
+        }));
     }
     let entry = e.submitted.lock().ok().and_then(|s| s.by_id.get(&id).cloned());
     let Some(entry) = entry else {
@@ -261,34 +267,34 @@ async fn transaction(
     };
     let head_ms = e.latest().state.head().timestamp_ms;
     let (status, reason) = match entry.rejected {
-        Some(reason) => ("rejected", Some(reason)),
-        None if entry.expiration_ms <= head_ms => ("expired", None),
-        None => ("pending", None),
+        Some(reason) => (api::TxState::Rejected, Some(reason)),
+        None if entry.expiration_ms <= head_ms => (api::TxState::Expired, None),
+        None => (api::TxState::Pending, None),
     };
-    let mut out = json!({ "id": id, "status": status, "expiration_ms": entry.expiration_ms });
-    if let Some(reason) = reason {
-        out["reason"] = json!(reason);
-    }
-    Ok(Json(out))
+    Ok(Json(api::TxStatus {
+        id,
+        status,
+        height: None,
+        index: None,
+        expiration_ms: entry.expiration_ms,
+        reason,
+        transaction: None,
+        bytes: None,
+    }))
 }
 
 async fn submit(
     AxState(e): AxState<Shared>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), "too_large", r.body_text()))?;
+) -> Result<(StatusCode, Json<api::Accepted>), ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), ErrorCode::TooLarge, r.body_text()))?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
     let bytes: Vec<u8> = if is_json {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct HexBody {
-            hex: String,
-        }
-        let parsed: HexBody = serde_json::from_slice(&body)
+        let parsed: api::SubmitHex = serde_json::from_slice(&body)
             .map_err(|err| ApiError::bad_request(format!("expected {{\"hex\": \"…\"}}: {err}")))?;
         hex::decode(parsed.hex.trim()).map_err(|err| ApiError::bad_request(format!("hex: {err}")))?
     } else {
@@ -300,13 +306,13 @@ async fn submit(
     if bytes.len() > TX_BYTES_MAX {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("a transaction is at most {TX_BYTES_MAX} bytes, not {}", bytes.len()),
         ));
     }
     if let Some(why) = e.metrics.busy() {
         e.metrics.busy_txs.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why));
     }
     // Signatures cost tens of microseconds each: off the async workers.
     let latest = e.latest();
@@ -318,7 +324,7 @@ async fn submit(
         Ok::<_, (Option<TxId>, engine::validate::TxError)>(vtx)
     })
     .await
-    .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the process is stopping"))?;
+    .map_err(|_| ApiError::unavailable())?;
     let vtx = match checked {
         Ok(v) => v,
         Err((id, err)) => {
@@ -326,7 +332,7 @@ async fn submit(
                 // A transaction already committed stays "committed" whatever a resubmission says.
                 s.insert(id, Submitted { expiration_ms: 0, rejected: Some(err.to_string()) });
             }
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "rejected", err.to_string()));
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()));
         }
     };
     let id = vtx.id;
@@ -336,56 +342,37 @@ async fn submit(
     // Verified here: the intake only admits it against the pool's post-state.
     let submitted = e.submitter().is_some_and(|s| s.submit_verified(Origin::Client, vec![vtx]).is_ok());
     if !submitted {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the process is stopping"));
+        return Err(ApiError::unavailable());
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "pending" }))))
-}
-
-/// The JSON of `GET /v1/accounts/{address}`, serialized straight from the state (the API's
-/// most frequent read).
-#[derive(serde::Serialize)]
-struct AccountJson<'a> {
-    address: &'a str,
-    height: u64,
-    balances: Vec<BalanceJson<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_height: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    declaration: Option<&'a engine::Declaration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel_claimed: Option<i64>,
-}
-
-#[derive(serde::Serialize)]
-struct BalanceJson<'a> {
-    currency: &'a str,
-    amount: i64,
+    Ok((StatusCode::ACCEPTED, Json(api::Accepted { id, status: api::AcceptedStatus::Pending })))
 }
 
 async fn account(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Response, ApiError> {
-    // Address32 text is either case: answered in lower case, its canonical form.
-    let text = path(p)?.to_ascii_lowercase();
-    let address = parse_address(&text)?;
+) -> ApiResult<api::Account> {
+    // Address32 text is either case: answered in lower case, its canonical form (what an
+    // `Address` serializes to).
+    let address = parse_address(&path(p)?.to_ascii_lowercase())?;
     let latest = e.latest();
     let account = latest.state.account(&address);
-    let out = AccountJson {
-        address: &text,
+    let declaration = account
+        .and_then(|a| a.declaration.as_deref())
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|err| ApiError::internal(format!("json: {err}")))?;
+    Ok(Json(api::Account {
+        address,
         height: latest.state.head().height,
         balances: account
-            .map(|a| {
-                a.balances().iter().map(|(c, amount)| BalanceJson { currency: c.as_str(), amount: *amount })
-            })
+            .map(|a| a.balances().iter().map(|(c, amount)| api::Balance { currency: *c, amount: *amount }))
             .into_iter()
             .flatten()
             .collect(),
         last_height: account.map(|a| a.last_height),
-        declaration: account.and_then(|a| a.declaration.as_deref()),
+        declaration,
         channel_claimed: account.map(|a| a.channel_claimed).filter(|c| *c != 0),
-    };
-    Ok(Json(out).into_response())
+    }))
 }
 
 /// History cursors: `height.index` of the last entry of the previous page.
@@ -399,14 +386,14 @@ async fn history(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
     q: QueryMap,
-) -> ApiResult {
+) -> ApiResult<api::HistoryPage> {
     let address = parse_address(&path(p)?)?;
     let q = query(q)?;
     let limit = match q.get("limit") {
-        None => HISTORY_PAGE_DEFAULT,
+        None => HISTORY_LIMIT_DEFAULT,
         Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=HISTORY_PAGE_MAX).contains(&n) => n,
-            _ => return Err(ApiError::bad_request(format!("limit must be 1 to {HISTORY_PAGE_MAX}"))),
+            Ok(n) if (1..=HISTORY_LIMIT_MAX).contains(&n) => n,
+            _ => return Err(ApiError::bad_request(format!("limit must be 1 to {HISTORY_LIMIT_MAX}"))),
         },
     };
     let before = q.get("cursor").map(|c| parse_cursor(c)).transpose()?;
@@ -418,16 +405,12 @@ async fn history(
         format!("{}.{}", last.height, last.index)
     });
     // Rows of a ledger stored a moment before it is published are left out.
-    let entries: Vec<Value> = page
+    let entries = page
         .iter()
         .filter(|h| h.location.height <= head)
-        .map(|h| json!({ "id": h.id, "height": h.location.height, "index": h.location.index }))
+        .map(|h| api::TxRef { id: h.id, height: h.location.height, index: h.location.index })
         .collect();
-    let mut out = json!({ "address": address, "entries": entries });
-    if let Some(n) = next {
-        out["next_cursor"] = json!(n);
-    }
-    Ok(Json(out))
+    Ok(Json(api::HistoryPage { address, entries, next_cursor: next }))
 }
 
 /// Evidence cursors: `height.round.validator.kind` of the last proof of the previous page.
@@ -447,9 +430,9 @@ fn parse_evidence_cursor(text: &str) -> Result<storage::EvidenceKey, ApiError> {
     Ok(key)
 }
 
-async fn evidence(AxState(e): AxState<Shared>, q: QueryMap) -> ApiResult {
+async fn evidence(AxState(e): AxState<Shared>, q: QueryMap) -> ApiResult<api::EvidencePage> {
     let q = query(q)?;
-    let max = storage::EVIDENCE_PAGE_MAX;
+    let max = limits::EVIDENCE_LIMIT_MAX;
     let limit = match q.get("limit") {
         None => max,
         Some(l) => match l.parse::<usize>() {
@@ -463,50 +446,49 @@ async fn evidence(AxState(e): AxState<Shared>, q: QueryMap) -> ApiResult {
         let k = page[page.len() - 1].key;
         format!("{}.{}.{}.{}", k.height, k.round, k.validator, k.kind)
     });
-    let items: Vec<Value> = page
+    let items = page
         .iter()
         .map(|p| {
             let messages = engine::codec::decode_exact::<consensus::Equivocation>(&p.proof)
                 .map(|proof| proof.messages().map(|m| hex::encode(engine::Encode::to_bytes(&m))));
             let [first, second] = messages.unwrap_or_default();
-            json!({
-                "height": p.key.height,
-                "round": p.key.round,
-                "validator": p.key.validator,
-                "public_key": p.public_key.to_hex(),
-                "kind": consensus::Equivocation::kind_name(p.key.kind),
-                "proof": hex::encode(&p.proof),
-                "first": first,
-                "second": second,
-            })
+            api::EvidenceItem {
+                height: p.key.height,
+                round: p.key.round,
+                validator: p.key.validator,
+                public_key: p.public_key,
+                kind: api::EvidenceKind::from_name(consensus::Equivocation::kind_name(p.key.kind)),
+                proof: hex::encode(&p.proof),
+                first,
+                second,
+            }
         })
         .collect();
-    let mut out = json!({ "items": items });
-    if let Some(n) = next {
-        out["next_cursor"] = json!(n);
-    }
-    Ok(Json(out))
+    Ok(Json(api::EvidencePage { items, next_cursor: next }))
 }
 
 async fn tx_proof_of(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> ApiResult {
+) -> ApiResult<api::Proof> {
     let id = parse_id(&path(p)?)?;
     let at = committed_at(&e, &id)?.ok_or_else(|| ApiError::not_found(format!("{id} is not committed")))?;
     let l = stored_ledger(&e, at.height)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {}", at.height)))?;
-    let branch = tx_proof(&l.ids, at.index as usize).ok_or_else(|| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the index points past its block")
-    })?;
+    let branch = tx_proof(&l.ids, at.index as usize)
+        .ok_or_else(|| ApiError::internal("the index points past its block"))?;
     let proof = TxInclusionProof { header: l.header, certificate: l.certificate.clone(), tx_id: id, branch };
-    Ok(Json(json!({ "kind": "transaction", "height": at.height, "proof": hex::encode(proof.to_bytes()) })))
+    Ok(Json(api::Proof {
+        kind: api::ProofKind::Transaction,
+        height: at.height,
+        proof: hex::encode(proof.to_bytes()),
+    }))
 }
 
 async fn account_proof(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> ApiResult {
+) -> ApiResult<api::Proof> {
     let address = parse_address(&path(p)?)?;
     let latest = e.latest();
     let (account, branch) = latest
@@ -516,13 +498,13 @@ async fn account_proof(
     let header = *latest.state.head();
     let height = header.height;
     let proof = AccountStateProof { header, certificate: latest.certificate.clone(), account, branch };
-    Ok(Json(json!({ "kind": "account", "height": height, "proof": hex::encode(proof.to_bytes()) })))
+    Ok(Json(api::Proof { kind: api::ProofKind::Account, height, proof: hex::encode(proof.to_bytes()) }))
 }
 
 async fn validators(
     AxState(e): AxState<Shared>,
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> ApiResult {
+) -> ApiResult<api::Validators> {
     let height = parse_height(&path(p)?)?;
     if height == 0 || height > *e.head.borrow() + 1 {
         return Err(ApiError::not_found(format!("no validator set certifies a ledger at height {height}")));
@@ -537,95 +519,15 @@ async fn validators(
             previous.validator_set_hash
         ))
     })?;
-    Ok(Json(json!({
-        "height": height,
-        "hash": previous.validator_set_hash,
-        "validators": hex::encode(set.to_bytes()),
-    })))
+    Ok(Json(api::Validators {
+        height,
+        hash: previous.validator_set_hash,
+        validators: hex::encode(set.to_bytes()),
+    }))
 }
 
 async fn metrics(AxState(e): AxState<Shared>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], e.metrics.render(e.role, e.transport))
-}
-
-/// Decrements the live-stream count when a stream ends.
-struct StreamSlot(Arc<AtomicUsize>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn stream(
-    AxState(e): AxState<Shared>,
-    q: QueryMap,
-    streams: Arc<AtomicUsize>,
-) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let q = query(q)?;
-    let head = *e.head.borrow();
-    let from = q.get("from").map(|h| parse_height(h)).transpose()?.unwrap_or(head + 1);
-    let address = q.get("address").map(|a| parse_address(a)).transpose()?;
-    if streams.fetch_add(1, Ordering::Relaxed) >= STREAMS_MAX {
-        streams.fetch_sub(1, Ordering::Relaxed);
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many live streams"));
-    }
-    let slot = StreamSlot(streams);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(STREAM_BUFFER_LEDGERS);
-    let mut heads = e.head.subscribe();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let mut next = from.max(1);
-        loop {
-            let head = *heads.borrow_and_update();
-            while next <= head {
-                let events = {
-                    let e = e.clone();
-                    let address = address;
-                    tokio::task::spawn_blocking(move || ledger_events(&e, next, address.as_ref())).await
-                };
-                let Ok(Ok(events)) = events else { return };
-                for ev in events {
-                    if tx.send(ev).await.is_err() {
-                        return;
-                    }
-                }
-                next += 1;
-            }
-            tokio::select! {
-                changed = heads.changed() => if changed.is_err() { return },
-                () = tx.closed() => return,
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-use futures_util::StreamExt as _;
-
-/// The events of ledger `height`: the ledger, then its transactions (touching `address`).
-fn ledger_events(e: &Explorer, height: u64, address: Option<&Address>) -> Result<Vec<Event>, ApiError> {
-    let l = stored_ledger(e, height)?
-        .ok_or_else(|| ApiError::not_found(format!("no ledger at height {height}")))?;
-    let id = height.to_string();
-    let mut out = Vec::with_capacity(1 + l.txs.len());
-    out.push(
-        Event::default()
-            .event("ledger")
-            .id(id.clone())
-            .data(ledger_json(&e.chain_id, &l.header, &l.certificate, &l.ids).to_string()),
-    );
-    for (index, (tx, tx_id)) in l.txs.iter().zip(&l.ids).enumerate() {
-        let touches = |a: &Address| {
-            tx.tx.inputs.iter().chain(&tx.tx.outputs).any(|l| l.address == *a) || tx.tx.fee.payer == *a
-        };
-        if address.is_none_or(touches) {
-            let data = json!({ "id": tx_id, "height": height, "index": index });
-            out.push(Event::default().event("transaction").id(id.clone()).data(data.to_string()));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 mod api;
 mod listener;
-mod openapi;
+mod stream;
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -267,7 +267,8 @@ fn explorer_api_serves_submits_proves_and_streams() {
     streamed.retain(|id| want.binary_search(id).is_ok());
     assert_eq!(streamed, want);
 
-    // The OpenAPI document names every route.
+    // The OpenAPI document names every route, and every route it names is served (none falls
+    // through to the router's fallback).
     let doc = api.ok("/v1/openapi.json");
     for route in [
         "/v1/status",
@@ -280,10 +281,27 @@ fn explorer_api_serves_submits_proves_and_streams() {
         "/v1/proofs/transactions/{id}",
         "/v1/proofs/accounts/{address}",
         "/v1/validators/{height}",
+        "/v1/evidence",
         "/v1/stream",
+        "/v1/openapi.json",
     ] {
         assert!(doc["paths"].get(route).is_some(), "{route} missing from the OpenAPI document");
     }
+    let fallback = api.get("/v1/nothing").1;
+    for (route, item) in doc["paths"].as_object().unwrap() {
+        let path = route
+            .replace("{height}", "1")
+            .replace("{id}", &ids[0].to_hex())
+            .replace("{address}", &from.to_text());
+        let answer = match item.as_object().unwrap().keys().next().unwrap().as_str() {
+            "post" => api.post("application/octet-stream", b"\x01").1,
+            // An event stream does not end: asked for with a bad height, to be answered at once.
+            _ if route == api::routes::STREAM => api.get(&format!("{path}?from=x")).1,
+            _ => api.get(&path).1,
+        };
+        assert_ne!(answer, fallback, "{route} is in the document but not served");
+    }
+    assert_eq!(doc["paths"].as_object().unwrap().len(), api::routes::ALL.len());
 
     // Bad requests: 4xx with a machine-readable error.
     api.refused(api.get("/v1/ledgers/abc"), "bad_request");

@@ -285,7 +285,7 @@ pub(crate) mod command {
     ) -> anyhow::Result<Output> {
         let api = common.api()?;
         let key = common.key(from)?;
-        let chain = api.status()?.chain();
+        let chain = api.chain()?;
         let (file, tx) = super::open(
             &chain,
             key.public_key().address(),
@@ -349,7 +349,7 @@ pub(crate) mod command {
             &chain,
             &file,
             &voucher,
-            account.channel_claimed,
+            account.channel_claimed.unwrap_or(0),
             account.balance(&file.currency),
             amount,
             to,

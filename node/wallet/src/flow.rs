@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use api::TxState;
 use engine::{
     Address, Currency, Declaration, Hash, MultiSig, SecretKey,
     codec::Encode,
@@ -17,15 +18,15 @@ use serde_json::{Value, json};
 
 use super::{
     Common,
-    api::Api,
     build::{self, ChainView, Draft, SEND_TTL_MS_DEFAULT, TxOptions},
+    client::Api,
     partial::Partial,
 };
 
 /// The chain the explorer serves, refused unless it is `chain_id` (a file made for one
 /// network submitted to another would only be rejected there, less clearly).
 pub(crate) fn chain_of(api: &Api, chain_id: &str) -> anyhow::Result<ChainView> {
-    let chain = api.status()?.chain();
+    let chain = api.chain()?;
     if chain.chain_id() != chain_id {
         bail!("the explorer serves chain {:?}, not {chain_id:?}", chain.chain_id());
     }
@@ -99,15 +100,15 @@ pub(crate) fn submit(
         return Ok(json!({ "id": id, "status": "pending" }));
     }
     let status = api.wait(&id, common.wait_timeout)?;
-    match status.status.as_str() {
-        "committed" => {
+    match status.status {
+        TxState::Committed => {
             Ok(json!({ "id": id, "status": "committed", "height": status.height, "index": status.index }))
         }
-        "rejected" => {
+        TxState::Rejected => {
             bail!("transaction {id} was rejected: {}", status.reason.as_deref().unwrap_or("no reason given"))
         }
-        "expired" => bail!("transaction {id} expired before a ledger included it"),
-        other => bail!("transaction {id} ended in an unknown status {other:?}"),
+        TxState::Expired => bail!("transaction {id} expired before a ledger included it"),
+        TxState::Pending => bail!("transaction {id} is still pending"),
     }
 }
 
@@ -133,7 +134,7 @@ fn file_status(partial: &Partial, path: &Path, now_ms: i64) -> Value {
 
 /// `wallet status`.
 pub(crate) fn status(common: &Common) -> anyhow::Result<Output> {
-    Output::json(&common.api()?.status_value()?)
+    Output::json(&common.api()?.status()?)
 }
 
 /// `wallet balance`.
@@ -147,7 +148,7 @@ pub(crate) fn balance(
         (Some(name), None) => common.keystore()?.info(name)?.address,
         (None, None) => bail!("give --name or --address"),
     };
-    let mut answer = common.api()?.account_value(&address)?;
+    let mut answer = serde_json::to_value(common.api()?.account(&address)?)?;
     // Decimal text beside each raw amount, for people.
     if let Some(balances) = answer.get_mut("balances").and_then(Value::as_array_mut) {
         for b in balances {
@@ -161,7 +162,7 @@ pub(crate) fn balance(
 
 /// `wallet tx`.
 pub(crate) fn tx_status(common: &Common, id: &Hash) -> anyhow::Result<Output> {
-    match common.api()?.tx_value(id)? {
+    match common.api()?.tx_status(id)? {
         Some(v) => Output::json(&v),
         None => bail!("transaction {id} is neither committed nor known to this explorer"),
     }
@@ -191,7 +192,7 @@ pub(crate) fn send(
 ) -> anyhow::Result<Output> {
     let declarations = load_all(declare)?;
     let api = common.api()?;
-    let chain = api.status()?.chain();
+    let chain = api.chain()?;
     let key = common.key(from)?;
     let tx = transfer(&chain, key.public_key().address(), to, currency, amount, declarations, options)?;
     let answer = sign_submit_or_save(&api, &chain, tx, Some(&key), out, common)?;
@@ -251,7 +252,7 @@ pub(crate) fn build_file(
 ) -> anyhow::Result<Output> {
     let declarations = load_all(declare)?;
     let api = common.api()?;
-    let chain = api.status()?.chain();
+    let chain = api.chain()?;
     let tx = legs(&chain, inputs, outputs, fee_payer, declarations, options)?;
     Output::json(&sign_submit_or_save(&api, &chain, tx, None, Some(out), common)?)
 }
@@ -327,7 +328,7 @@ pub(crate) fn multisig_declare(
 ) -> anyhow::Result<Output> {
     let declarations = build::load_declarations(file)?;
     let api = common.api()?;
-    let chain = api.status()?.chain();
+    let chain = api.chain()?;
     let key = common.key(from)?;
     let tx = declare_only(&chain, key.public_key().address(), declarations, options)?;
     Output::json(&sign_submit_or_save(&api, &chain, tx, Some(&key), None, common)?)

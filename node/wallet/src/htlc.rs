@@ -199,7 +199,7 @@ pub(crate) fn refund(
 /// The command-line side: explorer, keystore, files.
 pub(crate) mod command {
     use super::*;
-    use crate::{Common, api::Api, flow};
+    use crate::{Common, client::Api, flow};
     use exit::Output;
 
     /// `wallet htlc create`.
@@ -217,7 +217,7 @@ pub(crate) mod command {
     ) -> anyhow::Result<Output> {
         let api = common.api()?;
         let key = common.key(from)?;
-        let chain = api.status()?.chain();
+        let chain = api.chain()?;
         let (hash, secret) = match hash {
             Some(h) => (h, None),
             None => {

@@ -1,10 +1,11 @@
 //! `caasiope wallet …`: keys encrypted at rest and transactions built, signed and submitted
 //! against an explorer's HTTP API (docs/API.md).
 //!
-//! Layout: [`keystore`] (keys at rest, passphrases), [`api`] (the thin HTTP client), [`build`]
-//! (pure transaction builders on the engine's types), [`partial`] (partially signed files; who
-//! must sign is judged by the engine's [`engine::spend`]), [`htlc`], [`channel`], [`token`],
-//! [`proof`], and [`flow`] (what the commands share). Everything but `api` and the terminal
+//! Layout: [`keystore`] (keys at rest, passphrases), [`client`] (the thin HTTP client, reading
+//! the `api` crate's types), [`build`] (pure transaction builders on the engine's types),
+//! [`partial`] (partially signed files; who must sign is judged by the engine's
+//! [`engine::spend`]), [`htlc`], [`channel`], [`token`], [`proof`], and [`flow`] (what the
+//! commands share). Everything but `client` and the terminal
 //! prompt is testable without a server, and the tests apply what the builders produce to an
 //! in-memory engine state.
 //!
@@ -12,9 +13,9 @@
 //! time as the explorer reports it, never from this machine's clock, since the chain judges
 //! them by ledger time.
 
-mod api;
 mod build;
 mod channel;
+mod client;
 mod files;
 mod flow;
 mod htlc;
@@ -39,8 +40,8 @@ use engine::{Address, Currency, Hash, SecretKey, tx::Leg};
 use exit::Output;
 
 use self::{
-    api::Api,
     build::{TxOptions, parse_fee, parse_hex32, parse_id, parse_leg, parse_positive_amount},
+    client::Api,
     keystore::{Keystore, Passphrase},
 };
 

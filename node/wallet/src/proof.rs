@@ -233,14 +233,15 @@ pub(crate) fn fetch_command(
         Subject::Tx(id) => ("transaction", api.tx_proof(id)?),
         Subject::Account(address) => ("account", api.account_proof(address)?),
     };
-    let bytes = hex::decode(answer.hex.trim()).context("the explorer's proof is not hex")?;
+    let bytes = hex::decode(answer.proof.trim()).context("the explorer's proof is not hex")?;
     let proof = decode_proof(Some(kind), &bytes)?;
     if proof.header().height != answer.height {
         bail!("the explorer's proof is at height {}, not {}", proof.header().height, answer.height);
     }
     let set_answer = api.validators(answer.height)?;
-    let set: ValidatorSet = decode_exact(&hex::decode(set_answer.hex.trim()).context("validator set")?)
-        .context("the explorer's validator set")?;
+    let set: ValidatorSet =
+        decode_exact(&hex::decode(set_answer.validators.trim()).context("validator set")?)
+            .context("the explorer's validator set")?;
     let validators_path: PathBuf = match validators_out {
         Some(p) => p.to_path_buf(),
         None => default_validators_path(out),

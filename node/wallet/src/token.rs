@@ -113,7 +113,7 @@ pub(crate) fn issue_command(
     options: &TxOptions,
 ) -> anyhow::Result<Output> {
     let api = common.api()?;
-    let chain = api.status()?.chain();
+    let chain = api.chain()?;
     let r = spender.resolve(common)?;
     let tx = issue(&chain, r.address, to, currency, amount, r.fee_payer, r.declarations, options)?;
     let out = spender.out.map(PathBuf::as_path);
@@ -129,7 +129,7 @@ pub(crate) fn destroy_command(
     options: &TxOptions,
 ) -> anyhow::Result<Output> {
     let api = common.api()?;
-    let chain = api.status()?.chain();
+    let chain = api.chain()?;
     let r = spender.resolve(common)?;
     let tx = destroy(&chain, r.address, currency, amount, r.fee_payer, r.declarations, options)?;
     let out = spender.out.map(PathBuf::as_path);

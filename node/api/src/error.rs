@@ -1,0 +1,73 @@
+//! The body of every error answer: `{"error": {"code", "message"}}`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An error answer (any 4xx, 500 or 503).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable kind.
+    pub code: ErrorCode,
+    /// For people; its wording is not part of the contract.
+    pub message: String,
+}
+
+/// The kinds of error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A path, query or body that does not parse (400).
+    BadRequest,
+    /// No such route, ledger, transaction, account state or validator set (404).
+    NotFound,
+    /// A transaction the rules refuse (400).
+    Rejected,
+    /// Overloaded: too many transactions pending or live streams (503).
+    Busy,
+    /// A body larger than a transaction may be (413).
+    TooLarge,
+    /// The process is stopping (503).
+    Unavailable,
+    /// The store cannot be read (500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code.
+    pub const ALL: [Self; 7] = [
+        Self::BadRequest,
+        Self::NotFound,
+        Self::Rejected,
+        Self::Busy,
+        Self::TooLarge,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::NotFound => "not_found",
+            Self::Rejected => "rejected",
+            Self::Busy => "busy",
+            Self::TooLarge => "too_large",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl ErrorBody {
+    /// An error of `code` saying `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code, message: message.into() } }
+    }
+}

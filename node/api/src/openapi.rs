@@ -1,0 +1,195 @@
+//! The OpenAPI document, generated from the types of this crate and the operations below: each
+//! operation is a marker function whose attribute describes one route (its parameters and every
+//! answer, errors included); nothing here is hand-written JSON.
+
+// The marker functions exist for their `#[utoipa::path]` attribute only.
+#![allow(dead_code)]
+
+use utoipa::OpenApi;
+
+use crate::{
+    Accepted, Account, ErrorBody, EvidencePage, HistoryPage, Ledger, Proof, Status, SubmitHex, TxRef,
+    TxStatus, Validators,
+    schema::{AddressText, HashHex, TxBytes},
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Caasiope explorer API",
+        version = "1",
+        description = "Amounts are raw integer units (10^-8). Errors are {error: {code, message}} \
+                       (ErrorBody). docs/API.md tells the same in prose."
+    ),
+    paths(
+        status, ledger_latest, ledger, submit, transaction, account, history, proof_transaction,
+        proof_account, validators, evidence, stream, openapi_json
+    ),
+    // The stream's events are not answers of their own: named here so the document defines them.
+    components(schemas(Ledger, TxRef, ErrorBody))
+)]
+struct Doc;
+
+/// The OpenAPI document of the `/v1` API (served at [`crate::routes::OPENAPI`]).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
+}
+
+/// Chain parameters and the latest ledger.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, description = "Status", body = Status)))]
+fn status() {}
+
+/// The latest committed ledger.
+#[utoipa::path(get, path = "/v1/ledgers/latest", responses((status = 200, description = "Ledger", body = Ledger)))]
+fn ledger_latest() {}
+
+/// A committed ledger by height.
+#[utoipa::path(
+    get,
+    path = "/v1/ledgers/{height}",
+    params(("height" = u64, Path, description = "Ledger height.")),
+    responses(
+        (status = 200, description = "Ledger", body = Ledger),
+        (status = 400, description = "Bad height", body = ErrorBody),
+        (status = 404, description = "No such ledger", body = ErrorBody),
+    )
+)]
+fn ledger() {}
+
+/// Submit a signed transaction: its bytes, or JSON {"hex": …}.
+#[utoipa::path(
+    post,
+    path = "/v1/transactions",
+    request_body(
+        description = "The signed transaction's canonical bytes, raw or in hex.",
+        content((TxBytes = "application/octet-stream"), (SubmitHex = "application/json"))
+    ),
+    responses(
+        (status = 202, description = "Accepted: verified and checked against the latest state", body = Accepted),
+        (status = 400, description = "Undecodable or rejected (code rejected, message: the rule)", body = ErrorBody),
+        (status = 413, description = "Larger than a transaction may be", body = ErrorBody),
+        (status = 503, description = "Busy: too many transactions pending or waiting for verification; or stopping", body = ErrorBody),
+    )
+)]
+fn submit() {}
+
+/// A transaction's status: pending, committed, rejected or expired.
+#[utoipa::path(
+    get,
+    path = "/v1/transactions/{id}",
+    params(("id" = HashHex, Path, description = "Transaction id (64 hex characters).")),
+    responses(
+        (status = 200, description = "Transaction", body = TxStatus),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 404, description = "Neither committed nor submitted here", body = ErrorBody),
+    )
+)]
+fn transaction() {}
+
+/// An account's balances and declaration at the latest ledger.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{address}",
+    params(("address" = AddressText, Path, description = "Account address (Address32, either case).")),
+    responses(
+        (status = 200, description = "Account", body = Account),
+        (status = 400, description = "Bad address", body = ErrorBody),
+    )
+)]
+fn account() {}
+
+/// An account's transactions, newest first, by pages.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{address}/history",
+    params(
+        ("address" = AddressText, Path, description = "Account address (Address32)."),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100).", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "History page", body = HistoryPage),
+        (status = 400, description = "Bad address, limit or cursor", body = ErrorBody),
+    )
+)]
+fn history() {}
+
+/// Inclusion proof of a committed transaction.
+#[utoipa::path(
+    get,
+    path = "/v1/proofs/transactions/{id}",
+    params(("id" = HashHex, Path, description = "Transaction id (64 hex characters).")),
+    responses(
+        (status = 200, description = "Proof (kind transaction)", body = Proof),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 404, description = "Not committed", body = ErrorBody),
+    )
+)]
+fn proof_transaction() {}
+
+/// State proof of an account at the latest ledger.
+#[utoipa::path(
+    get,
+    path = "/v1/proofs/accounts/{address}",
+    params(("address" = AddressText, Path, description = "Account address (Address32).")),
+    responses(
+        (status = 200, description = "Proof (kind account)", body = Proof),
+        (status = 400, description = "Bad address", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+    )
+)]
+fn proof_account() {}
+
+/// The validator set certifying the ledger at a height (engine codec, hex).
+#[utoipa::path(
+    get,
+    path = "/v1/validators/{height}",
+    params(("height" = u64, Path, description = "Ledger height.")),
+    responses(
+        (status = 200, description = "Validator set", body = Validators),
+        (status = 400, description = "Bad height", body = ErrorBody),
+        (status = 404, description = "Unknown or not retained", body = ErrorBody),
+    )
+)]
+fn validators() {}
+
+/// Equivocation proofs this explorer holds, oldest offence first.
+///
+/// Each was checked against the validator set of its height before being kept; at most 256 are
+/// kept per validator.
+#[utoipa::path(
+    get,
+    path = "/v1/evidence",
+    params(
+        ("limit" = Option<u32>, Query, description = "Proofs per page, 1 to 100 (default 100).", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of proofs", body = EvidencePage),
+        (status = 400, description = "Bad limit or cursor", body = ErrorBody),
+    )
+)]
+fn evidence() {}
+
+/// Server-sent events: `ledger` then its `transaction`s, from a height.
+///
+/// Event `ledger` carries a Ledger, event `transaction` a TxRef; the id of each event is its
+/// ledger's height, so a client that reconnects with `from` = last id + 1 misses nothing.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    params(
+        ("from" = Option<u64>, Query, description = "First ledger height (default: the next one)."),
+        ("address" = Option<AddressText>, Query, description = "Only transactions touching this address."),
+    ),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Bad height or address", body = ErrorBody),
+        (status = 503, description = "Too many live streams", body = ErrorBody),
+    )
+)]
+fn stream() {}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+fn openapi_json() {}

@@ -1,0 +1,58 @@
+//! The paths of the API, as the server routes them and the OpenAPI document lists them
+//! (`{name}` is a path parameter, in both axum's and OpenAPI's syntax).
+
+/// `GET`: chain parameters and the latest ledger ([`crate::Status`]).
+pub const STATUS: &str = "/v1/status";
+/// `GET`: the latest committed ledger ([`crate::Ledger`]).
+pub const LEDGER_LATEST: &str = "/v1/ledgers/latest";
+/// `GET`: a committed ledger by height ([`crate::Ledger`]).
+pub const LEDGER: &str = "/v1/ledgers/{height}";
+/// `POST`: submit a signed transaction ([`crate::SubmitHex`] or bytes → [`crate::Accepted`]).
+pub const TRANSACTIONS: &str = "/v1/transactions";
+/// `GET`: a transaction's status ([`crate::TxStatus`]).
+pub const TRANSACTION: &str = "/v1/transactions/{id}";
+/// `GET`: an account at the latest ledger ([`crate::Account`]).
+pub const ACCOUNT: &str = "/v1/accounts/{address}";
+/// `GET`: an account's transactions by pages ([`crate::HistoryPage`]).
+pub const HISTORY: &str = "/v1/accounts/{address}/history";
+/// `GET`: inclusion proof of a committed transaction ([`crate::Proof`]).
+pub const PROOF_TRANSACTION: &str = "/v1/proofs/transactions/{id}";
+/// `GET`: state proof of an account ([`crate::Proof`]).
+pub const PROOF_ACCOUNT: &str = "/v1/proofs/accounts/{address}";
+/// `GET`: the validator set certifying a height ([`crate::Validators`]).
+pub const VALIDATORS: &str = "/v1/validators/{height}";
+/// `GET`: equivocation proofs by pages ([`crate::EvidencePage`]).
+pub const EVIDENCE: &str = "/v1/evidence";
+/// `GET`: server-sent events ([`STREAM_EVENT_LEDGER`], [`STREAM_EVENT_TRANSACTION`]).
+pub const STREAM: &str = "/v1/stream";
+/// `GET`: the OpenAPI document ([`crate::openapi`]).
+pub const OPENAPI: &str = "/v1/openapi.json";
+
+/// Every `/v1` route.
+pub const ALL: [&str; 13] = [
+    STATUS,
+    LEDGER_LATEST,
+    LEDGER,
+    TRANSACTIONS,
+    TRANSACTION,
+    ACCOUNT,
+    HISTORY,
+    PROOF_TRANSACTION,
+    PROOF_ACCOUNT,
+    VALIDATORS,
+    EVIDENCE,
+    STREAM,
+    OPENAPI,
+];
+
+/// Stream event of a ledger; its data is a [`crate::Ledger`], its id the ledger's height.
+pub const STREAM_EVENT_LEDGER: &str = "ledger";
+/// Stream event of a transaction of the ledger before it; its data is a [`crate::TxRef`].
+pub const STREAM_EVENT_TRANSACTION: &str = "transaction";
+
+/// Largest history page (`limit`).
+pub const HISTORY_LIMIT_MAX: usize = 1000;
+/// History page when no `limit` is given.
+pub const HISTORY_LIMIT_DEFAULT: usize = 100;
+/// Largest evidence page (`limit`), and the page given when no `limit` is.
+pub const EVIDENCE_LIMIT_MAX: usize = 100;
