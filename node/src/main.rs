@@ -14,7 +14,6 @@ mod cli;
 mod config;
 mod demo;
 mod evidence;
-mod explorer;
 mod key;
 mod localnet;
 mod replica;

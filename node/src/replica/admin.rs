@@ -73,6 +73,27 @@ pub(crate) struct Metrics {
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
 }
 
+/// The process as its explorer sees it: the busy check and the metrics it serves.
+pub(crate) struct ProcessView {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) role: &'static str,
+    pub(crate) transport: &'static str,
+}
+
+impl explorer::Host for ProcessView {
+    fn busy(&self) -> Option<String> {
+        self.metrics.busy()
+    }
+
+    fn refused_busy(&self) {
+        self.metrics.busy_txs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn metrics_text(&self) -> String {
+        self.metrics.render(self.role, self.transport)
+    }
+}
+
 impl Metrics {
     /// Why client submissions are refused now, if they are: too many transactions wait for a
     /// ledger, or verification is behind (the other validators' gossip waits in the same queue;

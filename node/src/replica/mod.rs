@@ -129,7 +129,7 @@ struct Io {
     gossip_out: Vec<SignedTransaction>,
     gossip_due: Option<Instant>,
     sync_cursor: usize,
-    explorer: Option<Arc<crate::explorer::Explorer>>,
+    explorer: Option<Arc<explorer::Explorer>>,
     replicator: Option<Arc<storage::Replicator>>,
 }
 
@@ -226,7 +226,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         }
         None => (None, None, None, None),
     };
-    let explorer_slot = Arc::new(std::sync::OnceLock::<Arc<crate::explorer::Explorer>>::new());
+    let explorer_slot = Arc::new(std::sync::OnceLock::<Arc<explorer::Explorer>>::new());
     // The validated-transaction pool is fed by the pipeline's consensus-mode intake: decode,
     // verification on its own pool, admission against the post-state (committed state + pool);
     // bodies fetched for a proposal are verified there too, and not admitted.
@@ -294,22 +294,24 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
             engine::limits::GENESIS_BYTES_MAX as u64,
             "genesis file",
         )?)?;
-        let explorer = crate::explorer::Explorer::new(crate::explorer::ExplorerParts {
+        let explorer = explorer::Explorer::new(explorer::ExplorerParts {
             genesis_validators: genesis.validators,
             state: chain.state().clone(),
             certificate,
             backend: cfg.backend,
             reader: io.store.reader(),
             submitter: io.intake.submitter().context("intake closed at start")?,
-            metrics: metrics.clone(),
-            role: role_name,
-            transport: transport_name,
+            host: Arc::new(admin::ProcessView {
+                metrics: metrics.clone(),
+                role: role_name,
+                transport: transport_name,
+            }),
         });
         let _ = explorer_slot.set(explorer.clone());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(api_listen))
             .with_context(|| format!("cannot listen on {api_listen}"))?;
-        runtime.spawn(crate::explorer::serve(listener, explorer.clone()));
+        runtime.spawn(explorer::serve(listener, explorer.clone()));
         eprintln!("caasiope: explorer API on http://{api_listen}/v1");
         io.explorer = Some(explorer);
     }

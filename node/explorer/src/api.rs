@@ -4,10 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::AtomicUsize},
 };
 
 use api::{ErrorCode, routes};
@@ -102,7 +99,7 @@ pub(crate) fn router(explorer: Shared) -> Router {
 }
 
 /// Serves the API on `listener` until the runtime stops.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, explorer: Shared) {
+pub async fn serve(listener: tokio::net::TcpListener, explorer: Shared) {
     let listener =
         super::listener::Limited::new(listener, limits::API_CONNECTIONS_MAX, limits::API_IDLE_TIMEOUT);
     if let Err(e) = axum::serve(listener, router(explorer)).await {
@@ -310,8 +307,8 @@ async fn submit(
             format!("a transaction is at most {TX_BYTES_MAX} bytes, not {}", bytes.len()),
         ));
     }
-    if let Some(why) = e.metrics.busy() {
-        e.metrics.busy_txs.fetch_add(1, Ordering::Relaxed);
+    if let Some(why) = e.host.busy() {
+        e.host.refused_busy();
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why));
     }
     // Signatures cost tens of microseconds each: off the async workers.
@@ -527,7 +524,7 @@ async fn validators(
 }
 
 async fn metrics(AxState(e): AxState<Shared>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], e.metrics.render(e.role, e.transport))
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], e.host.metrics_text())
 }
 
 #[cfg(test)]

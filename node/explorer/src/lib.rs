@@ -29,10 +29,19 @@ use engine::{
 use pipeline::IntakeSubmitter;
 use storage::StoreReader;
 
-pub(crate) use self::api::serve;
-use crate::replica::Metrics;
-
+pub use self::api::serve;
 use limits::SUBMITTED_MAX;
+
+/// What the explorer asks of the process that runs it: whether submissions are refused now,
+/// and the process's metrics (the explorer serves them on `/metrics`).
+pub trait Host: Send + Sync + 'static {
+    /// Why client submissions are refused now (too much waits), if they are.
+    fn busy(&self) -> Option<String>;
+    /// A submission was refused because the process was busy (for its metrics).
+    fn refused_busy(&self);
+    /// The process's metrics as Prometheus text.
+    fn metrics_text(&self) -> String;
+}
 
 /// The state after the latest committed ledger, with the certificate that made it final.
 struct Latest {
@@ -67,7 +76,7 @@ impl SubmittedSet {
 }
 
 /// Everything the API handlers share.
-pub(crate) struct Explorer {
+pub struct Explorer {
     chain_id: String,
     params: ChainParams,
     backend: Backend,
@@ -82,9 +91,7 @@ pub(crate) struct Explorer {
     head: tokio::sync::watch::Sender<u64>,
     /// Taken away by [`Explorer::close`] so the intake can stop.
     submitter: Mutex<Option<IntakeSubmitter>>,
-    metrics: Arc<Metrics>,
-    role: &'static str,
-    transport: &'static str,
+    host: Arc<dyn Host>,
 }
 
 impl std::fmt::Debug for Explorer {
@@ -94,20 +101,25 @@ impl std::fmt::Debug for Explorer {
 }
 
 /// How an explorer is put together.
-pub(crate) struct ExplorerParts {
-    pub(crate) genesis_validators: ValidatorSet,
-    pub(crate) state: State,
-    pub(crate) certificate: Certificate,
-    pub(crate) backend: Backend,
-    pub(crate) reader: StoreReader,
-    pub(crate) submitter: IntakeSubmitter,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) role: &'static str,
-    pub(crate) transport: &'static str,
+pub struct ExplorerParts {
+    pub genesis_validators: ValidatorSet,
+    pub state: State,
+    pub certificate: Certificate,
+    pub backend: Backend,
+    pub reader: StoreReader,
+    pub submitter: IntakeSubmitter,
+    pub host: Arc<dyn Host>,
+}
+
+impl std::fmt::Debug for ExplorerParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExplorerParts").field("backend", &self.backend).finish_non_exhaustive()
+    }
 }
 
 impl Explorer {
-    pub(crate) fn new(p: ExplorerParts) -> Arc<Self> {
+    /// An explorer serving the state and certificate of `p` until the host publishes more.
+    pub fn new(p: ExplorerParts) -> Arc<Self> {
         let params = p.state.params().clone();
         let mut sets = HashMap::new();
         sets.insert(p.genesis_validators.hash(), p.genesis_validators);
@@ -124,14 +136,12 @@ impl Explorer {
             recent: Mutex::new(VecDeque::new()),
             head,
             submitter: Mutex::new(Some(p.submitter)),
-            metrics: p.metrics,
-            role: p.role,
-            transport: p.transport,
+            host: p.host,
         })
     }
 
     /// A ledger was committed and stored: `state` is the state after it.
-    pub(crate) fn publish(&self, state: &State, certificate: &Certificate) {
+    pub fn publish(&self, state: &State, certificate: &Certificate) {
         let height = state.head().height;
         if let Ok(mut sets) = self.sets.lock() {
             sets.entry(state.validators().hash()).or_insert_with(|| state.validators().clone());
@@ -144,7 +154,7 @@ impl Explorer {
     }
 
     /// The intake refused a transaction (after the API had accepted it).
-    pub(crate) fn rejected(&self, id: Option<TxId>, error: &TxError) {
+    pub fn rejected(&self, id: Option<TxId>, error: &TxError) {
         let Some(id) = id else { return };
         // A second copy of a transaction already admitted or committed: the first one's fate
         // is the transaction's.
@@ -159,7 +169,7 @@ impl Explorer {
     }
 
     /// Submissions end (the process is stopping): the intake's queue can close.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         if let Ok(mut s) = self.submitter.lock() {
             s.take();
         }
