@@ -25,7 +25,7 @@ use pipeline::{Pipeline, PipelineConfig, Sealing};
 use rayon::prelude::*;
 use storage::{Durability, Store, StoreOptions};
 
-use crate::run::ValidatorSink;
+use replica::ValidatorSink;
 
 /// Arguments of `bench pipeline`.
 #[derive(Debug, Clone)]

@@ -30,12 +30,11 @@ use engine::{
 };
 use exit::Output;
 use rayon::prelude::*;
+use replica::{Role, admin_get, metric};
 
 use crate::{
     bench::{median_run, percentile, process_cpu_s},
-    config::Role,
     localnet::{LOCALNET_CHAIN, Process, init_with, processes, spawn, stop},
-    replica::{admin_get, metric},
 };
 
 /// Parameters of the benchmark.

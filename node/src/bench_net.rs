@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::Context;
+use consensus::wire::{GOSSIP_TXS_MAX, decode_txs, put_bodies};
 use engine::codec::Reader;
 use exit::Output;
 use net::{
@@ -31,10 +32,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::{
-    bench::process_cpu_s,
-    replica::wire::{GOSSIP_TXS_MAX, decode_txs, put_bodies},
-};
+use crate::bench::process_cpu_s;
 
 /// Arguments of `bench net`.
 #[derive(Debug, Clone, Copy)]

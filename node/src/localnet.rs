@@ -32,12 +32,9 @@ use engine::{
 };
 use exit::Output;
 use net::NodeCert;
+use replica::{PeerSpec, Role};
 
-use crate::{
-    cert::VALIDATOR_KEY_FILE,
-    cli::LocalnetArgs,
-    config::{PeerSpec, Role},
-};
+use crate::{cert::VALIDATOR_KEY_FILE, cli::LocalnetArgs};
 
 /// Raw units of CAS the faucet holds at genesis (10 million CAS).
 const FAUCET_FUNDING: i64 = 10_000_000 * 100_000_000;
@@ -253,7 +250,7 @@ pub(crate) fn processes(dir: &Path) -> anyhow::Result<Vec<Process>> {
     });
     for name in names {
         let config = dir.join(&name);
-        let cfg = crate::config::NodeConfig::load(&config)?;
+        let cfg = replica::NodeConfig::load(&config)?;
         let net = cfg.net.as_ref().context("a localnet config has a network section")?;
         out.push(Process {
             name: name.trim_end_matches(".toml").to_owned(),
@@ -373,9 +370,9 @@ pub(crate) fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::
             let heights: Vec<String> = processes
                 .iter()
                 .map(|p| {
-                    let h = crate::replica::admin_get(p.admin, "/metrics")
+                    let h = replica::admin_get(p.admin, "/metrics")
                         .ok()
-                        .and_then(|b| crate::replica::metric(&b, "caasiope_ledger_height"));
+                        .and_then(|b| replica::metric(&b, "caasiope_ledger_height"));
                     format!("{} {}", p.name, h.map_or_else(|| "-".into(), |h| h.to_string()))
                 })
                 .collect();

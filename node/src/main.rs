@@ -11,13 +11,10 @@ mod bench_localnet;
 mod bench_net;
 mod cert;
 mod cli;
-mod config;
 mod demo;
 mod evidence;
 mod key;
 mod localnet;
-mod replica;
-mod run;
 mod submit;
 mod tx;
 
@@ -54,7 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Tx(command) => tx::run(command),
         Command::Wallet(command) => wallet::run(command),
         Command::Demo { json, backend } => demo::run(json, backend),
-        Command::Run { config } => run::run(&config),
+        Command::Run { config } => replica::run(&config),
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
         Command::Evidence(command) => evidence::run(command),

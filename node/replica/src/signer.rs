@@ -64,7 +64,7 @@ impl SignerFile {
         if !exists {
             file.write_all(&[0; 2 * SLOT_BYTES])?;
             file.sync_all()?;
-            super::wal::sync_dir(&path)?;
+            crate::wal::sync_dir(&path)?;
             return Ok((Self { file, seq: 0 }, None));
         }
         let mut bytes = Vec::new();

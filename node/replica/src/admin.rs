@@ -420,7 +420,7 @@ fn status(status: &str, body: &str) -> String {
 }
 
 /// `GET path` on `addr`, for tests and `localnet`: the body of a 200 answer.
-pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -435,7 +435,7 @@ pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 }
 
 /// The value of metric `name` (without labels) in a Prometheus text body.
-pub(crate) fn metric(body: &str, name: &str) -> Option<u64> {
+pub fn metric(body: &str, name: &str) -> Option<u64> {
     body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
     })

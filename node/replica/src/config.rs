@@ -34,7 +34,7 @@ use limits::CONFIG_BYTES_MAX;
 /// The role of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Role {
+pub enum Role {
     /// Validates, takes part in consensus, signs ledgers.
     Validator,
     /// Stores and follows the chain.
@@ -46,7 +46,7 @@ pub(crate) enum Role {
 /// Storage durability.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Sync {
+pub enum Sync {
     /// fsync at every ledger commit.
     #[default]
     Durable,
@@ -82,25 +82,25 @@ struct File {
 /// A peer of the configuration.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PeerSpec {
+pub struct PeerSpec {
     /// A name for logs and metrics.
-    pub(crate) name: String,
+    pub name: String,
     /// Its role.
-    pub(crate) role: Role,
+    pub role: Role,
     /// Its TLS identity, 64 hex characters.
-    pub(crate) identity: String,
+    pub identity: String,
     /// Where it listens.
-    pub(crate) addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 /// The network part of a configuration.
 #[derive(Debug, Clone)]
-pub(crate) struct NetConfig {
-    pub(crate) node_dir: PathBuf,
-    pub(crate) listen: Option<SocketAddr>,
-    pub(crate) admin_listen: SocketAddr,
-    pub(crate) transport: net::transport::TransportChoice,
-    pub(crate) peers: Vec<(PeerSpec, net::Identity)>,
+pub struct NetConfig {
+    pub node_dir: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub transport: net::transport::TransportChoice,
+    pub peers: Vec<(PeerSpec, net::Identity)>,
 }
 
 const fn default_interval() -> u64 {
@@ -117,27 +117,27 @@ const fn default_backend() -> Backend {
 
 /// A checked configuration with paths resolved.
 #[derive(Debug, Clone)]
-pub(crate) struct NodeConfig {
-    pub(crate) role: Role,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) genesis: PathBuf,
-    pub(crate) validator_key: Option<PathBuf>,
-    pub(crate) block_interval_ms: u64,
-    pub(crate) submit_listen: SocketAddr,
-    pub(crate) backend: Backend,
-    pub(crate) sync: Sync,
-    pub(crate) net: Option<NetConfig>,
+pub struct NodeConfig {
+    pub role: Role,
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    pub validator_key: Option<PathBuf>,
+    pub block_interval_ms: u64,
+    pub submit_listen: SocketAddr,
+    pub backend: Backend,
+    pub sync: Sync,
+    pub net: Option<NetConfig>,
     /// The explorer's public HTTP API (explorers only).
-    pub(crate) api_listen: Option<SocketAddr>,
+    pub api_listen: Option<SocketAddr>,
     /// Replication into ClickHouse (explorers only).
-    pub(crate) clickhouse: Option<storage::ClickHouseConfig>,
+    pub clickhouse: Option<storage::ClickHouseConfig>,
 }
 
 use exit::read_text;
 
 impl NodeConfig {
     /// Loads and checks a config file.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = read_text(path, CONFIG_BYTES_MAX, "config file")?;
         let f: File = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;

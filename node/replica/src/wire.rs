@@ -2,7 +2,7 @@
 //! here: a ledger of the largest block must fit one frame.
 
 pub(crate) use consensus::wire::{
-    FETCH_IDS_MAX, GOSSIP_TXS_MAX, SyncMessage as Sync, decode_txs, encode_txs, ledger_request, put_bodies,
+    FETCH_IDS_MAX, GOSSIP_TXS_MAX, SyncMessage as Sync, decode_txs, encode_txs, ledger_request,
 };
 
 #[cfg(test)]

@@ -86,13 +86,19 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
 }
 
 /// Signs each sealed ledger as the single validator and commits it.
-pub(crate) struct ValidatorSink {
-    pub(crate) store: Store,
-    pub(crate) key: SecretKey,
-    pub(crate) index: u8,
-    pub(crate) chain_id: String,
+pub struct ValidatorSink {
+    pub store: Store,
+    pub key: SecretKey,
+    pub index: u8,
+    pub chain_id: String,
     /// Print one line per committed ledger on stdout.
-    pub(crate) verbose: bool,
+    pub verbose: bool,
+}
+
+impl std::fmt::Debug for ValidatorSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatorSink").field("index", &self.index).field("chain_id", &self.chain_id).finish()
+    }
 }
 
 impl CommitSink for ValidatorSink {
@@ -129,11 +135,11 @@ impl CommitSink for ValidatorSink {
 }
 
 /// Runs one process until SIGINT or SIGTERM.
-pub(crate) fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
+pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     transparent_huge_pages_off();
     let cfg = NodeConfig::load(config_path)?;
     if cfg.net.is_some() {
-        return crate::replica::run(&cfg);
+        return crate::host::run(&cfg);
     }
     if cfg.role != Role::Validator {
         bail!(

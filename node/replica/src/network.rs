@@ -28,7 +28,7 @@ use net::{
     transport::Transport,
 };
 
-use super::{Event, admin::Metrics};
+use crate::{admin::Metrics, host::Event};
 use limits::{
     BAN_MAX, BAN_MIN, FRAMES_IN_FLIGHT_PER_PEER, HANDSHAKES_MAX, HANDSHAKES_PER_SOURCE,
     SERVE_BYTES_PER_SECOND, SERVE_LEDGERS_PER_SECOND, SERVE_QUEUE_MAX, SERVES_AT_ONCE,
@@ -373,7 +373,7 @@ fn connected(
                     _ = closed.changed() => return,
                 };
                 if channel == Channel::Sync {
-                    if let Some(height) = super::wire::ledger_request(&payload) {
+                    if let Some(height) = crate::wire::ledger_request(&payload) {
                         if !serve.serve(height) {
                             metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
                         }

@@ -1,20 +1,4 @@
-//! A networked process: validator (consensus), node or explorer (followers that sync certified
-//! ledgers). One host thread owns the consensus core, the chain (pool and committed state), the
-//! store and the write-ahead log, and executes the core's effects; the network and the admin
-//! endpoint run on a small tokio runtime; signature verification of gossiped and fetched
-//! transactions runs on the rayon pool.
-//!
-//! ```text
-//! network tasks ─┐                         ┌─> peers (consensus, gossip, sync channels)
-//! submit threads ├─> bounded event queue ─> host thread ─> store (MDBX), wal, metrics
-//! rayon verify  ─┘            (drops when full, counted)
-//! ```
-
-mod admin;
-mod network;
-mod signer;
-mod wal;
-pub(crate) mod wire;
+//! The host thread of a networked process and what it owns (see the crate's documentation).
 
 use std::{
     cmp::Reverse,
@@ -46,16 +30,15 @@ use net::{NodeCert, conn::PeerHandle, frame::Channel, transport::Transport};
 use pipeline::{Admitted, Intake, IntakeConfig, Origin};
 use storage::{LedgerToCommit, Store};
 
-pub(crate) use self::admin::{Metrics, get as admin_get, metric};
-use self::{
-    network::{Bans, PeerIndex, ServeHandle, Shared},
+pub(crate) use crate::admin::Metrics;
+use crate::{
+    admin,
+    config::{NodeConfig, Role},
+    network::{self, Bans, PeerIndex, ServeHandle, Shared},
+    run::{open_store, serve_submissions},
     signer::SignerFile,
     wal::Wal,
-    wire::{GOSSIP_TXS_MAX, Sync as SyncMsg, decode_txs, encode_txs},
-};
-use crate::{
-    config::{NodeConfig, Role},
-    run::{open_store, serve_submissions},
+    wire::{self, GOSSIP_TXS_MAX, Sync as SyncMsg, decode_txs, encode_txs},
 };
 
 /// Gossip is flushed at least this often.

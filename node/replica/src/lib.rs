@@ -1,0 +1,26 @@
+//! A networked process: validator (consensus), node or explorer (followers that sync certified
+//! ledgers). One host thread owns the consensus core, the chain (pool and committed state), the
+//! store and the write-ahead log, and executes the core's effects; the network and the admin
+//! endpoint run on a small tokio runtime; signature verification of gossiped and fetched
+//! transactions runs on the rayon pool.
+//!
+//! ```text
+//! network tasks ─┐                         ┌─> peers (consensus, gossip, sync channels)
+//! submit threads ├─> bounded event queue ─> host thread ─> store (MDBX), wal, metrics
+//! rayon verify  ─┘            (drops when full, counted)
+//! ```
+
+mod admin;
+mod config;
+mod host;
+mod network;
+mod run;
+mod signer;
+mod wal;
+mod wire;
+
+pub use self::{
+    admin::{get as admin_get, metric},
+    config::{NodeConfig, PeerSpec, Role},
+    run::{ValidatorSink, run},
+};
