@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "tools")]
+use bench_tools::{BenchCommand, LocalnetArgs};
 use clap::{ArgGroup, Parser, Subcommand};
 use engine::Address;
 
@@ -48,13 +50,16 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
         /// Write a local network of this many validators.
+        #[cfg(feature = "tools")]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=128))]
         validators: Option<u16>,
+        #[cfg(feature = "tools")]
         #[command(flatten)]
         net: LocalnetArgs,
     },
     /// Runs a local network as separate processes (init first if DIR has none), prints the
     /// endpoints, writes DIR/localnet.json, and stops every process on Ctrl-C.
+    #[cfg(feature = "tools")]
     Localnet {
         /// How many validators.
         #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=128))]
@@ -80,6 +85,7 @@ pub(crate) enum Command {
     },
     /// Wallet: encrypted keys, balances, payments, swaps, MultiSig, HTLC, payment channels,
     /// tokens and offline proof checks, against an explorer's API.
+    #[cfg(feature = "wallet")]
     #[command(subcommand, arg_required_else_help = false)]
     Wallet(wallet::WalletCommand),
     /// Storage: check a store.
@@ -89,10 +95,12 @@ pub(crate) enum Command {
     #[command(subcommand, arg_required_else_help = false)]
     Evidence(EvidenceCommand),
     /// Benchmarks that print JSON with the figure and its same-run bound.
+    #[cfg(feature = "tools")]
     #[command(subcommand, arg_required_else_help = false)]
     Bench(BenchCommand),
     /// Runs the engine end to end in memory: genesis, transfers, a swap, an HTLC and a MultiSig
     /// spend, each ledger certified; prints the ledgers and balances.
+    #[cfg(feature = "tools")]
     Demo {
         /// Print one JSON document instead of text.
         #[arg(long)]
@@ -101,41 +109,6 @@ pub(crate) enum Command {
         #[arg(long, default_value = "libsecp256k1")]
         backend: engine::Backend,
     },
-}
-
-/// Options of a local network's layout.
-#[derive(Debug, clap::Args)]
-pub(crate) struct LocalnetArgs {
-    /// First port: submit base+i, peer-to-peer base+100+i, admin base+200+i, explorer API base+300+N.
-    #[arg(long, default_value_t = 7100, value_parser = clap::value_parser!(u16).range(1024..=65000))]
-    pub(crate) base_port: u16,
-    /// Block interval of every process.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60000))]
-    pub(crate) block_interval_ms: u64,
-    /// Transport of every process: auto, io_uring or epoll.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "io_uring", "epoll"])]
-    pub(crate) transport: String,
-    /// A currency besides CAS and its issuer's address (an issuer may go negative: that is the
-    /// outstanding supply; sending to it destroys tokens); repeat for each, e.g. BTC=<address>.
-    #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = parse_currency)]
-    pub(crate) currencies: Vec<(engine::Currency, engine::Address)>,
-    /// The explorer replicates into the ClickHouse server at this HTTP URL
-    /// (e.g. http://127.0.0.1:8123; see docs/ANALYTICS.md).
-    #[arg(long, value_name = "URL")]
-    pub(crate) clickhouse: Option<String>,
-    /// The ClickHouse database of that replication.
-    #[arg(long, value_name = "NAME", default_value = "caasiope", requires = "clickhouse")]
-    pub(crate) clickhouse_database: String,
-}
-
-fn parse_currency(text: &str) -> Result<(engine::Currency, engine::Address), String> {
-    let (symbol, issuer) = text.split_once('=').ok_or("expected SYMBOL=ISSUER")?;
-    let currency = engine::Currency::new(symbol).map_err(|e| e.0)?;
-    if currency == engine::Currency::CAS {
-        return Err("CAS is always there, issued at genesis".into());
-    }
-    let issuer = issuer.parse().map_err(|e| format!("issuer: {e}"))?;
-    Ok((currency, issuer))
 }
 
 /// `caasiope cert …`
@@ -288,134 +261,5 @@ pub(crate) enum EvidenceCommand {
         /// The proof in hex; read from stdin (hex) if absent.
         #[arg(long, value_name = "HEX")]
         hex: Option<String>,
-    },
-}
-
-/// `caasiope bench …`
-#[derive(Debug, Subcommand)]
-pub(crate) enum BenchCommand {
-    /// Messages/s and MB/s over mutual TLS between two endpoints (200 B and 64 KiB messages)
-    /// against plain TCP loopback in the same run, and network CPU per message against one
-    /// k256 verification.
-    Net {
-        /// Transport under TLS and under the plain-TCP bound: auto, io_uring or epoll.
-        #[arg(long, default_value = "auto")]
-        transport: net::transport::TransportChoice,
-        /// Small messages per measurement (large ones: one per 320 small, at least 100).
-        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
-        messages: u64,
-        /// Rounds of every measurement, interleaved; the report gives medians (the machine's
-        /// noise moves single runs by 2x).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
-        rounds: u32,
-        /// Print JSON (the only output form; accepted for clarity in scripts).
-        #[arg(long)]
-        json: bool,
-    },
-    /// A local network of validator processes fed pre-signed transfers at a fixed rate:
-    /// committed tx/s and finality p50/p99 against the machine's signature-verification rate
-    /// divided by the number of validators (measured before and after, same run).
-    Localnet {
-        /// Validator processes.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-        validators: u16,
-        /// Transactions offered per second.
-        #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-        rate: u64,
-        /// Seconds of offered load.
-        #[arg(long, value_name = "S", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        duration: u64,
-        /// Funded accounts the transfers move between.
-        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(2..=5_000_000))]
-        accounts: u64,
-        #[command(flatten)]
-        net: LocalnetArgs,
-        /// Runs, each on a fresh localnet with its own bound; the report is the run of median
-        /// ratio, with every run's figures under `runs`.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
-        runs: u64,
-        /// Print JSON (the only output form; accepted for clarity in scripts).
-        #[arg(long)]
-        json: bool,
-    },
-    /// The load generator: funds fresh accounts from KEY's account, pre-signs transfers among
-    /// them, submits them to an explorer's API at a fixed rate and follows its event stream;
-    /// reports submitted / committed / rejected, committed tx/s against the offered rate, and
-    /// finality p50/p99 (with --read-threads, account reads per second served meanwhile).
-    Load {
-        /// The explorer API's base URL, e.g. http://127.0.0.1:7400.
-        #[arg(long, value_name = "URL")]
-        api: String,
-        /// Transactions offered per second.
-        #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-        rate: u64,
-        /// Seconds of offered load.
-        #[arg(long, value_name = "S", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        duration: u64,
-        /// Fresh accounts the transfers move between (funded first from KEY's account).
-        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
-        accounts: u64,
-        /// The funding account's secret key file (a localnet's faucet.key; by default the one of
-        /// the README's localnet, `scripts/run`).
-        #[arg(long, value_name = "FILE", default_value = "data/localnet/faucet.key")]
-        key: std::path::PathBuf,
-        /// Parallel HTTP connections submitting.
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
-        connections: u64,
-        /// Threads reading account balances from the API during the load (0: none).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
-        read_threads: u64,
-        /// Seconds to wait after the load for accepted transactions to commit.
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        drain: u64,
-        /// Print JSON (the only output form; accepted for clarity in scripts).
-        #[arg(long)]
-        json: bool,
-    },
-    /// An honest validator's memory while a Byzantine leader signs the most distinct valid
-    /// values it may every round it leads, against one copy of the state per value checked
-    /// (the design it replaced), measured in the same run.
-    Flood {
-        /// Funded accounts of the state.
-        #[arg(long, value_name = "M", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=20_000_000))]
-        accounts: u64,
-        /// Transactions per value.
-        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=20_000))]
-        block_txs: u64,
-        /// Rounds walked through (the leader signs in one of every four).
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=64))]
-        rounds: u32,
-        /// Print JSON (the only output form; accepted for clarity in scripts).
-        #[arg(long)]
-        json: bool,
-    },
-    /// The full single-node path (decode, verify, apply, seal, MDBX commit) against the
-    /// machine's signature-verification bound.
-    Pipeline {
-        /// Transfers to push through (pre-signed, not timed).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-        txs: u64,
-        /// Funded accounts the transfers move between.
-        #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(2..=50_000_000))]
-        accounts: u64,
-        /// Signature backend.
-        #[arg(long, default_value = "libsecp256k1")]
-        backend: engine::Backend,
-        /// Most transactions per ledger.
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-        block_txs: u64,
-        /// Working directory (kept); default a temporary one, removed after.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// fsync every ledger commit (default: safe-no-sync, crash-safe but not power-loss-safe).
-        #[arg(long)]
-        durable: bool,
-        /// Timed runs, each on a fresh store with its own bound; the report is the run of median
-        /// ratio, with every run's figures under `runs`.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
-        runs: u64,
-        /// Print JSON (the only output form; accepted for clarity in scripts).
-        #[arg(long)]
-        json: bool,
     },
 }

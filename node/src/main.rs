@@ -4,17 +4,8 @@
 //! with an `error: ` line, the last on stderr (see [`exit`]).
 
 mod address;
-mod bench;
-mod bench_flood;
-mod bench_load;
-mod bench_localnet;
-mod bench_net;
-mod cert;
 mod cli;
-mod demo;
 mod evidence;
-mod key;
-mod localnet;
 mod submit;
 mod tx;
 
@@ -27,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use exit::Output;
+use replica::identity;
 
 use crate::cli::{Cli, Command};
 
@@ -40,84 +32,32 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<Output> {
     match cli.command {
-        Command::Key(command) => key::run(command),
-        Command::Cert(cli::CertCommand::New { dir, days }) => cert::new(&dir, days),
-        Command::Init { dir, days, validators: None, net: _ } => cert::init(&dir, days),
+        Command::Key(cli::KeyCommand::New { out }) => identity::key_new(&out),
+        Command::Key(cli::KeyCommand::Inspect { secret_hex }) => identity::key_inspect(&secret_hex),
+        Command::Cert(cli::CertCommand::New { dir, days }) => identity::cert_new(&dir, days),
+        #[cfg(not(feature = "tools"))]
+        Command::Init { dir, days } => identity::init(&dir, days),
+        #[cfg(feature = "tools")]
+        Command::Init { dir, days, validators: None, net: _ } => identity::init(&dir, days),
+        #[cfg(feature = "tools")]
         Command::Init { dir, validators: Some(n), net, .. } => {
-            localnet::init_command(&dir, usize::from(n), &net)
+            bench_tools::localnet_init(&dir, usize::from(n), &net)
         }
-        Command::Localnet { validators, dir, net } => localnet::run(&dir, usize::from(validators), &net),
+        #[cfg(feature = "tools")]
+        Command::Localnet { validators, dir, net } => {
+            bench_tools::localnet(&dir, usize::from(validators), &net)
+        }
         Command::Address(command) => address::run(command),
         Command::Tx(command) => tx::run(command),
+        #[cfg(feature = "wallet")]
         Command::Wallet(command) => wallet::run(command),
-        Command::Demo { json, backend } => demo::run(json, backend),
+        #[cfg(feature = "tools")]
+        Command::Demo { json, backend } => bench_tools::demo(json, backend),
         Command::Run { config } => replica::run(&config),
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
         Command::Evidence(command) => evidence::run(command),
-        Command::Bench(cli::BenchCommand::Flood { accounts, block_txs, rounds, json: _ }) => {
-            bench_flood::run(bench_flood::FloodBench {
-                accounts: usize::try_from(accounts)?,
-                block_txs: usize::try_from(block_txs)?,
-                rounds,
-            })
-        }
-        Command::Bench(cli::BenchCommand::Net { transport, messages, rounds, json: _ }) => {
-            bench_net::run(bench_net::NetBench { messages: usize::try_from(messages)?, rounds, transport })
-        }
-        Command::Bench(cli::BenchCommand::Load {
-            api,
-            rate,
-            duration,
-            accounts,
-            key,
-            connections,
-            read_threads,
-            drain,
-            json: _,
-        }) => bench_load::run(&bench_load::LoadBench {
-            api,
-            rate,
-            duration_s: duration,
-            accounts: usize::try_from(accounts)?,
-            key,
-            connections: usize::try_from(connections)?,
-            read_threads: usize::try_from(read_threads)?,
-            drain_s: drain,
-        }),
-        Command::Bench(cli::BenchCommand::Localnet {
-            validators,
-            rate,
-            duration,
-            accounts,
-            net,
-            runs,
-            json: _,
-        }) => bench_localnet::run(&bench_localnet::LocalnetBench {
-            validators: usize::from(validators),
-            rate,
-            duration_s: duration,
-            accounts: usize::try_from(accounts)?,
-            net,
-            runs: usize::try_from(runs)?,
-        }),
-        Command::Bench(cli::BenchCommand::Pipeline {
-            txs,
-            accounts,
-            backend,
-            block_txs,
-            dir,
-            durable,
-            runs,
-            json: _,
-        }) => bench::pipeline(&bench::PipelineBench {
-            txs: usize::try_from(txs)?,
-            accounts: usize::try_from(accounts)?,
-            backend,
-            block_txs: usize::try_from(block_txs)?,
-            dir,
-            durable,
-            runs: usize::try_from(runs)?,
-        }),
+        #[cfg(feature = "tools")]
+        Command::Bench(command) => bench_tools::run(command),
     }
 }

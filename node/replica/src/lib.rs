@@ -13,6 +13,7 @@
 mod admin;
 mod config;
 mod host;
+pub mod identity;
 mod network;
 mod run;
 mod signer;

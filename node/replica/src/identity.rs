@@ -1,4 +1,6 @@
-//! `caasiope key …`: generate and inspect secp256k1 keys.
+//! A node's identities on disk: its TLS certificate (`caasiope cert new`), its validator key
+//! (`caasiope key new`, `caasiope key inspect`) and both at once (`caasiope init`). Key files
+//! are created 0600 and never overwritten.
 
 use std::{
     fs::{self, OpenOptions},
@@ -10,15 +12,52 @@ use std::{
 use anyhow::{Context, bail};
 use engine::SecretKey;
 use exit::Output;
+use net::{
+    NodeCert,
+    identity::{CERT_FILE, KEY_FILE},
+};
 
-use crate::cli::KeyCommand;
+/// The validator key file `init` writes beside the TLS identity.
+pub const VALIDATOR_KEY_FILE: &str = "validator.key";
 
-/// Runs one `key` command.
-pub(crate) fn run(command: KeyCommand) -> anyhow::Result<Output> {
-    match command {
-        KeyCommand::New { out } => new(&out),
-        KeyCommand::Inspect { secret_hex } => inspect(&secret_hex),
+/// Generates the certificate and key into `dir`; prints the identity.
+pub fn cert_new(dir: &Path, days: u32) -> anyhow::Result<Output> {
+    let node = NodeCert::generate(days)?;
+    node.save(dir)?;
+    Ok(Output::Line(node.identity().to_string()))
+}
+
+#[derive(Debug, serde::Serialize)]
+struct InitReport {
+    dir: String,
+    /// The TLS identity, to list in the peers' configurations.
+    identity: String,
+    /// Certificate validity, Unix seconds.
+    not_after: i64,
+    validator_public_key: engine::PublicKey,
+    validator_address: engine::Address,
+}
+
+/// Sets up a node directory: TLS identity and validator key. Writes nothing if any of the
+/// three files exists.
+pub fn init(dir: &Path, days: u32) -> anyhow::Result<Output> {
+    for name in [CERT_FILE, KEY_FILE, VALIDATOR_KEY_FILE] {
+        if dir.join(name).exists() {
+            bail!("{} already exists; refusing to overwrite it", dir.join(name).display());
+        }
     }
+    let node = NodeCert::generate(days)?;
+    node.save(dir)?;
+    let key = create_key_file(&dir.join(VALIDATOR_KEY_FILE))
+        .with_context(|| format!("the TLS identity is in {}, the validator key failed", dir.display()))?;
+    let public_key = key.public_key();
+    Output::json(&InitReport {
+        dir: dir.display().to_string(),
+        identity: node.identity().to_string(),
+        not_after: node.info().not_after,
+        validator_public_key: public_key,
+        validator_address: public_key.address(),
+    })
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -27,13 +66,13 @@ struct KeyInfo {
     address: engine::Address,
 }
 
-fn new(path: &Path) -> anyhow::Result<Output> {
+pub fn key_new(path: &Path) -> anyhow::Result<Output> {
     let key = create_key_file(path)?;
     Ok(Output::Line(key.public_key().address().to_text()))
 }
 
 /// Generates a key into a new file `path` (mode 0600, never overwriting) and returns it.
-pub(crate) fn create_key_file(path: &Path) -> anyhow::Result<SecretKey> {
+pub fn create_key_file(path: &Path) -> anyhow::Result<SecretKey> {
     let key = SecretKey::generate();
     // The file is created 0600 and only if absent, in one step: there is no moment at which
     // another user could open it, and an existing key is never overwritten.
@@ -60,7 +99,7 @@ pub(crate) fn create_key_file(path: &Path) -> anyhow::Result<SecretKey> {
     Ok(key)
 }
 
-fn inspect(secret_hex: &str) -> anyhow::Result<Output> {
+pub fn key_inspect(secret_hex: &str) -> anyhow::Result<Output> {
     let digits = secret_hex.trim();
     if digits.len() != 64 {
         bail!("--secret-hex: a secret key is 64 hex characters, got {}", digits.chars().count());
@@ -71,7 +110,7 @@ fn inspect(secret_hex: &str) -> anyhow::Result<Output> {
 }
 
 /// Reads a key file written by [`create_key_file`].
-pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
+pub fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
     let text = exit::read_text(path, limits::KEY_FILE_BYTES_MAX, "key file")?;
     SecretKey::from_hex(text.trim()).with_context(|| format!("key file {}", path.display()))
 }

@@ -34,7 +34,9 @@ use exit::Output;
 use net::NodeCert;
 use replica::{PeerSpec, Role};
 
-use crate::{cert::VALIDATOR_KEY_FILE, cli::LocalnetArgs};
+use replica::identity::VALIDATOR_KEY_FILE;
+
+use crate::cli::LocalnetArgs;
 
 /// Raw units of CAS the faucet holds at genesis (10 million CAS).
 const FAUCET_FUNDING: i64 = 10_000_000 * 100_000_000;
@@ -144,7 +146,7 @@ pub(crate) fn init_with(
         let cert = NodeCert::generate(365)?;
         cert.save(&node_dir)?;
         if role == Role::Validator {
-            keys.push(crate::key::create_key_file(&node_dir.join(VALIDATOR_KEY_FILE))?);
+            keys.push(replica::identity::create_key_file(&node_dir.join(VALIDATOR_KEY_FILE))?);
         }
         identities.push(cert.identity());
         let i = i as u32;
@@ -159,7 +161,7 @@ pub(crate) fn init_with(
             pid: None,
         });
     }
-    let faucet = crate::key::create_key_file(&dir.join("faucet.key"))?;
+    let faucet = replica::identity::create_key_file(&dir.join("faucet.key"))?;
     let faucet_address = faucet.public_key().address();
     let now_ms = engine::clock::now_ms();
     let genesis = Genesis::new(GenesisConfig {
@@ -222,9 +224,9 @@ pub(crate) fn init_with(
 }
 
 /// `caasiope init --validators N --dir DIR`.
-pub(crate) fn init_command(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
+pub fn init_command(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
     let processes = init(dir, validators, net)?;
-    let faucet = crate::key::read_key_file(&dir.join("faucet.key"))?.public_key().address();
+    let faucet = replica::identity::read_key_file(&dir.join("faucet.key"))?.public_key().address();
     Output::json(&InitReport {
         dir: dir.to_owned(),
         chain_id: LOCALNET_CHAIN,
@@ -304,7 +306,7 @@ pub(crate) fn stop(child: &mut Child, grace: Duration) {
 }
 
 /// `caasiope localnet --validators N --dir DIR`.
-pub(crate) fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
+pub fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
     if dir.join("genesis.toml").exists() {
         eprintln!("caasiope: using the localnet in {}", dir.display());
     } else {

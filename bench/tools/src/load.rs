@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::bench::percentile;
+use crate::pipeline_bench::percentile;
 
 /// Parameters of the load generator.
 #[derive(Debug)]
@@ -203,7 +203,7 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     let http = agent(Duration::from_secs(30));
     let api::Status { chain_id, min_fee, max_ttl_ms, timestamp_ms: head_ms, .. } =
         get(&http, &format!("{api}{}", routes::STATUS))?;
-    let key = crate::key::read_key_file(&b.key).with_context(|| {
+    let key = replica::identity::read_key_file(&b.key).with_context(|| {
         format!("the funding key {} (--key FILE: a funded account's secret key)", b.key.display())
     })?;
     let payer = key.public_key().address();

@@ -145,7 +145,7 @@ fn genesis_config(validator: &SecretKey) -> anyhow::Result<(GenesisConfig, Multi
 }
 
 /// Runs the demo; `json` selects the output form.
-pub(crate) fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
+pub fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
     let validator = key("validator");
     let (config, _) = genesis_config(&validator)?;
     let genesis = Genesis::new(config)?;

@@ -33,8 +33,8 @@ use rayon::prelude::*;
 use replica::{Role, admin_get, metric};
 
 use crate::{
-    bench::{median_run, percentile, process_cpu_s},
     localnet::{LOCALNET_CHAIN, Process, init_with, processes, spawn, stop},
+    pipeline_bench::{median_run, percentile, process_cpu_s},
 };
 
 /// Parameters of the benchmark.

@@ -32,7 +32,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::bench::process_cpu_s;
+use crate::pipeline_bench::process_cpu_s;
 
 /// Arguments of `bench net`.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,78 @@
+//! The commands that drive whole processes, beside the bench crate's workloads: a local network
+//! (`caasiope localnet`, `caasiope init --validators`), the demo, the load generator
+//! (`caasiope bench load`) and the benchmarks of the pipeline, the network, a localnet and a
+//! Byzantine flood. Every benchmark prints JSON with its figure and the bound it is compared
+//! to, measured in the same run. None of this is linked into a server built without the
+//! binary's `tools` feature.
+
+mod cli;
+mod demo;
+mod flood;
+mod load;
+mod localnet;
+mod localnet_bench;
+mod net_bench;
+mod pipeline_bench;
+
+use exit::Output;
+
+pub use self::{
+    cli::{BenchCommand, LocalnetArgs},
+    demo::run as demo,
+    localnet::{init_command as localnet_init, run as localnet},
+};
+
+/// Runs one `caasiope bench …` command.
+pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
+    match command {
+        BenchCommand::Flood { accounts, block_txs, rounds, json: _ } => flood::run(flood::FloodBench {
+            accounts: usize::try_from(accounts)?,
+            block_txs: usize::try_from(block_txs)?,
+            rounds,
+        }),
+        BenchCommand::Net { transport, messages, rounds, json: _ } => {
+            net_bench::run(net_bench::NetBench { messages: usize::try_from(messages)?, rounds, transport })
+        }
+        BenchCommand::Load {
+            api,
+            rate,
+            duration,
+            accounts,
+            key,
+            connections,
+            read_threads,
+            drain,
+            json: _,
+        } => load::run(&load::LoadBench {
+            api,
+            rate,
+            duration_s: duration,
+            accounts: usize::try_from(accounts)?,
+            key,
+            connections: usize::try_from(connections)?,
+            read_threads: usize::try_from(read_threads)?,
+            drain_s: drain,
+        }),
+        BenchCommand::Localnet { validators, rate, duration, accounts, net, runs, json: _ } => {
+            localnet_bench::run(&localnet_bench::LocalnetBench {
+                validators: usize::from(validators),
+                rate,
+                duration_s: duration,
+                accounts: usize::try_from(accounts)?,
+                net,
+                runs: usize::try_from(runs)?,
+            })
+        }
+        BenchCommand::Pipeline { txs, accounts, backend, block_txs, dir, durable, runs, json: _ } => {
+            pipeline_bench::pipeline(&pipeline_bench::PipelineBench {
+                txs: usize::try_from(txs)?,
+                accounts: usize::try_from(accounts)?,
+                backend,
+                block_txs: usize::try_from(block_txs)?,
+                dir,
+                durable,
+                runs: usize::try_from(runs)?,
+            })
+        }
+    }
+}
