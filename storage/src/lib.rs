@@ -75,6 +75,8 @@ pub mod test_utils;
 mod verify;
 
 #[cfg(test)]
+mod format_tests;
+#[cfg(test)]
 mod tests;
 
 pub use analytics::{ClickHouseConfig, LedgerSource, ReplicationStatus, Replicator};
