@@ -65,11 +65,15 @@
 //! every table.
 
 pub mod analytics;
+mod commit;
 mod error;
 mod evidence;
+mod history;
 mod layout;
 mod pending;
+mod reader;
 mod store;
+mod table;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 mod verify;
@@ -86,8 +90,9 @@ pub use evidence::{
 };
 pub use layout::TxLocation;
 pub use pending::IndexBatch;
+pub use reader::StoreReader;
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,
-    StoreOptions, StoreReader,
+    StoreOptions,
 };
 pub use verify::{VerifyReport, verify};
