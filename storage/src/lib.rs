@@ -16,6 +16,9 @@
 //!
 //! Heights, indexes and expirations in keys are big-endian, so MDBX's byte order is their
 //! numeric order; values use the engine's canonical codec (little-endian, counted, bounded).
+//! Each table is declared once, in `layout.rs`, as a typed table (`table.rs`: a name, a key
+//! type and a value type, each with its codec), and read and written only through it; the bytes
+//! are pinned by a test (`format_tests.rs`).
 //!
 //! | table | key | value |
 //! |---|---|---|

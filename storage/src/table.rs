@@ -94,6 +94,8 @@ impl Invalid {
 
 /// A row's key and value, each decoded, errors naming `T`.
 fn decode_row<T: Table>(key: &[u8], value: &[u8]) -> Result<Row<T>, StoreError> {
+    // The value first, as the readers did before the tables were typed: a row whose key and
+    // value are both bad reports the value's error.
     let v = T::Value::decode_value(value).map_err(|e| e.at(T::NAME, key))?;
     let k = T::Key::decode_key(key).map_err(|e| e.at(T::NAME, key))?;
     Ok((k, v))
