@@ -12,12 +12,20 @@ use engine::PublicKey;
 use libmdbx::{NoWriteMap, RW, TableFlags, Transaction, WriteFlags};
 
 use crate::{
-    StoreError,
-    store::{Env, Store, StoreReader},
+    StoreError, StoreReader,
+    layout::table,
+    store::{Env, Store},
+    table::{DecodeValue, EncodeValue, Invalid, Key, Table, open},
 };
 
-pub(crate) const EVIDENCE: &str = "evidence";
-pub(crate) const EVIDENCE_COUNTS: &str = "evidence_counts";
+table!(
+    /// One proof per offence slot: offender's public key ‖ proof bytes.
+    Evidence = "evidence", EvidenceKey => (PublicKey, Vec<u8>), written as (&'a PublicKey, &'a [u8])
+);
+table!(
+    /// Proofs kept per validator key (u32 LE).
+    EvidenceCounts = "evidence_counts", PublicKey => u32, written as &'a u32
+);
 
 /// Proofs kept per validator key.
 pub const EVIDENCE_PER_VALIDATOR_MAX: u32 = 256;
@@ -43,8 +51,10 @@ pub struct EvidenceKey {
     pub kind: u8,
 }
 
-impl EvidenceKey {
-    fn to_bytes(self) -> [u8; KEY_LEN] {
+impl Key for EvidenceKey {
+    type Bytes = [u8; KEY_LEN];
+
+    fn encode_key(&self) -> [u8; KEY_LEN] {
         let mut k = [0; KEY_LEN];
         k[..8].copy_from_slice(&self.height.to_be_bytes());
         k[8..12].copy_from_slice(&self.round.to_be_bytes());
@@ -53,14 +63,60 @@ impl EvidenceKey {
         k
     }
 
-    fn from_bytes(k: &[u8]) -> Option<Self> {
-        let k: &[u8; KEY_LEN] = k.try_into().ok()?;
-        Some(Self {
-            height: u64::from_be_bytes(k[..8].try_into().ok()?),
-            round: u32::from_be_bytes(k[8..12].try_into().ok()?),
-            validator: k[12],
-            kind: k[13],
-        })
+    fn decode_key(bytes: &[u8]) -> Result<Self, Invalid> {
+        let invalid = || Invalid::layout("a key of another length");
+        let (height, rest) = bytes.split_first_chunk::<8>().ok_or_else(invalid)?;
+        let (round, rest) = rest.split_first_chunk::<4>().ok_or_else(invalid)?;
+        let &[validator, kind] = rest else { return Err(invalid()) };
+        Ok(Self { height: u64::from_be_bytes(*height), round: u32::from_be_bytes(*round), validator, kind })
+    }
+}
+
+impl Key for PublicKey {
+    type Bytes = [u8; PUBLIC_KEY_LEN];
+
+    fn encode_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.0
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, Invalid> {
+        bytes.try_into().map(PublicKey).map_err(|_| Invalid::layout("a key of another length"))
+    }
+}
+
+impl DecodeValue for (PublicKey, Vec<u8>) {
+    fn decode_value(bytes: &[u8]) -> Result<Self, Invalid> {
+        let (public_key, proof) = bytes
+            .split_first_chunk::<PUBLIC_KEY_LEN>()
+            .ok_or_else(|| Invalid::layout("a value shorter than a key"))?;
+        Ok((PublicKey(*public_key), proof.to_vec()))
+    }
+}
+
+impl EncodeValue for (&PublicKey, &[u8]) {
+    fn encode_value<'b>(&'b self, buf: &'b mut Vec<u8>) -> &'b [u8] {
+        buf.clear();
+        buf.extend_from_slice(&self.0.0);
+        buf.extend_from_slice(self.1);
+        buf
+    }
+}
+
+/// A count of `evidence_counts`: u32, little-endian.
+impl DecodeValue for u32 {
+    fn decode_value(bytes: &[u8]) -> Result<Self, Invalid> {
+        bytes
+            .try_into()
+            .map(u32::from_le_bytes)
+            .map_err(|_| Invalid::layout(format!("a count of {} bytes", bytes.len())))
+    }
+}
+
+impl EncodeValue for u32 {
+    fn encode_value<'b>(&'b self, buf: &'b mut Vec<u8>) -> &'b [u8] {
+        buf.clear();
+        buf.extend_from_slice(&self.to_le_bytes());
+        buf
     }
 }
 
@@ -76,7 +132,7 @@ pub struct StoredEvidence {
 }
 
 pub(crate) fn create_tables(txn: &Transaction<'_, RW, NoWriteMap>) -> Result<(), StoreError> {
-    for name in [EVIDENCE, EVIDENCE_COUNTS] {
+    for name in [Evidence::NAME, EvidenceCounts::NAME] {
         txn.create_table(Some(name), TableFlags::default())?;
     }
     Ok(())
@@ -103,28 +159,17 @@ impl Store {
             return Ok(false);
         }
         let txn = self.env().begin_rw_txn()?;
-        let t = txn.open_table(Some(EVIDENCE))?;
-        let tc = txn.open_table(Some(EVIDENCE_COUNTS))?;
-        let k = key.to_bytes();
-        if txn.get::<Vec<u8>>(&t, &k)?.is_some() {
+        let (t, tc) = (open::<Evidence, RW>(&txn)?, open::<EvidenceCounts, RW>(&txn)?);
+        if t.contains(&key)? {
             return Ok(false);
         }
-        let pk = public_key.0;
-        let kept = match txn.get::<Vec<u8>>(&tc, &pk)? {
-            Some(v) => u32::from_le_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                table: EVIDENCE_COUNTS,
-                why: format!("a count of {} bytes", v.len()),
-            })?),
-            None => 0,
-        };
+        let kept = tc.get(public_key)?.unwrap_or(0);
         if kept >= EVIDENCE_PER_VALIDATOR_MAX {
             return Ok(false);
         }
-        let mut value = Vec::with_capacity(PUBLIC_KEY_LEN + proof.len());
-        value.extend_from_slice(&pk);
-        value.extend_from_slice(proof);
-        txn.put(&t, k, value, WriteFlags::empty())?;
-        txn.put(&tc, pk, (kept + 1).to_le_bytes(), WriteFlags::empty())?;
+        let mut buf = Vec::with_capacity(PUBLIC_KEY_LEN + proof.len());
+        t.put(&key, (public_key, proof), WriteFlags::empty(), &mut buf)?;
+        tc.put(public_key, &(kept + 1), WriteFlags::empty(), &mut buf)?;
         txn.commit()?;
         Ok(true)
     }
@@ -141,26 +186,15 @@ impl StoreReader {
         let limit = limit.clamp(1, EVIDENCE_PAGE_MAX);
         let txn = self.env().begin_ro_txn()?;
         // A store opened read-only before the tables were made has none.
-        let Ok(t) = txn.open_table(Some(EVIDENCE)) else { return Ok(Vec::new()) };
-        let mut cursor = txn.cursor(&t)?;
+        let Ok(t) = open::<Evidence, _>(&txn) else { return Ok(Vec::new()) };
+        let mut cursor = t.cursor()?;
         let mut out = Vec::new();
-        let start = after.map(|a| a.to_bytes());
-        let iter = match &start {
-            Some(k) => cursor.iter_from::<Vec<u8>, Vec<u8>>(k),
-            None => cursor.iter_start::<Vec<u8>, Vec<u8>>(),
-        };
-        for item in iter {
-            let (k, v) = item?;
-            if start.as_ref().is_some_and(|s| k.as_slice() == s.as_slice()) {
+        for row in cursor.rows(after.as_ref()) {
+            let (key, (public_key, proof)) = row?;
+            if after == Some(key) {
                 continue;
             }
-            let corrupt = |why: &str| StoreError::Corrupt { table: EVIDENCE, why: why.to_owned() };
-            let key = EvidenceKey::from_bytes(&k).ok_or_else(|| corrupt("a key of another length"))?;
-            let (pk, proof) =
-                v.split_at_checked(PUBLIC_KEY_LEN).ok_or_else(|| corrupt("a value shorter than a key"))?;
-            let public_key =
-                PublicKey(pk.try_into().map_err(|_| corrupt("an offender key that is not one"))?);
-            out.push(StoredEvidence { key, public_key, proof: proof.to_vec() });
+            out.push(StoredEvidence { key, public_key, proof });
             if out.len() == limit {
                 break;
             }

@@ -16,6 +16,9 @@
 //!
 //! Heights, indexes and expirations in keys are big-endian, so MDBX's byte order is their
 //! numeric order; values use the engine's canonical codec (little-endian, counted, bounded).
+//! Each table is declared once, in `layout.rs`, as a typed table (`table.rs`: a name, a key
+//! type and a value type, each with its codec), and read and written only through it; the bytes
+//! are pinned by a test (`format_tests.rs`).
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -65,15 +68,21 @@
 //! every table.
 
 pub mod analytics;
+mod commit;
 mod error;
 mod evidence;
+mod history;
 mod layout;
 mod pending;
+mod reader;
 mod store;
+mod table;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 mod verify;
 
+#[cfg(test)]
+mod format_tests;
 #[cfg(test)]
 mod tests;
 
@@ -84,8 +93,9 @@ pub use evidence::{
 };
 pub use layout::TxLocation;
 pub use pending::IndexBatch;
+pub use reader::StoreReader;
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,
-    StoreOptions, StoreReader,
+    StoreOptions,
 };
 pub use verify::{VerifyReport, verify};

@@ -10,7 +10,7 @@
 
 use engine::{Address, account::Account, ledger::ValidatorSet, tx::TxId};
 
-use crate::layout::{REPLAY_KEY_LEN, TxLocation};
+use crate::layout::{ReplayKey, TxLocation};
 
 /// When the gathered index rows are written: at the first ledger commit that brings the batch to
 /// `txs` transactions or `ledgers` ledgers. `ledgers = 1` writes every ledger's rows with it.
@@ -51,7 +51,7 @@ pub(crate) struct Pending {
     /// In chain order (location, then address): the order of the table's keys.
     pub(crate) history: Vec<(TxLocation, Address, TxId)>,
     /// Unsorted; sorted when written.
-    pub(crate) replay: Vec<[u8; REPLAY_KEY_LEN]>,
+    pub(crate) replay: Vec<ReplayKey>,
     /// The validator set certifying the ledger after the last gathered one.
     pub(crate) validators: Option<ValidatorSet>,
     /// Timestamp of the last gathered ledger: replay entries expired at it are dropped when the

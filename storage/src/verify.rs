@@ -1,19 +1,26 @@
 //! Offline verification of a store: re-execute the whole chain and compare every table.
 
-use std::{borrow::Cow, collections::HashSet, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use engine::{
     Address, Backend, Hash,
     state::{Block, State, apply_block},
     tx::TxId,
 };
+use libmdbx::RO;
 
 use crate::{
     Durability, StoreError,
     layout::{
-        self, ACCOUNTS, BLOCKS, HEADERS, HISTORY, HISTORY_HEADS, HistoryValue, REPLAY, TX_INDEX, TxLocation,
+        Accounts, Blocks, Headers, History, HistoryHeads, HistoryKey, HistoryValue, Replay, TxIndex,
+        TxLocation,
     },
-    store::{decode_account, open_env, read_block, read_header, read_meta, read_replay, require_env},
+    reader::{block as read_block, check_account, header as read_header, read_meta, replay as read_replay},
+    store::{Env, open_env, require_env},
+    table::{Table, TableRef, Txn, open},
 };
 
 /// What [`verify`] checked.
@@ -54,17 +61,7 @@ pub struct VerifyReport {
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
     let dir = dir.as_ref();
     require_env(dir)?;
-    let env = match open_env(dir, None) {
-        // The last commit of a writer that died in `SafeNoSync` mode is intact but not yet
-        // flushed ("weak"); MDBX makes it steady at the next read-write open, and refuses a
-        // read-only one until then. Only the first process to open the store gets this, so no
-        // node is running on it: open it once for writing, as a node start would, and retry.
-        Err(StoreError::Mdbx(libmdbx::Error::WannaRecovery)) => {
-            drop(open_env(dir, Some(Durability::Durable))?);
-            open_env(dir, None)?
-        }
-        other => other?,
-    };
+    let env = open_read_only(dir)?;
     let txn = env.begin_ro_txn()?;
     let m = read_meta(&txn, dir)?;
     let mut state = State::from_genesis(&m.genesis);
@@ -79,14 +76,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         _ => return Err(fail(0, "the genesis block is missing or not empty".into())),
     }
 
-    let t_index = txn.open_table(Some(TX_INDEX))?;
-    let t_history = txn.open_table(Some(HISTORY))?;
     let mut tx_count = 0u64;
-    let mut indexed_txs = 0u64;
-    let mut history_rows = 0u64;
-    // Each address's newest history entry so far: what its next row must link to.
-    let mut newest: std::collections::HashMap<Address, TxLocation> = std::collections::HashMap::new();
-    let mut addresses: Vec<Address> = Vec::new();
+    let mut index = IndexCheck::new(&txn)?;
     let w = m.indexed_height;
     if w > m.head_height {
         return Err(fail(w, format!("the indexed height is above the head {}", m.head_height)));
@@ -113,66 +104,13 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
             accounts = check_indexed_state(&txn, &state, &m.validators)?;
         }
         tx_count += block.transactions.len() as u64;
-        if height > w {
-            continue;
-        }
-        indexed_txs += block.transactions.len() as u64;
-        for (i, (tx, id)) in block.transactions.iter().zip(&applied.tx_ids).enumerate() {
-            let at = TxLocation { height, index: i as u32 };
-            let stored_at = txn
-                .get::<Cow<'_, [u8]>>(&t_index, id.0)?
-                .map(|v| TxLocation::from_bytes(&v, TX_INDEX))
-                .transpose()?;
-            if stored_at != Some(at) {
-                return Err(fail(
-                    height,
-                    format!("transaction {id} is indexed at {stored_at:?}, not {at:?}"),
-                ));
-            }
-            addresses.clear();
-            addresses.extend(tx.tx.inputs.iter().chain(&tx.tx.outputs).map(|l| l.address));
-            addresses.push(tx.tx.fee.payer);
-            addresses.sort_unstable();
-            addresses.dedup();
-            for a in &addresses {
-                let row = txn.get::<Cow<'_, [u8]>>(&t_history, layout::history_key(at, a))?;
-                let row = row.map(|v| HistoryValue::from_bytes(&v)).transpose()?;
-                let expected = HistoryValue { id: *id, previous: newest.insert(*a, at) };
-                if row != Some(expected) {
-                    return Err(fail(height, format!("history of {a} lacks transaction {id} (or its link)")));
-                }
-            }
-            history_rows += addresses.len() as u64;
+        if height <= w {
+            index.check_ledger(&block, &applied.tx_ids)?;
         }
     }
 
     let head = m.head_height;
-    let entries = |name: &'static str| -> Result<u64, StoreError> {
-        Ok(txn.table_stat(&txn.open_table(Some(name))?)?.entries() as u64)
-    };
-    let t_heads = txn.open_table(Some(HISTORY_HEADS))?;
-    for (a, at) in &newest {
-        let stored = txn
-            .get::<Cow<'_, [u8]>>(&t_heads, a.raw())?
-            .map(|v| TxLocation::from_bytes(&v, HISTORY_HEADS))
-            .transpose()?;
-        if stored != Some(*at) {
-            return Err(fail(w, format!("the history head of {a} is {stored:?}, not {at:?}")));
-        }
-    }
-    let heads = newest.len() as u64;
-    for (name, expected) in [
-        (HEADERS, head + 1),
-        (BLOCKS, head + 1),
-        (TX_INDEX, indexed_txs),
-        (HISTORY, history_rows),
-        (HISTORY_HEADS, heads),
-    ] {
-        let found = entries(name)?;
-        if found != expected {
-            return Err(fail(head, format!("table {name} holds {found} rows, not {expected}")));
-        }
-    }
+    index.check_heads_and_counts(&txn, w, head)?;
 
     if let Err(currency) = state.check_conservation() {
         return Err(fail(head, format!("{currency} is not conserved")));
@@ -187,22 +125,118 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
     })
 }
 
+/// Opens the environment of `dir` read-only.
+fn open_read_only(dir: &Path) -> Result<Env, StoreError> {
+    match open_env(dir, None) {
+        // The last commit of a writer that died in `SafeNoSync` mode is intact but not yet
+        // flushed ("weak"); MDBX makes it steady at the next read-write open, and refuses a
+        // read-only one until then. Only the first process to open the store gets this, so no
+        // node is running on it: open it once for writing, as a node start would, and retry.
+        Err(StoreError::Mdbx(libmdbx::Error::WannaRecovery)) => {
+            drop(open_env(dir, Some(Durability::Durable))?);
+            open_env(dir, None)
+        }
+        other => other,
+    }
+}
+
+/// The check of the index tables against the re-executed ledgers up to the indexed height.
+struct IndexCheck<'t, 'env> {
+    t_index: TableRef<'t, 'env, TxIndex, RO>,
+    t_history: TableRef<'t, 'env, History, RO>,
+    indexed_txs: u64,
+    history_rows: u64,
+    /// Each address's newest history entry so far: what its next row must link to.
+    newest: HashMap<Address, TxLocation>,
+    /// A transaction's distinct addresses (reused).
+    addresses: Vec<Address>,
+}
+
+impl<'t, 'env> IndexCheck<'t, 'env> {
+    fn new(txn: &'t Txn<'env, RO>) -> Result<Self, StoreError> {
+        Ok(Self {
+            t_index: open(txn)?,
+            t_history: open(txn)?,
+            indexed_txs: 0,
+            history_rows: 0,
+            newest: HashMap::new(),
+            addresses: Vec::new(),
+        })
+    }
+
+    /// Every transaction of `block` is indexed at its position and in the history of each of
+    /// its addresses, linked to the address's previous entry.
+    fn check_ledger(&mut self, block: &Block, ids: &[TxId]) -> Result<(), StoreError> {
+        let height = block.height;
+        let fail = |what: String| StoreError::Verify { height, what };
+        self.indexed_txs += block.transactions.len() as u64;
+        for (i, (tx, id)) in block.transactions.iter().zip(ids).enumerate() {
+            let at = TxLocation { height, index: i as u32 };
+            let stored_at = self.t_index.get(id)?;
+            if stored_at != Some(at) {
+                return Err(fail(format!("transaction {id} is indexed at {stored_at:?}, not {at:?}")));
+            }
+            let addresses = &mut self.addresses;
+            addresses.clear();
+            addresses.extend(tx.tx.inputs.iter().chain(&tx.tx.outputs).map(|l| l.address));
+            addresses.push(tx.tx.fee.payer);
+            addresses.sort_unstable();
+            addresses.dedup();
+            for a in addresses.iter() {
+                let row = self.t_history.get(&HistoryKey { at, address: *a })?;
+                let expected = HistoryValue { id: *id, previous: self.newest.insert(*a, at) };
+                if row != Some(expected) {
+                    return Err(fail(format!("history of {a} lacks transaction {id} (or its link)")));
+                }
+            }
+            self.history_rows += addresses.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Each address's head row names its newest entry, and no table holds a row more than the
+    /// ledgers up to `head` (the index tables: up to the indexed height `w`) make.
+    fn check_heads_and_counts(&self, txn: &Txn<'_, RO>, w: u64, head: u64) -> Result<(), StoreError> {
+        let t_heads = open::<HistoryHeads, _>(txn)?;
+        for (a, at) in &self.newest {
+            let stored = t_heads.get(a)?;
+            if stored != Some(*at) {
+                let what = format!("the history head of {a} is {stored:?}, not {at:?}");
+                return Err(StoreError::Verify { height: w, what });
+            }
+        }
+        for (name, found, expected) in [
+            (Headers::NAME, open::<Headers, _>(txn)?.entries()?, head + 1),
+            (Blocks::NAME, open::<Blocks, _>(txn)?.entries()?, head + 1),
+            (TxIndex::NAME, self.t_index.entries()?, self.indexed_txs),
+            (History::NAME, self.t_history.entries()?, self.history_rows),
+            (HistoryHeads::NAME, t_heads.entries()?, self.newest.len() as u64),
+        ] {
+            let found = found as u64;
+            if found != expected {
+                let what = format!("table {name} holds {found} rows, not {expected}");
+                return Err(StoreError::Verify { height: head, what });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Compares the index-height tables with the re-executed `state`: every stored account equals
 /// the state's and none is missing, the replay table is the state's replay window, the stored
 /// validator set is its next set. Returns the number of accounts.
 fn check_indexed_state(
-    txn: &libmdbx::Transaction<'_, libmdbx::RO, libmdbx::NoWriteMap>,
+    txn: &Txn<'_, RO>,
     state: &State,
     validators: &engine::ledger::ValidatorSet,
 ) -> Result<u64, StoreError> {
     let height = state.head().height;
     let fail = |what: String| StoreError::Verify { height, what };
-    let t_accounts = txn.open_table(Some(ACCOUNTS))?;
-    let mut cursor = txn.cursor(&t_accounts)?;
+    let mut cursor = open::<Accounts, _>(txn)?.cursor()?;
     let mut accounts = 0u64;
-    for row in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
-        let (key, value) = row?;
-        let stored = decode_account(&key, &value)?;
+    for row in cursor.rows(None) {
+        let (address, account) = row?;
+        let stored = check_account(&address, account)?;
         if state.account(&stored.address) != Some(&stored) {
             return Err(fail(format!("stored account {} differs from the re-executed one", stored.address)));
         }
@@ -217,7 +251,8 @@ fn check_indexed_state(
     let stored: Vec<(TxId, i64)> = read_replay(txn)?;
     if stored.len() != window.len() || !stored.iter().all(|e| window.contains(e)) {
         return Err(fail(format!(
-            "table {REPLAY} holds {} entries, the replay window {}",
+            "table {} holds {} entries, the replay window {}",
+            Replay::NAME,
             stored.len(),
             window.len()
         )));
