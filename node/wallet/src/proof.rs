@@ -159,6 +159,11 @@ pub(crate) fn verify(
         };
         bail!("the proof does not verify: {e}{hint}");
     }
+    Ok(proven(chain_id, &header, &set, trusted, &proof))
+}
+
+/// What a verified proof proves, as `wallet verify-proof` prints it.
+fn proven(chain_id: &str, header: &LedgerHeader, set: &ValidatorSet, trusted: &str, proof: &Proof) -> Value {
     let mut answer = json!({
         "valid": true,
         "chain_id": chain_id,
@@ -167,7 +172,7 @@ pub(crate) fn verify(
         "timestamp_ms": header.timestamp_ms,
         "validator_set": { "hash": set.hash(), "trusted_as": trusted },
     });
-    match &proof {
+    match proof {
         Proof::Tx(p) => {
             answer["kind"] = json!("transaction");
             answer["tx_id"] = json!(p.tx_id);
@@ -192,7 +197,7 @@ pub(crate) fn verify(
             answer["state_root"] = json!(header.state_root);
         }
     }
-    Ok(answer)
+    answer
 }
 
 /// `wallet verify-proof`.
