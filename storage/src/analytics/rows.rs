@@ -211,6 +211,18 @@ fn declaration_row(
     }
 }
 
+/// Which of the per-transaction tables a batch fills.
+#[derive(Clone, Copy)]
+struct Wanted {
+    txs: bool,
+    legs: bool,
+    decls: bool,
+    balances: bool,
+}
+
+/// Net change per (address, currency) over a ledger; i128 so no sum of i64 overflows.
+type Deltas = BTreeMap<(Address, Currency), i128>;
+
 /// Appends the rows of ledger `header` (with `certificate` and `transactions`) to `out`, for
 /// the tables in `tables` only. Height 0 also yields the genesis balances and declarations.
 pub(crate) fn add_ledger(
@@ -221,103 +233,139 @@ pub(crate) fn add_ledger(
     transactions: &[SignedTransaction],
     out: &mut Rows,
 ) -> Result<(), AnalyticsError> {
-    let height = header.height;
     let time = datetime(header.timestamp_ms);
     let want = |t: Table| tables.contains(&t);
     if want(Table::Ledgers) {
-        out.ledgers.push(LedgerRow {
-            height,
-            hash: header.hash(&chain.chain_id).to_hex(),
-            timestamp_ms: header.timestamp_ms,
-            time,
-            previous_hash: header.previous.to_hex(),
-            tx_root: header.tx_root.to_hex(),
-            state_root: header.state_root.to_hex(),
-            validator_set_hash: header.validator_set_hash.to_hex(),
-            tx_count: transactions.len() as u32,
-            certificate_round: certificate.round,
-            certificate_signers: certificate.signatures.len() as u16,
-        });
+        out.ledgers.push(ledger_row(chain, header, certificate, transactions.len(), time));
     }
-    let (want_txs, want_legs, want_decls, want_balances) = (
-        want(Table::Transactions),
-        want(Table::Legs),
-        want(Table::Declarations),
-        want(Table::BalanceChanges),
-    );
-    // Net change per (address, currency) over the ledger; i128 so no sum of i64 overflows.
-    let mut deltas: BTreeMap<(Address, Currency), i128> = BTreeMap::new();
-    if height == 0 {
-        if want_balances {
+    let wanted = Wanted {
+        txs: want(Table::Transactions),
+        legs: want(Table::Legs),
+        decls: want(Table::Declarations),
+        balances: want(Table::BalanceChanges),
+    };
+    let at = At { chain, wanted, height: header.height, time };
+    let mut deltas = Deltas::new();
+    if header.height == 0 {
+        at.add_genesis(&mut deltas, out);
+    }
+    if wanted.txs || wanted.legs || wanted.decls || wanted.balances {
+        for (i, stx) in transactions.iter().enumerate() {
+            at.add_transaction(i as u32, stx, &mut deltas, out);
+        }
+    }
+    add_balance_changes(header.height, deltas, time, out)
+}
+
+/// The ledger whose rows are being built: its chain, height and time, and the tables wanted.
+struct At<'a> {
+    chain: &'a ChainInfo,
+    wanted: Wanted,
+    height: u64,
+    time: u32,
+}
+
+fn ledger_row(
+    chain: &ChainInfo,
+    header: &LedgerHeader,
+    certificate: &Certificate,
+    tx_count: usize,
+    time: u32,
+) -> LedgerRow {
+    LedgerRow {
+        height: header.height,
+        hash: header.hash(&chain.chain_id).to_hex(),
+        timestamp_ms: header.timestamp_ms,
+        time,
+        previous_hash: header.previous.to_hex(),
+        tx_root: header.tx_root.to_hex(),
+        state_root: header.state_root.to_hex(),
+        validator_set_hash: header.validator_set_hash.to_hex(),
+        tx_count: tx_count as u32,
+        certificate_round: certificate.round,
+        certificate_signers: certificate.signatures.len() as u16,
+    }
+}
+
+impl At<'_> {
+    /// The genesis balances (as changes at height 0) and declarations.
+    fn add_genesis(&self, deltas: &mut Deltas, out: &mut Rows) {
+        let (chain, wanted, time) = (self.chain, self.wanted, self.time);
+        if wanted.balances {
             for &(address, currency, amount) in &chain.genesis_balances {
                 *deltas.entry((address, currency)).or_insert(0) += i128::from(amount);
             }
         }
-        if want_decls {
+        if wanted.decls {
             for (i, d) in chain.genesis_declarations.iter().enumerate() {
                 out.declarations.push(declaration_row(0, 0, i, "", d, time));
             }
         }
     }
-    if want_txs || want_legs || want_decls || want_balances {
-        for (i, stx) in transactions.iter().enumerate() {
-            let tx = &stx.tx;
-            let tx_index = i as u32;
-            let id = if want_txs || want_legs || want_decls {
-                tx.id(&chain.chain_id).to_hex()
-            } else {
-                String::new()
-            };
-            if want_txs {
-                out.transactions.push(TransactionRow {
+
+    /// The rows of one transaction: itself, its legs (inputs, outputs, the fee and its credit),
+    /// its declarations; its legs' amounts added to `deltas`.
+    fn add_transaction(&self, tx_index: u32, stx: &SignedTransaction, deltas: &mut Deltas, out: &mut Rows) {
+        let (chain, wanted, height, time) = (self.chain, self.wanted, self.height, self.time);
+        let tx = &stx.tx;
+        let id = if wanted.txs || wanted.legs || wanted.decls {
+            tx.id(&chain.chain_id).to_hex()
+        } else {
+            String::new()
+        };
+        if wanted.txs {
+            out.transactions.push(TransactionRow {
+                height,
+                tx_index,
+                id: id.clone(),
+                expiration_ms: tx.expiration_ms,
+                fee_payer: tx.fee.payer.to_text(),
+                fee_amount: tx.fee.amount,
+                message_hex: hex::encode(&tx.message),
+                input_count: tx.inputs.len() as u16,
+                output_count: tx.outputs.len() as u16,
+                declaration_count: tx.declarations.len() as u16,
+                signature_count: stx.signatures.len() as u16,
+                time,
+            });
+        }
+        let legs = tx
+            .inputs
+            .iter()
+            .map(|l| (kind::INPUT, l.address, l.currency, -l.amount))
+            .chain(tx.outputs.iter().map(|l| (kind::OUTPUT, l.address, l.currency, l.amount)))
+            .chain([
+                (kind::FEE, tx.fee.payer, Currency::CAS, -tx.fee.amount),
+                (kind::FEE_CREDIT, chain.fee_account, Currency::CAS, tx.fee.amount),
+            ]);
+        for (leg_index, (kind, address, currency, amount)) in legs.enumerate() {
+            if wanted.legs {
+                out.legs.push(LegRow {
                     height,
                     tx_index,
-                    id: id.clone(),
-                    expiration_ms: tx.expiration_ms,
-                    fee_payer: tx.fee.payer.to_text(),
-                    fee_amount: tx.fee.amount,
-                    message_hex: hex::encode(&tx.message),
-                    input_count: tx.inputs.len() as u16,
-                    output_count: tx.outputs.len() as u16,
-                    declaration_count: tx.declarations.len() as u16,
-                    signature_count: stx.signatures.len() as u16,
+                    leg_index: leg_index as u16,
+                    tx_id: id.clone(),
+                    kind,
+                    address: address.to_text(),
+                    currency: currency.as_str().to_owned(),
+                    amount,
                     time,
                 });
             }
-            let legs = tx
-                .inputs
-                .iter()
-                .map(|l| (kind::INPUT, l.address, l.currency, -l.amount))
-                .chain(tx.outputs.iter().map(|l| (kind::OUTPUT, l.address, l.currency, l.amount)))
-                .chain([
-                    (kind::FEE, tx.fee.payer, Currency::CAS, -tx.fee.amount),
-                    (kind::FEE_CREDIT, chain.fee_account, Currency::CAS, tx.fee.amount),
-                ]);
-            for (leg_index, (kind, address, currency, amount)) in legs.enumerate() {
-                if want_legs {
-                    out.legs.push(LegRow {
-                        height,
-                        tx_index,
-                        leg_index: leg_index as u16,
-                        tx_id: id.clone(),
-                        kind,
-                        address: address.to_text(),
-                        currency: currency.as_str().to_owned(),
-                        amount,
-                        time,
-                    });
-                }
-                if want_balances {
-                    *deltas.entry((address, currency)).or_insert(0) += i128::from(amount);
-                }
+            if wanted.balances {
+                *deltas.entry((address, currency)).or_insert(0) += i128::from(amount);
             }
-            if want_decls {
-                for (d_index, d) in tx.declarations.iter().enumerate() {
-                    out.declarations.push(declaration_row(height, tx_index, d_index, &id, d, time));
-                }
+        }
+        if wanted.decls {
+            for (d_index, d) in tx.declarations.iter().enumerate() {
+                out.declarations.push(declaration_row(height, tx_index, d_index, &id, d, time));
             }
         }
     }
+}
+
+/// One row per (address, currency) whose net change over the ledger is not zero.
+fn add_balance_changes(height: u64, deltas: Deltas, time: u32, out: &mut Rows) -> Result<(), AnalyticsError> {
     for ((address, currency), delta) in deltas {
         if delta == 0 {
             continue;

@@ -18,6 +18,7 @@ use super::{
 };
 
 /// What one step did.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     /// Wrote a batch: look for the next at once.
     Worked,
@@ -156,6 +157,8 @@ impl Writer {
             .map_err(AnalyticsError::from)
     }
 
+    /// One round: resume points known, the next whole ledgers read and turned into rows, each
+    /// table's rows inserted (or a checkpoint when it has none) and its position advanced.
     fn step(&mut self) -> Result<Outcome, Failure> {
         self.ensure_schema()?;
         for i in 0..self.tables.len() {
@@ -172,9 +175,28 @@ impl Writer {
         if from > head {
             return Ok(Outcome::Idle);
         }
+        let ledgers = self.read_batch(from, head)?;
+        let to = from + ledgers.len() as u64 - 1;
+        let mut rows = Rows::default();
+        let mut wanted = Vec::with_capacity(self.tables.len());
+        for (header, certificate, transactions) in &ledgers {
+            wanted.clear();
+            wanted.extend(
+                self.tables.iter().filter(|(_, n)| n.is_some_and(|n| n <= header.height)).map(|(t, _)| *t),
+            );
+            rows::add_ledger(&self.chain, &wanted, header, certificate, transactions, &mut rows)?;
+        }
+        for i in 0..self.tables.len() {
+            if self.write_table(i, &rows, to)? == Outcome::Crashed {
+                return Ok(Outcome::Crashed);
+            }
+        }
+        Ok(Outcome::Worked)
+    }
 
-        // Whole ledgers, at most `batch_ledgers_max`, until the rows reach `batch_rows_max`
-        // (always at least one ledger, whatever its size).
+    /// Whole ledgers from `from`, at most `batch_ledgers_max`, until the rows reach
+    /// `batch_rows_max` (always at least one ledger, whatever its size).
+    fn read_batch(&self, from: u64, head: u64) -> Result<Vec<SourceLedger>, Failure> {
         let mut ledgers: Vec<SourceLedger> = Vec::new();
         let mut rows_estimate = 0;
         let mut height = from;
@@ -197,47 +219,38 @@ impl Writer {
             ledgers.push(ledger);
             height += 1;
         }
-        let to = height - 1;
+        Ok(ledgers)
+    }
 
-        let mut rows = Rows::default();
-        let mut wanted = Vec::with_capacity(self.tables.len());
-        for (header, certificate, transactions) in &ledgers {
-            wanted.clear();
-            wanted.extend(
-                self.tables.iter().filter(|(_, n)| n.is_some_and(|n| n <= header.height)).map(|(t, _)| *t),
-            );
-            rows::add_ledger(&self.chain, &wanted, header, certificate, transactions, &mut rows)?;
+    /// Table `i`'s rows of the batch ending at `to` inserted, or a checkpoint at `to` when it
+    /// has none there; its position then moves past `to`. A table already past `to` is skipped.
+    fn write_table(&mut self, i: usize, rows: &Rows, to: u64) -> Result<Outcome, Failure> {
+        let (table, Some(next)) = self.tables[i] else { return Ok(Outcome::Worked) };
+        if next > to {
+            return Ok(Outcome::Worked);
         }
-
-        for i in 0..self.tables.len() {
-            let (table, Some(next)) = self.tables[i] else { continue };
-            if next > to {
-                continue;
+        // From the first request on, the table's position is only known again once the
+        // request is known to have succeeded: any failure re-reads it from the server.
+        self.tables[i].1 = None;
+        if rows.len(table) > 0 {
+            // One id per (table, first ledger): a retry of an INSERT that the server is
+            // still running is refused instead of running twice.
+            let query_id = format!("{}{next}", query_id_prefix(&self.config.database, table));
+            self.insert_rows(table, rows, &query_id).map_err(on(table))?;
+            if self.crash_due() {
+                return Ok(Outcome::Crashed);
             }
-            // From the first request on, the table's position is only known again once the
-            // request is known to have succeeded: any failure re-reads it from the server.
-            self.tables[i].1 = None;
-            if rows.len(table) > 0 {
-                // One id per (table, first ledger): a retry of an INSERT that the server is
-                // still running is refused instead of running twice.
-                let query_id = format!("{}{next}", query_id_prefix(&self.config.database, table));
-                self.insert_rows(table, &rows, &query_id).map_err(on(table))?;
-                if self.crash_due() {
-                    return Ok(Outcome::Crashed);
-                }
-            }
-            if rows.last_height(table) != Some(to) {
-                let row = ProgressRow { table_name: table.name(), height: to };
-                let query_id = format!("{}checkpoint-{to}", query_id_prefix(&self.config.database, table));
-                self.insert(PROGRESS_TABLE, std::slice::from_ref(&row), Some(&query_id))
-                    .map_err(on(table))?;
-                if self.crash_due() {
-                    return Ok(Outcome::Crashed);
-                }
-            }
-            self.tables[i].1 = Some(to + 1);
-            self.shared.set_next(table, Some(to + 1));
         }
+        if rows.last_height(table) != Some(to) {
+            let row = ProgressRow { table_name: table.name(), height: to };
+            let query_id = format!("{}checkpoint-{to}", query_id_prefix(&self.config.database, table));
+            self.insert(PROGRESS_TABLE, std::slice::from_ref(&row), Some(&query_id)).map_err(on(table))?;
+            if self.crash_due() {
+                return Ok(Outcome::Crashed);
+            }
+        }
+        self.tables[i].1 = Some(to + 1);
+        self.shared.set_next(table, Some(to + 1));
         Ok(Outcome::Worked)
     }
 
