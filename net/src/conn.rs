@@ -437,78 +437,11 @@ impl Driver {
             Err(e) => return e,
         };
         // Pongs the reader owes, handed to the writer.
-        let (pong_tx, mut pong_rx) = mpsc::channel::<()>(4);
-        let reader = async {
-            let mut pending = early;
-            loop {
-                for Frame { channel, payload } in pending.drain(..) {
-                    if channel == Channel::Control {
-                        match payload.first() {
-                            // A peer that pings faster than pongs drain is flooding.
-                            Some(&PING) => {
-                                pong_tx.try_send(()).map_err(|_| ConnError::Flood(Channel::Control))?;
-                            }
-                            Some(&PONG) => {}
-                            _ => return Err(ConnError::Hello("unexpected control message".into())),
-                        }
-                        continue;
-                    }
-                    let i = channel as usize;
-                    admit(&inbound[i], &inbound_room[i], channel, payload, cfg.flood_timeout).await?;
-                }
-                let read = rd.read(|plain| decoder.push_into(plain, &mut pending).map_err(ConnError::from));
-                match timeout(cfg.idle_timeout, read).await {
-                    Err(_) => return Err(ConnError::Idle(cfg.idle_timeout)),
-                    Ok(r) => r?,
-                };
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), ConnError>(())
-        };
-        let writer = async {
-            let [control, gossip, consensus, sync] = &mut outbound;
-            let mut out = Outgoing::default();
-            let mut last_write = Instant::now();
-            let mut next_low = 0usize;
-            loop {
-                out.clear();
-                // Control and consensus first, whole queues.
-                drain(control, Channel::Control, usize::MAX, &mut out);
-                while pong_rx.try_recv().is_ok() {
-                    out.push(Channel::Control, vec![PONG].into());
-                }
-                drain(consensus, Channel::Consensus, usize::MAX, &mut out);
-                // Then gossip and sync in turn, a bounded share each.
-                if next_low % 2 == 0 {
-                    drain(gossip, Channel::Gossip, cfg.turn_bytes, &mut out);
-                    drain(sync, Channel::Sync, cfg.turn_bytes, &mut out);
-                } else {
-                    drain(sync, Channel::Sync, cfg.turn_bytes, &mut out);
-                    drain(gossip, Channel::Gossip, cfg.turn_bytes, &mut out);
-                }
-                next_low += 1;
-                if out.is_empty() {
-                    // Wait for anything to send, or ping when quiet.
-                    let until = last_write + cfg.ping_interval;
-                    tokio::select! {
-                        biased;
-                        r = control.recv() => match r { Some(p) => out.push(Channel::Control, p), None => return ConnError::Closed },
-                        r = consensus.recv() => match r { Some(p) => out.push(Channel::Consensus, p), None => return ConnError::Closed },
-                        Some(()) = pong_rx.recv() => out.push(Channel::Control, vec![PONG].into()),
-                        r = gossip.recv() => match r { Some(p) => out.push(Channel::Gossip, p), None => return ConnError::Closed },
-                        r = sync.recv() => match r { Some(p) => out.push(Channel::Sync, p), None => return ConnError::Closed },
-                        () = tokio::time::sleep_until(until) => out.push(Channel::Control, vec![PING].into()),
-                    }
-                }
-                match timeout(cfg.write_timeout, out.write_to(&mut wr)).await {
-                    Err(_) => return ConnError::WriteStalled(cfg.write_timeout),
-                    Ok(Err(e)) => return e.into(),
-                    Ok(Ok(())) => last_write = Instant::now(),
-                }
-            }
-        };
+        let (pong_tx, pong_rx) = mpsc::channel::<()>(4);
+        let reader = read_loop(&mut rd, &mut decoder, early, &pong_tx, &inbound, &inbound_room, &cfg);
+        let writer = write_loop(&mut wr, &mut outbound, pong_rx, &cfg);
         let end = tokio::select! {
-            r = reader => r.err().unwrap_or(ConnError::Closed),
+            e = reader => e,
             e = writer => e,
         };
         // An orderly end, this side's or the peer's, is said with `close_notify` (for as long as
@@ -517,6 +450,95 @@ impl Driver {
             let _ = timeout(cfg.write_timeout, wr.close()).await;
         }
         end
+    }
+}
+
+/// Reads frames until the connection fails: control frames answered here (a ping owes a pong,
+/// handed to the writer), every other frame queued on its channel within its budget.
+async fn read_loop<R: AsyncRead + Unpin>(
+    rd: &mut SecureReader<R>,
+    decoder: &mut Decoder,
+    early: Vec<Frame>,
+    pong_tx: &mpsc::Sender<()>,
+    inbound: &[mpsc::Sender<Payload>; 4],
+    inbound_room: &[Arc<Semaphore>; 4],
+    cfg: &ConnConfig,
+) -> ConnError {
+    let mut pending = early;
+    loop {
+        for Frame { channel, payload } in pending.drain(..) {
+            if channel == Channel::Control {
+                match payload.first() {
+                    // A peer that pings faster than pongs drain is flooding.
+                    Some(&PING) => {
+                        if pong_tx.try_send(()).is_err() {
+                            return ConnError::Flood(Channel::Control);
+                        }
+                    }
+                    Some(&PONG) => {}
+                    _ => return ConnError::Hello("unexpected control message".into()),
+                }
+                continue;
+            }
+            let i = channel as usize;
+            if let Err(e) = admit(&inbound[i], &inbound_room[i], channel, payload, cfg.flood_timeout).await {
+                return e;
+            }
+        }
+        let read = rd.read(|plain| decoder.push_into(plain, &mut pending).map_err(ConnError::from));
+        match timeout(cfg.idle_timeout, read).await {
+            Err(_) => return ConnError::Idle(cfg.idle_timeout),
+            Ok(Err(e)) => return e,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Writes until the connection fails or every sender is dropped: control and consensus first,
+/// whole queues; then gossip and sync in turn, a bounded share each; a ping when quiet.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    wr: &mut SecureWriter<W>,
+    outbound: &mut [mpsc::Receiver<Payload>; 4],
+    mut pong_rx: mpsc::Receiver<()>,
+    cfg: &ConnConfig,
+) -> ConnError {
+    let [control, gossip, consensus, sync] = outbound;
+    let mut out = Outgoing::default();
+    let mut last_write = Instant::now();
+    let mut next_low = 0usize;
+    loop {
+        out.clear();
+        drain(control, Channel::Control, usize::MAX, &mut out);
+        while pong_rx.try_recv().is_ok() {
+            out.push(Channel::Control, vec![PONG].into());
+        }
+        drain(consensus, Channel::Consensus, usize::MAX, &mut out);
+        if next_low % 2 == 0 {
+            drain(gossip, Channel::Gossip, cfg.turn_bytes, &mut out);
+            drain(sync, Channel::Sync, cfg.turn_bytes, &mut out);
+        } else {
+            drain(sync, Channel::Sync, cfg.turn_bytes, &mut out);
+            drain(gossip, Channel::Gossip, cfg.turn_bytes, &mut out);
+        }
+        next_low += 1;
+        if out.is_empty() {
+            // Wait for anything to send, or ping when quiet.
+            let until = last_write + cfg.ping_interval;
+            tokio::select! {
+                biased;
+                r = control.recv() => match r { Some(p) => out.push(Channel::Control, p), None => return ConnError::Closed },
+                r = consensus.recv() => match r { Some(p) => out.push(Channel::Consensus, p), None => return ConnError::Closed },
+                Some(()) = pong_rx.recv() => out.push(Channel::Control, vec![PONG].into()),
+                r = gossip.recv() => match r { Some(p) => out.push(Channel::Gossip, p), None => return ConnError::Closed },
+                r = sync.recv() => match r { Some(p) => out.push(Channel::Sync, p), None => return ConnError::Closed },
+                () = tokio::time::sleep_until(until) => out.push(Channel::Control, vec![PING].into()),
+            }
+        }
+        match timeout(cfg.write_timeout, out.write_to(wr)).await {
+            Err(_) => return ConnError::WriteStalled(cfg.write_timeout),
+            Ok(Err(e)) => return e.into(),
+            Ok(Ok(())) => last_write = Instant::now(),
+        }
     }
 }
 

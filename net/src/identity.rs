@@ -72,7 +72,7 @@ pub struct CertInfo {
 }
 
 impl CertInfo {
-    /// Parses a DER certificate (bounded: at most [`PEM_BYTES_MAX`] bytes).
+    /// Parses a DER certificate (bounded: at most 64 KiB, the largest identity file read).
     pub fn parse(der: &[u8]) -> Result<Self, NetError> {
         if der.len() as u64 > PEM_BYTES_MAX {
             return Err(NetError::Certificate(format!(

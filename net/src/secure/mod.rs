@@ -23,15 +23,16 @@ use std::sync::{
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use rustls::{
-    ClientConfig, ConnectionTrafficSecrets, ServerConfig,
-    client::{ClientConnectionData, UnbufferedClientConnection},
-    kernel::KernelConnection,
-    server::{ServerConnectionData, UnbufferedServerConnection},
-    unbuffered::{ConnectionState, EncodeError, UnbufferedConnectionCommon, UnbufferedStatus},
+    ConnectionTrafficSecrets, client::ClientConnectionData, kernel::KernelConnection,
+    server::ServerConnectionData,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
-use crate::{Identity, tls::peer_identity};
+use crate::Identity;
+
+mod handshake;
+
+pub use self::handshake::{accept, connect};
 
 /// Largest plaintext of a record (2^14 bytes).
 pub const PLAINTEXT_MAX: usize = 1 << 14;
@@ -214,216 +215,6 @@ impl<W> std::fmt::Debug for SecureWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecureWriter").field("seq", &self.tx.seq).finish()
     }
-}
-
-/// Dials: makes the handshake as a client over `stream`.
-pub async fn connect<S>(config: Arc<ClientConfig>, stream: S) -> Result<Secure<S>, SecureError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let conn = UnbufferedClientConnection::new(config, crate::tls::peer_server_name())?;
-    handshake(conn, stream).await
-}
-
-/// Accepts: makes the handshake as a server over `stream`.
-pub async fn accept<S>(config: Arc<ServerConfig>, stream: S) -> Result<Secure<S>, SecureError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let conn = UnbufferedServerConnection::new(config)?;
-    handshake(conn, stream).await
-}
-
-/// The client and server connections, as the handshake drives them.
-trait Handshake: std::ops::Deref<Target = UnbufferedConnectionCommon<Self::Data>> {
-    type Data;
-    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
-}
-
-impl Handshake for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
-        self.dangerous_into_kernel_connection().map(|(s, k)| (s, Kernel::Client(k)))
-    }
-}
-
-impl Handshake for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
-        self.dangerous_into_kernel_connection().map(|(s, k)| (s, Kernel::Server(k)))
-    }
-}
-
-/// Drives rustls through the handshake, then takes the traffic secrets over.
-async fn handshake<C, S>(mut conn: C, mut stream: S) -> Result<Secure<S>, SecureError>
-where
-    C: Handshake,
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    // Small while the peer is unauthenticated; the connection's own buffer comes after.
-    let mut buf = vec![0u8; HANDSHAKE_BUFFER].into_boxed_slice();
-    let (mut start, mut end) = (0usize, 0usize);
-    // rustls is given whole records, one more each time it needs more: so it never sees a
-    // record after the one that ends the handshake (it would act on a key update there, and
-    // the keys handed over would be ahead of the peer's). Bytes short of a whole record are
-    // given too, so a malformed header fails at once.
-    let mut want = 1usize;
-    let mut out = Vec::new();
-    loop {
-        let fed = records_end(&buf[..end], start, want);
-        let UnbufferedStatus { discard, state } = conn.process(&mut buf[start..fed]);
-        let state = match state {
-            Ok(s) => s,
-            Err(e) => {
-                // Tell the peer why, if rustls has an alert to send; the error is what counts.
-                drop(send_alert(&mut conn, &mut stream).await);
-                return Err(e.into());
-            }
-        };
-        let mut need_bytes = false;
-        let mut done = false;
-        match state {
-            ConnectionState::EncodeTlsData(mut e) => encode(|b| e.encode(b), &mut out)?,
-            ConnectionState::TransmitTlsData(t) => {
-                stream.write_all(&out).await?;
-                stream.flush().await?;
-                out.clear();
-                t.done();
-            }
-            ConnectionState::BlockedHandshake => need_bytes = true,
-            ConnectionState::WriteTraffic(_) => done = true,
-            // Fed no record past the handshake's end, rustls has no application data to give.
-            ConnectionState::ReadTraffic(_) => {
-                return Err(SecureError::Record("application data inside the handshake"));
-            }
-            ConnectionState::PeerClosed | ConnectionState::Closed => return Err(SecureError::Closed),
-            _ => return Err(SecureError::Record("unexpected handshake state")),
-        }
-        start += discard;
-        if done {
-            break;
-        }
-        if discard > 0 {
-            want = 1;
-            continue;
-        }
-        if need_bytes {
-            if fed < end {
-                want += 1;
-                continue;
-            }
-            if start == end {
-                (start, end) = (0, 0);
-            } else if end == buf.len() {
-                buf.copy_within(start..end, 0);
-                (start, end) = (0, end - start);
-            }
-            if end == buf.len() {
-                return Err(SecureError::Record("handshake flight larger than the read buffer"));
-            }
-            match stream.read(&mut buf[end..]).await? {
-                0 => return Err(SecureError::Ended),
-                n => end += n,
-            }
-        }
-    }
-    if !out.is_empty() {
-        stream.write_all(&out).await?;
-        stream.flush().await?;
-    }
-    let peer = peer_identity(conn.peer_certificates()).ok_or(SecureError::Record("no peer certificate"))?;
-    let mut read_buf = vec![0u8; READ_BUFFER].into_boxed_slice();
-    read_buf[..end - start].copy_from_slice(&buf[start..end]);
-    let (buf, start, end) = (read_buf, 0, end - start);
-    let (secrets, kernel) = conn.into_kernel()?;
-    let rx = RecordKey::new(secrets.rx.0, secrets.rx.1)?;
-    let tx = RecordKey::new(secrets.tx.0, secrets.tx.1)?;
-    let shared = Arc::new(Shared { kernel: Mutex::new(kernel), answer_update: AtomicBool::new(false) });
-    let (rd, wr) = tokio::io::split(stream);
-    Ok(Secure {
-        reader: SecureReader {
-            io: rd,
-            rx,
-            buf,
-            start,
-            end,
-            idle_records: 0,
-            failed: None,
-            shared: shared.clone(),
-        },
-        writer: SecureWriter {
-            io: wr,
-            tx,
-            out: Vec::with_capacity(WRITE_BATCH + HEADER + CIPHERTEXT_MAX),
-            update_after: KEY_UPDATE_RECORDS,
-            keys_used: 1,
-            shared,
-        },
-        peer,
-    })
-}
-
-/// The end of the first `records` whole records from `at` in `buf`; the end of `buf` if fewer
-/// are whole.
-fn records_end(buf: &[u8], mut at: usize, records: usize) -> usize {
-    for _ in 0..records {
-        let Some(&[_, _, _, hi, lo]) = buf.get(at..at + HEADER) else { return buf.len() };
-        let end = at + HEADER + usize::from(u16::from_be_bytes([hi, lo]));
-        if end > buf.len() {
-            return buf.len();
-        }
-        at = end;
-    }
-    at
-}
-
-/// Encodes one handshake chunk into `out` through rustls's `encode`.
-fn encode(
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-    out: &mut Vec<u8>,
-) -> Result<(), SecureError> {
-    let mut size = 4096;
-    loop {
-        let at = out.len();
-        out.resize(at + size, 0);
-        match encode(&mut out[at..]) {
-            Ok(n) => {
-                out.truncate(at + n);
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(s)) => {
-                out.truncate(at);
-                size = s.required_size;
-            }
-            Err(_) => {
-                out.truncate(at);
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// After a failed handshake: sends the alert rustls queued, if any.
-async fn send_alert<C: Handshake, S: AsyncWrite + Unpin>(
-    conn: &mut C,
-    stream: &mut S,
-) -> Result<(), SecureError> {
-    let mut out = Vec::new();
-    if let Ok(ConnectionState::EncodeTlsData(mut e)) = conn.process(&mut []).state {
-        encode(|b| e.encode(b), &mut out)?;
-    }
-    if !out.is_empty() {
-        stream.write_all(&out).await?;
-        stream.flush().await?;
-    }
-    Ok(())
 }
 
 impl<R: AsyncRead + Unpin> SecureReader<R> {
