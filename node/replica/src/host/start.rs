@@ -29,7 +29,7 @@ use crate::{
     admin::{self, Metrics},
     config::{NetConfig, NodeConfig, Role},
     network::{self, Bans, PeerIndex, Shared},
-    run::{open_store, serve_submissions},
+    run::{open_store, serve_submissions, stop_on_signals},
     signer::SignerFile,
     wal::Wal,
     wire::Sync as SyncMsg,
@@ -139,15 +139,6 @@ fn chain_config(cfg: &NodeConfig) -> ChainConfig {
         pool_max: limits::POOL_TXS_MAX,
         drift_ms,
     }
-}
-
-/// A flag SIGINT and SIGTERM set: the host loop and the submit server stop on it.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
-    Ok(stop)
 }
 
 /// The role as logs and metrics name it.
