@@ -34,7 +34,7 @@ use limits::{
     SERVE_BYTES_PER_SECOND, SERVE_LEDGERS_PER_SECOND, SERVE_QUEUE_MAX, SERVES_AT_ONCE,
 };
 
-use crate::config::{NetConfig, Role};
+use crate::config::{NetConfig, PeerSpec, Role};
 
 /// Index of a peer in the configuration's `[[peers]]`.
 pub(crate) type PeerIndex = usize;
@@ -162,6 +162,16 @@ async fn serve_ledgers(
     }
 }
 
+/// What every connection task starts from: the shared state, the transport, the connection
+/// settings, and the counter whose values tell a peer's connection from its successor.
+#[derive(Clone)]
+struct Connections {
+    shared: Shared,
+    transport: Transport,
+    conn_cfg: ConnConfig,
+    generation: Arc<AtomicU64>,
+}
+
 /// Starts the listener and the dialers on the current tokio runtime.
 pub(crate) async fn start(
     cfg: &NetConfig,
@@ -171,68 +181,11 @@ pub(crate) async fn start(
     transport: Transport,
     shared: Shared,
 ) -> anyhow::Result<()> {
-    let metrics = shared.metrics.clone();
     let conn_cfg = ConnConfig::new(chain_id);
     let identities: Vec<Identity> = cfg.peers.iter().map(|(_, id)| *id).collect();
-    let generation = Arc::new(AtomicU64::new(0));
+    let conns = Connections { shared, transport, conn_cfg, generation: Arc::new(AtomicU64::new(0)) };
     if let Some(listen) = cfg.listen {
-        let acceptor = server_config(node, identities.clone())?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let (shared, metrics, transport, conn_cfg, generation) =
-            (shared.clone(), metrics.clone(), transport.clone(), conn_cfg.clone(), generation.clone());
-        // Handshakes in progress at once: each holds a 64 KiB buffer for up to the hello
-        // timeout before the peer is known, so strangers opening connections are bounded.
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
-        let sources = Arc::new(Sources::default());
-        tokio::spawn(async move {
-            loop {
-                let (tcp, from) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    // Out of descriptors, say: wait rather than spin.
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                // Beyond the bounds a connection is closed at once; a listed peer redials.
-                let Some(slot) = sources.admit(from.ip()) else {
-                    metrics.refused_handshakes.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                    metrics.refused_handshakes.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let Ok(stream) = transport.wrap(tcp) else { continue };
-                let (acceptor, shared, conn_cfg, identities, generation) = (
-                    acceptor.clone(),
-                    shared.clone(),
-                    conn_cfg.clone(),
-                    identities.clone(),
-                    generation.clone(),
-                );
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
-                    drop((permit, slot));
-                    let Ok(Ok(tls)) = handshake else { return };
-                    let Some(peer) = identities.iter().position(|p| *p == tls.peer) else { return };
-                    // A penalized peer is not heard until its ban ends.
-                    if shared.bans.banned(peer) {
-                        return;
-                    }
-                    let (handle, inbound, driver) = connection(conn_cfg);
-                    let gen_ = generation.fetch_add(1, Ordering::Relaxed);
-                    if !connected(peer, gen_, handle, inbound, &shared) {
-                        return;
-                    }
-                    let _ = driver.run(tls).await;
-                    disconnected(peer, gen_, &shared);
-                });
-            }
-        });
+        accept_peers(listen, node, identities, conns.clone()).await?;
     }
     let me = node.identity();
     for (peer, (spec, id)) in cfg.peers.iter().enumerate() {
@@ -240,48 +193,119 @@ pub(crate) async fn start(
             Role::Validator => spec.role == Role::Validator && id.0 > me.0,
             Role::Node | Role::Explorer => spec.role == Role::Validator,
         };
-        if !dial {
-            continue;
+        if dial {
+            keep_dialing(peer, spec, *id, node, conns.clone())?;
         }
-        // One verifier per dialed peer, accepting only that peer: the connection is known to
-        // be with it.
-        let connector = client_config(node, [*id])?;
-        let (addr, shared, transport, conn_cfg, generation): (SocketAddr, _, _, _, _) =
-            (spec.addr, shared.clone(), transport.clone(), conn_cfg.clone(), generation.clone());
-        let name = spec.name.clone();
-        tokio::spawn(async move {
-            let backoff = Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(5),
-                ..Backoff::default()
-            };
-            let current = Arc::new(AtomicU64::new(u64::MAX));
-            let on_connect = {
-                let (shared, current) = (shared.clone(), current.clone());
-                move |handle: PeerHandle, inbound: Inbound| {
-                    // A penalized peer is not heard until its ban ends: the connection is
-                    // dropped (closing it) and dialed again after the back-off.
-                    if shared.bans.banned(peer) {
-                        current.store(u64::MAX, Ordering::Relaxed);
-                        return true;
-                    }
-                    let gen_ = generation.fetch_add(1, Ordering::Relaxed);
-                    current.store(gen_, Ordering::Relaxed);
-                    connected(peer, gen_, handle, inbound, &shared)
-                }
-            };
-            let on_attempt = move |a: &Attempt, _delay: Duration| {
-                if let Attempt::Ended(why) = a {
-                    let current = current.load(Ordering::Relaxed);
-                    if current != u64::MAX {
-                        eprintln!("caasiope: connection to {name} ended: {why}");
-                        disconnected(peer, current, &shared);
-                    }
-                }
-            };
-            keep_connected(addr, connector, transport, conn_cfg, backoff, on_connect, on_attempt).await;
-        });
     }
+    Ok(())
+}
+
+/// Binds the peer listener and accepts the configured peers on it, in a task: each
+/// connection's TLS handshake runs in its own task, within the bounds on handshakes in
+/// progress (in all and per source).
+async fn accept_peers(
+    listen: SocketAddr,
+    node: &NodeCert,
+    identities: Vec<Identity>,
+    conns: Connections,
+) -> anyhow::Result<()> {
+    let acceptor = server_config(node, identities.clone())?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let metrics = conns.shared.metrics.clone();
+    // Handshakes in progress at once: each holds a 64 KiB buffer for up to the hello
+    // timeout before the peer is known, so strangers opening connections are bounded.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let sources = Arc::new(Sources::default());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, from) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                // Out of descriptors, say: wait rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Beyond the bounds a connection is closed at once; a listed peer redials.
+            let Some(slot) = sources.admit(from.ip()) else {
+                metrics.refused_handshakes.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                metrics.refused_handshakes.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Ok(stream) = conns.transport.wrap(tcp) else { continue };
+            let (acceptor, identities) = (acceptor.clone(), identities.clone());
+            let (shared, conn_cfg, generation) =
+                (conns.shared.clone(), conns.conn_cfg.clone(), conns.generation.clone());
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
+                drop((permit, slot));
+                let Ok(Ok(tls)) = handshake else { return };
+                let Some(peer) = identities.iter().position(|p| *p == tls.peer) else { return };
+                // A penalized peer is not heard until its ban ends.
+                if shared.bans.banned(peer) {
+                    return;
+                }
+                let (handle, inbound, driver) = connection(conn_cfg);
+                let gen_ = generation.fetch_add(1, Ordering::Relaxed);
+                if !connected(peer, gen_, handle, inbound, &shared) {
+                    return;
+                }
+                let _ = driver.run(tls).await;
+                disconnected(peer, gen_, &shared);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Keeps a connection to `peer` (at `spec.addr`, proven to be `id`) in a task: dialed, and
+/// redialed with back-off whenever it ends.
+fn keep_dialing(
+    peer: PeerIndex,
+    spec: &PeerSpec,
+    id: Identity,
+    node: &NodeCert,
+    conns: Connections,
+) -> anyhow::Result<()> {
+    // One verifier per dialed peer, accepting only that peer: the connection is known to
+    // be with it.
+    let connector = client_config(node, [id])?;
+    let Connections { shared, transport, conn_cfg, generation } = conns;
+    let (addr, name): (SocketAddr, _) = (spec.addr, spec.name.clone());
+    tokio::spawn(async move {
+        let backoff =
+            Backoff { min: Duration::from_millis(100), max: Duration::from_secs(5), ..Backoff::default() };
+        let current = Arc::new(AtomicU64::new(u64::MAX));
+        let on_connect = {
+            let (shared, current) = (shared.clone(), current.clone());
+            move |handle: PeerHandle, inbound: Inbound| {
+                // A penalized peer is not heard until its ban ends: the connection is
+                // dropped (closing it) and dialed again after the back-off.
+                if shared.bans.banned(peer) {
+                    current.store(u64::MAX, Ordering::Relaxed);
+                    return true;
+                }
+                let gen_ = generation.fetch_add(1, Ordering::Relaxed);
+                current.store(gen_, Ordering::Relaxed);
+                connected(peer, gen_, handle, inbound, &shared)
+            }
+        };
+        let on_attempt = move |a: &Attempt, _delay: Duration| {
+            if let Attempt::Ended(why) = a {
+                let current = current.load(Ordering::Relaxed);
+                if current != u64::MAX {
+                    eprintln!("caasiope: connection to {name} ended: {why}");
+                    disconnected(peer, current, &shared);
+                }
+            }
+        };
+        keep_connected(addr, connector, transport, conn_cfg, backoff, on_connect, on_attempt).await;
+    });
     Ok(())
 }
 

@@ -147,22 +147,18 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
             cfg.role
         );
     }
+    run_alone(&cfg)
+}
+
+/// Single-validator mode (see the module's documentation): the pipeline seals, certifies and
+/// commits every ledger, fed by the submit server until SIGINT or SIGTERM.
+fn run_alone(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let key_path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
     let key = SecretKey::from_hex(&read_text(key_path, limits::KEY_FILE_BYTES_MAX, "validator key")?)
         .with_context(|| format!("validator key {}", key_path.display()))?;
-    let (store, state) = open_store(&cfg)?;
-    let set = state.validators();
-    let index = set.index_of(&key.public_key()).context("the validator key is not in the validator set")?;
-    let weight = set.validators().get(index).map_or(0, |v| v.weight);
-    if !set.is_quorum(weight) {
-        bail!(
-            "this validator alone is not a quorum: configure the network (node_dir, admin_listen, [[peers]])"
-        );
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
+    let (store, state) = open_store(cfg)?;
+    let index = index_alone_a_quorum(&state, &key)?;
+    let stop = stop_on_signals()?;
     eprintln!(
         "caasiope: validator {} at height {}, block interval {} ms, submit on {}",
         key.public_key().address(),
@@ -170,15 +166,7 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
         cfg.block_interval_ms,
         cfg.submit_listen
     );
-    let pipeline_cfg = PipelineConfig {
-        backend: cfg.backend,
-        verify_threads: pipeline::verify_threads(),
-        batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
-        queue_batches_max: limits::STAGE_QUEUE_BATCHES_MAX,
-        commit_queue_max: limits::COMMIT_QUEUE_LEDGERS_MAX,
-        block_txs_max: limits::BLOCK_TXS_MAX,
-        sealing: Sealing::Interval { interval_ms: cfg.block_interval_ms },
-    };
+    let pipeline_cfg = pipeline_config(cfg);
     let chain_id = state.params().chain_id.clone();
     let sink = ValidatorSink {
         store,
@@ -210,6 +198,41 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
         metrics.rejected_total()
     );
     Ok(Output::Nothing)
+}
+
+/// The place of `key` in the validator set, which must be a quorum by itself.
+fn index_alone_a_quorum(state: &State, key: &SecretKey) -> anyhow::Result<usize> {
+    let set = state.validators();
+    let index = set.index_of(&key.public_key()).context("the validator key is not in the validator set")?;
+    let weight = set.validators().get(index).map_or(0, |v| v.weight);
+    if !set.is_quorum(weight) {
+        bail!(
+            "this validator alone is not a quorum: configure the network (node_dir, admin_listen, [[peers]])"
+        );
+    }
+    Ok(index)
+}
+
+/// The pipeline of single-validator mode: a ledger sealed every `block_interval_ms`.
+fn pipeline_config(cfg: &NodeConfig) -> PipelineConfig {
+    PipelineConfig {
+        backend: cfg.backend,
+        verify_threads: pipeline::verify_threads(),
+        batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
+        queue_batches_max: limits::STAGE_QUEUE_BATCHES_MAX,
+        commit_queue_max: limits::COMMIT_QUEUE_LEDGERS_MAX,
+        block_txs_max: limits::BLOCK_TXS_MAX,
+        sealing: Sealing::Interval { interval_ms: cfg.block_interval_ms },
+    }
+}
+
+/// A flag SIGINT and SIGTERM set: what a process stops on.
+pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
 }
 
 /// Accepts submissions until `stop`; each connection is served on its own thread, at most

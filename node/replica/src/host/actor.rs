@@ -1,0 +1,213 @@
+//! The host thread's loop: events from the queue, timers and gossip when due, and the
+//! metrics exported after each round of work; what each event and each peer frame does.
+
+use std::{
+    cmp::Reverse,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use consensus::{Fault, Message, Network, PeerId, Storage};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use engine::{
+    Encode,
+    codec::{Reader, decode_exact},
+    tx::SignedTransaction,
+};
+use net::frame::Channel;
+use pipeline::Origin;
+
+use super::{Event, Host, Io, Link, peers::GOSSIP_FLUSH};
+use crate::{
+    network::PeerIndex,
+    wire::{GOSSIP_TXS_MAX, Sync as SyncMsg, decode_txs},
+};
+
+impl Host {
+    /// Handles events, timers and gossip until `stop` (or until every sender of events is
+    /// gone), then syncs the write-ahead log.
+    pub(super) fn run(&mut self, events: &Receiver<Event>, stop: &AtomicBool) -> anyhow::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut wait = Duration::from_millis(50);
+            if let Some(Reverse((at, _))) = self.io.timers.peek() {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+            if let Some(at) = self.io.gossip_due {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+            match events.recv_timeout(wait) {
+                Ok(e) => {
+                    self.event(e)?;
+                    // Drain what is queued before looking at timers again, unless one is due
+                    // (a height's start, a round's timeout: late, they slow the whole network).
+                    for _ in 0..1024 {
+                        if self.io.timers.peek().is_some_and(|Reverse((at, _))| *at <= Instant::now()) {
+                            break;
+                        }
+                        match events.try_recv() {
+                            Ok(e) => self.event(e)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            while let Some(Reverse((at, seq))) = self.io.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.io.timers.pop();
+                if let Some(t) = self.io.timer_kinds.remove(&seq) {
+                    self.driver.on_timer(&mut self.io, t)?;
+                }
+            }
+            if self.io.gossip_due.is_some_and(|at| at <= now) {
+                self.io.flush_gossip();
+            }
+            self.export_metrics();
+        }
+        self.io.wal_sync().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+
+    /// Copies the driver's and the intake's figures into the metrics the admin endpoint serves.
+    fn export_metrics(&self) {
+        let m = &self.io.metrics;
+        let stats = self.driver.stats();
+        if let Some(core) = self.driver.core() {
+            m.round.store(u64::from(core.round()), Ordering::Relaxed);
+            m.rounds_started.store(core.stats().rounds_started, Ordering::Relaxed);
+        }
+        m.pool_size.store(self.driver.chain().pool_len() as u64, Ordering::Relaxed);
+        m.intake_queued_txs.store(self.io.intake.queued_txs(), Ordering::Relaxed);
+        m.rejected_txs.store(self.io.intake.metrics().rejected_total(), Ordering::Relaxed);
+        m.certified_ledgers.store(stats.certified_ledgers, Ordering::Relaxed);
+        m.synced_ledgers.store(stats.synced_ledgers, Ordering::Relaxed);
+        m.refused_ledgers.store(stats.refused_ledgers, Ordering::Relaxed);
+        m.divergent_ledgers.store(stats.divergent_ledgers, Ordering::Relaxed);
+        m.bad_messages.store(stats.bad_messages, Ordering::Relaxed);
+        m.ignored_messages.store(stats.ignored_messages, Ordering::Relaxed);
+        m.refused_signatures.store(stats.refused_signatures, Ordering::Relaxed);
+        m.wal_compactions.store(stats.wal_compactions, Ordering::Relaxed);
+        m.fetched_known_txs.store(stats.fetched_known_txs, Ordering::Relaxed);
+        m.height_bytes.store(self.driver.height_bytes() as u64, Ordering::Relaxed);
+    }
+
+    /// Handles one event from the queue.
+    fn event(&mut self, e: Event) -> anyhow::Result<()> {
+        match e {
+            Event::Connected { peer, generation, handle, serve, close } => {
+                if let Some(slot) = self.io.peers.get_mut(peer) {
+                    slot.link = Some(Link { generation, handle, serve, close });
+                }
+            }
+            Event::Disconnected { peer, generation } => {
+                if let Some(slot) = self.io.peers.get_mut(peer) {
+                    if slot.link.as_ref().is_some_and(|l| l.generation == generation) {
+                        slot.link = None;
+                    }
+                }
+            }
+            Event::Frame { peer, channel, payload, slot: _slot } => {
+                // A penalized peer is not heard until its ban ends (frames already queued
+                // included).
+                if !self.io.bans.banned(peer) {
+                    self.frame(peer, channel, &payload)?;
+                }
+            }
+            Event::Verified { txs, from, fetched, refused } => {
+                // Bodies a peer gossiped or sent as asked that do not decode or verify: no honest
+                // peer sends them (it verified them before).
+                if let (Some(peer), true) = (from, refused > 0) {
+                    self.driver.on_bad_body(&mut self.io, peer as PeerId);
+                }
+                if fetched {
+                    self.io.metrics.fetched_txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
+                }
+                // A client's transactions are gossiped on once the pool takes them.
+                let bodies: Vec<SignedTransaction> = if from.is_none() && self.io.gossip_out.len() < 100_000 {
+                    txs.iter().map(|v| v.tx.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                let added = self.driver.on_transactions(&mut self.io, txs, fetched)?;
+                for (tx, added) in bodies.into_iter().zip(added) {
+                    if added {
+                        self.io.gossip_out.push(tx);
+                        self.io.gossip_due.get_or_insert_with(|| Instant::now() + GOSSIP_FLUSH);
+                    }
+                }
+                if self.io.gossip_out.len() >= GOSSIP_TXS_MAX {
+                    self.io.flush_gossip();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one frame from a peer, by channel.
+    fn frame(&mut self, peer: PeerIndex, channel: Channel, payload: &[u8]) -> anyhow::Result<()> {
+        // What cannot even be decoded is no honest peer's: it costs the peer.
+        let malformed = |io: &mut Io| io.penalize(peer as PeerId, Fault::BadMessage);
+        match channel {
+            Channel::Consensus => match decode_exact::<Message>(payload) {
+                Ok(message) => self.driver.on_message(&mut self.io, peer as PeerId, message)?,
+                Err(_) => malformed(&mut self.io),
+            },
+            Channel::Gossip => match decode_txs(&mut Reader::new(payload), GOSSIP_TXS_MAX) {
+                Ok(bodies) => {
+                    if self.io.intake.try_submit(Origin::Peer(peer as u32), bodies).is_err() {
+                        self.io.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => malformed(&mut self.io),
+            },
+            Channel::Sync => match SyncMsg::decode(payload) {
+                // Served by the connection's own server; one reaching here was sent to it.
+                Ok(SyncMsg::LedgerRequest(h)) => self.io.send_ledger(peer as PeerId, h),
+                Ok(SyncMsg::Fetch(ids)) => {
+                    if self.io.fetch_allowed(peer, ids.len()) {
+                        let bodies = self.driver.bodies(&ids);
+                        for chunk in bodies.chunks(GOSSIP_TXS_MAX) {
+                            let raw: Vec<Vec<u8>> = chunk.iter().map(Encode::to_bytes).collect();
+                            self.io.send(peer, Channel::Sync, SyncMsg::Bodies(raw).encode());
+                        }
+                    } else {
+                        self.io.metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(SyncMsg::Bodies(bodies)) => self.bodies(peer, bodies),
+                Ok(SyncMsg::Ledger(l)) => self.driver.on_ledger(&mut self.io, peer as PeerId, &l)?,
+                Ok(SyncMsg::Evidence(proof)) => {
+                    self.driver.on_evidence(&mut self.io, peer as PeerId, &proof)?
+                }
+                Err(_) => malformed(&mut self.io),
+            },
+            Channel::Control => {}
+        }
+        Ok(())
+    }
+
+    /// Bodies from a peer: those a check waits for are verified on the intake's pool (bounded;
+    /// a full queue drops them and the check fetches again), the rest dropped unverified.
+    fn bodies(&mut self, peer: PeerIndex, bodies: Vec<Vec<u8>>) {
+        let chain_id = self.driver.chain().state().params().chain_id.clone();
+        let total = bodies.len();
+        let wanted: Vec<Vec<u8>> = bodies
+            .into_iter()
+            .filter(|b| {
+                SignedTransaction::decode_with_id(b, &chain_id).is_ok_and(|(_, id)| self.driver.wants(&id))
+            })
+            .collect();
+        let unsolicited = total - wanted.len();
+        if unsolicited > 0 {
+            self.io.metrics.unsolicited_bodies.fetch_add(unsolicited as u64, Ordering::Relaxed);
+        }
+        if !wanted.is_empty() && self.io.intake.try_submit(Origin::Fetched(peer as u32), wanted).is_err() {
+            self.io.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
