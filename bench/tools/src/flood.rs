@@ -34,6 +34,8 @@ use rayon::prelude::*;
 
 use exit::Output;
 
+use crate::stats::proc_status_kb;
+
 /// Arguments of `bench flood`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FloodBench {
@@ -107,15 +109,7 @@ impl Storage for Quiet {
 
 /// Anonymous resident memory of this process (its own allocations), bytes.
 fn anon_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        })
-        .unwrap_or(0)
-        * 1024
+    proc_status_kb("RssAnon:") * 1024
 }
 
 fn validator_keys() -> Vec<SecretKey> {

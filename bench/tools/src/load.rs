@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::pipeline_bench::percentile;
+use crate::stats::percentile;
 
 /// Parameters of the load generator.
 #[derive(Debug)]

@@ -34,7 +34,7 @@ use replica::{Role, admin_get, metric};
 
 use crate::{
     localnet::{LOCALNET_CHAIN, Process, init_with, processes, spawn, stop},
-    pipeline_bench::{median_run, percentile, process_cpu_s},
+    stats::{median_run, percentile, process_cpu_s},
 };
 
 /// Parameters of the benchmark.

@@ -32,7 +32,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::pipeline_bench::process_cpu_s;
+use crate::stats::{median, process_cpu_s};
 
 /// Arguments of `bench net`.
 #[derive(Debug, Clone, Copy)]
@@ -377,13 +377,6 @@ fn k256_verify_ns() -> f64 {
     }
     let ns = started.elapsed().as_nanos() as f64 / f64::from(N);
     if ok == N { ns } else { f64::NAN }
-}
-
-/// The median of `xs` (not empty).
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
 
 /// One shape's rounds: TLS and plain TCP measured back to back in each round.
