@@ -21,7 +21,7 @@ use anyhow::Context;
 use bench::workload::{GENESIS_MS, transfer_bytes, validator_key, workload};
 use engine::{Backend, tx::SignedTransaction, validate::verify_signatures};
 use exit::Output;
-use pipeline::{Pipeline, PipelineConfig, Sealing};
+use pipeline::{MetricsSnapshot, Pipeline, PipelineConfig, Sealing};
 use rayon::prelude::*;
 use storage::{Durability, Store, StoreOptions};
 
@@ -124,7 +124,7 @@ fn timed_run(
     }
     // The bound: every core verifying pre-made signatures, measured before and after the timed
     // run (the machine is shared: its speed drifts over a run, so the mean of both is the bound).
-    let (bound_before, cpu_verify_before) = sigverify_bound(txs_path, cfg)?;
+    let before = sigverify_bound(txs_path, cfg)?;
 
     let options = StoreOptions {
         durability: if cfg.durable { Durability::Durable } else { Durability::SafeNoSync },
@@ -142,7 +142,30 @@ fn timed_run(
         block_txs_max: cfg.block_txs,
         sealing: Sealing::WhenFull { step_ms: STEP_MS },
     };
+    let timed = timed_pipeline(state, pipeline_cfg, sink, txs_path)?;
+    let after = sigverify_bound(txs_path, cfg)?;
+    Ok(report(cfg, threads, &timed, before, after))
+}
 
+/// What the timed part measured.
+struct Timed {
+    m: MetricsSnapshot,
+    elapsed_s: f64,
+    /// CPU the process used meanwhile.
+    cpu_s: f64,
+    /// The highest `RssAnon` the sampler saw.
+    peak_anon_kb: u64,
+}
+
+/// The timed part: the transfers of `txs_path` streamed through a pipeline started on `state`
+/// until its last ledger is committed, its anonymous memory sampled meanwhile; then the
+/// conservation check.
+fn timed_pipeline(
+    state: engine::state::State,
+    pipeline_cfg: PipelineConfig,
+    sink: ValidatorSink,
+    txs_path: &Path,
+) -> anyhow::Result<Timed> {
     let done = Arc::new(AtomicBool::new(false));
     let peak_anon_kb = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -166,13 +189,25 @@ fn timed_run(
         pipeline.submit(batch)?;
     }
     let (state, m) = pipeline.finish()?;
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_s = started.elapsed().as_secs_f64();
     let cpu_s = process_cpu_s() - cpu_before;
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     anyhow::ensure!(state.check_conservation().is_ok(), "conservation broken");
     drop(state);
-    let (bound_after, cpu_verify_after) = sigverify_bound(txs_path, cfg)?;
+    Ok(Timed { m, elapsed_s, cpu_s, peak_anon_kb: peak_anon_kb.load(Ordering::Relaxed) })
+}
+
+/// A run's JSON report, from the timed part and the bound (rate, CPU s per verification)
+/// measured before and after it.
+fn report(
+    cfg: &PipelineBench,
+    threads: usize,
+    timed: &Timed,
+    (bound_before, cpu_verify_before): (f64, f64),
+    (bound_after, cpu_verify_after): (f64, f64),
+) -> serde_json::Value {
+    let Timed { ref m, elapsed_s: elapsed, cpu_s, peak_anon_kb } = *timed;
     let cpu_per_verify = (cpu_verify_before + cpu_verify_after) / 2.0;
     let cpu_per_tx = cpu_s / m.committed_txs.max(1) as f64;
     let bound_tx_per_s = (bound_before + bound_after) / 2.0;
@@ -187,7 +222,7 @@ fn timed_run(
             )
         })
         .collect();
-    let report = serde_json::json!({
+    serde_json::json!({
         "benchmark": "pipeline",
         "txs": cfg.txs,
         "accounts": cfg.accounts,
@@ -205,7 +240,7 @@ fn timed_run(
         "sigverify_bound_after_tx_per_s": bound_after,
         "ratio": tx_per_s / bound_tx_per_s,
         "peak_rss_bytes": proc_status_kb("VmHWM:") * 1024,
-        "peak_anon_rss_bytes": peak_anon_kb.load(Ordering::Relaxed) * 1024,
+        "peak_anon_rss_bytes": peak_anon_kb * 1024,
         "stages": stages,
         // CPU the process used while timed, over what the cores could give: the rest is idle.
         "cpu_s": cpu_s,
@@ -216,8 +251,7 @@ fn timed_run(
         "cpu_us_per_tx": cpu_per_tx * 1e6,
         "cpu_ratio": cpu_per_verify / cpu_per_tx,
         "thread_cpu_s": m.thread_cpu_s.iter().map(|(k, v)| ((*k).to_owned(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-    });
-    Ok(report)
+    })
 }
 
 /// Runs the benchmark and returns its JSON report.
