@@ -514,7 +514,7 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     let total = usize::try_from(b.rate.saturating_mul(b.duration_s)).context("too many transactions")?;
     let n = b.accounts;
     let rounds = total.div_ceil(n) as i64;
-    // Enough for every transfer presign makes from the account, and their fees.
+    // Each account pays 1 to `rounds` units (see presign), a fee for each, and one fee more.
     let per_account = rounds * (rounds + 1) / 2 + rounds * min_fee + min_fee;
     let progress = progress_bar();
     progress.set_message("keys and funding");
