@@ -121,17 +121,28 @@ pub fn transfer_bytes_on(
         let k = if k == j % senders { (k + 1) % senders } else { k };
         w.keys[k].public_key().address()
     };
-    let amount = 1 + j as i64;
-    let tx = Transaction {
+    let tx = cas_transfer(from, to, 1 + j as i64, expiration_ms, vec![]);
+    tx.sign(chain_id, &[key]).to_bytes()
+}
+
+/// An unsigned transfer of `amount` raw CAS units from `from` to `to`, the sender paying
+/// [`MIN_FEE`]: the shape of every benchmark transfer.
+pub fn cas_transfer(
+    from: Address,
+    to: Address,
+    amount: i64,
+    expiration_ms: i64,
+    message: Vec<u8>,
+) -> Transaction {
+    Transaction {
         version: TX_VERSION,
         expiration_ms,
         declarations: vec![],
         inputs: vec![Leg { address: from, currency: Currency::CAS, amount }],
         outputs: vec![Leg { address: to, currency: Currency::CAS, amount }],
-        message: vec![],
+        message,
         fee: Fee { payer: from, amount: MIN_FEE },
-    };
-    tx.sign(chain_id, &[key]).to_bytes()
+    }
 }
 
 /// `n` signed transfers ([`transfer_bytes`] 0 to n − 1), signed in parallel: setup, not what

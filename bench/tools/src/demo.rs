@@ -144,20 +144,11 @@ fn genesis_config(validator: &SecretKey) -> anyhow::Result<(GenesisConfig, Multi
     Ok((config, btc_issuer))
 }
 
-/// Runs the demo; `json` selects the output form.
-pub fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
-    let validator = key("validator");
-    let (config, _) = genesis_config(&validator)?;
-    let genesis = Genesis::new(config)?;
-    let state = State::from_genesis(&genesis);
-    let mut d = Demo { state, validator, now_ms: GENESIS_MS, backend, ledgers: vec![], text: String::new() };
+/// Ledgers 1 and 2: transfers, one of them a gateway deposit carrying the depositor's
+/// reference; then an atomic swap of 1 BTC from alice for 15 ETH from bob, one transaction,
+/// both sign.
+fn transfers_and_swap(d: &mut Demo) -> anyhow::Result<()> {
     let (alice, bob, carol, dave) = (addr("alice"), addr("bob"), addr("carol"), addr("dave"));
-    d.text.push_str(&format!(
-        "caasiope demo — chain {CHAIN:?}, genesis {}…, signature backend {backend}\n\n",
-        &d.state.head_hash().to_hex()[..16]
-    ));
-
-    // 1. Transfers, one of them a gateway deposit carrying the depositor's reference.
     let mut deposit = d.tx(&[(addr("eth-gateway"), "ETH", 2 * COIN)], &[(carol, "ETH", 2 * COIN)], carol);
     deposit.message = b"deposit eth:0x5e1f...c0de #4711".to_vec();
     let transfers = vec![
@@ -167,15 +158,19 @@ pub fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
     ];
     d.ledger("transfers + ETH gateway deposit", transfers)?;
 
-    // 2. Atomic swap: 1 BTC from alice for 15 ETH from bob, one transaction, both sign.
     let swap = d.tx(
         &[(alice, "BTC", COIN), (bob, "ETH", 15 * COIN)],
         &[(bob, "BTC", COIN), (alice, "ETH", 15 * COIN)],
         alice,
     );
     d.ledger("atomic swap 1 BTC <-> 15 ETH", vec![swap.sign(CHAIN, &[&key("alice"), &key("bob")])])?;
+    Ok(())
+}
 
-    // 3–4. HTLC: alice locks 100 CAS for bob under a SHA-256 secret; bob claims with it.
+/// Ledgers 3 and 4, an HTLC: alice locks 100 CAS for bob under a SHA-256 secret; bob claims
+/// with it. Returns the HTLC's address.
+fn htlc_lock_and_claim(d: &mut Demo) -> anyhow::Result<Address> {
+    let (alice, bob) = (addr("alice"), addr("bob"));
     let secret = sha256(b"demo secret");
     let refund_after_s = (d.now_ms + 3_600_000) / 1000;
     let htlc_decls = htlc(alice, bob, HashType::Sha256, sha256(&secret), refund_after_s)?;
@@ -186,8 +181,13 @@ pub fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
     claim.declarations = htlc_decls;
     claim.declarations.push(Declaration::Secret { preimage: secret });
     d.ledger("HTLC claim by bob with the secret", vec![claim.sign(CHAIN, &[&key("bob")])])?;
+    Ok(htlc_addr)
+}
 
-    // 5. A 2-of-3 treasury MultiSig (carol, dave, bob): funded, then spent with two signatures.
+/// Ledgers 5 and 6: a 2-of-3 treasury MultiSig (carol, dave, bob), funded, then spent with two
+/// signatures. Returns the treasury's address.
+fn treasury(d: &mut Demo) -> anyhow::Result<Address> {
+    let (bob, carol, dave) = (addr("bob"), addr("carol"), addr("dave"));
     let treasury = Declaration::MultiSig(MultiSig::new(vec![carol, dave, bob], 2)?);
     let treasury_addr = treasury.address().context("treasury address")?;
     let fund = d.tx(&[(carol, "CAS", 50 * COIN)], &[(treasury_addr, "CAS", 50 * COIN)], carol);
@@ -195,31 +195,26 @@ pub fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
     let mut spend = d.tx(&[(treasury_addr, "CAS", 20 * COIN)], &[(dave, "CAS", 20 * COIN)], dave);
     spend.declarations.push(treasury);
     d.ledger("treasury spend, signed 2 of 3", vec![spend.sign(CHAIN, &[&key("carol"), &key("dave")])])?;
+    Ok(treasury_addr)
+}
 
-    // An offline check of alice's final state against the last certified header.
+/// An offline check of `who`'s final state against the last certified header.
+fn verify_offline(d: &Demo, who: &Address) -> anyhow::Result<()> {
     let validators = d.state.validators().clone();
-    let (account, branch) = d.state.prove_account(&alice).context("alice has an account")?;
+    let (account, branch) = d.state.prove_account(who).context("alice has an account")?;
     let mut certificate = Certificate::new(0);
     certificate.add(CHAIN, 0, &d.validator, d.state.head().height, &d.state.head_hash());
     let proof = AccountStateProof { header: *d.state.head(), certificate, account, branch };
-    verify_account_state(CHAIN, &validators, &proof, backend)?;
+    verify_account_state(CHAIN, &validators, &proof, d.backend)?;
+    Ok(())
+}
 
-    let names = [
-        ("alice", alice),
-        ("bob", bob),
-        ("carol", carol),
-        ("dave", dave),
-        ("treasury", treasury_addr),
-        ("htlc", htlc_addr),
-        ("eth-gateway", addr("eth-gateway")),
-        ("btc-issuer", d.state.params().issuers[&currency("BTC")]),
-        ("fees", addr("fees")),
-        ("cas-issuer", Address::timelock(0)),
-    ];
+/// Every named account's balances: appended to the text, and returned for the JSON.
+fn balances(d: &mut Demo, names: &[(&str, Address)]) -> serde_json::Map<String, serde_json::Value> {
     let currencies: BTreeSet<Currency> = d.state.params().issuers.keys().copied().collect();
     d.text.push_str("\nbalances\n");
     let mut balances = serde_json::Map::new();
-    for (name, a) in names {
+    for &(name, a) in names {
         let held: Vec<String> = currencies
             .iter()
             .filter_map(|c| {
@@ -235,6 +230,38 @@ pub fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
             currencies.iter().map(|c| (c.to_string(), json!(d.state.balance(&a, c)))).collect();
         balances.insert(name.into(), json!({ "address": a, "balances": map }));
     }
+    balances
+}
+
+/// Runs the demo; `json` selects the output form.
+pub fn run(json_output: bool, backend: Backend) -> anyhow::Result<Output> {
+    let validator = key("validator");
+    let (config, _) = genesis_config(&validator)?;
+    let genesis = Genesis::new(config)?;
+    let state = State::from_genesis(&genesis);
+    let mut d = Demo { state, validator, now_ms: GENESIS_MS, backend, ledgers: vec![], text: String::new() };
+    d.text.push_str(&format!(
+        "caasiope demo — chain {CHAIN:?}, genesis {}…, signature backend {backend}\n\n",
+        &d.state.head_hash().to_hex()[..16]
+    ));
+    transfers_and_swap(&mut d)?;
+    let htlc_addr = htlc_lock_and_claim(&mut d)?;
+    let treasury_addr = treasury(&mut d)?;
+    verify_offline(&d, &addr("alice"))?;
+
+    let names = [
+        ("alice", addr("alice")),
+        ("bob", addr("bob")),
+        ("carol", addr("carol")),
+        ("dave", addr("dave")),
+        ("treasury", treasury_addr),
+        ("htlc", htlc_addr),
+        ("eth-gateway", addr("eth-gateway")),
+        ("btc-issuer", d.state.params().issuers[&currency("BTC")]),
+        ("fees", addr("fees")),
+        ("cas-issuer", Address::timelock(0)),
+    ];
+    let balances = balances(&mut d, &names);
     d.text.push_str("\nconservation holds for every currency; alice's state proof verifies offline\n");
     if json_output {
         Output::json(&json!({

@@ -13,6 +13,7 @@ mod localnet;
 mod localnet_bench;
 mod net_bench;
 mod pipeline_bench;
+mod stats;
 
 use exit::Output;
 

@@ -113,18 +113,10 @@ pub(crate) fn init_with(
     net: &LocalnetArgs,
     extra_balances: Vec<BalanceSpec>,
 ) -> anyhow::Result<Vec<Process>> {
-    let LocalnetArgs {
-        base_port,
-        block_interval_ms,
-        ref transport,
-        ref currencies,
-        ref clickhouse,
-        ref clickhouse_database,
-    } = *net;
     if !(1..=engine::limits::VALIDATORS_MAX).contains(&validators) {
         bail!("--validators must be 1 to {}", engine::limits::VALIDATORS_MAX);
     }
-    if !(100..=60_000).contains(&block_interval_ms) {
+    if !(100..=60_000).contains(&net.block_interval_ms) {
         bail!("--block-interval-ms must be 100 to 60000");
     }
     let genesis_path = dir.join("genesis.toml");
@@ -132,7 +124,25 @@ pub(crate) fn init_with(
         bail!("{} already exists; refusing to overwrite a network", genesis_path.display());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let base = u32::from(base_port);
+    let (processes, identities, keys) = create_identities(dir, validators, u32::from(net.base_port))?;
+    let faucet = replica::identity::create_key_file(&dir.join("faucet.key"))?;
+    let genesis = localnet_genesis(faucet.public_key().address(), &keys, &net.currencies, extra_balances)?;
+    for (i, p) in processes.iter().enumerate() {
+        write_config(p, &processes, &identities, net)?;
+        debug_assert_eq!(i < validators, p.role == Role::Validator);
+    }
+    std::fs::write(&genesis_path, genesis.to_toml())
+        .with_context(|| format!("writing {}", genesis_path.display()))?;
+    Ok(processes)
+}
+
+/// Creates the TLS identity of every process (and each validator's key) under `dir`: the
+/// processes with their ports from `base`, their identities, the validators' keys.
+fn create_identities(
+    dir: &Path,
+    validators: usize,
+    base: u32,
+) -> anyhow::Result<(Vec<Process>, Vec<net::Identity>, Vec<engine::SecretKey>)> {
     let mut processes = Vec::new();
     let mut identities = Vec::new();
     let mut keys = Vec::new();
@@ -161,66 +171,74 @@ pub(crate) fn init_with(
             pid: None,
         });
     }
-    let faucet = replica::identity::create_key_file(&dir.join("faucet.key"))?;
-    let faucet_address = faucet.public_key().address();
-    let now_ms = engine::clock::now_ms();
-    let genesis = Genesis::new(GenesisConfig {
+    Ok((processes, identities, keys))
+}
+
+/// The localnet's genesis: the validators of `keys`, CAS and `currencies`, the faucet funded
+/// (and `extra_balances`).
+fn localnet_genesis(
+    faucet: Address,
+    keys: &[engine::SecretKey],
+    currencies: &[(Currency, Address)],
+    extra_balances: Vec<BalanceSpec>,
+) -> anyhow::Result<Genesis> {
+    Ok(Genesis::new(GenesisConfig {
         chain_id: LOCALNET_CHAIN.into(),
-        timestamp_ms: now_ms,
+        timestamp_ms: engine::clock::now_ms(),
         min_fee: 1_000,
         max_ttl_ms: 3_600_000,
-        fee_account: faucet_address,
-        governance: faucet_address,
+        fee_account: faucet,
+        governance: faucet,
         validators: keys.iter().map(|k| Validator { public_key: k.public_key(), weight: 1 }).collect(),
         currencies: std::iter::once(CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) })
             .chain(currencies.iter().map(|&(symbol, issuer)| CurrencySpec { symbol, issuer }))
             .collect(),
         declarations: vec![],
         balances: std::iter::once(BalanceSpec {
-            address: faucet_address,
+            address: faucet,
             currency: Currency::CAS,
             amount: FAUCET_FUNDING,
         })
         .chain(extra_balances)
         .collect(),
-    })?;
-    for (i, p) in processes.iter().enumerate() {
-        let peers = processes
-            .iter()
-            .zip(&identities)
-            .filter(|(q, _)| q.name != p.name && (p.role == Role::Validator || q.role == Role::Validator))
-            .map(|(q, id)| PeerSpec {
-                name: q.name.clone(),
-                role: q.role,
-                identity: id.to_string(),
-                addr: q.p2p,
-            })
-            .collect();
-        let file = ConfigFile {
-            role: p.role,
-            data_dir: format!("data/{}", p.name),
-            genesis: "genesis.toml",
-            validator_key: (p.role == Role::Validator).then(|| format!("{}/{VALIDATOR_KEY_FILE}", p.name)),
-            block_interval_ms,
-            submit_listen: p.submit,
-            node_dir: &p.name,
-            listen: p.p2p,
-            admin_listen: p.admin,
-            api_listen: p.api,
-            transport,
-            peers,
-            clickhouse: clickhouse
-                .as_deref()
-                .filter(|_| p.role == Role::Explorer)
-                .map(|url| ClickHouseSection { url, database: clickhouse_database }),
-        };
-        let text = toml::to_string(&file).context("writing a config")?;
-        std::fs::write(&p.config, text).with_context(|| format!("writing {}", p.config.display()))?;
-        debug_assert_eq!(i < validators, p.role == Role::Validator);
-    }
-    std::fs::write(&genesis_path, genesis.to_toml())
-        .with_context(|| format!("writing {}", genesis_path.display()))?;
-    Ok(processes)
+    })?)
+}
+
+/// Writes `p`'s config: its ports, and as peers every other validator (for the explorer, every
+/// validator; validators know the explorer too).
+fn write_config(
+    p: &Process,
+    processes: &[Process],
+    identities: &[net::Identity],
+    net: &LocalnetArgs,
+) -> anyhow::Result<()> {
+    let peers = processes
+        .iter()
+        .zip(identities)
+        .filter(|(q, _)| q.name != p.name && (p.role == Role::Validator || q.role == Role::Validator))
+        .map(|(q, id)| PeerSpec { name: q.name.clone(), role: q.role, identity: id.to_string(), addr: q.p2p })
+        .collect();
+    let file = ConfigFile {
+        role: p.role,
+        data_dir: format!("data/{}", p.name),
+        genesis: "genesis.toml",
+        validator_key: (p.role == Role::Validator).then(|| format!("{}/{VALIDATOR_KEY_FILE}", p.name)),
+        block_interval_ms: net.block_interval_ms,
+        submit_listen: p.submit,
+        node_dir: &p.name,
+        listen: p.p2p,
+        admin_listen: p.admin,
+        api_listen: p.api,
+        transport: &net.transport,
+        peers,
+        clickhouse: net
+            .clickhouse
+            .as_deref()
+            .filter(|_| p.role == Role::Explorer)
+            .map(|url| ClickHouseSection { url, database: &net.clickhouse_database }),
+    };
+    let text = toml::to_string(&file).context("writing a config")?;
+    std::fs::write(&p.config, text).with_context(|| format!("writing {}", p.config.display()))
 }
 
 /// `caasiope init --validators N --dir DIR`.
@@ -305,7 +323,8 @@ pub(crate) fn stop(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
-/// `caasiope localnet --validators N --dir DIR`.
+/// `caasiope localnet --validators N --dir DIR`: initializes the directory if needed, starts
+/// every process and watches them until Ctrl-C, then stops them.
 pub fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
     if dir.join("genesis.toml").exists() {
         eprintln!("caasiope: using the localnet in {}", dir.display());
@@ -326,7 +345,18 @@ pub fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<
     }
     let json = serde_json::to_string_pretty(&processes)?;
     std::fs::write(dir.join("localnet.json"), json)?;
-    for p in &processes {
+    print_processes(dir, &processes);
+    supervise(dir, &mut processes, &mut children, &stop_flag);
+    eprintln!("caasiope: stopping the localnet");
+    for c in &mut children {
+        stop(c, Duration::from_secs(10));
+    }
+    Ok(Output::Nothing)
+}
+
+/// Prints every process's pid and ports, and where the API and logs are.
+fn print_processes(dir: &Path, processes: &[Process]) {
+    for p in processes {
         println!(
             "{:<14} {:<9} pid {:<7} submit {}  p2p {}  admin http://{}/metrics",
             p.name,
@@ -337,12 +367,16 @@ pub fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<
             p.admin
         );
     }
-    for p in &processes {
+    for p in processes {
         if let Some(api) = p.api {
             println!("explorer API   http://{api}/v1/status  (docs/API.md, /v1/openapi.json)");
         }
     }
     println!("logs in {}/logs; Ctrl-C stops every process", dir.display());
+}
+
+/// Until `stop_flag`: reports a child that exits, and every 10 s every process's height.
+fn supervise(dir: &Path, processes: &mut [Process], children: &mut [Child], stop_flag: &AtomicBool) {
     let mut last_report = Instant::now();
     while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
@@ -369,21 +403,21 @@ pub fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<
         });
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
-            let heights: Vec<String> = processes
-                .iter()
-                .map(|p| {
-                    let h = replica::admin_get(p.admin, "/metrics")
-                        .ok()
-                        .and_then(|b| replica::metric(&b, "caasiope_ledger_height"));
-                    format!("{} {}", p.name, h.map_or_else(|| "-".into(), |h| h.to_string()))
-                })
-                .collect();
-            println!("heights: {}", heights.join(", "));
+            print_heights(processes);
         }
     }
-    eprintln!("caasiope: stopping the localnet");
-    for c in &mut children {
-        stop(c, Duration::from_secs(10));
-    }
-    Ok(Output::Nothing)
+}
+
+/// Prints every process's ledger height (`-` if its metrics do not answer).
+fn print_heights(processes: &[Process]) {
+    let heights: Vec<String> = processes
+        .iter()
+        .map(|p| {
+            let h = replica::admin_get(p.admin, "/metrics")
+                .ok()
+                .and_then(|b| replica::metric(&b, "caasiope_ledger_height"));
+            format!("{} {}", p.name, h.map_or_else(|| "-".into(), |h| h.to_string()))
+        })
+        .collect();
+    println!("heights: {}", heights.join(", "));
 }

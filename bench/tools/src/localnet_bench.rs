@@ -34,7 +34,7 @@ use replica::{Role, admin_get, metric};
 
 use crate::{
     localnet::{LOCALNET_CHAIN, Process, init_with, processes, spawn, stop},
-    pipeline_bench::{median_run, percentile, process_cpu_s},
+    stats::{median_run, percentile, process_cpu_s},
 };
 
 /// Parameters of the benchmark.
@@ -234,6 +234,8 @@ fn ports_free(procs: &[Process]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One run: the transfers and the bound before (setup), a fresh localnet, the measured load,
+/// the bound after; the localnet is stopped whatever happened.
 fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     let n = usize::try_from(cfg.rate * cfg.duration_s)?;
     anyhow::ensure!((1..=5_000_000).contains(&n), "rate × duration must be 1 to 5,000,000 transactions");
@@ -266,125 +268,10 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
         children.push(spawn(&dir, p)?);
     }
     let setup_s = setup.elapsed().as_secs_f64();
-    let result = (|| -> anyhow::Result<serde_json::Value> {
-        // Wait for every validator to commit a ledger with all its peers connected.
-        let ready = Instant::now();
-        loop {
-            let ok = procs.iter().all(|p| {
-                admin_get(p.admin, "/metrics").ok().is_some_and(|b| {
-                    metric(&b, "caasiope_ledger_height").unwrap_or(0) >= 1
-                        && metric(&b, "caasiope_peers_connected").unwrap_or(0) + 1 >= cfg.validators as u64
-                })
-            });
-            if ok {
-                break;
-            }
-            if ready.elapsed() > Duration::from_secs(60) {
-                bail!("the localnet did not start within 60 s; logs in {}/logs", dir.display());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let from = admin_get(procs[0].admin, "/metrics")
-            .ok()
-            .and_then(|b| metric(&b, "caasiope_ledger_height"))
-            .unwrap_or(0)
-            + 1;
-        let rounds_before = rounds_and_height(procs[0].admin);
-        let cpu_before: Vec<f64> = children.iter().map(|c| pid_cpu_s(c.id())).collect();
-        let bench_cpu_before = process_cpu_s();
-        let seen = Mutex::new(Seen { committed: HashMap::with_capacity(n), ..Seen::default() });
-        let stop_watch = AtomicBool::new(false);
-        let submitted_ms: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
-        let start = Instant::now();
-        let start_ms = now_ms();
-        let (accepted, rejected, busy, end_ms) =
-            std::thread::scope(|s| -> anyhow::Result<(u64, u64, u64, i64)> {
-                let watcher = s.spawn(|| watch(procs[0].admin, &stop_watch, &seen, from));
-                let mut per: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); procs.len()];
-                for (j, b) in txs.iter().enumerate() {
-                    per[j % procs.len()].push((j, b.clone()));
-                }
-                let handles: Vec<_> = per
-                    .into_iter()
-                    .zip(&procs)
-                    .map(|(part, p)| {
-                        let submitted = &submitted_ms;
-                        let (addr, rate) = (p.submit, cfg.rate);
-                        s.spawn(move || submitter(addr, part, start, rate, submitted))
-                    })
-                    .collect();
-                let (mut accepted, mut rejected, mut busy) = (0, 0, 0);
-                for h in handles {
-                    let a = h.join().map_err(|_| anyhow::anyhow!("submitter panicked"))??;
-                    accepted += a.accepted;
-                    rejected += a.rejected;
-                    busy += a.busy;
-                }
-                let end_ms = now_ms();
-                // Drain: wait until every accepted transaction is committed, or 30 s.
-                let drain = Instant::now();
-                while drain.elapsed() < Duration::from_secs(30) {
-                    let done = seen.lock().map(|m| m.committed.len() as u64).unwrap_or(0);
-                    if done >= accepted {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                stop_watch.store(true, Ordering::Relaxed);
-                let _ = watcher.join();
-                Ok((accepted, rejected, busy, end_ms))
-            })?;
-        let cpu_s: Vec<f64> = children.iter().zip(&cpu_before).map(|(c, b)| pid_cpu_s(c.id()) - b).collect();
-        // Rounds validator 0 started beyond one per height: heights that needed a second round.
-        let later_rounds = rounds_before
-            .zip(rounds_and_height(procs[0].admin))
-            .map(|((r0, h0), (r1, h1))| r1.saturating_sub(r0).saturating_sub(h1.saturating_sub(h0)));
-        let bench_cpu_s = process_cpu_s() - bench_cpu_before;
-        let Seen { committed, ledgers } =
-            seen.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut latencies: Vec<i64> = ids
-            .iter()
-            .enumerate()
-            .filter_map(|(j, id)| {
-                let c = committed.get(id)?;
-                let s = submitted_ms[j].load(Ordering::Relaxed) as i64;
-                (s > 0).then_some(c - s)
-            })
-            .collect();
-        latencies.sort_unstable();
-        let last_commit = committed.values().copied().max().unwrap_or(end_ms);
-        let window_s = ((last_commit.max(end_ms) - start_ms) as f64 / 1000.0).max(1e-3);
-        let tx_per_s_overall = latencies.len() as f64 / window_s;
-        let under_load = rate_under_load(&ledgers, end_ms);
-        let tx_per_s = under_load.map_or(tx_per_s_overall, |(rate, ..)| rate);
-        Ok(serde_json::json!({
-            "submitted": n,
-            "accepted": accepted,
-            "rejected": rejected,
-            "committed": latencies.len(),
-            "window_s": window_s,
-            "submit_s": (end_ms - start_ms) as f64 / 1000.0,
-            "offered_tx_per_s": cfg.rate,
-            "tx_per_s": tx_per_s,
-            "tx_per_s_overall": tx_per_s_overall,
-            "under_load": under_load.map(|(_, from, to, span_s)| serde_json::json!({
-                "from_height": from, "to_height": to, "span_s": span_s,
-            })),
-            "refused_busy": busy,
-            "later_rounds_validator_0": later_rounds,
-            // Every ledger seen: height, commit time after the load started (ms), transactions.
-            "ledgers": ledgers.iter().map(|(h, (ms, n))| [*h as i64, ms - start_ms, *n as i64]).collect::<Vec<_>>(),
-            "finality_ms": {
-                "p50": percentile(&latencies, 0.50),
-                "p99": percentile(&latencies, 0.99),
-                "max": latencies.last().copied().unwrap_or(0),
-            },
-            "process_cpu_s": procs.iter().zip(&cpu_s).map(|(p, c)| (p.name.clone(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>(),
-            "validators_cpu_s": cpu_s.iter().sum::<f64>(),
-            "bench_cpu_s": bench_cpu_s,
-        }))
-    })();
+    let result = wait_ready(&procs, cfg.validators, &dir).and_then(|()| {
+        let m = measure(cfg, &procs, &children, &txs, &ids)?;
+        Ok(report(cfg, &procs, &m))
+    });
     for c in &mut children {
         stop(c, Duration::from_secs(10));
     }
@@ -410,6 +297,183 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     report["setup_s"] = serde_json::json!(setup_s);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
+}
+
+/// Waits (up to 60 s) for every validator of `procs` to commit a ledger with all its peers
+/// connected.
+fn wait_ready(procs: &[Process], validators: usize, dir: &std::path::Path) -> anyhow::Result<()> {
+    let ready = Instant::now();
+    loop {
+        let ok = procs.iter().all(|p| {
+            admin_get(p.admin, "/metrics").ok().is_some_and(|b| {
+                metric(&b, "caasiope_ledger_height").unwrap_or(0) >= 1
+                    && metric(&b, "caasiope_peers_connected").unwrap_or(0) + 1 >= validators as u64
+            })
+        });
+        if ok {
+            return Ok(());
+        }
+        if ready.elapsed() > Duration::from_secs(60) {
+            bail!("the localnet did not start within 60 s; logs in {}/logs", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What one run measured on the localnet.
+struct Measured {
+    submitted: usize,
+    /// The submit ports' answers, summed.
+    answers: Answers,
+    start_ms: i64,
+    /// When the last transfer was sent (unix ms).
+    end_ms: i64,
+    /// Each validator's CPU seconds over the run.
+    cpu_s: Vec<f64>,
+    later_rounds: Option<u64>,
+    bench_cpu_s: f64,
+    /// Submit → commit on validator 0 of every transfer seen committed, ms, sorted.
+    latencies: Vec<i64>,
+    seen: Seen,
+}
+
+/// Offers `txs` to the running localnet and measures what it committed, and at what CPU.
+fn measure(
+    cfg: &LocalnetBench,
+    procs: &[Process],
+    children: &[std::process::Child],
+    txs: &[Vec<u8>],
+    ids: &[TxId],
+) -> anyhow::Result<Measured> {
+    let n = txs.len();
+    let from = admin_get(procs[0].admin, "/metrics")
+        .ok()
+        .and_then(|b| metric(&b, "caasiope_ledger_height"))
+        .unwrap_or(0)
+        + 1;
+    let rounds_before = rounds_and_height(procs[0].admin);
+    let cpu_before: Vec<f64> = children.iter().map(|c| pid_cpu_s(c.id())).collect();
+    let bench_cpu_before = process_cpu_s();
+    let seen = Mutex::new(Seen { committed: HashMap::with_capacity(n), ..Seen::default() });
+    let submitted_ms: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+    let start = Instant::now();
+    let start_ms = now_ms();
+    let (answers, end_ms) = offer(cfg.rate, procs, txs, start, &submitted_ms, &seen, from)?;
+    let cpu_s: Vec<f64> = children.iter().zip(&cpu_before).map(|(c, b)| pid_cpu_s(c.id()) - b).collect();
+    // Rounds validator 0 started beyond one per height: heights that needed a second round.
+    let later_rounds = rounds_before
+        .zip(rounds_and_height(procs[0].admin))
+        .map(|((r0, h0), (r1, h1))| r1.saturating_sub(r0).saturating_sub(h1.saturating_sub(h0)));
+    let bench_cpu_s = process_cpu_s() - bench_cpu_before;
+    let seen = seen.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut latencies: Vec<i64> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(j, id)| {
+            let c = seen.committed.get(id)?;
+            let s = submitted_ms[j].load(Ordering::Relaxed) as i64;
+            (s > 0).then_some(c - s)
+        })
+        .collect();
+    latencies.sort_unstable();
+    Ok(Measured {
+        submitted: n,
+        answers,
+        start_ms,
+        end_ms,
+        cpu_s,
+        later_rounds,
+        bench_cpu_s,
+        latencies,
+        seen,
+    })
+}
+
+/// Sends `txs` round-robin to the validators' submit ports, paced from `start`, while watching
+/// validator 0's commits from height `from`; then drains (until every accepted transfer is
+/// committed, or 30 s). Returns the answers and when the last transfer was sent.
+fn offer(
+    rate: u64,
+    procs: &[Process],
+    txs: &[Vec<u8>],
+    start: Instant,
+    submitted_ms: &[AtomicU64],
+    seen: &Mutex<Seen>,
+    from: u64,
+) -> anyhow::Result<(Answers, i64)> {
+    let stop_watch = AtomicBool::new(false);
+    std::thread::scope(|s| -> anyhow::Result<(Answers, i64)> {
+        let watcher = s.spawn(|| watch(procs[0].admin, &stop_watch, seen, from));
+        let mut per: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); procs.len()];
+        for (j, b) in txs.iter().enumerate() {
+            per[j % procs.len()].push((j, b.clone()));
+        }
+        let handles: Vec<_> = per
+            .into_iter()
+            .zip(procs)
+            .map(|(part, p)| {
+                let addr = p.submit;
+                s.spawn(move || submitter(addr, part, start, rate, submitted_ms))
+            })
+            .collect();
+        let mut total = Answers::default();
+        for h in handles {
+            let a = h.join().map_err(|_| anyhow::anyhow!("submitter panicked"))??;
+            total.accepted += a.accepted;
+            total.rejected += a.rejected;
+            total.busy += a.busy;
+        }
+        let end_ms = now_ms();
+        let drain = Instant::now();
+        while drain.elapsed() < Duration::from_secs(30) {
+            let done = seen.lock().map(|m| m.committed.len() as u64).unwrap_or(0);
+            if done >= total.accepted {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop_watch.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+        Ok((total, end_ms))
+    })
+}
+
+/// The run's figures as JSON (the bound is added by the caller, measured after the run).
+fn report(cfg: &LocalnetBench, procs: &[Process], m: &Measured) -> serde_json::Value {
+    let Measured { ref answers, start_ms, end_ms, ref latencies, ref cpu_s, .. } = *m;
+    let (committed, ledgers) = (&m.seen.committed, &m.seen.ledgers);
+    let last_commit = committed.values().copied().max().unwrap_or(end_ms);
+    let window_s = ((last_commit.max(end_ms) - start_ms) as f64 / 1000.0).max(1e-3);
+    let tx_per_s_overall = latencies.len() as f64 / window_s;
+    let under_load = rate_under_load(ledgers, end_ms);
+    let tx_per_s = under_load.map_or(tx_per_s_overall, |(rate, ..)| rate);
+    serde_json::json!({
+        "submitted": m.submitted,
+        "accepted": answers.accepted,
+        "rejected": answers.rejected,
+        "committed": latencies.len(),
+        "window_s": window_s,
+        "submit_s": (end_ms - start_ms) as f64 / 1000.0,
+        "offered_tx_per_s": cfg.rate,
+        "tx_per_s": tx_per_s,
+        "tx_per_s_overall": tx_per_s_overall,
+        "under_load": under_load.map(|(_, from, to, span_s)| serde_json::json!({
+            "from_height": from, "to_height": to, "span_s": span_s,
+        })),
+        "refused_busy": answers.busy,
+        "later_rounds_validator_0": m.later_rounds,
+        // Every ledger seen: height, commit time after the load started (ms), transactions.
+        "ledgers": ledgers.iter().map(|(h, (ms, n))| [*h as i64, ms - start_ms, *n as i64]).collect::<Vec<_>>(),
+        "finality_ms": {
+            "p50": percentile(latencies, 0.50),
+            "p99": percentile(latencies, 0.99),
+            "max": latencies.last().copied().unwrap_or(0),
+        },
+        "process_cpu_s": procs.iter().zip(cpu_s).map(|(p, c)| (p.name.clone(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>(),
+        "validators_cpu_s": cpu_s.iter().sum::<f64>(),
+        "bench_cpu_s": m.bench_cpu_s,
+    })
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::pipeline_bench::process_cpu_s;
+use crate::stats::{median, process_cpu_s};
 
 /// Arguments of `bench net`.
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +219,9 @@ async fn operations(t: Transport) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_nanos() as f64 / f64::from(OPS))
 }
 
+/// Bytes of each kernel-measurement message.
+const KERNEL_SIZE: usize = 64;
+
 /// The kernel alone: ns per 64-byte send on one socket of a loopback connection and its
 /// receive on the other, without tokio or the streams, over `connections` connections at once:
 /// a send on every connection, then a receive on every one. `uring == false`: `send`/`recv`
@@ -230,10 +233,32 @@ async fn operations(t: Transport) -> anyhow::Result<f64> {
 fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
     use std::os::fd::{AsRawFd, RawFd};
 
-    use io_uring::{IoUring, opcode, types};
-
-    const SIZE: usize = 64;
     let rounds = (20_000 / connections).max(1);
+    let sockets = loopback_pairs(connections)?;
+    let fds: Vec<RawFd> = sockets.iter().flat_map(|(a, b)| [a.as_raw_fd(), b.as_raw_fd()]).collect();
+    let message = [0x5au8; KERNEL_SIZE];
+    let mut got = vec![[0u8; KERNEL_SIZE]; connections];
+    let mut have = vec![0usize; connections];
+    let mut ring = if uring {
+        let ring = io_uring::IoUring::new((2 * connections).next_power_of_two() as u32)?;
+        // Sending socket of connection k: fixed file 2k; receiving: 2k + 1.
+        ring.submitter().register_files(&fds)?;
+        Some(ring)
+    } else {
+        None
+    };
+    // This round's results (connection, bytes or -errno), reused: nothing allocates in the loop.
+    let mut results = Vec::with_capacity(connections);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        send_round(ring.as_mut(), &sockets, &message, &mut results)?;
+        receive_round(ring.as_mut(), &sockets, &mut got, &mut have, &mut results)?;
+    }
+    Ok(started.elapsed().as_nanos() as f64 / (rounds * connections) as f64)
+}
+
+/// `connections` loopback connections, both ends without Nagle and non-blocking.
+fn loopback_pairs(connections: usize) -> anyhow::Result<Vec<(std::net::TcpStream, std::net::TcpStream)>> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let mut sockets = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -245,106 +270,120 @@ fn kernel_operations(uring: bool, connections: usize) -> anyhow::Result<f64> {
         }
         sockets.push((a, b));
     }
-    let fds: Vec<RawFd> = sockets.iter().flat_map(|(a, b)| [a.as_raw_fd(), b.as_raw_fd()]).collect();
-    let message = [0x5au8; SIZE];
-    let mut got = vec![[0u8; SIZE]; connections];
-    let mut have = vec![0usize; connections];
-    let mut ring = if uring {
-        let ring = IoUring::new((2 * connections).next_power_of_two() as u32)?;
-        // Sending socket of connection k: fixed file 2k; receiving: 2k + 1.
-        ring.submitter().register_files(&fds)?;
-        Some(ring)
-    } else {
-        None
-    };
-    // A system call's result: bytes, or -errno.
-    let direct =
-        |r: isize| if r < 0 { -io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { r as i32 };
-    // This round's results (connection, bytes or -errno), reused: nothing allocates in the loop.
-    let mut results = Vec::with_capacity(connections);
-    let started = Instant::now();
-    for _ in 0..rounds {
-        match &mut ring {
-            Some(ring) => {
-                for k in 0..connections {
-                    let sqe = opcode::Send::new(types::Fixed(2 * k as u32), message.as_ptr(), SIZE as u32)
-                        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                        .build()
-                        .user_data(k as u64);
-                    // SAFETY: `message` outlives the operation: its completion is taken below
-                    // (if entering fails, the ring, declared after it, is closed first).
-                    unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
-                }
-                results.clear();
-                complete(ring, connections, &mut results)?;
-                for &(_, sent) in &results {
-                    anyhow::ensure!(sent == SIZE as i32, "send: {sent}");
-                }
+    Ok(sockets)
+}
+
+/// A system call's result: bytes, or -errno.
+fn direct(r: isize) -> i32 {
+    if r < 0 { -io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { r as i32 }
+}
+
+/// Sends `message` on every connection's first socket: through `ring` (all in one
+/// `io_uring_enter`), else one `send` each.
+fn send_round(
+    ring: Option<&mut io_uring::IoUring>,
+    sockets: &[(std::net::TcpStream, std::net::TcpStream)],
+    message: &[u8; KERNEL_SIZE],
+    results: &mut Vec<(usize, i32)>,
+) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    use io_uring::{opcode, types};
+
+    match ring {
+        Some(ring) => {
+            for k in 0..sockets.len() {
+                let sqe = opcode::Send::new(types::Fixed(2 * k as u32), message.as_ptr(), KERNEL_SIZE as u32)
+                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(k as u64);
+                // SAFETY: `message` outlives the operation: its completion is taken below
+                // (if entering fails, the caller's ring, declared after it, is closed first).
+                unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
             }
-            None => {
-                for (a, _) in &sockets {
-                    // SAFETY: a send of `message`, borrowed for the call, on a socket `a` owns.
-                    let sent = direct(unsafe {
-                        libc::send(
-                            a.as_raw_fd(),
-                            message.as_ptr().cast(),
-                            SIZE,
-                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                        )
-                    });
-                    anyhow::ensure!(sent == SIZE as i32, "send: {sent}");
-                }
+            results.clear();
+            complete(ring, sockets.len(), results)?;
+            for &(_, sent) in results.iter() {
+                anyhow::ensure!(sent == KERNEL_SIZE as i32, "send: {sent}");
             }
         }
-        have.fill(0);
-        // Loopback delivers within the send: the receives find the bytes (a retry only if not).
-        while have.iter().any(|&h| h < SIZE) {
-            results.clear();
-            match &mut ring {
-                Some(ring) => {
-                    let mut submitted = 0;
-                    for k in (0..connections).filter(|&k| have[k] < SIZE) {
-                        let dst = &mut got[k][have[k]..];
-                        let sqe = opcode::Recv::new(
-                            types::Fixed(2 * k as u32 + 1),
-                            dst.as_mut_ptr(),
-                            dst.len() as u32,
-                        )
-                        .flags(libc::MSG_DONTWAIT)
-                        .build()
-                        .user_data(k as u64);
-                        // SAFETY: as for the sends; `got` outlives the operation.
-                        unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
-                        submitted += 1;
-                    }
-                    complete(ring, submitted, &mut results)?;
-                }
-                None => {
-                    for k in (0..connections).filter(|&k| have[k] < SIZE) {
-                        let dst = &mut got[k][have[k]..];
-                        // SAFETY: a receive into `dst`, borrowed for the call, on a socket `b` owns.
-                        let n = unsafe {
-                            libc::recv(
-                                sockets[k].1.as_raw_fd(),
-                                dst.as_mut_ptr().cast(),
-                                dst.len(),
-                                libc::MSG_DONTWAIT,
-                            )
-                        };
-                        results.push((k, direct(n)));
-                    }
-                }
-            }
-            for &(k, n) in &results {
-                match n {
-                    n if n > 0 => have[k] += n as usize,
-                    n if n == -libc::EAGAIN || n == -libc::EINTR => {}
-                    n => anyhow::bail!("receive: {n}"),
-                }
+        None => {
+            for (a, _) in sockets {
+                // SAFETY: a send of `message`, borrowed for the call, on a socket `a` owns.
+                let sent = direct(unsafe {
+                    libc::send(
+                        a.as_raw_fd(),
+                        message.as_ptr().cast(),
+                        KERNEL_SIZE,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                });
+                anyhow::ensure!(sent == KERNEL_SIZE as i32, "send: {sent}");
             }
         }
     }
-    Ok(started.elapsed().as_nanos() as f64 / (rounds * connections) as f64)
+    Ok(())
+}
+
+/// Receives the message on every connection's second socket into `got`, counting in `have`:
+/// through `ring` (each pass's receives in one `io_uring_enter`), else one `recv` each.
+fn receive_round(
+    mut ring: Option<&mut io_uring::IoUring>,
+    sockets: &[(std::net::TcpStream, std::net::TcpStream)],
+    got: &mut [[u8; KERNEL_SIZE]],
+    have: &mut [usize],
+    results: &mut Vec<(usize, i32)>,
+) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    use io_uring::{opcode, types};
+
+    let connections = sockets.len();
+    have.fill(0);
+    // Loopback delivers within the send: the receives find the bytes (a retry only if not).
+    while have.iter().any(|&h| h < KERNEL_SIZE) {
+        results.clear();
+        match &mut ring {
+            Some(ring) => {
+                let mut submitted = 0;
+                for k in (0..connections).filter(|&k| have[k] < KERNEL_SIZE) {
+                    let dst = &mut got[k][have[k]..];
+                    let sqe =
+                        opcode::Recv::new(types::Fixed(2 * k as u32 + 1), dst.as_mut_ptr(), dst.len() as u32)
+                            .flags(libc::MSG_DONTWAIT)
+                            .build()
+                            .user_data(k as u64);
+                    // SAFETY: as for the sends; `got` outlives the operation.
+                    unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("queue full"))?;
+                    submitted += 1;
+                }
+                complete(ring, submitted, results)?;
+            }
+            None => {
+                for k in (0..connections).filter(|&k| have[k] < KERNEL_SIZE) {
+                    let dst = &mut got[k][have[k]..];
+                    // SAFETY: a receive into `dst`, borrowed for the call, on a socket `b` owns.
+                    let n = unsafe {
+                        libc::recv(
+                            sockets[k].1.as_raw_fd(),
+                            dst.as_mut_ptr().cast(),
+                            dst.len(),
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    results.push((k, direct(n)));
+                }
+            }
+        }
+        for &(k, n) in results.iter() {
+            match n {
+                n if n > 0 => have[k] += n as usize,
+                n if n == -libc::EAGAIN || n == -libc::EINTR => {}
+                n => anyhow::bail!("receive: {n}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Submits the `n` queued operations in one `io_uring_enter` and appends their completions
@@ -377,13 +416,6 @@ fn k256_verify_ns() -> f64 {
     }
     let ns = started.elapsed().as_nanos() as f64 / f64::from(N);
     if ok == N { ns } else { f64::NAN }
-}
-
-/// The median of `xs` (not empty).
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
 
 /// One shape's rounds: TLS and plain TCP measured back to back in each round.
@@ -431,6 +463,129 @@ where
     Ok(rate)
 }
 
+/// Every round's figures, by measurement.
+#[derive(Default)]
+struct Measurements {
+    small: Series,
+    unbatched: Series,
+    large: Series,
+    /// TLS on epoll beside an io_uring run (empty otherwise).
+    epoll_small: Vec<Rate>,
+    epoll_large: Vec<Rate>,
+    /// ns per write-and-read pair through the streams: the transport measured, epoll.
+    ops_mine: Vec<f64>,
+    ops_epoll: Vec<f64>,
+    /// ns per send-and-receive pair below the streams: one connection, then KERNEL_BATCH.
+    kernel_uring: Vec<f64>,
+    kernel_syscalls: Vec<f64>,
+    batch_uring: Vec<f64>,
+    batch_syscalls: Vec<f64>,
+}
+
+/// The three shapes measured: small messages batched as gossip, the same one per frame, large.
+fn shapes(cfg: NetBench) -> [Shape; 3] {
+    let small = Shape { messages: cfg.messages, size: SMALL, per_frame: GOSSIP_TXS_MAX };
+    let large = Shape { messages: (cfg.messages / 320).max(100), size: LARGE, per_frame: 1 };
+    [small, Shape { per_frame: 1, ..small }, large]
+}
+
+/// One round of every measurement; `reverse` reverses their order.
+async fn measure_round(
+    m: &mut Measurements,
+    reverse: bool,
+    t: &Transport,
+    epoll: Option<&Transport>,
+    [small, unbatched, large]: [Shape; 3],
+) -> anyhow::Result<()> {
+    // Each shape's measurements run one after the other — the plain-TCP bound, TLS on
+    // this transport, and for io_uring TLS on epoll — in an order that reverses every
+    // round, so neither side of a ratio always runs first (or after the same thing).
+    for (series, shape, versus) in [
+        (&mut m.small, small, Some(&mut m.epoll_small)),
+        (&mut m.unbatched, unbatched, None),
+        (&mut m.large, large, Some(&mut m.epoll_large)),
+    ] {
+        let mut versus = versus;
+        let mut order = [0, 1, 2];
+        if reverse {
+            order.reverse();
+        }
+        for step in order {
+            match step {
+                0 => series.plain.push(spawned(plain(t.clone(), shape)).await?),
+                1 => series.tls.push(spawned(tls(t.clone(), shape)).await?),
+                _ => {
+                    if let (Some(e), Some(v)) = (epoll, versus.as_deref_mut()) {
+                        v.push(spawned(tls(e.clone(), shape)).await?);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(e) = epoll {
+        // One after the other, as runtime tasks, in alternating order.
+        for epoll_now in [reverse, !reverse] {
+            let (transport, into) = if epoll_now { (e, &mut m.ops_epoll) } else { (t, &mut m.ops_mine) };
+            into.push(tokio::spawn(operations(transport.clone())).await??);
+        }
+        // The same operations below the streams, on the runtime's blocking thread (the
+        // workers idle meanwhile).
+        for (connections, uring, syscalls) in [
+            (1, &mut m.kernel_uring, &mut m.kernel_syscalls),
+            (KERNEL_BATCH, &mut m.batch_uring, &mut m.batch_syscalls),
+        ] {
+            for direct in [reverse, !reverse] {
+                let into = if direct { &mut *syscalls } else { &mut *uring };
+                into.push(
+                    tokio::task::spawn_blocking(move || kernel_operations(!direct, connections)).await??,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The io_uring run's comparison with epoll, from `m`.
+fn vs_epoll(m: &Measurements) -> serde_json::Value {
+    // Each round's io_uring TLS rate over its epoll TLS rate, median.
+    let ratios = |mine: &[Rate], theirs: &[Rate]| -> Vec<f64> {
+        mine.iter().zip(theirs).map(|(m, e)| m.msgs_per_s / e.msgs_per_s).collect()
+    };
+    let (small_ratios, large_ratios) =
+        (ratios(&m.small.tls, &m.epoll_small), ratios(&m.large.tls, &m.epoll_large));
+    let mid = |rates: &[Rate], f: fn(&Rate) -> f64| median(rates.iter().map(f).collect());
+    serde_json::json!({
+        "small_tls_epoll_msgs_per_s": mid(&m.epoll_small, |r| r.msgs_per_s),
+        "large_tls_epoll_msgs_per_s": mid(&m.epoll_large, |r| r.msgs_per_s),
+        // CPU of both ends per message, each transport (the io_uring figures are the
+        // `small` and `large` sections' TLS ones).
+        "small_tls_epoll_cpu_ns_per_message": mid(&m.epoll_small, |r| r.cpu_ns_per_message),
+        "large_tls_epoll_cpu_ns_per_message": mid(&m.epoll_large, |r| r.cpu_ns_per_message),
+        "small_ratio": median(small_ratios.clone()),
+        "large_ratio": median(large_ratios.clone()),
+        "small_ratios": small_ratios,
+        "large_ratios": large_ratios,
+        // The transports alone: ns per 64-byte write and read through each (medians),
+        // and the median of the rounds' epoll ns over io_uring ns (above 1: io_uring's
+        // operations are cheaper).
+        "op_pair_ns_io_uring": median(m.ops_mine.clone()),
+        "op_pair_ns_epoll": median(m.ops_epoll.clone()),
+        "op_ratio": median(m.ops_mine.iter().zip(&m.ops_epoll).map(|(m, e)| e / m).collect()),
+        // The same operations without tokio or the streams: io_uring `Send`/`Recv`
+        // against `send`/`recv` system calls (above 1: io_uring's are cheaper).
+        "kernel_pair_ns_io_uring": median(m.kernel_uring.clone()),
+        "kernel_pair_ns_syscalls": median(m.kernel_syscalls.clone()),
+        "kernel_ratio": median(m.kernel_uring.iter().zip(&m.kernel_syscalls).map(|(u, s)| s / u).collect()),
+        // The same over KERNEL_BATCH connections, io_uring carrying all their sends in
+        // one `io_uring_enter` and all their receives in another: what batching several
+        // peers' operations in one ring would buy.
+        "kernel_batch_connections": KERNEL_BATCH,
+        "kernel_batch_pair_ns_io_uring": median(m.batch_uring.clone()),
+        "kernel_batch_pair_ns_syscalls": median(m.batch_syscalls.clone()),
+        "kernel_batch_ratio": median(m.batch_uring.iter().zip(&m.batch_syscalls).map(|(u, s)| s / u).collect()),
+    })
+}
+
 /// Runs the benchmark and returns its JSON report.
 pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
     anyhow::ensure!(cfg.messages >= 1_000, "--messages: at least 1000");
@@ -439,7 +594,6 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let large_messages = (cfg.messages / 320).max(100);
     let (t, epoll) = runtime.block_on(async {
         let t = Transport::start(cfg.transport).context("starting the transport")?;
         // An io_uring run measures TLS over epoll in the same rounds, to compare the two.
@@ -449,71 +603,22 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
         };
         anyhow::Ok((t, epoll))
     })?;
-    let small = Shape { messages: cfg.messages, size: SMALL, per_frame: GOSSIP_TXS_MAX };
-    let unbatched = Shape { per_frame: 1, ..small };
-    let large = Shape { messages: large_messages, size: LARGE, per_frame: 1 };
     let report = runtime.block_on(async {
-        let (mut s, mut u, mut l) = (Series::default(), Series::default(), Series::default());
-        let (mut epoll_small, mut epoll_large) = (Vec::new(), Vec::new());
-        let (mut ops_mine, mut ops_epoll) = (Vec::new(), Vec::new());
-        let (mut kernel_uring, mut kernel_syscalls) = (Vec::new(), Vec::new());
-        let (mut batch_uring, mut batch_syscalls) = (Vec::new(), Vec::new());
+        let mut m = Measurements::default();
         for round in 0..cfg.rounds {
-            // Each shape's measurements run one after the other — the plain-TCP bound, TLS on
-            // this transport, and for io_uring TLS on epoll — in an order that reverses every
-            // round, so neither side of a ratio always runs first (or after the same thing).
-            let reverse = round % 2 == 1;
-            for (series, shape, versus) in [
-                (&mut s, small, Some(&mut epoll_small)),
-                (&mut u, unbatched, None),
-                (&mut l, large, Some(&mut epoll_large)),
-            ] {
-                let mut versus = versus;
-                let mut order = [0, 1, 2];
-                if reverse {
-                    order.reverse();
-                }
-                for step in order {
-                    match step {
-                        0 => series.plain.push(spawned(plain(t.clone(), shape)).await?),
-                        1 => series.tls.push(spawned(tls(t.clone(), shape)).await?),
-                        _ => {
-                            if let (Some(e), Some(v)) = (&epoll, versus.as_deref_mut()) {
-                                v.push(spawned(tls(e.clone(), shape)).await?);
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(e) = &epoll {
-                // One after the other, as runtime tasks, in alternating order.
-                for epoll_now in [reverse, !reverse] {
-                    let (transport, into) = if epoll_now { (e, &mut ops_epoll) } else { (&t, &mut ops_mine) };
-                    into.push(tokio::spawn(operations(transport.clone())).await??);
-                }
-                // The same operations below the streams, on the runtime's blocking thread (the
-                // workers idle meanwhile).
-                for (connections, uring, syscalls) in
-                    [(1, &mut kernel_uring, &mut kernel_syscalls), (KERNEL_BATCH, &mut batch_uring, &mut batch_syscalls)]
-                {
-                    for direct in [reverse, !reverse] {
-                        let into = if direct { &mut *syscalls } else { &mut *uring };
-                        into.push(tokio::task::spawn_blocking(move || kernel_operations(!direct, connections)).await??);
-                    }
-                }
-            }
+            measure_round(&mut m, round % 2 == 1, &t, epoll.as_ref(), shapes(cfg)).await?;
         }
         let verify_ns = k256_verify_ns();
-        let cpu_per_small_ns = median(s.tls.iter().map(|r| r.cpu_ns_per_message).collect());
+        let cpu_per_small_ns = median(m.small.tls.iter().map(|r| r.cpu_ns_per_message).collect());
         let mut report = serde_json::json!({
             "benchmark": "net",
             "transport": t.name(),
             "transport_reason": t.reason,
             "threads": 2,
             "rounds": cfg.rounds,
-            "small": s.report(),
-            "small_unbatched": u.report(),
-            "large": l.report(),
+            "small": m.small.report(),
+            "small_unbatched": m.unbatched.report(),
+            "large": m.large.report(),
             // Both endpoints run in this process: sending and receiving one small message
             // (batched as gossip is).
             "cpu_ns_per_small_message": cpu_per_small_ns,
@@ -521,42 +626,7 @@ pub(crate) fn run(cfg: NetBench) -> anyhow::Result<Output> {
             "cpu_per_message_over_verify": cpu_per_small_ns / verify_ns,
         });
         if epoll.is_some() {
-            // Each round's io_uring TLS rate over its epoll TLS rate, median.
-            let ratios = |mine: &[Rate], theirs: &[Rate]| -> Vec<f64> {
-                mine.iter().zip(theirs).map(|(m, e)| m.msgs_per_s / e.msgs_per_s).collect()
-            };
-            let (small_ratios, large_ratios) = (ratios(&s.tls, &epoll_small), ratios(&l.tls, &epoll_large));
-            let mid = |rates: &[Rate], f: fn(&Rate) -> f64| median(rates.iter().map(f).collect());
-            report["vs_epoll"] = serde_json::json!({
-                "small_tls_epoll_msgs_per_s": mid(&epoll_small, |r| r.msgs_per_s),
-                "large_tls_epoll_msgs_per_s": mid(&epoll_large, |r| r.msgs_per_s),
-                // CPU of both ends per message, each transport (the io_uring figures are the
-                // `small` and `large` sections' TLS ones).
-                "small_tls_epoll_cpu_ns_per_message": mid(&epoll_small, |r| r.cpu_ns_per_message),
-                "large_tls_epoll_cpu_ns_per_message": mid(&epoll_large, |r| r.cpu_ns_per_message),
-                "small_ratio": median(small_ratios.clone()),
-                "large_ratio": median(large_ratios.clone()),
-                "small_ratios": small_ratios,
-                "large_ratios": large_ratios,
-                // The transports alone: ns per 64-byte write and read through each (medians),
-                // and the median of the rounds' epoll ns over io_uring ns (above 1: io_uring's
-                // operations are cheaper).
-                "op_pair_ns_io_uring": median(ops_mine.clone()),
-                "op_pair_ns_epoll": median(ops_epoll.clone()),
-                "op_ratio": median(ops_mine.iter().zip(&ops_epoll).map(|(m, e)| e / m).collect()),
-                // The same operations without tokio or the streams: io_uring `Send`/`Recv`
-                // against `send`/`recv` system calls (above 1: io_uring's are cheaper).
-                "kernel_pair_ns_io_uring": median(kernel_uring.clone()),
-                "kernel_pair_ns_syscalls": median(kernel_syscalls.clone()),
-                "kernel_ratio": median(kernel_uring.iter().zip(&kernel_syscalls).map(|(u, s)| s / u).collect()),
-                // The same over KERNEL_BATCH connections, io_uring carrying all their sends in
-                // one `io_uring_enter` and all their receives in another: what batching several
-                // peers' operations in one ring would buy.
-                "kernel_batch_connections": KERNEL_BATCH,
-                "kernel_batch_pair_ns_io_uring": median(batch_uring.clone()),
-                "kernel_batch_pair_ns_syscalls": median(batch_syscalls.clone()),
-                "kernel_batch_ratio": median(batch_uring.iter().zip(&batch_syscalls).map(|(u, s)| s / u).collect()),
-            });
+            report["vs_epoll"] = vs_epoll(&m);
         }
         anyhow::Ok(report)
     })?;

@@ -21,11 +21,13 @@ use anyhow::Context;
 use bench::workload::{GENESIS_MS, transfer_bytes, validator_key, workload};
 use engine::{Backend, tx::SignedTransaction, validate::verify_signatures};
 use exit::Output;
-use pipeline::{Pipeline, PipelineConfig, Sealing};
+use pipeline::{MetricsSnapshot, Pipeline, PipelineConfig, Sealing};
 use rayon::prelude::*;
 use storage::{Durability, Store, StoreOptions};
 
 use replica::ValidatorSink;
+
+use crate::stats::{median_run, proc_status_kb, process_cpu_s};
 
 /// Arguments of `bench pipeline`.
 #[derive(Debug, Clone)]
@@ -38,32 +40,6 @@ pub(crate) struct PipelineBench {
     pub(crate) durable: bool,
     /// Timed runs (each on a fresh store); the report is the median one.
     pub(crate) runs: usize,
-}
-
-/// Peak memory of this process: `VmHWM` (resident, file-backed MDBX pages included) and the
-/// highest `RssAnon` seen by a sampler (the process's own allocations).
-fn proc_status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-/// CPU seconds (user + system) this process has used, all threads.
-pub(crate) fn process_cpu_s() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` is valid for writes of one rusage; RUSAGE_SELF needs nothing else.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
-        return 0.0;
-    }
-    // SAFETY: getrusage succeeded, so it initialised the struct (zeroed before anyway).
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Chain time between ledgers of the benchmark (deterministic sealing).
@@ -148,7 +124,7 @@ fn timed_run(
     }
     // The bound: every core verifying pre-made signatures, measured before and after the timed
     // run (the machine is shared: its speed drifts over a run, so the mean of both is the bound).
-    let (bound_before, cpu_verify_before) = sigverify_bound(txs_path, cfg)?;
+    let before = sigverify_bound(txs_path, cfg)?;
 
     let options = StoreOptions {
         durability: if cfg.durable { Durability::Durable } else { Durability::SafeNoSync },
@@ -166,7 +142,30 @@ fn timed_run(
         block_txs_max: cfg.block_txs,
         sealing: Sealing::WhenFull { step_ms: STEP_MS },
     };
+    let timed = timed_pipeline(state, pipeline_cfg, sink, txs_path)?;
+    let after = sigverify_bound(txs_path, cfg)?;
+    Ok(report(cfg, threads, &timed, before, after))
+}
 
+/// What the timed part measured.
+struct Timed {
+    m: MetricsSnapshot,
+    elapsed_s: f64,
+    /// CPU the process used meanwhile.
+    cpu_s: f64,
+    /// The highest `RssAnon` the sampler saw.
+    peak_anon_kb: u64,
+}
+
+/// The timed part: the transfers of `txs_path` streamed through a pipeline started on `state`
+/// until its last ledger is committed, its anonymous memory sampled meanwhile; then the
+/// conservation check.
+fn timed_pipeline(
+    state: engine::state::State,
+    pipeline_cfg: PipelineConfig,
+    sink: ValidatorSink,
+    txs_path: &Path,
+) -> anyhow::Result<Timed> {
     let done = Arc::new(AtomicBool::new(false));
     let peak_anon_kb = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -190,13 +189,25 @@ fn timed_run(
         pipeline.submit(batch)?;
     }
     let (state, m) = pipeline.finish()?;
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_s = started.elapsed().as_secs_f64();
     let cpu_s = process_cpu_s() - cpu_before;
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     anyhow::ensure!(state.check_conservation().is_ok(), "conservation broken");
     drop(state);
-    let (bound_after, cpu_verify_after) = sigverify_bound(txs_path, cfg)?;
+    Ok(Timed { m, elapsed_s, cpu_s, peak_anon_kb: peak_anon_kb.load(Ordering::Relaxed) })
+}
+
+/// A run's JSON report, from the timed part and the bound (rate, CPU s per verification)
+/// measured before and after it.
+fn report(
+    cfg: &PipelineBench,
+    threads: usize,
+    timed: &Timed,
+    (bound_before, cpu_verify_before): (f64, f64),
+    (bound_after, cpu_verify_after): (f64, f64),
+) -> serde_json::Value {
+    let Timed { ref m, elapsed_s: elapsed, cpu_s, peak_anon_kb } = *timed;
     let cpu_per_verify = (cpu_verify_before + cpu_verify_after) / 2.0;
     let cpu_per_tx = cpu_s / m.committed_txs.max(1) as f64;
     let bound_tx_per_s = (bound_before + bound_after) / 2.0;
@@ -211,7 +222,7 @@ fn timed_run(
             )
         })
         .collect();
-    let report = serde_json::json!({
+    serde_json::json!({
         "benchmark": "pipeline",
         "txs": cfg.txs,
         "accounts": cfg.accounts,
@@ -229,7 +240,7 @@ fn timed_run(
         "sigverify_bound_after_tx_per_s": bound_after,
         "ratio": tx_per_s / bound_tx_per_s,
         "peak_rss_bytes": proc_status_kb("VmHWM:") * 1024,
-        "peak_anon_rss_bytes": peak_anon_kb.load(Ordering::Relaxed) * 1024,
+        "peak_anon_rss_bytes": peak_anon_kb * 1024,
         "stages": stages,
         // CPU the process used while timed, over what the cores could give: the rest is idle.
         "cpu_s": cpu_s,
@@ -240,8 +251,7 @@ fn timed_run(
         "cpu_us_per_tx": cpu_per_tx * 1e6,
         "cpu_ratio": cpu_per_verify / cpu_per_tx,
         "thread_cpu_s": m.thread_cpu_s.iter().map(|(k, v)| ((*k).to_owned(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-    });
-    Ok(report)
+    })
 }
 
 /// Runs the benchmark and returns its JSON report.
@@ -288,40 +298,4 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Output::json(&report)
-}
-
-/// The value at rank `p` (0 to 1, nearest rank) of `sorted` (ascending); the default value for
-/// an empty slice.
-/// The report of the run of median `ratio`, with `summary` of every run (in run order) under
-/// `runs`: the machine is shared and its speed drifts by tens of percent between runs.
-pub(crate) fn median_run(
-    mut runs: Vec<serde_json::Value>,
-    summary: impl Fn(&serde_json::Value) -> serde_json::Value,
-) -> serde_json::Value {
-    let listed: Vec<serde_json::Value> = runs.iter().map(&summary).collect();
-    let ratio = |r: &serde_json::Value| r["ratio"].as_f64().unwrap_or(0.0);
-    runs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-    let mut report = if runs.is_empty() { serde_json::json!({}) } else { runs.swap_remove(runs.len() / 2) };
-    report["runs"] = serde_json::json!(listed);
-    report
-}
-
-pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
-    let Some(last) = sorted.len().checked_sub(1) else { return T::default() };
-    let i = (last as f64 * p).round() as usize;
-    sorted[i.min(last)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_median_run_is_reported_with_every_run_listed_in_order() {
-        let runs = [0.9, 0.5, 0.7].map(|r| serde_json::json!({ "ratio": r, "extra": "kept" }));
-        let report = median_run(runs.to_vec(), |r| serde_json::json!({ "ratio": r["ratio"] }));
-        assert_eq!(report["ratio"], 0.7);
-        assert_eq!(report["extra"], "kept");
-        assert_eq!(report["runs"], serde_json::json!([{ "ratio": 0.9 }, { "ratio": 0.5 }, { "ratio": 0.7 }]));
-    }
 }
