@@ -508,7 +508,7 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     let http = agent(Duration::from_secs(30));
     let api::Status { chain_id, min_fee, max_ttl_ms, timestamp_ms: head_ms, .. } =
         get(&http, &format!("{api}{}", routes::STATUS))?;
-    let key = replica::identity::read_key_file(&b.key).with_context(|| {
+    let key = replica::identity::read_key_file(&b.key, "key file").with_context(|| {
         format!("the funding key {} (--key FILE: a funded account's secret key)", b.key.display())
     })?;
     let total = usize::try_from(b.rate.saturating_mul(b.duration_s)).context("too many transactions")?;

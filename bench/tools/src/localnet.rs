@@ -244,7 +244,8 @@ fn write_config(
 /// `caasiope init --validators N --dir DIR`.
 pub fn init_command(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Output> {
     let processes = init(dir, validators, net)?;
-    let faucet = replica::identity::read_key_file(&dir.join("faucet.key"))?.public_key().address();
+    let faucet =
+        replica::identity::read_key_file(&dir.join("faucet.key"), "key file")?.public_key().address();
     Output::json(&InitReport {
         dir: dir.to_owned(),
         chain_id: LOCALNET_CHAIN,

@@ -109,8 +109,9 @@ pub fn key_inspect(secret_hex: &str) -> anyhow::Result<Output> {
     Output::json(&KeyInfo { public_key, address: public_key.address() })
 }
 
-/// Reads a key file written by [`create_key_file`].
-pub fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
-    let text = exit::read_text(path, limits::KEY_FILE_BYTES_MAX, "key file")?;
-    SecretKey::from_hex(text.trim()).with_context(|| format!("key file {}", path.display()))
+/// Reads a key file written by [`create_key_file`] (`what` names it in errors: "key file",
+/// "validator key").
+pub fn read_key_file(path: &Path, what: &str) -> anyhow::Result<SecretKey> {
+    let text = exit::read_text(path, limits::KEY_FILE_BYTES_MAX, what)?;
+    SecretKey::from_hex(&text).with_context(|| format!("{what} {}", path.display()))
 }

@@ -154,8 +154,7 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
 /// commits every ledger, fed by the submit server until SIGINT or SIGTERM.
 fn run_alone(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let key_path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
-    let key = SecretKey::from_hex(&read_text(key_path, limits::KEY_FILE_BYTES_MAX, "validator key")?)
-        .with_context(|| format!("validator key {}", key_path.display()))?;
+    let key = crate::identity::read_key_file(key_path, "validator key")?;
     let (store, state) = open_store(cfg)?;
     let index = index_alone_a_quorum(&state, &key)?;
     let stop = stop_on_signals()?;

@@ -111,10 +111,7 @@ fn validator_key(cfg: &NodeConfig) -> anyhow::Result<Option<SecretKey>> {
     Ok(match cfg.role {
         Role::Validator => {
             let path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
-            let key =
-                SecretKey::from_hex(read_text(path, limits::KEY_FILE_BYTES_MAX, "validator key")?.trim())
-                    .with_context(|| format!("validator key {}", path.display()))?;
-            Some(key)
+            Some(crate::identity::read_key_file(path, "validator key")?)
         }
         Role::Node | Role::Explorer => None,
     })
