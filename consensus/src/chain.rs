@@ -1,5 +1,5 @@
-//! The application a validator's consensus runs on: the pool of validated transactions, the
-//! committed state, proposal building and checking, and commit of decided or synced ledgers.
+//! The application a validator's consensus runs on: the committed state, proposal building and
+//! checking from the process's one [`Mempool`], and commit of decided or synced ledgers.
 //!
 //! Values are executed on the committed state and sealed without changing it
 //! ([`engine::state::StateDiff`]): the result holds what the block touched, never a copy of the
@@ -7,11 +7,7 @@
 //! validator built or checked costs no second execution; an older one evicted is executed again
 //! if it is decided.
 
-use std::{
-    cmp::Reverse,
-    collections::{BTreeSet, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
 // Keyed by transaction ids and ledger hashes; foldhash is seeded per process (no HashDoS from
 // chosen ids) and several times cheaper than SipHash on 32-byte keys (the profile showed it).
@@ -28,6 +24,8 @@ use engine::{
     validate::{TxError, VerifiedTx, verify},
 };
 
+pub use pipeline::{Mempool, MempoolConfig, PoolError};
+
 use crate::message::Value;
 
 /// Limits and rules of the application. A node takes the limits from its limits module
@@ -42,8 +40,6 @@ pub struct ChainConfig {
     /// ledger travels to a peer that syncs it in one frame, so it must fit one (the node's
     /// limits module asserts it does).
     pub block_bytes_max: usize,
-    /// Most transactions the pool holds.
-    pub pool_max: usize,
     /// How far a proposal's timestamp may lie from the voter's clock (DESIGN §4).
     pub drift_ms: i64,
 }
@@ -96,23 +92,6 @@ pub struct Committed {
     pub ledger: CommittedLedger,
     /// What the engine applied (ids, receipts, touched accounts).
     pub applied: Applied,
-}
-
-/// Why the pool refused a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PoolError {
-    /// Already in the pool.
-    #[error("already pending")]
-    Known,
-    /// Already in a committed ledger.
-    #[error("already committed")]
-    Included,
-    /// Expired at the last committed ledger's time.
-    #[error("expired")]
-    Expired,
-    /// The pool is at its limit.
-    #[error("pool full")]
-    Full,
 }
 
 /// The verdict on a proposed value.
@@ -201,16 +180,12 @@ impl Executed {
     }
 }
 
-/// Committed state, pool and the executions of this height's values.
+/// Committed state, the mempool and the executions of this height's values.
 pub struct Chain {
     cfg: ChainConfig,
     state: State,
-    pool: HashMap<TxId, VerifiedTx>,
-    /// Fee priority (DESIGN §4), then arrival.
-    order: BTreeSet<(Reverse<i64>, u64, TxId)>,
-    /// Per pooled transaction: its arrival number and the length of its canonical encoding.
-    arrival_and_bytes: HashMap<TxId, (u64, u32)>,
-    next_seq: u64,
+    /// Shared with the intake, which admits into it.
+    pool: Arc<Mempool>,
     executed: HashMap<Hash, Executed>,
     /// The executed values' ids, oldest first (the first evicted past [`EXECUTED_MAX`]).
     executed_order: VecDeque<Hash>,
@@ -220,8 +195,6 @@ pub struct Chain {
     /// builds, dropped from the pool at the commit — not before, as a value of the height
     /// holding them may still be decided and need their bodies.
     rejected: std::collections::HashSet<TxId, foldhash::fast::RandomState>,
-    /// Scratch buffer for measuring encodings.
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -234,20 +207,16 @@ impl std::fmt::Debug for Chain {
 }
 
 impl Chain {
-    /// A chain at a committed state.
-    pub fn new(state: State, cfg: ChainConfig) -> Self {
+    /// A chain at a committed state, proposing from `pool`.
+    pub fn new(state: State, cfg: ChainConfig, pool: Arc<Mempool>) -> Self {
         Self {
             cfg,
             state,
-            pool: HashMap::default(),
-            order: BTreeSet::new(),
-            arrival_and_bytes: HashMap::default(),
-            next_seq: 0,
+            pool,
             executed: HashMap::default(),
             executed_order: VecDeque::new(),
             pinned: [None; 2],
             rejected: Default::default(),
-            scratch: Vec::new(),
         }
     }
 
@@ -276,46 +245,26 @@ impl Chain {
         self.pool.len()
     }
 
+    /// The mempool.
+    pub const fn mempool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
     /// A pending transaction.
-    pub fn pending(&self, id: &TxId) -> Option<&VerifiedTx> {
+    pub fn pending(&self, id: &TxId) -> Option<Arc<VerifiedTx>> {
         self.pool.get(id)
     }
 
-    /// Adds a verified transaction to the pool.
+    /// Adds a verified transaction that was not admitted against the post-state (a body a
+    /// proposal names, one restored from the log, a simulated client's) to the pool.
     pub fn add(&mut self, vtx: VerifiedTx) -> Result<(), PoolError> {
-        if self.pool.contains_key(&vtx.id) {
-            return Err(PoolError::Known);
-        }
         if self.state.is_included(&vtx.id) {
             return Err(PoolError::Included);
         }
         if vtx.tx.tx.expiration_ms <= self.state.head().timestamp_ms {
             return Err(PoolError::Expired);
         }
-        if self.pool.len() >= self.cfg.pool_max {
-            return Err(PoolError::Full);
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.scratch.clear();
-        vtx.tx.encode(&mut self.scratch);
-        // At most TX_BYTES_MAX (32 KiB): a verified transaction was decoded within it.
-        let bytes = u32::try_from(self.scratch.len()).unwrap_or(u32::MAX);
-        self.order.insert((Reverse(vtx.tx.tx.fee.amount), seq, vtx.id));
-        self.arrival_and_bytes.insert(vtx.id, (seq, bytes));
-        self.pool.insert(vtx.id, vtx);
-        Ok(())
-    }
-
-    fn remove(&mut self, id: &TxId) {
-        if let (Some(vtx), Some((seq, _))) = (self.pool.remove(id), self.arrival_and_bytes.remove(id)) {
-            self.order.remove(&(Reverse(vtx.tx.tx.fee.amount), seq, *id));
-        }
-    }
-
-    /// Length of a pooled transaction's canonical encoding.
-    fn encoded_len(&self, id: &TxId) -> usize {
-        self.arrival_and_bytes.get(id).map_or(0, |&(_, bytes)| bytes as usize)
+        self.pool.insert(vtx)
     }
 
     /// Builds the value of this validator's proposal at `now_ms`: pool transactions in fee
@@ -324,20 +273,14 @@ impl Chain {
     pub fn build(&mut self, now_ms: i64) -> Value {
         let timestamp_ms = now_ms.max(self.state.head().timestamp_ms + 1);
         // The candidates' bytes stay within the limit, so the bytes of those applied do too.
-        let mut bytes = 0;
-        let (pool, sizes, limit) = (&self.pool, &self.arrival_and_bytes, self.cfg.block_bytes_max);
         let rejected_before = &self.rejected;
-        let candidates: Vec<&VerifiedTx> = self
-            .order
-            .iter()
-            .filter(|(_, _, id)| !rejected_before.contains(id))
-            .take_while(|(_, _, id)| {
-                bytes += sizes.get(id).map_or(0, |&(_, b)| b as usize);
-                bytes <= limit
-            })
-            .filter_map(|(_, _, id)| pool.get(id))
-            .collect();
-        let built = execute_build(&mut self.state, timestamp_ms, candidates, self.cfg.block_txs_max);
+        let candidates = self.pool.candidates(self.cfg.block_bytes_max, |id| rejected_before.contains(id));
+        let built = execute_build(
+            &mut self.state,
+            timestamp_ms,
+            candidates.iter().map(|v| &**v),
+            self.cfg.block_txs_max,
+        );
         let (diff, rejected) = match built {
             Ok(x) => x,
             // Only a timestamp at or below the head's fails, and it was raised above it.
@@ -345,8 +288,10 @@ impl Chain {
         };
         self.rejected.extend(rejected.iter().map(|(id, _)| *id));
         let applied = diff.applied();
+        // Those applied are the candidates less those skipped, in the candidates' order.
+        let mut rest = candidates.iter();
         let transactions = Arc::new(
-            applied.tx_ids.iter().filter_map(|id| self.pool.get(id).map(|v| v.tx.clone())).collect(),
+            applied.tx_ids.iter().filter_map(|id| rest.find(|v| v.id == *id).map(|v| v.tx.clone())).collect(),
         );
         let value = Value { header: applied.header, tx_ids: applied.tx_ids.clone() };
         self.keep(Executed::new(diff, transactions, &self.state));
@@ -388,7 +333,7 @@ impl Chain {
         let chain_id = self.state.params().chain_id.clone();
         for tx in txs {
             let id = tx.id(&chain_id);
-            if self.pool.contains_key(&id) {
+            if self.pool.contains(&id) {
                 continue;
             }
             if let Ok(vtx) = verify(tx, id, self.state.params(), self.cfg.backend) {
@@ -399,7 +344,7 @@ impl Chain {
 
     /// The ids of a value's transactions the pool lacks (what committing it would need).
     pub fn missing(&self, value: &Value) -> Vec<TxId> {
-        value.tx_ids.iter().filter(|id| !self.pool.contains_key(id)).copied().collect()
+        self.pool.missing(&value.tx_ids)
     }
 
     /// Bytes the executed values of the height hold apart from the committed state (their
@@ -433,19 +378,16 @@ impl Chain {
         if self.executed.contains_key(&id) {
             return CheckOutcome::Valid { timely };
         }
-        let missing: Vec<TxId> =
-            value.tx_ids.iter().filter(|id| !self.pool.contains_key(id)).copied().collect();
-        if !missing.is_empty() {
-            return CheckOutcome::Missing(missing);
-        }
-        let bytes: usize = value.tx_ids.iter().map(|id| self.encoded_len(id)).sum();
+        let Ok((txs, bytes)) = self.pool.bodies(&value.tx_ids) else {
+            return CheckOutcome::Missing(self.pool.missing(&value.tx_ids));
+        };
         if bytes > self.cfg.block_bytes_max {
             return CheckOutcome::Invalid(format!(
                 "{bytes} bytes of transactions over the limit of {}",
                 self.cfg.block_bytes_max
             ));
         }
-        match self.execute_pooled(value) {
+        match self.execute_bodies(value, &txs) {
             Ok(()) => CheckOutcome::Valid { timely },
             Err(e) => CheckOutcome::Invalid(e.to_string()),
         }
@@ -454,13 +396,15 @@ impl Chain {
     /// Executes `value` from the pool in place (only the bodies kept with the result are
     /// copied) and keeps the result if it reproduces its header exactly.
     fn execute_pooled(&mut self, value: &Value) -> Result<(), ChainError> {
-        let txs = value
-            .tx_ids
-            .iter()
-            .map(|id| self.pool.get(id).ok_or(ChainError::Missing(*id)))
-            .collect::<Result<Vec<&VerifiedTx>, _>>()?;
+        let (txs, _) = self.pool.bodies(&value.tx_ids).map_err(ChainError::Missing)?;
+        self.execute_bodies(value, &txs)
+    }
+
+    /// Executes `value` with its bodies `txs` and keeps the result if it reproduces its header
+    /// exactly.
+    fn execute_bodies(&mut self, value: &Value, txs: &[Arc<VerifiedTx>]) -> Result<(), ChainError> {
         let bodies: Arc<Vec<SignedTransaction>> = Arc::new(txs.iter().map(|v| v.tx.clone()).collect());
-        let diff = execute_exactly(&mut self.state, &value.header, &txs)?;
+        let diff = execute_exactly(&mut self.state, &value.header, txs)?;
         self.keep(Executed::new(diff, bodies, &self.state));
         Ok(())
     }
@@ -515,7 +459,7 @@ impl Chain {
             let mut txs = Vec::with_capacity(ledger.transactions.len());
             for (tx, tx_id) in ledger.transactions.iter().zip(ids) {
                 let vtx = match self.pool.get(&tx_id) {
-                    Some(v) => v.clone(),
+                    Some(v) => Arc::unwrap_or_clone(v),
                     None => verify(tx.clone(), tx_id, self.state.params(), self.cfg.backend)
                         .map_err(|e| ChainError::Tx(tx_id, e))?,
                 };
@@ -537,15 +481,8 @@ impl Chain {
         self.executed.clear();
         self.executed_order.clear();
         self.pinned = [None; 2];
-        for tx_id in applied.tx_ids.iter().chain(std::mem::take(&mut self.rejected).iter()) {
-            self.remove(tx_id);
-        }
-        let now = self.state.head().timestamp_ms;
-        let expired: Vec<TxId> =
-            self.pool.values().filter(|v| v.tx.tx.expiration_ms <= now).map(|v| v.id).collect();
-        for tx_id in &expired {
-            self.remove(tx_id);
-        }
+        self.pool.remove(applied.tx_ids.iter().chain(std::mem::take(&mut self.rejected).iter()));
+        self.pool.remove_expired(self.state.head().timestamp_ms);
         let ledger = CommittedLedger {
             header: applied.header,
             certificate,
@@ -591,9 +528,16 @@ mod tests {
             backend: Backend::Libsecp256k1,
             block_txs_max: 20_000,
             block_bytes_max: (4 << 20) - (64 << 10),
-            pool_max: 200_000,
             drift_ms: 5_000,
         }
+    }
+
+    fn pool() -> Arc<Mempool> {
+        Arc::new(Mempool::new(pipeline::MempoolConfig {
+            txs_max: 200_000,
+            busy_txs: 15_000,
+            busy_queued: 4_000,
+        }))
     }
 
     fn key(i: u8) -> SecretKey {
@@ -644,7 +588,7 @@ mod tests {
     #[test]
     fn a_synced_ledger_whose_transactions_were_altered_is_the_senders_fault() {
         let (state, txs) = chain_and_transfers(4);
-        let mut leader = Chain::new(state.clone(), config());
+        let mut leader = Chain::new(state.clone(), config(), pool());
         for v in &txs {
             leader.add(v.clone()).unwrap();
         }
@@ -655,7 +599,7 @@ mod tests {
         certificate.add(CHAIN, 0, &key(1), 1, &id);
         let genuine = leader.commit(&value, certificate).unwrap().ledger;
 
-        let mut follower = Chain::new(state, config());
+        let mut follower = Chain::new(state, config(), pool());
         let root = follower.state().state_root();
         let mut dropped = genuine.clone();
         dropped.transactions.pop();
@@ -683,7 +627,7 @@ mod tests {
     #[test]
     fn executing_a_value_copies_what_its_block_touched_and_keeps_a_bounded_number() {
         let (state, txs) = chain_and_transfers(6);
-        let mut chain = Chain::new(state.clone(), config());
+        let mut chain = Chain::new(state.clone(), config(), pool());
         for v in &txs {
             chain.add(v.clone()).unwrap();
         }
@@ -714,7 +658,7 @@ mod tests {
         let size = txs[0].tx.to_bytes().len();
         assert!(txs.iter().all(|v| v.tx.to_bytes().len() == size));
         let chain_with = |block_bytes_max: usize| {
-            let mut chain = Chain::new(state.clone(), ChainConfig { block_bytes_max, ..config() });
+            let mut chain = Chain::new(state.clone(), ChainConfig { block_bytes_max, ..config() }, pool());
             for v in &txs {
                 chain.add(v.clone()).unwrap();
             }

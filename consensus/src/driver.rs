@@ -594,16 +594,23 @@ impl Driver {
                 Err(_) => added.push(false),
             }
         }
-        if !arrived.is_empty() {
-            self.recheck_waiting(env, &arrived)?;
+        self.on_pooled(env, &arrived)?;
+        Ok(added)
+    }
+
+    /// Transactions the mempool took from elsewhere (the intake admitted them): a check or a
+    /// decision waiting for their bodies goes on.
+    pub fn on_pooled<E: Env>(&mut self, env: &mut E, arrived: &[TxId]) -> Result<(), DriverError> {
+        if arrived.is_empty() || (self.waiting.is_empty() && self.stuck.is_none()) {
+            return Ok(());
         }
-        if self.stuck.as_ref().is_some_and(|d| !arrived.is_empty() && self.chain.missing(&d.value).is_empty())
-        {
+        self.recheck_waiting(env, arrived)?;
+        if self.stuck.as_ref().is_some_and(|d| self.chain.missing(&d.value).is_empty()) {
             if let Some(d) = self.stuck.take() {
                 self.decide(env, d)?;
             }
         }
-        Ok(added)
+        Ok(())
     }
 
     /// A committed ledger from a peer: applied if it is the next one, its certificate verifies

@@ -30,7 +30,8 @@ pub mod wire;
 
 pub use crate::{
     chain::{
-        Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, EXECUTED_MAX, PoolError,
+        Chain, ChainConfig, ChainError, CheckOutcome, Committed, CommittedLedger, EXECUTED_MAX, Mempool,
+        MempoolConfig, PoolError,
     },
     core::{
         Config, Core, CoreStats, Decision, EVIDENCE_PER_VALIDATOR_MAX, Effect, FUTURE_FAILURES_PER_PEER_MAX,

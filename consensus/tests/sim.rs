@@ -1001,14 +1001,11 @@ fn boot(w: &World, i: usize, ledgers: &[CommittedLedger], signer: Option<SignSta
         backend: BACKEND,
         timeouts: timeouts(),
     };
-    let chain_cfg = ChainConfig {
-        backend: BACKEND,
-        block_txs_max: 50,
-        pool_max: 10_000,
-        block_bytes_max: 4 << 20,
-        drift_ms: 5_000,
-    };
-    let mut chain = Chain::new(State::from_genesis(&w.genesis), chain_cfg);
+    let chain_cfg =
+        ChainConfig { backend: BACKEND, block_txs_max: 50, block_bytes_max: 4 << 20, drift_ms: 5_000 };
+    let pool = caasiope_consensus::MempoolConfig { txs_max: 10_000, busy_txs: 10_000, busy_queued: 10_000 };
+    let pool = std::sync::Arc::new(caasiope_consensus::Mempool::new(pool));
+    let mut chain = Chain::new(State::from_genesis(&w.genesis), chain_cfg, pool);
     for l in ledgers {
         if let Err(e) = chain.apply_synced(l) {
             w.fail(&format!("node {i} cannot replay its own ledger: {e}"));

@@ -1,19 +1,23 @@
-//! Consensus-mode ingest: decode → signature verification on a dedicated pool → admission
-//! against the post-state (a single writer) → the validated-transaction pool.
+//! The way into the [`Mempool`]: decode → signature verification on a dedicated pool →
+//! admission against the post-state (a single writer) → the pool.
 //!
-//! In consensus mode ledgers are decided by the validators together, not sealed here: the
-//! admission stage keeps a post-state — the committed state with every admitted transaction
-//! applied in admission order — so a transaction that conflicts with one already admitted
-//! (double spend, insufficient balance, replay, expiry) is rejected at once with its rule, and
-//! only admitted transactions reach the pool and are gossiped. After each committed ledger the
-//! host calls [`Intake::rebase`]: the post-state is rebuilt on the new committed state and the
-//! admitted transactions not in that ledger are applied again (those now invalid are dropped and
-//! counted).
+//! Ledgers are decided by consensus (a single validator is consensus with a set of one), not
+//! sealed here: the admission stage keeps a post-state — the committed state with every
+//! admitted transaction applied in admission order — so a transaction that conflicts with one
+//! already admitted (double spend, insufficient balance, replay, expiry) is refused at once
+//! with its rule, and only admitted transactions reach the pool and are gossiped. After each
+//! committed ledger the host calls [`Intake::rebase`]: the post-state is rebuilt on the new
+//! committed state and the pool's admitted transactions are applied again
+//! ([`Mempool::readmit`]; those now invalid leave the pool and are reported).
+//!
+//! Each transaction is decoded once: a caller that decoded it already (the submit port, for
+//! its answer; the host, to see whether a check waits for a fetched body) hands over the
+//! decoded form, and the stateless rules and signatures are checked here.
 //!
 //! ```text
-//! submit(origin, bytes) ─▶ [ingest q] ─▶ decode + verify (pool, one task per batch)
-//!                                   ─▶ [admit q, in order] ─▶ admit ─▶ on_admitted(origin, txs)
-//! rebase(committed state) ─────────────────────────────────────▲
+//! submit(origin, bytes | decoded) ─▶ [ingest q] ─▶ decode + verify (pool, one task per batch)
+//!                         ─▶ [admit q, in order] ─▶ admit (Mempool) ─▶ on_admitted(origin, txs)
+//! rebase(committed state) ─────────────────────────────▲
 //! ```
 
 use std::{
@@ -28,14 +32,16 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use engine::{
     Backend,
+    genesis::ChainParams,
     state::State,
-    tx::TxId,
-    validate::{TxError, VerifiedTx},
+    tx::{SignedTransaction, TxId},
+    validate::{TxError, VerifiedTx, check_stateless},
 };
 
 use crate::{
-    Metrics, MetricsSnapshot, PipelineError, Stage, SubmitError, decode_checked, elapsed_ns, now_ms,
-    verify_decoded,
+    Decoded, Metrics, MetricsSnapshot, PipelineError, Stage, SubmitError, decode_checked, elapsed_ns,
+    mempool::{Mempool, Verdict},
+    now_ms, verify_decoded,
 };
 
 /// Where a batch came from (returned with its admitted transactions).
@@ -47,26 +53,31 @@ pub enum Origin {
     Peer(u32),
     /// Bodies a peer sent because this node asked for them (a proposal names them): verified
     /// only, not admitted against the post-state — a proposal may rightly hold the other half
-    /// of a double spend this node refused — and handed over whatever the pool holds.
+    /// of a double spend this node refused — and handed over for the host to pool.
     Fetched(u32),
 }
 
-/// Transactions admitted to the post-state, in admission order (or, for
-/// [`Origin::Fetched`], verified).
+/// What a batch became.
 #[derive(Debug)]
 pub struct Admitted {
-    /// Where they came from.
+    /// Where it came from.
     pub origin: Origin,
-    /// The transactions.
-    pub txs: Vec<VerifiedTx>,
+    /// Those admitted to the mempool, in admission order (for [`Origin::Fetched`]: those
+    /// verified, not pooled).
+    pub txs: Vec<Arc<VerifiedTx>>,
     /// How many of the batch failed decoding, the stateless rules or signature verification:
     /// what no honest peer gossips or sends when asked (such failures depend on nothing but the
     /// bytes and the chain's parameters), so what a peer is held to account for.
     pub refused: usize,
 }
 
+/// Told the verdict on every transaction of a decoded batch (in no particular order), once
+/// admission has judged it; dropped unanswered if the process stops first.
+pub type Reply = Box<dyn FnOnce(Vec<(TxId, Verdict)>) + Send>;
+
 /// Bounds of an intake. Every queue and batch is bounded; a node takes the values from its
-/// limits module (`caasiope-limits`), so there is no default here.
+/// limits module (`caasiope-limits`), so there is no default here. The pool's own bounds are
+/// the [`Mempool`]'s.
 #[derive(Clone, Copy, Debug)]
 pub struct IntakeConfig {
     /// Signature backend.
@@ -77,41 +88,74 @@ pub struct IntakeConfig {
     pub batch_txs_max: usize,
     /// Most batches waiting in each queue.
     pub queue_batches_max: usize,
-    /// Most transactions admitted and not yet committed (the pool's size).
-    pub admitted_max: usize,
 }
 
-/// A verified batch and how many of it failed.
-type Verified = Receiver<(Vec<VerifiedTx>, usize)>;
+/// Transactions as they are submitted.
+enum Txs {
+    /// Untrusted bytes.
+    Raw(Vec<Vec<u8>>),
+    /// Decoded by the caller (stateless rules and signatures not yet checked).
+    Decoded(Vec<Decoded>),
+}
 
-/// A running intake. Dropping it stops the stages (what is queued is dropped: in consensus mode
-/// an unadmitted transaction is not yet anyone's responsibility).
+impl Txs {
+    fn len(&self) -> usize {
+        match self {
+            Self::Raw(t) => t.len(),
+            Self::Decoded(t) => t.len(),
+        }
+    }
+}
+
+struct Batch {
+    origin: Origin,
+    txs: Txs,
+    reply: Option<Reply>,
+}
+
+/// A verified batch: its valid transactions, how many failed, the verdicts on those, and who
+/// waits for the verdicts.
+struct Checked {
+    txs: Vec<VerifiedTx>,
+    refused: usize,
+    verdicts: Vec<(TxId, Verdict)>,
+    reply: Option<Reply>,
+}
+
+/// A batch on its way to admission: it arrives through this one-shot channel once a pool
+/// thread has verified it, so batches are admitted in submission order.
+type Verified = Receiver<Checked>;
+
+/// What refusals are reported to (with the id when the bytes decoded that far).
+type OnRejected = Arc<dyn Fn(Option<TxId>, &TxError) + Send + Sync>;
+
+/// A running intake. Dropping it stops the stages (what is queued is dropped: an unadmitted
+/// transaction is not yet anyone's responsibility).
 #[derive(Debug)]
 pub struct Intake {
-    ingest: Option<Sender<(Origin, Vec<Vec<u8>>)>>,
+    ingest: Option<Sender<Batch>>,
     /// The newest committed state not yet taken by the admission stage, and its doorbell: the
     /// caller (the consensus host) never waits on the admission stage.
-    /// Straight to admission, for transactions verified elsewhere.
-    admit: Option<Sender<(Origin, Verified)>>,
     rebase: Arc<Mutex<Option<State>>>,
     rebase_bell: Option<Sender<()>>,
     batch_txs_max: usize,
+    mempool: Arc<Mempool>,
     metrics: Arc<Metrics>,
     depths: Arc<[AtomicI64; 5]>,
-    /// Transactions submitted and not yet verified.
-    queued: Arc<AtomicI64>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Intake {
-    /// Starts on the committed `state`; admitted batches are handed to `on_admitted` on the
-    /// admission thread (it may block: that pushes back on the stages before it).
+    /// Starts on the committed `state`, admitting into `mempool`; each batch's outcome is
+    /// handed to `on_admitted` on the admission thread (it may block: that pushes back on the
+    /// stages before it).
     pub fn start(
         state: State,
         cfg: IntakeConfig,
+        mempool: Arc<Mempool>,
         on_admitted: impl FnMut(Admitted) + Send + 'static,
     ) -> Result<Self, PipelineError> {
-        Self::start_reporting(state, cfg, on_admitted, |_, _| {})
+        Self::start_reporting(state, cfg, mempool, on_admitted, |_, _| {})
     }
 
     /// As [`Intake::start`], and tells `on_rejected` every transaction refused, with its id
@@ -120,18 +164,17 @@ impl Intake {
     pub fn start_reporting(
         state: State,
         cfg: IntakeConfig,
-        mut on_admitted: impl FnMut(Admitted) + Send + 'static,
+        mempool: Arc<Mempool>,
+        on_admitted: impl FnMut(Admitted) + Send + 'static,
         on_rejected: impl Fn(Option<TxId>, &TxError) + Send + Sync + 'static,
     ) -> Result<Self, PipelineError> {
-        let on_rejected = Arc::new(on_rejected);
+        let on_rejected: OnRejected = Arc::new(on_rejected);
         let batch_txs_max = cfg.batch_txs_max.clamp(1, engine::limits::BLOCK_TXS_MAX);
         let queue = cfg.queue_batches_max.max(1);
         let metrics = Arc::new(Metrics::default());
         let depths: Arc<[AtomicI64; 5]> = Arc::new(Default::default());
-        let queued = Arc::new(AtomicI64::new(0));
-        let (ingest_tx, ingest_rx) = bounded::<(Origin, Vec<Vec<u8>>)>(queue);
+        let (ingest_tx, ingest_rx) = bounded::<Batch>(queue);
         let (admit_tx, admit_rx) = bounded::<(Origin, Verified)>(queue);
-        let admit_direct = admit_tx.clone();
         let (rebase_tx, rebase_rx) = bounded::<()>(1);
         let rebase = Arc::new(Mutex::new(None::<State>));
         let pool = rayon::ThreadPoolBuilder::new()
@@ -139,121 +182,68 @@ impl Intake {
             .thread_name(|i| format!("intake-verify-{i}"))
             .build()
             .map_err(|e| PipelineError::Start(e.to_string()))?;
-        let params = state.params().clone();
         let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
-        let (m, d, on_rejected_verify) = (metrics.clone(), depths.clone(), on_rejected.clone());
-        let queued_verify = queued.clone();
-        let backend = cfg.backend;
+        let stages = Stages {
+            params: Arc::new(state.params().clone()),
+            backend: cfg.backend,
+            mempool: mempool.clone(),
+            metrics: metrics.clone(),
+            depths: depths.clone(),
+            on_rejected,
+        };
+        let verify_stages = stages.clone();
         let verify = spawn("intake-verify")
-            .spawn(move || {
-                for (origin, batch) in ingest_rx {
-                    d[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
-                    let (done_tx, done_rx) = bounded(1);
-                    let (params, m2, rejected) = (params.clone(), m.clone(), on_rejected_verify.clone());
-                    let queued = queued_verify.clone();
-                    // One task per batch, decoded and verified by one pool thread; the admit
-                    // stage reads the results in submission order.
-                    pool.spawn_fifo(move || {
-                        let t = Instant::now();
-                        let n = batch.len();
-                        let mut out = Vec::with_capacity(n);
-                        let mut refused = 0;
-                        for bytes in batch {
-                            let verified = match decode_checked(&bytes, &params) {
-                                Ok((stx, id)) => verify_decoded(stx, id, &params.chain_id, backend)
-                                    .map_err(|e| (Some(id), e)),
-                                Err(e) => Err((None, e)),
-                            };
-                            match verified {
-                                Ok(v) => out.push(v),
-                                Err((id, e)) => {
-                                    refused += 1;
-                                    m2.reject(&e);
-                                    if !matches!(origin, Origin::Fetched(_)) {
-                                        rejected(id, &e);
-                                    }
-                                }
-                            }
-                        }
-                        m2.record(Stage::Verify, n, elapsed_ns(t));
-                        queued.fetch_sub(n as i64, Ordering::Relaxed);
-                        let _ = done_tx.send((out, refused));
-                    });
-                    d[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
-                    if admit_tx.send((origin, done_rx)).is_err() {
-                        return;
-                    }
-                }
-            })
+            .spawn(move || verify_stages.verify_loop(&ingest_rx, &admit_tx, &pool))
             .map_err(|e| PipelineError::Start(e.to_string()))?;
-        let (m, d) = (metrics.clone(), depths.clone());
-        let admitted_max = cfg.admitted_max.max(1);
         let slot = rebase.clone();
-        let m3 = metrics.clone();
+        let mut on_admitted = on_admitted;
         let admit = spawn("intake-admit")
-            .spawn(move || {
-                let report = |id: TxId, e: &TxError| {
-                    m3.reject(e);
-                    on_rejected(Some(id), e);
-                };
-                admit_loop(
-                    state,
-                    &admit_rx,
-                    &rebase_rx,
-                    &slot,
-                    &mut on_admitted,
-                    &report,
-                    admitted_max,
-                    &m,
-                    &d,
-                )
-            })
+            .spawn(move || stages.admit_loop(state, &admit_rx, &rebase_rx, &slot, &mut on_admitted))
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         Ok(Self {
             ingest: Some(ingest_tx),
-            admit: Some(admit_direct),
             rebase,
             rebase_bell: Some(rebase_tx),
             batch_txs_max,
+            mempool,
             metrics,
             depths,
-            queued,
             threads: vec![verify, admit],
         })
     }
 
     /// Submits raw transactions (at most one batch) unless the ingest queue is full.
     pub fn try_submit(&self, origin: Origin, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
-        let ingest = self.ingest.as_ref().ok_or(SubmitError::Closed)?;
-        if txs.len() > self.batch_txs_max {
-            return Err(SubmitError::Full);
-        }
-        let n = txs.len() as i64;
-        self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        ingest.try_send((origin, txs)).map_err(|e| {
-            self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
-            self.queued.fetch_sub(n, Ordering::Relaxed);
-            match e {
-                TrySendError::Full(_) => SubmitError::Full,
-                TrySendError::Disconnected(_) => SubmitError::Closed,
-            }
-        })
+        self.submitter()
+            .ok_or(SubmitError::Closed)?
+            .enqueue(Batch { origin, txs: Txs::Raw(txs), reply: None }, false)
     }
 
-    /// A cloneable handle that submits from other threads, waiting while the queue is full.
+    /// Submits transactions the caller decoded (at most one batch) unless the ingest queue is
+    /// full.
+    pub fn try_submit_decoded(
+        &self,
+        origin: Origin,
+        txs: Vec<(SignedTransaction, TxId)>,
+    ) -> Result<(), SubmitError> {
+        self.submitter()
+            .ok_or(SubmitError::Closed)?
+            .enqueue(Batch { origin, txs: Txs::Decoded(txs), reply: None }, false)
+    }
+
+    /// A cloneable handle that submits from other threads.
     pub fn submitter(&self) -> Option<IntakeSubmitter> {
         Some(IntakeSubmitter {
             ingest: self.ingest.as_ref()?.clone(),
-            admit: self.admit.as_ref()?.clone(),
+            batch_txs_max: self.batch_txs_max,
+            mempool: self.mempool.clone(),
             depths: self.depths.clone(),
-            queued: self.queued.clone(),
         })
     }
 
-    /// Transactions submitted and not yet verified: how far verification is behind.
-    pub fn queued_txs(&self) -> u64 {
-        u64::try_from(self.queued.load(Ordering::Relaxed)).unwrap_or(0)
+    /// The mempool it admits into.
+    pub const fn mempool(&self) -> &Arc<Mempool> {
+        &self.mempool
     }
 
     /// Rebuilds the post-state on a newly committed state (without waiting: a newer state
@@ -278,7 +268,6 @@ impl Intake {
 impl Drop for Intake {
     fn drop(&mut self) {
         self.ingest = None;
-        self.admit = None;
         self.rebase_bell = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -289,140 +278,220 @@ impl Drop for Intake {
 /// Submits to an [`Intake`] from another thread.
 #[derive(Clone, Debug)]
 pub struct IntakeSubmitter {
-    ingest: Sender<(Origin, Vec<Vec<u8>>)>,
-    admit: Sender<(Origin, Verified)>,
+    ingest: Sender<Batch>,
+    batch_txs_max: usize,
+    mempool: Arc<Mempool>,
     depths: Arc<[AtomicI64; 5]>,
-    queued: Arc<AtomicI64>,
 }
 
 impl IntakeSubmitter {
-    /// Submits transactions whose signatures the caller already verified
-    /// ([`engine::validate::verify`]), straight to admission, waiting while its queue is full.
-    pub fn submit_verified(&self, origin: Origin, txs: Vec<VerifiedTx>) -> Result<(), SubmitError> {
-        let (done_tx, done_rx) = bounded(1);
-        // Cannot fail: the receiver is right here and the channel has room for one.
-        let _ = done_tx.send((txs, 0));
-        self.depths[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
-        self.admit.send((origin, done_rx)).map_err(|_| {
-            self.depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
-            SubmitError::Closed
-        })
-    }
-
-    /// Submits one batch, waiting while the ingest queue is full (backpressure).
+    /// Submits raw transactions (one batch), waiting while the ingest queue is full
+    /// (backpressure).
     pub fn submit(&self, origin: Origin, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
-        let n = txs.len() as i64;
+        self.enqueue(Batch { origin, txs: Txs::Raw(txs), reply: None }, true)
+    }
+
+    /// Submits transactions the caller decoded (one batch), waiting while the ingest queue is
+    /// full.
+    pub fn submit_decoded(
+        &self,
+        origin: Origin,
+        txs: Vec<(SignedTransaction, TxId)>,
+    ) -> Result<(), SubmitError> {
+        self.enqueue(Batch { origin, txs: Txs::Decoded(txs), reply: None }, true)
+    }
+
+    /// Submits decoded transactions (one batch) unless the ingest queue is full; `reply` is
+    /// told the verdict on each once admission has judged it.
+    pub fn try_submit_decoded_with(
+        &self,
+        origin: Origin,
+        txs: Vec<(SignedTransaction, TxId)>,
+        reply: Reply,
+    ) -> Result<(), SubmitError> {
+        self.enqueue(Batch { origin, txs: Txs::Decoded(txs), reply: Some(reply) }, false)
+    }
+
+    /// The mempool the intake admits into (its size and busy check).
+    pub const fn mempool(&self) -> &Arc<Mempool> {
+        &self.mempool
+    }
+
+    fn enqueue(&self, batch: Batch, wait: bool) -> Result<(), SubmitError> {
+        let n = batch.txs.len();
+        if n > self.batch_txs_max {
+            // More than one batch cannot be taken atomically; the caller splits.
+            return Err(SubmitError::Full);
+        }
         self.depths[Stage::Decode as usize].fetch_add(1, Ordering::Relaxed);
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        self.ingest.send((origin, txs)).map_err(|_| {
+        self.mempool.queue(n as i64);
+        let sent = if wait {
+            self.ingest.send(batch).map_err(|_| SubmitError::Closed)
+        } else {
+            self.ingest.try_send(batch).map_err(|e| match e {
+                TrySendError::Full(_) => SubmitError::Full,
+                TrySendError::Disconnected(_) => SubmitError::Closed,
+            })
+        };
+        if sent.is_err() {
             self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
-            self.queued.fetch_sub(n, Ordering::Relaxed);
-            SubmitError::Closed
-        })
+            self.mempool.queue(-(n as i64));
+        }
+        sent
     }
 }
 
-/// Transactions the admission stage keeps room for between rebases in each of its two lists
-/// (the entries themselves, not their heap parts): more than a busy node's block, so neither
-/// list grows from empty at every ledger.
-const CARRIED_ROOM_MIN: usize = 16_384;
-
-/// What happened to the admission of one transaction.
-fn admit_one(
-    exec: &mut engine::state::BlockExecution<'_>,
-    v: &VerifiedTx,
-    admitted: usize,
-    admitted_max: usize,
-) -> Result<(), Option<TxError>> {
-    if admitted >= admitted_max {
-        return Err(None);
-    }
-    exec.apply_tx(v).map(|_| ()).map_err(Some)
+/// What the stage threads share.
+#[derive(Clone)]
+struct Stages {
+    params: Arc<ChainParams>,
+    backend: Backend,
+    mempool: Arc<Mempool>,
+    metrics: Arc<Metrics>,
+    depths: Arc<[AtomicI64; 5]>,
+    on_rejected: OnRejected,
 }
 
-/// The single writer: the post-state and the admitted transactions since the last rebase.
-#[allow(clippy::too_many_arguments)]
-fn admit_loop(
-    mut post: State,
-    rx: &Receiver<(Origin, Verified)>,
-    rebase_rx: &Receiver<()>,
-    slot: &Mutex<Option<State>>,
-    on_admitted: &mut impl FnMut(Admitted),
-    reject: &impl Fn(TxId, &TxError),
-    admitted_max: usize,
-    metrics: &Metrics,
-    depths: &[AtomicI64; 5],
-) {
-    let mut admitted: Vec<VerifiedTx> = Vec::new();
-    // The list of the previous post-state while it is applied again: the two lists trade places
-    // at each rebase, so neither grows from empty again (a pool's worth of transactions, each
-    // rebase).
-    let mut carried: Vec<VerifiedTx> = Vec::new();
-    loop {
-        // The post-state is one open ledger on the committed state, never sealed: its journal
-        // is rolled back when the next committed state arrives.
-        let timestamp_ms = now_ms().max(post.head().timestamp_ms.saturating_add(1));
-        let Ok(mut exec) = post.begin_block(timestamp_ms) else { return };
-        std::mem::swap(&mut admitted, &mut carried);
-        for v in carried.drain(..) {
-            match admit_one(&mut exec, &v, admitted.len(), admitted_max) {
-                Ok(()) => admitted.push(v),
-                Err(Some(e)) => reject(v.id, &e),
-                Err(None) => {}
+impl Stages {
+    /// Hands each batch to the verification pool (one task per batch, decoded and verified by
+    /// one pool thread) and its result, in submission order, to admission.
+    fn verify_loop(self, rx: &Receiver<Batch>, admit: &Sender<(Origin, Verified)>, pool: &rayon::ThreadPool) {
+        for batch in rx {
+            self.depths[Stage::Decode as usize].fetch_sub(1, Ordering::Relaxed);
+            let (done_tx, done_rx) = bounded(1);
+            let origin = batch.origin;
+            let stages = self.clone();
+            pool.spawn_fifo(move || {
+                let checked = stages.verify(batch);
+                let _ = done_tx.send(checked);
+            });
+            self.depths[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
+            if admit.send((origin, done_rx)).is_err() {
+                return;
             }
         }
-        // Room kept for the next rebase: twice what is carried (at least CARRIED_ROOM_MIN), so a
-        // burst that filled the pool does not hold its memory for ever.
-        let keep = 2 * admitted.len().max(CARRIED_ROOM_MIN);
-        if carried.capacity() > keep {
-            carried.shrink_to(keep);
-        }
-        let next = loop {
-            select! {
-                recv(rebase_rx) -> bell => {
-                    if bell.is_err() {
-                        break None;
+    }
+
+    /// Decodes (if it came raw) and verifies one batch.
+    fn verify(&self, batch: Batch) -> Checked {
+        let t = Instant::now();
+        let Batch { origin, txs, reply } = batch;
+        let n = txs.len();
+        let mut checked = Checked { txs: Vec::with_capacity(n), refused: 0, verdicts: Vec::new(), reply };
+        let mut one = |result: Result<Decoded, (Option<TxId>, TxError)>| {
+            let verified = result.and_then(|(stx, id)| {
+                verify_decoded(stx, id, &self.params.chain_id, self.backend).map_err(|e| (Some(id), e))
+            });
+            match verified {
+                Ok(v) => checked.txs.push(v),
+                Err((id, e)) => {
+                    checked.refused += 1;
+                    self.metrics.reject(&e);
+                    if !matches!(origin, Origin::Fetched(_)) {
+                        (self.on_rejected)(id, &e);
                     }
-                    match slot.lock().ok().and_then(|mut s| s.take()) {
-                        Some(state) => break Some(state),
-                        None => continue,
-                    }
-                }
-                recv(rx) -> item => {
-                    let Ok((origin, pending)) = item else { break None };
-                    depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
-                    let Ok((batch, refused)) = pending.recv() else { continue };
-                    if let Origin::Fetched(_) = origin {
-                        on_admitted(Admitted { origin, txs: batch, refused });
-                        continue;
-                    }
-                    let t = Instant::now();
-                    let n = batch.len();
-                    let mut out = Vec::with_capacity(n);
-                    for v in batch {
-                        match admit_one(&mut exec, &v, admitted.len(), admitted_max) {
-                            Ok(()) => {
-                                admitted.push(v.clone());
-                                out.push(v);
-                            }
-                            Err(Some(e)) => reject(v.id, &e),
-                            // The pool is full: the transaction is dropped, not judged.
-                            Err(None) => {}
-                        }
-                    }
-                    metrics.record(Stage::Apply, n, elapsed_ns(t));
-                    // A batch with refusals is reported even if nothing was admitted: a peer whose
-                    // gossip does not decode or verify is held to account by the caller.
-                    if !out.is_empty() || refused > 0 {
-                        on_admitted(Admitted { origin, txs: out, refused });
+                    if let (Some(id), Some(_)) = (id, &checked.reply) {
+                        checked.verdicts.push((id, Verdict::Refused(e)));
                     }
                 }
             }
         };
-        drop(exec);
-        let Some(committed) = next else { return };
-        // What the committed state included leaves the admitted list.
-        post = committed;
-        admitted.retain(|v: &VerifiedTx| !post.is_included(&v.id));
+        match txs {
+            Txs::Raw(raw) => {
+                for bytes in raw {
+                    one(decode_checked(&bytes, &self.params).map_err(|e| (None, e)));
+                }
+            }
+            Txs::Decoded(decoded) => {
+                for (stx, id) in decoded {
+                    one(check_stateless(&stx.tx, &self.params)
+                        .map(|()| (stx, id))
+                        .map_err(|e| (Some(id), e)));
+                }
+            }
+        }
+        self.metrics.record(Stage::Verify, n, elapsed_ns(t));
+        self.mempool.queue(-(n as i64));
+        checked
+    }
+
+    /// The single writer of the post-state: admits each verified batch into the mempool, and
+    /// rebases on each committed state the host hands over.
+    fn admit_loop(
+        self,
+        mut post: State,
+        rx: &Receiver<(Origin, Verified)>,
+        rebase_rx: &Receiver<()>,
+        slot: &Mutex<Option<State>>,
+        on_admitted: &mut impl FnMut(Admitted),
+    ) {
+        loop {
+            // The post-state is one open ledger on the committed state, never sealed: its
+            // journal is rolled back when the next committed state arrives.
+            let timestamp_ms = now_ms().max(post.head().timestamp_ms.saturating_add(1));
+            let Ok(mut exec) = post.begin_block(timestamp_ms) else { return };
+            for (id, e) in self.mempool.readmit(&mut exec) {
+                self.refused(id, &e);
+            }
+            let next = loop {
+                select! {
+                    recv(rebase_rx) -> bell => {
+                        if bell.is_err() {
+                            break None;
+                        }
+                        match slot.lock().ok().and_then(|mut s| s.take()) {
+                            Some(state) => break Some(state),
+                            None => continue,
+                        }
+                    }
+                    recv(rx) -> item => {
+                        let Ok((origin, pending)) = item else { break None };
+                        self.depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
+                        let Ok(checked) = pending.recv() else { continue };
+                        if let Some(a) = self.admit(&mut exec, origin, checked) {
+                            on_admitted(a);
+                        }
+                    }
+                }
+            };
+            drop(exec);
+            let Some(committed) = next else { return };
+            post = committed;
+        }
+    }
+
+    /// Admits one verified batch (bodies fetched for a proposal only pass through) and
+    /// answers whoever waits for its verdicts; what to tell the host, if anything.
+    fn admit(
+        &self,
+        exec: &mut engine::state::BlockExecution<'_>,
+        origin: Origin,
+        c: Checked,
+    ) -> Option<Admitted> {
+        let Checked { txs, refused, mut verdicts, reply } = c;
+        if let Origin::Fetched(_) = origin {
+            return Some(Admitted { origin, txs: txs.into_iter().map(Arc::new).collect(), refused });
+        }
+        let t = Instant::now();
+        let n = txs.len();
+        let (admitted, judged) = self.mempool.admit(exec, txs);
+        for (id, verdict) in &judged {
+            if let Verdict::Refused(e) = verdict {
+                self.refused(*id, e);
+            }
+        }
+        self.metrics.record(Stage::Apply, n, elapsed_ns(t));
+        if let Some(reply) = reply {
+            verdicts.extend(judged);
+            reply(verdicts);
+        }
+        // A batch with refusals is reported even if nothing was admitted: a peer whose gossip
+        // does not decode or verify is held to account by the caller.
+        (!admitted.is_empty() || refused > 0).then_some(Admitted { origin, txs: admitted, refused })
+    }
+
+    fn refused(&self, id: TxId, e: &TxError) {
+        self.metrics.reject(e);
+        (self.on_rejected)(Some(id), e);
     }
 }

@@ -18,6 +18,7 @@
 //! ```
 
 mod intake;
+mod mempool;
 mod metrics;
 
 use std::{
@@ -40,7 +41,8 @@ use engine::{
     tx::{SignedTransaction, TxId},
     validate::{VerifiedTx, check_stateless, verify_signatures},
 };
-pub use intake::{Admitted, Intake, IntakeConfig, IntakeSubmitter, Origin};
+pub use intake::{Admitted, Intake, IntakeConfig, IntakeSubmitter, Origin, Reply};
+pub use mempool::{Mempool, MempoolConfig, PoolError, Verdict};
 pub use metrics::{Metrics, MetricsSnapshot, Stage, StageSnapshot, THREADS};
 
 /// When the apply stage seals a ledger.
@@ -141,6 +143,7 @@ pub enum SubmitError {
     Closed,
 }
 
+/// A transaction decoded, with its id.
 type Decoded = (SignedTransaction, TxId);
 
 /// A running pipeline. Dropping it without [`Pipeline::finish`] still drains and joins.

@@ -248,7 +248,9 @@ fn dependent_transactions_in_separate_batches_apply_in_order() {
 mod intake {
     use std::time::Duration;
 
-    use caasiope_pipeline::{Intake, IntakeConfig, Origin};
+    use std::sync::Arc;
+
+    use caasiope_pipeline::{Intake, IntakeConfig, Mempool, MempoolConfig, Origin, Verdict};
     use engine::state::{Block, State, apply_block};
 
     use super::*;
@@ -263,15 +265,18 @@ mod intake {
             verify_threads: caasiope_pipeline::verify_threads(),
             batch_txs_max: 512,
             queue_batches_max: 32,
-            admitted_max: 100_000,
         }
+    }
+
+    fn mempool() -> Arc<Mempool> {
+        Arc::new(Mempool::new(MempoolConfig { txs_max: 100_000, busy_txs: 50_000, busy_queued: 4_000 }))
     }
 
     #[test]
     fn the_post_state_refuses_a_double_spend_and_is_rebuilt_on_each_committed_ledger() {
         let g = genesis(3);
         let (tx, rx) = mpsc::channel();
-        let intake = Intake::start(State::from_genesis(&g), intake_config(), move |a| {
+        let intake = Intake::start(State::from_genesis(&g), intake_config(), mempool(), move |a| {
             let _ = tx.send(a);
         })
         .unwrap();
@@ -313,6 +318,37 @@ mod intake {
         }
         assert_eq!(intake.metrics().rejected_total(), 4);
         assert!(rx.try_recv().is_err());
+        assert_eq!(intake.mempool().len(), 2, "`c` and `d` pending");
+    }
+
+    /// A caller that decoded its transactions hands them over decoded (they are not decoded
+    /// again) and is told each one's verdict: admitted, or refused with its rule — a double
+    /// spend of a pending transaction included, which a check against the committed state
+    /// alone would have let through.
+    #[test]
+    fn decoded_submissions_are_answered_with_each_verdict() {
+        let g = genesis(3);
+        let intake = Intake::start(State::from_genesis(&g), intake_config(), mempool(), |_| {}).unwrap();
+        let exp = now_ms() + 600_000;
+        let decode = |b: Vec<u8>| engine::tx::SignedTransaction::decode_with_id(&b, CHAIN).unwrap();
+        let (a, b) = (decode(transfer(0, 1, 600_000, exp)), decode(transfer(0, 2, 600_000, exp)));
+        let (ida, idb) = (a.1, b.1);
+        let mut bad = decode(transfer(1, 2, 100, exp));
+        bad.0.signatures[0].signature.0[9] ^= 1;
+        let idbad = bad.1;
+        let (tx, rx) = mpsc::channel();
+        let reply = Box::new(move |v: Vec<(engine::tx::TxId, Verdict)>| {
+            let _ = tx.send(v);
+        });
+        let submitter = intake.submitter().unwrap();
+        submitter.try_submit_decoded_with(Origin::Client, vec![a, b, bad], reply).unwrap();
+        let mut verdicts = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        verdicts.sort_by_key(|(id, _)| [ida, idb, idbad].iter().position(|x| x == id));
+        assert_eq!(verdicts.len(), 3, "{verdicts:?}");
+        assert_eq!(verdicts[0], (ida, Verdict::Admitted));
+        assert!(matches!(&verdicts[1], (id, Verdict::Refused(_)) if *id == idb), "{verdicts:?}");
+        assert!(matches!(&verdicts[2], (id, Verdict::Refused(_)) if *id == idbad), "{verdicts:?}");
+        assert_eq!(intake.mempool().len(), 1);
     }
 
     #[test]
@@ -322,11 +358,11 @@ mod intake {
         let cfg = IntakeConfig { queue_batches_max: 1, ..intake_config() };
         // The first admitted batch holds the admission stage until the gate opens: verified
         // batches stop at its full queue, and what comes after stays unverified.
-        let intake = Intake::start(State::from_genesis(&g), cfg, move |_| {
+        let intake = Intake::start(State::from_genesis(&g), cfg, mempool(), move |_| {
             let _ = gate_rx.recv();
         })
         .unwrap();
-        assert_eq!(intake.queued_txs(), 0);
+        assert_eq!(intake.mempool().queued_txs(), 0);
         let exp = now_ms() + 600_000;
         let (mut submitted, mut refusals) = (0u64, 0);
         let until = std::time::Instant::now() + Duration::from_secs(10);
@@ -336,25 +372,25 @@ mod intake {
             assert!(std::time::Instant::now() < until, "the queue never filled");
             let amount = 1 + submitted as i64;
             let batch = vec![transfer(0, 1, amount, exp), transfer(1, 2, amount, exp)];
-            let before = intake.queued_txs();
+            let before = intake.mempool().queued_txs();
             if intake.try_submit(Origin::Client, batch).is_ok() {
                 submitted += 2;
                 refusals = 0;
             } else {
-                assert_eq!(intake.queued_txs(), before, "a refused batch is not counted");
+                assert_eq!(intake.mempool().queued_txs(), before, "a refused batch is not counted");
                 refusals += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
         // Admission holds the first batch, its queue the second, the verification stage the
         // third (verified, waiting to hand it over): only the fourth waits unverified.
-        assert_eq!((intake.queued_txs(), submitted), (2, 8));
+        assert_eq!((intake.mempool().queued_txs(), submitted), (2, 8));
         for _ in 0..submitted {
             let _ = gate_tx.send(());
         }
         drop(gate_tx);
-        while intake.queued_txs() > 0 {
-            assert!(std::time::Instant::now() < until, "{} still queued", intake.queued_txs());
+        while intake.mempool().queued_txs() > 0 {
+            assert!(std::time::Instant::now() < until, "{} still queued", intake.mempool().queued_txs());
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -19,8 +19,8 @@ use anyhow::{Context, bail};
 use bench::workload::{CHAIN, GENESIS_MS, Workload, cas_transfer, filler, sender_key, workload};
 use consensus::{
     Chain, ChainConfig, Clock, Committed, Config, Core, Driver, DriverConfig, Equivocation, Fault, Input,
-    Message, Network, PROPOSALS_PER_ROUND_MAX, PeerId, Proposal, SignState, Storage, StorageError, Timeout,
-    TimeoutKind, Timeouts, Timer, Timers, WalRead, WalRecord,
+    Mempool, MempoolConfig, Message, Network, PROPOSALS_PER_ROUND_MAX, PeerId, Proposal, SignState, Storage,
+    StorageError, Timeout, TimeoutKind, Timeouts, Timer, Timers, WalRead, WalRecord,
 };
 use engine::{
     Backend, Encode, PublicKey, SecretKey,
@@ -184,7 +184,8 @@ fn honest_driver(
     txs: Vec<VerifiedTx>,
     key: SecretKey,
 ) -> anyhow::Result<(Driver, Quiet)> {
-    let mut chain = Chain::new(state, chain_cfg);
+    let pool = MempoolConfig { txs_max: txs.len() + 1, busy_txs: txs.len() + 1, busy_queued: usize::MAX };
+    let mut chain = Chain::new(state, chain_cfg, std::sync::Arc::new(Mempool::new(pool)));
     for v in &txs {
         let _ = chain.add(v.clone());
     }
@@ -276,7 +277,6 @@ pub(crate) fn run(b: FloodBench) -> anyhow::Result<Output> {
     let chain_cfg = ChainConfig {
         backend: Backend::Libsecp256k1,
         block_txs_max: b.block_txs,
-        pool_max: txs_needed + 1,
         block_bytes_max: limits::BLOCK_BYTES_MAX,
         drift_ms: i64::MAX / 4,
     };

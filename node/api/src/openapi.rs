@@ -65,10 +65,10 @@ fn ledger() {}
         content((TxBytes = "application/octet-stream"), (SubmitHex = "application/json"))
     ),
     responses(
-        (status = 202, description = "Accepted: verified and checked against the latest state", body = Accepted),
-        (status = 400, description = "Undecodable or rejected (code rejected, message: the rule)", body = ErrorBody),
+        (status = 202, description = "Admitted to the mempool: verified and valid on the pending state (or already pending)", body = Accepted),
+        (status = 400, description = "Undecodable or refused, a conflict with a pending transaction included (code rejected, message: the rule)", body = ErrorBody),
         (status = 413, description = "Larger than a transaction may be", body = ErrorBody),
-        (status = 503, description = "Busy: too many transactions pending or waiting for verification; or stopping", body = ErrorBody),
+        (status = 503, description = "Busy: too many transactions pending or waiting for verification, or no verdict in time; or stopping", body = ErrorBody),
     )
 )]
 fn submit() {}

@@ -23,9 +23,9 @@ use engine::{
     merkle::tx_proof,
     proof::{AccountStateProof, TxInclusionProof},
     tx::{SignedTransaction, TxId},
-    validate::verify_bytes,
+    validate::TxError,
 };
-use pipeline::Origin;
+use pipeline::{Origin, Reply, SubmitError, Verdict};
 use storage::{StoreError, TxLocation};
 
 use super::{Explorer, Submitted};
@@ -307,39 +307,49 @@ async fn submit(
             format!("a transaction is at most {TX_BYTES_MAX} bytes, not {}", bytes.len()),
         ));
     }
-    if let Some(why) = e.host.busy() {
+    let submitter = e.submitter().ok_or_else(ApiError::unavailable)?;
+    let busy = |why: String| {
         e.host.refused_busy();
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why));
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why)
+    };
+    if let Some(why) = submitter.mempool().busy() {
+        return Err(busy(why));
     }
-    // Signatures cost tens of microseconds each: off the async workers.
-    let latest = e.latest();
-    let (params, backend) = (e.params.clone(), e.backend);
-    let checked = tokio::task::spawn_blocking(move || {
-        let vtx = verify_bytes(&bytes, &params, backend).map_err(|err| (None, err))?;
-        let at = engine::clock::now_ms().max(latest.state.head().timestamp_ms.saturating_add(1));
-        latest.state.check_tx(&vtx, at).map_err(|err| (Some(vtx.id), err))?;
-        Ok::<_, (Option<TxId>, engine::validate::TxError)>(vtx)
-    })
-    .await
-    .map_err(|_| ApiError::unavailable())?;
-    let vtx = match checked {
-        Ok(v) => v,
-        Err((id, err)) => {
-            if let (Some(id), Ok(mut s)) = (id, e.submitted.lock()) {
+    // Decoded here once (for its id and a clear error); the intake checks the stateless rules
+    // and the signatures on its own pool, then admits it against the post-state — the one
+    // state check on its way in — and answers with its verdict.
+    let (stx, id) = SignedTransaction::decode_with_id(&bytes, &e.chain_id)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()))?;
+    let expiration_ms = stx.tx.expiration_ms;
+    let (reply, verdict) = tokio::sync::oneshot::channel();
+    let reply: Reply = Box::new(move |verdicts| {
+        let _ = reply.send(verdicts);
+    });
+    match submitter.try_submit_decoded_with(Origin::Client, vec![(stx, id)], reply) {
+        Ok(()) => {}
+        Err(SubmitError::Full) => return Err(busy("the verification queue is full, retry later".into())),
+        Err(SubmitError::Closed) => return Err(ApiError::unavailable()),
+    }
+    let verdicts = match tokio::time::timeout(limits::SUBMIT_VERDICT_TIMEOUT, verdict).await {
+        Ok(Ok(verdicts)) => verdicts,
+        Ok(Err(_)) => return Err(ApiError::unavailable()),
+        Err(_) => return Err(busy("no verdict yet: the node is far behind, retry later".into())),
+    };
+    match verdicts.into_iter().find(|(v, _)| *v == id).map(|(_, v)| v) {
+        Some(Verdict::Admitted) => {}
+        // Sent again while pending: the first copy's fate is the transaction's.
+        Some(Verdict::Refused(TxError::Replayed(_))) if submitter.mempool().contains(&id) => {}
+        Some(Verdict::Refused(err)) => {
+            if let Ok(mut s) = e.submitted.lock() {
                 // A transaction already committed stays "committed" whatever a resubmission says.
                 s.insert(id, Submitted { expiration_ms: 0, rejected: Some(err.to_string()) });
             }
             return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()));
         }
-    };
-    let id = vtx.id;
-    if let Ok(mut s) = e.submitted.lock() {
-        s.insert(id, Submitted { expiration_ms: vtx.tx.tx.expiration_ms, rejected: None });
+        Some(Verdict::Dropped) | None => return Err(busy("the pool is full, retry later".into())),
     }
-    // Verified here: the intake only admits it against the pool's post-state.
-    let submitted = e.submitter().is_some_and(|s| s.submit_verified(Origin::Client, vec![vtx]).is_ok());
-    if !submitted {
-        return Err(ApiError::unavailable());
+    if let Ok(mut s) = e.submitted.lock() {
+        s.insert(id, Submitted { expiration_ms, rejected: None });
     }
     Ok((StatusCode::ACCEPTED, Json(api::Accepted { id, status: api::AcceptedStatus::Pending })))
 }

@@ -19,7 +19,7 @@ use std::{
 };
 
 use engine::{
-    Backend, Hash,
+    Hash,
     genesis::ChainParams,
     ledger::{Certificate, ValidatorSet},
     state::State,
@@ -32,11 +32,10 @@ use storage::StoreReader;
 pub use self::api::serve;
 use limits::SUBMITTED_MAX;
 
-/// What the explorer asks of the process that runs it: whether submissions are refused now,
-/// and the process's metrics (the explorer serves them on `/metrics`).
+/// What the explorer asks of the process that runs it: to count the submissions refused as
+/// busy (the busy check itself is the mempool's), and the process's metrics (the explorer
+/// serves them on `/metrics`).
 pub trait Host: Send + Sync + 'static {
-    /// Why client submissions are refused now (too much waits), if they are.
-    fn busy(&self) -> Option<String>;
     /// A submission was refused because the process was busy (for its metrics).
     fn refused_busy(&self);
     /// The process's metrics as Prometheus text.
@@ -79,7 +78,6 @@ impl SubmittedSet {
 pub struct Explorer {
     chain_id: String,
     params: ChainParams,
-    backend: Backend,
     reader: StoreReader,
     latest: RwLock<Arc<Latest>>,
     /// Every validator set seen, by hash: genesis's, the one at start and each change since.
@@ -105,7 +103,6 @@ pub struct ExplorerParts {
     pub genesis_validators: ValidatorSet,
     pub state: State,
     pub certificate: Certificate,
-    pub backend: Backend,
     pub reader: StoreReader,
     pub submitter: IntakeSubmitter,
     pub host: Arc<dyn Host>,
@@ -113,7 +110,7 @@ pub struct ExplorerParts {
 
 impl std::fmt::Debug for ExplorerParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExplorerParts").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("ExplorerParts").finish_non_exhaustive()
     }
 }
 
@@ -128,7 +125,6 @@ impl Explorer {
         Arc::new(Self {
             chain_id: params.chain_id.clone(),
             params,
-            backend: p.backend,
             reader: p.reader,
             latest: RwLock::new(Arc::new(Latest { state: p.state, certificate: p.certificate })),
             sets: Mutex::new(sets),

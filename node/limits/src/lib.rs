@@ -68,6 +68,14 @@ pub const POOL_ADMIT_MAX: usize = 15_000;
 /// must then fetch and verify while the round waits.
 pub const INTAKE_ADMIT_MAX: usize = 4_000;
 
+/// Client transactions admitted and waiting to be gossiped (flushed every few milliseconds):
+/// past it, one is not gossiped; a proposal naming it makes the others fetch it.
+pub const GOSSIP_QUEUE_TXS_MAX: usize = 100_000;
+
+/// How long the explorer API waits for the intake's verdict on a submission before it answers
+/// "busy" (the intake is stalled: the host is far behind).
+pub const SUBMIT_VERDICT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Transactions in one batch between the staged pipeline's threads (decode → verify → apply);
 /// larger submissions are split.
 pub const STAGE_BATCH_TXS_MAX: usize = 512;

@@ -73,7 +73,7 @@ pub(crate) struct Metrics {
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
 }
 
-/// The process as its explorer sees it: the busy check and the metrics it serves.
+/// The process as its explorer sees it: the metrics it serves.
 pub(crate) struct ProcessView {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) role: &'static str,
@@ -81,10 +81,6 @@ pub(crate) struct ProcessView {
 }
 
 impl explorer::Host for ProcessView {
-    fn busy(&self) -> Option<String> {
-        self.metrics.busy()
-    }
-
     fn refused_busy(&self) {
         self.metrics.busy_txs.fetch_add(1, Ordering::Relaxed);
     }
@@ -95,21 +91,6 @@ impl explorer::Host for ProcessView {
 }
 
 impl Metrics {
-    /// Why client submissions are refused now, if they are: too many transactions wait for a
-    /// ledger, or verification is behind (the other validators' gossip waits in the same queue;
-    /// a deep queue means proposals name transactions this validator has not verified yet).
-    pub(crate) fn busy(&self) -> Option<String> {
-        let (pool, queued) =
-            (self.pool_size.load(Ordering::Relaxed), self.intake_queued_txs.load(Ordering::Relaxed));
-        if pool >= limits::POOL_ADMIT_MAX as u64 {
-            Some(format!("{pool} transactions pending, retry later"))
-        } else if queued >= limits::INTAKE_ADMIT_MAX as u64 {
-            Some(format!("{queued} transactions waiting for verification, retry later"))
-        } else {
-            None
-        }
-    }
-
     /// Records a committed ledger for `/committed`.
     pub(crate) fn record_commit(&self, height: u64, unix_ms: i64, ids: Vec<engine::tx::TxId>) {
         if let Ok(mut recent) = self.recent.lock() {

@@ -177,7 +177,8 @@ fn run_alone(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
     let submitter = pipeline.submitter().context("pipeline closed at start")?;
     let accept = |frames: Vec<Vec<u8>>| {
-        let (lines, batch) = decode_frames(frames, &chain_id);
+        let (lines, decoded) = decode_frames(frames, &chain_id);
+        let batch = decoded.into_iter().map(|(bytes, _, _)| bytes).collect();
         match submitter.submit(batch) {
             Ok(()) => lines,
             Err(e) => lines
@@ -344,16 +345,19 @@ fn serve_connection(
     Ok(())
 }
 
+/// A submitted frame that decoded: its bytes, the transaction and its id.
+type DecodedFrame = (Vec<u8>, SignedTransaction, engine::tx::TxId);
+
 /// Decodes submitted frames: one answer line per frame (`accepted <id>` or `rejected <why>`)
-/// and the bytes of those that decoded, to submit as one batch.
-pub(crate) fn decode_frames(frames: Vec<Vec<u8>>, chain_id: &str) -> (Vec<String>, Vec<Vec<u8>>) {
+/// and those that decoded, to submit as one batch.
+pub(crate) fn decode_frames(frames: Vec<Vec<u8>>, chain_id: &str) -> (Vec<String>, Vec<DecodedFrame>) {
     let mut lines = Vec::with_capacity(frames.len());
     let mut batch = Vec::with_capacity(frames.len());
     for bytes in frames {
         match SignedTransaction::decode_with_id(&bytes, chain_id) {
-            Ok((_, id)) => {
+            Ok((stx, id)) => {
                 lines.push(format!("accepted {id}"));
-                batch.push(bytes);
+                batch.push((bytes, stx, id));
             }
             Err(e) => lines.push(format!("rejected {e}")),
         }

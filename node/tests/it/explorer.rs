@@ -161,8 +161,8 @@ fn explorer_api_serves_submits_proves_and_streams() {
         assert!(verify_tx_inclusion(CHAIN, &set, &forged, engine::Backend::K256).is_err());
     }
 
-    // Two spends of the same funds, each valid against the latest ledger: the second is refused
-    // when admitted, and its status says why.
+    // Two spends of the same funds, each valid against the latest ledger: the second conflicts
+    // with the first, pending, and is refused at once with the rule; its status says why.
     let spender = engine::SecretKey::from_bytes(&[5u8; 32]).unwrap();
     let fund = pay(&faucet, spender.public_key().address(), 5_000, 1);
     let (status, v) = api.post("application/octet-stream", &fund);
@@ -174,8 +174,14 @@ fn explorer_api_serves_submits_proves_and_streams() {
     let (a, b) = (pay(&spender, from, 4_000, 2), pay(&spender, from, 3_500, 3));
     let (sa, va) = api.post("application/octet-stream", &a);
     let (sb, vb) = api.post("application/octet-stream", &b);
-    assert_eq!((sa, sb), (202, 202), "{va} {vb}");
-    let (ida, idb) = (hash(&va["id"]), hash(&vb["id"]));
+    assert_eq!((sa, sb), (202, 400), "{va} {vb}");
+    assert_eq!(vb["error"]["code"], "rejected", "{vb}");
+    assert!(vb["error"]["message"].as_str().unwrap().contains("balance"), "{vb}");
+    // Sent again while pending, the first is still accepted.
+    let (again, _) = api.post("application/octet-stream", &a);
+    assert_eq!(again, 202);
+    let ida = hash(&va["id"]);
+    let idb = engine::tx::SignedTransaction::decode_with_id(&b, CHAIN).unwrap().1;
     net.wait("one spend to commit and the other to be refused", 60, |_| {
         let sa = api.get(&format!("/v1/transactions/{ida}")).1;
         let sb = api.get(&format!("/v1/transactions/{idb}")).1;

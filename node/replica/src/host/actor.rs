@@ -3,7 +3,10 @@
 
 use std::{
     cmp::Reverse,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -12,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine::{
     Encode,
     codec::{Reader, decode_exact},
-    tx::SignedTransaction,
+    tx::{SignedTransaction, TxId},
 };
 use net::frame::Channel;
 use pipeline::Origin;
@@ -81,8 +84,9 @@ impl Host {
             m.round.store(u64::from(core.round()), Ordering::Relaxed);
             m.rounds_started.store(core.stats().rounds_started, Ordering::Relaxed);
         }
-        m.pool_size.store(self.driver.chain().pool_len() as u64, Ordering::Relaxed);
-        m.intake_queued_txs.store(self.io.intake.queued_txs(), Ordering::Relaxed);
+        let mempool = self.io.intake.mempool();
+        m.pool_size.store(mempool.len() as u64, Ordering::Relaxed);
+        m.intake_queued_txs.store(mempool.queued_txs(), Ordering::Relaxed);
         m.rejected_txs.store(self.io.intake.metrics().rejected_total(), Ordering::Relaxed);
         m.certified_ledgers.store(stats.certified_ledgers, Ordering::Relaxed);
         m.synced_ledgers.store(stats.synced_ledgers, Ordering::Relaxed);
@@ -118,7 +122,7 @@ impl Host {
                     self.frame(peer, channel, &payload)?;
                 }
             }
-            Event::Verified { txs, from, fetched, refused } => {
+            Event::Admitted { txs, from, fetched, refused } => {
                 // Bodies a peer gossiped or sent as asked that do not decode or verify: no honest
                 // peer sends them (it verified them before).
                 if let (Some(peer), true) = (from, refused > 0) {
@@ -126,19 +130,16 @@ impl Host {
                 }
                 if fetched {
                     self.io.metrics.fetched_txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
+                    let txs = txs.into_iter().map(Arc::unwrap_or_clone).collect();
+                    self.driver.on_transactions(&mut self.io, txs, true)?;
+                    return Ok(());
                 }
+                let ids: Vec<TxId> = txs.iter().map(|v| v.id).collect();
+                self.driver.on_pooled(&mut self.io, &ids)?;
                 // A client's transactions are gossiped on once the pool takes them.
-                let bodies: Vec<SignedTransaction> = if from.is_none() && self.io.gossip_out.len() < 100_000 {
-                    txs.iter().map(|v| v.tx.clone()).collect()
-                } else {
-                    Vec::new()
-                };
-                let added = self.driver.on_transactions(&mut self.io, txs, fetched)?;
-                for (tx, added) in bodies.into_iter().zip(added) {
-                    if added {
-                        self.io.gossip_out.push(tx);
-                        self.io.gossip_due.get_or_insert_with(|| Instant::now() + GOSSIP_FLUSH);
-                    }
+                if from.is_none() && self.io.gossip_out.len() < limits::GOSSIP_QUEUE_TXS_MAX {
+                    self.io.gossip_out.extend(txs.iter().map(|v| v.tx.clone()));
+                    self.io.gossip_due.get_or_insert_with(|| Instant::now() + GOSSIP_FLUSH);
                 }
                 if self.io.gossip_out.len() >= GOSSIP_TXS_MAX {
                     self.io.flush_gossip();
@@ -179,7 +180,7 @@ impl Host {
                         self.io.metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(SyncMsg::Bodies(bodies)) => self.bodies(peer, bodies),
+                Ok(SyncMsg::Bodies(bodies)) => self.bodies(peer, &bodies),
                 Ok(SyncMsg::Ledger(l)) => self.driver.on_ledger(&mut self.io, peer as PeerId, &l)?,
                 Ok(SyncMsg::Evidence(proof)) => {
                     self.driver.on_evidence(&mut self.io, peer as PeerId, &proof)?
@@ -192,21 +193,23 @@ impl Host {
     }
 
     /// Bodies from a peer: those a check waits for are verified on the intake's pool (bounded;
-    /// a full queue drops them and the check fetches again), the rest dropped unverified.
-    fn bodies(&mut self, peer: PeerIndex, bodies: Vec<Vec<u8>>) {
+    /// a full queue drops them and the check fetches again), the rest dropped unverified. Each
+    /// is decoded here once (its id says whether a check waits for it) and handed over decoded.
+    fn bodies(&mut self, peer: PeerIndex, bodies: &[Vec<u8>]) {
         let chain_id = self.driver.chain().state().params().chain_id.clone();
         let total = bodies.len();
-        let wanted: Vec<Vec<u8>> = bodies
-            .into_iter()
-            .filter(|b| {
-                SignedTransaction::decode_with_id(b, &chain_id).is_ok_and(|(_, id)| self.driver.wants(&id))
-            })
+        let wanted: Vec<(SignedTransaction, TxId)> = bodies
+            .iter()
+            .filter_map(|b| SignedTransaction::decode_with_id(b, &chain_id).ok())
+            .filter(|(_, id)| self.driver.wants(id))
             .collect();
         let unsolicited = total - wanted.len();
         if unsolicited > 0 {
             self.io.metrics.unsolicited_bodies.fetch_add(unsolicited as u64, Ordering::Relaxed);
         }
-        if !wanted.is_empty() && self.io.intake.try_submit(Origin::Fetched(peer as u32), wanted).is_err() {
+        if !wanted.is_empty()
+            && self.io.intake.try_submit_decoded(Origin::Fetched(peer as u32), wanted).is_err()
+        {
             self.io.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
         }
     }

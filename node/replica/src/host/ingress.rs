@@ -1,6 +1,8 @@
 //! What reaches the host thread: the events the network, the intake and the submit server
 //! queue for it (bounded; see the crate's documentation).
 
+use std::sync::Arc;
+
 use engine::validate::VerifiedTx;
 use net::{conn::PeerHandle, frame::Channel};
 
@@ -27,8 +29,10 @@ pub(crate) enum Event {
         payload: net::conn::Payload,
         slot: tokio::sync::OwnedSemaphorePermit,
     },
-    /// Transactions whose signatures verified (`from`: the peer that sent them; `None`: a
-    /// client of this process, so they are gossiped on; `fetched`: bodies this node asked for
-    /// because a proposal named them, `refused` of them failing).
-    Verified { txs: Vec<VerifiedTx>, from: Option<PeerIndex>, fetched: bool, refused: usize },
+    /// What the intake made of a batch (`from`: the peer that sent it; `None`: a client of
+    /// this process, so what was admitted is gossiped on). Admitted transactions are in the
+    /// mempool already; `fetched`: bodies this node asked for because a proposal named them,
+    /// verified and not admitted, for the host to pool. `refused` of the batch failed to
+    /// decode or verify.
+    Admitted { txs: Vec<Arc<VerifiedTx>>, from: Option<PeerIndex>, fetched: bool, refused: usize },
 }

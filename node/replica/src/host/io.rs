@@ -138,12 +138,6 @@ impl Storage for Io {
 
     fn commit(&mut self, c: &Committed, state: &State) -> Result<(), StorageError> {
         let Committed { ledger, applied } = c;
-        // The ledger's transactions have left the pool: clients are admitted from now on, not
-        // once the ledger is stored (the next export sets the exact size, expired ones gone).
-        let pool = self.metrics.pool_size.load(Ordering::Relaxed);
-        self.metrics
-            .pool_size
-            .store(pool.saturating_sub(ledger.transactions.len() as u64), Ordering::Relaxed);
         self.store
             .commit(LedgerToCommit {
                 applied,

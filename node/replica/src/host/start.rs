@@ -21,7 +21,7 @@ use crossbeam_channel::Sender;
 use engine::{SecretKey, genesis::Genesis, state::State, tx::TxId};
 use exit::{Output, read_text};
 use net::{NodeCert, transport::Transport};
-use pipeline::{Admitted, Intake, IntakeConfig, IntakeSubmitter, Origin};
+use pipeline::{Admitted, Intake, IntakeConfig, IntakeSubmitter, Mempool, MempoolConfig, Origin};
 use storage::Store;
 
 use super::{Event, Host, Io, PeerSlot};
@@ -51,7 +51,12 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let chain_id = state.params().chain_id.clone();
     let key = validator_key(cfg)?;
     stagger_index_batches(&mut store, &state, key.as_ref());
-    let chain = Chain::new(state, chain_config(cfg));
+    let mempool = Arc::new(Mempool::new(MempoolConfig {
+        txs_max: limits::POOL_TXS_MAX,
+        busy_txs: limits::POOL_ADMIT_MAX,
+        busy_queued: limits::INTAKE_ADMIT_MAX,
+    }));
+    let chain = Chain::new(state, chain_config(cfg), mempool.clone());
     let metrics = Arc::new(Metrics::default());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
     // Room for every peer's frames in flight, so one peer's flood never fills the queue for
@@ -76,7 +81,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     start_network(&runtime, &net_cfg, cfg.role, &node, &chain_id, transport, shared)?;
     let (core, wal, signer, signed) = open_consensus(cfg, key, chain_id)?;
     let explorer_slot: ExplorerSlot = Arc::new(OnceLock::new());
-    let intake = start_intake(cfg, &chain, events_tx.clone(), explorer_slot.clone())?;
+    let intake = start_intake(cfg, &chain, mempool, events_tx.clone(), explorer_slot.clone())?;
     let mut io = new_io(cfg, &net_cfg, intake, store, signer, bans, metrics.clone());
     if let Some(api_listen) = cfg.api_listen {
         let view =
@@ -133,7 +138,6 @@ fn chain_config(cfg: &NodeConfig) -> ChainConfig {
         backend: cfg.backend,
         block_txs_max: limits::BLOCK_TXS_MAX,
         block_bytes_max: limits::BLOCK_BYTES_MAX,
-        pool_max: limits::POOL_TXS_MAX,
         drift_ms,
     }
 }
@@ -208,13 +212,14 @@ fn open_consensus(
     })
 }
 
-/// The validated-transaction pool is fed by the pipeline's consensus-mode intake: decode,
-/// verification on its own pool, admission against the post-state (committed state + pool);
-/// bodies fetched for a proposal are verified there too, and not admitted. What it admits
-/// reaches the host as [`Event::Verified`].
+/// The mempool is fed by the intake: decode, verification on its own pool, admission against
+/// the post-state (committed state + pool) into the mempool; bodies fetched for a proposal are
+/// verified there too, and not admitted. What it made of each batch reaches the host as
+/// [`Event::Admitted`].
 fn start_intake(
     cfg: &NodeConfig,
     chain: &Chain,
+    mempool: Arc<Mempool>,
     events: Sender<Event>,
     explorer: ExplorerSlot,
 ) -> anyhow::Result<Intake> {
@@ -223,7 +228,6 @@ fn start_intake(
         verify_threads: pipeline::verify_threads(),
         batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
         queue_batches_max: limits::INTAKE_QUEUE_BATCHES_MAX,
-        admitted_max: limits::POOL_TXS_MAX,
     };
     let on_admitted = move |a: Admitted| {
         let (from, fetched) = match a.origin {
@@ -232,7 +236,7 @@ fn start_intake(
             Origin::Fetched(p) => (Some(p as PeerIndex), true),
         };
         // Blocks while the host is behind: pushes back on verification, not on memory.
-        let _ = events.send(Event::Verified { txs: a.txs, from, fetched, refused: a.refused });
+        let _ = events.send(Event::Admitted { txs: a.txs, from, fetched, refused: a.refused });
     };
     // The explorer API tells its clients why a transaction it accepted was refused later.
     let on_rejected = move |id: Option<TxId>, e: &engine::validate::TxError| {
@@ -240,7 +244,7 @@ fn start_intake(
             x.rejected(id, e);
         }
     };
-    Ok(Intake::start_reporting(chain.state().clone(), cfg, on_admitted, on_rejected)?)
+    Ok(Intake::start_reporting(chain.state().clone(), cfg, mempool, on_admitted, on_rejected)?)
 }
 
 /// The driver's environment at start: no peer linked, no timer, nothing to gossip.
@@ -310,7 +314,6 @@ fn start_explorer(
         genesis_validators: genesis.validators,
         state: chain.state().clone(),
         certificate,
-        backend: cfg.backend,
         reader: io.store.reader(),
         submitter: io.intake.submitter().context("intake closed at start")?,
         host: Arc::new(view),
@@ -371,8 +374,8 @@ fn boot_consensus(host: &mut Host, wal: Option<(Wal, WalRead)>, metrics: &Metric
 }
 
 /// Submissions: decoded on the connection's thread (for the id and a clear error), then
-/// handed to the intake, which verifies and admits them (or counts why not). Served on their
-/// own thread until `stop`.
+/// handed to the intake decoded, which verifies and admits them (or counts why not). Served on
+/// their own thread until `stop`.
 fn start_submit_server(
     submit_listen: SocketAddr,
     metrics: Arc<Metrics>,
@@ -381,12 +384,13 @@ fn start_submit_server(
     chain_id: String,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let accept = move |frames: Vec<Vec<u8>>| -> Vec<String> {
-        if let Some(why) = metrics.busy() {
+        if let Some(why) = submitter.mempool().busy() {
             metrics.busy_txs.fetch_add(frames.len() as u64, Ordering::Relaxed);
             return vec![format!("rejected busy: {why}"); frames.len()];
         }
-        let (lines, batch) = crate::run::decode_frames(frames, &chain_id);
-        if batch.is_empty() || submitter.submit(Origin::Client, batch).is_ok() {
+        let (lines, decoded) = crate::run::decode_frames(frames, &chain_id);
+        let batch: Vec<_> = decoded.into_iter().map(|(_, stx, id)| (stx, id)).collect();
+        if batch.is_empty() || submitter.submit_decoded(Origin::Client, batch).is_ok() {
             lines
         } else {
             lines.into_iter().map(|_| "rejected the process is stopping".to_owned()).collect()
