@@ -437,34 +437,7 @@ impl Driver {
             }
             // Signed at this height without its log: resume after the last slot signed, locked
             // as it was.
-            Some(slot) if slot.height == next => {
-                // Started and resumed in one step, logged as such: the start's own effects (a
-                // value built for round 0, if it leads it) must not run before the resume, or
-                // it would sign a second proposal of a round it may have led before.
-                let validators = self.chain.validators().clone();
-                let (locked, votes) =
-                    self.signer.as_ref().map(|s| (s.locked, s.votes.clone())).unwrap_or_default();
-                let start = Input::Start { height: next, validators };
-                let resume = Input::Resume { height: next, round: slot.round + 1, locked, valid: None };
-                let records = [WalRecord::Input(start.clone()), WalRecord::Input(resume.clone())];
-                self.wal_base_bytes = env.wal_start(&records)?;
-                self.logged_bodies.clear();
-                self.start = Some(start.clone());
-                let Some(core) = self.core.as_mut() else { return Ok(()) };
-                let mut out = Vec::new();
-                core.handle(start, &mut out);
-                core.handle(resume, &mut out);
-                self.execute(env, out)?;
-                // What it signed in its last round may be what the others need to finish that
-                // round: sent again (the very bytes signed), and with every re-broadcast.
-                for v in votes {
-                    let m = Message::Vote(v);
-                    self.sent.insert(message_digest(&m));
-                    env.broadcast(&m);
-                    self.resent.push(m);
-                }
-                Ok(())
-            }
+            Some(slot) if slot.height == next => self.resume_signed(env, next, slot.round),
             _ => {
                 // Nothing was signed at a later height: a log of one is not needed.
                 self.boot_log.clear();
@@ -472,6 +445,35 @@ impl Driver {
                 self.input(env, Input::Start { height: next, validators }, true)
             }
         }
+    }
+
+    /// Starts height `next`, at which this validator signed up to `round` but has no log:
+    /// started and resumed in one step, logged as such — the start's own effects (a value built
+    /// for round 0, if it leads it) must not run before the resume, or it would sign a second
+    /// proposal of a round it may have led before.
+    fn resume_signed<E: Env>(&mut self, env: &mut E, next: u64, round: u32) -> Result<(), DriverError> {
+        let validators = self.chain.validators().clone();
+        let (locked, votes) = self.signer.as_ref().map(|s| (s.locked, s.votes.clone())).unwrap_or_default();
+        let start = Input::Start { height: next, validators };
+        let resume = Input::Resume { height: next, round: round + 1, locked, valid: None };
+        let records = [WalRecord::Input(start.clone()), WalRecord::Input(resume.clone())];
+        self.wal_base_bytes = env.wal_start(&records)?;
+        self.logged_bodies.clear();
+        self.start = Some(start.clone());
+        let Some(core) = self.core.as_mut() else { return Ok(()) };
+        let mut out = Vec::new();
+        core.handle(start, &mut out);
+        core.handle(resume, &mut out);
+        self.execute(env, out)?;
+        // What it signed in its last round may be what the others need to finish that round:
+        // sent again (the very bytes signed), and with every re-broadcast.
+        for v in votes {
+            let m = Message::Vote(v);
+            self.sent.insert(message_digest(&m));
+            env.broadcast(&m);
+            self.resent.push(m);
+        }
+        Ok(())
     }
 
     fn replay<E: Env>(&mut self, env: &mut E, log: Vec<WalRecord>) -> Result<(), DriverError> {
@@ -862,38 +864,52 @@ impl Driver {
             env.wal_sync()?;
         }
         if let Some((slot, digest)) = newest {
-            let locked = self.core.as_ref().and_then(Core::locked);
-            // The votes of the new slot's round that leave: those of this batch, and those saved
-            // before in the same round.
-            let mut votes: Vec<SignedVote> = self
-                .signer
-                .iter()
-                .flat_map(|s| s.votes.iter().copied())
-                .chain(effects.iter().zip(&sends).filter_map(|(e, send)| match e {
-                    Effect::Broadcast(Message::Vote(v)) if *send && me == Some(v.validator) => Some(*v),
-                    _ => None,
-                }))
-                .filter(|v| v.vote.height == slot.height && v.vote.round == slot.round)
-                .collect();
-            votes.dedup_by_key(|v| v.vote.kind);
-            votes.truncate(SIGN_STATE_VOTES_MAX);
-            // The last precommit of the height below, carried while this validator signs at
-            // the next one.
-            let commit = self.signer.as_ref().and_then(|s| {
-                if s.slot.height == slot.height {
-                    s.commit
-                } else if s.slot.height + 1 == slot.height {
-                    s.votes.iter().find(|v| v.vote.kind == VoteKind::Precommit).copied()
-                } else {
-                    None
-                }
-            });
-            let state = SignState { slot, digest, locked, votes, commit };
-            env.save_signer(&state)?;
-            self.signer = Some(state);
+            self.save_sign_state(env, slot, digest, effects, &sends)?;
         }
         self.sent.extend(leaving);
         Ok(sends)
+    }
+
+    /// Persists the signing state of the newest slot about to be signed (`slot`, the message
+    /// `digest`), with the votes of its round that leave — those of `effects` cleared to send
+    /// and those saved before in the same round — before any of them leaves.
+    fn save_sign_state<E: Env>(
+        &mut self,
+        env: &mut E,
+        slot: Slot,
+        digest: Hash,
+        effects: &[Effect],
+        sends: &[bool],
+    ) -> Result<(), DriverError> {
+        let me = self.core.as_ref().and_then(Core::me);
+        let locked = self.core.as_ref().and_then(Core::locked);
+        let mut votes: Vec<SignedVote> = self
+            .signer
+            .iter()
+            .flat_map(|s| s.votes.iter().copied())
+            .chain(effects.iter().zip(sends).filter_map(|(e, send)| match e {
+                Effect::Broadcast(Message::Vote(v)) if *send && me == Some(v.validator) => Some(*v),
+                _ => None,
+            }))
+            .filter(|v| v.vote.height == slot.height && v.vote.round == slot.round)
+            .collect();
+        votes.dedup_by_key(|v| v.vote.kind);
+        votes.truncate(SIGN_STATE_VOTES_MAX);
+        // The last precommit of the height below, carried while this validator signs at the
+        // next one.
+        let commit = self.signer.as_ref().and_then(|s| {
+            if s.slot.height == slot.height {
+                s.commit
+            } else if s.slot.height + 1 == slot.height {
+                s.votes.iter().find(|v| v.vote.kind == VoteKind::Precommit).copied()
+            } else {
+                None
+            }
+        });
+        let state = SignState { slot, digest, locked, votes, commit };
+        env.save_signer(&state)?;
+        self.signer = Some(state);
+        Ok(())
     }
 
     fn check<E: Env>(

@@ -41,7 +41,8 @@ use engine::{
 use crate::{
     Decoded, Metrics, MetricsSnapshot, PipelineError, Stage, SubmitError, decode_checked, elapsed_ns,
     mempool::{Mempool, Verdict},
-    now_ms, verify_decoded,
+    metrics::STAGES,
+    verify_decoded,
 };
 
 /// Where a batch came from (returned with its admitted transactions).
@@ -88,6 +89,9 @@ pub struct IntakeConfig {
     pub batch_txs_max: usize,
     /// Most batches waiting in each queue.
     pub queue_batches_max: usize,
+    /// The clock admission judges expiry by, ms since the Unix epoch: a node's is
+    /// [`engine::clock::now_ms`]; a benchmark on a simulated chain time passes its own.
+    pub clock: fn() -> i64,
 }
 
 /// Transactions as they are submitted.
@@ -141,7 +145,7 @@ pub struct Intake {
     batch_txs_max: usize,
     mempool: Arc<Mempool>,
     metrics: Arc<Metrics>,
-    depths: Arc<[AtomicI64; 5]>,
+    depths: Arc<[AtomicI64; STAGES]>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -172,7 +176,7 @@ impl Intake {
         let batch_txs_max = cfg.batch_txs_max.clamp(1, engine::limits::BLOCK_TXS_MAX);
         let queue = cfg.queue_batches_max.max(1);
         let metrics = Arc::new(Metrics::default());
-        let depths: Arc<[AtomicI64; 5]> = Arc::new(Default::default());
+        let depths: Arc<[AtomicI64; STAGES]> = Arc::new(Default::default());
         let (ingest_tx, ingest_rx) = bounded::<Batch>(queue);
         let (admit_tx, admit_rx) = bounded::<(Origin, Verified)>(queue);
         let (rebase_tx, rebase_rx) = bounded::<()>(1);
@@ -186,6 +190,7 @@ impl Intake {
         let stages = Stages {
             params: Arc::new(state.params().clone()),
             backend: cfg.backend,
+            clock: cfg.clock,
             mempool: mempool.clone(),
             metrics: metrics.clone(),
             depths: depths.clone(),
@@ -281,7 +286,7 @@ pub struct IntakeSubmitter {
     ingest: Sender<Batch>,
     batch_txs_max: usize,
     mempool: Arc<Mempool>,
-    depths: Arc<[AtomicI64; 5]>,
+    depths: Arc<[AtomicI64; STAGES]>,
 }
 
 impl IntakeSubmitter {
@@ -299,6 +304,18 @@ impl IntakeSubmitter {
         txs: Vec<(SignedTransaction, TxId)>,
     ) -> Result<(), SubmitError> {
         self.enqueue(Batch { origin, txs: Txs::Decoded(txs), reply: None }, true)
+    }
+
+    /// Submits decoded transactions (one batch), waiting while the ingest queue is full; `reply`
+    /// is told the verdict on each once admission has judged it — and so, batches being admitted
+    /// in order, once every batch submitted before it was admitted too.
+    pub fn submit_decoded_with(
+        &self,
+        origin: Origin,
+        txs: Vec<(SignedTransaction, TxId)>,
+        reply: Reply,
+    ) -> Result<(), SubmitError> {
+        self.enqueue(Batch { origin, txs: Txs::Decoded(txs), reply: Some(reply) }, true)
     }
 
     /// Submits decoded transactions (one batch) unless the ingest queue is full; `reply` is
@@ -346,9 +363,10 @@ impl IntakeSubmitter {
 struct Stages {
     params: Arc<ChainParams>,
     backend: Backend,
+    clock: fn() -> i64,
     mempool: Arc<Mempool>,
     metrics: Arc<Metrics>,
-    depths: Arc<[AtomicI64; 5]>,
+    depths: Arc<[AtomicI64; STAGES]>,
     on_rejected: OnRejected,
 }
 
@@ -365,7 +383,7 @@ impl Stages {
                 let checked = stages.verify(batch);
                 let _ = done_tx.send(checked);
             });
-            self.depths[Stage::Apply as usize].fetch_add(1, Ordering::Relaxed);
+            self.depths[Stage::Admit as usize].fetch_add(1, Ordering::Relaxed);
             if admit.send((origin, done_rx)).is_err() {
                 return;
             }
@@ -428,7 +446,7 @@ impl Stages {
         loop {
             // The post-state is one open ledger on the committed state, never sealed: its
             // journal is rolled back when the next committed state arrives.
-            let timestamp_ms = now_ms().max(post.head().timestamp_ms.saturating_add(1));
+            let timestamp_ms = (self.clock)().max(post.head().timestamp_ms.saturating_add(1));
             let Ok(mut exec) = post.begin_block(timestamp_ms) else { return };
             for (id, e) in self.mempool.readmit(&mut exec) {
                 self.refused(id, &e);
@@ -446,7 +464,7 @@ impl Stages {
                     }
                     recv(rx) -> item => {
                         let Ok((origin, pending)) = item else { break None };
-                        self.depths[Stage::Apply as usize].fetch_sub(1, Ordering::Relaxed);
+                        self.depths[Stage::Admit as usize].fetch_sub(1, Ordering::Relaxed);
                         let Ok(checked) = pending.recv() else { continue };
                         if let Some(a) = self.admit(&mut exec, origin, checked) {
                             on_admitted(a);
@@ -480,7 +498,7 @@ impl Stages {
                 self.refused(*id, e);
             }
         }
-        self.metrics.record(Stage::Apply, n, elapsed_ns(t));
+        self.metrics.record(Stage::Admit, n, elapsed_ns(t));
         if let Some(reply) = reply {
             verdicts.extend(judged);
             reply(verdicts);

@@ -39,11 +39,10 @@ impl Store {
         self.commit_sealed(applied, transactions, certificate, accounts, state.validators())
     }
 
-    /// [`Store::commit`] for a caller that holds the touched accounts' new values rather than the
-    /// state (the node's commit thread, which runs beside the single writer that owns the state):
+    /// [`Store::commit`] with the touched accounts' new values taken out of the state:
     /// `accounts` are the accounts of `applied.touched`, in that (sorted) order, and `validators`
     /// the set certifying the next ledger.
-    pub fn commit_sealed(
+    fn commit_sealed(
         &mut self,
         applied: &Applied,
         transactions: &[SignedTransaction],

@@ -25,7 +25,7 @@ use engine::{
     tx::{SignedTransaction, TxId},
     validate::TxError,
 };
-use pipeline::{Origin, Reply, SubmitError, Verdict};
+use pipeline::{IntakeSubmitter, Origin, Reply, SubmitError, Verdict};
 use storage::{StoreError, TxLocation};
 
 use super::{Explorer, Submitted};
@@ -285,6 +285,69 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<api::Accepted>), ApiError> {
+    let bytes = submitted_bytes(&headers, body)?;
+    let submitter = e.submitter().ok_or_else(ApiError::unavailable)?;
+    if let Some(why) = submitter.mempool().busy() {
+        return Err(busy(&e, why));
+    }
+    // Decoded here once (for its id and a clear error); the intake checks the stateless rules
+    // and the signatures on its own pool, then admits it against the post-state — the one
+    // state check on its way in — and answers with its verdict.
+    let (stx, id) = SignedTransaction::decode_with_id(&bytes, &e.chain_id)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()))?;
+    let expiration_ms = stx.tx.expiration_ms;
+    match admission(&e, &submitter, stx, id).await? {
+        Verdict::Admitted => {}
+        // Sent again while pending: the first copy's fate is the transaction's.
+        Verdict::Refused(TxError::Replayed(_)) if submitter.mempool().contains(&id) => {}
+        Verdict::Refused(err) => {
+            if let Ok(mut s) = e.submitted.lock() {
+                // A transaction already committed stays "committed" whatever a resubmission says.
+                s.insert(id, Submitted { expiration_ms: 0, rejected: Some(err.to_string()) });
+            }
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()));
+        }
+        Verdict::Dropped => return Err(busy(&e, "the pool is full, retry later".into())),
+    }
+    if let Ok(mut s) = e.submitted.lock() {
+        s.insert(id, Submitted { expiration_ms, rejected: None });
+    }
+    Ok((StatusCode::ACCEPTED, Json(api::Accepted { id, status: api::AcceptedStatus::Pending })))
+}
+
+/// A 503 `busy` answer, counted.
+fn busy(e: &Explorer, why: String) -> ApiError {
+    e.host.refused_busy();
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why)
+}
+
+/// Hands a decoded transaction to the intake and waits (at most
+/// [`limits::SUBMIT_VERDICT_TIMEOUT`]) for admission's verdict on it.
+async fn admission(
+    e: &Explorer,
+    submitter: &IntakeSubmitter,
+    stx: SignedTransaction,
+    id: TxId,
+) -> Result<Verdict, ApiError> {
+    let (reply, verdict) = tokio::sync::oneshot::channel();
+    let reply: Reply = Box::new(move |verdicts| {
+        let _ = reply.send(verdicts);
+    });
+    match submitter.try_submit_decoded_with(Origin::Client, vec![(stx, id)], reply) {
+        Ok(()) => {}
+        Err(SubmitError::Full) => return Err(busy(e, "the verification queue is full, retry later".into())),
+        Err(SubmitError::Closed) => return Err(ApiError::unavailable()),
+    }
+    let verdicts = match tokio::time::timeout(limits::SUBMIT_VERDICT_TIMEOUT, verdict).await {
+        Ok(Ok(verdicts)) => verdicts,
+        Ok(Err(_)) => return Err(ApiError::unavailable()),
+        Err(_) => return Err(busy(e, "no verdict yet: the node is far behind, retry later".into())),
+    };
+    Ok(verdicts.into_iter().find(|(v, _)| *v == id).map_or(Verdict::Dropped, |(_, v)| v))
+}
+
+/// The transaction's bytes from a submission's body: raw, or `{"hex": …}` as JSON.
+fn submitted_bytes(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Vec<u8>, ApiError> {
     let body = body.map_err(|r| ApiError::new(r.status(), ErrorCode::TooLarge, r.body_text()))?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -307,51 +370,7 @@ async fn submit(
             format!("a transaction is at most {TX_BYTES_MAX} bytes, not {}", bytes.len()),
         ));
     }
-    let submitter = e.submitter().ok_or_else(ApiError::unavailable)?;
-    let busy = |why: String| {
-        e.host.refused_busy();
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why)
-    };
-    if let Some(why) = submitter.mempool().busy() {
-        return Err(busy(why));
-    }
-    // Decoded here once (for its id and a clear error); the intake checks the stateless rules
-    // and the signatures on its own pool, then admits it against the post-state — the one
-    // state check on its way in — and answers with its verdict.
-    let (stx, id) = SignedTransaction::decode_with_id(&bytes, &e.chain_id)
-        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()))?;
-    let expiration_ms = stx.tx.expiration_ms;
-    let (reply, verdict) = tokio::sync::oneshot::channel();
-    let reply: Reply = Box::new(move |verdicts| {
-        let _ = reply.send(verdicts);
-    });
-    match submitter.try_submit_decoded_with(Origin::Client, vec![(stx, id)], reply) {
-        Ok(()) => {}
-        Err(SubmitError::Full) => return Err(busy("the verification queue is full, retry later".into())),
-        Err(SubmitError::Closed) => return Err(ApiError::unavailable()),
-    }
-    let verdicts = match tokio::time::timeout(limits::SUBMIT_VERDICT_TIMEOUT, verdict).await {
-        Ok(Ok(verdicts)) => verdicts,
-        Ok(Err(_)) => return Err(ApiError::unavailable()),
-        Err(_) => return Err(busy("no verdict yet: the node is far behind, retry later".into())),
-    };
-    match verdicts.into_iter().find(|(v, _)| *v == id).map(|(_, v)| v) {
-        Some(Verdict::Admitted) => {}
-        // Sent again while pending: the first copy's fate is the transaction's.
-        Some(Verdict::Refused(TxError::Replayed(_))) if submitter.mempool().contains(&id) => {}
-        Some(Verdict::Refused(err)) => {
-            if let Ok(mut s) = e.submitted.lock() {
-                // A transaction already committed stays "committed" whatever a resubmission says.
-                s.insert(id, Submitted { expiration_ms: 0, rejected: Some(err.to_string()) });
-            }
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()));
-        }
-        Some(Verdict::Dropped) | None => return Err(busy("the pool is full, retry later".into())),
-    }
-    if let Ok(mut s) = e.submitted.lock() {
-        s.insert(id, Submitted { expiration_ms, rejected: None });
-    }
-    Ok((StatusCode::ACCEPTED, Json(api::Accepted { id, status: api::AcceptedStatus::Pending })))
+    Ok(bytes)
 }
 
 async fn account(

@@ -55,6 +55,8 @@ struct Host {
 struct Io {
     intake: Intake,
     role: Role,
+    /// Print a line per committed ledger on stdout (a validator alone: there is no admin port).
+    announce: bool,
     store: Store,
     wal: Option<Wal>,
     signer: Option<SignerFile>,

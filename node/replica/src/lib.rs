@@ -1,5 +1,5 @@
-//! A networked process: validator (consensus), node or explorer (followers that sync certified
-//! ledgers). One host thread owns the consensus core, the chain (pool and committed state), the
+//! A process: validator (consensus, with its peers or — a set of one — alone), node or explorer
+//! (followers that sync certified ledgers). One host thread owns the consensus core, the chain (pool and committed state), the
 //! store and the write-ahead log, and executes the core's effects; the network and the admin
 //! endpoint run on a small tokio runtime; signature verification of gossiped and fetched
 //! transactions runs on the rayon pool.
@@ -16,12 +16,12 @@ mod host;
 pub mod identity;
 mod network;
 mod run;
-mod signer;
-mod wal;
+pub mod signer;
+pub mod wal;
 mod wire;
 
 pub use self::{
     admin::{get as admin_get, metric},
     config::{NodeConfig, PeerSpec, Role},
-    run::{ValidatorSink, run},
+    run::{run, transparent_huge_pages_off},
 };

@@ -1,10 +1,13 @@
-//! `caasiope run --config FILE`: one process in its role.
+//! `caasiope run --config FILE`: one process in its role (the host, `crate::host`), its store,
+//! and its submit port.
 //!
-//! Single-validator mode (a validator set where this validator alone is a quorum) runs the whole
-//! path before the network exists: transactions arrive on the submit port, flow through the
-//! pipeline, and a ledger is sealed, certified with the validator's key and committed to MDBX
-//! every `block_interval_ms`. SIGINT/SIGTERM drain the pipeline (nothing accepted is lost) and
-//! exit cleanly; a restart resumes from the last committed ledger.
+//! A validator whose configuration has no network (a validator set where it alone is a quorum)
+//! runs the same path as a networked one — consensus over a set of one: transactions arrive on
+//! the submit port (or the explorer API), the intake admits them into the mempool, and a ledger
+//! is proposed, prevoted, precommitted and committed to MDBX every `block_interval_ms`, one line
+//! printed per ledger. SIGINT/SIGTERM stop it cleanly after the ledger in hand (what is pending
+//! and not yet in a ledger is dropped, as on any validator); a restart resumes from the last
+//! committed ledger.
 
 use std::{
     io::{Read, Write},
@@ -18,18 +21,15 @@ use std::{
 
 use anyhow::{Context, bail};
 use engine::{
-    SecretKey,
     genesis::Genesis,
-    ledger::Certificate,
     limits::{GENESIS_BYTES_MAX, TX_BYTES_MAX},
     state::State,
     tx::SignedTransaction,
 };
 use exit::{Output, read_text};
-use pipeline::{CommitSink, Pipeline, PipelineConfig, SealedLedger, Sealing};
 use storage::{Durability, IndexBatch, Store, StoreOptions};
 
-use crate::config::{NodeConfig, Role, Sync};
+use crate::config::{NodeConfig, Sync};
 
 /// Turns transparent huge pages off for this process (Linux `PR_SET_THP_DISABLE`; elsewhere,
 /// nothing). A node frees and allocates its large per-height buffers (a block's bodies, the
@@ -38,7 +38,7 @@ use crate::config::{NodeConfig, Role, Sync};
 /// the 4-validator localnet (docs/PERFORMANCE.md): page faults were ~4 % of the machine's busy
 /// time, and with them off the same binary committed 3 % more at the peak (4 pairs, each pair
 /// better). Best effort: a kernel that refuses leaves the process as it was.
-fn transparent_huge_pages_off() {
+pub fn transparent_huge_pages_off() {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and touches no memory of
     // this process; it sets a flag the kernel reads at page-fault time.
@@ -85,145 +85,11 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
     Ok((store, state))
 }
 
-/// Signs each sealed ledger as the single validator and commits it.
-pub struct ValidatorSink {
-    pub store: Store,
-    pub key: SecretKey,
-    pub index: u8,
-    pub chain_id: String,
-    /// Print one line per committed ledger on stdout.
-    pub verbose: bool,
-}
-
-impl std::fmt::Debug for ValidatorSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValidatorSink").field("index", &self.index).field("chain_id", &self.chain_id).finish()
-    }
-}
-
-impl CommitSink for ValidatorSink {
-    fn commit(&mut self, ledger: SealedLedger) -> Result<(), String> {
-        let mut certificate = Certificate::new(0);
-        let h = &ledger.applied.header;
-        certificate.add(&self.chain_id, self.index, &self.key, h.height, &ledger.applied.hash);
-        self.store
-            .commit_sealed(
-                &ledger.applied,
-                &ledger.transactions,
-                &certificate,
-                ledger.accounts,
-                &ledger.validators,
-            )
-            .map_err(|e| e.to_string())?;
-        let h = &ledger.applied.header;
-        if !self.verbose {
-            return Ok(());
-        }
-        println!(
-            "ledger {} txs {} hash {} state {}",
-            h.height,
-            ledger.transactions.len(),
-            ledger.applied.hash,
-            h.state_root
-        );
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<(), String> {
-        self.store.flush().map_err(|e| e.to_string())
-    }
-}
-
 /// Runs one process until SIGINT or SIGTERM.
 pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     transparent_huge_pages_off();
     let cfg = NodeConfig::load(config_path)?;
-    if cfg.net.is_some() {
-        return crate::host::run(&cfg);
-    }
-    if cfg.role != Role::Validator {
-        bail!(
-            "role {:?} follows validators over the network: its config needs node_dir, admin_listen and [[peers]]",
-            cfg.role
-        );
-    }
-    run_alone(&cfg)
-}
-
-/// Single-validator mode (see the module's documentation): the pipeline seals, certifies and
-/// commits every ledger, fed by the submit server until SIGINT or SIGTERM.
-fn run_alone(cfg: &NodeConfig) -> anyhow::Result<Output> {
-    let key_path = cfg.validator_key.as_ref().context("a validator needs validator_key")?;
-    let key = crate::identity::read_key_file(key_path, "validator key")?;
-    let (store, state) = open_store(cfg)?;
-    let index = index_alone_a_quorum(&state, &key)?;
-    let stop = stop_on_signals()?;
-    eprintln!(
-        "caasiope: validator {} at height {}, block interval {} ms, submit on {}",
-        key.public_key().address(),
-        state.head().height,
-        cfg.block_interval_ms,
-        cfg.submit_listen
-    );
-    let pipeline_cfg = pipeline_config(cfg);
-    let chain_id = state.params().chain_id.clone();
-    let sink = ValidatorSink {
-        store,
-        key,
-        index: u8::try_from(index).unwrap_or(u8::MAX),
-        chain_id: chain_id.clone(),
-        verbose: true,
-    };
-    let pipeline = Pipeline::start(state, pipeline_cfg, sink)?;
-    let submitter = pipeline.submitter().context("pipeline closed at start")?;
-    let accept = |frames: Vec<Vec<u8>>| {
-        let (lines, decoded) = decode_frames(frames, &chain_id);
-        let batch = decoded.into_iter().map(|(bytes, _, _)| bytes).collect();
-        match submitter.submit(batch) {
-            Ok(()) => lines,
-            Err(e) => lines
-                .into_iter()
-                .map(|l| if l.starts_with("accepted") { format!("rejected {e}") } else { l })
-                .collect(),
-        }
-    };
-    serve_submissions(cfg.submit_listen, &accept, &stop)?;
-    drop(submitter);
-    let (state, metrics) = pipeline.finish()?;
-    eprintln!(
-        "caasiope: stopped at height {} after {} ledgers, {} transactions committed, {} rejected",
-        state.head().height,
-        metrics.ledgers,
-        metrics.committed_txs,
-        metrics.rejected_total()
-    );
-    Ok(Output::Nothing)
-}
-
-/// The place of `key` in the validator set, which must be a quorum by itself.
-fn index_alone_a_quorum(state: &State, key: &SecretKey) -> anyhow::Result<usize> {
-    let set = state.validators();
-    let index = set.index_of(&key.public_key()).context("the validator key is not in the validator set")?;
-    let weight = set.validators().get(index).map_or(0, |v| v.weight);
-    if !set.is_quorum(weight) {
-        bail!(
-            "this validator alone is not a quorum: configure the network (node_dir, admin_listen, [[peers]])"
-        );
-    }
-    Ok(index)
-}
-
-/// The pipeline of single-validator mode: a ledger sealed every `block_interval_ms`.
-fn pipeline_config(cfg: &NodeConfig) -> PipelineConfig {
-    PipelineConfig {
-        backend: cfg.backend,
-        verify_threads: pipeline::verify_threads(),
-        batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
-        queue_batches_max: limits::STAGE_QUEUE_BATCHES_MAX,
-        commit_queue_max: limits::COMMIT_QUEUE_LEDGERS_MAX,
-        block_txs_max: limits::BLOCK_TXS_MAX,
-        sealing: Sealing::Interval { interval_ms: cfg.block_interval_ms },
-    }
+    crate::host::run(&cfg)
 }
 
 /// A flag SIGINT and SIGTERM set: what a process stops on.

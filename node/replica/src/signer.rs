@@ -25,7 +25,7 @@ const _: () = assert!(
 const FILE_NAME: &str = "signer.state";
 
 #[derive(Debug)]
-pub(crate) struct SignerFile {
+pub struct SignerFile {
     file: File,
     seq: u64,
 }
@@ -51,7 +51,7 @@ fn read_slot(slot: &[u8]) -> Option<(u64, SignState)> {
 
 impl SignerFile {
     /// Opens (or creates) the signing state of `dir`; returns it and the state it holds.
-    pub(crate) fn open(dir: &Path) -> anyhow::Result<(Self, Option<SignState>)> {
+    pub fn open(dir: &Path) -> anyhow::Result<(Self, Option<SignState>)> {
         let path = dir.join(FILE_NAME);
         let exists = path.exists();
         let mut file = OpenOptions::new()
@@ -90,7 +90,7 @@ impl SignerFile {
     }
 
     /// Persists `state` durably, in the slot the last write did not use.
-    pub(crate) fn save(&mut self, state: &SignState) -> anyhow::Result<()> {
+    pub fn save(&mut self, state: &SignState) -> anyhow::Result<()> {
         let seq = self.seq + 1;
         let body = state.to_bytes();
         let mut slot = Vec::with_capacity(SLOT_BYTES);

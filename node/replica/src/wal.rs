@@ -28,7 +28,7 @@ use consensus::{WalRead, WalRecord};
 use engine::{Encode, codec::decode_exact};
 
 #[derive(Debug)]
-pub(crate) struct Wal {
+pub struct Wal {
     path: PathBuf,
     out: BufWriter<File>,
     bytes: u64,
@@ -88,7 +88,7 @@ fn read_record(rest: &[u8]) -> Result<(WalRecord, usize), String> {
 
 impl Wal {
     /// Opens the log of `dir`, returning it and what it holds.
-    pub(crate) fn open(dir: &Path) -> anyhow::Result<(Self, WalRead)> {
+    pub fn open(dir: &Path) -> anyhow::Result<(Self, WalRead)> {
         let path = dir.join("consensus.wal");
         let mut read = WalRead::Records(Vec::new());
         if path.exists() {
@@ -127,7 +127,7 @@ impl Wal {
     }
 
     /// Replaces the log with `records`, durably; returns its size.
-    pub(crate) fn reset(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
+    pub fn reset(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
         let tmp = self.path.with_extension("wal.tmp");
         let bytes = {
             let mut f =
@@ -151,7 +151,7 @@ impl Wal {
     /// height): truncated and written in place, durable at the next [`Wal::sync`]. A crash
     /// before it leaves the old log (of a height the store has: skipped), an empty one, or
     /// the new one with a torn tail — no rename, so no file or directory sync per height.
-    pub(crate) fn start(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
+    pub fn start(&mut self, records: &[WalRecord]) -> anyhow::Result<u64> {
         self.out.flush()?;
         self.out.get_ref().set_len(0).with_context(|| format!("truncating {}", self.path.display()))?;
         self.bytes = write_records(&mut self.out, records, &mut self.buf)?;
@@ -160,7 +160,7 @@ impl Wal {
     }
 
     /// Appends one record (buffered); returns the log's size.
-    pub(crate) fn append(&mut self, record: &WalRecord) -> anyhow::Result<u64> {
+    pub fn append(&mut self, record: &WalRecord) -> anyhow::Result<u64> {
         self.bytes += write_record(&mut self.out, record, &mut self.buf)?;
         self.dirty = true;
         Ok(self.bytes)
@@ -168,7 +168,7 @@ impl Wal {
 
     /// Makes every appended record durable: called before a message this validator signed
     /// leaves the process.
-    pub(crate) fn sync(&mut self) -> anyhow::Result<()> {
+    pub fn sync(&mut self) -> anyhow::Result<()> {
         if self.dirty {
             self.out.flush()?;
             self.out.get_ref().sync_data()?;

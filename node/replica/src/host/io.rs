@@ -147,6 +147,14 @@ impl Storage for Io {
             })
             .map_err(|e| storage_error(format!("storing ledger {}: {e}", ledger.header.height)))?;
         let height = ledger.header.height;
+        if self.announce {
+            println!(
+                "ledger {height} txs {} hash {} state {}",
+                ledger.transactions.len(),
+                applied.hash,
+                ledger.header.state_root
+            );
+        }
         self.metrics.ledger_height.store(height, Ordering::Relaxed);
         self.metrics.committed_txs.fetch_add(ledger.transactions.len() as u64, Ordering::Relaxed);
         let now = now_ms();

@@ -42,14 +42,15 @@ type ExplorerSlot = Arc<OnceLock<Arc<explorer::Explorer>>>;
 /// state file and what that file held (all `None` for a follower).
 type ConsensusParts = (Option<Core>, Option<(Wal, WalRead)>, Option<SignerFile>, Option<SignState>);
 
-/// Runs a networked process until SIGINT or SIGTERM.
+/// Runs a process until SIGINT or SIGTERM: with peers (its configuration's network), or, for a
+/// validator without one, alone — consensus over a validator set of one, the same path.
 pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
-    let Some(net_cfg) = cfg.net.clone() else { bail!("no network configuration") };
-    let node = NodeCert::load(&net_cfg.node_dir)?;
-    let transport = Transport::start(net_cfg.transport).context("starting the transport")?;
     let (mut store, state) = open_store(cfg)?;
     let chain_id = state.params().chain_id.clone();
     let key = validator_key(cfg)?;
+    if cfg.net.is_none() {
+        alone_a_quorum(&state, key.as_ref())?;
+    }
     stagger_index_batches(&mut store, &state, key.as_ref());
     let mempool = Arc::new(Mempool::new(MempoolConfig {
         txs_max: limits::POOL_TXS_MAX,
@@ -57,32 +58,36 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
         busy_queued: limits::INTAKE_ADMIT_MAX,
     }));
     let chain = Chain::new(state, chain_config(cfg), mempool.clone());
+    let height = chain.state().head().height;
     let metrics = Arc::new(Metrics::default());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
+    let peers = cfg.net.as_ref().map_or(&[][..], |n| &n.peers[..]);
     // Room for every peer's frames in flight, so one peer's flood never fills the queue for
     // the others.
-    let events_max = limits::HOST_EVENTS_BASE + net_cfg.peers.len() * limits::FRAMES_IN_FLIGHT_PER_PEER;
+    let events_max = limits::HOST_EVENTS_BASE + peers.len() * limits::FRAMES_IN_FLIGHT_PER_PEER;
     let (events_tx, events_rx) = crossbeam_channel::bounded(events_max);
     let stop = stop_on_signals()?;
     let role_name = role_name(cfg.role);
-    let transport_name = transport.name();
-    eprintln!(
-        "caasiope: {role_name} identity {} at height {}, transport {transport_name} ({}), p2p {}, admin {}, submit {}",
-        node.identity(),
-        chain.state().head().height,
-        transport.reason,
-        net_cfg.listen.map_or_else(|| "dial only".to_owned(), |a| a.to_string()),
-        net_cfg.admin_listen,
-        cfg.submit_listen
-    );
     let runtime = network_runtime()?;
     let bans = Arc::new(Bans::default());
-    let shared = Shared::new(events_tx.clone(), metrics.clone(), bans.clone(), ledger_source(&store));
-    start_network(&runtime, &net_cfg, cfg.role, &node, &chain_id, transport, shared)?;
+    let transport_name = match &cfg.net {
+        Some(net_cfg) => {
+            let shared = Shared::new(events_tx.clone(), metrics.clone(), bans.clone(), ledger_source(&store));
+            start_network(&runtime, net_cfg, cfg, height, &chain_id, shared)?
+        }
+        None => {
+            let address = key.as_ref().map(|k| k.public_key().address().to_string()).unwrap_or_default();
+            let (interval, submit) = (cfg.block_interval_ms, cfg.submit_listen);
+            eprintln!(
+                "caasiope: validator {address} alone at height {height}, block interval {interval} ms, submit on {submit}"
+            );
+            "none"
+        }
+    };
     let (core, wal, signer, signed) = open_consensus(cfg, key, chain_id)?;
     let explorer_slot: ExplorerSlot = Arc::new(OnceLock::new());
     let intake = start_intake(cfg, &chain, mempool, events_tx.clone(), explorer_slot.clone())?;
-    let mut io = new_io(cfg, &net_cfg, intake, store, signer, bans, metrics.clone());
+    let mut io = new_io(cfg, peers, intake, store, signer, bans, metrics.clone());
     if let Some(api_listen) = cfg.api_listen {
         let view =
             admin::ProcessView { metrics: metrics.clone(), role: role_name, transport: transport_name };
@@ -100,15 +105,28 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let submit_thread = start_submit_server(cfg.submit_listen, metrics, stop.clone(), submitter, chain_id)?;
     let result = host.run(&events_rx, &stop);
     stop.store(true, Ordering::Relaxed);
-    host.io.close_services();
     // Nobody reads events any more: a stage blocked handing one over must see the queue closed.
     drop(events_rx);
-    let _ = submit_thread.join();
-    host.io.store.flush().context("flushing the store")?;
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    host.stop(submit_thread, runtime)?;
     result?;
     eprintln!("caasiope: {role_name} stopped at height {}", host.driver.chain().state().head().height);
     Ok(Output::Nothing)
+}
+
+impl Host {
+    /// After the loop: closes the explorer API and the replicator, waits for the submit server,
+    /// flushes the store and stops the runtime.
+    fn stop(
+        &mut self,
+        submit_thread: JoinHandle<anyhow::Result<()>>,
+        runtime: tokio::runtime::Runtime,
+    ) -> anyhow::Result<()> {
+        self.io.close_services();
+        let _ = submit_thread.join();
+        self.io.store.flush().context("flushing the store")?;
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        Ok(())
+    }
 }
 
 /// The validator's signing key (read from `validator_key`); `None` for a node or an explorer.
@@ -171,24 +189,54 @@ fn ledger_source(store: &Store) -> network::LedgerSource {
     })
 }
 
-/// Starts the admin endpoint, then the peer listener and dialers, on `runtime`.
+/// Loads the TLS identity, starts the transport, then the admin endpoint and the peer listener
+/// and dialers on `runtime`; the transport's name.
 fn start_network(
     runtime: &tokio::runtime::Runtime,
     net_cfg: &NetConfig,
-    role: Role,
-    node: &NodeCert,
+    cfg: &NodeConfig,
+    height: u64,
     chain_id: &str,
-    transport: Transport,
     shared: Shared,
-) -> anyhow::Result<()> {
-    let (role_name, transport_name) = (role_name(role), transport.name());
+) -> anyhow::Result<&'static str> {
+    let node = NodeCert::load(&net_cfg.node_dir)?;
+    let transport = Transport::start(net_cfg.transport).context("starting the transport")?;
+    let (role, role_name, transport_name) = (cfg.role, role_name(cfg.role), transport.name());
+    eprintln!(
+        "caasiope: {role_name} identity {} at height {height}, transport {transport_name} ({}), p2p {}, admin {}, submit {}",
+        node.identity(),
+        transport.reason,
+        net_cfg.listen.map_or_else(|| "dial only".to_owned(), |a| a.to_string()),
+        net_cfg.admin_listen,
+        cfg.submit_listen
+    );
     runtime.block_on(async {
         let admin = tokio::net::TcpListener::bind(net_cfg.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {}", net_cfg.admin_listen))?;
         tokio::spawn(admin::serve(admin, shared.metrics.clone(), role_name, transport_name));
-        network::start(net_cfg, role, node, chain_id, transport, shared).await
-    })
+        network::start(net_cfg, role, &node, chain_id, transport, shared).await
+    })?;
+    Ok(transport_name)
+}
+
+/// A validator without a network must be a quorum by itself (a set of one, or the weight of
+/// one).
+fn alone_a_quorum(state: &State, key: Option<&SecretKey>) -> anyhow::Result<()> {
+    let Some(key) = key else {
+        bail!(
+            "a node or an explorer follows validators over the network: its config needs node_dir, admin_listen and [[peers]]"
+        )
+    };
+    let set = state.validators();
+    let index = set.index_of(&key.public_key()).context("the validator key is not in the validator set")?;
+    let weight = set.validators().get(index).map_or(0, |v| v.weight);
+    if !set.is_quorum(weight) {
+        bail!(
+            "this validator alone is not a quorum: configure the network (node_dir, admin_listen, [[peers]])"
+        );
+    }
+    Ok(())
 }
 
 /// A validator's consensus core, write-ahead log and signing state; none for a follower.
@@ -228,6 +276,7 @@ fn start_intake(
         verify_threads: pipeline::verify_threads(),
         batch_txs_max: limits::STAGE_BATCH_TXS_MAX,
         queue_batches_max: limits::INTAKE_QUEUE_BATCHES_MAX,
+        clock: engine::clock::now_ms,
     };
     let on_admitted = move |a: Admitted| {
         let (from, fetched) = match a.origin {
@@ -250,7 +299,7 @@ fn start_intake(
 /// The driver's environment at start: no peer linked, no timer, nothing to gossip.
 fn new_io(
     cfg: &NodeConfig,
-    net_cfg: &NetConfig,
+    peers: &[(crate::config::PeerSpec, net::Identity)],
     intake: Intake,
     store: Store,
     signer: Option<SignerFile>,
@@ -261,11 +310,11 @@ fn new_io(
     Io {
         intake,
         role: cfg.role,
+        announce: cfg.net.is_none(),
         store,
         wal: None,
         signer,
-        peers: net_cfg
-            .peers
+        peers: peers
             .iter()
             .map(|(spec, _)| PeerSlot {
                 spec: spec.clone(),
