@@ -133,7 +133,9 @@ fn apply_all(state: &mut State, verified: &[VerifiedTx]) -> engine::state::Appli
     exec.finish()
 }
 
-fn apply(c: &mut Criterion) {
+/// The inputs of the `apply` group: the state of [`ACCOUNTS`] funded accounts and [`TXS`]
+/// transfers verified against it, checked to apply as one block (untimed preparation).
+fn apply_inputs() -> (State, Vec<VerifiedTx>) {
     let setup = Instant::now();
     let w = workload(TXS, ACCOUNTS);
     let state = State::from_genesis(&w.genesis);
@@ -149,6 +151,47 @@ fn apply(c: &mut Criterion) {
         state.accounts().count(),
         setup.elapsed().as_secs_f64()
     );
+    (state, verified)
+}
+
+/// `apply_tx_10k`: the time of `apply_tx` over the block, summed over `iters` runs, each on its
+/// own clone of `state`.
+fn time_apply_tx(state: &State, verified: &[VerifiedTx], iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut s = state.clone();
+        let mut exec = s.begin_block(BLOCK_MS).unwrap_or_else(|e| panic!("begin: {e}"));
+        let t = Instant::now();
+        for v in verified {
+            black_box(exec.apply_tx(v).unwrap_or_else(|e| panic!("apply: {e}")));
+        }
+        total += t.elapsed();
+        // Sealed outside the timing, like the clone and the drop.
+        black_box(exec.finish());
+    }
+    total
+}
+
+/// `finish_10k`: the time of `finish` after the block, summed over `iters` runs, each on its
+/// own clone of `state`.
+fn time_finish(state: &State, verified: &[VerifiedTx], iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut s = state.clone();
+        let mut exec = s.begin_block(BLOCK_MS).unwrap_or_else(|e| panic!("begin: {e}"));
+        for v in verified {
+            exec.apply_tx(v).unwrap_or_else(|e| panic!("apply: {e}"));
+        }
+        let t = Instant::now();
+        let applied = exec.finish();
+        total += t.elapsed();
+        black_box(applied);
+    }
+    total
+}
+
+fn apply(c: &mut Criterion) {
+    let (state, verified) = apply_inputs();
 
     let mut group = c.benchmark_group("apply");
     // Tens of ms per iteration: flat sampling (the same iteration count in every sample) keeps
@@ -169,40 +212,8 @@ fn apply(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
-    group.bench_function("apply_tx_10k", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut s = state.clone();
-                let mut exec = s.begin_block(BLOCK_MS).unwrap_or_else(|e| panic!("begin: {e}"));
-                let t = Instant::now();
-                for v in &verified {
-                    black_box(exec.apply_tx(v).unwrap_or_else(|e| panic!("apply: {e}")));
-                }
-                total += t.elapsed();
-                // Sealed outside the timing, like the clone and the drop.
-                black_box(exec.finish());
-            }
-            total
-        });
-    });
-    group.bench_function("finish_10k", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut s = state.clone();
-                let mut exec = s.begin_block(BLOCK_MS).unwrap_or_else(|e| panic!("begin: {e}"));
-                for v in &verified {
-                    exec.apply_tx(v).unwrap_or_else(|e| panic!("apply: {e}"));
-                }
-                let t = Instant::now();
-                let applied = exec.finish();
-                total += t.elapsed();
-                black_box(applied);
-            }
-            total
-        });
-    });
+    group.bench_function("apply_tx_10k", |b| b.iter_custom(|iters| time_apply_tx(&state, &verified, iters)));
+    group.bench_function("finish_10k", |b| b.iter_custom(|iters| time_finish(&state, &verified, iters)));
     group.finish();
 }
 

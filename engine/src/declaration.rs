@@ -255,13 +255,7 @@ impl Encode for Declaration {
 impl Decode for Declaration {
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(match r.u8("declaration tag")? {
-            0x00 => {
-                let n = r.count_u8("multisig signers", 1, MULTISIG_SIGNERS_MAX)?;
-                let signers = r.items::<Address>(n)?;
-                let ms = MultiSig { signers, required: r.i16("multisig required")? };
-                ms.check()?;
-                Self::MultiSig(ms)
-            }
+            0x00 => Self::MultiSig(decode_multisig(r)?),
             0x01 => {
                 let hash_type = match r.u8("hash type")? {
                     0 => HashType::Keccak256,
@@ -274,67 +268,81 @@ impl Decode for Declaration {
             }
             0x02 => Self::Secret { preimage: r.array("secret")? },
             0x03 => Self::TimeLock { unix_seconds: r.i64("timelock")? },
-            0x04 => {
-                let ch = PaymentChannel {
-                    payer: Address::decode(r)?,
-                    payee: Address::decode(r)?,
-                    currency: Currency::decode(r)?,
-                    expiry_ms: r.i64("channel expiry")?,
-                };
-                if ch.payer.kind() != AddressType::Ecdsa {
-                    return Err(CodecError::Invalid {
-                        what: "payment channel",
-                        why: "the payer signs vouchers, so it is an ECDSA address",
-                    });
-                }
-                if ch.expiry_ms <= 0 {
-                    return Err(CodecError::Invalid {
-                        what: "payment channel",
-                        why: "expiry is a positive unix time in ms",
-                    });
-                }
-                Self::PaymentChannel(ch)
-            }
-            0x05 => {
-                let v = Voucher {
-                    channel: Address::decode(r)?,
-                    cumulative: r.i64("voucher amount")?,
-                    public_key: PublicKey(r.array("voucher key")?),
-                    signature: Signature(r.array("voucher signature")?),
-                };
-                if v.channel.kind() != AddressType::PaymentChannel {
-                    return Err(CodecError::Invalid {
-                        what: "voucher",
-                        why: "the channel is a payment-channel address",
-                    });
-                }
-                if v.cumulative <= 0 {
-                    return Err(CodecError::Invalid {
-                        what: "voucher",
-                        why: "the cumulative amount is positive",
-                    });
-                }
-                Self::Voucher(v)
-            }
-            0x06 => {
-                let u = ValidatorUpdate {
-                    public_key: PublicKey(r.array("validator key")?),
-                    weight: r.u64("validator weight")?,
-                };
-                if u.weight > VALIDATOR_WEIGHT_MAX {
-                    return Err(CodecError::OverLimit {
-                        what: "validator weight",
-                        got: usize::try_from(u.weight).unwrap_or(usize::MAX),
-                        max: VALIDATOR_WEIGHT_MAX as usize,
-                    });
-                }
-                Self::ValidatorUpdate(u)
-            }
+            0x04 => Self::PaymentChannel(decode_payment_channel(r)?),
+            0x05 => Self::Voucher(decode_voucher(r)?),
+            0x06 => Self::ValidatorUpdate(decode_validator_update(r)?),
             tag => {
                 return Err(CodecError::UnknownTag { what: "declaration", tag });
             }
         })
     }
+}
+
+/// The body of a `MultiSig` declaration (tag 0x00): its signers and required count, checked.
+fn decode_multisig(r: &mut Reader<'_>) -> Result<MultiSig, CodecError> {
+    let n = r.count_u8("multisig signers", 1, MULTISIG_SIGNERS_MAX)?;
+    let signers = r.items::<Address>(n)?;
+    let ms = MultiSig { signers, required: r.i16("multisig required")? };
+    ms.check()?;
+    Ok(ms)
+}
+
+/// The body of a `PaymentChannel` declaration (tag 0x04): an ECDSA payer and a positive expiry.
+fn decode_payment_channel(r: &mut Reader<'_>) -> Result<PaymentChannel, CodecError> {
+    let ch = PaymentChannel {
+        payer: Address::decode(r)?,
+        payee: Address::decode(r)?,
+        currency: Currency::decode(r)?,
+        expiry_ms: r.i64("channel expiry")?,
+    };
+    if ch.payer.kind() != AddressType::Ecdsa {
+        return Err(CodecError::Invalid {
+            what: "payment channel",
+            why: "the payer signs vouchers, so it is an ECDSA address",
+        });
+    }
+    if ch.expiry_ms <= 0 {
+        return Err(CodecError::Invalid {
+            what: "payment channel",
+            why: "expiry is a positive unix time in ms",
+        });
+    }
+    Ok(ch)
+}
+
+/// The body of a `Voucher` declaration (tag 0x05): a payment-channel address and a positive
+/// cumulative amount.
+fn decode_voucher(r: &mut Reader<'_>) -> Result<Voucher, CodecError> {
+    let v = Voucher {
+        channel: Address::decode(r)?,
+        cumulative: r.i64("voucher amount")?,
+        public_key: PublicKey(r.array("voucher key")?),
+        signature: Signature(r.array("voucher signature")?),
+    };
+    if v.channel.kind() != AddressType::PaymentChannel {
+        return Err(CodecError::Invalid { what: "voucher", why: "the channel is a payment-channel address" });
+    }
+    if v.cumulative <= 0 {
+        return Err(CodecError::Invalid { what: "voucher", why: "the cumulative amount is positive" });
+    }
+    Ok(v)
+}
+
+/// The body of a `ValidatorUpdate` declaration (tag 0x06): a key and a weight of at most
+/// `VALIDATOR_WEIGHT_MAX`.
+fn decode_validator_update(r: &mut Reader<'_>) -> Result<ValidatorUpdate, CodecError> {
+    let u = ValidatorUpdate {
+        public_key: PublicKey(r.array("validator key")?),
+        weight: r.u64("validator weight")?,
+    };
+    if u.weight > VALIDATOR_WEIGHT_MAX {
+        return Err(CodecError::OverLimit {
+            what: "validator weight",
+            got: usize::try_from(u.weight).unwrap_or(usize::MAX),
+            max: VALIDATOR_WEIGHT_MAX as usize,
+        });
+    }
+    Ok(u)
 }
 
 /// The HTLC of DESIGN §3.3: MultiSig 1-of-2 over {MultiSig 2-of-2 {receiver, HashLock},

@@ -5,6 +5,10 @@
 //! every decode of stored bytes returns an error naming the table, never a panic. Every table
 //! is created with MDBX's default flags (byte-ordered keys, one value a key). The bytes are
 //! pinned by `format_tests.rs`.
+//!
+//! One file on purpose, at the size limit: the chain's tables and the codecs of their keys and
+//! values are one format, versioned as one ([`SCHEMA_VERSION`]): a change of it reads in one
+//! place.
 
 use engine::{
     Address, Encode, Hash,

@@ -1,0 +1,92 @@
+//! A ledger executed and sealed without changing the state, [`StateDiff`], and making a state
+//! the one it describes ([`State::apply_diff`]).
+
+use super::{Applied, Receipt, State};
+use crate::{
+    account::Account, address::Address, hash::Hash, ledger::ValidatorSet, merkle::StateTrie, tx::TxId,
+};
+
+/// A ledger executed on a state and sealed without changing it
+/// ([`BlockExecution::seal`](super::BlockExecution::seal)): what [`State::apply_diff`] writes to
+/// make the state that ledger's.
+#[derive(Clone, Debug)]
+pub struct StateDiff {
+    /// Hash of the ledger the block was executed on: the diff applies to that state only.
+    pub(super) base: Hash,
+    /// The ledger as applied.
+    pub(super) applied: Applied,
+    /// New values of the accounts the block touched, sorted by address.
+    pub(super) accounts: Vec<Account>,
+    /// The updated trie, sharing every branch the block did not reach with the base state's.
+    pub(super) trie: StateTrie,
+    /// Ids added to the replay set, with their expirations.
+    pub(super) replay: Vec<(TxId, i64)>,
+    /// The validator set of the next height, if the block changed it.
+    pub(super) validators: Option<ValidatorSet>,
+}
+
+impl StateDiff {
+    /// The ledger as applied (header, hash, ids, receipts, touched accounts).
+    pub const fn applied(&self) -> &Applied {
+        &self.applied
+    }
+
+    /// Hash of the ledger this diff applies on.
+    pub const fn base(&self) -> Hash {
+        self.base
+    }
+
+    /// Bytes this diff holds apart from the state it applies on (an estimate good to a small
+    /// factor: accounts, trie branches not shared with `base`, ids): what keeping it costs.
+    pub fn bytes_apart_from(&self, base: &State) -> usize {
+        let accounts: usize = self
+            .accounts
+            .iter()
+            .map(|a| {
+                size_of::<Account>() + a.balances().len() * 16 + a.declaration.as_ref().map_or(0, |_| 512)
+            })
+            .sum();
+        accounts
+            + self.trie.bytes_apart_from(&base.trie)
+            + self.replay.len() * (size_of::<(TxId, i64)>() + 8)
+            + self.applied.tx_ids.len() * (32 + size_of::<Receipt>())
+            + self.applied.touched.len() * size_of::<Address>()
+    }
+}
+
+/// Why a [`StateDiff`] cannot be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the diff was executed on ledger {diff_base}, the state is at {head}")]
+pub struct DiffBaseError {
+    /// What the diff applies on.
+    pub diff_base: Hash,
+    /// The state's head.
+    pub head: Hash,
+}
+
+impl State {
+    /// Makes this state the one a [`StateDiff`] executed on it describes (in time proportional
+    /// to the diff). Refuses a diff of another base state.
+    pub fn apply_diff(&mut self, diff: StateDiff) -> Result<Applied, DiffBaseError> {
+        if diff.base != self.head_hash {
+            return Err(DiffBaseError { diff_base: diff.base, head: self.head_hash });
+        }
+        let StateDiff { applied, accounts, trie, replay, validators, .. } = diff;
+        for account in accounts {
+            self.accounts.insert(account.address, account);
+        }
+        self.trie = trie;
+        // Accounts are never removed, and every account is a key of the trie.
+        assert_eq!(self.trie.len(), self.accounts.len(), "the trie and the accounts disagree");
+        for (id, expiration_ms) in replay {
+            self.replay.insert(id, expiration_ms);
+        }
+        if let Some(v) = validators {
+            self.validators = v;
+        }
+        self.replay.prune(applied.header.timestamp_ms);
+        self.head = applied.header;
+        self.head_hash = applied.hash;
+        Ok(applied)
+    }
+}

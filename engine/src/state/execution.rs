@@ -1,0 +1,279 @@
+//! A ledger being applied, [`BlockExecution`]: each transaction checked in full and applied,
+//! the first value of every account it touches journaled, then sealed into the state
+//! ([`BlockExecution::finish`]) or into a diff that leaves the state as it was
+//! ([`BlockExecution::seal`]); dropped unfinished, it rolls the state back.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+
+use super::{
+    Applied, BlockError, Receipt, State, StateDiff,
+    check::{Plan, check_tx},
+};
+use crate::{
+    account::Account,
+    address::Address,
+    declaration::Declaration,
+    hash::Hash,
+    ledger::{LEDGER_VERSION, LedgerHeader, ValidatorSet},
+    merkle::tx_root,
+    tx::TxId,
+    validate::{TxError, VerifiedTx},
+};
+
+impl State {
+    /// Starts the next ledger at `timestamp_ms`.
+    pub fn begin_block(&mut self, timestamp_ms: i64) -> Result<BlockExecution<'_>, BlockError> {
+        if timestamp_ms <= self.head.timestamp_ms {
+            return Err(BlockError::Timestamp { previous: self.head.timestamp_ms, got: timestamp_ms });
+        }
+        let height = self.head.height + 1;
+        Ok(BlockExecution {
+            state: self,
+            height,
+            timestamp_ms,
+            journal: Vec::new(),
+            replay_added: Vec::new(),
+            next_validators: None,
+            tx_ids: Vec::new(),
+            receipts: Vec::new(),
+            finished: false,
+        })
+    }
+}
+
+/// A ledger being applied. Dropping it without [`BlockExecution::finish`] undoes everything.
+#[derive(Debug)]
+pub struct BlockExecution<'s> {
+    state: &'s mut State,
+    height: u64,
+    timestamp_ms: i64,
+    /// Value of every account before this block first touched it (`None`: it did not exist),
+    /// in touch order. An account already touched has `last_height == height` and is not
+    /// journaled again, save one touched without being changed (a repeated declaration), whose
+    /// later entries hold the same value: a rollback applies them newest first.
+    journal: Vec<(Address, Option<Account>)>,
+    /// Ids this block added to the replay set, with their expirations.
+    replay_added: Vec<(TxId, i64)>,
+    next_validators: Option<ValidatorSet>,
+    pub(super) tx_ids: Vec<TxId>,
+    receipts: Vec<Receipt>,
+    finished: bool,
+}
+
+impl BlockExecution<'_> {
+    /// Height of the ledger being built.
+    pub const fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Transactions applied so far.
+    pub fn len(&self) -> usize {
+        self.tx_ids.len()
+    }
+
+    /// Whether no transaction was applied yet.
+    pub fn is_empty(&self) -> bool {
+        self.tx_ids.is_empty()
+    }
+
+    /// The state as the transactions applied so far left it.
+    pub fn state(&self) -> &State {
+        self.state
+    }
+
+    /// Checks every stateful rule of `vtx` and, only if all hold, applies it.
+    pub fn apply_tx(&mut self, vtx: &VerifiedTx) -> Result<Receipt, TxError> {
+        let plan = self.check(vtx)?;
+        Ok(self.commit(vtx, plan))
+    }
+
+    fn check(&self, vtx: &VerifiedTx) -> Result<Plan, TxError> {
+        check_tx(self.state, self.timestamp_ms, self.next_validators.as_ref(), vtx)
+    }
+
+    fn commit(&mut self, vtx: &VerifiedTx, plan: Plan) -> Receipt {
+        let tx = &vtx.tx.tx;
+        let height = self.height;
+        for &(address, currency, change) in &plan.deltas {
+            let account = self.touch(address);
+            // Checked in `check`; the state has not changed since.
+            let after = account.balance(&currency) + change;
+            account.set_balance(currency, after);
+            account.last_height = height;
+        }
+        for d in &tx.declarations {
+            // A TimeLock address already encodes its time: nothing to keep.
+            if !d.is_account_definition() || matches!(d, Declaration::TimeLock { .. }) {
+                continue;
+            }
+            if let Some(address) = d.address() {
+                let account = self.touch(address);
+                if account.declaration.is_none() {
+                    account.declaration = Some(Box::new(d.clone()));
+                    account.last_height = height;
+                }
+            }
+        }
+        for (channel, claimed) in plan.claims {
+            let account = self.touch(channel);
+            account.channel_claimed = claimed;
+            account.last_height = height;
+        }
+        if let Some(v) = plan.next_validators {
+            self.next_validators = Some(v);
+        }
+        self.state.replay.insert(vtx.id, tx.expiration_ms);
+        self.replay_added.push((vtx.id, tx.expiration_ms));
+        let receipt = Receipt { id: vtx.id, index: self.tx_ids.len() as u32, fee: tx.fee.amount };
+        self.tx_ids.push(vtx.id);
+        self.receipts.push(receipt);
+        receipt
+    }
+
+    fn touch(&mut self, address: Address) -> &mut Account {
+        // One probe of the account map: `last_height` tells whether this block already
+        // journaled the account (every change sets it to the block's height).
+        match self.state.accounts.entry(address) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let account = e.into_mut();
+                if account.last_height != self.height {
+                    self.journal.push((address, Some(account.clone())));
+                }
+                account
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.journal.push((address, None));
+                e.insert(Account::new(address))
+            }
+        }
+    }
+
+    /// Seals the ledger: rehashes touched accounts into the state trie (in parallel), computes
+    /// the transaction root and the header, installs validator-set changes for the next height,
+    /// and forgets replay entries that can no longer matter.
+    pub fn finish(mut self) -> Applied {
+        let journal = std::mem::take(&mut self.journal);
+        let state = &mut *self.state;
+        let accounts = &state.accounts;
+        let mut touched: Vec<Address> = journal.into_iter().map(|(address, _)| address).collect();
+        touched.par_sort_unstable();
+        touched.dedup();
+        let mut leaves: Vec<([u8; 21], Hash)> = touched
+            .par_iter()
+            .filter_map(|a| accounts.get(a).map(|acc| (*a.raw(), acc.leaf_hash())))
+            .collect();
+        state.trie.update(&mut leaves);
+        if let Some(v) = self.next_validators.take() {
+            state.validators = v;
+        }
+        let header = LedgerHeader {
+            version: LEDGER_VERSION,
+            height: self.height,
+            timestamp_ms: self.timestamp_ms,
+            previous: state.head_hash,
+            tx_root: tx_root(&self.tx_ids),
+            state_root: state.trie.root(),
+            validator_set_hash: state.validators.hash(),
+        };
+        state.replay.prune(self.timestamp_ms);
+        state.head = header;
+        state.head_hash = header.hash(&state.params.chain_id);
+        self.finished = true;
+        Applied {
+            header,
+            hash: state.head_hash,
+            tx_ids: std::mem::take(&mut self.tx_ids),
+            receipts: std::mem::take(&mut self.receipts),
+            touched,
+        }
+    }
+}
+
+impl BlockExecution<'_> {
+    /// Seals the ledger without changing the state: returns everything applying it would
+    /// write ([`StateDiff`]), then rolls the state back as a dropped execution does. What it
+    /// holds is what the block touched — the new values of its accounts, the trie with only the
+    /// updated paths copied (its other branches shared with the state's) — never a copy of the
+    /// state, so a validator may keep several executed proposals of a height at the cost of
+    /// their blocks.
+    pub fn seal(mut self) -> StateDiff {
+        let mut touched: Vec<Address> = self.journal.iter().map(|(address, _)| *address).collect();
+        touched.par_sort_unstable();
+        touched.dedup();
+        let mut leaves: Vec<([u8; 21], Hash)> = {
+            let accounts = &self.state.accounts;
+            // Every journaled account was inserted or kept by `touch`: it is in the map.
+            touched
+                .par_iter()
+                .filter_map(|a| accounts.get(a).map(|acc| (*a.raw(), acc.leaf_hash())))
+                .collect()
+        };
+        // The block's values leave the map as the journal's first (pre-block) values go back:
+        // one move per account, where a copy and then a rollback cost two, plus a clone.
+        let mut accounts: Vec<Account> = Vec::with_capacity(touched.len());
+        let mut restored: HashSet<Address, foldhash::fast::RandomState> = HashSet::default();
+        restored.reserve(touched.len());
+        for (address, old) in std::mem::take(&mut self.journal) {
+            if !restored.insert(address) {
+                continue;
+            }
+            let new = match old {
+                Some(account) => self.state.accounts.insert(address, account),
+                None => self.state.accounts.remove(&address),
+            };
+            accounts.extend(new);
+        }
+        accounts.sort_unstable_by_key(|a| a.address);
+        let state = &*self.state;
+        let mut trie = state.trie.clone();
+        trie.update(&mut leaves);
+        let validator_set_hash = self.next_validators.as_ref().unwrap_or(&state.validators).hash();
+        let header = LedgerHeader {
+            version: LEDGER_VERSION,
+            height: self.height,
+            timestamp_ms: self.timestamp_ms,
+            previous: state.head_hash,
+            tx_root: tx_root(&self.tx_ids),
+            state_root: trie.root(),
+            validator_set_hash,
+        };
+        let hash = header.hash(&state.params.chain_id);
+        let mut this = self;
+        let applied = Applied {
+            header,
+            hash,
+            tx_ids: std::mem::take(&mut this.tx_ids),
+            receipts: std::mem::take(&mut this.receipts),
+            touched,
+        };
+        StateDiff {
+            base: this.state.head_hash,
+            applied,
+            accounts,
+            trie,
+            replay: this.replay_added.clone(),
+            validators: this.next_validators.take(),
+        }
+        // `this` drops here unfinished: the replay set is rolled back (the accounts were).
+    }
+}
+
+impl Drop for BlockExecution<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Newest first, so an account journaled twice ends at its first (pre-block) value.
+        for (address, old) in self.journal.drain(..).rev() {
+            match old {
+                Some(account) => self.state.accounts.insert(address, account),
+                None => self.state.accounts.remove(&address),
+            };
+        }
+        for (id, _) in &self.replay_added {
+            self.state.replay.remove(id);
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The ledger state and its deterministic transition: `state(h) + block(h+1) = state(h+1)`.
+//!
+//! A block is applied by a [`BlockExecution`]: each transaction is checked in full against the
+//! state as left by the transactions before it, then applied — all or nothing per transaction.
+//! The execution journals the first value of every account it touches, so dropping it without
+//! [`BlockExecution::finish`] restores the state exactly (an invalid proposal leaves no trace),
+//! and `finish` rehashes only those accounts into the state trie, in parallel.
+//!
+//! The parts: `block` applies whole blocks (strictly, or building one as a leader does),
+//! `execution` is the [`BlockExecution`] with its journal, `check` holds the stateful rules of
+//! one transaction, `diff` the [`StateDiff`] a sealed execution leaves, and `replay` the set of
+//! recent transaction ids.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use crate::{
+    account::Account,
+    address::Address,
+    currency::Currency,
+    genesis::{ChainParams, Genesis},
+    hash::Hash,
+    ledger::{LEDGER_VERSION, LedgerHeader, ValidatorSet},
+    limits::BLOCK_TXS_MAX,
+    merkle::{StateProof, StateTrie, tx_root},
+    tx::TxId,
+    validate::{TxError, VerifiedTx},
+};
+
+mod block;
+mod check;
+mod diff;
+mod execution;
+mod replay;
+
+pub use self::{
+    block::{Block, apply_block, apply_verified, build_block, execute_build, execute_verified},
+    diff::{DiffBaseError, StateDiff},
+    execution::BlockExecution,
+};
+use self::{check::check_tx, replay::ReplaySet};
+
+/// Why a block cannot be applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BlockError {
+    /// Not the next height.
+    #[error("block height {got} does not follow {head}")]
+    Height {
+        /// Current head height.
+        head: u64,
+        /// Block height.
+        got: u64,
+    },
+    /// Timestamp not after the previous ledger's.
+    #[error("block timestamp {got} is not after the previous ledger's {previous}")]
+    Timestamp {
+        /// Previous ledger time.
+        previous: i64,
+        /// Block time.
+        got: i64,
+    },
+    /// More transactions than a block may hold.
+    #[error("block holds {0} transactions, over the limit of {BLOCK_TXS_MAX}")]
+    TooManyTransactions(usize),
+    /// A transaction of the block is invalid at its position.
+    #[error("transaction {index} is invalid: {error}")]
+    InvalidTx {
+        /// Position in the block.
+        index: usize,
+        /// The rule it breaks.
+        error: TxError,
+    },
+}
+
+/// What applying one transaction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Receipt {
+    /// Transaction id.
+    pub id: TxId,
+    /// Position in the block.
+    pub index: u32,
+    /// Fee paid, raw CAS units.
+    pub fee: i64,
+}
+
+/// The result of applying a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The new ledger's header.
+    pub header: LedgerHeader,
+    /// Its hash.
+    pub hash: Hash,
+    /// Transaction ids in block order.
+    pub tx_ids: Vec<TxId>,
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+    /// Every account the ledger changed, sorted by address: what a store writes back.
+    pub touched: Vec<Address>,
+}
+
+/// Why a stored state could not be restored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    /// The accounts do not hash to the header's state root.
+    #[error("stored accounts hash to {computed}, not the head's state root {expected}")]
+    StateRoot {
+        /// Root of the stored accounts.
+        computed: Hash,
+        /// Root in the stored head.
+        expected: Hash,
+    },
+    /// The validator set does not match the head's commitment.
+    #[error("stored validator set does not match the head's validator-set hash")]
+    Validators,
+    /// Two accounts for one address.
+    #[error("account {0} stored twice")]
+    DuplicateAccount(Address),
+}
+
+/// Hash maps keyed by addresses and ids. Keys are chosen by users, so the hasher is seeded per
+/// process (foldhash's `RandomState`); it is several times faster than SipHash on 21–32 bytes.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The full state of the ledger at its head.
+#[derive(Clone, Debug)]
+pub struct State {
+    params: ChainParams,
+    accounts: FastMap<Address, Account>,
+    trie: StateTrie,
+    replay: ReplaySet,
+    validators: ValidatorSet,
+    head: LedgerHeader,
+    head_hash: Hash,
+}
+
+impl State {
+    /// The state of ledger 0.
+    pub fn from_genesis(genesis: &Genesis) -> Self {
+        let mut accounts: FastMap<Address, Account> = FastMap::default();
+        for d in &genesis.declarations {
+            if let Some(address) = d.address() {
+                accounts.entry(address).or_insert_with(|| Account::new(address)).declaration =
+                    Some(Box::new(d.clone()));
+            }
+        }
+        for ((address, currency), amount) in &genesis.balances {
+            accounts
+                .entry(*address)
+                .or_insert_with(|| Account::new(*address))
+                .set_balance(*currency, *amount);
+        }
+        let mut trie = StateTrie::new();
+        let mut leaves: Vec<([u8; 21], Hash)> =
+            accounts.par_iter().map(|(address, a)| (*address.raw(), a.leaf_hash())).collect();
+        trie.update(&mut leaves);
+        let head = LedgerHeader {
+            version: LEDGER_VERSION,
+            height: 0,
+            timestamp_ms: genesis.config.timestamp_ms,
+            previous: Hash::ZERO,
+            tx_root: tx_root(&[]),
+            state_root: trie.root(),
+            validator_set_hash: genesis.validators.hash(),
+        };
+        let head_hash = head.hash(&genesis.params.chain_id);
+        let state = Self {
+            params: genesis.params.clone(),
+            accounts,
+            trie,
+            replay: ReplaySet::default(),
+            validators: genesis.validators.clone(),
+            head,
+            head_hash,
+        };
+        debug_assert_eq!(state.check_conservation(), Ok(()));
+        state
+    }
+
+    /// A state rebuilt from storage: the head, the validator set that certifies the next ledger,
+    /// every account and the replay window. The accounts must hash to the head's state root and
+    /// the set to its validator-set hash.
+    pub fn restore(
+        params: ChainParams,
+        validators: ValidatorSet,
+        head: LedgerHeader,
+        accounts: impl IntoIterator<Item = Account>,
+        replay: impl IntoIterator<Item = (TxId, i64)>,
+    ) -> Result<Self, RestoreError> {
+        if validators.hash() != head.validator_set_hash {
+            return Err(RestoreError::Validators);
+        }
+        let mut map: FastMap<Address, Account> = FastMap::default();
+        for a in accounts {
+            let address = a.address;
+            if map.insert(address, a).is_some() {
+                return Err(RestoreError::DuplicateAccount(address));
+            }
+        }
+        let mut leaves: Vec<([u8; 21], Hash)> =
+            map.par_iter().map(|(address, a)| (*address.raw(), a.leaf_hash())).collect();
+        let mut trie = StateTrie::new();
+        trie.update(&mut leaves);
+        if trie.root() != head.state_root {
+            return Err(RestoreError::StateRoot { computed: trie.root(), expected: head.state_root });
+        }
+        let mut replay_set = ReplaySet::default();
+        for (id, expiration_ms) in replay {
+            if expiration_ms > head.timestamp_ms {
+                replay_set.insert(id, expiration_ms);
+            }
+        }
+        // Sealed now, so that cloning the restored state does not copy a large window.
+        replay_set.prune(head.timestamp_ms);
+        let head_hash = head.hash(&params.chain_id);
+        Ok(Self { params, accounts: map, trie, replay: replay_set, validators, head, head_hash })
+    }
+
+    /// The replay window: every included transaction id that has not expired, with its expiration.
+    pub fn replay_entries(&self) -> impl Iterator<Item = (TxId, i64)> + '_ {
+        self.replay.entries(self.head.timestamp_ms)
+    }
+
+    /// Chain parameters.
+    pub const fn params(&self) -> &ChainParams {
+        &self.params
+    }
+
+    /// Header of the last applied ledger.
+    pub const fn head(&self) -> &LedgerHeader {
+        &self.head
+    }
+
+    /// Hash of the last applied ledger.
+    pub const fn head_hash(&self) -> Hash {
+        self.head_hash
+    }
+
+    /// The validator set that certifies the next ledger.
+    pub const fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// An account, if it exists.
+    pub fn account(&self, address: &Address) -> Option<&Account> {
+        self.accounts.get(address)
+    }
+
+    /// The balance of `address` in `currency`.
+    pub fn balance(&self, address: &Address, currency: &Currency) -> i64 {
+        self.accounts.get(address).map_or(0, |a| a.balance(currency))
+    }
+
+    /// Every account, in no particular order.
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    /// Root of the state trie.
+    pub fn state_root(&self) -> Hash {
+        self.trie.root()
+    }
+
+    /// Whether a transaction id is in the replay window.
+    pub fn is_included(&self, id: &TxId) -> bool {
+        self.replay.contains(id, self.head.timestamp_ms)
+    }
+
+    /// A proof of an account's state against [`State::state_root`].
+    pub fn prove_account(&self, address: &Address) -> Option<(Account, StateProof)> {
+        let account = self.accounts.get(address)?.clone();
+        let proof = self.trie.prove(address.raw())?;
+        Some((account, proof))
+    }
+
+    /// Whether `vtx` passes every stateful rule against this state, as the only transaction of a
+    /// block at `timestamp_ms` (what a submission is told at once; a block may still refuse it
+    /// if another transaction spends the same balance first). Changes nothing.
+    pub fn check_tx(&self, vtx: &VerifiedTx, timestamp_ms: i64) -> Result<(), TxError> {
+        check_tx(self, timestamp_ms, None, vtx).map(|_| ())
+    }
+
+    /// Checks the ledger's first invariant: every currency's balances, the issuer's negative one
+    /// included, sum to zero. Returns the first currency that does not.
+    pub fn check_conservation(&self) -> Result<(), Currency> {
+        let mut sums: HashMap<Currency, i128> = HashMap::new();
+        for a in self.accounts.values() {
+            for (c, v) in a.balances() {
+                *sums.entry(*c).or_default() += i128::from(*v);
+            }
+        }
+        match sums.into_iter().find(|(_, s)| *s != 0) {
+            Some((c, _)) => Err(c),
+            None => Ok(()),
+        }
+    }
+}
