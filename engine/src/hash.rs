@@ -163,7 +163,7 @@ pub fn hash_parts(domain: Domain, parts: &[&[u8]]) -> Hash {
     Hash(*h.finalize().as_bytes())
 }
 
-/// Finishes a hasher into a [`Hash`].
+/// Finishes a hasher into a [`struct@Hash`].
 pub fn finish(h: &blake3::Hasher) -> Hash {
     Hash(*h.finalize().as_bytes())
 }

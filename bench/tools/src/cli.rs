@@ -18,7 +18,7 @@ pub struct LocalnetArgs {
     #[arg(long, default_value = "auto", value_parser = ["auto", "io_uring", "epoll"])]
     pub transport: String,
     /// A currency besides CAS and its issuer's address (an issuer may go negative: that is the
-    /// outstanding supply; sending to it destroys tokens); repeat for each, e.g. BTC=<address>.
+    /// outstanding supply; sending to it destroys tokens); repeat for each, e.g. BTC=ADDRESS.
     #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = parse_currency)]
     pub currencies: Vec<(engine::Currency, engine::Address)>,
     /// The explorer replicates into the ClickHouse server at this HTTP URL

@@ -12,6 +12,7 @@ mod load;
 mod localnet;
 mod localnet_bench;
 mod net_bench;
+mod net_kernel;
 mod pipeline_bench;
 mod stats;
 

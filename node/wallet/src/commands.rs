@@ -545,7 +545,7 @@ pub enum ProofCommand {
         /// The proof file to create.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// The validator-set file to create [default: beside --out, `<name>.validators.json`].
+        /// The validator-set file to create (default: beside --out, `<name>.validators.json`).
         #[arg(long, value_name = "FILE")]
         validators_out: Option<PathBuf>,
     },
@@ -559,7 +559,7 @@ pub enum ProofCommand {
         /// The proof file to create.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// The validator-set file to create [default: beside --out, `<name>.validators.json`].
+        /// The validator-set file to create (default: beside --out, `<name>.validators.json`).
         #[arg(long, value_name = "FILE")]
         validators_out: Option<PathBuf>,
     },

@@ -1,10 +1,10 @@
 //! `caasiope wallet …`: keys encrypted at rest and transactions built, signed and submitted
 //! against an explorer's HTTP API (docs/API.md).
 //!
-//! Layout: [`keystore`] (keys at rest, passphrases), [`client`] (the thin HTTP client, reading
-//! the `api` crate's types), [`build`] (pure transaction builders on the engine's types),
-//! [`partial`] (partially signed files; who must sign is judged by the engine's
-//! [`engine::spend`]), [`htlc`], [`channel`], [`token`], [`proof`], and [`flow`] (what the
+//! Layout: `keystore` (keys at rest, passphrases), `client` (the thin HTTP client, reading
+//! the `api` crate's types), `build` (pure transaction builders on the engine's types),
+//! `partial` (partially signed files; who must sign is judged by the engine's
+//! [`engine::spend`]), `htlc`, `channel`, `token`, `proof`, and `flow` (what the
 //! commands share). Everything but `client` and the terminal
 //! prompt is testable without a server, and the tests apply what the builders produce to an
 //! in-memory engine state.
