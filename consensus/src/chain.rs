@@ -92,6 +92,10 @@ pub struct Committed {
     pub ledger: CommittedLedger,
     /// What the engine applied (ids, receipts, touched accounts).
     pub applied: Applied,
+    /// What the ledger changed, for another copy of the previous committed state to follow it
+    /// ([`State::apply_diff`]) at the cost of what the block touched, not of the state (the
+    /// intake's post-state follows the committed state this way).
+    pub diff: Arc<StateDiff>,
 }
 
 /// The verdict on a proposed value.
@@ -472,6 +476,8 @@ impl Chain {
 
     fn install(&mut self, id: Hash, certificate: Certificate) -> Committed {
         let Some(executed) = self.executed.remove(&id) else { unreachable!("executed by the caller") };
+        // The touched accounts' new values and a shared trie: what the block touched.
+        let diff = Arc::new(executed.diff.clone());
         let applied = match self.state.apply_diff(executed.diff) {
             Ok(applied) => applied,
             // Every kept diff was executed on the committed state, which has not moved since:
@@ -488,7 +494,7 @@ impl Chain {
             certificate,
             transactions: Arc::unwrap_or_clone(executed.transactions),
         };
-        Committed { ledger, applied }
+        Committed { ledger, applied, diff }
     }
 }
 

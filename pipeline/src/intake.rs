@@ -6,9 +6,11 @@
 //! admitted transaction applied in admission order — so a transaction that conflicts with one
 //! already admitted (double spend, insufficient balance, replay, expiry) is refused at once
 //! with its rule, and only admitted transactions reach the pool and are gossiped. After each
-//! committed ledger the host calls [`Intake::rebase`]: the post-state is rebuilt on the new
-//! committed state and the pool's admitted transactions are applied again
-//! ([`Mempool::readmit`]; those now invalid leave the pool and are reported).
+//! committed ledger the host calls [`Intake::rebase`] with what the ledger changed (its
+//! [`StateDiff`]): the post-state's open ledger is rolled back, the diff applied — the
+//! admission stage's copy of the committed state follows the host's at the cost of what each
+//! block touched, never of a copy of the state — and the pool's admitted transactions are
+//! applied again ([`Mempool::readmit`]; those now invalid leave the pool and are reported).
 //!
 //! Each transaction is decoded once: a caller that decoded it already (the submit port, for
 //! its answer; the host, to see whether a check waits for a fetched body) hands over the
@@ -17,13 +19,13 @@
 //! ```text
 //! submit(origin, bytes | decoded) ─▶ [ingest q] ─▶ decode + verify (pool, one task per batch)
 //!                         ─▶ [admit q, in order] ─▶ admit (Mempool) ─▶ on_admitted(origin, txs)
-//! rebase(committed state) ─────────────────────────────▲
+//! rebase(committed ledger's diff) ─────────────────────▲
 //! ```
 
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     thread::JoinHandle,
     time::Instant,
@@ -33,7 +35,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use engine::{
     Backend,
     genesis::ChainParams,
-    state::State,
+    state::{State, StateDiff},
     tx::{SignedTransaction, TxId},
     validate::{TxError, VerifiedTx, check_stateless},
 };
@@ -130,6 +132,15 @@ struct Checked {
 /// thread has verified it, so batches are admitted in submission order.
 type Verified = Receiver<Checked>;
 
+/// How the admission stage's copy of the committed state moves on.
+#[derive(Debug)]
+enum Rebase {
+    /// By what a committed ledger changed (the common case: costs what the block touched).
+    Diff(Arc<StateDiff>),
+    /// To a copy of the committed state (after a diff failed to apply).
+    State(Box<State>),
+}
+
 /// What refusals are reported to (with the id when the bytes decoded that far).
 type OnRejected = Arc<dyn Fn(Option<TxId>, &TxError) + Send + Sync>;
 
@@ -138,9 +149,12 @@ type OnRejected = Arc<dyn Fn(Option<TxId>, &TxError) + Send + Sync>;
 #[derive(Debug)]
 pub struct Intake {
     ingest: Option<Sender<Batch>>,
-    /// The newest committed state not yet taken by the admission stage, and its doorbell: the
-    /// caller (the consensus host) never waits on the admission stage.
-    rebase: Arc<Mutex<Option<State>>>,
+    /// The committed ledgers' diffs not yet taken by the admission stage, in order, and their
+    /// doorbell: the caller (the consensus host) never waits on the admission stage.
+    rebase: Arc<Mutex<Vec<Rebase>>>,
+    /// Set by the admission stage when a diff did not apply to its copy (a bug): the next
+    /// rebase hands over a copy of the committed state instead.
+    stale: Arc<AtomicBool>,
     rebase_bell: Option<Sender<()>>,
     batch_txs_max: usize,
     mempool: Arc<Mempool>,
@@ -180,7 +194,8 @@ impl Intake {
         let (ingest_tx, ingest_rx) = bounded::<Batch>(queue);
         let (admit_tx, admit_rx) = bounded::<(Origin, Verified)>(queue);
         let (rebase_tx, rebase_rx) = bounded::<()>(1);
-        let rebase = Arc::new(Mutex::new(None::<State>));
+        let rebase = Arc::new(Mutex::new(Vec::<Rebase>::new()));
+        let stale = Arc::new(AtomicBool::new(false));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.verify_threads.max(1))
             .thread_name(|i| format!("intake-verify-{i}"))
@@ -195,6 +210,7 @@ impl Intake {
             metrics: metrics.clone(),
             depths: depths.clone(),
             on_rejected,
+            stale: stale.clone(),
         };
         let verify_stages = stages.clone();
         let verify = spawn("intake-verify")
@@ -208,6 +224,7 @@ impl Intake {
         Ok(Self {
             ingest: Some(ingest_tx),
             rebase,
+            stale,
             rebase_bell: Some(rebase_tx),
             batch_txs_max,
             mempool,
@@ -251,11 +268,19 @@ impl Intake {
         &self.mempool
     }
 
-    /// Rebuilds the post-state on a newly committed state (without waiting: a newer state
-    /// replaces one not yet taken).
-    pub fn rebase(&self, committed: State) -> Result<(), SubmitError> {
+    /// Moves the post-state onto the next committed ledger, `diff` being what it changed and
+    /// `committed` the state after it (copied only if the admission stage's copy went astray),
+    /// without waiting. Every committed ledger is handed over, in order.
+    pub fn rebase(&self, diff: Arc<StateDiff>, committed: &State) -> Result<(), SubmitError> {
         let bell = self.rebase_bell.as_ref().ok_or(SubmitError::Closed)?;
-        *self.rebase.lock().map_err(|_| SubmitError::Closed)? = Some(committed);
+        let mut pending = self.rebase.lock().map_err(|_| SubmitError::Closed)?;
+        if self.stale.swap(false, Ordering::Relaxed) {
+            pending.clear();
+            pending.push(Rebase::State(Box::new(committed.clone())));
+        } else {
+            pending.push(Rebase::Diff(diff));
+        }
+        drop(pending);
         match bell.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) => Ok(()),
             Err(TrySendError::Disconnected(())) => Err(SubmitError::Closed),
@@ -364,6 +389,7 @@ struct Stages {
     params: Arc<ChainParams>,
     backend: Backend,
     clock: fn() -> i64,
+    stale: Arc<AtomicBool>,
     mempool: Arc<Mempool>,
     metrics: Arc<Metrics>,
     depths: Arc<[AtomicI64; STAGES]>,
@@ -440,7 +466,7 @@ impl Stages {
         mut post: State,
         rx: &Receiver<(Origin, Verified)>,
         rebase_rx: &Receiver<()>,
-        slot: &Mutex<Option<State>>,
+        slot: &Mutex<Vec<Rebase>>,
         on_admitted: &mut impl FnMut(Admitted),
     ) {
         loop {
@@ -457,9 +483,9 @@ impl Stages {
                         if bell.is_err() {
                             break None;
                         }
-                        match slot.lock().ok().and_then(|mut s| s.take()) {
-                            Some(state) => break Some(state),
-                            None => continue,
+                        let diffs = slot.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+                        if !diffs.is_empty() {
+                            break Some(diffs);
                         }
                     }
                     recv(rx) -> item => {
@@ -473,8 +499,22 @@ impl Stages {
                 }
             };
             drop(exec);
-            let Some(committed) = next else { return };
-            post = committed;
+            let Some(rebases) = next else { return };
+            for rebase in rebases {
+                match rebase {
+                    // The open ledger is rolled back: `post` is the committed state the diff
+                    // was executed on (every diff arrives, in order). The host has dropped its
+                    // copy by now, so the diff is moved, not copied.
+                    Rebase::Diff(diff) => {
+                        if post.apply_diff(Arc::unwrap_or_clone(diff)).is_err() {
+                            // Not the state the diff was made on (a bug): ask for a copy.
+                            self.stale.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    Rebase::State(state) => post = *state,
+                }
+            }
         }
     }
 

@@ -65,7 +65,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use caasiope_pipeline::{Intake, IntakeConfig, Mempool, MempoolConfig, Origin, Verdict};
-use engine::state::{Block, State, apply_block};
+use engine::state::{State, execute_verified};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
@@ -110,14 +110,11 @@ fn the_post_state_refuses_a_double_spend_and_is_rebuilt_on_each_committed_ledger
     // The validators committed the other half of the double spend: `a` is now invalid and
     // leaves the post-state; user 0 can still spend what remains.
     let mut committed = State::from_genesis(&g);
-    let b_tx = engine::tx::SignedTransaction::decode_with_id(&b, CHAIN).unwrap().0;
-    apply_block(
-        &mut committed,
-        &Block { height: 1, timestamp_ms: now_ms(), transactions: vec![b_tx] },
-        Backend::K256,
-    )
-    .unwrap();
-    intake.rebase(committed).unwrap();
+    let (b_tx, b_id) = engine::tx::SignedTransaction::decode_with_id(&b, CHAIN).unwrap();
+    let b_verified = engine::validate::verify(b_tx, b_id, committed.params(), Backend::K256).unwrap();
+    let diff = execute_verified(&mut committed, now_ms(), &[b_verified]).unwrap();
+    committed.apply_diff(diff.clone()).unwrap();
+    intake.rebase(Arc::new(diff), &committed).unwrap();
     let d = transfer(0, 1, 100_000, exp);
     let too_much = transfer(0, 1, 350_000, exp);
     intake.try_submit(Origin::Client, vec![d]).unwrap();
@@ -138,6 +135,53 @@ fn the_post_state_refuses_a_double_spend_and_is_rebuilt_on_each_committed_ledger
 /// again) and is told each one's verdict: admitted, or refused with its rule — a double
 /// spend of a pending transaction included, which a check against the committed state
 /// alone would have let through.
+/// A diff that does not apply to the admission stage's copy of the committed state (a bug:
+/// one was lost) is not applied; the next rebase hands over a copy of the committed state, and
+/// admission judges against it again.
+#[test]
+fn a_diff_that_does_not_apply_is_followed_by_a_copy_of_the_state() {
+    let g = genesis(3);
+    let intake = Intake::start(State::from_genesis(&g), intake_config(), mempool(), |_| {}).unwrap();
+    let exp = now_ms() + 600_000;
+    let verified = |state: &State, bytes: &[u8]| {
+        let (tx, id) = engine::tx::SignedTransaction::decode_with_id(bytes, CHAIN).unwrap();
+        engine::validate::verify(tx, id, state.params(), Backend::K256).unwrap()
+    };
+    // Ledger 1 funds user 7, ledger 2 moves a little; the intake is handed ledger 2 only.
+    let mut committed = State::from_genesis(&g);
+    let fund = verified(&committed, &transfer(0, 7, 500_000, exp));
+    let d1 = execute_verified(&mut committed, now_ms(), &[fund]).unwrap();
+    committed.apply_diff(d1).unwrap();
+    let small = verified(&committed, &transfer(1, 2, 5, exp));
+    let d2 = execute_verified(&mut committed, now_ms() + 1, &[small]).unwrap();
+    committed.apply_diff(d2.clone()).unwrap();
+    intake.rebase(Arc::new(d2), &committed).unwrap();
+    let spend = transfer(7, 1, 100_000, exp);
+    let (tx, verdicts) = mpsc::channel();
+    let ask = |bytes: &[u8]| {
+        let decoded = engine::tx::SignedTransaction::decode_with_id(bytes, CHAIN).unwrap();
+        let tx = tx.clone();
+        let reply = Box::new(move |v: Vec<(engine::tx::TxId, Verdict)>| drop(tx.send(v)));
+        intake.submitter().unwrap().submit_decoded_with(Origin::Client, vec![decoded], reply).unwrap();
+        verdicts.recv_timeout(Duration::from_secs(10)).unwrap().remove(0).1
+    };
+    // User 7 has nothing in the admission stage's (stale) view.
+    assert!(matches!(ask(&spend), Verdict::Refused(_)));
+    // The next ledger's rebase carries a copy of the state: user 7's funds are there.
+    let small = verified(&committed, &transfer(2, 1, 5, exp));
+    let d3 = execute_verified(&mut committed, now_ms() + 2, &[small]).unwrap();
+    committed.apply_diff(d3.clone()).unwrap();
+    intake.rebase(Arc::new(d3), &committed).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match ask(&transfer(7, 1, 100_000 + 1, exp)) {
+            Verdict::Admitted => break,
+            other => assert!(std::time::Instant::now() < until, "still {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A transaction that spends what one in an earlier batch gave is admitted: batches are
 /// admitted in submission order, whatever order the pool verifies them in.
 #[test]

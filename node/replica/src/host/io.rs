@@ -137,7 +137,7 @@ impl Storage for Io {
     }
 
     fn commit(&mut self, c: &Committed, state: &State) -> Result<(), StorageError> {
-        let Committed { ledger, applied } = c;
+        let Committed { ledger, applied, diff } = c;
         self.store
             .commit(LedgerToCommit {
                 applied,
@@ -166,8 +166,9 @@ impl Storage for Io {
         if let Some(r) = &self.replicator {
             r.notify();
         }
-        // The intake's post-state moves onto the new committed state.
-        self.intake.rebase(state.clone()).map_err(|_| storage_error("the intake stopped"))?;
+        // The intake's post-state moves onto the new committed state (by its diff: a copy of the
+        // state would cost what the state holds, every ledger).
+        self.intake.rebase(diff.clone(), state).map_err(|_| storage_error("the intake stopped"))?;
         // Followers get each ledger pushed (and poll for what they miss).
         if self.role == Role::Validator {
             let mut bytes = None;
