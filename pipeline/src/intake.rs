@@ -148,7 +148,8 @@ type OnRejected = Arc<dyn Fn(Option<TxId>, &TxError) + Send + Sync>;
 /// transaction is not yet anyone's responsibility).
 #[derive(Debug)]
 pub struct Intake {
-    ingest: Option<Sender<Batch>>,
+    /// The intake's own handle (the ingest queue's sender): taken at drop so the stages end.
+    own: Option<IntakeSubmitter>,
     /// The committed ledgers' diffs not yet taken by the admission stage, in order, and their
     /// doorbell: the caller (the consensus host) never waits on the admission stage.
     rebase: Arc<Mutex<Vec<Rebase>>>,
@@ -156,7 +157,6 @@ pub struct Intake {
     /// rebase hands over a copy of the committed state instead.
     stale: Arc<AtomicBool>,
     rebase_bell: Option<Sender<()>>,
-    batch_txs_max: usize,
     mempool: Arc<Mempool>,
     metrics: Arc<Metrics>,
     depths: Arc<[AtomicI64; STAGES]>,
@@ -221,12 +221,17 @@ impl Intake {
         let admit = spawn("intake-admit")
             .spawn(move || stages.admit_loop(state, &admit_rx, &rebase_rx, &slot, &mut on_admitted))
             .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let own = IntakeSubmitter {
+            ingest: ingest_tx,
+            batch_txs_max,
+            mempool: mempool.clone(),
+            depths: depths.clone(),
+        };
         Ok(Self {
-            ingest: Some(ingest_tx),
+            own: Some(own),
             rebase,
             stale,
             rebase_bell: Some(rebase_tx),
-            batch_txs_max,
             mempool,
             metrics,
             depths,
@@ -236,9 +241,8 @@ impl Intake {
 
     /// Submits raw transactions (at most one batch) unless the ingest queue is full.
     pub fn try_submit(&self, origin: Origin, txs: Vec<Vec<u8>>) -> Result<(), SubmitError> {
-        self.submitter()
-            .ok_or(SubmitError::Closed)?
-            .enqueue(Batch { origin, txs: Txs::Raw(txs), reply: None }, false)
+        let own = self.own.as_ref().ok_or(SubmitError::Closed)?;
+        own.enqueue(Batch { origin, txs: Txs::Raw(txs), reply: None }, false)
     }
 
     /// Submits transactions the caller decoded (at most one batch) unless the ingest queue is
@@ -248,19 +252,13 @@ impl Intake {
         origin: Origin,
         txs: Vec<(SignedTransaction, TxId)>,
     ) -> Result<(), SubmitError> {
-        self.submitter()
-            .ok_or(SubmitError::Closed)?
-            .enqueue(Batch { origin, txs: Txs::Decoded(txs), reply: None }, false)
+        let own = self.own.as_ref().ok_or(SubmitError::Closed)?;
+        own.enqueue(Batch { origin, txs: Txs::Decoded(txs), reply: None }, false)
     }
 
     /// A cloneable handle that submits from other threads.
     pub fn submitter(&self) -> Option<IntakeSubmitter> {
-        Some(IntakeSubmitter {
-            ingest: self.ingest.as_ref()?.clone(),
-            batch_txs_max: self.batch_txs_max,
-            mempool: self.mempool.clone(),
-            depths: self.depths.clone(),
-        })
+        self.own.clone()
     }
 
     /// The mempool it admits into.
@@ -297,7 +295,7 @@ impl Intake {
 
 impl Drop for Intake {
     fn drop(&mut self) {
-        self.ingest = None;
+        self.own = None;
         self.rebase_bell = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
