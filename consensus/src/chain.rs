@@ -176,10 +176,10 @@ struct Executed {
 }
 
 impl Executed {
-    fn new(diff: StateDiff, transactions: Arc<Vec<SignedTransaction>>, state: &State) -> Self {
+    fn new(diff: StateDiff, transactions: Arc<Vec<SignedTransaction>>) -> Self {
         let bodies: usize =
             transactions.iter().map(|t| size_of::<SignedTransaction>() + t.signatures.len() * 129).sum();
-        let bytes = diff.bytes_apart_from(state) + bodies;
+        let bytes = diff.bytes() + bodies;
         Self { diff, transactions, bytes }
     }
 }
@@ -298,7 +298,7 @@ impl Chain {
             applied.tx_ids.iter().filter_map(|id| rest.find(|v| v.id == *id).map(|v| v.tx.clone())).collect(),
         );
         let value = Value { header: applied.header, tx_ids: applied.tx_ids.clone() };
-        self.keep(Executed::new(diff, transactions, &self.state));
+        self.keep(Executed::new(diff, transactions));
         value
     }
 
@@ -409,7 +409,7 @@ impl Chain {
     fn execute_bodies(&mut self, value: &Value, txs: &[Arc<VerifiedTx>]) -> Result<(), ChainError> {
         let bodies: Arc<Vec<SignedTransaction>> = Arc::new(txs.iter().map(|v| v.tx.clone()).collect());
         let diff = execute_exactly(&mut self.state, &value.header, txs)?;
-        self.keep(Executed::new(diff, bodies, &self.state));
+        self.keep(Executed::new(diff, bodies));
         Ok(())
     }
 
@@ -418,7 +418,7 @@ impl Chain {
     fn execute(&mut self, header: &LedgerHeader, txs: Vec<VerifiedTx>) -> Result<(), ChainError> {
         let diff = execute_exactly(&mut self.state, header, &txs)?;
         let transactions = Arc::new(txs.into_iter().map(|v| v.tx).collect());
-        self.keep(Executed::new(diff, transactions, &self.state));
+        self.keep(Executed::new(diff, transactions));
         Ok(())
     }
 

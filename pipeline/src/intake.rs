@@ -7,10 +7,15 @@
 //! already admitted (double spend, insufficient balance, replay, expiry) is refused at once
 //! with its rule, and only admitted transactions reach the pool and are gossiped. After each
 //! committed ledger the host calls [`Intake::rebase`] with what the ledger changed (its
-//! [`StateDiff`]): the post-state's open ledger is rolled back, the diff applied — the
-//! admission stage's copy of the committed state follows the host's at the cost of what each
-//! block touched, never of a copy of the state — and the pool's admitted transactions are
-//! applied again ([`Mempool::readmit`]; those now invalid leave the pool and are reported).
+//! [`StateDiff`]). When the ledger holds the next admitted transactions in admission order and
+//! the pool's admitted transactions are exactly the rest (a validator alone; a leader whose
+//! proposal was decided), the open ledger moves onto it in place
+//! ([`BlockExecution::rebase`]: the rest stays applied, at the cost of the ledger's accounts
+//! and the journal). Otherwise the open ledger is rolled back, the diff applied — the admission
+//! stage's copy of the committed state follows the host's at the cost of what each block
+//! touched, never of a copy of the state — and the pool's admitted transactions are applied
+//! again ([`Mempool::readmit`]; those now invalid leave the pool and are reported). The
+//! metrics count both ways.
 //!
 //! Each transaction is decoded once: a caller that decoded it already (the submit port, for
 //! its answer; the host, to see whether a check waits for a fetched body) hands over the
@@ -35,7 +40,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use engine::{
     Backend,
     genesis::ChainParams,
-    state::{State, StateDiff},
+    state::{BlockExecution, State, StateDiff},
     tx::{SignedTransaction, TxId},
     validate::{TxError, VerifiedTx, check_stateless},
 };
@@ -482,8 +487,9 @@ impl Stages {
                             break None;
                         }
                         let diffs = slot.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
-                        if !diffs.is_empty() {
-                            break Some(diffs);
+                        let rest = self.move_on(&mut exec, diffs);
+                        if !rest.is_empty() {
+                            break Some(rest);
                         }
                     }
                     recv(rx) -> item => {
@@ -498,6 +504,7 @@ impl Stages {
             };
             drop(exec);
             let Some(rebases) = next else { return };
+            self.metrics.rebased(0, rebases.len());
             for rebase in rebases {
                 match rebase {
                     // The open ledger is rolled back: `post` is the committed state the diff
@@ -516,14 +523,35 @@ impl Stages {
         }
     }
 
+    /// Moves the open ledger onto the committed ledgers of `rebases` without applying the
+    /// pool again, while it can ([`BlockExecution::rebase`]): each ledger's transactions are
+    /// the next ones admitted, in admission order, and the pool's admitted transactions are
+    /// exactly the rest — the common case for a validator alone or a leader whose proposal
+    /// was decided. Returns the rebases left for the slow way (roll back, apply, readmit).
+    fn move_on(&self, exec: &mut BlockExecution<'_>, mut rebases: Vec<Rebase>) -> Vec<Rebase> {
+        let diffs: Option<Vec<&StateDiff>> = rebases
+            .iter()
+            .map(|r| match r {
+                Rebase::Diff(diff) => Some(&**diff),
+                Rebase::State(_) => None,
+            })
+            .collect();
+        let Some(diffs) = diffs else { return rebases };
+        let committed: usize = diffs.iter().map(|d| d.applied().tx_ids.len()).sum();
+        let ids = exec.tx_ids();
+        if ids.len() < committed || !self.mempool.admitted_are(&ids[committed..]) {
+            return rebases;
+        }
+        let now_ms = (self.clock)();
+        let moved = diffs.iter().take_while(|diff| exec.rebase(diff, now_ms)).count();
+        self.metrics.rebased(moved, 0);
+        rebases.drain(..moved);
+        rebases
+    }
+
     /// Admits one verified batch (bodies fetched for a proposal only pass through) and
     /// answers whoever waits for its verdicts; what to tell the host, if anything.
-    fn admit(
-        &self,
-        exec: &mut engine::state::BlockExecution<'_>,
-        origin: Origin,
-        c: Checked,
-    ) -> Option<Admitted> {
+    fn admit(&self, exec: &mut BlockExecution<'_>, origin: Origin, c: Checked) -> Option<Admitted> {
         let Checked { txs, refused, mut verdicts, reply } = c;
         if let Origin::Fetched(_) = origin {
             return Some(Admitted { origin, txs: txs.into_iter().map(Arc::new).collect(), refused });

@@ -93,6 +93,8 @@ struct Pool {
     /// Fee priority (DESIGN §4), then arrival.
     order: BTreeSet<(Reverse<i64>, u64, TxId)>,
     next_seq: u64,
+    /// Entries admitted against the post-state.
+    admitted: usize,
     /// Scratch buffer for measuring encodings.
     scratch: Vec<u8>,
 }
@@ -100,9 +102,13 @@ struct Pool {
 impl Pool {
     fn insert(&mut self, tx: Arc<VerifiedTx>, admitted: bool) -> Result<(), PoolError> {
         if let Some(e) = self.entries.get_mut(&tx.id) {
-            e.admitted |= admitted;
+            if admitted && !e.admitted {
+                e.admitted = true;
+                self.admitted += 1;
+            }
             return Err(PoolError::Known);
         }
+        self.admitted += usize::from(admitted);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.scratch.clear();
@@ -116,6 +122,7 @@ impl Pool {
     fn remove(&mut self, id: &TxId) -> bool {
         match self.entries.remove(id) {
             Some(e) => {
+                self.admitted -= usize::from(e.admitted);
                 self.order.remove(&(Reverse(e.tx.tx.tx.fee.amount), e.seq, *id));
                 true
             }
@@ -297,6 +304,14 @@ impl Mempool {
             self.set_len(&pool);
         }
         (admitted, verdicts)
+    }
+
+    /// Whether the admitted transactions are exactly `ids` (the rest of a post-state whose
+    /// first transactions a committed ledger included: nothing admitted left the pool since,
+    /// so the post-state can move onto the ledger without applying them again).
+    pub fn admitted_are(&self, ids: &[TxId]) -> bool {
+        let pool = self.pool();
+        pool.admitted == ids.len() && ids.iter().all(|id| pool.entries.get(id).is_some_and(|e| e.admitted))
     }
 
     /// Rebase: applies the admitted transactions again, in admission order, to `exec` (a new

@@ -48,11 +48,18 @@ struct StageCounters {
 pub struct Metrics {
     stages: [StageCounters; STAGES],
     rejected: [AtomicU64; TxError::KINDS.len()],
+    rebased_in_place: AtomicU64,
+    rebased_again: AtomicU64,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self { stages: Default::default(), rejected: std::array::from_fn(|_| AtomicU64::new(0)) }
+        Self {
+            stages: Default::default(),
+            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            rebased_in_place: AtomicU64::new(0),
+            rebased_again: AtomicU64::new(0),
+        }
     }
 }
 
@@ -62,6 +69,13 @@ impl Metrics {
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.txs.fetch_add(txs as u64, Ordering::Relaxed);
         c.busy_ns.fetch_add(busy_ns, Ordering::Relaxed);
+    }
+
+    /// Counts committed ledgers the post-state moved onto: `in_place` without applying the
+    /// pool again, `again` by rolling back and applying every admitted transaction again.
+    pub(crate) fn rebased(&self, in_place: usize, again: usize) {
+        self.rebased_in_place.fetch_add(in_place as u64, Ordering::Relaxed);
+        self.rebased_again.fetch_add(again as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn reject(&self, error: &TxError) {
@@ -95,7 +109,12 @@ impl Metrics {
             .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        MetricsSnapshot { stages, rejected }
+        MetricsSnapshot {
+            stages,
+            rejected,
+            rebased_in_place: self.rebased_in_place.load(Ordering::Relaxed),
+            rebased_again: self.rebased_again.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -125,6 +144,12 @@ pub struct MetricsSnapshot {
     pub stages: [StageSnapshot; STAGES],
     /// Rejections by rule (only rules that rejected something).
     pub rejected: Vec<(&'static str, u64)>,
+    /// Committed ledgers the post-state moved onto in place: the ledger held the next
+    /// admitted transactions in admission order, so the rest stayed applied.
+    pub rebased_in_place: u64,
+    /// Committed ledgers the post-state moved onto by rolling back and applying every admitted
+    /// transaction again (another order or other transactions: a peer's proposal).
+    pub rebased_again: u64,
 }
 
 impl MetricsSnapshot {

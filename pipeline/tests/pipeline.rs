@@ -182,6 +182,86 @@ fn a_diff_that_does_not_apply_is_followed_by_a_copy_of_the_state() {
     }
 }
 
+/// A committed ledger holding the next admitted transactions, in admission order (a validator
+/// alone, a leader whose proposal was decided), moves the post-state in place: what is still
+/// pending stays applied — a double spend of it is still refused — and what the ledger
+/// committed is not counted twice. Any other ledger takes the slow way (roll back, apply,
+/// admit the pool again) with the same verdicts.
+#[test]
+fn a_ledger_of_the_next_admitted_transactions_moves_the_post_state_in_place() {
+    let g = genesis(10);
+    let intake = Intake::start(State::from_genesis(&g), intake_config(), mempool(), |_| {}).unwrap();
+    let submitter = intake.submitter().unwrap();
+    let exp = now_ms() + 600_000;
+    let (tx, verdicts) = mpsc::channel();
+    let ask = |txs: Vec<Vec<u8>>| {
+        let decoded = txs.iter().map(|b| engine::tx::SignedTransaction::decode_with_id(b, CHAIN).unwrap());
+        let tx = tx.clone();
+        let reply = Box::new(move |v: Vec<(engine::tx::TxId, Verdict)>| drop(tx.send(v)));
+        submitter.submit_decoded_with(Origin::Client, decoded.collect(), reply).unwrap();
+        verdicts
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+    };
+    let mut committed = State::from_genesis(&g);
+    let verified = |state: &State, bytes: &[u8]| {
+        let (tx, id) = engine::tx::SignedTransaction::decode_with_id(bytes, CHAIN).unwrap();
+        engine::validate::verify(tx, id, state.params(), Backend::K256).unwrap()
+    };
+    let mut commit = |ledger: &[&[u8]], at: i64| {
+        let txs: Vec<_> = ledger.iter().map(|b| verified(&committed, b)).collect();
+        let diff = execute_verified(&mut committed, at, &txs).unwrap();
+        committed.apply_diff(diff.clone()).unwrap();
+        // As the host does: the pool loses what the ledger included, then the intake moves on.
+        intake.mempool().remove(txs.iter().map(|v| &v.id));
+        intake.rebase(Arc::new(diff), &committed).unwrap();
+    };
+    let wait_for = |in_place: u64, again: u64| {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = intake.metrics();
+            if (m.rebased_in_place, m.rebased_again) == (in_place, again) {
+                return;
+            }
+            assert!(std::time::Instant::now() < until, "{:?}", (m.rebased_in_place, m.rebased_again));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let t1 = transfer(0, 5, 300_000, exp);
+    // Valid only after t1.
+    let t2 = transfer(5, 6, 1_200_000, exp);
+    let t3 = transfer(1, 2, 100, exp);
+    assert_eq!(ask(vec![t1.clone(), t2.clone(), t3.clone()]), vec![Verdict::Admitted; 3]);
+
+    commit(&[&t1], now_ms());
+    wait_for(1, 0);
+    // User 5 holds 1,300,000 − 1,200,000 − fee with t2 pending: t2 is still applied.
+    assert!(matches!(ask(vec![transfer(5, 7, 200_000, exp)])[..], [Verdict::Refused(_)]));
+    // User 0 holds 1,000,000 − 300,000 − fee: t1 counted once.
+    let t4 = transfer(0, 8, 600_000, exp);
+    assert_eq!(ask(vec![t4.clone()]), vec![Verdict::Admitted]);
+
+    // t3 alone is not the next admitted (t2 is): the slow way, same verdicts.
+    commit(&[&t3], now_ms() + 1);
+    wait_for(1, 1);
+    assert!(matches!(ask(vec![transfer(5, 7, 200_000, exp)])[..], [Verdict::Refused(_)]));
+    assert!(matches!(ask(vec![transfer(0, 8, 200_000, exp)])[..], [Verdict::Refused(_)]));
+    assert_eq!(intake.mempool().len(), 2, "t2 and t4 pending");
+
+    // Readmitted in admission order, t2 then t4 are the next admitted again.
+    commit(&[&t2, &t4], now_ms() + 2);
+    wait_for(2, 1);
+    assert_eq!(intake.mempool().len(), 0);
+    assert_eq!(
+        ask(vec![transfer(5, 7, 90_000, exp), transfer(0, 8, 90_000, exp)]),
+        vec![Verdict::Admitted; 2]
+    );
+    assert_eq!(intake.metrics().rejected_total(), 3, "{:?}", intake.metrics().rejected);
+}
+
 /// A transaction that spends what one in an earlier batch gave is admitted: batches are
 /// admitted in submission order, whatever order the pool verifies them in.
 #[test]

@@ -478,6 +478,10 @@ fn report(
         "durable": cfg.durable,
         "committed": committed_txs,
         "rejected": intake.rejected_total(),
+        // Committed ledgers the admission stage's post-state moved onto in place, and the slow
+        // way (every pending transaction applied again).
+        "rebased_in_place": intake.rebased_in_place,
+        "rebased_again": intake.rebased_again,
         "ledgers": ledgers,
         "elapsed_s": elapsed,
         "tx_per_s": tx_per_s,

@@ -123,19 +123,40 @@ fn split_by_nibble(batch: &[Entry], depth: usize) -> [&[Entry]; RADIX] {
     groups
 }
 
+/// What an update did to a subtree: keys added, and bytes of branch slots allocated (copies of
+/// branches a clone still shares, and new branches).
+#[derive(Clone, Copy, Default)]
+struct Updated {
+    inserted: usize,
+    allocated: usize,
+}
+
+impl std::ops::Add for Updated {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self { inserted: self.inserted + other.inserted, allocated: self.allocated + other.allocated }
+    }
+}
+
+/// Bytes a branch's slots take (as [`StateTrie::bytes_apart_from`] counts them).
+const fn branch_bytes(slots: usize) -> usize {
+    size_of::<usize>() * 2 + slots * size_of::<Child>()
+}
+
 /// Applies `batch` (sorted, unique keys, all in this subtree) to the subtree at `depth`, hashes
-/// included; returns how many keys were new.
-fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> usize {
+/// included.
+fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> Updated {
     match batch {
-        [] => return 0,
+        [] => return Updated::default(),
         [(key, hash)] => match &child.node {
             Node::Empty => {
                 *child = Child { hash: *hash, node: Node::Leaf(*key) };
-                return 1;
+                return Updated { inserted: 1, allocated: 0 };
             }
             Node::Leaf(leaf) if leaf == key => {
                 child.hash = *hash;
-                return 0;
+                return Updated::default();
             }
             _ => {}
         },
@@ -144,8 +165,13 @@ fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> usize {
     // At least two distinct keys now live in this subtree: it is a branch. Two distinct keys
     // differ at some nibble below 42, so `depth` stays a valid nibble index.
     debug_assert!(depth < STATE_PROOF_DEPTH_MAX);
+    // Whether the branch's slots end in a new allocation.
+    let mut fresh = true;
     let (bitmap, children): (u16, Arc<[Child]>) = match std::mem::replace(&mut child.node, Node::Empty) {
-        Node::Branch { bitmap, children } => (bitmap, children),
+        Node::Branch { bitmap, children } => {
+            fresh = false;
+            (bitmap, children)
+        }
         // The old leaf is pushed down by its next nibble.
         Node::Leaf(key) => {
             (bit(nibble(&key, depth)), Arc::from([Child { hash: child.hash, node: Node::Leaf(key) }]))
@@ -154,11 +180,13 @@ fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> usize {
     };
     let groups = split_by_nibble(batch, depth);
     let touched = groups.iter().enumerate().filter(|(_, g)| !g.is_empty()).fold(0, |m, (n, _)| m | bit(n));
+    fresh |= touched & !bitmap != 0;
     let (bitmap, mut shared) = with_new_slots(bitmap, children, touched & !bitmap);
     // Copy on write: the slots of a branch another clone still holds are copied (each slot's
     // clone is a hash and a key or a reference), the others are written in place.
     if Arc::get_mut(&mut shared).is_none() {
         shared = shared.iter().cloned().collect();
+        fresh = true;
     }
     let Some(children) = Arc::get_mut(&mut shared) else { unreachable!("a fresh copy is unique") };
 
@@ -168,18 +196,19 @@ fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> usize {
         let group = groups.get(n).copied().unwrap_or_default();
         (!group.is_empty()).then_some((slot, group))
     });
-    let inserted = if batch.len() >= PARALLEL_MIN {
+    let below = if batch.len() >= PARALLEL_MIN {
         work.collect::<Vec<_>>()
             .into_par_iter()
             .map(|(slot, group)| update_child(slot, depth + 1, group))
-            .sum()
+            .reduce(Updated::default, |a, b| a + b)
     } else {
-        work.map(|(slot, group)| update_child(slot, depth + 1, group)).sum()
+        work.map(|(slot, group)| update_child(slot, depth + 1, group)).fold(Updated::default(), |a, b| a + b)
     };
 
     child.hash = branch_hash(depth, bitmap, children.iter().map(|c| &c.hash));
+    let here = if fresh { branch_bytes(children.len()) } else { 0 };
     child.node = Node::Branch { bitmap, children: shared };
-    inserted
+    below + Updated { inserted: 0, allocated: here }
 }
 
 /// `children` (one per bit of `bitmap`) with an empty slot inserted for each bit of `new`.
@@ -286,10 +315,15 @@ impl StateTrie {
     /// One recursive pass splits the sorted batch by nibble and descends only into children that
     /// some update reaches, in parallel on the caller's rayon pool where a slice holds at least
     /// 64 updates, then rehashes the touched branches on the way back up.
-    pub fn update(&mut self, updates: &mut [(StateKey, Hash)]) {
+    ///
+    /// Returns the bytes of branch slots it allocated: on a clone, what the clone no longer
+    /// shares with its original ([`StateTrie::bytes_apart_from`], without walking the trie).
+    pub fn update(&mut self, updates: &mut [(StateKey, Hash)]) -> usize {
         let unique = sort_dedup_keep_last(updates);
         let batch = updates.get(..unique).unwrap_or_default();
-        self.len += update_child(&mut self.root, 0, batch);
+        let updated = update_child(&mut self.root, 0, batch);
+        self.len += updated.inserted;
+        updated.allocated
     }
 
     /// Bytes of branch slots this trie holds that `base` does not share with it: what a clone
@@ -306,7 +340,7 @@ impl StateTrie {
                 }
                 _ => None,
             };
-            let own = size_of::<usize>() * 2 + children.len() * size_of::<Child>();
+            let own = branch_bytes(children.len());
             let nibbles = (0..RADIX).filter(|&n| bitmap & bit(n) != 0);
             own + children
                 .iter()
@@ -588,7 +622,7 @@ mod tests {
         let fresh = random_keys(2, 8);
         let mut updates: Vec<_> = keys.iter().step_by(997).map(|k| (*k, leaf(k, 1))).collect();
         updates.extend(fresh.iter().map(|k| (*k, leaf(k, 2))));
-        clone.update(&mut updates.clone());
+        let allocated = clone.update(&mut updates.clone());
         assert_eq!(base.root(), root, "the original is untouched");
         assert_eq!(base.len(), 2_000);
         assert_eq!(clone.len(), 2_002);
@@ -615,6 +649,7 @@ mod tests {
         assert!(shared, "some subtree of the root is shared");
         assert_eq!(base.clone().bytes_apart_from(&base), 0);
         let apart = clone.bytes_apart_from(&base);
+        assert_eq!(allocated, apart, "an update counts what it allocated");
         let whole = clone.bytes_apart_from(&StateTrie::new());
         assert!(apart > 0 && apart * 4 < whole, "{apart} of {whole} bytes apart");
     }

@@ -19,6 +19,8 @@ pub struct StateDiff {
     pub(super) accounts: Vec<Account>,
     /// The updated trie, sharing every branch the block did not reach with the base state's.
     pub(super) trie: StateTrie,
+    /// Bytes of the trie's branches not shared with the base state's (counted by the update).
+    pub(super) trie_bytes: usize,
     /// Ids added to the replay set, with their expirations.
     pub(super) replay: Vec<(TxId, i64)>,
     /// The validator set of the next height, if the block changed it.
@@ -37,8 +39,8 @@ impl StateDiff {
     }
 
     /// Bytes this diff holds apart from the state it applies on (an estimate good to a small
-    /// factor: accounts, trie branches not shared with `base`, ids): what keeping it costs.
-    pub fn bytes_apart_from(&self, base: &State) -> usize {
+    /// factor: accounts, trie branches not shared with the base, ids): what keeping it costs.
+    pub fn bytes(&self) -> usize {
         let accounts: usize = self
             .accounts
             .iter()
@@ -47,7 +49,7 @@ impl StateDiff {
             })
             .sum();
         accounts
-            + self.trie.bytes_apart_from(&base.trie)
+            + self.trie_bytes
             + self.replay.len() * (size_of::<(TxId, i64)>() + 8)
             + self.applied.tx_ids.len() * (32 + size_of::<Receipt>())
             + self.applied.touched.len() * size_of::<Address>()

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::{
-    Applied, BlockError, Receipt, State, StateDiff,
+    Applied, BlockError, FastMap, Receipt, State, StateDiff,
     check::{Plan, check_tx},
 };
 use crate::{
@@ -228,7 +228,7 @@ impl BlockExecution<'_> {
         accounts.sort_unstable_by_key(|a| a.address);
         let state = &*self.state;
         let mut trie = state.trie.clone();
-        trie.update(&mut leaves);
+        let trie_bytes = trie.update(&mut leaves);
         let validator_set_hash = self.next_validators.as_ref().unwrap_or(&state.validators).hash();
         let header = LedgerHeader {
             version: LEDGER_VERSION,
@@ -253,10 +253,84 @@ impl BlockExecution<'_> {
             applied,
             accounts,
             trie,
+            trie_bytes,
             replay: this.replay_added.clone(),
             validators: this.next_validators.take(),
         }
         // `this` drops here unfinished: the replay set is rolled back (the accounts were).
+    }
+}
+
+impl BlockExecution<'_> {
+    /// Ids of the transactions applied so far, in order.
+    pub fn tx_ids(&self) -> &[TxId] {
+        &self.tx_ids
+    }
+
+    /// Moves this open ledger onto the next committed ledger, `committed` (a diff executed on
+    /// this execution's base state), without undoing it — when that ledger's transactions are
+    /// the first ones applied here, in the same order. The state then holds the committed
+    /// ledger with the rest of this execution applied on it, exactly what rolling back,
+    /// applying `committed` and applying the rest again would give (a transaction's effects
+    /// are a function of the state it applies on, not of the time), at the cost of the journal
+    /// and the ledger's accounts rather than of the rest's execution. Later transactions are
+    /// checked at `timestamp_ms` (raised above the ledger's); dropping the execution rolls it
+    /// back to the committed ledger.
+    ///
+    /// Returns `false`, changing nothing, otherwise: another base, other transactions or
+    /// another order, a validator-set change, or an account the ledger changed that this
+    /// execution has not journaled.
+    pub fn rebase(&mut self, committed: &StateDiff, timestamp_ms: i64) -> bool {
+        let n = committed.applied.tx_ids.len();
+        if committed.base != self.state.head_hash
+            || committed.validators.is_some()
+            || self.tx_ids.get(..n) != Some(committed.applied.tx_ids.as_slice())
+        {
+            return false;
+        }
+        let index: FastMap<Address, usize> =
+            committed.accounts.iter().enumerate().map(|(i, a)| (a.address, i)).collect();
+        let mut journaled = vec![false; committed.accounts.len()];
+        for (address, _) in &self.journal {
+            if let Some(&i) = index.get(address) {
+                journaled[i] = true;
+            }
+        }
+        if journaled.contains(&false) {
+            return false;
+        }
+        // The journal's first values become the committed ledger's; an account whose value
+        // here is the committed one (nothing still applied changed it) leaves the journal. Its
+        // `last_height` is set to the committed one's, below this execution's next height, so a
+        // later touch journals it again.
+        let accounts = &mut self.state.accounts;
+        self.journal.retain_mut(|(address, old)| {
+            let Some(&i) = index.get(address) else { return true };
+            let new = &committed.accounts[i];
+            if let Some(current) = accounts.get_mut(address) {
+                let height = current.last_height;
+                current.last_height = new.last_height;
+                if current == new {
+                    return false;
+                }
+                current.last_height = height;
+            }
+            *old = Some(new.clone());
+            true
+        });
+        self.tx_ids.drain(..n);
+        self.receipts.drain(..n);
+        // One entry per applied transaction, in order: the ledger's ids are now committed.
+        self.replay_added.drain(..n);
+        let state = &mut *self.state;
+        let header = committed.applied.header;
+        state.replay.prune_keeping(header.timestamp_ms, &self.replay_added);
+        state.trie = committed.trie.clone();
+        state.head = header;
+        state.head_hash = committed.applied.hash;
+        self.height = header.height + 1;
+        self.timestamp_ms = timestamp_ms.max(header.timestamp_ms.saturating_add(1));
+        true
     }
 }
 

@@ -82,6 +82,25 @@ impl ReplaySet {
             .map(|(id, exp)| (*id, *exp))
     }
 
+    /// As [`ReplaySet::prune`], keeping `keep` in the open generation (the ids an open ledger
+    /// added, which its rollback removes from there): an open ledger moved onto the next
+    /// committed state ([`BlockExecution::rebase`](super::BlockExecution::rebase)) keeps its
+    /// transactions' ids where it can still take them back.
+    pub(super) fn prune_keeping(&mut self, now_ms: i64, keep: &[(TxId, i64)]) {
+        if self.open.len() < REPLAY_SEAL_IDS {
+            // The open generation is neither sealed nor filtered below the threshold.
+            self.prune(now_ms);
+            return;
+        }
+        for (id, _) in keep {
+            self.open.remove(id);
+        }
+        self.prune(now_ms);
+        for &(id, expiration_ms) in keep {
+            self.open.insert(id, expiration_ms);
+        }
+    }
+
     /// After a block at `now_ms`: drops the generations whose ids have all expired, seals the
     /// open generation once it holds [`REPLAY_SEAL_IDS`], and merges generations above
     /// [`REPLAY_GENERATIONS_MAX`].
@@ -126,6 +145,28 @@ mod tests {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&n.to_le_bytes());
         Hash(b)
+    }
+
+    /// Pruning while an open ledger keeps its ids: the kept ids stay in the open generation,
+    /// where the ledger's rollback takes them back, even when the open generation is sealed.
+    #[test]
+    fn ids_kept_through_a_prune_can_still_be_taken_back() {
+        let now = 1_000_000i64;
+        let mut set = ReplaySet::default();
+        let committed: Vec<(TxId, i64)> =
+            (0..REPLAY_SEAL_IDS as u64).map(|n| (id(n), now + 60_000)).collect();
+        let kept: Vec<(TxId, i64)> = (0..100).map(|n| (id(1 << 40 | n), now + 60_000)).collect();
+        for &(i, exp) in committed.iter().chain(&kept) {
+            set.insert(i, exp);
+        }
+        set.prune_keeping(now, &kept);
+        assert_eq!(set.sealed.len(), 1, "the open generation was sealed");
+        assert!(kept.iter().all(|(i, _)| set.contains(i, now)));
+        for (i, _) in &kept {
+            set.remove(i);
+        }
+        assert!(kept.iter().all(|(i, _)| !set.contains(i, now)), "the kept ids were taken back");
+        assert!(committed.iter().all(|(i, _)| set.contains(i, now)));
     }
 
     /// The replay set against a plain map, over enough blocks to seal, merge and drop

@@ -10,9 +10,9 @@ use caasiope_engine::{
     ledger::{Certificate, LedgerHeader, ValidatorSet},
     merkle::{StateProof, TxProof, tx_proof},
     proof::{AccountStateProof, TxInclusionProof, verify_account_state, verify_tx_inclusion},
-    state::{State, build_block, execute_build},
+    state::{State, build_block, execute_build, execute_verified},
     tx::{Fee, Leg, SignedTransaction, TX_VERSION, Transaction, TxSignature},
-    validate::verify as verify_tx,
+    validate::{VerifiedTx, verify as verify_tx},
 };
 use proptest::prelude::*;
 
@@ -344,6 +344,84 @@ proptest! {
             prop_assert!(net.state.apply_diff(diff).is_err(), "a diff applies to its base only");
             prop_assert_eq!(net.state.check_conservation(), Ok(()));
         }
+    }
+
+    #[test]
+    fn an_open_ledger_rebased_on_its_first_transactions_is_the_rest_applied_again(
+        rounds in prop::collection::vec((prop::collection::vec(op(), 0..8), any::<prop::sample::Index>()), 1..5),
+    ) {
+        // Accounts as checks see them: everything but `last_height`, which marks what an
+        // execution journaled.
+        fn contents(s: &State) -> Vec<Account> {
+            let mut v: Vec<Account> = s
+                .accounts()
+                .cloned()
+                .map(|mut a| {
+                    a.last_height = 0;
+                    a
+                })
+                .collect();
+            v.sort_by_key(|a| a.address);
+            v
+        }
+        fn snapshot(s: &State) -> (caasiope_engine::Hash, caasiope_engine::Hash, Vec<Account>, Vec<(caasiope_engine::Hash, i64)>) {
+            let mut accounts: Vec<Account> = s.accounts().cloned().collect();
+            accounts.sort_by_key(|a| a.address);
+            let mut replay: Vec<_> = s.replay_entries().collect();
+            replay.sort();
+            (s.head_hash(), s.state_root(), accounts, replay)
+        }
+        let mut net = Net::new();
+        let params = net.state.params().clone();
+        let mut post = net.state.clone();
+        let mut exec = post.begin_block(net.now + 700).unwrap();
+        // The transactions applied on the open ledger and not yet committed, in order.
+        let mut open: Vec<VerifiedTx> = Vec::new();
+        for (ops, cut) in rounds {
+            for t in ops.iter().map(|o| build(&net, o)) {
+                let id = t.id(CHAIN);
+                let Ok(v) = verify_tx(t, id, &params, Backend::K256) else { continue };
+                if exec.apply_tx(&v).is_ok() {
+                    open.push(v);
+                }
+            }
+            let ids: Vec<_> = open.iter().map(|v| v.id).collect();
+            prop_assert_eq!(exec.tx_ids(), ids.as_slice());
+            // The committed ledger: the first `k` at another time than the open ledger's.
+            let k = cut.index(open.len() + 1);
+            let rest = open.split_off(k);
+            net.now += 1000;
+            let diff = execute_verified(&mut net.state, net.now - 300, &open).unwrap();
+            if k > 1 {
+                // Other transactions, or the same in another order: refused, nothing changed.
+                let mut swapped = open.clone();
+                swapped.swap(0, 1);
+                let mut other = net.state.clone();
+                if let Ok(d) = execute_verified(&mut other, net.now - 300, &swapped) {
+                    let ids = exec.tx_ids().to_vec();
+                    prop_assert!(!exec.rebase(&d, net.now + 700));
+                    prop_assert_eq!(exec.tx_ids(), ids.as_slice());
+                }
+            }
+            prop_assert!(exec.rebase(&diff, net.now + 700));
+            net.state.apply_diff(diff).unwrap();
+            prop_assert_eq!(exec.state().head_hash(), net.state.head_hash());
+            // What the slow way gives: the rest applied again on the committed state.
+            let mut again = net.state.clone();
+            let mut slow = again.begin_block(net.now + 700).unwrap();
+            for v in &rest {
+                prop_assert!(slow.apply_tx(v).is_ok());
+            }
+            prop_assert_eq!(contents(exec.state()), contents(slow.state()));
+            for v in &rest {
+                prop_assert!(exec.state().is_included(&v.id));
+            }
+            open = rest;
+        }
+        // Rolled back, the open ledger leaves exactly the committed state.
+        drop(exec);
+        prop_assert_eq!(snapshot(&post), snapshot(&net.state));
+        prop_assert_eq!(post.check_conservation(), Ok(()));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub(crate) struct Metrics {
     pub(crate) intake_queued_txs: AtomicU64,
     pub(crate) committed_txs: AtomicU64,
     pub(crate) rejected_txs: AtomicU64,
+    /// Committed ledgers the intake's post-state moved onto: in place, and again (rolled back
+    /// and the pool applied again).
+    pub(crate) intake_rebases: [AtomicU64; 2],
     pub(crate) fetched_txs: AtomicU64,
     pub(crate) fetched_known_txs: AtomicU64,
     pub(crate) busy_txs: AtomicU64,
@@ -140,6 +143,12 @@ impl Metrics {
                         let _ = writeln!(out, "caasiope_{name}{{channel=\"{label}\"}} {n}");
                     }
                 }
+                Sample::Labelled(label, values, samples) => {
+                    for (value, n) in values.iter().zip(samples(self)) {
+                        let n = n.load(Ordering::Relaxed);
+                        let _ = writeln!(out, "caasiope_{name}{{{label}=\"{value}\"}} {n}");
+                    }
+                }
                 Sample::Info => {
                     let _ = writeln!(out, "caasiope_{name}{{role=\"{role}\",transport=\"{transport}\"}} 1");
                 }
@@ -157,6 +166,8 @@ impl Metrics {
 enum Sample {
     /// One sample: this counter or gauge.
     Value(fn(&Metrics) -> &AtomicU64),
+    /// One sample per value of a label, in order.
+    Labelled(&'static str, &'static [&'static str], fn(&Metrics) -> &[AtomicU64]),
     /// One sample per channel a frame is sent on (`dropped_sends`).
     ByChannel,
     /// The constant 1, labelled with the role and the transport.
@@ -179,6 +190,7 @@ const FAMILIES: &[(&str, &str, &str, Sample)] = &[
     ("intake_queued_txs", "Transactions received and not yet verified.", "gauge", Sample::Value(|m| &m.intake_queued_txs)),
     ("committed_txs_total", "Transactions in committed ledgers.", "counter", Sample::Value(|m| &m.committed_txs)),
     ("rejected_txs_total", "Transactions refused by the intake (signatures, stateless rules, post-state).", "counter", Sample::Value(|m| &m.rejected_txs)),
+    ("intake_rebases_total", "Committed ledgers the admission post-state moved onto: in place (the ledger held the next admitted transactions), or again (rolled back, the pool applied again).", "counter", Sample::Labelled("way", &["in_place", "again"], |m| &m.intake_rebases)),
     ("fetched_txs_total", "Transaction bodies fetched from peers for proposals and verified.", "counter", Sample::Value(|m| &m.fetched_txs)),
     ("fetched_known_txs_total", "Fetched bodies the pool held by the time they were verified (verified twice).", "counter", Sample::Value(|m| &m.fetched_known_txs)),
     ("busy_txs_total", "Client submissions refused while the pool was full.", "counter", Sample::Value(|m| &m.busy_txs)),

@@ -87,7 +87,10 @@ impl Host {
         let mempool = self.io.intake.mempool();
         m.pool_size.store(mempool.len() as u64, Ordering::Relaxed);
         m.intake_queued_txs.store(mempool.queued_txs(), Ordering::Relaxed);
-        m.rejected_txs.store(self.io.intake.metrics().rejected_total(), Ordering::Relaxed);
+        let intake = self.io.intake.metrics();
+        m.rejected_txs.store(intake.rejected_total(), Ordering::Relaxed);
+        m.intake_rebases[0].store(intake.rebased_in_place, Ordering::Relaxed);
+        m.intake_rebases[1].store(intake.rebased_again, Ordering::Relaxed);
         m.certified_ledgers.store(stats.certified_ledgers, Ordering::Relaxed);
         m.synced_ledgers.store(stats.synced_ledgers, Ordering::Relaxed);
         m.refused_ledgers.store(stats.refused_ledgers, Ordering::Relaxed);
