@@ -1,11 +1,15 @@
 //! The application a validator's consensus runs on: the committed state, proposal building and
 //! checking from the process's one [`Mempool`], and commit of decided or synced ledgers.
 //!
-//! Values are executed on the committed state and sealed without changing it
-//! ([`engine::state::StateDiff`]): the result holds what the block touched, never a copy of the
-//! state. Up to [`EXECUTED_MAX`] results are kept per height, so the decision of a value this
-//! validator built or checked costs no second execution; an older one evicted is executed again
-//! if it is decided.
+//! Values are executed on the committed state and sealed ([`engine::state::StateDiff`]): the
+//! result holds what the block touched, never a copy of the state. Up to [`EXECUTED_MAX`]
+//! results are kept per height, so the decision of a value this validator built or checked
+//! costs no second execution; an older one evicted is executed again if it is decided. The
+//! value executed last leaves its accounts in place, ahead of the committed state
+//! ([`engine::state::BlockExecution::seal_ahead`]): the next execution puts them back first,
+//! and committing that value — the common case, a validator's own proposal or the one it
+//! checked — keeps them, so its accounts are written into the state once, not restored and
+//! written again.
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -19,7 +23,7 @@ use engine::{
     ledger::{Certificate, CertificateError, LedgerHeader, ValidatorSet},
     limits::BLOCK_TXS_MAX,
     merkle::tx_root,
-    state::{Applied, BlockError, State, StateDiff, execute_build, execute_verified},
+    state::{Applied, BlockError, State, StateDiff, execute_build_ahead, execute_verified_ahead},
     tx::{SignedTransaction, TxId},
     validate::{TxError, VerifiedTx, verify},
 };
@@ -229,7 +233,10 @@ impl Chain {
         self.cfg.backend
     }
 
-    /// The committed state.
+    /// The committed state. Between an execution and the commit, the accounts of the value
+    /// executed last may be ahead ([`State::is_ahead`]): its accounts are read after a commit
+    /// (as the store and the explorer do), its head, validators, root and parameters at any
+    /// time.
     pub const fn state(&self) -> &State {
         &self.state
     }
@@ -279,7 +286,7 @@ impl Chain {
         // The candidates' bytes stay within the limit, so the bytes of those applied do too.
         let rejected_before = &self.rejected;
         let candidates = self.pool.candidates(self.cfg.block_bytes_max, |id| rejected_before.contains(id));
-        let built = execute_build(
+        let built = execute_build_ahead(
             &mut self.state,
             timestamp_ms,
             candidates.iter().map(|v| &**v),
@@ -355,7 +362,7 @@ impl Chain {
     /// diffs and transaction bodies): bounded by [`EXECUTED_MAX`] blocks. Counted when each was
     /// kept, since the host reads it after every event.
     pub fn executed_bytes(&self) -> usize {
-        self.executed.values().map(|e| e.bytes).sum()
+        self.executed.values().map(|e| e.bytes).sum::<usize>() + self.state.ahead_bytes()
     }
 
     /// Checks a proposed value at `now_ms` by re-executing it on the committed state.
@@ -413,7 +420,7 @@ impl Chain {
         Ok(())
     }
 
-    /// Executes `txs` at `header`'s time on the committed state (sealed, the state unchanged)
+    /// Executes `txs` at `header`'s time on the committed state (sealed, its accounts left ahead)
     /// and keeps the result if it reproduces `header` exactly.
     fn execute(&mut self, header: &LedgerHeader, txs: Vec<VerifiedTx>) -> Result<(), ChainError> {
         let diff = execute_exactly(&mut self.state, header, &txs)?;
@@ -476,9 +483,10 @@ impl Chain {
 
     fn install(&mut self, id: Hash, certificate: Certificate) -> Committed {
         let Some(executed) = self.executed.remove(&id) else { unreachable!("executed by the caller") };
-        // The touched accounts' new values and a shared trie: what the block touched.
-        let diff = Arc::new(executed.diff.clone());
-        let applied = match self.state.apply_diff(executed.diff) {
+        // Shared with the intake (the touched accounts' new values and a shared trie: what the
+        // block touched); the value executed last has its accounts in place already.
+        let diff = Arc::new(executed.diff);
+        let applied = match self.state.apply_shared_diff(&diff) {
             Ok(applied) => applied,
             // Every kept diff was executed on the committed state, which has not moved since:
             // the cache is cleared at each commit.
@@ -498,15 +506,17 @@ impl Chain {
     }
 }
 
-/// Executes `txs` at `header`'s time on the committed state (sealed, the state unchanged): the
+/// Executes `txs` at `header`'s time on the committed state (sealed, its accounts left ahead): the
 /// diff, if it reproduces `header` exactly.
 fn execute_exactly<T: std::borrow::Borrow<VerifiedTx>>(
     state: &mut State,
     header: &LedgerHeader,
     txs: &[T],
 ) -> Result<StateDiff, ChainError> {
-    let diff = execute_verified(state, header.timestamp_ms, txs)?;
+    let diff = execute_verified_ahead(state, header.timestamp_ms, txs)?;
     if diff.applied().header != *header {
+        // Not kept: its accounts go back now rather than at the next execution.
+        state.settle();
         return Err(ChainError::Mismatch {
             local: Box::new(diff.applied().header),
             certified: Box::new(*header),

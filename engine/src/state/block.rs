@@ -76,9 +76,28 @@ pub fn execute_verified<T: Borrow<VerifiedTx>>(
     timestamp_ms: i64,
     txs: &[T],
 ) -> Result<StateDiff, BlockError> {
+    execute_verified_with(state, timestamp_ms, txs, |e| e.seal())
+}
+
+/// As [`execute_verified`], the block's accounts left ahead in the state
+/// ([`BlockExecution::seal_ahead`]).
+pub fn execute_verified_ahead<T: Borrow<VerifiedTx>>(
+    state: &mut State,
+    timestamp_ms: i64,
+    txs: &[T],
+) -> Result<StateDiff, BlockError> {
+    execute_verified_with(state, timestamp_ms, txs, |e| e.seal_ahead())
+}
+
+fn execute_verified_with<T: Borrow<VerifiedTx>>(
+    state: &mut State,
+    timestamp_ms: i64,
+    txs: &[T],
+    seal: fn(BlockExecution<'_>) -> StateDiff,
+) -> Result<StateDiff, BlockError> {
     let mut exec = state.begin_block(timestamp_ms)?;
     apply_strictly(&mut exec, txs)?;
-    Ok(exec.seal())
+    Ok(seal(exec))
 }
 
 /// Every transaction valid in order, or the first invalid one's error.
@@ -99,9 +118,30 @@ pub fn execute_build<'a>(
     candidates: impl IntoIterator<Item = &'a VerifiedTx>,
     max_txs: usize,
 ) -> Result<(StateDiff, Vec<(TxId, TxError)>), BlockError> {
+    execute_build_with(state, timestamp_ms, candidates, max_txs, |e| e.seal())
+}
+
+/// As [`execute_build`], the block's accounts left ahead in the state
+/// ([`BlockExecution::seal_ahead`]).
+pub fn execute_build_ahead<'a>(
+    state: &mut State,
+    timestamp_ms: i64,
+    candidates: impl IntoIterator<Item = &'a VerifiedTx>,
+    max_txs: usize,
+) -> Result<(StateDiff, Vec<(TxId, TxError)>), BlockError> {
+    execute_build_with(state, timestamp_ms, candidates, max_txs, |e| e.seal_ahead())
+}
+
+fn execute_build_with<'a>(
+    state: &mut State,
+    timestamp_ms: i64,
+    candidates: impl IntoIterator<Item = &'a VerifiedTx>,
+    max_txs: usize,
+    seal: fn(BlockExecution<'_>) -> StateDiff,
+) -> Result<(StateDiff, Vec<(TxId, TxError)>), BlockError> {
     let mut exec = state.begin_block(timestamp_ms)?;
     let rejected = apply_candidates(&mut exec, candidates, max_txs);
-    Ok((exec.seal(), rejected))
+    Ok((seal(exec), rejected))
 }
 
 /// Builds a ledger as a leader does: applies candidates in order, skipping (and reporting) those

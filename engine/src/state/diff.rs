@@ -69,18 +69,66 @@ pub struct DiffBaseError {
 impl State {
     /// Makes this state the one a [`StateDiff`] executed on it describes (in time proportional
     /// to the diff). Refuses a diff of another base state.
+    ///
+    /// The diff of the ledger whose accounts are ahead
+    /// ([`BlockExecution::seal_ahead`](super::BlockExecution::seal_ahead)) keeps them where they
+    /// are; any other first puts those back ([`State::settle`]).
     pub fn apply_diff(&mut self, diff: StateDiff) -> Result<Applied, DiffBaseError> {
-        if diff.base != self.head_hash {
-            return Err(DiffBaseError { diff_base: diff.base, head: self.head_hash });
-        }
+        self.check_base(&diff)?;
         let StateDiff { applied, accounts, trie, replay, validators, .. } = diff;
-        for account in accounts {
-            self.accounts.insert(account.address, account);
+        if !self.keep_ahead(&applied.hash) {
+            for account in accounts {
+                self.accounts.insert(account.address, account);
+            }
         }
+        Ok(self.finish_diff(applied, trie, &replay, validators))
+    }
+
+    /// As [`State::apply_diff`], for a diff kept elsewhere too (handed to another copy of the
+    /// state): what is applied is copied — only the ledger's header and ids when its accounts
+    /// are ahead.
+    pub fn apply_shared_diff(&mut self, diff: &StateDiff) -> Result<Applied, DiffBaseError> {
+        self.check_base(diff)?;
+        if !self.keep_ahead(&diff.applied.hash) {
+            for account in &diff.accounts {
+                self.accounts.insert(account.address, account.clone());
+            }
+        }
+        Ok(self.finish_diff(diff.applied.clone(), diff.trie.clone(), &diff.replay, diff.validators.clone()))
+    }
+
+    fn check_base(&self, diff: &StateDiff) -> Result<(), DiffBaseError> {
+        if diff.base == self.head_hash {
+            Ok(())
+        } else {
+            Err(DiffBaseError { diff_base: diff.base, head: self.head_hash })
+        }
+    }
+
+    /// Whether the map holds the accounts of ledger `hash` already (then it forgets how to take
+    /// them back); otherwise whatever is ahead is put back first.
+    fn keep_ahead(&mut self, hash: &Hash) -> bool {
+        if self.ahead.as_ref().is_some_and(|a| a.hash == *hash) {
+            self.ahead = None;
+            true
+        } else {
+            self.settle();
+            false
+        }
+    }
+
+    /// The rest of a diff, once its accounts are in the map.
+    fn finish_diff(
+        &mut self,
+        applied: Applied,
+        trie: StateTrie,
+        replay: &[(TxId, i64)],
+        validators: Option<ValidatorSet>,
+    ) -> Applied {
         self.trie = trie;
         // Accounts are never removed, and every account is a key of the trie.
         assert_eq!(self.trie.len(), self.accounts.len(), "the trie and the accounts disagree");
-        for (id, expiration_ms) in replay {
+        for &(id, expiration_ms) in replay {
             self.replay.insert(id, expiration_ms);
         }
         if let Some(v) = validators {
@@ -89,6 +137,6 @@ impl State {
         self.replay.prune(applied.header.timestamp_ms);
         self.head = applied.header;
         self.head_hash = applied.hash;
-        Ok(applied)
+        applied
     }
 }

@@ -1,7 +1,9 @@
 //! A ledger being applied, [`BlockExecution`]: each transaction checked in full and applied,
 //! the first value of every account it touches journaled, then sealed into the state
 //! ([`BlockExecution::finish`]) or into a diff that leaves the state as it was
-//! ([`BlockExecution::seal`]); dropped unfinished, it rolls the state back.
+//! ([`BlockExecution::seal`]), or reads as it was once settled ([`BlockExecution::seal_ahead`]);
+//! dropped unfinished, it rolls the state back. An open ledger may also move onto the next
+//! committed ledger without being undone ([`BlockExecution::rebase`]).
 
 use std::collections::HashSet;
 
@@ -25,6 +27,7 @@ use crate::{
 impl State {
     /// Starts the next ledger at `timestamp_ms`.
     pub fn begin_block(&mut self, timestamp_ms: i64) -> Result<BlockExecution<'_>, BlockError> {
+        self.settle();
         if timestamp_ms <= self.head.timestamp_ms {
             return Err(BlockError::Timestamp { previous: self.head.timestamp_ms, got: timestamp_ms });
         }
@@ -199,10 +202,8 @@ impl BlockExecution<'_> {
     /// state, so a validator may keep several executed proposals of a height at the cost of
     /// their blocks.
     pub fn seal(mut self) -> StateDiff {
-        let mut touched: Vec<Address> = self.journal.iter().map(|(address, _)| *address).collect();
-        touched.par_sort_unstable();
-        touched.dedup();
-        let mut leaves: Vec<([u8; 21], Hash)> = {
+        let touched = self.touched();
+        let leaves: Vec<([u8; 21], Hash)> = {
             let accounts = &self.state.accounts;
             // Every journaled account was inserted or kept by `touch`: it is in the map.
             touched
@@ -226,6 +227,26 @@ impl BlockExecution<'_> {
             accounts.extend(new);
         }
         accounts.sort_unstable_by_key(|a| a.address);
+        self.diff(touched, leaves, accounts)
+        // `self` drops here unfinished: the replay set is rolled back (the accounts were).
+    }
+
+    /// The accounts the journal names, sorted.
+    fn touched(&self) -> Vec<Address> {
+        let mut touched: Vec<Address> = self.journal.iter().map(|(address, _)| *address).collect();
+        touched.par_sort_unstable();
+        touched.dedup();
+        touched
+    }
+
+    /// The sealed ledger, given its touched accounts, their leaves and their new values: the
+    /// trie updated on a clone of the state's, the header, what was applied.
+    fn diff(
+        &mut self,
+        touched: Vec<Address>,
+        mut leaves: Vec<([u8; 21], Hash)>,
+        accounts: Vec<Account>,
+    ) -> StateDiff {
         let state = &*self.state;
         let mut trie = state.trie.clone();
         let trie_bytes = trie.update(&mut leaves);
@@ -240,24 +261,22 @@ impl BlockExecution<'_> {
             validator_set_hash,
         };
         let hash = header.hash(&state.params.chain_id);
-        let mut this = self;
         let applied = Applied {
             header,
             hash,
-            tx_ids: std::mem::take(&mut this.tx_ids),
-            receipts: std::mem::take(&mut this.receipts),
+            tx_ids: std::mem::take(&mut self.tx_ids),
+            receipts: std::mem::take(&mut self.receipts),
             touched,
         };
         StateDiff {
-            base: this.state.head_hash,
+            base: state.head_hash,
             applied,
             accounts,
             trie,
             trie_bytes,
-            replay: this.replay_added.clone(),
-            validators: this.next_validators.take(),
+            replay: self.replay_added.clone(),
+            validators: self.next_validators.take(),
         }
-        // `this` drops here unfinished: the replay set is rolled back (the accounts were).
     }
 }
 
@@ -331,6 +350,32 @@ impl BlockExecution<'_> {
         self.height = header.height + 1;
         self.timestamp_ms = timestamp_ms.max(header.timestamp_ms.saturating_add(1));
         true
+    }
+}
+
+impl BlockExecution<'_> {
+    /// As [`BlockExecution::seal`], but the block's accounts stay in the state's map, ahead of
+    /// the rest of the state (head, trie, replay set, validators: the previous ledger's), and
+    /// the journal is kept to take them back: the next execution does first
+    /// ([`State::settle`]), and applying this diff ([`State::apply_diff`]) keeps them, so the
+    /// ledger a validator executed last and then commits costs no second write of its accounts
+    /// (a seal restores every touched account and the commit writes it again). Account readers
+    /// must not run while it is ahead (checked in debug builds).
+    pub fn seal_ahead(mut self) -> StateDiff {
+        let touched = self.touched();
+        // Every journaled account was inserted or kept by `touch`: it is in the map.
+        let (leaves, accounts): (Vec<([u8; 21], Hash)>, Vec<Account>) = {
+            let map = &self.state.accounts;
+            touched
+                .par_iter()
+                .filter_map(|a| map.get(a).map(|acc| ((*a.raw(), acc.leaf_hash()), acc.clone())))
+                .unzip()
+        };
+        let undo = std::mem::take(&mut self.journal);
+        let diff = self.diff(touched, leaves, accounts);
+        self.state.ahead = Some(Box::new(super::Ahead { hash: diff.applied.hash, undo }));
+        diff
+        // `self` drops here unfinished: the replay set is rolled back (the journal is empty).
     }
 }
 

@@ -35,7 +35,10 @@ mod execution;
 mod replay;
 
 pub use self::{
-    block::{Block, apply_block, apply_verified, build_block, execute_build, execute_verified},
+    block::{
+        Block, apply_block, apply_verified, build_block, execute_build, execute_build_ahead,
+        execute_verified, execute_verified_ahead,
+    },
     diff::{DiffBaseError, StateDiff},
     execution::BlockExecution,
 };
@@ -132,6 +135,21 @@ pub struct State {
     validators: ValidatorSet,
     head: LedgerHeader,
     head_hash: Hash,
+    /// A sealed ledger whose accounts were left in the map ([`BlockExecution::seal_ahead`]):
+    /// the accounts read ahead of the rest of the state until [`State::settle`] puts the
+    /// journaled values back (every execution does first) or [`State::apply_diff`] of that
+    /// ledger keeps them.
+    ahead: Option<Box<Ahead>>,
+}
+
+/// The accounts of a sealed ledger left in place, and how to take them back.
+#[derive(Clone, Debug)]
+struct Ahead {
+    /// The sealed ledger's hash.
+    hash: Hash,
+    /// The value of every account before the ledger first touched it (`None`: it did not
+    /// exist), in touch order.
+    undo: Vec<(Address, Option<Account>)>,
 }
 
 impl State {
@@ -172,6 +190,7 @@ impl State {
             validators: genesis.validators.clone(),
             head,
             head_hash,
+            ahead: None,
         };
         debug_assert_eq!(state.check_conservation(), Ok(()));
         state
@@ -213,7 +232,7 @@ impl State {
         // Sealed now, so that cloning the restored state does not copy a large window.
         replay_set.prune(head.timestamp_ms);
         let head_hash = head.hash(&params.chain_id);
-        Ok(Self { params, accounts: map, trie, replay: replay_set, validators, head, head_hash })
+        Ok(Self { params, accounts: map, trie, replay: replay_set, validators, head, head_hash, ahead: None })
     }
 
     /// The replay window: every included transaction id that has not expired, with its expiration.
@@ -243,17 +262,50 @@ impl State {
 
     /// An account, if it exists.
     pub fn account(&self, address: &Address) -> Option<&Account> {
+        self.debug_assert_settled();
         self.accounts.get(address)
     }
 
     /// The balance of `address` in `currency`.
     pub fn balance(&self, address: &Address, currency: &Currency) -> i64 {
+        self.debug_assert_settled();
         self.accounts.get(address).map_or(0, |a| a.balance(currency))
     }
 
     /// Every account, in no particular order.
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.debug_assert_settled();
         self.accounts.values()
+    }
+
+    /// Whether a sealed ledger's accounts are in the map ahead of the rest of the state
+    /// ([`BlockExecution::seal_ahead`]).
+    pub fn is_ahead(&self) -> bool {
+        self.ahead.is_some()
+    }
+
+    /// Bytes held to take a sealed ledger's accounts back (0 when none is ahead).
+    pub fn ahead_bytes(&self) -> usize {
+        self.ahead.as_ref().map_or(0, |a| a.undo.len() * size_of::<(Address, Option<Account>)>())
+    }
+
+    /// Puts back the accounts a sealed ledger left ahead ([`BlockExecution::seal_ahead`]): the
+    /// state reads as its head again. Every execution starts with it.
+    pub fn settle(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            // Newest first, so an account journaled twice ends at its first value.
+            for (address, old) in ahead.undo.into_iter().rev() {
+                match old {
+                    Some(account) => self.accounts.insert(address, account),
+                    None => self.accounts.remove(&address),
+                };
+            }
+        }
+    }
+
+    /// Account readers see the head's accounts only: a caller that sealed ahead settles first.
+    fn debug_assert_settled(&self) {
+        debug_assert!(self.ahead.is_none(), "accounts read while a sealed ledger's are ahead");
     }
 
     /// Root of the state trie.
@@ -268,6 +320,7 @@ impl State {
 
     /// A proof of an account's state against [`State::state_root`].
     pub fn prove_account(&self, address: &Address) -> Option<(Account, StateProof)> {
+        self.debug_assert_settled();
         let account = self.accounts.get(address)?.clone();
         let proof = self.trie.prove(address.raw())?;
         Some((account, proof))
@@ -277,12 +330,14 @@ impl State {
     /// block at `timestamp_ms` (what a submission is told at once; a block may still refuse it
     /// if another transaction spends the same balance first). Changes nothing.
     pub fn check_tx(&self, vtx: &VerifiedTx, timestamp_ms: i64) -> Result<(), TxError> {
+        self.debug_assert_settled();
         check_tx(self, timestamp_ms, None, vtx).map(|_| ())
     }
 
     /// Checks the ledger's first invariant: every currency's balances, the issuer's negative one
     /// included, sum to zero. Returns the first currency that does not.
     pub fn check_conservation(&self) -> Result<(), Currency> {
+        self.debug_assert_settled();
         let mut sums: HashMap<Currency, i128> = HashMap::new();
         for a in self.accounts.values() {
             for (c, v) in a.balances() {

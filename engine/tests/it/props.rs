@@ -10,7 +10,7 @@ use caasiope_engine::{
     ledger::{Certificate, LedgerHeader, ValidatorSet},
     merkle::{StateProof, TxProof, tx_proof},
     proof::{AccountStateProof, TxInclusionProof, verify_account_state, verify_tx_inclusion},
-    state::{State, build_block, execute_build, execute_verified},
+    state::{State, build_block, execute_build, execute_build_ahead, execute_verified},
     tx::{Fee, Leg, SignedTransaction, TX_VERSION, Transaction, TxSignature},
     validate::{VerifiedTx, verify as verify_tx},
 };
@@ -342,6 +342,47 @@ proptest! {
             prop_assert_eq!(&from_diff, &applied);
             prop_assert_eq!(snapshot(&net.state), snapshot(&in_place));
             prop_assert!(net.state.apply_diff(diff).is_err(), "a diff applies to its base only");
+            prop_assert_eq!(net.state.check_conservation(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_ledger_sealed_ahead_commits_in_place_or_is_put_back(
+        blocks in prop::collection::vec((prop::collection::vec(op(), 0..8), any::<bool>()), 1..5),
+    ) {
+        fn snapshot(s: &State) -> (caasiope_engine::Hash, caasiope_engine::Hash, Vec<Account>, Vec<(caasiope_engine::Hash, i64)>) {
+            let mut accounts: Vec<Account> = s.accounts().cloned().collect();
+            accounts.sort_by_key(|a| a.address);
+            let mut replay: Vec<_> = s.replay_entries().collect();
+            replay.sort();
+            (s.head_hash(), s.state_root(), accounts, replay)
+        }
+        let mut net = Net::new();
+        let mut in_place = net.state.clone();
+        let params = net.state.params().clone();
+        for (ops, last) in blocks {
+            let verified: Vec<_> = ops.iter().map(|o| build(&net, o)).filter_map(|t| {
+                let id = t.id(CHAIN);
+                verify_tx(t, id, &params, Backend::K256).ok()
+            }).collect();
+            net.now += 1000;
+            let before = snapshot(&net.state);
+            // Two values of the height: the candidates, and the same reversed a millisecond later.
+            let (first, _) = execute_build_ahead(&mut net.state, net.now, &verified, 1000).unwrap();
+            prop_assert!(net.state.is_ahead());
+            let reversed: Vec<_> = verified.iter().rev().cloned().collect();
+            let (second, _) = execute_build_ahead(&mut net.state, net.now + 1, &reversed, 1000).unwrap();
+            let mut settled = net.state.clone();
+            settled.settle();
+            prop_assert_eq!(snapshot(&settled), before.clone(), "put back, the state reads as before");
+            // The value executed last commits in place; the other puts it back first.
+            let (diff, at, order) = if last { (second, net.now + 1, &reversed) } else { (first, net.now, &verified) };
+            net.now = at;
+            let applied = net.state.apply_shared_diff(&diff).unwrap();
+            prop_assert!(!net.state.is_ahead());
+            let (expected, _) = build_block(&mut in_place, at, order, 1000).unwrap();
+            prop_assert_eq!(&applied, &expected);
+            prop_assert_eq!(snapshot(&net.state), snapshot(&in_place));
             prop_assert_eq!(net.state.check_conservation(), Ok(()));
         }
     }
