@@ -220,6 +220,18 @@ proptest! {
     }
 }
 
+/// Everything a state reads as: head, root, accounts and replay window, in a fixed order.
+type Snapshot =
+    (caasiope_engine::Hash, caasiope_engine::Hash, Vec<Account>, Vec<(caasiope_engine::Hash, i64)>);
+
+fn snapshot(s: &State) -> Snapshot {
+    let mut accounts: Vec<Account> = s.accounts().cloned().collect();
+    accounts.sort_by_key(|a| a.address);
+    let mut replay: Vec<_> = s.replay_entries().collect();
+    replay.sort();
+    (s.head_hash(), s.state_root(), accounts, replay)
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Pay { from: usize, to: usize, currency: u8, permille: u16 },
@@ -284,6 +296,18 @@ fn build(net: &Net, op: &Op) -> SignedTransaction {
     }
 }
 
+/// The transactions of `ops` built on `net`'s balances, those whose signatures verify.
+fn verified_ops(net: &Net, ops: &[Op]) -> Vec<VerifiedTx> {
+    let params = net.state.params();
+    ops.iter()
+        .map(|o| build(net, o))
+        .filter_map(|t| {
+            let id = t.id(CHAIN);
+            verify_tx(t, id, params, Backend::K256).ok()
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -315,21 +339,10 @@ proptest! {
 
     #[test]
     fn a_sealed_diff_leaves_the_state_and_applies_as_building_in_place(blocks in prop::collection::vec(prop::collection::vec(op(), 0..8), 1..5)) {
-        fn snapshot(s: &State) -> (caasiope_engine::Hash, caasiope_engine::Hash, Vec<Account>, Vec<(caasiope_engine::Hash, i64)>) {
-            let mut accounts: Vec<Account> = s.accounts().cloned().collect();
-            accounts.sort_by_key(|a| a.address);
-            let mut replay: Vec<_> = s.replay_entries().collect();
-            replay.sort();
-            (s.head_hash(), s.state_root(), accounts, replay)
-        }
         let mut net = Net::new();
         let mut in_place = net.state.clone();
-        let params = net.state.params().clone();
         for ops in blocks {
-            let verified: Vec<_> = ops.iter().map(|o| build(&net, o)).filter_map(|t| {
-                let id = t.id(CHAIN);
-                verify_tx(t, id, &params, Backend::K256).ok()
-            }).collect();
+            let verified = verified_ops(&net, &ops);
             net.now += 1000;
             let before = snapshot(&net.state);
             let (diff, rejected) = execute_build(&mut net.state, net.now, &verified, 1000).unwrap();
@@ -350,21 +363,10 @@ proptest! {
     fn a_ledger_sealed_ahead_commits_in_place_or_is_put_back(
         blocks in prop::collection::vec((prop::collection::vec(op(), 0..8), any::<bool>()), 1..5),
     ) {
-        fn snapshot(s: &State) -> (caasiope_engine::Hash, caasiope_engine::Hash, Vec<Account>, Vec<(caasiope_engine::Hash, i64)>) {
-            let mut accounts: Vec<Account> = s.accounts().cloned().collect();
-            accounts.sort_by_key(|a| a.address);
-            let mut replay: Vec<_> = s.replay_entries().collect();
-            replay.sort();
-            (s.head_hash(), s.state_root(), accounts, replay)
-        }
         let mut net = Net::new();
         let mut in_place = net.state.clone();
-        let params = net.state.params().clone();
         for (ops, last) in blocks {
-            let verified: Vec<_> = ops.iter().map(|o| build(&net, o)).filter_map(|t| {
-                let id = t.id(CHAIN);
-                verify_tx(t, id, &params, Backend::K256).ok()
-            }).collect();
+            let verified = verified_ops(&net, &ops);
             net.now += 1000;
             let before = snapshot(&net.state);
             // Two values of the height: the candidates, and the same reversed a millisecond later.
@@ -404,13 +406,6 @@ proptest! {
                 .collect();
             v.sort_by_key(|a| a.address);
             v
-        }
-        fn snapshot(s: &State) -> (caasiope_engine::Hash, caasiope_engine::Hash, Vec<Account>, Vec<(caasiope_engine::Hash, i64)>) {
-            let mut accounts: Vec<Account> = s.accounts().cloned().collect();
-            accounts.sort_by_key(|a| a.address);
-            let mut replay: Vec<_> = s.replay_entries().collect();
-            replay.sort();
-            (s.head_hash(), s.state_root(), accounts, replay)
         }
         let mut net = Net::new();
         let params = net.state.params().clone();
