@@ -426,6 +426,32 @@ fn start_sampler() -> (Arc<AtomicBool>, Arc<AtomicU64>, std::thread::JoinHandle<
     (done, peak_anon_kb, sampler)
 }
 
+/// The intake's stages (decode and verify on the pool, admission), then the host's: per stage,
+/// ns per committed transaction and busy seconds.
+fn stages(
+    intake: &MetricsSnapshot,
+    consensus_ns: f64,
+    consensus_s: f64,
+    commit_ns: f64,
+    commit_s: f64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut stages: serde_json::Map<String, serde_json::Value> = intake
+        .stages
+        .iter()
+        .filter(|s| s.batches > 0)
+        .map(|s| {
+            (
+                s.stage.to_owned(),
+                serde_json::json!({ "ns_per_tx": s.ns_per_tx, "mean_batch_size": s.mean_batch_size, "busy_s": s.busy_ns as f64 / 1e9 }),
+            )
+        })
+        .collect();
+    stages
+        .insert("consensus".into(), serde_json::json!({ "ns_per_tx": consensus_ns, "busy_s": consensus_s }));
+    stages.insert("commit".into(), serde_json::json!({ "ns_per_tx": commit_ns, "busy_s": commit_s }));
+    stages
+}
+
 /// A run's JSON report, from the timed part and the bound (rate, CPU s per verification)
 /// measured before and after it.
 fn report(
@@ -450,24 +476,7 @@ fn report(
     let bound_tx_per_s = (bound_before + bound_after) / 2.0;
     let tx_per_s = committed_txs as f64 / elapsed;
     let per_tx_ns = |s: f64| s * 1e9 / committed_txs.max(1) as f64;
-    // The intake's stages (decode and verify on the pool, admission), then the host's.
-    let mut stages: serde_json::Map<String, serde_json::Value> = intake
-        .stages
-        .iter()
-        .filter(|s| s.batches > 0)
-        .map(|s| {
-            (
-                s.stage.to_owned(),
-                serde_json::json!({ "ns_per_tx": s.ns_per_tx, "mean_batch_size": s.mean_batch_size, "busy_s": s.busy_ns as f64 / 1e9 }),
-            )
-        })
-        .collect();
-    stages.insert(
-        "consensus".into(),
-        serde_json::json!({ "ns_per_tx": per_tx_ns(consensus_s), "busy_s": consensus_s }),
-    );
-    stages
-        .insert("commit".into(), serde_json::json!({ "ns_per_tx": per_tx_ns(commit_s), "busy_s": commit_s }));
+    let stages = stages(intake, per_tx_ns(consensus_s), consensus_s, per_tx_ns(commit_s), commit_s);
     serde_json::json!({
         "benchmark": "pipeline",
         "txs": cfg.txs,
