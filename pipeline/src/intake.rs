@@ -7,9 +7,10 @@
 //! already admitted (double spend, insufficient balance, replay, expiry) is refused at once
 //! with its rule, and only admitted transactions reach the pool and are gossiped. After each
 //! committed ledger the host calls [`Intake::rebase`] with what the ledger changed (its
-//! [`StateDiff`]). When the ledger holds the next admitted transactions in admission order and
-//! the pool's admitted transactions are exactly the rest (a validator alone; a leader whose
-//! proposal was decided), the open ledger moves onto it in place
+//! [`StateDiff`]). When the ledger holds the next admitted transactions in admission order, the
+//! pool's admitted transactions are exactly the rest (a validator alone; a leader whose
+//! proposal was decided), and the new time changes none of their verdicts (no payment channel
+//! spent, none of the rest expiring), the open ledger moves onto it in place
 //! ([`BlockExecution::rebase`]: the rest stays applied, at the cost of the ledger's accounts
 //! and the journal). Otherwise the open ledger is rolled back, the diff applied — the admission
 //! stage's copy of the committed state follows the host's at the cost of what each block

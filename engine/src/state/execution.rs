@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     account::Account,
-    address::Address,
+    address::{Address, AddressType},
     declaration::Declaration,
     hash::Hash,
     ledger::{LEDGER_VERSION, LedgerHeader, ValidatorSet},
@@ -38,6 +38,7 @@ impl State {
             timestamp_ms,
             journal: Vec::new(),
             replay_added: Vec::new(),
+            holds_until: Vec::new(),
             next_validators: None,
             tx_ids: Vec::new(),
             receipts: Vec::new(),
@@ -59,6 +60,12 @@ pub struct BlockExecution<'s> {
     journal: Vec<(Address, Option<Account>)>,
     /// Ids this block added to the replay set, with their expirations.
     replay_added: Vec<(TxId, i64)>,
+    /// Per applied transaction, in order: the ledger time up to which its verdict and effects
+    /// stay those it had here — its expiration, or `i64::MIN` for one that spends a payment
+    /// channel (a payee's claim holds only before the channel's expiry, the payer's refund only
+    /// after, and only a claim changes the claimed total). Time locks and the time-to-live
+    /// bound only loosen with time. Read by [`BlockExecution::rebase`].
+    holds_until: Vec<i64>,
     next_validators: Option<ValidatorSet>,
     pub(super) tx_ids: Vec<TxId>,
     receipts: Vec<Receipt>,
@@ -129,6 +136,8 @@ impl BlockExecution<'_> {
         }
         self.state.replay.insert(vtx.id, tx.expiration_ms);
         self.replay_added.push((vtx.id, tx.expiration_ms));
+        let channel = tx.inputs.iter().any(|l| l.address.kind() == AddressType::PaymentChannel);
+        self.holds_until.push(if channel { i64::MIN } else { tx.expiration_ms });
         let receipt = Receipt { id: vtx.id, index: self.tx_ids.len() as u32, fee: tx.fee.amount };
         self.tx_ids.push(vtx.id);
         self.receipts.push(receipt);
@@ -290,21 +299,33 @@ impl BlockExecution<'_> {
     /// this execution's base state), without undoing it — when that ledger's transactions are
     /// the first ones applied here, in the same order. The state then holds the committed
     /// ledger with the rest of this execution applied on it, exactly what rolling back,
-    /// applying `committed` and applying the rest again would give (a transaction's effects
-    /// are a function of the state it applies on, not of the time), at the cost of the journal
-    /// and the ledger's accounts rather than of the rest's execution. Later transactions are
-    /// checked at `timestamp_ms` (raised above the ledger's); dropping the execution rolls it
-    /// back to the committed ledger.
+    /// applying `committed` and applying the rest again at `timestamp_ms` (raised above the
+    /// ledger's) would give, at the cost of the journal and the ledger's accounts rather than
+    /// of the rest's execution: a transaction's effects are a function of the state it applies
+    /// on, and its verdict of the state and the time — so this holds only while no transaction
+    /// involved spends a payment channel (a payee's claim holds before the channel's expiry,
+    /// the payer's refund after, and only a claim moves the claimed total) and none of the rest
+    /// expires by `timestamp_ms`; time locks and the time-to-live bound only loosen with time.
+    /// Later transactions are checked at `timestamp_ms`; dropping the execution rolls it back to
+    /// the committed ledger.
     ///
     /// Returns `false`, changing nothing, otherwise: another base, other transactions or
-    /// another order, a validator-set change, or an account the ledger changed that this
-    /// execution has not journaled.
+    /// another order, a validator-set change, a payment channel spent or a transaction of the
+    /// rest expiring, or an account the ledger changed that this execution has not journaled.
     pub fn rebase(&mut self, committed: &StateDiff, timestamp_ms: i64) -> bool {
         let n = committed.applied.tx_ids.len();
         if committed.base != self.state.head_hash
             || committed.validators.is_some()
             || self.tx_ids.get(..n) != Some(committed.applied.tx_ids.as_slice())
         {
+            return false;
+        }
+        let header = committed.applied.header;
+        let timestamp_ms = timestamp_ms.max(header.timestamp_ms.saturating_add(1));
+        // The ledger's transactions must have had the same effects at its time as here, and
+        // the rest the same verdicts at the new time.
+        let (done, rest) = self.holds_until.split_at(n);
+        if done.contains(&i64::MIN) || rest.iter().any(|&until| until <= timestamp_ms) {
             return false;
         }
         let index: FastMap<Address, usize> =
@@ -341,14 +362,14 @@ impl BlockExecution<'_> {
         self.receipts.drain(..n);
         // One entry per applied transaction, in order: the ledger's ids are now committed.
         self.replay_added.drain(..n);
+        self.holds_until.drain(..n);
         let state = &mut *self.state;
-        let header = committed.applied.header;
         state.replay.prune_keeping(header.timestamp_ms, &self.replay_added);
         state.trie = committed.trie.clone();
         state.head = header;
         state.head_hash = committed.applied.hash;
         self.height = header.height + 1;
-        self.timestamp_ms = timestamp_ms.max(header.timestamp_ms.saturating_add(1));
+        self.timestamp_ms = timestamp_ms;
         true
     }
 }

@@ -584,6 +584,72 @@ fn payment_channel_claims_by_voucher_and_refunds_after_expiry() {
     assert_eq!(net.balance(&user(0), &eth()), 3 * COIN);
 }
 
+/// An open ledger (the admission post-state) is not moved in place past a time that changes
+/// what its pending transactions may do: a payee's claim admitted before the channel's expiry,
+/// or a transaction that expires in between. Moved in place, the claim stayed applied after the
+/// expiry — the payer's refund was then refused for funds the claim could no longer take.
+#[test]
+fn an_open_ledger_is_not_moved_past_a_time_that_changes_its_pending_transactions() {
+    let mut net = Net::new();
+    let expiry = net.now + 30_000;
+    let channel = Declaration::PaymentChannel(PaymentChannel {
+        payer: user(0),
+        payee: user(1),
+        currency: eth(),
+        expiry_ms: expiry,
+    });
+    let ch = address_of(&channel);
+    let fund = net
+        .tx()
+        .input(user(1), eth(), 10 * COIN)
+        .output(ch, eth(), 10 * COIN)
+        .fee(user(1), MIN_FEE)
+        .declare(channel)
+        .sign(&[&key(1)]);
+    net.apply_one(fund).unwrap();
+    let verified = |net: &Net, tx: caasiope_engine::tx::SignedTransaction| {
+        let id = tx.id(CHAIN);
+        caasiope_engine::validate::verify(tx, id, net.state.params(), net.backend).unwrap()
+    };
+    let first = verified(&net, net.transfer(2, user(3), COIN));
+    let claim = verified(
+        &net,
+        net.tx()
+            .input(ch, eth(), COIN)
+            .output(user(1), eth(), COIN)
+            .fee(user(1), MIN_FEE)
+            .declare(Declaration::Voucher(Voucher::sign(CHAIN, ch, 3 * COIN, &key(0))))
+            .sign(&[&key(1)]),
+    );
+    let soon = verified(
+        &net,
+        net.tx()
+            .expire(net.now + 5_000)
+            .input(user(4), Currency::CAS, COIN)
+            .output(user(5), Currency::CAS, COIN)
+            .fee(user(4), MIN_FEE)
+            .sign(&[&key(4)]),
+    );
+    let commit_first = |at: i64| {
+        let mut committed = net.state.clone();
+        caasiope_engine::state::execute_verified(&mut committed, at, std::slice::from_ref(&first)).unwrap()
+    };
+    // The claim pending, the first transaction committed after the channel's expiry.
+    let mut post = net.state.clone();
+    let mut exec = post.begin_block(net.now + 100).unwrap();
+    exec.apply_tx(&first).unwrap();
+    exec.apply_tx(&claim).unwrap();
+    assert!(!exec.rebase(&commit_first(expiry + 10), expiry + 20), "a claim across the channel's expiry");
+    assert!(!exec.rebase(&commit_first(net.now + 200), net.now + 300), "a channel spent: never in place");
+    drop(exec);
+    // A transaction pending that expires by the new time.
+    let mut exec = post.begin_block(net.now + 100).unwrap();
+    exec.apply_tx(&first).unwrap();
+    exec.apply_tx(&soon).unwrap();
+    assert!(!exec.rebase(&commit_first(net.now + 1_000), net.now + 6_000), "expired by the new time");
+    assert!(exec.rebase(&commit_first(net.now + 1_000), net.now + 2_000), "still valid at the new time");
+}
+
 #[test]
 fn validator_set_changes_need_governance_and_apply_next_height() {
     let mut net = Net::new();
