@@ -495,10 +495,9 @@ fn htlc_claim_with_secret_or_refund_after_lock() {
     assert_eq!(net.balance(&addr, &Currency::CAS), 0);
 }
 
-#[test]
-fn payment_channel_claims_by_voucher_and_refunds_after_expiry() {
-    let mut net = Net::new();
-    let payer = key(0);
+/// A payment channel from user 0 (payer) to user 1 (payee) in ETH, expiring 30 s from now,
+/// declared and funded with 10 ETH by a transaction of user 1: its address and expiry.
+fn funded_channel(net: &mut Net) -> (Address, i64) {
     let expiry = net.now + 30_000;
     let channel = Declaration::PaymentChannel(PaymentChannel {
         payer: user(0),
@@ -507,7 +506,6 @@ fn payment_channel_claims_by_voucher_and_refunds_after_expiry() {
         expiry_ms: expiry,
     });
     let ch = address_of(&channel);
-    // The payer funds it in the channel's currency (and a little CAS, stuck until expiry).
     let fund = net
         .tx()
         .input(user(1), eth(), 10 * COIN)
@@ -516,6 +514,14 @@ fn payment_channel_claims_by_voucher_and_refunds_after_expiry() {
         .declare(channel)
         .sign(&[&key(1)]);
     net.apply_one(fund).unwrap();
+    (ch, expiry)
+}
+
+#[test]
+fn payment_channel_claims_by_voucher_and_refunds_after_expiry() {
+    let mut net = Net::new();
+    let payer = key(0);
+    let (ch, expiry) = funded_channel(&mut net);
     assert!(net.state.account(&ch).unwrap().declaration.is_some());
     let claim = |net: &Net, amount: i64, voucher: Option<Voucher>, currency: Currency, signer: u8| {
         let mut b =
@@ -591,22 +597,7 @@ fn payment_channel_claims_by_voucher_and_refunds_after_expiry() {
 #[test]
 fn an_open_ledger_is_not_moved_past_a_time_that_changes_its_pending_transactions() {
     let mut net = Net::new();
-    let expiry = net.now + 30_000;
-    let channel = Declaration::PaymentChannel(PaymentChannel {
-        payer: user(0),
-        payee: user(1),
-        currency: eth(),
-        expiry_ms: expiry,
-    });
-    let ch = address_of(&channel);
-    let fund = net
-        .tx()
-        .input(user(1), eth(), 10 * COIN)
-        .output(ch, eth(), 10 * COIN)
-        .fee(user(1), MIN_FEE)
-        .declare(channel)
-        .sign(&[&key(1)]);
-    net.apply_one(fund).unwrap();
+    let (ch, expiry) = funded_channel(&mut net);
     let verified = |net: &Net, tx: caasiope_engine::tx::SignedTransaction| {
         let id = tx.id(CHAIN);
         caasiope_engine::validate::verify(tx, id, net.state.params(), net.backend).unwrap()
