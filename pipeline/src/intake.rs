@@ -509,10 +509,10 @@ impl Stages {
             for rebase in rebases {
                 match rebase {
                     // The open ledger is rolled back: `post` is the committed state the diff
-                    // was executed on (every diff arrives, in order). The host has dropped its
-                    // copy by now, so the diff is moved, not copied.
+                    // was executed on (every diff arrives, in order); what it holds is copied
+                    // into `post` (the host may still hold the diff).
                     Rebase::Diff(diff) => {
-                        if post.apply_diff(Arc::unwrap_or_clone(diff)).is_err() {
+                        if post.apply_shared_diff(&diff).is_err() {
                             // Not the state the diff was made on (a bug): ask for a copy.
                             self.stale.store(true, Ordering::Relaxed);
                             break;

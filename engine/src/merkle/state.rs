@@ -139,7 +139,7 @@ impl std::ops::Add for Updated {
     }
 }
 
-/// Bytes a branch's slots take (as [`StateTrie::bytes_apart_from`] counts them).
+/// Bytes a branch's slots take.
 const fn branch_bytes(slots: usize) -> usize {
     size_of::<usize>() * 2 + slots * size_of::<Child>()
 }
@@ -317,7 +317,7 @@ impl StateTrie {
     /// 64 updates, then rehashes the touched branches on the way back up.
     ///
     /// Returns the bytes of branch slots it allocated: on a clone, what the clone no longer
-    /// shares with its original ([`StateTrie::bytes_apart_from`], without walking the trie).
+    /// shares with its original, counted without walking the trie.
     pub fn update(&mut self, updates: &mut [(StateKey, Hash)]) -> usize {
         let unique = sort_dedup_keep_last(updates);
         let batch = updates.get(..unique).unwrap_or_default();
@@ -327,8 +327,10 @@ impl StateTrie {
     }
 
     /// Bytes of branch slots this trie holds that `base` does not share with it: what a clone
-    /// of `base` allocated by its updates (0 for an unchanged clone).
-    pub fn bytes_apart_from(&self, base: &Self) -> usize {
+    /// of `base` allocated by its updates (0 for an unchanged clone), by walking both: the
+    /// reference [`StateTrie::update`]'s count is tested against.
+    #[cfg(test)]
+    fn bytes_apart_from(&self, base: &Self) -> usize {
         fn apart(child: &Child, base: Option<&Child>) -> usize {
             let Node::Branch { bitmap, children } = &child.node else { return 0 };
             let base_children = match base.map(|b| &b.node) {
