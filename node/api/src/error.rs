@@ -33,6 +33,8 @@ pub enum ErrorCode {
     Busy,
     /// A body larger than a transaction may be (413).
     TooLarge,
+    /// A request body that did not arrive whole within the deadline (408).
+    Timeout,
     /// The process is stopping (503).
     Unavailable,
     /// The store cannot be read (500).
@@ -41,12 +43,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::BadRequest,
         Self::NotFound,
         Self::Rejected,
         Self::Busy,
         Self::TooLarge,
+        Self::Timeout,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -59,6 +62,7 @@ impl ErrorCode {
             Self::Rejected => "rejected",
             Self::Busy => "busy",
             Self::TooLarge => "too_large",
+            Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

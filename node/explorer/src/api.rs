@@ -95,16 +95,20 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
         .layer(DefaultBodyLimit::max(2 * TX_BYTES_MAX + 1024))
+        .layer(axum::middleware::map_request(super::listener::body_deadline))
         .with_state(explorer)
 }
 
-/// Serves the API on `listener` until the runtime stops.
-pub async fn serve(listener: tokio::net::TcpListener, explorer: Shared) {
-    let listener =
-        super::listener::Limited::new(listener, limits::API_CONNECTIONS_MAX, limits::API_IDLE_TIMEOUT);
-    if let Err(e) = axum::serve(listener, router(explorer)).await {
-        eprintln!("caasiope: the explorer API stopped: {e}");
-    }
+/// Serves the API on `listener` until the runtime stops, counting its connections in `stats`.
+pub async fn serve(listener: tokio::net::TcpListener, explorer: Shared, stats: Arc<edge::Stats>) {
+    let listener = super::listener::Limited::new(
+        listener,
+        limits::API_CONNECTIONS_MAX,
+        limits::API_CONNECTIONS_PER_SOURCE,
+        limits::API_IDLE_TIMEOUT,
+        stats,
+    );
+    super::listener::serve(listener, router(explorer), limits::API_HEADER_DEADLINE).await;
 }
 
 pub(super) fn parse_height(text: &str) -> Result<u64, ApiError> {
@@ -348,7 +352,13 @@ async fn admission(
 
 /// The transaction's bytes from a submission's body: raw, or `{"hex": …}` as JSON.
 fn submitted_bytes(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Vec<u8>, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), ErrorCode::TooLarge, r.body_text()))?;
+    let body = body.map_err(|r| {
+        if super::listener::BodyDeadlineMissed::caused(&r) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::Timeout, r.body_text())
+        } else {
+            ApiError::new(r.status(), ErrorCode::TooLarge, r.body_text())
+        }
+    })?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -155,8 +155,21 @@ pub const WAL_LOG_BYTES_MAX: u64 =
 /// HTTP connections the explorer serves at once.
 pub const API_CONNECTIONS_MAX: usize = 4_096;
 
+/// HTTP connections the explorer serves at once to one source (an IPv4 address or an IPv6
+/// /64); its next ones are closed at once. A backend behind one address (an exchange's pool of
+/// connections, a NAT) still gets this many; one client opening thousands takes no more.
+pub const API_CONNECTIONS_PER_SOURCE: usize = 128;
+
 /// An HTTP connection with no byte read or written for this long is closed.
 pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request's header must arrive whole within this of the server starting to read it (on a
+/// kept-alive connection, from the end of the previous answer): trickling bytes does not hold a
+/// connection longer.
+pub const API_HEADER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A request's body must arrive whole within this of its header (answered 408 otherwise).
+pub const API_BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Live `/v1/stream` subscribers served at once; more are refused as busy.
 pub const STREAMS_MAX: usize = 256;
@@ -177,14 +190,28 @@ pub const SUBMIT_CONNECTIONS_MAX: usize = 64;
 /// Frames of the submit port taken as one intake batch.
 pub const SUBMIT_BATCH_FRAMES_MAX: usize = 256;
 
+/// Submit-port connections served at once to one source (an IPv4 address or an IPv6 /64).
+pub const SUBMIT_CONNECTIONS_PER_SOURCE: usize = 8;
+
 /// A submit-port connection idle this long is closed.
 pub const SUBMIT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A submitted frame must arrive whole within this of its first byte; the connection is closed
+/// otherwise.
+pub const SUBMIT_FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Bytes of one admin-port request.
 pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
 
 /// Admin-port connections served at once.
 pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+
+/// Admin-port connections served at once to one source (the port is loopback-only: sources are
+/// 127.0.0.0/8 addresses and ::1).
+pub const ADMIN_CONNECTIONS_PER_SOURCE: usize = 16;
+
+/// An admin-port request is read and answered within this, or its connection is closed.
+pub const ADMIN_REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Ledgers the admin port keeps for `/committed`.
 pub const ADMIN_RECENT_LEDGERS_MAX: usize = 512;
@@ -248,6 +275,11 @@ const _: () = {
     assert!(POOL_TXS_MAX <= SUBMITTED_MAX);
     // Streams are connections too.
     assert!(STREAMS_MAX < API_CONNECTIONS_MAX);
+    // One source's share of a listener leaves room for others.
+    assert!(API_CONNECTIONS_PER_SOURCE < API_CONNECTIONS_MAX);
+    assert!(SUBMIT_CONNECTIONS_PER_SOURCE < SUBMIT_CONNECTIONS_MAX);
+    assert!(ADMIN_CONNECTIONS_PER_SOURCE < ADMIN_CONNECTIONS_MAX);
+    assert!(HANDSHAKES_PER_SOURCE < HANDSHAKES_MAX);
     // The API's page limits (part of its contract) are pages the store serves.
     assert!(HISTORY_LIMIT_DEFAULT <= HISTORY_LIMIT_MAX);
     assert!(HISTORY_LIMIT_MAX <= HISTORY_PAGE_MAX);

@@ -69,11 +69,30 @@ pub(crate) struct Metrics {
     pub(crate) height_bytes: AtomicU64,
     pub(crate) signing_halted: AtomicU64,
     pub(crate) last_commit_unix_ms: AtomicU64,
-    live_connections: AtomicU64,
+    /// The public edge: what each listener counted (`caasiope-edge`).
+    pub(crate) edge: Edge,
     /// More metrics text, rendered after these (the ClickHouse replicator's).
     pub(crate) extra: std::sync::OnceLock<ExtraMetrics>,
     /// The last committed ledgers: height, commit time, transaction ids (for `/committed`).
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
+}
+
+/// What each listener of the process counted, in [`Edge::LISTENERS`] order.
+#[derive(Debug, Default)]
+pub(crate) struct Edge {
+    pub(crate) api: Arc<edge::Stats>,
+    pub(crate) submit: Arc<edge::Stats>,
+    pub(crate) admin: Arc<edge::Stats>,
+    pub(crate) peers: Arc<edge::Stats>,
+}
+
+impl Edge {
+    /// The `listener` label of each, in order.
+    const LISTENERS: [&str; 4] = ["api", "submit", "admin", "peers"];
+
+    fn all(&self) -> [&edge::Stats; 4] {
+        [&self.api, &self.submit, &self.admin, &self.peers]
+    }
 }
 
 /// The process as its explorer sees it: the metrics it serves.
@@ -149,6 +168,24 @@ impl Metrics {
                         let _ = writeln!(out, "caasiope_{name}{{{label}=\"{value}\"}} {n}");
                     }
                 }
+                Sample::ByListener(value) => {
+                    for (listener, stats) in Edge::LISTENERS.iter().zip(self.edge.all()) {
+                        let n = value(stats).load(Ordering::Relaxed);
+                        let _ = writeln!(out, "caasiope_{name}{{listener=\"{listener}\"}} {n}");
+                    }
+                }
+                Sample::Refused => {
+                    for (listener, stats) in Edge::LISTENERS.iter().zip(self.edge.all()) {
+                        for (reason, n) in [("full", &stats.refused_full), ("source", &stats.refused_source)]
+                        {
+                            let n = n.load(Ordering::Relaxed);
+                            let _ = writeln!(
+                                out,
+                                "caasiope_{name}{{listener=\"{listener}\",reason=\"{reason}\"}} {n}"
+                            );
+                        }
+                    }
+                }
                 Sample::Info => {
                     let _ = writeln!(out, "caasiope_{name}{{role=\"{role}\",transport=\"{transport}\"}} 1");
                 }
@@ -170,6 +207,10 @@ enum Sample {
     Labelled(&'static str, &'static [&'static str], fn(&Metrics) -> &[AtomicU64]),
     /// One sample per channel a frame is sent on (`dropped_sends`).
     ByChannel,
+    /// One sample per listener of the public edge: this count of its.
+    ByListener(fn(&edge::Stats) -> &AtomicU64),
+    /// One sample per listener and reason of refusal (`full`, `source`).
+    Refused,
     /// The constant 1, labelled with the role and the transport.
     Info,
 }
@@ -210,25 +251,40 @@ const FAMILIES: &[(&str, &str, &str, Sample)] = &[
     ("unsolicited_bodies_total", "Transaction bodies a peer sent that no check was waiting for (dropped unverified).", "counter", Sample::Value(|m| &m.unsolicited_bodies)),
     ("signing_halted", "1 if this validator does not sign (its consensus log cannot be replayed; see the log), else 0.", "gauge", Sample::Value(|m| &m.signing_halted)),
     ("last_commit_unix_ms", "Wall-clock time of the last commit, unix ms.", "gauge", Sample::Value(|m| &m.last_commit_unix_ms)),
+    ("edge_connections", "Connections a listener holds now (api: the explorer's HTTP API, submit: the submit port, admin: this port, peers: TLS handshakes in progress).", "gauge", Sample::ByListener(|e| &e.open)),
+    ("edge_accepted_connections_total", "Connections a listener accepted within its bounds.", "counter", Sample::ByListener(|e| &e.accepted)),
+    ("edge_refused_connections_total", "Connections a listener closed at once: it held its most (full) or their source (an IPv4 address or IPv6 /64) held its share (source).", "counter", Sample::Refused),
+    ("edge_deadline_closed_connections_total", "Connections closed because a request header, body or submit frame did not arrive whole within its deadline.", "counter", Sample::ByListener(|e| &e.deadline_closed)),
     ("info", "Role and transport of this process.", "gauge", Sample::Info),
 ];
 
-/// Serves the admin endpoint until the runtime stops.
+/// Serves the admin endpoint until the runtime stops: at most
+/// [`limits::ADMIN_CONNECTIONS_MAX`] connections, [`limits::ADMIN_CONNECTIONS_PER_SOURCE`] from one
+/// source (others closed at once), each request read and answered within
+/// [`limits::ADMIN_REQUEST_DEADLINE`].
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     role: &'static str,
     transport: &'static str,
 ) {
+    let slots = edge::Slots::new(
+        limits::ADMIN_CONNECTIONS_MAX,
+        limits::ADMIN_CONNECTIONS_PER_SOURCE,
+        metrics.edge.admin.clone(),
+    );
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
-        if metrics.live_connections.load(Ordering::Relaxed) >= limits::ADMIN_CONNECTIONS_MAX as u64 {
-            continue;
-        }
-        metrics.live_connections.fetch_add(1, Ordering::Relaxed);
+        let (mut stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tokio::time::sleep(edge::accept_backoff(&e)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.admit(from.ip()) else { continue };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let answered = tokio::time::timeout(limits::ADMIN_REQUEST_DEADLINE, async {
                 let response = match read_request(&mut stream).await {
                     Ok(path) if path == "/healthz" => ok("text/plain", "ok\n"),
                     Ok(path) if path.starts_with("/healthz?") => ok("text/plain", "ok\n"),
@@ -247,7 +303,9 @@ pub(crate) async fn serve(
                 let _ = stream.shutdown().await;
             })
             .await;
-            metrics.live_connections.fetch_sub(1, Ordering::Relaxed);
+            if answered.is_err() {
+                slot.stats().deadline_missed();
+            }
         });
     }
 }
@@ -322,6 +380,8 @@ mod tests {
     fn metrics_text_is_well_formed_exposition() {
         let m = Metrics::default();
         m.dropped_sends[Channel::Gossip as usize].store(7, Ordering::Relaxed);
+        m.edge.submit.refused_source.store(3, Ordering::Relaxed);
+        m.edge.api.deadline_closed.store(2, Ordering::Relaxed);
         let text = m.render("validator", "epoll");
         let mut families: std::collections::HashMap<String, (bool, bool)> = Default::default();
         for line in text.lines() {
@@ -343,6 +403,14 @@ mod tests {
                     "{name} has samples before its HELP and TYPE"
                 );
             }
+        }
+        for expected in [
+            "caasiope_edge_refused_connections_total{listener=\"submit\",reason=\"source\"} 3",
+            "caasiope_edge_refused_connections_total{listener=\"api\",reason=\"full\"} 0",
+            "caasiope_edge_connections{listener=\"peers\"} 0",
+            "caasiope_edge_deadline_closed_connections_total{listener=\"api\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "no `{expected}`");
         }
         for channel in ["gossip", "consensus", "sync"] {
             let value = if channel == "gossip" { 7 } else { 0 };

@@ -7,8 +7,8 @@
 //! peer with back-off.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    collections::HashMap,
+    net::SocketAddr,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -213,26 +213,22 @@ async fn accept_peers(
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let metrics = conns.shared.metrics.clone();
-    // Handshakes in progress at once: each holds a 64 KiB buffer for up to the hello
-    // timeout before the peer is known, so strangers opening connections are bounded.
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
-    let sources = Arc::new(Sources::default());
+    // Handshakes in progress at once, and from one source: each holds a 64 KiB buffer for up
+    // to the hello timeout before the peer is known, so strangers opening connections are
+    // bounded, and one source cannot take every slot and lock the listed peers out.
+    let handshakes = edge::Slots::new(HANDSHAKES_MAX, HANDSHAKES_PER_SOURCE, metrics.edge.peers.clone());
     tokio::spawn(async move {
         loop {
             let (tcp, from) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 // Out of descriptors, say: wait rather than spin.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(e) => {
+                    tokio::time::sleep(edge::accept_backoff(&e)).await;
                     continue;
                 }
             };
             // Beyond the bounds a connection is closed at once; a listed peer redials.
-            let Some(slot) = sources.admit(from.ip()) else {
-                metrics.refused_handshakes.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            let Ok(slot) = handshakes.admit(from.ip()) else {
                 metrics.refused_handshakes.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -243,7 +239,7 @@ async fn accept_peers(
             tokio::spawn(async move {
                 let handshake =
                     tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
-                drop((permit, slot));
+                drop(slot);
                 let Ok(Ok(tls)) = handshake else { return };
                 let Some(peer) = identities.iter().position(|p| *p == tls.peer) else { return };
                 // A penalized peer is not heard until its ban ends.
@@ -307,56 +303,6 @@ fn keep_dialing(
         keep_connected(addr, connector, transport, conn_cfg, backoff, on_connect, on_attempt).await;
     });
     Ok(())
-}
-
-/// Handshakes in progress per source. Holds an entry only while a handshake runs, so at most
-/// [`HANDSHAKES_MAX`] (and the few being refused).
-#[derive(Default)]
-struct Sources(Mutex<HashMap<IpAddr, usize>>);
-
-impl Sources {
-    /// A handshake slot for a connection from `from`, unless its source has
-    /// [`HANDSHAKES_PER_SOURCE`] in progress.
-    fn admit(self: &Arc<Self>, from: IpAddr) -> Option<SourceSlot> {
-        let source = source(from);
-        let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = running.entry(source).or_insert(0);
-        if *n >= HANDSHAKES_PER_SOURCE {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot { sources: self.clone(), source })
-    }
-}
-
-/// A handshake in progress from `source`; gives its slot back when dropped.
-struct SourceSlot {
-    sources: Arc<Sources>,
-    source: IpAddr,
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut running = self.sources.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Entry::Occupied(mut n) = running.entry(self.source) {
-            *n.get_mut() -= 1;
-            if *n.get() == 0 {
-                n.remove();
-            }
-        }
-    }
-}
-
-/// The source a connection from `ip` counts against: an IPv4 address (also when mapped into
-/// IPv6), or the /64 an IPv6 address is in (what one host is usually given).
-fn source(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
-    }
 }
 
 /// Registers a connection with the host and forwards its inbound channels; its ledger
@@ -560,26 +506,6 @@ mod tests {
         let next = node.stranger([127, 0, 3, 1]).await;
         let pending = tokio::time::timeout(Duration::from_millis(300), Listening::closed(next)).await;
         assert!(pending.is_err(), "a freed slot serves the source again");
-    }
-
-    #[test]
-    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
-        let v4: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(source(v4), v4);
-        assert_eq!(source("::ffff:192.0.2.7".parse().unwrap()), v4);
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(source(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
-        assert_eq!(source(a), source(b));
-        assert_ne!(source(a), source(other));
-        let sources = Arc::new(Sources::default());
-        let held: Vec<_> = (0..HANDSHAKES_PER_SOURCE).map(|_| sources.admit(a).unwrap()).collect();
-        assert!(sources.admit(b).is_none(), "the same /64 is the same source");
-        assert!(sources.admit(other).is_some());
-        drop(held);
-        assert!(sources.admit(b).is_some());
-        assert!(sources.0.lock().unwrap().is_empty(), "no entry outlives its handshakes");
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
     net::{TcpListener, TcpStream},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -88,6 +88,10 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
 /// Runs one process until SIGINT or SIGTERM.
 pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
     transparent_huge_pages_off();
+    // Every connection is a descriptor: the listeners are sized above the usual soft limit.
+    if let Err(e) = edge::raise_open_files_limit() {
+        eprintln!("caasiope: cannot raise the open-files limit: {e}");
+    }
     let cfg = NodeConfig::load(config_path)?;
     crate::host::run(&cfg)
 }
@@ -102,34 +106,57 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 /// Accepts submissions until `stop`; each connection is served on its own thread, at most
-/// [`limits::SUBMIT_CONNECTIONS_MAX`] at once.
+/// [`limits::SUBMIT_CONNECTIONS_MAX`] at once and [`limits::SUBMIT_CONNECTIONS_PER_SOURCE`] from
+/// one source (an IPv4 address or an IPv6 /64); a connection past either bound is told why and
+/// closed at once, counted in `stats`.
 pub(crate) fn serve_submissions(
     addr: std::net::SocketAddr,
     accept: &(dyn Fn(Vec<Vec<u8>>) -> Vec<String> + std::marker::Sync),
     stop: &AtomicBool,
+    stats: Arc<edge::Stats>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    serve_submissions_on(&listener, accept, stop, stats, limits::SUBMIT_FRAME_DEADLINE)
+}
+
+/// [`serve_submissions`] on a bound listener, with a frame deadline.
+fn serve_submissions_on(
+    listener: &TcpListener,
+    accept: &(dyn Fn(Vec<Vec<u8>>) -> Vec<String> + std::marker::Sync),
+    stop: &AtomicBool,
+    stats: Arc<edge::Stats>,
+    frame_deadline: Duration,
+) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
-    let live = Arc::new(AtomicUsize::new(0));
+    let slots =
+        edge::Slots::new(limits::SUBMIT_CONNECTIONS_MAX, limits::SUBMIT_CONNECTIONS_PER_SOURCE, stats);
     std::thread::scope(|scope| {
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
-                Ok((stream, _)) => {
-                    if live.load(Ordering::Relaxed) >= limits::SUBMIT_CONNECTIONS_MAX {
-                        let _ = reply(&stream, "error: too many connections");
-                        continue;
+                Ok((stream, from)) => match slots.admit(from.ip()) {
+                    Ok(slot) => {
+                        scope.spawn(move || {
+                            if let Err(e) = serve_connection(stream, accept, stop, frame_deadline)
+                                && e.kind() == std::io::ErrorKind::TimedOut
+                            {
+                                slot.stats().deadline_missed();
+                            }
+                        });
                     }
-                    live.fetch_add(1, Ordering::Relaxed);
-                    let live = live.clone();
-                    scope.spawn(move || {
-                        let _ = serve_connection(stream, accept, stop);
-                        live.fetch_sub(1, Ordering::Relaxed);
-                    });
-                }
+                    Err(edge::Refusal::Full) => {
+                        let _ = reply(&stream, "error: too many connections");
+                    }
+                    Err(edge::Refusal::Source) => {
+                        let _ = reply(&stream, "error: too many connections from this address");
+                    }
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
-                Err(e) => eprintln!("caasiope: accept failed: {e}"),
+                Err(e) => {
+                    eprintln!("caasiope: accept failed: {e}");
+                    std::thread::sleep(edge::accept_backoff(&e));
+                }
             }
         }
     });
@@ -146,10 +173,13 @@ fn reply(mut stream: &TcpStream, line: &str) -> std::io::Result<()> {
 /// transaction passed what intake checks (decoding; in consensus mode also its signatures);
 /// later rules (balances, conflicts) may still keep it out of a ledger.
 /// Reads poll every 250 ms so a stop request or an idle client ends the connection promptly.
+/// A frame must arrive whole within `frame_deadline` of its first byte: past it the client is
+/// told so and the connection ends with [`std::io::ErrorKind::TimedOut`].
 fn serve_connection(
     mut stream: TcpStream,
     accept: &(dyn Fn(Vec<Vec<u8>>) -> Vec<String> + std::marker::Sync),
     stop: &AtomicBool,
+    frame_deadline: Duration,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_millis(250)))?;
@@ -157,6 +187,8 @@ fn serve_connection(
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut idle = Duration::ZERO;
+    // When the first byte of the frame not yet whole arrived.
+    let mut frame_started: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         // Every complete frame read so far goes in as one batch (a client that pipelines gets
         // batched intake), answered in order with one line each.
@@ -192,6 +224,13 @@ fn serve_connection(
         {
             // More complete frames than one batch takes: go round again before reading.
             continue;
+        }
+        // What is left in the buffer is the start of a frame not yet whole.
+        if buf.is_empty() {
+            frame_started = None;
+        } else if frame_started.get_or_insert_with(std::time::Instant::now).elapsed() >= frame_deadline {
+            reply(&stream, &format!("rejected frame not received whole within {frame_deadline:?}"))?;
+            return Err(std::io::ErrorKind::TimedOut.into());
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),
@@ -233,6 +272,96 @@ pub(crate) fn decode_frames(frames: Vec<Vec<u8>>, chain_id: &str) -> (Vec<String
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    use super::*;
+
+    /// A submit server answering `accepted <n bytes>` per frame, on an ephemeral port: its
+    /// address and stats; it stops when `stop` is set.
+    fn submit_server(
+        stop: &'static AtomicBool,
+        frame_deadline: Duration,
+    ) -> (std::net::SocketAddr, Arc<edge::Stats>, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(edge::Stats::default());
+        let s = stats.clone();
+        let server = std::thread::spawn(move || {
+            let accept =
+                |frames: Vec<Vec<u8>>| frames.iter().map(|f| format!("accepted {}", f.len())).collect();
+            serve_submissions_on(&listener, &accept, stop, s, frame_deadline).unwrap();
+        });
+        (addr, stats, server)
+    }
+
+    /// A blocking connection to `addr` from the loopback address `source`.
+    fn connect_from(addr: std::net::SocketAddr, source: [u8; 4]) -> TcpStream {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+            let stream = socket.connect(addr).await.unwrap().into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            stream
+        })
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn line(s: &TcpStream) -> String {
+        let mut line = String::new();
+        let _ = BufReader::new(s).read_line(&mut line);
+        line.trim_end().to_owned()
+    }
+
+    /// One source holds its share of the port and is told when it asks for more; another
+    /// source is served meanwhile.
+    #[test]
+    fn a_source_past_its_share_of_the_submit_port_is_told_and_closed() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let (addr, stats, server) = submit_server(&STOP, Duration::from_secs(600));
+        let held: Vec<TcpStream> =
+            (0..limits::SUBMIT_CONNECTIONS_PER_SOURCE).map(|_| connect_from(addr, [127, 0, 0, 1])).collect();
+        let over = connect_from(addr, [127, 0, 0, 1]);
+        assert_eq!(line(&over), "error: too many connections from this address");
+        let mut other = connect_from(addr, [127, 0, 0, 2]);
+        other.write_all(&frame(b"abc")).unwrap();
+        assert_eq!(line(&other), "accepted 3");
+        assert_eq!(stats.refused_source.load(Ordering::Relaxed), 1);
+        STOP.store(true, Ordering::Relaxed);
+        drop(held);
+        server.join().unwrap();
+    }
+
+    /// A frame trickled in (each byte well inside the idle timeout) is cut at the frame
+    /// deadline, told so and counted; whole frames before it were answered.
+    #[test]
+    fn a_trickled_frame_is_cut_at_its_deadline() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let (addr, stats, server) = submit_server(&STOP, Duration::from_millis(500));
+        let mut s = connect_from(addr, [127, 0, 0, 1]);
+        s.write_all(&frame(b"whole")).unwrap();
+        assert_eq!(line(&s), "accepted 5");
+        let slow = frame(&[7u8; 64]);
+        for b in &slow {
+            if s.write_all(std::slice::from_ref(b)).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut rest = String::new();
+        let _ = s.read_to_string(&mut rest);
+        assert_eq!(rest.trim_end(), "rejected frame not received whole within 500ms");
+        assert_eq!(stats.deadline_closed.load(Ordering::Relaxed), 1);
+        STOP.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn transparent_huge_pages_are_off_after_the_call() {

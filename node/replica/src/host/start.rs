@@ -359,6 +359,7 @@ fn start_explorer(
     let certificate =
         io.store.header(head)?.map(|(_, c)| c).unwrap_or_else(|| engine::ledger::Certificate::new(0));
     let genesis = read_genesis(cfg)?;
+    let stats = view.metrics.edge.api.clone();
     let explorer = explorer::Explorer::new(explorer::ExplorerParts {
         genesis_validators: genesis.validators,
         state: chain.state().clone(),
@@ -371,7 +372,7 @@ fn start_explorer(
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(api_listen))
         .with_context(|| format!("cannot listen on {api_listen}"))?;
-    runtime.spawn(explorer::serve(listener, explorer.clone()));
+    runtime.spawn(explorer::serve(listener, explorer.clone(), stats));
     eprintln!("caasiope: explorer API on http://{api_listen}/v1");
     io.explorer = Some(explorer);
     Ok(())
@@ -432,6 +433,7 @@ fn start_submit_server(
     submitter: IntakeSubmitter,
     chain_id: String,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let stats = metrics.edge.submit.clone();
     let accept = move |frames: Vec<Vec<u8>>| -> Vec<String> {
         if let Some(why) = submitter.mempool().busy() {
             metrics.busy_txs.fetch_add(frames.len() as u64, Ordering::Relaxed);
@@ -447,7 +449,7 @@ fn start_submit_server(
     };
     std::thread::Builder::new()
         .name("caasiope-submit".into())
-        .spawn(move || serve_submissions(submit_listen, &accept, &stop))
+        .spawn(move || serve_submissions(submit_listen, &accept, &stop, stats))
         .context("starting the submit server")
 }
 
