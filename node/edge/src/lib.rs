@@ -150,6 +150,20 @@ pub fn accept_backoff(error: &io::Error) -> Duration {
     }
 }
 
+/// Sets the kernel's queue of connections completed and not yet accepted on a listening socket
+/// to `backlog` (capped by `net.core.somaxconn`). The standard library and mio listen with 128:
+/// a source opening connections faster than they are accepted and closed fills such a queue, and
+/// the kernel then drops other clients' handshakes (each retried a second later).
+pub fn widen_backlog(listener: &impl std::os::fd::AsRawFd, backlog: u32) -> io::Result<()> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: listen(2) on a descriptor the caller's listener owns; on a socket already
+    // listening it only changes the queue's length.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Raises the soft limit on open files to the hard limit (every connection is a descriptor;
 /// the usual soft limit of 1,024 is below the connections the listeners are sized for).
 /// Returns the soft limit now in force.
@@ -216,6 +230,24 @@ mod tests {
         // SAFETY: as in raise_open_files_limit.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) }, 0);
         assert_eq!((soft, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
+    }
+
+    /// A widened queue holds more completed connections than the standard library's 128 while
+    /// nothing accepts them.
+    #[test]
+    fn a_widened_backlog_queues_more_than_128_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        widen_backlog(&listener, 1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let queued: Vec<std::net::TcpStream> = (0..300)
+            .map_while(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok())
+            .collect();
+        // The kernel caps the queue at net.core.somaxconn (4,096 on current kernels).
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4_096);
+        assert_eq!(queued.len(), 300.min(cap + 1), "the queue held {} connections", queued.len());
     }
 
     #[test]

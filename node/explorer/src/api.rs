@@ -101,13 +101,22 @@ pub(crate) fn router(explorer: Shared) -> Router {
 
 /// Serves the API on `listener` until the runtime stops, counting its connections in `stats`.
 pub async fn serve(listener: tokio::net::TcpListener, explorer: Shared, stats: Arc<edge::Stats>) {
-    let listener = super::listener::Limited::new(
+    if let Err(e) = edge::widen_backlog(&listener, limits::LISTEN_BACKLOG) {
+        eprintln!("caasiope: cannot widen the accept queue: {e}");
+    }
+    let listener = match super::listener::Limited::new(
         listener,
         limits::API_CONNECTIONS_MAX,
         limits::API_CONNECTIONS_PER_SOURCE,
         limits::API_IDLE_TIMEOUT,
         stats,
-    );
+    ) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("caasiope: the explorer API cannot serve: {e}");
+            return;
+        }
+    };
     super::listener::serve(listener, router(explorer), limits::API_HEADER_DEADLINE).await;
 }
 

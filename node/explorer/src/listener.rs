@@ -27,7 +27,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
@@ -35,7 +35,10 @@ use tokio::{
 
 /// A [`TcpListener`] bounded in connections (in all and per source) and idleness.
 pub(crate) struct Limited {
-    inner: TcpListener,
+    /// Accepted from directly: a connection refused is closed before the runtime registers it,
+    /// so refusing costs an `accept` and a `close` (a source reopening refused connections in
+    /// a loop is served from the same queue as everyone else, and that queue must drain fast).
+    inner: AsyncFd<std::net::TcpListener>,
     global: Arc<Semaphore>,
     slots: Arc<Slots>,
     idle: Duration,
@@ -49,26 +52,44 @@ impl Limited {
         per_source: usize,
         idle: Duration,
         stats: Arc<Stats>,
-    ) -> Self {
+    ) -> io::Result<Self> {
+        let inner = inner.into_std()?;
+        // SAFETY: the std listener owns its descriptor: open, and the one `as_raw_fd` returns,
+        // for as long as the `AsyncFd` owns the listener.
+        let inner = unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }?;
         let slots = Slots::new(connections, per_source, stats);
-        Self { inner, global: Arc::new(Semaphore::new(connections)), slots, idle }
+        Ok(Self { inner, global: Arc::new(Semaphore::new(connections)), slots, idle })
     }
 
     /// The next connection within the bounds; those over its source's share are closed here.
     pub(crate) async fn accept(&mut self) -> Conn {
+        // Never closed: acquiring only waits for a connection to end.
+        let permit = loop {
+            if let Ok(p) = self.global.clone().acquire_owned().await {
+                break p;
+            }
+        };
         loop {
-            // Never closed: acquiring only waits for a connection to end.
-            let Ok(permit) = self.global.clone().acquire_owned().await else { continue };
-            let (stream, from) = match self.inner.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
+            let Ok(mut ready) = self.inner.readable().await else {
+                // The runtime is stopping.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let (stream, from) = match ready.try_io(|l| l.get_ref().accept()) {
+                Ok(Ok(accepted)) => accepted,
+                Ok(Err(e)) => {
                     // Out of descriptors and the like: wait a moment instead of spinning.
                     tokio::time::sleep(edge::accept_backoff(&e)).await;
                     continue;
                 }
+                // Nothing left to accept: wait for the next.
+                Err(_) => continue,
             };
             // Over its source's share: dropped, so closed at once (and counted).
             let Ok(slot) = self.slots.admit(from.ip()) else { continue };
+            let Ok(stream) = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let idle = Box::pin(tokio::time::sleep(self.idle));
             return Conn { stream, _permit: permit, slot, idle, timeout: self.idle };
@@ -294,7 +315,9 @@ mod tests {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(Stats::default());
-        let limited = Limited::new(listener, slots, per_source, idle, stats.clone());
+        let limited = runtime
+            .block_on(async { Limited::new(listener, slots, per_source, idle, stats.clone()) })
+            .unwrap();
         let router = Router::new()
             .route("/", get(|| async { "ok" }))
             .route(

@@ -152,6 +152,11 @@ pub const WAL_LOG_BYTES_MAX: u64 =
 // ---------------------------------------------------------------------------------------------
 // The public edge: the explorer's HTTP API, the submit port, the admin port
 
+/// Length of the kernel's queue of connections not yet accepted, on every listener (capped by
+/// `net.core.somaxconn`, 4,096 on current kernels): a source whose connections are refused
+/// and reopened in a loop does not crowd other clients' handshakes out of it.
+pub const LISTEN_BACKLOG: u32 = 4_096;
+
 /// HTTP connections the explorer serves at once.
 pub const API_CONNECTIONS_MAX: usize = 4_096;
 

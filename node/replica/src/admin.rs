@@ -268,6 +268,9 @@ pub(crate) async fn serve(
     role: &'static str,
     transport: &'static str,
 ) {
+    if let Err(e) = edge::widen_backlog(&listener, limits::LISTEN_BACKLOG) {
+        eprintln!("caasiope: cannot widen the accept queue: {e}");
+    }
     let slots = edge::Slots::new(
         limits::ADMIN_CONNECTIONS_MAX,
         limits::ADMIN_CONNECTIONS_PER_SOURCE,

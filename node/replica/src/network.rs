@@ -212,6 +212,9 @@ async fn accept_peers(
     let acceptor = server_config(node, identities.clone())?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    if let Err(e) = edge::widen_backlog(&listener, limits::LISTEN_BACKLOG) {
+        eprintln!("caasiope: cannot widen the accept queue: {e}");
+    }
     let metrics = conns.shared.metrics.clone();
     // Handshakes in progress at once, and from one source: each holds a 64 KiB buffer for up
     // to the hello timeout before the peer is known, so strangers opening connections are

@@ -116,6 +116,9 @@ pub(crate) fn serve_submissions(
     stats: Arc<edge::Stats>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    if let Err(e) = edge::widen_backlog(&listener, limits::LISTEN_BACKLOG) {
+        eprintln!("caasiope: cannot widen the accept queue: {e}");
+    }
     serve_submissions_on(&listener, accept, stop, stats, limits::SUBMIT_FRAME_DEADLINE)
 }
 
