@@ -24,9 +24,11 @@ use engine::{
     genesis::Genesis,
     limits::{GENESIS_BYTES_MAX, TX_BYTES_MAX},
     state::State,
-    tx::SignedTransaction,
+    tx::{SignedTransaction, TxId},
+    validate::TxError,
 };
 use exit::{Output, read_text};
+use pipeline::Verdict;
 use storage::{Durability, IndexBatch, Store, StoreOptions};
 
 use crate::config::{NodeConfig, Sync};
@@ -253,24 +255,49 @@ fn serve_connection(
     Ok(())
 }
 
-/// A submitted frame that decoded: its bytes, the transaction and its id.
-type DecodedFrame = (Vec<u8>, SignedTransaction, engine::tx::TxId);
+/// Per submitted frame, its id or why it does not decode.
+pub(crate) type FrameIds = Vec<Result<TxId, String>>;
 
-/// Decodes submitted frames: one answer line per frame (`accepted <id>` or `rejected <why>`)
-/// and those that decoded, to submit as one batch.
-pub(crate) fn decode_frames(frames: Vec<Vec<u8>>, chain_id: &str) -> (Vec<String>, Vec<DecodedFrame>) {
-    let mut lines = Vec::with_capacity(frames.len());
+/// Decodes submitted frames: per frame its id or why it does not decode, and those that
+/// decoded (the transaction and its id), to submit as one batch.
+pub(crate) fn decode_frames(
+    frames: &[Vec<u8>],
+    chain_id: &str,
+) -> (FrameIds, Vec<(SignedTransaction, TxId)>) {
+    let mut ids = Vec::with_capacity(frames.len());
     let mut batch = Vec::with_capacity(frames.len());
     for bytes in frames {
-        match SignedTransaction::decode_with_id(&bytes, chain_id) {
+        match SignedTransaction::decode_with_id(bytes, chain_id) {
             Ok((stx, id)) => {
-                lines.push(format!("accepted {id}"));
-                batch.push((bytes, stx, id));
+                ids.push(Ok(id));
+                batch.push((stx, id));
             }
-            Err(e) => lines.push(format!("rejected {e}")),
+            Err(e) => ids.push(Err(e.to_string())),
         }
     }
-    (lines, batch)
+    (ids, batch)
+}
+
+/// The answer line of each frame: `accepted <id>` when admission admitted it (or it is already
+/// pending), `rejected <reason>` otherwise — what the API answers 202 and 4xx/503 for.
+pub(crate) fn answer_lines(
+    ids: FrameIds,
+    verdicts: Option<&[(TxId, Verdict)]>,
+    pending: impl Fn(&TxId) -> bool,
+) -> Vec<String> {
+    ids.into_iter()
+        .map(|id| match id {
+            Err(why) => format!("rejected {why}"),
+            Ok(id) => match verdicts.and_then(|v| v.iter().find(|(v, _)| *v == id)).map(|(_, v)| v) {
+                None => "rejected busy: no verdict in time, the node is far behind; retry later".to_owned(),
+                Some(Verdict::Admitted) => format!("accepted {id}"),
+                // Sent again while pending: the first copy's fate is the transaction's.
+                Some(Verdict::Refused(TxError::Replayed(_))) if pending(&id) => format!("accepted {id}"),
+                Some(Verdict::Refused(e)) => format!("rejected {e}"),
+                Some(Verdict::Dropped) => "rejected busy: the pool is full, retry later".to_owned(),
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]

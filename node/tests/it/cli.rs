@@ -717,10 +717,10 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
         ),
     )
     .unwrap();
-    let transfer = |amount: i64| {
+    let transfer_until = |amount: i64, expiration_ms: i64| {
         Transaction {
             version: TX_VERSION,
-            expiration_ms: now_ms() + 600_000,
+            expiration_ms,
             declarations: vec![],
             inputs: vec![Leg { address: alice.public_key().address(), currency: Currency::CAS, amount }],
             outputs: vec![Leg { address: bob, currency: Currency::CAS, amount }],
@@ -729,6 +729,7 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
         }
         .sign("single", &[&alice])
     };
+    let transfer = |amount: i64| transfer_until(amount, now_ms() + 600_000);
     let wait_port = || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -740,9 +741,9 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
     let node = Node::start(&config);
     wait_port();
     let mut seen = 0;
-    for amount in [100, 200, 300] {
-        let tx = transfer(amount);
-        let out = submit_tx(port, &tx);
+    let sent: Vec<_> = [100, 200, 300].map(transfer).into();
+    for tx in &sent {
+        let out = submit_tx(port, tx);
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert_eq!(out.stdout.trim(), tx.id("single").to_hex());
     }
@@ -750,6 +751,14 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
     assert_eq!(garbage.code, Some(2));
     assert!(garbage.stderr.starts_with("error: rejected"), "{}", garbage.stderr);
     node.wait_for_txs(3, &mut seen);
+    // The port answers with the admission's verdict, as the API does: a transaction already
+    // committed, or expired, is refused with its reason and the command exits 2.
+    let again = submit_tx(port, &sent[0]);
+    assert_eq!(again.code, Some(2), "a committed transaction submitted again: {}", again.stdout);
+    assert!(again.stderr.starts_with("error: rejected"), "{}", again.stderr);
+    let expired = submit_tx(port, &transfer_until(500, now_ms() - 1_000));
+    assert_eq!(expired.code, Some(2), "an expired transaction: {}", expired.stdout);
+    assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
     node.stop();
 
     let data = dir.path().join("data");

@@ -424,8 +424,9 @@ fn boot_consensus(host: &mut Host, wal: Option<(Wal, WalRead)>, metrics: &Metric
 }
 
 /// Submissions: decoded on the connection's thread (for the id and a clear error), then
-/// handed to the intake decoded, which verifies and admits them (or counts why not). Served on
-/// their own thread until `stop`.
+/// handed to the intake decoded, which verifies and admits them; each frame is answered with
+/// admission's verdict (as the API answers), waited for at most
+/// [`limits::SUBMIT_VERDICT_TIMEOUT`]. Served on their own thread until `stop`.
 fn start_submit_server(
     submit_listen: SocketAddr,
     metrics: Arc<Metrics>,
@@ -439,13 +440,20 @@ fn start_submit_server(
             metrics.busy_txs.fetch_add(frames.len() as u64, Ordering::Relaxed);
             return vec![format!("rejected busy: {why}"); frames.len()];
         }
-        let (lines, decoded) = crate::run::decode_frames(frames, &chain_id);
-        let batch: Vec<_> = decoded.into_iter().map(|(_, stx, id)| (stx, id)).collect();
-        if batch.is_empty() || submitter.submit_decoded(Origin::Client, batch).is_ok() {
-            lines
-        } else {
-            lines.into_iter().map(|_| "rejected the process is stopping".to_owned()).collect()
+        let (ids, batch) = crate::run::decode_frames(&frames, &chain_id);
+        if batch.is_empty() {
+            return crate::run::answer_lines(ids, Some(&[]), |_| false);
         }
+        let (send, verdicts) = std::sync::mpsc::sync_channel(1);
+        let reply: pipeline::Reply = Box::new(move |v| {
+            let _ = send.send(v);
+        });
+        if submitter.submit_decoded_with(Origin::Client, batch, reply).is_err() {
+            return vec!["rejected the process is stopping".to_owned(); ids.len()];
+        }
+        let verdicts = verdicts.recv_timeout(limits::SUBMIT_VERDICT_TIMEOUT).ok();
+        let pool = submitter.mempool();
+        crate::run::answer_lines(ids, verdicts.as_deref(), |id| pool.contains(id))
     };
     std::thread::Builder::new()
         .name("caasiope-submit".into())
