@@ -214,6 +214,10 @@ fn serve_connection(
             at += 4 + len;
         }
         buf.drain(..at);
+        if at > 0 {
+            // The frame in progress, if any, is a new one: its deadline starts when it is seen.
+            frame_started = None;
+        }
         if !frames.is_empty() {
             let mut out = accept(frames).join("\n");
             out.push('\n');
@@ -365,6 +369,36 @@ mod tests {
         assert_eq!(stats.refused_source.load(Ordering::Relaxed), 1);
         STOP.store(true, Ordering::Relaxed);
         drop(held);
+        server.join().unwrap();
+    }
+
+    /// A client streaming frames without pause, so that the buffer always holds the start of
+    /// the next one, is served for longer than the frame deadline: the deadline is per frame.
+    #[test]
+    fn a_steady_stream_of_frames_outlives_the_frame_deadline() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let (addr, stats, server) = submit_server(&STOP, Duration::from_millis(300));
+        let s = connect_from(addr, [127, 0, 0, 1]);
+        let stream: Vec<u8> = (0..40).flat_map(|_| frame(&[1u8; 100])).collect();
+        let mut w = s.try_clone().unwrap();
+        // A frame and a half every 50 ms: 2 s of frames, a partial one always in flight.
+        let writer = std::thread::spawn(move || {
+            // 150 bytes a write, frames of 104: the buffer holds a partial frame throughout.
+            for chunk in stream.chunks(150) {
+                w.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut r = BufReader::new(s);
+        for i in 0..40 {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert_eq!(line.trim_end(), "accepted 100", "frame {i}");
+        }
+        writer.join().unwrap();
+        assert_eq!(stats.deadline_closed.load(Ordering::Relaxed), 0);
+        STOP.store(true, Ordering::Relaxed);
+        drop(r);
         server.join().unwrap();
     }
 
