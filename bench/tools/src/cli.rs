@@ -92,33 +92,8 @@ pub enum BenchCommand {
     /// (against the same requests before the attack) and submits a transaction that must
     /// commit. Both sources must be local addresses that reach the ports (loopback).
     Edge {
-        /// The explorer API's address, e.g. 127.0.0.1:7400.
-        #[arg(long, value_name = "ADDR")]
-        api: std::net::SocketAddr,
-        /// A validator's submit port, e.g. 127.0.0.1:7100.
-        #[arg(long, value_name = "ADDR")]
-        submit: std::net::SocketAddr,
-        /// A funded account's secret key file (the transaction pays itself 1 unit and the fee).
-        #[arg(long, value_name = "FILE", default_value = "data/localnet/faucet.key")]
-        key: std::path::PathBuf,
-        /// Trickling connections the attacker holds to the API.
-        #[arg(long, default_value_t = 4_200, value_parser = clap::value_parser!(u64).range(0..=15_000))]
-        connections: u64,
-        /// Trickling connections the attacker holds to the submit port.
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1_000))]
-        submit_connections: u64,
-        /// `GET /v1/status` timed before and during the attack (each).
-        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-        requests: u64,
-        /// The attacker's source address.
-        #[arg(long, default_value = "127.0.0.1")]
-        attacker: std::net::IpAddr,
-        /// The other client's source address.
-        #[arg(long, default_value = "127.0.0.2")]
-        victim: std::net::IpAddr,
-        /// Milliseconds after which the attacker opens again a connection the server closed.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-        reopen_ms: u64,
+        #[command(flatten)]
+        args: crate::edge_bench::EdgeBench,
         /// Print JSON (the only output form; accepted for clarity in scripts).
         #[arg(long)]
         json: bool,

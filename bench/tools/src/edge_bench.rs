@@ -31,19 +31,36 @@ use tokio::{
 
 use crate::stats::percentile;
 
-/// Parameters of the edge benchmark.
-#[derive(Debug)]
-pub(crate) struct EdgeBench {
-    pub(crate) api: SocketAddr,
-    pub(crate) submit: SocketAddr,
-    pub(crate) key: std::path::PathBuf,
-    pub(crate) connections: usize,
-    pub(crate) submit_connections: usize,
-    pub(crate) requests: usize,
-    pub(crate) attacker: IpAddr,
-    pub(crate) victim: IpAddr,
-    /// How soon a connection the server closed is opened again.
-    pub(crate) reopen: Duration,
+/// Parameters of the edge benchmark (`caasiope bench edge`).
+#[derive(Debug, clap::Args)]
+pub struct EdgeBench {
+    /// The explorer API's address, e.g. 127.0.0.1:7404.
+    #[arg(long, value_name = "ADDR")]
+    api: SocketAddr,
+    /// A validator's submit port, e.g. 127.0.0.1:7100.
+    #[arg(long, value_name = "ADDR")]
+    submit: SocketAddr,
+    /// A funded account's secret key file (the transaction pays itself 1 unit and the fee).
+    #[arg(long, value_name = "FILE", default_value = "data/localnet/faucet.key")]
+    key: std::path::PathBuf,
+    /// Trickling connections the attacker holds to the API.
+    #[arg(long, default_value_t = 4_200, value_parser = clap::value_parser!(u16).range(0..=15_000))]
+    connections: u16,
+    /// Trickling connections the attacker holds to the submit port.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(0..=1_000))]
+    submit_connections: u16,
+    /// `GET /v1/status` timed before and during the attack (each).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    requests: u32,
+    /// The attacker's source address.
+    #[arg(long, default_value = "127.0.0.1")]
+    attacker: IpAddr,
+    /// The other client's source address.
+    #[arg(long, default_value = "127.0.0.2")]
+    victim: IpAddr,
+    /// Milliseconds after which the attacker opens again a connection the server closed.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    reopen_ms: u64,
 }
 
 /// The p99 `GET /v1/status` the edge must keep for another source during the attack.
@@ -185,20 +202,21 @@ pub(crate) fn run(b: &EdgeBench) -> anyhow::Result<Output> {
             bail!("{} answered {code}: {body}", routes::STATUS);
         }
         let status: api::Status = serde_json::from_str(&body).context("unexpected /v1/status answer")?;
-        let (quiet, quiet_failed) = time_status(b.victim, b.api, b.requests).await;
+        let (quiet, quiet_failed) = time_status(b.victim, b.api, b.requests as usize).await;
         let (attack, stop) = (Arc::new(Attack::default()), Arc::new(AtomicBool::new(false)));
+        let reopen = Duration::from_millis(b.reopen_ms);
         let (submit_attack, header) = (Arc::new(Attack::default()), b"GET /v1/status HTTP/1.1\r\nx-slow: ".to_vec());
         for _ in 0..b.connections {
-            tokio::spawn(trickle((b.attacker, b.api), header.clone(), b.reopen, attack.clone(), stop.clone()));
+            tokio::spawn(trickle((b.attacker, b.api), header.clone(), reopen, attack.clone(), stop.clone()));
         }
         for _ in 0..b.submit_connections {
             let frame_start = 1_000u32.to_be_bytes().to_vec();
-            tokio::spawn(trickle((b.attacker, b.submit), frame_start, b.reopen, submit_attack.clone(), stop.clone()));
+            tokio::spawn(trickle((b.attacker, b.submit), frame_start, reopen, submit_attack.clone(), stop.clone()));
         }
         // Every connection opened and its first bytes sent.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let held = attack.open.load(Ordering::Relaxed);
-        let (loaded, loaded_failed) = time_status(b.victim, b.api, b.requests).await;
+        let (loaded, loaded_failed) = time_status(b.victim, b.api, b.requests as usize).await;
         let committed = commit_one(b, &status).await;
         let held_after = attack.open.load(Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
@@ -219,7 +237,7 @@ pub(crate) fn run(b: &EdgeBench) -> anyhow::Result<Output> {
             "transaction_error": committed.as_ref().err().map(ToString::to_string),
             "attack": {
                 "source": b.attacker.to_string(),
-                "reopen_ms": b.reopen.as_millis(),
+                "reopen_ms": b.reopen_ms,
                 "api_connections": b.connections,
                 "api_open_after_3s": held,
                 "api_open_at_end": held_after,

@@ -22,6 +22,7 @@ use exit::Output;
 pub use self::{
     cli::{BenchCommand, LocalnetArgs},
     demo::run as demo,
+    edge_bench::EdgeBench,
     localnet::{init_command as localnet_init, run as localnet},
 };
 
@@ -36,28 +37,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
         BenchCommand::Net { transport, messages, rounds, json: _ } => {
             net_bench::run(net_bench::NetBench { messages: usize::try_from(messages)?, rounds, transport })
         }
-        BenchCommand::Edge {
-            api,
-            submit,
-            key,
-            connections,
-            submit_connections,
-            requests,
-            attacker,
-            victim,
-            reopen_ms,
-            json: _,
-        } => edge_bench::run(&edge_bench::EdgeBench {
-            api,
-            submit,
-            key,
-            connections: usize::try_from(connections)?,
-            submit_connections: usize::try_from(submit_connections)?,
-            requests: usize::try_from(requests)?,
-            attacker,
-            victim,
-            reopen: std::time::Duration::from_millis(reopen_ms),
-        }),
+        BenchCommand::Edge { args, json: _ } => edge_bench::run(&args),
         BenchCommand::Load {
             api,
             rate,

@@ -197,28 +197,10 @@ fn serve_connection(
     while !stop.load(Ordering::Relaxed) {
         // Every complete frame read so far goes in as one batch (a client that pipelines gets
         // batched intake), answered in order with one line each.
-        let mut frames = Vec::new();
-        let mut at = 0;
-        let mut oversized = None;
-        while let Some(len) =
-            buf.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        {
-            if len > TX_BYTES_MAX {
-                oversized = Some(len);
-                break;
-            }
-            if buf.len() < at + 4 + len || frames.len() >= limits::SUBMIT_BATCH_FRAMES_MAX {
-                break;
-            }
-            frames.push(buf[at + 4..at + 4 + len].to_vec());
-            at += 4 + len;
-        }
-        buf.drain(..at);
-        if at > 0 {
+        let (frames, oversized) = take_frames(&mut buf);
+        if !frames.is_empty() {
             // The frame in progress, if any, is a new one: its deadline starts when it is seen.
             frame_started = None;
-        }
-        if !frames.is_empty() {
             let mut out = accept(frames).join("\n");
             out.push('\n');
             stream.write_all(out.as_bytes())?;
@@ -257,6 +239,28 @@ fn serve_connection(
         }
     }
     Ok(())
+}
+
+/// Takes the complete frames at the start of `buf` (at most
+/// [`limits::SUBMIT_BATCH_FRAMES_MAX`]), and the length a frame announced over
+/// `TX_BYTES_MAX`, if one did (those before it are taken).
+fn take_frames(buf: &mut Vec<u8>) -> (Vec<Vec<u8>>, Option<usize>) {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    let mut oversized = None;
+    while let Some(len) = buf.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+        if len > TX_BYTES_MAX {
+            oversized = Some(len);
+            break;
+        }
+        if buf.len() < at + 4 + len || frames.len() >= limits::SUBMIT_BATCH_FRAMES_MAX {
+            break;
+        }
+        frames.push(buf[at + 4..at + 4 + len].to_vec());
+        at += 4 + len;
+    }
+    buf.drain(..at);
+    (frames, oversized)
 }
 
 /// Per submitted frame, its id or why it does not decode.
