@@ -46,7 +46,7 @@ impl ApiError {
     pub(super) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
     pub(super) fn not_found(message: impl Into<String>) -> Self {
@@ -68,7 +68,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(api::ErrorBody::new(self.code, self.message))).into_response()
+        let mut response = (self.status, Json(api::ErrorBody::new(self.code, self.message))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Busy or stopping: when to ask again.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(limits::API_RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
@@ -94,6 +101,13 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::BadRequest,
+                "this route does not take that method; see /v1/openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(2 * TX_BYTES_MAX + 1024))
         .layer(axum::middleware::map_request(super::listener::body_deadline))
         .with_state(explorer)
@@ -578,6 +592,15 @@ async fn metrics(AxState(e): AxState<Shared>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 503 says when to ask again; other errors do not.
+    #[test]
+    fn unavailable_answers_carry_retry_after() {
+        let busy = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, "busy").into_response();
+        let retry = busy.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok());
+        assert_eq!(retry, Some(limits::API_RETRY_AFTER_SECS.to_string().as_str()));
+        assert!(ApiError::not_found("x").into_response().headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {

@@ -44,6 +44,12 @@ pub(super) async fn stream(
     let q = query(q)?;
     let head = *e.head.borrow();
     let from = q.get("from").map(|h| parse_height(h)).transpose()?.unwrap_or(head + 1);
+    if from > head.saturating_add(1) {
+        return Err(ApiError::bad_request(format!(
+            "from {from} is past the next ledger ({}): subscribe from at most the head + 1",
+            head.saturating_add(1)
+        )));
+    }
     let address = q.get("address").map(|a| parse_address(a)).transpose()?;
     if streams.fetch_add(1, Ordering::Relaxed) >= STREAMS_MAX {
         streams.fetch_sub(1, Ordering::Relaxed);

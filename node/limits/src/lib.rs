@@ -176,6 +176,10 @@ pub const API_HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// A request's body must arrive whole within this of its header (answered 408 otherwise).
 pub const API_BODY_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Seconds a 503 answer (busy, stopping) tells its client to wait before asking again
+/// (`Retry-After`).
+pub const API_RETRY_AFTER_SECS: u32 = 1;
+
 /// Live `/v1/stream` subscribers served at once; more are refused as busy.
 pub const STREAMS_MAX: usize = 256;
 

@@ -320,6 +320,14 @@ fn explorer_api_serves_submits_proves_and_streams() {
     api.refused(api.get(&format!("/v1/accounts/{from}/history?cursor=zz")), "bad_request");
     api.refused(api.get(&format!("/v1/proofs/accounts/{unused}")), "not_found");
     api.refused(api.get("/v1/stream?from=x"), "bad_request");
+    // A stream from past the next ledger would wait for ever: refused at once.
+    api.refused(api.get("/v1/stream?from=18446744073709551615"), "bad_request");
+    // A method a route does not take: 405 with the JSON error body.
+    let mut r = api.agent.delete(&format!("{}/v1/status", api.base)).call().unwrap();
+    let status = r.status().as_u16();
+    let body: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(status, 405, "{body}");
+    api.refused((status, body), "bad_request");
     api.refused(api.get("/v1/validators/0"), "not_found");
     api.refused(api.get("/v1/nothing"), "not_found");
     // … and the process keeps serving.
