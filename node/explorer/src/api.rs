@@ -312,7 +312,11 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<api::Accepted>), ApiError> {
-    let bytes = submitted_bytes(&headers, body)?;
+    let bytes = submitted_bytes(&headers, body).inspect_err(|err| {
+        if err.code == ErrorCode::Timeout {
+            e.host.body_deadline_missed();
+        }
+    })?;
     let submitter = e.submitter().ok_or_else(ApiError::unavailable)?;
     if let Some(why) = submitter.mempool().busy() {
         return Err(busy(&e, why));

@@ -38,6 +38,8 @@ use limits::SUBMITTED_MAX;
 pub trait Host: Send + Sync + 'static {
     /// A submission was refused because the process was busy (for its metrics).
     fn refused_busy(&self);
+    /// A request body did not arrive whole within its deadline (answered 408; for its metrics).
+    fn body_deadline_missed(&self);
     /// The process's metrics as Prometheus text.
     fn metrics_text(&self) -> String;
 }

@@ -15,7 +15,10 @@ use std::{
     error::Error as StdError,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -92,7 +95,8 @@ impl Limited {
             };
             let _ = stream.set_nodelay(true);
             let idle = Box::pin(tokio::time::sleep(self.idle));
-            return Conn { stream, _permit: permit, slot, idle, timeout: self.idle };
+            let reading = Arc::new(AtomicBool::new(false));
+            return Conn { stream, slot, _permit: permit, idle, timeout: self.idle, reading };
         }
     }
 }
@@ -102,13 +106,14 @@ impl Limited {
 pub(crate) async fn serve(mut listener: Limited, router: Router, header_deadline: Duration) {
     loop {
         let conn = listener.accept().await;
-        let stats = conn.slot.stats().clone();
+        let (stats, reading) = (conn.slot.stats().clone(), conn.reading.clone());
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(header_deadline);
             if let Err(e) = http.serve_connection(TokioIo::new(conn), service).await
                 && e.is_timeout()
+                && reading.load(Ordering::Relaxed)
             {
                 stats.deadline_missed();
             }
@@ -116,13 +121,18 @@ pub(crate) async fn serve(mut listener: Limited, router: Router, header_deadline
     }
 }
 
-/// An accepted connection: its slots are freed when it is dropped.
+/// An accepted connection: its slots are freed when it is dropped (its source's slot first,
+/// then the permit a waiting accept takes: fields drop in order).
 pub(crate) struct Conn {
     stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
     slot: Slot,
+    _permit: OwnedSemaphorePermit,
     idle: Pin<Box<Sleep>>,
     timeout: Duration,
+    /// Whether bytes were read since the last write: a request under way. Hyper's header timer
+    /// also ends a kept-alive connection that stays silent after an answer; only one that
+    /// started a request and did not finish its header missed a deadline.
+    reading: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -157,6 +167,7 @@ impl AsyncRead for Conn {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     self.active();
+                    self.reading.store(true, Ordering::Relaxed);
                 }
                 Poll::Ready(r)
             }
@@ -171,6 +182,7 @@ impl AsyncWrite for Conn {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {
                     self.active();
+                    self.reading.store(false, Ordering::Relaxed);
                 }
                 Poll::Ready(r)
             }
@@ -195,6 +207,7 @@ impl AsyncWrite for Conn {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {
                     self.active();
+                    self.reading.store(false, Ordering::Relaxed);
                 }
                 Poll::Ready(r)
             }

@@ -107,6 +107,10 @@ impl explorer::Host for ProcessView {
         self.metrics.busy_txs.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn body_deadline_missed(&self) {
+        self.metrics.edge.api.deadline_missed();
+    }
+
     fn metrics_text(&self) -> String {
         self.metrics.render(self.role, self.transport)
     }
@@ -254,7 +258,7 @@ const FAMILIES: &[(&str, &str, &str, Sample)] = &[
     ("edge_connections", "Connections a listener holds now (api: the explorer's HTTP API, submit: the submit port, admin: this port, peers: TLS handshakes in progress).", "gauge", Sample::ByListener(|e| &e.open)),
     ("edge_accepted_connections_total", "Connections a listener accepted within its bounds.", "counter", Sample::ByListener(|e| &e.accepted)),
     ("edge_refused_connections_total", "Connections a listener closed at once: it held its most (full) or their source (an IPv4 address or IPv6 /64) held its share (source).", "counter", Sample::Refused),
-    ("edge_deadline_closed_connections_total", "Connections closed because a request header, body or submit frame did not arrive whole within its deadline.", "counter", Sample::ByListener(|e| &e.deadline_closed)),
+    ("edge_deadline_closed_connections_total", "Connections closed because a request header, a request body, an admin request or a submit frame did not arrive whole within its deadline, or a submit client did not take its answers within it (an API connection silent after an answer is not counted).", "counter", Sample::ByListener(|e| &e.deadline_closed)),
     ("info", "Role and transport of this process.", "gauge", Sample::Info),
 ];
 

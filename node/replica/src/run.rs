@@ -178,8 +178,9 @@ fn reply(mut stream: &TcpStream, line: &str) -> std::io::Result<()> {
 /// transaction passed what intake checks (decoding; in consensus mode also its signatures);
 /// later rules (balances, conflicts) may still keep it out of a ledger.
 /// Reads poll every 250 ms so a stop request or an idle client ends the connection promptly.
-/// A frame must arrive whole within `frame_deadline` of its first byte: past it the client is
-/// told so and the connection ends with [`std::io::ErrorKind::TimedOut`].
+/// A frame must arrive whole within `frame_deadline` of its first byte, and the client must take
+/// each answer within it too: past it the connection ends with
+/// [`std::io::ErrorKind::TimedOut`] (a late frame is told so first).
 fn serve_connection(
     mut stream: TcpStream,
     accept: &(dyn Fn(Vec<Vec<u8>>) -> Vec<String> + std::marker::Sync),
@@ -188,6 +189,10 @@ fn serve_connection(
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_millis(250)))?;
+    // A client that does not read its answers holds the connection no longer than a frame
+    // may take to arrive (else its thread would wait in a write, past the idle timeout and a
+    // stop).
+    stream.set_write_timeout(Some(frame_deadline))?;
     // Bounded: a frame longer than TX_BYTES_MAX is refused as soon as its length is read.
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -203,7 +208,11 @@ fn serve_connection(
             frame_started = None;
             let mut out = accept(frames).join("\n");
             out.push('\n');
-            stream.write_all(out.as_bytes())?;
+            stream.write_all(out.as_bytes()).map_err(|e| match e.kind() {
+                // The write timeout: the client did not take its answers in time.
+                std::io::ErrorKind::WouldBlock => std::io::ErrorKind::TimedOut.into(),
+                _ => e,
+            })?;
         }
         if let Some(len) = oversized {
             return reply(
@@ -403,6 +412,30 @@ mod tests {
         assert_eq!(stats.deadline_closed.load(Ordering::Relaxed), 0);
         STOP.store(true, Ordering::Relaxed);
         drop(r);
+        server.join().unwrap();
+    }
+
+    /// A client that sends frames and never reads the answers is cut once a write waits past
+    /// the deadline (counted), instead of holding its connection's thread in a write for ever.
+    #[test]
+    fn a_client_that_never_reads_its_answers_is_cut() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let (addr, stats, server) = submit_server(&STOP, Duration::from_millis(300));
+        let s = connect_from(addr, [127, 0, 0, 1]);
+        let mut w = s.try_clone().unwrap();
+        // A million empty frames: far more answers than the sockets' buffers hold.
+        let writer = std::thread::spawn(move || {
+            let frames = vec![0u8; 4_000_000];
+            let _ = w.write_all(&frames);
+        });
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while stats.deadline_closed.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(stats.deadline_closed.load(Ordering::Relaxed), 1, "the writing connection was not cut");
+        drop(s);
+        writer.join().unwrap();
+        STOP.store(true, Ordering::Relaxed);
         server.join().unwrap();
     }
 

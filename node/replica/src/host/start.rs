@@ -451,7 +451,14 @@ fn start_submit_server(
         if submitter.submit_decoded_with(Origin::Client, batch, reply).is_err() {
             return vec!["rejected the process is stopping".to_owned(); ids.len()];
         }
-        let verdicts = verdicts.recv_timeout(limits::SUBMIT_VERDICT_TIMEOUT).ok();
+        let verdicts = match verdicts.recv_timeout(limits::SUBMIT_VERDICT_TIMEOUT) {
+            Ok(verdicts) => Some(verdicts),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            // The intake dropped the reply: it is stopping.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return vec!["rejected the process is stopping".to_owned(); ids.len()];
+            }
+        };
         let pool = submitter.mempool();
         crate::run::answer_lines(ids, verdicts.as_deref(), |id| pool.contains(id))
     };
