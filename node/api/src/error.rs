@@ -13,8 +13,13 @@ pub struct ErrorBody {
 /// The error itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable kind.
+    /// Machine-readable class (the HTTP status's meaning).
     pub code: ErrorCode,
+    /// Machine-readable cause: for a transaction the rules refuse (`rejected`), the rule's
+    /// label (docs/PROTOCOL.md §7: `insufficient_balance`, `bad_signature`, `expired`, …);
+    /// otherwise the code again.
+    #[serde(default)]
+    pub kind: String,
     /// For people; its wording is not part of the contract.
     pub message: String,
 }
@@ -70,8 +75,13 @@ impl ErrorCode {
 }
 
 impl ErrorBody {
-    /// An error of `code` saying `message`.
+    /// An error of `code` (its kind the code again) saying `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code, message: message.into() } }
+        Self::of_kind(code, code.as_str(), message)
+    }
+
+    /// An error of `code` and `kind` saying `message`.
+    pub fn of_kind(code: ErrorCode, kind: &str, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code, kind: kind.to_owned(), message: message.into() } }
     }
 }

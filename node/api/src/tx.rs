@@ -55,6 +55,10 @@ pub struct TxStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub reason: Option<String>,
+    /// The label of the rule that refused it (docs/PROTOCOL.md §7), when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub kind: Option<String>,
     /// The committed transaction, as the engine renders it in JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, nullable = false)]

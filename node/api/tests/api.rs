@@ -37,6 +37,7 @@ fn a_pending_transaction_leaves_the_committed_fields_out() {
         index: None,
         expiration_ms: 5,
         reason: None,
+        kind: None,
         transaction: None,
         bytes: None,
     };
@@ -44,9 +45,13 @@ fn a_pending_transaction_leaves_the_committed_fields_out() {
     wire(&tx, &json!({ "id": id, "status": "pending", "expiration_ms": 5 }));
     tx.status = TxState::Rejected;
     tx.reason = Some("fee too low".into());
-    wire(&tx, &json!({ "id": id, "status": "rejected", "expiration_ms": 5, "reason": "fee too low" }));
+    tx.kind = Some("fee_too_low".into());
+    wire(
+        &tx,
+        &json!({ "id": id, "status": "rejected", "expiration_ms": 5, "reason": "fee too low", "kind": "fee_too_low" }),
+    );
     tx.status = TxState::Committed;
-    tx.reason = None;
+    (tx.reason, tx.kind) = (None, None);
     (tx.height, tx.index, tx.bytes) = (Some(7), Some(2), Some("00ff".into()));
     tx.transaction = Some(json!({ "version": 1 }));
     wire(
@@ -117,7 +122,10 @@ fn status_keys_are_lower_case_hex_and_issuers_a_map_by_symbol() {
 #[test]
 fn names_on_the_wire_match_their_text_forms() {
     for code in ErrorCode::ALL {
-        wire(&ErrorBody::new(code, "m"), &json!({ "error": { "code": code.as_str(), "message": "m" } }));
+        wire(
+            &ErrorBody::new(code, "m"),
+            &json!({ "error": { "code": code.as_str(), "kind": code.as_str(), "message": "m" } }),
+        );
     }
     for state in [TxState::Pending, TxState::Committed, TxState::Rejected, TxState::Expired] {
         assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());

@@ -39,12 +39,18 @@ pub(super) type Shared = Arc<Explorer>;
 pub(crate) struct ApiError {
     status: StatusCode,
     code: ErrorCode,
+    /// The rule's label for a refused transaction (PROTOCOL.md §7), else the code's name.
+    kind: &'static str,
     message: String,
 }
 
 impl ApiError {
     pub(super) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, kind: code.as_str(), message: message.into() }
+    }
+    /// A transaction the rules refuse (400 `rejected`), of the kind of `err`.
+    fn rejected(err: &TxError) -> Self {
+        Self { kind: err.kind(), ..Self::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()) }
     }
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
@@ -68,7 +74,8 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(api::ErrorBody::new(self.code, self.message))).into_response();
+        let body = api::ErrorBody::of_kind(self.code, self.kind, self.message);
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Busy or stopping: when to ask again.
             response
@@ -281,6 +288,7 @@ async fn transaction(
             index: Some(at.index),
             expiration_ms: tx.tx.expiration_ms,
             reason: None,
+            kind: None,
             transaction: Some(json),
             bytes: Some(hex::encode(tx.to_bytes())),
         }));
@@ -290,10 +298,12 @@ async fn transaction(
         return Err(ApiError::not_found(format!("transaction {id} is neither committed nor submitted here")));
     };
     let head_ms = e.latest().state.head().timestamp_ms;
-    let (status, reason) = match entry.rejected {
-        Some(reason) => (api::TxState::Rejected, Some(reason)),
-        None if entry.expiration_ms <= head_ms => (api::TxState::Expired, None),
-        None => (api::TxState::Pending, None),
+    let (status, kind, reason) = match entry.rejected {
+        // Refused for its expiration: expired, with the rule's words.
+        Some((kind @ "expired", reason)) => (api::TxState::Expired, Some(kind), Some(reason)),
+        Some((kind, reason)) => (api::TxState::Rejected, Some(kind), Some(reason)),
+        None if entry.expiration_ms <= head_ms => (api::TxState::Expired, None, None),
+        None => (api::TxState::Pending, None, None),
     };
     Ok(Json(api::TxStatus {
         id,
@@ -302,6 +312,7 @@ async fn transaction(
         index: None,
         expiration_ms: entry.expiration_ms,
         reason,
+        kind: kind.map(str::to_owned),
         transaction: None,
         bytes: None,
     }))
@@ -325,7 +336,7 @@ async fn submit(
     // and the signatures on its own pool, then admits it against the post-state — the one
     // state check on its way in — and answers with its verdict.
     let (stx, id) = SignedTransaction::decode_with_id(&bytes, &e.chain_id)
-        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()))?;
+        .map_err(|err| ApiError::rejected(&TxError::Decode(err)))?;
     let expiration_ms = stx.tx.expiration_ms;
     match admission(&e, &submitter, stx, id).await? {
         Verdict::Admitted => {}
@@ -334,9 +345,10 @@ async fn submit(
         Verdict::Refused(err) => {
             if let Ok(mut s) = e.submitted.lock() {
                 // A transaction already committed stays "committed" whatever a resubmission says.
-                s.insert(id, Submitted { expiration_ms: 0, rejected: Some(err.to_string()) });
+                let rejected = Some((err.kind(), err.to_string()));
+                s.insert(id, Submitted { expiration_ms, rejected });
             }
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()));
+            return Err(ApiError::rejected(&err));
         }
         Verdict::Dropped => return Err(busy(&e, "the pool is full, retry later".into())),
     }

@@ -54,7 +54,8 @@ struct Latest {
 #[derive(Clone, Debug)]
 struct Submitted {
     expiration_ms: i64,
-    rejected: Option<String>,
+    /// The label of the rule that refused it (PROTOCOL.md §7) and its words, if refused.
+    rejected: Option<(&'static str, String)>,
 }
 
 #[derive(Default)]
@@ -161,7 +162,7 @@ impl Explorer {
         }
         if let Ok(mut s) = self.submitted.lock() {
             if let Some(entry) = s.by_id.get_mut(&id) {
-                entry.rejected.get_or_insert_with(|| error.to_string());
+                entry.rejected.get_or_insert_with(|| (error.kind(), error.to_string()));
             }
         }
     }

@@ -63,6 +63,9 @@ impl Api {
         assert!((400..500).contains(&status), "{status} {v}");
         assert_eq!(v["error"]["code"], code, "{v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+        // Every error has a kind: a refused transaction's rule, else its code again.
+        let kind = v["error"]["kind"].as_str().unwrap_or_default();
+        assert!(if code == "rejected" { !kind.is_empty() } else { kind == code }, "{v}");
     }
 }
 
@@ -123,8 +126,12 @@ fn explorer_api_serves_submits_proves_and_streams() {
     let mut bad_sig = transfer(&faucet, 99);
     let last = bad_sig.len() - 1;
     bad_sig[last] ^= 1;
-    api.refused(api.post("application/octet-stream", &bad_sig), "rejected");
-    api.refused(api.post("application/octet-stream", b"garbage"), "rejected");
+    let refused = api.post("application/octet-stream", &bad_sig);
+    assert_eq!(refused.1["error"]["kind"], "bad_signature", "{}", refused.1);
+    api.refused(refused, "rejected");
+    let garbage = api.post("application/octet-stream", b"garbage");
+    assert_eq!(garbage.1["error"]["kind"], "decode", "{}", garbage.1);
+    api.refused(garbage, "rejected");
     api.refused(api.post("application/octet-stream", b""), "bad_request");
     api.refused(api.post("application/json", b"{\"hex\": \"zz\"}"), "bad_request");
     api.refused(api.post("application/json", b"[1,2"), "bad_request");
@@ -176,6 +183,7 @@ fn explorer_api_serves_submits_proves_and_streams() {
     let (sb, vb) = api.post("application/octet-stream", &b);
     assert_eq!((sa, sb), (202, 400), "{va} {vb}");
     assert_eq!(vb["error"]["code"], "rejected", "{vb}");
+    assert_eq!(vb["error"]["kind"], "insufficient_balance", "{vb}");
     assert!(vb["error"]["message"].as_str().unwrap().contains("balance"), "{vb}");
     // Sent again while pending, the first is still accepted.
     let (again, _) = api.post("application/octet-stream", &a);
@@ -189,6 +197,10 @@ fn explorer_api_serves_submits_proves_and_streams() {
     });
     let vb = api.ok(&format!("/v1/transactions/{idb}"));
     assert!(vb["reason"].as_str().unwrap().contains("balance"), "{vb}");
+    // Remembered with its rule's kind and its real expiration.
+    assert_eq!(vb["kind"], "insufficient_balance", "{vb}");
+    let expiration = engine::tx::SignedTransaction::decode_with_id(&b, CHAIN).unwrap().0.tx.expiration_ms;
+    assert_eq!(vb["expiration_ms"], expiration, "{vb}");
 
     // Accounts: balances, and the state proof of the latest ledger.
     let receiver: Address = engine::SecretKey::from_bytes(&{
