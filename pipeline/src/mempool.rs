@@ -202,6 +202,12 @@ impl Mempool {
         self.pool().entries.contains_key(id)
     }
 
+    /// Whether `refusal` of transaction `id` only says it is already pending: a second copy,
+    /// whose fate is the first one's (a client that sends it again is answered as accepted).
+    pub fn pending_again(&self, id: &TxId, refusal: &TxError) -> bool {
+        matches!(refusal, TxError::Replayed(_)) && self.contains(id)
+    }
+
     /// Those of `ids` not pending, in their order.
     pub fn missing(&self, ids: &[TxId]) -> Vec<TxId> {
         let pool = self.pool();

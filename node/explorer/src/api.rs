@@ -341,7 +341,7 @@ async fn submit(
     match admission(&e, &submitter, stx, id).await? {
         Verdict::Admitted => {}
         // Sent again while pending: the first copy's fate is the transaction's.
-        Verdict::Refused(TxError::Replayed(_)) if submitter.mempool().contains(&id) => {}
+        Verdict::Refused(err) if submitter.mempool().pending_again(&id, &err) => {}
         Verdict::Refused(err) => {
             if let Ok(mut s) = e.submitted.lock() {
                 // A transaction already committed stays "committed" whatever a resubmission says.

@@ -300,7 +300,7 @@ pub(crate) fn decode_frames(
 pub(crate) fn answer_lines(
     ids: FrameIds,
     verdicts: Option<&[(TxId, Verdict)]>,
-    pending: impl Fn(&TxId) -> bool,
+    pending_again: impl Fn(&TxId, &TxError) -> bool,
 ) -> Vec<String> {
     ids.into_iter()
         .map(|id| match id {
@@ -309,7 +309,7 @@ pub(crate) fn answer_lines(
                 None => "rejected busy: no verdict in time, the node is far behind; retry later".to_owned(),
                 Some(Verdict::Admitted) => format!("accepted {id}"),
                 // Sent again while pending: the first copy's fate is the transaction's.
-                Some(Verdict::Refused(TxError::Replayed(_))) if pending(&id) => format!("accepted {id}"),
+                Some(Verdict::Refused(e)) if pending_again(&id, e) => format!("accepted {id}"),
                 Some(Verdict::Refused(e)) => format!("rejected {e}"),
                 Some(Verdict::Dropped) => "rejected busy: the pool is full, retry later".to_owned(),
             },

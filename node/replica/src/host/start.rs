@@ -442,7 +442,7 @@ fn start_submit_server(
         }
         let (ids, batch) = crate::run::decode_frames(&frames, &chain_id);
         if batch.is_empty() {
-            return crate::run::answer_lines(ids, Some(&[]), |_| false);
+            return crate::run::answer_lines(ids, Some(&[]), |_, _| false);
         }
         let (send, verdicts) = std::sync::mpsc::sync_channel(1);
         let reply: pipeline::Reply = Box::new(move |v| {
@@ -460,7 +460,7 @@ fn start_submit_server(
             }
         };
         let pool = submitter.mempool();
-        crate::run::answer_lines(ids, verdicts.as_deref(), |id| pool.contains(id))
+        crate::run::answer_lines(ids, verdicts.as_deref(), |id, e| pool.pending_again(id, e))
     };
     std::thread::Builder::new()
         .name("caasiope-submit".into())
