@@ -146,10 +146,15 @@ fn follow(
         .timeout_recv_body(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let mut next = from;
+    // The id of the last event seen: a stream that breaks resumes right after it.
+    let mut last: Option<String> = None;
+    let url = format!("{api}{}?from={from}", routes::STREAM);
     while !stop.load(Ordering::Relaxed) {
-        let url = format!("{api}{}?from={next}", routes::STREAM);
-        let Ok(mut r) = agent.get(&url).call() else {
+        let mut request = agent.get(&url);
+        if let Some(id) = &last {
+            request = request.header("last-event-id", id);
+        }
+        let Ok(mut r) = request.call() else {
             std::thread::sleep(Duration::from_millis(200));
             continue;
         };
@@ -174,6 +179,9 @@ fn follow(
                 let field = |name: &str| {
                     event.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_owned())
                 };
+                if let Some(id) = field("id:") {
+                    last = Some(id);
+                }
                 if field("event:").as_deref() == Some(routes::STREAM_EVENT_TRANSACTION) {
                     let Some(data) = field("data:") else { continue };
                     let Ok(tx) = serde_json::from_str::<api::TxRef>(&data) else { continue };
@@ -184,11 +192,6 @@ fn follow(
                                 seen_count.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                    }
-                } else if field("event:").as_deref() == Some(routes::STREAM_EVENT_LEDGER) {
-                    // Resume after this ledger if the stream breaks.
-                    if let Some(h) = field("id:").and_then(|h| h.parse::<u64>().ok()) {
-                        next = h;
                     }
                 }
             }

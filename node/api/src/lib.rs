@@ -16,6 +16,7 @@ mod openapi;
 mod proof;
 pub mod routes;
 mod schema;
+mod stream;
 mod tx;
 
 pub use self::{
@@ -26,5 +27,6 @@ pub use self::{
     openapi::openapi,
     proof::{Proof, ProofKind, Validators},
     schema::{AddressText, HashHex, PublicKeyHex, TxBytes},
+    stream::{StreamEnd, StreamEndReason},
     tx::{Accepted, AcceptedStatus, SubmitHex, TxState, TxStatus},
 };

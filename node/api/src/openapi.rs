@@ -8,8 +8,8 @@
 use utoipa::OpenApi;
 
 use crate::{
-    Accepted, Account, ErrorBody, EvidencePage, HistoryPage, Ledger, Proof, Status, SubmitHex, TxRef,
-    TxStatus, Validators,
+    Accepted, Account, ErrorBody, EvidencePage, HistoryPage, Ledger, Proof, Status, StreamEnd, SubmitHex,
+    TxRef, TxStatus, Validators,
     schema::{AddressText, HashHex, TxBytes},
 };
 
@@ -18,7 +18,7 @@ use crate::{
     info(
         title = "Caasiope explorer API",
         version = "1",
-        description = "Amounts are raw integer units (10^-8). Errors are {error: {code, message}} \
+        description = "Amounts are raw integer units (10^-8). Errors are {error: {code, kind, message}} \
                        (ErrorBody). docs/API.md tells the same in prose."
     ),
     paths(
@@ -26,7 +26,7 @@ use crate::{
         proof_account, validators, evidence, stream, openapi_json
     ),
     // The stream's events are not answers of their own: named here so the document defines them.
-    components(schemas(Ledger, TxRef, ErrorBody))
+    components(schemas(Ledger, TxRef, ErrorBody, StreamEnd))
 )]
 struct Doc;
 
@@ -171,21 +171,25 @@ fn validators() {}
 )]
 fn evidence() {}
 
-/// Server-sent events: `ledger` then its `transaction`s, from a height.
+/// Server-sent events: `ledger` then its `transaction`s, from a height or after an event.
 ///
-/// Event `ledger` carries a Ledger, event `transaction` a TxRef; the id of each event is its
-/// ledger's height, so a client that reconnects with `from` = last id + 1 misses nothing.
+/// Event `ledger` carries a Ledger (id: its height `H`), event `transaction` a TxRef (id: `H:I`,
+/// its ledger's height and its index); a client that reconnects with `Last-Event-ID` (the id of
+/// the last event it got) misses nothing. The server ends a stream with event `end` carrying a
+/// StreamEnd (`lagged`: the client fell too far behind; `stopping`).
 #[utoipa::path(
     get,
     path = "/v1/stream",
     params(
-        ("from" = Option<u64>, Query, description = "First ledger height (default: the next one)."),
-        ("address" = Option<AddressText>, Query, description = "Only transactions touching this address."),
+        ("from" = Option<u64>, Query, description = "First ledger height, at most the head + 1 (default: the next one)."),
+        ("address" = Option<AddressText>, Query, description = "Only transactions touching this address (input, output or fee payer)."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (`H` or `H:I`, H at most the head); wins over `from`."),
     ),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Bad height or address", body = ErrorBody),
-        (status = 503, description = "Too many live streams", body = ErrorBody),
+        (status = 400, description = "Bad height, address or event id", body = ErrorBody),
+        (status = 503, description = "Too many live streams", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again"))),
     )
 )]
 fn stream() {}

@@ -45,10 +45,13 @@ pub const ALL: [&str; 13] = [
     OPENAPI,
 ];
 
-/// Stream event of a ledger; its data is a [`crate::Ledger`], its id the ledger's height.
+/// Stream event of a ledger; its data is a [`crate::Ledger`], its id the ledger's height (`H`).
 pub const STREAM_EVENT_LEDGER: &str = "ledger";
-/// Stream event of a transaction of the ledger before it; its data is a [`crate::TxRef`].
+/// Stream event of a transaction of the ledger before it; its data is a [`crate::TxRef`], its
+/// id the ledger's height and the transaction's index in its block (`H:I`).
 pub const STREAM_EVENT_TRANSACTION: &str = "transaction";
+/// Last event of a stream the server ends; its data is a [`crate::StreamEnd`], it has no id.
+pub const STREAM_EVENT_END: &str = "end";
 
 /// Largest history page (`limit`).
 pub const HISTORY_LIMIT_MAX: usize = 1000;

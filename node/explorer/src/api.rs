@@ -2,10 +2,7 @@
 //! busy or stopping, 500 only for a store that cannot be read); untrusted path, query and body
 //! input is parsed here with bounded sizes, never with a panic.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, atomic::AtomicUsize},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use api::{ErrorCode, routes};
 use axum::{
@@ -61,7 +58,7 @@ impl ApiError {
     pub(super) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
     }
-    fn unavailable() -> Self {
+    pub(super) fn unavailable() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "the process is stopping")
     }
 }
@@ -90,7 +87,6 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The router of the API.
 pub(crate) fn router(explorer: Shared) -> Router {
-    let streams = Arc::new(AtomicUsize::new(0));
     Router::new()
         .route(routes::STATUS, get(status))
         .route(routes::LEDGER_LATEST, get(ledger_latest))
@@ -104,7 +100,7 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route(routes::VALIDATORS, get(validators))
         .route(routes::EVIDENCE, get(evidence))
         .route(routes::OPENAPI, get(|| async { Json(api::openapi()) }))
-        .route(routes::STREAM, get(move |s, q| super::stream::stream(s, q, streams.clone())))
+        .route(routes::STREAM, get(super::stream::stream))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
@@ -138,6 +134,7 @@ pub async fn serve(listener: tokio::net::TcpListener, explorer: Shared, stats: A
             return;
         }
     };
+    tokio::spawn(super::feed::run(explorer.clone()));
     super::listener::serve(listener, router(explorer), limits::API_HEADER_DEADLINE).await;
 }
 
@@ -201,6 +198,16 @@ pub(super) struct StoredLedger {
 /// the store (a block of 10,000 transactions is ~10 ms to decode and hash: the cache serves the
 /// repeated reads of recent ledgers — every live stream reads each new one).
 pub(super) fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<StoredLedger>>, ApiError> {
+    read_ledger(e, height, true)
+}
+
+/// Ledger `height` as [`stored_ledger`], kept in the cache of recent ledgers if `remember`
+/// (a replaying stream reads old ledgers once: they would only push the recent ones out).
+pub(super) fn read_ledger(
+    e: &Explorer,
+    height: u64,
+    remember: bool,
+) -> Result<Option<Arc<StoredLedger>>, ApiError> {
     if height > *e.head.borrow() {
         return Ok(None);
     }
@@ -211,6 +218,9 @@ pub(super) fn stored_ledger(e: &Explorer, height: u64) -> Result<Option<Arc<Stor
     let txs = e.reader.block(height)?.unwrap_or_default();
     let ids = txs.iter().map(|t| t.tx.id(&e.chain_id)).collect();
     let ledger = Arc::new(StoredLedger { height, header, certificate, txs, ids });
+    if !remember {
+        return Ok(Some(ledger));
+    }
     if let Ok(mut recent) = e.recent.lock() {
         if recent.len() >= limits::API_RECENT_LEDGERS {
             recent.pop_front();

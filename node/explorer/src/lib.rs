@@ -10,6 +10,7 @@
 //! ```
 
 mod api;
+mod feed;
 mod listener;
 mod stream;
 
@@ -30,6 +31,7 @@ use pipeline::IntakeSubmitter;
 use storage::StoreReader;
 
 pub use self::api::serve;
+pub use ::api::StreamEndReason;
 use limits::SUBMITTED_MAX;
 
 /// What the explorer asks of the process that runs it: to count the submissions refused as
@@ -40,6 +42,10 @@ pub trait Host: Send + Sync + 'static {
     fn refused_busy(&self);
     /// A request body did not arrive whole within its deadline (answered 408; for its metrics).
     fn body_deadline_missed(&self);
+    /// `live` streams are connected now (for its metrics).
+    fn streams(&self, live: usize);
+    /// A stream was ended with a final event saying why (for its metrics).
+    fn stream_ended(&self, reason: StreamEndReason);
     /// The process's metrics as Prometheus text.
     fn metrics_text(&self) -> String;
 }
@@ -90,6 +96,9 @@ pub struct Explorer {
     recent: Mutex<VecDeque<Arc<api::StoredLedger>>>,
     /// Height of the latest ledger the API may serve (its rows are in the store).
     head: tokio::sync::watch::Sender<u64>,
+    /// Each committed ledger's stream events, rendered once for every live stream.
+    feed: feed::Feed,
+    streams: stream::Streams,
     /// Taken away by [`Explorer::close`] so the intake can stop.
     submitter: Mutex<Option<IntakeSubmitter>>,
     host: Arc<dyn Host>,
@@ -125,6 +134,7 @@ impl Explorer {
         sets.insert(p.genesis_validators.hash(), p.genesis_validators);
         sets.insert(p.state.validators().hash(), p.state.validators().clone());
         let (head, _) = tokio::sync::watch::channel(p.state.head().height);
+        let feed = feed::Feed::new(p.state.head().height + 1);
         Arc::new(Self {
             chain_id: params.chain_id.clone(),
             params,
@@ -134,6 +144,8 @@ impl Explorer {
             submitted: Mutex::new(SubmittedSet::default()),
             recent: Mutex::new(VecDeque::new()),
             head,
+            feed,
+            streams: stream::Streams::default(),
             submitter: Mutex::new(Some(p.submitter)),
             host: p.host,
         })
@@ -169,9 +181,15 @@ impl Explorer {
 
     /// Submissions end (the process is stopping): the intake's queue can close.
     pub fn close(&self) {
+        self.feed.close();
         if let Ok(mut s) = self.submitter.lock() {
             s.take();
         }
+    }
+
+    /// `/v1/stream` subscribers connected now.
+    pub fn live_streams(&self) -> usize {
+        self.streams.live()
     }
 
     fn submitter(&self) -> Option<IntakeSubmitter> {

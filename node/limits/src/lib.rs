@@ -180,11 +180,37 @@ pub const API_BODY_DEADLINE: Duration = Duration::from_secs(10);
 /// (`Retry-After`).
 pub const API_RETRY_AFTER_SECS: u32 = 1;
 
-/// Live `/v1/stream` subscribers served at once; more are refused as busy.
-pub const STREAMS_MAX: usize = 256;
+/// Live `/v1/stream` subscribers served at once; more are refused as busy (503, `Retry-After`).
+/// A live subscriber costs its connection and a cursor: the events of each ledger are rendered
+/// once and shared.
+pub const STREAMS_MAX: usize = 2_048;
 
-/// Ledgers a stream reads ahead of what its client consumed.
-pub const STREAM_BUFFER_LEDGERS: usize = 16;
+/// Latest ledgers whose rendered events the explorer keeps for its live streams, at most
+/// [`STREAM_RING_BYTES`] of them (at least one ledger). A live subscriber that falls further
+/// behind is cut with a final `end` event (`lagged`) and resumes from the store when it
+/// reconnects.
+pub const STREAM_RING_LEDGERS: usize = 64;
+
+/// Bytes of rendered events the explorer keeps for its live streams.
+pub const STREAM_RING_BYTES: usize = 32 << 20;
+
+/// A stream replaying ledgers older than those kept reads the store by pages of at most this
+/// many ledgers …
+pub const STREAM_PAGE_LEDGERS: u64 = 16;
+
+/// … and stops a page once it holds this many bytes of events (a page holds at least one
+/// ledger's).
+pub const STREAM_PAGE_BYTES: usize = 256 << 10;
+
+/// Replay pages held at once by all streams (one per replaying stream; more wait): replays
+/// hold at most this many pages in memory.
+pub const STREAM_REPLAY_PAGES: usize = 64;
+
+/// Replay pages read from the store at once (on blocking threads).
+pub const STREAM_REPLAY_READS: usize = 2;
+
+/// A stream with nothing to send writes a keep-alive comment this often.
+pub const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Recent ledgers the explorer keeps decoded (with their ids).
 pub const API_RECENT_LEDGERS: usize = 16;

@@ -69,6 +69,10 @@ pub(crate) struct Metrics {
     pub(crate) height_bytes: AtomicU64,
     pub(crate) signing_halted: AtomicU64,
     pub(crate) last_commit_unix_ms: AtomicU64,
+    /// Live `/v1/stream` subscribers of this process's explorer.
+    pub(crate) api_streams: AtomicU64,
+    /// Streams the explorer ended: lagged, stopping ([`explorer::StreamEndReason`] order).
+    pub(crate) api_stream_ends: [AtomicU64; 2],
     /// The public edge: what each listener counted (`caasiope-edge`).
     pub(crate) edge: Edge,
     /// More metrics text, rendered after these (the ClickHouse replicator's).
@@ -109,6 +113,18 @@ impl explorer::Host for ProcessView {
 
     fn body_deadline_missed(&self) {
         self.metrics.edge.api.deadline_missed();
+    }
+
+    fn streams(&self, live: usize) {
+        self.metrics.api_streams.store(live as u64, Ordering::Relaxed);
+    }
+
+    fn stream_ended(&self, reason: explorer::StreamEndReason) {
+        let i = match reason {
+            explorer::StreamEndReason::Lagged => 0,
+            explorer::StreamEndReason::Stopping => 1,
+        };
+        self.metrics.api_stream_ends[i].fetch_add(1, Ordering::Relaxed);
     }
 
     fn metrics_text(&self) -> String {
@@ -195,6 +211,7 @@ impl Metrics {
                 }
             }
         }
+        crate::process_metrics::render(&mut out);
         if let Some(extra) = self.extra.get() {
             out.push_str(&(extra.0)());
         }
@@ -259,6 +276,8 @@ const FAMILIES: &[(&str, &str, &str, Sample)] = &[
     ("edge_accepted_connections_total", "Connections a listener accepted within its bounds.", "counter", Sample::ByListener(|e| &e.accepted)),
     ("edge_refused_connections_total", "Connections a listener closed at once: it held its most (full) or their source (an IPv4 address or IPv6 /64) held its share (source).", "counter", Sample::Refused),
     ("edge_deadline_closed_connections_total", "Connections closed because a request header, a request body, an admin request or a submit frame did not arrive whole within its deadline, or a submit client did not take its answers within it (an API connection silent after an answer is not counted).", "counter", Sample::ByListener(|e| &e.deadline_closed)),
+    ("api_streams", "Live /v1/stream subscribers of this process's explorer.", "gauge", Sample::Value(|m| &m.api_streams)),
+    ("api_stream_ends_total", "Streams the explorer ended with a final event: the subscriber fell behind the kept ledgers (lagged), or the process was stopping.", "counter", Sample::Labelled("reason", &["lagged", "stopping"], |m| &m.api_stream_ends)),
     ("info", "Role and transport of this process.", "gauge", Sample::Info),
 ];
 

@@ -15,6 +15,7 @@ mod config;
 mod host;
 pub mod identity;
 mod network;
+mod process_metrics;
 mod run;
 pub mod signer;
 pub mod wal;

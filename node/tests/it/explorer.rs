@@ -40,6 +40,14 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
     }
 
+    /// `GET path` with one extra header.
+    fn get_with(&self, path: &str, name: &str, value: &str) -> (u16, Value) {
+        let mut r = self.agent.get(&format!("{}{path}", self.base)).header(name, value).call().unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
+    }
+
     fn ok(&self, path: &str) -> Value {
         let (status, v) = self.get(path);
         assert_eq!(status, 200, "{path}: {v}");
@@ -359,5 +367,99 @@ fn explorer_api_serves_submits_proves_and_streams() {
     assert_eq!(report["committed"], 80, "{report}");
     assert!(report["finality_ms"]["p50"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["reads"]["count"].as_u64().unwrap() > 0, "{report}");
+    net.stop_all();
+}
+
+/// A stream event: name, id and data.
+type Event = (String, String, String);
+
+/// The events of `GET /v1/stream?{query}` (keep-alive comments skipped), sent with
+/// `Last-Event-ID: last` if given, up to the first `n` or the first that is `done`.
+fn stream_events(
+    api: &Api,
+    query: &str,
+    last: Option<&str>,
+    n: usize,
+    done: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut request = api.agent.get(&format!("{}/v1/stream?{query}", api.base));
+    if let Some(id) = last {
+        request = request.header("last-event-id", id);
+    }
+    let mut r = request.call().unwrap();
+    assert_eq!(r.status(), 200, "stream ?{query} after {last:?}");
+    let mut reader = r.body_mut().as_reader();
+    let (mut text, mut buf, mut out) = (String::new(), [0u8; 4096], Vec::new());
+    while out.len() < n && !out.last().is_some_and(&done) {
+        let got = reader.read(&mut buf).unwrap();
+        assert!(got > 0, "the stream ended after {} events", out.len());
+        text.push_str(std::str::from_utf8(&buf[..got]).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field =
+                |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+            let Some(event) = field("event:") else { continue };
+            out.push((event, field("id:").unwrap_or_default(), field("data:").unwrap_or_default()));
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+/// Resumed after any event it sent, with `Last-Event-ID` (which wins over `from`), a stream sends
+/// exactly what followed that event: live from the feed, then again from the store after the
+/// explorer restarted (its feed then starts at its new head).
+#[test]
+fn the_stream_resumes_after_any_event_live_or_from_the_store() {
+    let mut net = Localnet::init_n(1, 200);
+    net.start(0);
+    net.start(1);
+    let mut api = Api::new(&net);
+    let up =
+        |api: &Api| api.agent.get(&format!("{}/healthz", api.base)).call().is_ok_and(|r| r.status() == 200);
+    net.wait("the explorer's API", 30, |_| up(&api));
+    let faucet = net.faucet();
+    let mut ids = Vec::new();
+    for n in 0..8u64 {
+        let (status, v) = api.post("application/octet-stream", &transfer(&faucet, n));
+        assert_eq!(status, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let committed = |api: &Api| {
+        ids.iter().all(|id| api.get(&format!("/v1/transactions/{id}")).1["status"] == "committed")
+    };
+    net.wait("the transfers to commit", 60, |_| committed(&api));
+    let top =
+        ids.iter().map(|id| api.ok(&format!("/v1/transactions/{id}"))["height"].as_u64().unwrap()).max();
+    // Everything from ledger 1 to the ledger after the last transfer.
+    let head = top.unwrap() + 1;
+    net.wait("one more ledger", 30, |_| api.ok("/v1/status")["height"].as_u64().unwrap() >= head);
+    let all = stream_events(&api, "from=1", None, usize::MAX, |e| e.0 == "ledger" && e.1 == head.to_string());
+    let txs: Vec<&Event> = all.iter().filter(|e| e.0 == "transaction").collect();
+    for id in &ids {
+        assert!(txs.iter().any(|e| e.2.contains(id.as_str())), "{id} streamed");
+    }
+    for (event, id, _) in &all {
+        // Ledger events are named by height, transactions by height and index.
+        assert_eq!(id.contains(':'), event == "transaction", "{event} {id}");
+    }
+    let check = |api: &Api, all: &[Event], how: &str| {
+        for k in 0..all.len() - 1 {
+            let rest = &all[k + 1..];
+            let resumed = stream_events(api, "from=1", Some(&all[k].1), rest.len(), |_| false);
+            assert_eq!(resumed, rest, "{how}: resumed after {}", all[k].1);
+        }
+    };
+    check(&api, &all, "live");
+    api.refused(api.get_with("/v1/stream", "last-event-id", "7:x"), "bad_request");
+    api.refused(api.get_with("/v1/stream", "last-event-id", "18446744073709551615"), "bad_request");
+
+    net.kill9(1);
+    net.start(1);
+    api = Api::new(&net);
+    net.wait("the explorer's API again", 30, |_| up(&api));
+    let replayed = stream_events(&api, "from=1", None, all.len(), |_| false);
+    assert_eq!(replayed, all, "replayed from the store");
+    check(&api, &all, "from the store");
     net.stop_all();
 }
