@@ -98,6 +98,16 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Many live `/v1/stream` subscribers against one explorer: its extra CPU, memory and
+    /// threads against the same transaction load without them (same run), every event checked
+    /// in order, some subscribers resuming with `Last-Event-ID`.
+    Stream {
+        #[command(flatten)]
+        args: crate::stream_bench::StreamBench,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// The load generator: funds fresh accounts from KEY's account, pre-signs transfers among
     /// them, submits them to an explorer's API at a fixed rate and follows its event stream;
     /// reports submitted / committed / rejected, committed tx/s against the offered rate, and

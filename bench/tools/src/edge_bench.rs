@@ -67,7 +67,12 @@ pub struct EdgeBench {
 const TARGET_P99_MS: f64 = 50.0;
 
 /// One HTTP/1.1 request from `source` on a fresh connection: the status and the body.
-async fn request(source: IpAddr, to: SocketAddr, head: &str, body: &[u8]) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn request(
+    source: IpAddr,
+    to: SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let mut s = connect(source, to).await?;
         s.write_all(format!("{head}\r\nhost: {to}\r\nconnection: close\r\n").as_bytes()).await?;
@@ -85,7 +90,7 @@ async fn request(source: IpAddr, to: SocketAddr, head: &str, body: &[u8]) -> any
     Ok((status, body.to_owned()))
 }
 
-async fn connect(source: IpAddr, to: SocketAddr) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(source: IpAddr, to: SocketAddr) -> anyhow::Result<TcpStream> {
     let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding {source}"))?;
     Ok(socket.connect(to).await?)

@@ -16,6 +16,7 @@ mod net_bench;
 mod net_kernel;
 mod pipeline_bench;
 mod stats;
+mod stream_bench;
 
 use exit::Output;
 
@@ -24,6 +25,7 @@ pub use self::{
     demo::run as demo,
     edge_bench::EdgeBench,
     localnet::{init_command as localnet_init, run as localnet},
+    stream_bench::StreamBench,
 };
 
 /// Runs one `caasiope bench …` command.
@@ -38,6 +40,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
             net_bench::run(net_bench::NetBench { messages: usize::try_from(messages)?, rounds, transport })
         }
         BenchCommand::Edge { args, json: _ } => edge_bench::run(&args),
+        BenchCommand::Stream { args, json: _ } => stream_bench::run(&args),
         BenchCommand::Load {
             api,
             rate,
