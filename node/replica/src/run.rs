@@ -174,7 +174,7 @@ fn reply(mut stream: &TcpStream, line: &str) -> std::io::Result<()> {
 }
 
 /// One client: frames of `u32 big-endian length ‖ signed transaction bytes`; each is answered
-/// with the line `accept` returns, `accepted <id>` or `rejected <reason>`. Acceptance means the
+/// with the line `accept` returns, `accepted <id>` or `rejected <kind>: <reason>`. Acceptance means the
 /// transaction passed what intake checks (decoding; in consensus mode also its signatures);
 /// later rules (balances, conflicts) may still keep it out of a ledger.
 /// Reads poll every 250 ms so a stop request or an idle client ends the connection promptly.
@@ -217,7 +217,7 @@ fn serve_connection(
         if let Some(len) = oversized {
             return reply(
                 &stream,
-                &format!("rejected frame of {len} bytes is over the limit of {TX_BYTES_MAX}"),
+                &format!("rejected too_large: frame of {len} bytes is over the limit of {TX_BYTES_MAX}"),
             );
         }
         if buf.len() >= 4 && buf.len() >= 4 + (u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize)
@@ -229,7 +229,7 @@ fn serve_connection(
         if buf.is_empty() {
             frame_started = None;
         } else if frame_started.get_or_insert_with(std::time::Instant::now).elapsed() >= frame_deadline {
-            reply(&stream, &format!("rejected frame not received whole within {frame_deadline:?}"))?;
+            reply(&stream, &format!("rejected timeout: frame not received whole within {frame_deadline:?}"))?;
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         match stream.read(&mut chunk) {
@@ -273,7 +273,7 @@ fn take_frames(buf: &mut Vec<u8>) -> (Vec<Vec<u8>>, Option<usize>) {
 }
 
 /// Per submitted frame, its id or why it does not decode.
-pub(crate) type FrameIds = Vec<Result<TxId, String>>;
+pub(crate) type FrameIds = Vec<Result<TxId, TxError>>;
 
 /// Decodes submitted frames: per frame its id or why it does not decode, and those that
 /// decoded (the transaction and its id), to submit as one batch.
@@ -289,28 +289,30 @@ pub(crate) fn decode_frames(
                 ids.push(Ok(id));
                 batch.push((stx, id));
             }
-            Err(e) => ids.push(Err(e.to_string())),
+            Err(e) => ids.push(Err(TxError::Decode(e))),
         }
     }
     (ids, batch)
 }
 
 /// The answer line of each frame: `accepted <id>` when admission admitted it (or it is already
-/// pending), `rejected <reason>` otherwise — what the API answers 202 and 4xx/503 for.
+/// pending), `rejected <kind>: <reason>` otherwise — what the API answers 202 and 4xx/503 for,
+/// with the same `kind` (the rule's label, PROTOCOL.md §7, or `busy`).
 pub(crate) fn answer_lines(
     ids: FrameIds,
     verdicts: Option<&[(TxId, Verdict)]>,
     pending_again: impl Fn(&TxId, &TxError) -> bool,
 ) -> Vec<String> {
+    let refused = |e: &TxError| format!("rejected {}: {e}", e.kind());
     ids.into_iter()
         .map(|id| match id {
-            Err(why) => format!("rejected {why}"),
+            Err(e) => refused(&e),
             Ok(id) => match verdicts.and_then(|v| v.iter().find(|(v, _)| *v == id)).map(|(_, v)| v) {
                 None => "rejected busy: no verdict in time, the node is far behind; retry later".to_owned(),
                 Some(Verdict::Admitted) => format!("accepted {id}"),
                 // Sent again while pending: the first copy's fate is the transaction's.
                 Some(Verdict::Refused(e)) if pending_again(&id, e) => format!("accepted {id}"),
-                Some(Verdict::Refused(e)) => format!("rejected {e}"),
+                Some(Verdict::Refused(e)) => refused(e),
                 Some(Verdict::Dropped) => "rejected busy: the pool is full, retry later".to_owned(),
             },
         })
@@ -368,6 +370,27 @@ mod tests {
 
     /// One source holds its share of the port and is told when it asks for more; another
     /// source is served meanwhile.
+    #[test]
+    fn every_frame_is_answered_with_its_verdict_and_kind() {
+        let (admitted, refused, pending, late) =
+            (engine::Hash([1; 32]), engine::Hash([2; 32]), engine::Hash([3; 32]), engine::Hash([4; 32]));
+        let (garbage, _) = decode_frames(&[b"garbage".to_vec()], "localnet");
+        let ids = garbage.into_iter().chain([Ok(admitted), Ok(refused), Ok(pending), Ok(late)]).collect();
+        let verdicts = [
+            (admitted, Verdict::Admitted),
+            (refused, Verdict::Refused(TxError::Replayed(refused))),
+            (pending, Verdict::Refused(TxError::Replayed(pending))),
+        ];
+        let lines = answer_lines(ids, Some(&verdicts), |id, _| *id == pending);
+        assert!(lines[0].starts_with("rejected decode: "), "{}", lines[0]);
+        assert_eq!(lines[1], format!("accepted {admitted}"));
+        assert!(lines[2].starts_with("rejected replayed: "), "{}", lines[2]);
+        // Sent again while pending: its first copy's fate.
+        assert_eq!(lines[3], format!("accepted {pending}"));
+        // No verdict in time.
+        assert!(lines[4].starts_with("rejected busy: "), "{}", lines[4]);
+    }
+
     #[test]
     fn a_source_past_its_share_of_the_submit_port_is_told_and_closed() {
         static STOP: AtomicBool = AtomicBool::new(false);
@@ -457,7 +480,7 @@ mod tests {
         }
         let mut rest = String::new();
         let _ = s.read_to_string(&mut rest);
-        assert_eq!(rest.trim_end(), "rejected frame not received whole within 500ms");
+        assert_eq!(rest.trim_end(), "rejected timeout: frame not received whole within 500ms");
         assert_eq!(stats.deadline_closed.load(Ordering::Relaxed), 1);
         STOP.store(true, Ordering::Relaxed);
         server.join().unwrap();

@@ -284,7 +284,9 @@ fn four_validators_commit_survive_crashes_and_never_fork_without_quorum() {
         let answer = net.submit((k % 4) as usize, &transfer(&faucet, k));
         assert!(answer.starts_with("accepted "), "{answer}");
     }
-    assert!(net.submit(1, b"garbage").starts_with("rejected "));
+    // Refused with the rule's label, as the API's `kind`.
+    let garbage = net.submit(1, b"garbage");
+    assert!(garbage.starts_with("rejected decode: "), "{garbage}");
     net.wait("20 transactions committed on every process", 60, |n| {
         all.iter().all(|&i| n.metric(i, "caasiope_committed_txs_total").unwrap_or(0) >= 20)
     });

@@ -449,14 +449,14 @@ fn start_submit_server(
             let _ = send.send(v);
         });
         if submitter.submit_decoded_with(Origin::Client, batch, reply).is_err() {
-            return vec!["rejected the process is stopping".to_owned(); ids.len()];
+            return vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()];
         }
         let verdicts = match verdicts.recv_timeout(limits::SUBMIT_VERDICT_TIMEOUT) {
             Ok(verdicts) => Some(verdicts),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
             // The intake dropped the reply: it is stopping.
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return vec!["rejected the process is stopping".to_owned(); ids.len()];
+                return vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()];
             }
         };
         let pool = submitter.mempool();
