@@ -36,7 +36,8 @@ pub enum ErrorCode {
     Rejected,
     /// Overloaded: too many transactions pending or live streams (503).
     Busy,
-    /// A body larger than a transaction may be (413).
+    /// A body larger than a transaction may be (413), a request target over 8 KiB (414), or
+    /// header fields over 64 or 16 KiB (431).
     TooLarge,
     /// A request body that did not arrive whole within the deadline (408).
     Timeout,

@@ -87,7 +87,8 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The router of the API.
 pub(crate) fn router(explorer: Shared) -> Router {
-    Router::new()
+    let cors = super::gate::cors_layer(&explorer.cors);
+    let router = Router::new()
         .route(routes::STATUS, get(status))
         .route(routes::LEDGER_LATEST, get(ledger_latest))
         .route(routes::LEDGER, get(ledger_at))
@@ -113,7 +114,13 @@ pub(crate) fn router(explorer: Shared) -> Router {
         })
         .layer(DefaultBodyLimit::max(2 * TX_BYTES_MAX + 1024))
         .layer(axum::middleware::map_request(super::listener::body_deadline))
-        .with_state(explorer)
+        .layer(axum::middleware::from_fn(super::gate::head_limits));
+    // Outermost: every answer, errors included, carries the CORS headers.
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+    .with_state(explorer)
 }
 
 /// Serves the API on `listener` until the runtime stops, counting its connections in `stats`.

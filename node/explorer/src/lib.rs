@@ -11,6 +11,7 @@
 
 mod api;
 mod feed;
+mod gate;
 mod listener;
 mod stream;
 
@@ -102,11 +103,48 @@ pub struct Explorer {
     /// Taken away by [`Explorer::close`] so the intake can stop.
     submitter: Mutex<Option<IntakeSubmitter>>,
     host: Arc<dyn Host>,
+    cors: Cors,
 }
 
 impl std::fmt::Debug for Explorer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Explorer").field("chain_id", &self.chain_id).finish_non_exhaustive()
+    }
+}
+
+/// Which web pages' scripts may read the API's answers (CORS): `api_cors_origins` of the
+/// configuration. The API has no cookies or credentials, so any origin is the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// Any origin (`*`).
+    #[default]
+    Any,
+    /// These origins only (`scheme://host[:port]`).
+    Origins(Vec<String>),
+    /// No CORS headers: browsers keep answers from other origins' scripts.
+    Off,
+}
+
+impl Cors {
+    /// The policy of a configured list: `["*"]` any origin, `[]` none, else these origins.
+    pub fn from_list(list: &[String]) -> Result<Self, String> {
+        match list {
+            [] => Ok(Self::Off),
+            [any] if any == "*" => Ok(Self::Any),
+            origins => {
+                for o in origins {
+                    let Some((scheme, rest)) = o.split_once("://") else {
+                        return Err(format!("{o:?} is not an origin (scheme://host[:port]) nor \"*\""));
+                    };
+                    let host_ok = !rest.is_empty()
+                        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+                    if !matches!(scheme, "http" | "https") || !host_ok {
+                        return Err(format!("{o:?} is not an origin (http[s]://host[:port], no path)"));
+                    }
+                }
+                Ok(Self::Origins(origins.to_vec()))
+            }
+        }
     }
 }
 
@@ -118,6 +156,7 @@ pub struct ExplorerParts {
     pub reader: StoreReader,
     pub submitter: IntakeSubmitter,
     pub host: Arc<dyn Host>,
+    pub cors: Cors,
 }
 
 impl std::fmt::Debug for ExplorerParts {
@@ -148,6 +187,7 @@ impl Explorer {
             streams: stream::Streams::default(),
             submitter: Mutex::new(Some(p.submitter)),
             host: p.host,
+            cors: p.cors,
         })
     }
 
@@ -202,5 +242,31 @@ impl Explorer {
 
     fn validator_set(&self, hash: &Hash) -> Option<ValidatorSet> {
         self.sets.lock().ok()?.get(hash).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cors;
+
+    #[test]
+    fn cors_policies_from_the_configuration() {
+        let list = |l: &[&str]| Cors::from_list(&l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(list(&["*"]), Ok(Cors::Any));
+        assert_eq!(list(&[]), Ok(Cors::Off));
+        assert_eq!(
+            list(&["https://a.example", "http://127.0.0.1:8080", "http://[::1]:3000"]),
+            Ok(Cors::Origins(vec![
+                "https://a.example".into(),
+                "http://127.0.0.1:8080".into(),
+                "http://[::1]:3000".into()
+            ]))
+        );
+        for bad in
+            ["a.example", "https://a.example/", "ftp://a.example", "https://", "*.example", "https://a b"]
+        {
+            assert!(list(&[bad]).is_err(), "{bad}");
+        }
+        assert!(list(&["*", "https://a.example"]).is_err(), "* is alone or not at all");
     }
 }

@@ -110,7 +110,9 @@ pub(crate) async fn serve(mut listener: Limited, router: Router, header_deadline
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(header_deadline);
+            http.timer(TokioTimer::new())
+                .header_read_timeout(header_deadline)
+                .max_buf_size(limits::API_READ_BUFFER_BYTES);
             if let Err(e) = http.serve_connection(TokioIo::new(conn), service).await
                 && e.is_timeout()
                 && reading.load(Ordering::Relaxed)

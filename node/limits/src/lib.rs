@@ -173,6 +173,20 @@ pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// connection longer.
 pub const API_HEADER_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Longest request target (path and query) the API reads; longer is answered 414.
+pub const API_URI_BYTES_MAX: usize = 8 << 10;
+
+/// Largest header block (names and values) the API reads; larger is answered 431 …
+pub const API_HEADER_BYTES_MAX: usize = 16 << 10;
+
+/// … as are more header fields than this.
+pub const API_HEADERS_MAX: usize = 64;
+
+/// Most bytes an API connection buffers from its client (hyper's read buffer): a request head
+/// that does not fit is refused by hyper (431, no body). Bounds the memory of connections
+/// that send long heads: [`API_CONNECTIONS_MAX`] × this.
+pub const API_READ_BUFFER_BYTES: usize = 32 << 10;
+
 /// A request's body must arrive whole within this of its header (answered 408 otherwise).
 pub const API_BODY_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -310,6 +324,9 @@ const _: () = {
     assert!(POOL_TXS_MAX <= SUBMITTED_MAX);
     // Streams are connections too.
     assert!(STREAMS_MAX < API_CONNECTIONS_MAX);
+    // hyper's minimum; the limits answered with a JSON body must fit in it.
+    assert!(API_READ_BUFFER_BYTES >= 8192);
+    assert!(API_URI_BYTES_MAX + API_HEADER_BYTES_MAX < API_READ_BUFFER_BYTES);
     // One source's share of a listener leaves room for others.
     assert!(API_CONNECTIONS_PER_SOURCE < API_CONNECTIONS_MAX);
     assert!(SUBMIT_CONNECTIONS_PER_SOURCE < SUBMIT_CONNECTIONS_MAX);

@@ -76,6 +76,8 @@ struct File {
     #[serde(default)]
     peers: Vec<PeerSpec>,
     api_listen: Option<SocketAddr>,
+    /// Origins whose scripts may read the API (CORS): `["*"]` (the default) any, `[]` none.
+    api_cors_origins: Option<Vec<String>>,
     clickhouse: Option<storage::ClickHouseConfig>,
 }
 
@@ -129,6 +131,8 @@ pub struct NodeConfig {
     pub net: Option<NetConfig>,
     /// The explorer's public HTTP API (explorers only).
     pub api_listen: Option<SocketAddr>,
+    /// The API's CORS policy (`api_cors_origins`).
+    pub api_cors: explorer::Cors,
     /// Replication into ClickHouse (explorers only).
     pub clickhouse: Option<storage::ClickHouseConfig>,
 }
@@ -185,6 +189,11 @@ impl NodeConfig {
         if f.api_listen.is_some() && (f.role != Role::Explorer || net.is_none()) {
             bail!("api_listen is for a networked explorer (role = \"explorer\" with a network section)");
         }
+        if f.api_cors_origins.is_some() && f.api_listen.is_none() {
+            bail!("config {}: api_cors_origins is for an explorer with api_listen", path.display());
+        }
+        let api_cors = explorer::Cors::from_list(f.api_cors_origins.as_deref().unwrap_or(&["*".to_owned()]))
+            .map_err(|e| anyhow::anyhow!("config {}: api_cors_origins: {e}", path.display()))?;
         if let Some(ch) = &f.clickhouse {
             if f.role != Role::Explorer || net.is_none() {
                 bail!(
@@ -195,6 +204,7 @@ impl NodeConfig {
         }
         Ok(Self {
             api_listen: f.api_listen,
+            api_cors,
             clickhouse: f.clickhouse,
             net,
             role: f.role,
@@ -232,5 +242,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(NodeConfig::load(&path).unwrap().sync, Sync::SafeNoSync);
+    }
+
+    #[test]
+    fn cors_origins_are_for_an_api_and_default_to_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        let base =
+            "role = \"validator\"\ndata_dir = \"data\"\ngenesis = \"g.toml\"\nvalidator_key = \"v.key\"\n";
+        std::fs::write(&path, base).unwrap();
+        assert_eq!(NodeConfig::load(&path).unwrap().api_cors, explorer::Cors::Any);
+        std::fs::write(&path, format!("{base}api_cors_origins = [\"https://a.example\"]\n")).unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("api_cors_origins is for an explorer"), "{e}");
     }
 }

@@ -350,6 +350,39 @@ fn explorer_api_serves_submits_proves_and_streams() {
     api.refused((status, body), "bad_request");
     api.refused(api.get("/v1/validators/0"), "not_found");
     api.refused(api.get("/v1/nothing"), "not_found");
+    // Heads over their limits: 414 and 431 with the JSON error body (hyper alone sends none).
+    let long = format!("/v1/ledgers/1?pad={}", "x".repeat(9_000));
+    let mut r = api.agent.get(&format!("{}{long}", api.base)).call().unwrap();
+    assert_eq!(r.status(), 414);
+    let body: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    api.refused((414, body), "too_large");
+    let mut request = api.agent.get(&format!("{}/v1/status", api.base));
+    for i in 0..70 {
+        request = request.header(format!("x-pad-{i}"), "y");
+    }
+    let mut r = request.call().unwrap();
+    assert_eq!(r.status(), 431);
+    let body: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    api.refused((431, body), "too_large");
+    // CORS (the default: any origin): a browser's preflight of a JSON submission, and the
+    // headers on an answer, errors included.
+    let origin = "https://wallet.example";
+    let r = api
+        .agent
+        .options(&format!("{}/v1/transactions", api.base))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(r.headers()["access-control-allow-headers"].to_str().unwrap().contains("content-type"));
+    for path in ["/v1/status", "/v1/nothing"] {
+        let r = api.agent.get(&format!("{}{path}", api.base)).header("origin", origin).call().unwrap();
+        assert_eq!(r.headers()["access-control-allow-origin"], "*", "{path}");
+    }
     // … and the process keeps serving.
     assert_eq!(api.ok("/v1/status")["chain_id"], CHAIN);
 

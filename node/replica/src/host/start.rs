@@ -367,6 +367,7 @@ fn start_explorer(
         reader: io.store.reader(),
         submitter: io.intake.submitter().context("intake closed at start")?,
         host: Arc::new(view),
+        cors: cfg.api_cors.clone(),
     });
     let _ = slot.set(explorer.clone());
     let listener = runtime

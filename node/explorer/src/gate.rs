@@ -1,0 +1,56 @@
+//! What every API request passes before its route: the size of its head (answered 414/431 with
+//! the JSON error body, where hyper alone would answer an empty one) and the CORS policy.
+
+use std::time::Duration;
+
+use api::ErrorCode;
+use axum::{
+    extract::Request,
+    http::{HeaderName, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::{Cors, api::ApiError};
+
+use limits::{API_HEADER_BYTES_MAX, API_HEADERS_MAX, API_URI_BYTES_MAX};
+
+/// Refuses a request whose target or header block is over its limit, with the JSON body.
+/// (A head over hyper's read buffer, [`limits::API_READ_BUFFER_BYTES`], or with more header
+/// fields than hyper parses is refused by hyper itself: 431 with no body.)
+pub(crate) async fn head_limits(request: Request, next: Next) -> Response {
+    let target = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > API_URI_BYTES_MAX {
+        let message = format!("the request target is {target} bytes, over the limit of {API_URI_BYTES_MAX}");
+        return ApiError::new(StatusCode::URI_TOO_LONG, ErrorCode::TooLarge, message).into_response();
+    }
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > API_HEADERS_MAX || bytes > API_HEADER_BYTES_MAX {
+        let message = format!(
+            "{} header fields of {bytes} bytes: at most {API_HEADERS_MAX} fields of {API_HEADER_BYTES_MAX} bytes",
+            headers.len()
+        );
+        return ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ErrorCode::TooLarge, message)
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The CORS layer of a policy (`None`: no CORS headers). Scripts may `GET` and `POST` with a
+/// `Content-Type` (a JSON or binary submission) and a `Last-Event-ID`, and read `Retry-After`.
+pub(crate) fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(3_600));
+    match cors {
+        Cors::Any => Some(layer.allow_origin(AllowOrigin::any())),
+        Cors::Origins(origins) => Some(layer.allow_origin(
+            origins.iter().filter_map(|o| header::HeaderValue::from_str(o).ok()).collect::<Vec<_>>(),
+        )),
+        Cors::Off => None,
+    }
+}
