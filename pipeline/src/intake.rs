@@ -291,6 +291,11 @@ impl Intake {
         }
     }
 
+    /// The counters themselves (histograms included), shared: what a metrics endpoint reads.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Every counter now.
     pub fn metrics(&self) -> MetricsSnapshot {
         let depths =

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::validate::TxError;
+use exposition::{Fast, Histogram};
 
 /// The intake's stages, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct Metrics {
     rejected: [AtomicU64; TxError::KINDS.len()],
     rebased_in_place: AtomicU64,
     rebased_again: AtomicU64,
+    /// Time to verify one batch (decode, hash, stateless checks, signatures).
+    verify_batch: Histogram<Fast>,
 }
 
 impl Default for Metrics {
@@ -59,6 +62,7 @@ impl Default for Metrics {
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             rebased_in_place: AtomicU64::new(0),
             rebased_again: AtomicU64::new(0),
+            verify_batch: Histogram::default(),
         }
     }
 }
@@ -69,6 +73,14 @@ impl Metrics {
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.txs.fetch_add(txs as u64, Ordering::Relaxed);
         c.busy_ns.fetch_add(busy_ns, Ordering::Relaxed);
+        if stage == Stage::Verify {
+            self.verify_batch.observe(std::time::Duration::from_nanos(busy_ns));
+        }
+    }
+
+    /// The histogram of batch verification times.
+    pub fn verify_batches(&self) -> &Histogram<Fast> {
+        &self.verify_batch
     }
 
     /// Counts committed ledgers the post-state moved onto: `in_place` without applying the

@@ -114,7 +114,8 @@ pub(crate) fn router(explorer: Shared) -> Router {
         })
         .layer(DefaultBodyLimit::max(2 * TX_BYTES_MAX + 1024))
         .layer(axum::middleware::map_request(super::listener::body_deadline))
-        .layer(axum::middleware::from_fn(super::gate::head_limits));
+        .layer(axum::middleware::from_fn(super::gate::head_limits))
+        .layer(axum::middleware::from_fn_with_state(explorer.clone(), super::gate::timed));
     // Outermost: every answer, errors included, carries the CORS headers.
     match cors {
         Some(cors) => router.layer(cors),
@@ -352,8 +353,10 @@ async fn submit(
     // Decoded here once (for its id and a clear error); the intake checks the stateless rules
     // and the signatures on its own pool, then admits it against the post-state — the one
     // state check on its way in — and answers with its verdict.
-    let (stx, id) = SignedTransaction::decode_with_id(&bytes, &e.chain_id)
-        .map_err(|err| ApiError::rejected(&TxError::Decode(err)))?;
+    let (stx, id) = SignedTransaction::decode_with_id(&bytes, &e.chain_id).map_err(|err| {
+        e.host.undecodable();
+        ApiError::rejected(&TxError::Decode(err))
+    })?;
     let expiration_ms = stx.tx.expiration_ms;
     match admission(&e, &submitter, stx, id).await? {
         Verdict::Admitted => {}

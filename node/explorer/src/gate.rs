@@ -1,18 +1,21 @@
 //! What every API request passes before its route: the size of its head (answered 414/431 with
 //! the JSON error body, where hyper alone would answer an empty one) and the CORS policy.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::ErrorCode;
 use axum::{
-    extract::Request,
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{Cors, api::ApiError};
+use super::{
+    Cors,
+    api::{ApiError, Shared},
+};
 
 use limits::{API_HEADER_BYTES_MAX, API_HEADERS_MAX, API_URI_BYTES_MAX};
 
@@ -36,6 +39,17 @@ pub(crate) async fn head_limits(request: Request, next: Next) -> Response {
             .into_response();
     }
     next.run(request).await
+}
+
+/// Times every request, from its head read to its answer's head (a stream: to its first byte),
+/// for the host's `api_request_duration_seconds{route, status}`.
+pub(crate) async fn timed(State(e): State<Shared>, request: Request, next: Next) -> Response {
+    let at = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    e.host.api_request(route, response.status().as_u16(), at.elapsed());
+    response
 }
 
 /// The CORS layer of a policy (`None`: no CORS headers). Scripts may `GET` and `POST` with a

@@ -47,6 +47,11 @@ pub trait Host: Send + Sync + 'static {
     fn streams(&self, live: usize);
     /// A stream was ended with a final event saying why (for its metrics).
     fn stream_ended(&self, reason: StreamEndReason);
+    /// A submission was not a transaction's canonical bytes (for its metrics).
+    fn undecodable(&self);
+    /// An API request on `route` (the router's pattern, or `unmatched`) was answered `status`
+    /// after `elapsed` (for its metrics).
+    fn api_request(&self, route: &str, status: u16, elapsed: std::time::Duration);
     /// The process's metrics as Prometheus text.
     fn metrics_text(&self) -> String;
 }

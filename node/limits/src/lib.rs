@@ -229,6 +229,13 @@ pub const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Recent ledgers the explorer keeps decoded (with their ids).
 pub const API_RECENT_LEDGERS: usize = 16;
 
+/// Client transactions whose admission time a process keeps until they commit (for
+/// `caasiope_submit_to_commit_seconds`); the oldest are forgotten first.
+pub const SUBMIT_CLOCK_TXS_MAX: usize = 65_536;
+
+/// … and for at most this long (past any transaction's time to live).
+pub const SUBMIT_CLOCK_AGE_MAX: Duration = Duration::from_secs(2 * 3_600);
+
 /// Transactions submitted through this explorer whose fate it remembers (oldest forgotten
 /// first).
 pub const SUBMITTED_MAX: usize = 1_000_000;

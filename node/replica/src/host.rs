@@ -26,7 +26,7 @@ use pipeline::Intake;
 use storage::Store;
 
 pub(crate) use self::{ingress::Event, start::run};
-use crate::{admin::Metrics, config::Role, network::Bans, signer::SignerFile, wal::Wal};
+use crate::{config::Role, metrics::Metrics, network::Bans, signer::SignerFile, wal::Wal};
 
 /// A live connection to a peer.
 struct Link {
@@ -66,6 +66,8 @@ struct Io {
     timer_kinds: HashMap<u64, Timer>,
     timer_seq: u64,
     metrics: Arc<Metrics>,
+    /// What the host times for the metrics' histograms.
+    clocks: crate::metrics::Clocks,
     gossip_out: Vec<SignedTransaction>,
     gossip_due: Option<Instant>,
     sync_cursor: usize,

@@ -28,7 +28,7 @@ use net::{
     transport::Transport,
 };
 
-use crate::{admin::Metrics, host::Event};
+use crate::{host::Event, metrics::Metrics};
 use limits::{
     BAN_MAX, BAN_MIN, FRAMES_IN_FLIGHT_PER_PEER, HANDSHAKES_MAX, HANDSHAKES_PER_SOURCE,
     SERVE_BYTES_PER_SECOND, SERVE_LEDGERS_PER_SECOND, SERVE_QUEUE_MAX, SERVES_AT_ONCE,
@@ -231,8 +231,12 @@ async fn accept_peers(
                 }
             };
             // Beyond the bounds a connection is closed at once; a listed peer redials.
+            let refused = |reason: &str| {
+                metrics.refused_handshakes[crate::metrics::handshake_refusal(reason)]
+                    .fetch_add(1, Ordering::Relaxed);
+            };
             let Ok(slot) = handshakes.admit(from.ip()) else {
-                metrics.refused_handshakes.fetch_add(1, Ordering::Relaxed);
+                refused("busy");
                 continue;
             };
             let Ok(stream) = conns.transport.wrap(tcp) else { continue };
@@ -240,14 +244,24 @@ async fn accept_peers(
             let (shared, conn_cfg, generation) =
                 (conns.shared.clone(), conns.conn_cfg.clone(), conns.generation.clone());
             tokio::spawn(async move {
+                let refused = |reason: &str| {
+                    let i = crate::metrics::handshake_refusal(reason);
+                    shared.metrics.refused_handshakes[i].fetch_add(1, Ordering::Relaxed);
+                };
                 let handshake =
                     tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
                 drop(slot);
-                let Ok(Ok(tls)) = handshake else { return };
-                let Some(peer) = identities.iter().position(|p| *p == tls.peer) else { return };
+                let tls = match handshake {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(_)) => return refused("tls"),
+                    Err(_) => return refused("timeout"),
+                };
+                let Some(peer) = identities.iter().position(|p| *p == tls.peer) else {
+                    return refused("unknown_identity");
+                };
                 // A penalized peer is not heard until its ban ends.
                 if shared.bans.banned(peer) {
-                    return;
+                    return refused("banned");
                 }
                 let (handle, inbound, driver) = connection(conn_cfg);
                 let gen_ = generation.fetch_add(1, Ordering::Relaxed);
@@ -480,7 +494,7 @@ mod tests {
             "a new source is closed at once"
         );
         assert!(node.dial().await.is_err(), "no handshake slot while the strangers hold them all");
-        assert!(node.metrics.refused_handshakes.load(Ordering::Relaxed) >= 2);
+        assert!(node.metrics.refused_handshakes[0].load(Ordering::Relaxed) >= 2);
 
         drop(strangers);
         node.peer_connects().await;
@@ -497,7 +511,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(Listening::closed(node.stranger([127, 0, 3, 1]).await).await, "the source's next is closed");
-        assert_eq!(node.metrics.refused_handshakes.load(Ordering::Relaxed), 1);
+        assert_eq!(node.metrics.refused_handshakes[0].load(Ordering::Relaxed), 1);
         node.peer_connects().await;
         // Its held connections still wait for their handshakes (not refused).
         let mut first = strangers.swap_remove(0);

@@ -77,10 +77,11 @@ impl Host {
     }
 
     /// Copies the driver's and the intake's figures into the metrics the admin endpoint serves.
-    fn export_metrics(&self) {
+    fn export_metrics(&mut self) {
         let m = &self.io.metrics;
         let stats = self.driver.stats();
         if let Some(core) = self.driver.core() {
+            self.io.clocks.at_round((core.height(), core.round()), m);
             m.round.store(u64::from(core.round()), Ordering::Relaxed);
             m.rounds_started.store(core.stats().rounds_started, Ordering::Relaxed);
         }
@@ -138,6 +139,9 @@ impl Host {
                     return Ok(());
                 }
                 let ids: Vec<TxId> = txs.iter().map(|v| v.id).collect();
+                if from.is_none() {
+                    self.io.clocks.admitted(ids.iter().copied());
+                }
                 self.driver.on_pooled(&mut self.io, &ids)?;
                 // A client's transactions are gossiped on once the pool takes them.
                 if from.is_none() && self.io.gossip_out.len() < limits::GOSSIP_QUEUE_TXS_MAX {

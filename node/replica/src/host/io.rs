@@ -138,14 +138,20 @@ impl Storage for Io {
 
     fn commit(&mut self, c: &Committed, state: &State) -> Result<(), StorageError> {
         let Committed { ledger, applied, diff } = c;
-        self.store
-            .commit(LedgerToCommit {
-                applied,
-                transactions: &ledger.transactions,
-                certificate: &ledger.certificate,
-                state,
-            })
-            .map_err(|e| storage_error(format!("storing ledger {}: {e}", ledger.header.height)))?;
+        let (store, metrics) = (&mut self.store, &self.metrics);
+        crate::metrics::timed(
+            |d| metrics.store_commit.observe(d),
+            || {
+                store.commit(LedgerToCommit {
+                    applied,
+                    transactions: &ledger.transactions,
+                    certificate: &ledger.certificate,
+                    state,
+                })
+            },
+        )
+        .map_err(|e| storage_error(format!("storing ledger {}: {e}", ledger.header.height)))?;
+        self.clocks.committed(&applied.tx_ids, &self.metrics);
         let height = ledger.header.height;
         if self.announce {
             println!(

@@ -26,8 +26,9 @@ use storage::Store;
 
 use super::{Event, Host, Io, PeerSlot};
 use crate::{
-    admin::{self, Metrics},
+    admin,
     config::{NetConfig, NodeConfig, Role},
+    metrics::{self, Metrics},
     network::{self, Bans, PeerIndex, Shared},
     run::{open_store, serve_submissions, stop_on_signals},
     signer::SignerFile,
@@ -87,10 +88,11 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let (core, wal, signer, signed) = open_consensus(cfg, key, chain_id)?;
     let explorer_slot: ExplorerSlot = Arc::new(OnceLock::new());
     let intake = start_intake(cfg, &chain, mempool, events_tx.clone(), explorer_slot.clone())?;
+    let _ = metrics.intake.set(intake.shared_metrics());
     let mut io = new_io(cfg, peers, intake, store, signer, bans, metrics.clone());
     if let Some(api_listen) = cfg.api_listen {
         let view =
-            admin::ProcessView { metrics: metrics.clone(), role: role_name, transport: transport_name };
+            metrics::ProcessView { metrics: metrics.clone(), role: role_name, transport: transport_name };
         start_explorer(cfg, api_listen, &chain, &mut io, view, &explorer_slot, &runtime)?;
     }
     if let Some(ch) = cfg.clickhouse.clone() {
@@ -328,6 +330,7 @@ fn new_io(
         timer_kinds: HashMap::new(),
         timer_seq: 0,
         metrics,
+        clocks: crate::metrics::Clocks::default(),
         gossip_out: Vec::new(),
         gossip_due: None,
         sync_cursor: 0,
@@ -351,7 +354,7 @@ fn start_explorer(
     api_listen: SocketAddr,
     chain: &Chain,
     io: &mut Io,
-    view: admin::ProcessView,
+    view: metrics::ProcessView,
     slot: &ExplorerSlot,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
@@ -394,7 +397,7 @@ fn start_replicator(
             .context("starting the ClickHouse replicator")?,
     );
     let r = Arc::downgrade(&replicator);
-    let _ = metrics.extra.set(admin::ExtraMetrics(Box::new(move || {
+    let _ = metrics.extra.set(metrics::ExtraMetrics(Box::new(move || {
         r.upgrade().map(|r| r.metrics_text()).unwrap_or_default()
     })));
     io.replicator = Some(replicator);
@@ -442,6 +445,10 @@ fn start_submit_server(
             return vec![format!("rejected busy: {why}"); frames.len()];
         }
         let (ids, batch) = crate::run::decode_frames(&frames, &chain_id);
+        let undecodable = ids.len() - batch.len();
+        if undecodable > 0 {
+            metrics.undecodable_submissions[1].fetch_add(undecodable as u64, Ordering::Relaxed);
+        }
         if batch.is_empty() {
             return crate::run::answer_lines(ids, Some(&[]), |_, _| false);
         }

@@ -58,7 +58,7 @@ fn read() -> Option<Process> {
 }
 
 /// Appends the `process_*` families (nothing where `/proc` cannot be read).
-pub(crate) fn render(out: &mut String) {
+pub fn render(out: &mut String) {
     let Some(p) = read() else { return };
     let families: [(&str, &str, &str, String); 7] = [
         (
