@@ -7,7 +7,7 @@ use rustls::ClientConfig;
 use tokio::{net::TcpStream, time::Instant};
 
 use crate::{
-    conn::{ConnConfig, ConnError, Inbound, PeerHandle, connection},
+    conn::{ConnConfig, ConnError, Inbound, LinkStats, PeerHandle, connection},
     secure,
     transport::Transport,
 };
@@ -49,14 +49,15 @@ pub enum Attempt {
     Ended(ConnError),
 }
 
-/// Dials `addr` until a TLS connection is up, then runs it, handing the caller its handle and
-/// inbound queues through `on_connect`; when it ends, reports it through `on_attempt`, waits
-/// and dials again. Runs until the caller drops the future (or `on_connect` returns `false`).
+/// Dials `addr` until a TLS connection is up, then runs it (configured by `cfg`, counted in
+/// `stats`), handing the caller its handle and inbound queues through `on_connect`; when it
+/// ends, reports it through `on_attempt`, waits and dials again. Runs until the caller drops
+/// the future (or `on_connect` returns `false`).
 pub async fn keep_connected(
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
     transport: Transport,
-    cfg: ConnConfig,
+    (cfg, stats): (ConnConfig, Arc<LinkStats>),
     backoff: Backoff,
     mut on_connect: impl FnMut(PeerHandle, Inbound) -> bool,
     mut on_attempt: impl FnMut(&Attempt, Duration),
@@ -77,7 +78,7 @@ pub async fn keep_connected(
                     return;
                 }
                 let up = Instant::now();
-                let ended = driver.run(tls).await;
+                let ended = driver.counted_in(stats.clone()).run(tls).await;
                 if up.elapsed() >= backoff.stable {
                     delay = backoff.min;
                 }

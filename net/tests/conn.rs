@@ -293,7 +293,7 @@ async fn reconnects(t: &Transport) {
         addr,
         connector,
         t.clone(),
-        cfg(),
+        (cfg(), std::sync::Arc::default()),
         backoff,
         move |handle, inbound| conn_tx.send((handle, inbound)).is_ok(),
         move |attempt, _| {
@@ -438,4 +438,37 @@ async fn outbound_bytes_are_bounded_per_channel() {
         assert_eq!(recv(&mut at_a.1, Channel::Gossip).await, vec![k; FRAME]);
     }
     tokio::time::timeout(WAIT, sending).await.unwrap().unwrap();
+}
+
+/// A link counts the frame bytes it carries both ways and the round trip of its pings, in the
+/// stats it is given (a peer's, across its connections); pings are timed on a busy link too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_counts_its_bytes_and_round_trips() {
+    let t = Transport::start(TransportChoice::Epoll).unwrap();
+    let nodes: Vec<NodeCert> = (0..2).map(|_| NodeCert::generate(30).unwrap()).collect();
+    let (addr, mut accepted) = listen(&nodes[1], vec![nodes[0].identity()], cfg(), &t).await;
+    let fast = ConnConfig { ping_interval: Duration::from_millis(50), ..cfg() };
+    let stats = std::sync::Arc::new(caasiope_net::conn::LinkStats::default());
+    let tls = dial_tls(&nodes[0], nodes[1].identity(), addr, &t).await;
+    let (handle, _inbound, driver) = connection(fast);
+    let task = tokio::spawn(driver.counted_in(stats.clone()).run(tls));
+    let mut other = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
+    // Busy: a frame every 10 ms, never quiet for a ping interval.
+    for k in 0..40u8 {
+        handle.send(Channel::Gossip, vec![k; 1_000]).unwrap();
+        assert_eq!(recv(&mut other.1, Channel::Gossip).await, vec![k; 1_000]);
+        other.0.send(Channel::Sync, vec![k; 100]).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let until = tokio::time::Instant::now() + WAIT;
+    while stats.received_bytes() < 40 * 100 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Each frame: its header and payload (plus the hello and control frames).
+    assert!(stats.sent_bytes() >= 40 * 1_000, "{}", stats.sent_bytes());
+    assert!(stats.received_bytes() >= 40 * 100, "{}", stats.received_bytes());
+    let rtt = stats.rtt().expect("a ping was timed on the busy link");
+    assert!(rtt < WAIT, "{rtt:?}");
+    drop(handle);
+    assert_eq!(ended(task).await, ConnError::Closed);
 }

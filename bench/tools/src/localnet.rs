@@ -12,6 +12,8 @@
 //! data/<name>/                 each process's store and consensus log
 //! logs/<name>.log              each process's output (localnet)
 //! localnet.json                name, role, pid and ports of every process (localnet)
+//! prometheus.yml               a Prometheus scrape configuration of every process's admin port
+//!                              (localnet; `scripts/prometheus start DIR` runs Prometheus on it)
 //! ```
 //! Ports: submit `base + i`, peer-to-peer `base + 100 + i`, admin `base + 200 + i`, where the
 //! explorer is process N; the explorer's HTTP API listens on `base + 300 + N`.
@@ -346,6 +348,7 @@ pub fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<
     }
     let json = serde_json::to_string_pretty(&processes)?;
     std::fs::write(dir.join("localnet.json"), json)?;
+    std::fs::write(dir.join("prometheus.yml"), prometheus_config(&processes))?;
     print_processes(dir, &processes);
     supervise(dir, &mut processes, &mut children, &stop_flag);
     eprintln!("caasiope: stopping the localnet");
@@ -353,6 +356,26 @@ pub fn run(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<
         stop(c, Duration::from_secs(10));
     }
     Ok(Output::Nothing)
+}
+
+/// A Prometheus configuration scraping every process's `/metrics` (admin port) every 5 s, each
+/// target labelled with its `node` name and `role` (what deploy/grafana/caasiope.json groups by).
+fn prometheus_config(processes: &[Process]) -> String {
+    let mut out = String::from(
+        "# Written by `caasiope localnet`: every process of this localnet, scraped on its admin port.\n\
+         # scripts/prometheus start DIR runs Debian's Prometheus with it; deploy/grafana/caasiope.json\n\
+         # is a dashboard over it (docs/METRICS.md).\n\
+         global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+         scrape_configs:\n  - job_name: caasiope\n    metrics_path: /metrics\n    static_configs:\n",
+    );
+    for p in processes {
+        let role = format!("{:?}", p.role).to_lowercase();
+        out += &format!(
+            "      - targets: [\"{}\"]\n        labels: {{node: \"{}\", role: \"{role}\"}}\n",
+            p.admin, p.name
+        );
+    }
+    out
 }
 
 /// Prints every process's pid and ports, and where the API and logs are.
@@ -421,4 +444,47 @@ fn print_heights(processes: &[Process]) {
         })
         .collect();
     println!("heights: {}", heights.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scrape configuration `localnet` writes is one Prometheus takes (`promtool check
+    /// config`, where promtool is installed: always in CI).
+    #[test]
+    fn the_prometheus_configuration_passes_promtool() {
+        let dir = tempfile::tempdir().unwrap();
+        let process = |name: &str, role, i: u16| Process {
+            name: name.to_owned(),
+            role,
+            config: dir.path().join(format!("{name}.toml")),
+            submit: SocketAddr::from(([127, 0, 0, 1], 7100 + i)),
+            p2p: SocketAddr::from(([127, 0, 0, 1], 7200 + i)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 7300 + i)),
+            api: None,
+            pid: None,
+        };
+        let config = prometheus_config(&[
+            process("validator-0", Role::Validator, 0),
+            process("explorer", Role::Explorer, 1),
+        ]);
+        assert!(config.contains(
+            "- targets: [\"127.0.0.1:7301\"]\n        labels: {node: \"explorer\", role: \"explorer\"}"
+        ));
+        let path = dir.path().join("prometheus.yml");
+        std::fs::write(&path, &config).unwrap();
+        match Command::new("promtool").args(["check", "config"]).arg(&path).output() {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(_) => assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is not installed (scripts/setup installs it)"
+            ),
+        }
+    }
 }

@@ -2,7 +2,13 @@
 //! frames within their channels' budgets, and the writer that serves the channels in priority
 //! order (see the module above for the rules).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -13,7 +19,9 @@ use tokio::{
     time::{Instant, timeout, timeout_at},
 };
 
-use super::{CHAIN_ID_MAX, ConnConfig, ConnError, Driver, HELLO, PING, PONG, PROTOCOL_VERSION, Payload};
+use super::{
+    CHAIN_ID_MAX, ConnConfig, ConnError, Driver, HELLO, LinkStats, PING, PONG, PROTOCOL_VERSION, Payload,
+};
 use crate::{
     frame::{self, Channel, Decoder, Frame},
     secure::{Secure, SecureError, SecureReader, SecureWriter},
@@ -26,7 +34,7 @@ impl Driver {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Self { mut outbound, inbound, inbound_room, frame_max, cfg } = self;
+        let Self { mut outbound, inbound, inbound_room, frame_max, cfg, stats } = self;
         let Secure { reader: mut rd, writer: mut wr, .. } = link;
         // Frames above their channel's budget are refused at their header.
         let mut decoder = Decoder::with_payload_max(frame_max);
@@ -36,8 +44,11 @@ impl Driver {
         };
         // Pongs the reader owes, handed to the writer.
         let (pong_tx, pong_rx) = mpsc::channel::<()>(4);
-        let reader = read_loop(&mut rd, &mut decoder, early, &pong_tx, &inbound, &inbound_room, &cfg);
-        let writer = write_loop(&mut wr, &mut outbound, pong_rx, &cfg);
+        // The ping in flight: when it was sent, for its round trip.
+        let ping = Ping { since: Instant::now(), sent_ns: AtomicU64::new(0), stats };
+        let reader =
+            read_loop(&mut rd, &mut decoder, early, &pong_tx, (&inbound, &inbound_room), &cfg, &ping);
+        let writer = write_loop(&mut wr, &mut outbound, pong_rx, &cfg, &ping);
         let end = tokio::select! {
             e = reader => e,
             e = writer => e,
@@ -51,6 +62,32 @@ impl Driver {
     }
 }
 
+/// The connection's ping in flight (one at a time) and where its round trip is counted.
+struct Ping {
+    since: Instant,
+    /// When the ping in flight was sent, ns after `since` (0: none in flight).
+    sent_ns: AtomicU64,
+    stats: Arc<LinkStats>,
+}
+
+impl Ping {
+    /// Marks a ping sent now, unless one is in flight; whether to send it.
+    fn send(&self) -> bool {
+        let now = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.sent_ns.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// A pong arrived: the round trip of the ping in flight, if any (a pong nobody asked for
+    /// measures nothing).
+    fn pong(&self) {
+        let sent = self.sent_ns.swap(0, Ordering::Relaxed);
+        if sent != 0 {
+            let elapsed = self.since.elapsed().saturating_sub(Duration::from_nanos(sent));
+            self.stats.round_trip(elapsed);
+        }
+    }
+}
+
 /// Reads frames until the connection fails: control frames answered here (a ping owes a pong,
 /// handed to the writer), every other frame queued on its channel within its budget.
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -58,9 +95,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     decoder: &mut Decoder,
     early: Vec<Frame>,
     pong_tx: &mpsc::Sender<()>,
-    inbound: &[mpsc::Sender<Payload>; 4],
-    inbound_room: &[Arc<Semaphore>; 4],
+    (inbound, inbound_room): (&[mpsc::Sender<Payload>; 4], &[Arc<Semaphore>; 4]),
     cfg: &ConnConfig,
+    ping: &Ping,
 ) -> ConnError {
     let mut pending = early;
     loop {
@@ -73,7 +110,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             return ConnError::Flood(Channel::Control);
                         }
                     }
-                    Some(&PONG) => {}
+                    Some(&PONG) => ping.pong(),
                     _ => return ConnError::Hello("unexpected control message".into()),
                 }
                 continue;
@@ -87,26 +124,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
         match timeout(cfg.idle_timeout, read).await {
             Err(_) => return ConnError::Idle(cfg.idle_timeout),
             Ok(Err(e)) => return e,
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => ping.stats.received(n),
         }
     }
 }
 
 /// Writes until the connection fails or every sender is dropped: control and consensus first,
-/// whole queues; then gossip and sync in turn, a bounded share each; a ping when quiet.
+/// whole queues; then gossip and sync in turn, a bounded share each; a ping when quiet, and one
+/// every ping interval anyway (its round trip is measured; one in flight at a time).
 async fn write_loop<W: AsyncWrite + Unpin>(
     wr: &mut SecureWriter<W>,
     outbound: &mut [mpsc::Receiver<Payload>; 4],
     mut pong_rx: mpsc::Receiver<()>,
     cfg: &ConnConfig,
+    ping: &Ping,
 ) -> ConnError {
     let [control, gossip, consensus, sync] = outbound;
     let mut out = Outgoing::default();
     let mut last_write = Instant::now();
+    let mut last_ping = Instant::now();
     let mut next_low = 0usize;
     loop {
         out.clear();
         drain(control, Channel::Control, usize::MAX, &mut out);
+        if last_ping.elapsed() >= cfg.ping_interval && ping.send() {
+            out.push(Channel::Control, vec![PING].into());
+            last_ping = Instant::now();
+        }
         while pong_rx.try_recv().is_ok() {
             out.push(Channel::Control, vec![PONG].into());
         }
@@ -129,13 +173,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Some(()) = pong_rx.recv() => out.push(Channel::Control, vec![PONG].into()),
                 r = gossip.recv() => match r { Some(p) => out.push(Channel::Gossip, p), None => return ConnError::Closed },
                 r = sync.recv() => match r { Some(p) => out.push(Channel::Sync, p), None => return ConnError::Closed },
-                () = tokio::time::sleep_until(until) => out.push(Channel::Control, vec![PING].into()),
+                () = tokio::time::sleep_until(until) => {
+                    // A ping keeps the link alive; it is timed if none is in flight.
+                    if ping.send() {
+                        last_ping = Instant::now();
+                    }
+                    out.push(Channel::Control, vec![PING].into());
+                }
             }
         }
         match timeout(cfg.write_timeout, out.write_to(wr)).await {
             Err(_) => return ConnError::WriteStalled(cfg.write_timeout),
             Ok(Err(e)) => return e.into(),
-            Ok(Ok(())) => last_write = Instant::now(),
+            Ok(Ok(())) => {
+                ping.stats.sent(out.bytes);
+                last_write = Instant::now();
+            }
         }
     }
 }

@@ -26,7 +26,14 @@
 //!
 //! Every failure ends this connection only; the caller decides about reconnecting.
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{
     OwnedSemaphorePermit, Semaphore, TryAcquireError,
@@ -378,6 +385,50 @@ pub struct Inbound {
 }
 
 /// Drives one connection: made by [`connection`], consumed by [`Driver::run`].
+/// What the connections to one peer carried: frame bytes each way and the last round trip of
+/// a ping (every [`ConnConfig::ping_interval`]), counted over every connection given it with
+/// [`Driver::counted_in`]; read by anyone (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    received_bytes: AtomicU64,
+    sent_bytes: AtomicU64,
+    /// The last round trip measured, µs (0: none yet).
+    rtt_us: AtomicU64,
+}
+
+impl LinkStats {
+    /// Frame bytes received (headers and payloads, after TLS).
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Frame bytes sent.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The last round trip of a ping to its pong, if one was measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    fn received(&self, n: usize) {
+        self.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn sent(&self, n: usize) {
+        self.sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn round_trip(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.rtt_us.store(us, Ordering::Relaxed);
+    }
+}
+
 pub struct Driver {
     outbound: [mpsc::Receiver<Payload>; 4],
     inbound: [mpsc::Sender<Payload>; 4],
@@ -385,6 +436,17 @@ pub struct Driver {
     inbound_room: [Arc<Semaphore>; 4],
     frame_max: [usize; 4],
     cfg: ConnConfig,
+    stats: Arc<LinkStats>,
+}
+
+impl Driver {
+    /// Counts this connection's bytes and round trips in `stats` (the peer's, across its
+    /// connections) rather than in its own.
+    #[must_use]
+    pub fn counted_in(mut self, stats: Arc<LinkStats>) -> Self {
+        self.stats = stats;
+        self
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -413,6 +475,7 @@ pub fn connection(cfg: ConnConfig) -> (PeerHandle, Inbound, Driver) {
             inbound_room: lanes.map(|lane| Arc::new(Semaphore::new(lane.bytes))),
             frame_max: lanes.map(|lane| lane.frame_max),
             cfg,
+            stats: Arc::default(),
         },
     )
 }

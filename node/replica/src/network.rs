@@ -264,6 +264,7 @@ async fn accept_peers(
                     return refused("banned");
                 }
                 let (handle, inbound, driver) = connection(conn_cfg);
+                let driver = driver.counted_in(shared.metrics.link_stats(peer));
                 let gen_ = generation.fetch_add(1, Ordering::Relaxed);
                 if !connected(peer, gen_, handle, inbound, &shared) {
                     return;
@@ -294,6 +295,7 @@ fn keep_dialing(
         let backoff =
             Backoff { min: Duration::from_millis(100), max: Duration::from_secs(5), ..Backoff::default() };
         let current = Arc::new(AtomicU64::new(u64::MAX));
+        let link = (conn_cfg, shared.metrics.link_stats(peer));
         let on_connect = {
             let (shared, current) = (shared.clone(), current.clone());
             move |handle: PeerHandle, inbound: Inbound| {
@@ -317,7 +319,7 @@ fn keep_dialing(
                 }
             }
         };
-        keep_connected(addr, connector, transport, conn_cfg, backoff, on_connect, on_attempt).await;
+        keep_connected(addr, connector, transport, link, backoff, on_connect, on_attempt).await;
     });
     Ok(())
 }
@@ -345,6 +347,7 @@ fn connected(
     tokio::spawn(serve_ledgers(serve_rx, handle, shared.clone(), closed.clone()));
     let (events, metrics) = (&shared.events, &shared.metrics);
     metrics.peers_connected.fetch_add(1, Ordering::Relaxed);
+    metrics.peer_connection(peer, true);
     let slots = Arc::new(tokio::sync::Semaphore::new(FRAMES_IN_FLIGHT_PER_PEER));
     let Inbound { channels } = inbound;
     for (channel, mut rx) in Channel::ALL.into_iter().zip(channels) {
@@ -361,6 +364,8 @@ fn connected(
                 };
                 if channel == Channel::Sync {
                     if let Some(height) = crate::wire::ledger_request(&payload) {
+                        // It asks for the ledger after the ones it has.
+                        metrics.peer_at(peer, height.saturating_sub(1));
                         if !serve.serve(height) {
                             metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
                         }
@@ -390,6 +395,7 @@ fn connected(
 
 fn disconnected(peer: PeerIndex, generation: u64, shared: &Shared) {
     shared.metrics.peers_connected.fetch_sub(1, Ordering::Relaxed);
+    shared.metrics.peer_connection(peer, false);
     let _ = tokio::task::block_in_place(|| shared.events.send(Event::Disconnected { peer, generation }));
 }
 

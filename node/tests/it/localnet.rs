@@ -168,6 +168,16 @@ impl Localnet {
         })
     }
 
+    /// The `/metrics` body of process `i`'s admin port.
+    pub(crate) fn metrics_text(&self, i: usize) -> String {
+        let mut s = TcpStream::connect_timeout(&self.procs[i].admin, Duration::from_millis(500)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.take(4 << 20).read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+    }
+
     pub(crate) fn height(&self, i: usize) -> u64 {
         self.metric(i, "caasiope_ledger_height").unwrap_or(0)
     }
@@ -290,6 +300,29 @@ fn four_validators_commit_survive_crashes_and_never_fork_without_quorum() {
     net.wait("20 transactions committed on every process", 60, |n| {
         all.iter().all(|&i| n.metric(i, "caasiope_committed_txs_total").unwrap_or(0) >= 20)
     });
+    // What an operator reads: every process's exposition passes promtool, and says what
+    // happened here.
+    for i in all {
+        promtool_check(&format!("process {i}"), &net.metrics_text(i));
+    }
+    let text = net.metrics_text(0);
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+    for peer in ["validator-1", "validator-2", "validator-3"] {
+        assert!(has(&text, &format!("caasiope_peer_up{{peer=\"{peer}\"}} 1")), "{peer} up:\n{text}");
+    }
+    let count = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Five of the twenty were submitted to validator 0.
+    assert!(count(&text, "caasiope_submit_to_commit_seconds_count") >= 5.0, "{text}");
+    assert!(count(&text, "caasiope_height_duration_seconds_count") >= 3.0);
+    assert!(count(&text, "caasiope_round_duration_seconds_count") >= 3.0);
+    assert!(count(&text, "caasiope_store_commit_seconds_count") >= 3.0);
+    assert!(count(&text, "caasiope_best_known_height") >= count(&text, "caasiope_ledger_height") - 1.0);
+    assert!(has(&net.metrics_text(1), "caasiope_undecodable_submissions_total{listener=\"submit\"} 1"));
 
     // One validator killed: the other three keep certifying.
     net.kill9(3);
@@ -496,4 +529,29 @@ fn bench_localnet_commits_what_it_accepts_and_reports_its_bound() {
     let runs = r["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert!(runs.iter().any(|x| x["ratio"] == r["ratio"]), "{r}");
+}
+
+/// Runs `promtool check metrics` on `text` (Debian's `prometheus` package; scripts/setup
+/// installs it): it must pass. Without promtool the check is skipped, except in CI.
+pub(crate) fn promtool_check(what: &str, text: &str) {
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(std::env::var_os("CI").is_none(), "promtool is not installed (scripts/setup installs it)");
+        eprintln!("promtool not installed: {what}'s metrics not checked");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -102,6 +102,8 @@ impl Host {
         m.wal_compactions.store(stats.wal_compactions, Ordering::Relaxed);
         m.fetched_known_txs.store(stats.fetched_known_txs, Ordering::Relaxed);
         m.height_bytes.store(self.driver.height_bytes() as u64, Ordering::Relaxed);
+        let validators = self.driver.chain().state().validators().validators().len() as u64;
+        m.tolerated_faults.store(validators.saturating_sub(1) / 3, Ordering::Relaxed);
     }
 
     /// Handles one event from the queue.
@@ -162,7 +164,11 @@ impl Host {
         let malformed = |io: &mut Io| io.penalize(peer as PeerId, Fault::BadMessage);
         match channel {
             Channel::Consensus => match decode_exact::<Message>(payload) {
-                Ok(message) => self.driver.on_message(&mut self.io, peer as PeerId, message)?,
+                Ok(message) => {
+                    // A message for height h: the sender has the ledgers below it.
+                    self.io.metrics.peer_at(peer, message.height().saturating_sub(1));
+                    self.driver.on_message(&mut self.io, peer as PeerId, message)?;
+                }
                 Err(_) => malformed(&mut self.io),
             },
             Channel::Gossip => match decode_txs(&mut Reader::new(payload), GOSSIP_TXS_MAX) {
@@ -188,7 +194,10 @@ impl Host {
                     }
                 }
                 Ok(SyncMsg::Bodies(bodies)) => self.bodies(peer, &bodies),
-                Ok(SyncMsg::Ledger(l)) => self.driver.on_ledger(&mut self.io, peer as PeerId, &l)?,
+                Ok(SyncMsg::Ledger(l)) => {
+                    self.io.metrics.peer_at(peer, l.header.height);
+                    self.driver.on_ledger(&mut self.io, peer as PeerId, &l)?;
+                }
                 Ok(SyncMsg::Evidence(proof)) => {
                     self.driver.on_evidence(&mut self.io, peer as PeerId, &proof)?
                 }

@@ -63,6 +63,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let metrics = Arc::new(Metrics::default());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
     let peers = cfg.net.as_ref().map_or(&[][..], |n| &n.peers[..]);
+    metrics.name_peers(peers.iter().map(|(spec, _)| spec.name.clone()));
     // Room for every peer's frames in flight, so one peer's flood never fills the queue for
     // the others.
     let events_max = limits::HOST_EVENTS_BASE + peers.len() * limits::FRAMES_IN_FLIGHT_PER_PEER;

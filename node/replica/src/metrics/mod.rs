@@ -16,6 +16,7 @@ use std::{
 use exposition::{Fast, Histogram, Render, Slow};
 
 mod clocks;
+mod peers;
 
 pub(crate) use self::clocks::{Clocks, timed};
 use net::frame::Channel;
@@ -72,6 +73,11 @@ pub(crate) struct Metrics {
     pub(crate) api_requests: Mutex<BTreeMap<(String, u16), Histogram<Fast>>>,
     /// The intake's own counters (its verification batches).
     pub(crate) intake: OnceLock<Arc<pipeline::Metrics>>,
+    /// The listed peers, by index.
+    pub(crate) peers: OnceLock<Vec<peers::PeerLink>>,
+    /// Faulty validators the set tolerates (`(n - 1) / 3`): how many peers' heights the best
+    /// known height does not trust.
+    pub(crate) tolerated_faults: AtomicU64,
     pub(crate) served_ledgers: AtomicU64,
     pub(crate) dropped_requests: AtomicU64,
     pub(crate) penalties: AtomicU64,
@@ -272,6 +278,7 @@ impl Metrics {
                 }
             }
         }
+        self.render_peers(&mut out);
         exposition::process::render(&mut out);
         if let Some(extra) = self.extra.get() {
             out.push_str(&(extra.0)());
@@ -436,6 +443,76 @@ mod tests {
             let line = format!("caasiope_dropped_sends_total{{channel=\"{channel}\"}} {value}");
             assert!(text.lines().any(|l| l == line), "no `{line}`");
         }
+    }
+
+    /// docs/METRICS.md lists every family a process serves, with its type.
+    #[test]
+    fn every_family_is_documented() {
+        let doc = include_str!("../../../../docs/METRICS.md");
+        let m = Metrics::default();
+        m.name_peers(["p".to_owned()]);
+        let text = m.render("validator", "epoll");
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            let row = format!("| `{name}` | {kind} |");
+            assert!(doc.contains(&row), "docs/METRICS.md has no row `{row}`");
+        }
+    }
+
+    /// Every metric the Grafana dashboard queries is one a process serves (a histogram's
+    /// through its `_bucket`, `_sum` or `_count`).
+    #[test]
+    fn the_dashboard_queries_only_served_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../deploy/grafana/caasiope.json")).unwrap();
+        let m = Metrics::default();
+        m.name_peers(["p".to_owned()]);
+        let text = m.render("validator", "epoll");
+        let families: std::collections::HashMap<&str, &str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        let mut exprs = Vec::new();
+        fn collect<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    for (k, v) in o {
+                        match (k.as_str(), v.as_str()) {
+                            ("expr" | "query", Some(e)) => out.push(e),
+                            _ => collect(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| collect(v, out)),
+                _ => {}
+            }
+        }
+        collect(&dashboard, &mut exprs);
+        assert!(exprs.len() > 30, "{} queries", exprs.len());
+        let mut queried = 0;
+        for expr in exprs {
+            let bytes = expr.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                let rest = &expr[i..];
+                let starts = (rest.starts_with("caasiope_") || rest.starts_with("process_"))
+                    && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+                if !starts {
+                    i += 1;
+                    continue;
+                }
+                let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                let name = &rest[..len];
+                let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s));
+                let served = families.contains_key(name)
+                    || histogram.is_some_and(|f| families.get(f) == Some(&"histogram"));
+                assert!(served, "the dashboard queries {name}, which no process serves ({expr})");
+                queried += 1;
+                i += len;
+            }
+        }
+        assert!(queried > 40);
     }
 
     /// A family is declared once: two entries of one name would be refused by Prometheus.
