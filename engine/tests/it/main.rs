@@ -2,5 +2,6 @@
 
 mod common;
 mod props;
+mod reference;
 mod rules;
 mod vectors;
