@@ -12,6 +12,7 @@ mod account;
 mod chain;
 mod error;
 mod evidence;
+mod header;
 mod openapi;
 mod proof;
 pub mod routes;
@@ -24,6 +25,7 @@ pub use self::{
     chain::{Certificate, Ledger, Status, Validator},
     error::{ErrorBody, ErrorCode, ErrorDetail},
     evidence::{EvidenceItem, EvidenceKind, EvidencePage},
+    header::{CertificateSignature, CertifiedHeader, HeaderPage, SetChange, SetChanges, SignedCertificate},
     openapi::openapi,
     proof::{Proof, ProofKind, Validators},
     schema::{AddressText, HashHex, PublicKeyHex, TxBytes},

@@ -8,8 +8,8 @@
 use utoipa::OpenApi;
 
 use crate::{
-    Accepted, Account, ErrorBody, EvidencePage, HistoryPage, Ledger, Proof, Status, StreamEnd, SubmitHex,
-    TxRef, TxStatus, Validators,
+    Accepted, Account, CertifiedHeader, ErrorBody, EvidencePage, HeaderPage, HistoryPage, Ledger, Proof,
+    SetChanges, Status, StreamEnd, SubmitHex, TxRef, TxStatus, Validators,
     schema::{AddressText, HashHex, TxBytes},
 };
 
@@ -23,7 +23,7 @@ use crate::{
     ),
     paths(
         status, ledger_latest, ledger, submit, transaction, account, history, proof_transaction,
-        proof_account, validators, evidence, stream, openapi_json
+        proof_account, validators, headers, header, validator_sets, evidence, stream, openapi_json
     ),
     // The stream's events are not answers of their own: named here so the document defines them.
     components(schemas(Ledger, TxRef, ErrorBody, StreamEnd))
@@ -152,6 +152,57 @@ fn proof_account() {}
     )
 )]
 fn validators() {}
+
+/// Certified headers by pages, ascending from `from`.
+#[utoipa::path(
+    get,
+    path = "/v1/headers",
+    params(
+        ("from" = Option<u64>, Query, description = "First height, at most the head (default 0)."),
+        ("limit" = Option<u32>, Query, description = "Headers per page, 1 to 1000 (default 100)."),
+    ),
+    responses(
+        (status = 200, description = "A page of certified headers", body = HeaderPage),
+        (status = 400, description = "Bad height or limit", body = ErrorBody),
+        (status = 404, description = "from above the head", body = ErrorBody),
+    )
+)]
+fn headers() {}
+
+/// A certified header: JSON, or `LedgerHeader ‖ Certificate` (engine codec) with
+/// `Accept: application/octet-stream`.
+#[utoipa::path(
+    get,
+    path = "/v1/headers/{height}",
+    params(("height" = u64, Path, description = "Ledger height.")),
+    responses(
+        (status = 200, description = "The certified header", content(
+            (CertifiedHeader = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        )),
+        (status = 400, description = "Bad height", body = ErrorBody),
+        (status = 404, description = "No ledger at that height", body = ErrorBody),
+    )
+)]
+fn header() {}
+
+/// The validator-set changes since genesis, oldest first: each a header certified by the set
+/// before it that names the set after it, with that set.
+#[utoipa::path(
+    get,
+    path = "/v1/validator-sets",
+    params(
+        ("from" = Option<u64>, Query, description = "Changes named by headers at this height and above (default 0)."),
+        ("limit" = Option<u32>, Query, description = "Changes per page, 1 to 1000 (default 100)."),
+    ),
+    responses(
+        (status = 200, description = "A page of set changes", body = SetChanges),
+        (status = 400, description = "Bad height or limit", body = ErrorBody),
+        (status = 503, description = "Still listing the changes since genesis", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again"))),
+    )
+)]
+fn validator_sets() {}
 
 /// Equivocation proofs this explorer holds, oldest offence first.
 ///

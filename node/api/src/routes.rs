@@ -21,6 +21,12 @@ pub const PROOF_TRANSACTION: &str = "/v1/proofs/transactions/{id}";
 pub const PROOF_ACCOUNT: &str = "/v1/proofs/accounts/{address}";
 /// `GET`: the validator set certifying a height ([`crate::Validators`]).
 pub const VALIDATORS: &str = "/v1/validators/{height}";
+/// `GET`: certified headers by pages ([`crate::HeaderPage`]).
+pub const HEADERS: &str = "/v1/headers";
+/// `GET`: a certified header by height ([`crate::CertifiedHeader`], or its canonical bytes).
+pub const HEADER: &str = "/v1/headers/{height}";
+/// `GET`: the validator-set changes since genesis by pages ([`crate::SetChanges`]).
+pub const VALIDATOR_SETS: &str = "/v1/validator-sets";
 /// `GET`: equivocation proofs by pages ([`crate::EvidencePage`]).
 pub const EVIDENCE: &str = "/v1/evidence";
 /// `GET`: server-sent events ([`STREAM_EVENT_LEDGER`], [`STREAM_EVENT_TRANSACTION`]).
@@ -29,7 +35,7 @@ pub const STREAM: &str = "/v1/stream";
 pub const OPENAPI: &str = "/v1/openapi.json";
 
 /// Every `/v1` route.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 16] = [
     STATUS,
     LEDGER_LATEST,
     LEDGER,
@@ -40,6 +46,9 @@ pub const ALL: [&str; 13] = [
     PROOF_TRANSACTION,
     PROOF_ACCOUNT,
     VALIDATORS,
+    HEADERS,
+    HEADER,
+    VALIDATOR_SETS,
     EVIDENCE,
     STREAM,
     OPENAPI,
@@ -52,6 +61,11 @@ pub const STREAM_EVENT_LEDGER: &str = "ledger";
 pub const STREAM_EVENT_TRANSACTION: &str = "transaction";
 /// Last event of a stream the server ends; its data is a [`crate::StreamEnd`], it has no id.
 pub const STREAM_EVENT_END: &str = "end";
+
+/// Largest page of headers or set changes (`limit`).
+pub const HEADERS_LIMIT_MAX: usize = 1_000;
+/// Default page of headers or set changes.
+pub const HEADERS_LIMIT_DEFAULT: usize = 100;
 
 /// Largest history page (`limit`).
 pub const HISTORY_LIMIT_MAX: usize = 1000;

@@ -99,6 +99,9 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route(routes::PROOF_TRANSACTION, get(tx_proof_of))
         .route(routes::PROOF_ACCOUNT, get(account_proof))
         .route(routes::VALIDATORS, get(validators))
+        .route(routes::HEADERS, get(super::headers::headers))
+        .route(routes::HEADER, get(super::headers::header_at))
+        .route(routes::VALIDATOR_SETS, get(super::headers::validator_sets))
         .route(routes::EVIDENCE, get(evidence))
         .route(routes::OPENAPI, get(|| async { Json(api::openapi()) }))
         .route(routes::STREAM, get(super::stream::stream))
@@ -143,6 +146,8 @@ pub async fn serve(listener: tokio::net::TcpListener, explorer: Shared, stats: A
         }
     };
     tokio::spawn(super::feed::run(explorer.clone()));
+    let scanner = explorer.clone();
+    tokio::task::spawn_blocking(move || super::headers::scan_history(&scanner, scanner.started_at));
     super::listener::serve(listener, router(explorer), limits::API_HEADER_DEADLINE).await;
 }
 
@@ -159,7 +164,9 @@ pub(super) fn parse_address(text: &str) -> Result<Address, ApiError> {
     text.parse().map_err(|e| ApiError::bad_request(format!("{text:?} is not an address: {e}")))
 }
 
-fn path(p: Result<Path<String>, axum::extract::rejection::PathRejection>) -> Result<String, ApiError> {
+pub(super) fn path(
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
     p.map(|Path(s)| s).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
@@ -608,12 +615,15 @@ async fn validators(
         .reader
         .header(height - 1)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {}", height - 1)))?;
-    let set = e.validator_set(&previous.validator_set_hash).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "the validator set {} (certifying height {height}) is not retained by this explorer",
-            previous.validator_set_hash
-        ))
-    })?;
+    let set = super::headers::set_certifying(&e, &e.genesis_validators, height)
+        .filter(|s| s.hash() == previous.validator_set_hash)
+        .or_else(|| e.validator_set(&previous.validator_set_hash))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the validator set {} (certifying height {height}) is not retained by this explorer",
+                previous.validator_set_hash
+            ))
+        })?;
     Ok(Json(api::Validators {
         height,
         hash: previous.validator_set_hash,

@@ -12,6 +12,7 @@
 mod api;
 mod feed;
 mod gate;
+mod headers;
 mod listener;
 mod stream;
 
@@ -97,6 +98,11 @@ pub struct Explorer {
     latest: RwLock<Arc<Latest>>,
     /// Every validator set seen, by hash: genesis's, the one at start and each change since.
     sets: Mutex<HashMap<Hash, ValidatorSet>>,
+    genesis_validators: ValidatorSet,
+    /// The head when this explorer started: the history below it is scanned for set changes.
+    started_at: u64,
+    /// The validator-set changes since genesis.
+    set_chain: Mutex<headers::SetChain>,
     submitted: Mutex<SubmittedSet>,
     /// The last ledgers read, decoded.
     recent: Mutex<VecDeque<Arc<api::StoredLedger>>>,
@@ -175,7 +181,9 @@ impl Explorer {
     pub fn new(p: ExplorerParts) -> Arc<Self> {
         let params = p.state.params().clone();
         let mut sets = HashMap::new();
-        sets.insert(p.genesis_validators.hash(), p.genesis_validators);
+        sets.insert(p.genesis_validators.hash(), p.genesis_validators.clone());
+        let set_chain = Mutex::new(headers::SetChain::new(p.state.validators().hash()));
+        let started_at = p.state.head().height;
         sets.insert(p.state.validators().hash(), p.state.validators().clone());
         let (head, _) = tokio::sync::watch::channel(p.state.head().height);
         let feed = feed::Feed::new(p.state.head().height + 1);
@@ -185,6 +193,9 @@ impl Explorer {
             reader: p.reader,
             latest: RwLock::new(Arc::new(Latest { state: p.state, certificate: p.certificate })),
             sets: Mutex::new(sets),
+            genesis_validators: p.genesis_validators,
+            started_at,
+            set_chain,
             submitted: Mutex::new(SubmittedSet::default()),
             recent: Mutex::new(VecDeque::new()),
             head,
@@ -201,6 +212,9 @@ impl Explorer {
         let height = state.head().height;
         if let Ok(mut sets) = self.sets.lock() {
             sets.entry(state.validators().hash()).or_insert_with(|| state.validators().clone());
+        }
+        if let Ok(mut chain) = self.set_chain.lock() {
+            chain.record(height, state.validators());
         }
         let latest = Arc::new(Latest { state: state.clone(), certificate: certificate.clone() });
         if let Ok(mut l) = self.latest.write() {

@@ -496,3 +496,148 @@ fn the_stream_resumes_after_any_event_live_or_from_the_store() {
     check(&api, &all, "from the store");
     net.stop_all();
 }
+
+/// What a light client follows: certified headers (JSON, bytes, pages) and the validator-set
+/// changes from genesis. The governance (the localnet's faucet) doubles the validator's weight;
+/// the change is listed with the header that names it, certified by the set before; `wallet
+/// proof` saves the changes and `verify-proof` follows them from the genesis set alone; after
+/// a restart the explorer finds the change again in its store.
+#[test]
+fn light_clients_follow_certified_headers_and_set_changes_from_genesis() {
+    use engine::{
+        Backend, Encode,
+        codec::{Decode, Reader},
+        declaration::{Declaration, ValidatorUpdate},
+        ledger::{Certificate, LedgerHeader},
+        tx::{Fee, Leg, TX_VERSION, Transaction},
+    };
+    let mut net = Localnet::init_n(1, 200);
+    net.start(0);
+    net.start(1);
+    let mut api = Api::new(&net);
+    let up =
+        |api: &Api| api.agent.get(&format!("{}/healthz", api.base)).call().is_ok_and(|r| r.status() == 200);
+    net.wait("the explorer's API", 30, |_| up(&api));
+    let genesis_text = std::fs::read_to_string(net.dir.path().join("genesis.toml")).unwrap();
+    let genesis = engine::genesis::Genesis::from_toml(&genesis_text).unwrap();
+    let faucet = net.faucet();
+    let me = faucet.public_key().address();
+    let validator = std::fs::read_to_string(net.dir.path().join("validator-0/validator.key")).unwrap();
+    let validator = engine::SecretKey::from_hex(validator.trim()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let update = Transaction {
+        version: TX_VERSION,
+        expiration_ms: now + 120_000,
+        declarations: vec![Declaration::ValidatorUpdate(ValidatorUpdate {
+            public_key: validator.public_key(),
+            weight: 2,
+        })],
+        inputs: vec![Leg { address: me, currency: Currency::CAS, amount: 1 }],
+        outputs: vec![Leg { address: me, currency: Currency::CAS, amount: 1 }],
+        message: b"weight 2".to_vec(),
+        fee: Fee { payer: me, amount: 1_000 },
+    }
+    .sign(CHAIN, &[&faucet]);
+    let (status, v) = api.post("application/octet-stream", &update.to_bytes());
+    assert_eq!(status, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    net.wait("the update to commit", 60, |_| {
+        api.get(&format!("/v1/transactions/{id}")).1["status"] == "committed"
+    });
+    let changed_at = api.ok(&format!("/v1/transactions/{id}"))["height"].as_u64().unwrap();
+    // A transfer certified by the new set, to prove.
+    let (status, v) = api.post("application/octet-stream", &transfer(&faucet, 1));
+    assert_eq!(status, 202, "{v}");
+    let later = v["id"].as_str().unwrap().to_owned();
+    net.wait("the transfer to commit", 60, |_| {
+        api.get(&format!("/v1/transactions/{later}")).1["status"] == "committed"
+    });
+    assert!(api.ok(&format!("/v1/transactions/{later}"))["height"].as_u64().unwrap() > changed_at);
+
+    // Headers: JSON fields, canonical bytes (also as octet-stream), pages.
+    let decode = |hex_text: &str| {
+        let bytes = hex::decode(hex_text).unwrap();
+        let mut r = Reader::new(&bytes);
+        let pair = (LedgerHeader::decode(&mut r).unwrap(), Certificate::decode(&mut r).unwrap());
+        r.finish().unwrap();
+        pair
+    };
+    let h = api.ok(&format!("/v1/headers/{changed_at}"));
+    let (header, certificate) = decode(h["bytes"].as_str().unwrap());
+    assert_eq!(h["hash"], header.hash(CHAIN).to_hex());
+    assert_eq!(h["height"], changed_at);
+    assert_eq!(h["certificate"]["signatures"].as_array().unwrap().len(), certificate.signatures.len());
+    certificate.verify_header(&genesis.validators, CHAIN, &header, Backend::K256).unwrap();
+    let mut r = api
+        .agent
+        .get(&format!("{}/v1/headers/{changed_at}", api.base))
+        .header("accept", "application/octet-stream")
+        .call()
+        .unwrap();
+    assert_eq!(hex::encode(r.body_mut().read_to_vec().unwrap()), h["bytes"].as_str().unwrap());
+    let page = api.ok("/v1/headers?from=0&limit=2");
+    assert_eq!(page["headers"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next"], 2);
+    let (h1, _) = decode(page["headers"][1]["bytes"].as_str().unwrap());
+    let (h0, _) = decode(page["headers"][0]["bytes"].as_str().unwrap());
+    assert_eq!(h1.previous, h0.hash(CHAIN), "the pages follow the header chain");
+    api.refused(api.get("/v1/headers?limit=0"), "bad_request");
+    api.refused(api.get("/v1/headers?from=99999999"), "not_found");
+    api.refused(api.get("/v1/headers/99999999"), "not_found");
+
+    // The set change: the header naming the new set, certified by genesis's, and the set.
+    let check_changes = |api: &Api| {
+        let changes = api.ok("/v1/validator-sets");
+        let list = changes["changes"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{changes}");
+        let (header, certificate) = decode(list[0]["header"]["bytes"].as_str().unwrap());
+        assert_eq!(header.height, changed_at);
+        certificate.verify_header(&genesis.validators, CHAIN, &header, Backend::K256).unwrap();
+        let set: engine::ledger::ValidatorSet =
+            engine::codec::decode_exact(&hex::decode(list[0]["validators"].as_str().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(set.hash(), header.validator_set_hash);
+        assert_eq!(set.validators()[0].weight, 2);
+        assert!(
+            api.ok(&format!("/v1/validator-sets?from={}", changed_at + 1))["changes"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    };
+    check_changes(&api);
+
+    // The wallet follows the change from the genesis set alone.
+    let wallet = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_caasiope"))
+            .arg("wallet")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "wallet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let proof = net.dir.path().join("later.proof.json");
+    let genesis_path = net.dir.path().join("genesis.toml");
+    wallet(&["proof", "tx", &later, "--api", &api.base, "--out", proof.to_str().unwrap()]);
+    let v = wallet(&[
+        "verify-proof",
+        "--proof",
+        proof.to_str().unwrap(),
+        "--genesis",
+        genesis_path.to_str().unwrap(),
+        "--validators",
+        net.dir.path().join("later.proof.validators.json").to_str().unwrap(),
+    ]);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["validator_set"]["trusted_as"], "genesis and the set changes since", "{v}");
+
+    // Restarted, the explorer finds the change in its store.
+    net.kill9(1);
+    net.start(1);
+    api = Api::new(&net);
+    net.wait("the explorer's API again", 30, |_| up(&api));
+    net.wait("the set changes listed", 30, |_| api.get("/v1/validator-sets").0 == 200);
+    check_changes(&api);
+    net.stop_all();
+}

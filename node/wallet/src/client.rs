@@ -121,6 +121,22 @@ impl Api {
         self.get(&format!("/v1/validators/{height}"))
     }
 
+    /// Every validator-set change named by a header below `height`, oldest first (all pages).
+    pub(crate) fn set_changes_below(&self, height: u64) -> anyhow::Result<Vec<api::SetChange>> {
+        let mut out = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let page: api::SetChanges =
+                self.get(&format!("{}?from={from}&limit=1000", api::routes::VALIDATOR_SETS))?;
+            let done = page.next.is_none_or(|n| n >= height);
+            out.extend(page.changes.into_iter().filter(|c| c.header.height < height));
+            match page.next {
+                Some(next) if !done && next > from => from = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Polls a submitted transaction until it is committed, rejected or expired, or `timeout`
     /// passes; a spinner shows progress when stderr is a terminal.
     pub(crate) fn wait(&self, id: &Hash, timeout: Duration) -> anyhow::Result<TxStatus> {

@@ -303,7 +303,9 @@ pub enum WalletCommand {
         /// The chain's genesis file, obtained from a source you trust.
         #[arg(long, value_name = "GENESIS.toml")]
         genesis: PathBuf,
-        /// The validator set certifying the proof's ledger, if not the genesis one.
+        /// The validator set certifying the proof's ledger, if not the genesis one: the file
+        /// `wallet proof` saves, with the set changes since genesis (each checked in turn,
+        /// from the genesis set).
         #[arg(long, value_name = "FILE")]
         validators: Option<PathBuf>,
         /// The hash of that set, from a source you trust (a published checkpoint).
