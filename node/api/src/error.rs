@@ -19,6 +19,7 @@ pub struct ErrorDetail {
     /// label (docs/PROTOCOL.md §7: `insufficient_balance`, `bad_signature`, `expired`, …);
     /// otherwise the code again.
     #[serde(default)]
+    #[schema(schema_with = kind_schema)]
     pub kind: String,
     /// For people; its wording is not part of the contract.
     pub message: String,
@@ -85,4 +86,15 @@ impl ErrorBody {
     pub fn of_kind(code: ErrorCode, kind: &str, message: impl Into<String>) -> Self {
         Self { error: ErrorDetail { code, kind: kind.to_owned(), message: message.into() } }
     }
+}
+
+/// The schema of [`ErrorDetail::kind`]: every code's name and every rule's label.
+fn kind_schema() -> utoipa::openapi::schema::Object {
+    let kinds: Vec<&str> =
+        ErrorCode::ALL.iter().map(|c| c.as_str()).chain(engine::validate::TxError::KINDS).collect();
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("the rule's label for `rejected` (docs/PROTOCOL.md §7), else the code"))
+        .enum_values(Some(kinds))
+        .build()
 }

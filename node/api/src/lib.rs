@@ -19,6 +19,7 @@ pub mod routes;
 mod schema;
 mod stream;
 mod tx;
+mod tx_schema;
 
 pub use self::{
     account::{Account, Balance, HistoryPage, TxRef},
@@ -28,7 +29,7 @@ pub use self::{
     header::{CertificateSignature, CertifiedHeader, HeaderPage, SetChange, SetChanges, SignedCertificate},
     openapi::openapi,
     proof::{Proof, ProofKind, Validators},
-    schema::{AddressText, HashHex, PublicKeyHex, TxBytes},
+    schema::{AddressText, HashHex, Height, PublicKeyHex, TxBytes},
     stream::{StreamEnd, StreamEndReason},
     tx::{Accepted, AcceptedStatus, SubmitHex, TxState, TxStatus},
 };

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 use crate::{
     Accepted, Account, CertifiedHeader, ErrorBody, EvidencePage, HeaderPage, HistoryPage, Ledger, Proof,
     SetChanges, Status, StreamEnd, SubmitHex, TxRef, TxStatus, Validators,
-    schema::{AddressText, HashHex, TxBytes},
+    schema::{AddressText, HashHex, Height, TxBytes},
 };
 
 #[derive(OpenApi)]
@@ -23,10 +23,11 @@ use crate::{
     ),
     paths(
         status, ledger_latest, ledger, submit, transaction, account, history, proof_transaction,
-        proof_account, validators, headers, header, validator_sets, evidence, stream, openapi_json
+        proof_account, validators, headers, header, validator_sets, evidence, stream, openapi_json, healthz,
+        metrics
     ),
     // The stream's events are not answers of their own: named here so the document defines them.
-    components(schemas(Ledger, TxRef, ErrorBody, StreamEnd))
+    components(schemas(Ledger, TxRef, ErrorBody, StreamEnd, Height))
 )]
 struct Doc;
 
@@ -47,7 +48,7 @@ fn ledger_latest() {}
 #[utoipa::path(
     get,
     path = "/v1/ledgers/{height}",
-    params(("height" = u64, Path, description = "Ledger height.")),
+    params(("height" = Height, Path, description = "Ledger height.")),
     responses(
         (status = 200, description = "Ledger", body = Ledger),
         (status = 400, description = "Bad height", body = ErrorBody),
@@ -105,7 +106,7 @@ fn account() {}
     params(
         ("address" = AddressText, Path, description = "Account address (Address32)."),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100).", minimum = 1, maximum = 1000),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page."),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (height.index).", pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$"),
     ),
     responses(
         (status = 200, description = "History page", body = HistoryPage),
@@ -144,7 +145,7 @@ fn proof_account() {}
 #[utoipa::path(
     get,
     path = "/v1/validators/{height}",
-    params(("height" = u64, Path, description = "Ledger height.")),
+    params(("height" = Height, Path, description = "Ledger height.")),
     responses(
         (status = 200, description = "Validator set", body = Validators),
         (status = 400, description = "Bad height", body = ErrorBody),
@@ -158,8 +159,8 @@ fn validators() {}
     get,
     path = "/v1/headers",
     params(
-        ("from" = Option<u64>, Query, description = "First height, at most the head (default 0)."),
-        ("limit" = Option<u32>, Query, description = "Headers per page, 1 to 1000 (default 100)."),
+        ("from" = Option<Height>, Query, description = "First height, at most the head (default 0)."),
+        ("limit" = Option<u32>, Query, description = "Headers per page, 1 to 1000 (default 100).", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "A page of certified headers", body = HeaderPage),
@@ -174,7 +175,7 @@ fn headers() {}
 #[utoipa::path(
     get,
     path = "/v1/headers/{height}",
-    params(("height" = u64, Path, description = "Ledger height.")),
+    params(("height" = Height, Path, description = "Ledger height.")),
     responses(
         (status = 200, description = "The certified header", content(
             (CertifiedHeader = "application/json"),
@@ -192,8 +193,8 @@ fn header() {}
     get,
     path = "/v1/validator-sets",
     params(
-        ("from" = Option<u64>, Query, description = "Changes named by headers at this height and above (default 0)."),
-        ("limit" = Option<u32>, Query, description = "Changes per page, 1 to 1000 (default 100)."),
+        ("from" = Option<Height>, Query, description = "Changes named by headers at this height and above (default 0)."),
+        ("limit" = Option<u32>, Query, description = "Changes per page, 1 to 1000 (default 100).", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "A page of set changes", body = SetChanges),
@@ -213,7 +214,7 @@ fn validator_sets() {}
     path = "/v1/evidence",
     params(
         ("limit" = Option<u32>, Query, description = "Proofs per page, 1 to 100 (default 100).", minimum = 1, maximum = 100),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page."),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (height.round.validator.kind).", pattern = r"^[0-9]{1,19}\.[0-9]{1,9}\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$"),
     ),
     responses(
         (status = 200, description = "A page of proofs", body = EvidencePage),
@@ -232,7 +233,7 @@ fn evidence() {}
     get,
     path = "/v1/stream",
     params(
-        ("from" = Option<u64>, Query, description = "First ledger height, at most the head + 1 (default: the next one)."),
+        ("from" = Option<Height>, Query, description = "First ledger height, at most the head + 1 (default: the next one)."),
         ("address" = Option<AddressText>, Query, description = "Only transactions touching this address (input, output or fee payer)."),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (`H` or `H:I`, H at most the head); wins over `from`."),
     ),
@@ -248,3 +249,15 @@ fn stream() {}
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
 fn openapi_json() {}
+
+/// Liveness: `ok` while the process serves.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok", content_type = "text/plain", body = String)))]
+fn healthz() {}
+
+/// The process's metrics, Prometheus text exposition 0.0.4 (docs/METRICS.md).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain; version=0.0.4", body = String))
+)]
+fn metrics() {}

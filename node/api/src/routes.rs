@@ -33,9 +33,13 @@ pub const EVIDENCE: &str = "/v1/evidence";
 pub const STREAM: &str = "/v1/stream";
 /// `GET`: the OpenAPI document ([`crate::openapi`]).
 pub const OPENAPI: &str = "/v1/openapi.json";
+/// `GET`: liveness (`ok`).
+pub const HEALTHZ: &str = "/healthz";
+/// `GET`: the process's metrics, Prometheus text (docs/METRICS.md).
+pub const METRICS: &str = "/metrics";
 
-/// Every `/v1` route.
-pub const ALL: [&str; 16] = [
+/// Every route of the API (the `/v1` routes, liveness and metrics).
+pub const ALL: [&str; 18] = [
     STATUS,
     LEDGER_LATEST,
     LEDGER,
@@ -52,6 +56,8 @@ pub const ALL: [&str; 16] = [
     EVIDENCE,
     STREAM,
     OPENAPI,
+    HEALTHZ,
+    METRICS,
 ];
 
 /// Stream event of a ledger; its data is a [`crate::Ledger`], its id the ledger's height (`H`).

@@ -39,7 +39,14 @@ impl utoipa::ToSchema for HashHex {
 
 impl utoipa::PartialSchema for AddressText {
     fn schema() -> RefOr<Schema> {
-        string("Address32 text").min_length(Some(40)).max_length(Some(40)).into()
+        // No pattern: the checksum cannot be one. Clients generating addresses for tests use
+        // the format (scripts/schemathesis/hooks.py).
+        string(
+            "Address32 text: 40 characters of the bech32 alphabet `qpzry9x8gf2tvdw0s3jn54khce6mua7l`, \
+             the last six a checksum (docs/PROTOCOL.md §3.2); answered in lower case, all upper case accepted",
+        )
+        .format(Some(utoipa::openapi::SchemaFormat::Custom("address32".into())))
+        .into()
     }
 }
 
@@ -58,6 +65,28 @@ impl utoipa::PartialSchema for PublicKeyHex {
 impl utoipa::ToSchema for PublicKeyHex {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("PublicKey")
+    }
+}
+
+/// A ledger height: an unsigned 64-bit integer (JSON Schema's `int64` format would stop at
+/// 2⁶³ − 1).
+#[derive(Debug)]
+pub struct Height;
+
+impl utoipa::PartialSchema for Height {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(u64::MAX))
+            .description(Some("ledger height, 0 to 2^64 − 1"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Height {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Height")
     }
 }
 

@@ -61,7 +61,7 @@ pub struct TxStatus {
     pub kind: Option<String>,
     /// The committed transaction, as the engine renders it in JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object, nullable = false)]
+    #[schema(value_type = crate::tx_schema::TransactionJson, nullable = false)]
     pub transaction: Option<serde_json::Value>,
     /// The committed transaction's canonical bytes, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]

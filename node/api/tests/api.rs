@@ -210,3 +210,116 @@ fn every_operation_declares_its_path_parameters_and_answers() {
         tx["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert_eq!(required, BTreeSet::from(["id", "status", "expiration_ms"]));
 }
+
+/// Whether `value` fits `schema` (a subset of JSON Schema: `$ref`, `oneOf`, `allOf`, objects
+/// whose keys are all declared, arrays, strings and their `enum`, numbers).
+fn fits(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return fits(doc, &doc["components"]["schemas"][name], value);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let errors: Vec<String> = options.iter().filter_map(|o| fits(doc, o, value).err()).collect();
+        return if errors.len() < options.len() {
+            Ok(())
+        } else {
+            Err(format!("no oneOf fits {value}: {errors:?}"))
+        };
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        return all.iter().try_for_each(|s| fits(doc, s, value));
+    }
+    match value {
+        Value::Object(o) => {
+            let props =
+                schema["properties"].as_object().ok_or(format!("{value} is not an object here: {schema}"))?;
+            for (k, v) in o {
+                let s = props.get(k).ok_or(format!("field {k} is not in the schema {schema}"))?;
+                fits(doc, s, v)?;
+            }
+            for r in schema["required"].as_array().into_iter().flatten() {
+                if !o.contains_key(r.as_str().unwrap()) {
+                    return Err(format!("required {r} missing from {value}"));
+                }
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter().try_for_each(|v| fits(doc, &schema["items"], v)),
+        Value::String(s) => {
+            if let Some(allowed) = schema["enum"].as_array() {
+                if !allowed.iter().any(|a| a == value) {
+                    return Err(format!("{s:?} is not one of {allowed:?}"));
+                }
+            }
+            let is_string = schema["type"] == "string"
+                || schema["type"].as_array().is_some_and(|t| t.contains(&json!("string")));
+            if !is_string {
+                return Err(format!("{s:?} where {schema} is expected"));
+            }
+            Ok(())
+        }
+        Value::Number(_) => {
+            let t = &schema["type"];
+            if t == "integer" || t == "number" || t.as_array().is_some_and(|t| t.contains(&json!("integer")))
+            {
+                Ok(())
+            } else {
+                Err(format!("{value} where {schema} is expected"))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The engine's JSON of a signed transaction — every kind of declaration — is what the
+/// document's `Transaction` schema describes, field by field.
+#[test]
+fn the_transaction_schema_describes_the_engines_json() {
+    use engine::{
+        HashType, MultiSig, PaymentChannel, ValidatorUpdate, Voucher,
+        declaration::Declaration,
+        tx::{Fee, Leg, TX_VERSION, Transaction},
+    };
+    let (a, b) = (key(1), key(2));
+    let channel = Address::new(engine::AddressType::PaymentChannel, [6; 20]);
+    let tx = Transaction {
+        version: TX_VERSION,
+        expiration_ms: 1_767_225_660_000,
+        declarations: vec![
+            Declaration::MultiSig(MultiSig::new(vec![address(1), address(2)], 1).unwrap()),
+            Declaration::HashLock { hash_type: HashType::Sha256, hash: [7; 32] },
+            Declaration::Secret { preimage: [8; 32] },
+            Declaration::TimeLock { unix_seconds: 1_767_225_700 },
+            Declaration::PaymentChannel(PaymentChannel {
+                payer: address(1),
+                payee: address(2),
+                currency: Currency::CAS,
+                expiry_ms: 1_767_225_700_000,
+            }),
+            Declaration::Voucher(Voucher::sign("localnet", channel, 100, &a)),
+            Declaration::ValidatorUpdate(ValidatorUpdate { public_key: b.public_key(), weight: 2 }),
+        ],
+        inputs: vec![engine::tx::Leg { address: address(1), currency: Currency::CAS, amount: 150_000_000 }],
+        outputs: vec![Leg { address: address(2), currency: Currency::CAS, amount: 150_000_000 }],
+        message: b"hi".to_vec(),
+        fee: Fee { payer: address(1), amount: 1_000 },
+    }
+    .sign("localnet", &[&a, &b]);
+    let json = serde_json::to_value(&tx).unwrap();
+    let doc = document();
+    let status = &doc["components"]["schemas"]["TxStatus"]["properties"]["transaction"];
+    fits(&doc, status, &json).unwrap();
+    // Every kind of declaration was checked against its own variant.
+    let kinds: BTreeSet<&str> =
+        json["declarations"].as_array().unwrap().iter().map(|d| d["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 7, "{kinds:?}");
+    // A field the schema does not know is caught.
+    let mut extra = json.clone();
+    extra["declarations"][1]["salt"] = json!("00");
+    assert!(fits(&doc, status, &extra).is_err());
+    // The error schema lists every kind a refusal carries.
+    let kinds = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["kind"]["enum"];
+    for k in engine::validate::TxError::KINDS.iter().chain(&["bad_request", "busy"]) {
+        assert!(kinds.as_array().unwrap().contains(&json!(k)), "{k} missing from {kinds}");
+    }
+}

@@ -105,8 +105,8 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route(routes::EVIDENCE, get(evidence))
         .route(routes::OPENAPI, get(|| async { Json(api::openapi()) }))
         .route(routes::STREAM, get(super::stream::stream))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route(routes::HEALTHZ, get(|| async { "ok\n" }))
+        .route(routes::METRICS, get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
