@@ -70,7 +70,7 @@ pub(crate) struct Metrics {
     pub(crate) store_commit: Histogram<Fast>,
     /// Explorer API requests answered, by route and status (bounded: the routes are fixed, the
     /// statuses few).
-    pub(crate) api_requests: Mutex<BTreeMap<(String, u16), Histogram<Fast>>>,
+    pub(crate) api_requests: Mutex<BTreeMap<String, BTreeMap<u16, Histogram<Fast>>>>,
     /// The intake's own counters (its verification batches).
     pub(crate) intake: OnceLock<Arc<pipeline::Metrics>>,
     /// The listed peers, by index.
@@ -153,10 +153,13 @@ impl explorer::Host for ProcessView {
 
     fn api_request(&self, route: &str, status: u16, elapsed: Duration) {
         if let Ok(mut requests) = self.metrics.api_requests.lock() {
-            // Routes are the router's (or "unmatched"): the map stays small.
-            match requests.get(&(route.to_owned(), status)) {
+            // Routes are the router's (or "unmatched"): the map stays small, and a route seen
+            // before is found without allocating.
+            match requests.get(route).and_then(|by_status| by_status.get(&status)) {
                 Some(h) => h.observe(elapsed),
-                None => requests.entry((route.to_owned(), status)).or_default().observe(elapsed),
+                None => {
+                    requests.entry(route.to_owned()).or_default().entry(status).or_default().observe(elapsed)
+                }
             }
         }
     }
@@ -269,10 +272,14 @@ impl Metrics {
                 },
                 Sample::ApiRequests => {
                     if let Ok(requests) = self.api_requests.lock() {
-                        for ((route, status), h) in requests.iter() {
-                            let labels =
-                                format!("route=\"{}\",status=\"{status}\"", exposition::label_value(route));
-                            h.render(&mut out, &format!("caasiope_{name}"), &labels);
+                        for (route, by_status) in requests.iter() {
+                            for (status, h) in by_status {
+                                let labels = format!(
+                                    "route=\"{}\",status=\"{status}\"",
+                                    exposition::label_value(route)
+                                );
+                                h.render(&mut out, &format!("caasiope_{name}"), &labels);
+                            }
                         }
                     }
                 }
@@ -386,7 +393,9 @@ mod tests {
         m.api_requests
             .lock()
             .unwrap()
-            .entry(("/v1/status".into(), 200))
+            .entry("/v1/status".into())
+            .or_default()
+            .entry(200)
             .or_default()
             .observe(Duration::from_millis(1));
         let text = m.render("validator", "epoll");
