@@ -170,6 +170,9 @@ fn provider() -> CryptoProvider {
     }
 }
 
+/// The server side's TLS configuration ([`server_config`]), for callers that hand it on.
+pub type Acceptor = Arc<ServerConfig>;
+
 /// The configuration that accepts connections from `peers`, presenting `node`'s certificate.
 pub fn server_config(
     node: &NodeCert,

@@ -175,26 +175,31 @@ async fn subscriber(
                     break;
                 }
             }
-            while let Some(end) = sse.find("\n\n") {
-                let block: String = sse.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned())
-                };
-                let Some(event) = field("event:") else { continue };
-                if event == routes::STREAM_EVENT_END {
-                    counts.ended.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let (id, data) = (field("id:").unwrap_or_default(), field("data:").unwrap_or_default());
-                let (after, in_order) = follow(next, &event, &id, &data);
-                if !in_order {
-                    counts.out_of_order.fetch_add(1, Ordering::Relaxed);
-                }
-                next = after;
-                last_id = Some(id);
-                counts.events.fetch_add(1, Ordering::Relaxed);
-            }
+            take_events(&mut sse, (&mut next, &mut last_id), &counts);
         }
+    }
+}
+
+/// Checks and counts the whole events at the start of `sse` (removed from it), moving the
+/// expectation and the last id on.
+fn take_events(sse: &mut String, (next, last_id): (&mut Next, &mut Option<String>), counts: &Counts) {
+    while let Some(end) = sse.find("\n\n") {
+        let block: String = sse.drain(..end + 2).collect();
+        let field =
+            |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+        let Some(event) = field("event:") else { continue };
+        if event == routes::STREAM_EVENT_END {
+            counts.ended.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let (id, data) = (field("id:").unwrap_or_default(), field("data:").unwrap_or_default());
+        let (after, in_order) = follow(*next, &event, &id, &data);
+        if !in_order {
+            counts.out_of_order.fetch_add(1, Ordering::Relaxed);
+        }
+        *next = after;
+        *last_id = Some(id);
+        counts.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -357,6 +362,65 @@ async fn window(api: SocketAddr, seconds: u64) -> anyhow::Result<(f64, f64, Proc
     Ok((cores, rss, last, status(api).await?.height - height))
 }
 
+/// The explorer over one window.
+struct Window {
+    cores: f64,
+    rss: f64,
+    process: Process,
+    ledgers: u64,
+}
+
+/// The JSON report: the figures with subscribers, the bound without, and whether the targets
+/// are met.
+fn report(
+    b: &StreamBench,
+    bound: &Window,
+    loaded: &Window,
+    counts: &Counts,
+    accepted: u64,
+) -> serde_json::Value {
+    let (cores, rss, with, ledgers) = (loaded.cores, loaded.rss, &loaded.process, loaded.ledgers);
+    let (base_cores, base_rss, base, base_ledgers) = (bound.cores, bound.rss, &bound.process, bound.ledgers);
+    let extra_rss = rss - base_rss;
+    let extra_cores = cores - base_cores;
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "bench": "stream",
+        "subscribers": b.subscribers,
+        "connected": c(&counts.connected),
+        "streams_seen_by_explorer": with.streams,
+        "seconds": b.seconds,
+        "ledgers_per_s": ledgers as f64 / b.seconds as f64,
+        "bound_ledgers_per_s": base_ledgers as f64 / b.seconds as f64,
+        "tx_rate": b.rate,
+        "txs_accepted": accepted,
+        "events": c(&counts.events),
+        "stream_bytes": c(&counts.bytes),
+        "out_of_order_events": c(&counts.out_of_order),
+        "resumed": c(&counts.resumed),
+        "ended_by_server": c(&counts.ended),
+        "failed_connections": c(&counts.failed),
+        "explorer": {
+            "extra_rss_bytes": extra_rss,
+            "target_extra_rss_bytes": TARGET_EXTRA_RSS_BYTES,
+            "rss_bytes": rss,
+            "bound_rss_bytes": base_rss,
+            "extra_cpu_cores": extra_cores,
+            "target_extra_cpu_cores": TARGET_EXTRA_CPU_CORES,
+            "cpu_cores": cores,
+            "bound_cpu_cores": base_cores,
+            "threads": with.threads,
+            "bound_threads": base.threads,
+        },
+        "met": c(&counts.connected) == u64::from(b.subscribers)
+            && c(&counts.out_of_order) == 0
+            && c(&counts.resumed) >= u64::from(b.resumes.min(b.subscribers))
+            && extra_rss <= TARGET_EXTRA_RSS_BYTES
+            && extra_cores <= TARGET_EXTRA_CPU_CORES
+            && with.threads <= base.threads + 2.0,
+    })
+}
+
 pub(crate) fn run(b: &StreamBench) -> anyhow::Result<Output> {
     edge::raise_open_files_limit().context("raising the open-files limit")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -395,44 +459,9 @@ pub(crate) fn run(b: &StreamBench) -> anyhow::Result<Output> {
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop.store(true, Ordering::Relaxed);
         let _ = loader.await;
-        let extra_rss = rss - base_rss;
-        let extra_cores = cores - base_cores;
-        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let report = json!({
-            "bench": "stream",
-            "subscribers": b.subscribers,
-            "connected": c(&counts.connected),
-            "streams_seen_by_explorer": with.streams,
-            "seconds": b.seconds,
-            "ledgers_per_s": ledgers as f64 / b.seconds as f64,
-            "bound_ledgers_per_s": base_ledgers as f64 / b.seconds as f64,
-            "tx_rate": b.rate,
-            "txs_accepted": c(&accepted),
-            "events": c(&counts.events),
-            "stream_bytes": c(&counts.bytes),
-            "out_of_order_events": c(&counts.out_of_order),
-            "resumed": c(&counts.resumed),
-            "ended_by_server": c(&counts.ended),
-            "failed_connections": c(&counts.failed),
-            "explorer": {
-                "extra_rss_bytes": extra_rss,
-                "target_extra_rss_bytes": TARGET_EXTRA_RSS_BYTES,
-                "rss_bytes": rss,
-                "bound_rss_bytes": base_rss,
-                "extra_cpu_cores": extra_cores,
-                "target_extra_cpu_cores": TARGET_EXTRA_CPU_CORES,
-                "cpu_cores": cores,
-                "bound_cpu_cores": base_cores,
-                "threads": with.threads,
-                "bound_threads": base.threads,
-            },
-            "met": c(&counts.connected) == u64::from(b.subscribers)
-                && c(&counts.out_of_order) == 0
-                && c(&counts.resumed) >= u64::from(b.resumes.min(b.subscribers))
-                && extra_rss <= TARGET_EXTRA_RSS_BYTES
-                && extra_cores <= TARGET_EXTRA_CPU_CORES
-                && with.threads <= base.threads + 2.0,
-        });
+        let bound = Window { cores: base_cores, rss: base_rss, process: base, ledgers: base_ledgers };
+        let loaded = Window { cores, rss, process: with, ledgers };
+        let report = report(b, &bound, &loaded, &counts, accepted.load(Ordering::Relaxed));
         Output::json(&report)
     })
 }

@@ -7,9 +7,8 @@ use std::{collections::HashMap, sync::Arc};
 use api::{ErrorCode, routes};
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, Path, Query, State as AxState, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header},
+    extract::{DefaultBodyLimit, Path, Query, State as AxState},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -22,10 +21,9 @@ use engine::{
     tx::{SignedTransaction, TxId},
     validate::TxError,
 };
-use pipeline::{IntakeSubmitter, Origin, Reply, SubmitError, Verdict};
 use storage::{StoreError, TxLocation};
 
-use super::{Explorer, Submitted};
+use super::Explorer;
 
 use limits::{HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 
@@ -35,7 +33,7 @@ pub(super) type Shared = Arc<Explorer>;
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
-    code: ErrorCode,
+    pub(super) code: ErrorCode,
     /// The rule's label for a refused transaction (PROTOCOL.md §7), else the code's name.
     kind: &'static str,
     message: String,
@@ -46,7 +44,7 @@ impl ApiError {
         Self { status, code, kind: code.as_str(), message: message.into() }
     }
     /// A transaction the rules refuse (400 `rejected`), of the kind of `err`.
-    fn rejected(err: &TxError) -> Self {
+    pub(super) fn rejected(err: &TxError) -> Self {
         Self { kind: err.kind(), ..Self::new(StatusCode::BAD_REQUEST, ErrorCode::Rejected, err.to_string()) }
     }
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
@@ -92,7 +90,7 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route(routes::STATUS, get(status))
         .route(routes::LEDGER_LATEST, get(ledger_latest))
         .route(routes::LEDGER, get(ledger_at))
-        .route(routes::TRANSACTIONS, axum::routing::post(submit))
+        .route(routes::TRANSACTIONS, axum::routing::post(super::submit::submit))
         .route(routes::TRANSACTION, get(transaction))
         .route(routes::ACCOUNT, get(account))
         .route(routes::HISTORY, get(history))
@@ -341,112 +339,6 @@ async fn transaction(
         transaction: None,
         bytes: None,
     }))
-}
-
-async fn submit(
-    AxState(e): AxState<Shared>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<api::Accepted>), ApiError> {
-    let bytes = submitted_bytes(&headers, body).inspect_err(|err| {
-        if err.code == ErrorCode::Timeout {
-            e.host.body_deadline_missed();
-        }
-    })?;
-    let submitter = e.submitter().ok_or_else(ApiError::unavailable)?;
-    if let Some(why) = submitter.mempool().busy() {
-        return Err(busy(&e, why));
-    }
-    // Decoded here once (for its id and a clear error); the intake checks the stateless rules
-    // and the signatures on its own pool, then admits it against the post-state — the one
-    // state check on its way in — and answers with its verdict.
-    let (stx, id) = SignedTransaction::decode_with_id(&bytes, &e.chain_id).map_err(|err| {
-        e.host.undecodable();
-        ApiError::rejected(&TxError::Decode(err))
-    })?;
-    let expiration_ms = stx.tx.expiration_ms;
-    match admission(&e, &submitter, stx, id).await? {
-        Verdict::Admitted => {}
-        // Sent again while pending: the first copy's fate is the transaction's.
-        Verdict::Refused(err) if submitter.mempool().pending_again(&id, &err) => {}
-        Verdict::Refused(err) => {
-            if let Ok(mut s) = e.submitted.lock() {
-                // A transaction already committed stays "committed" whatever a resubmission says.
-                let rejected = Some((err.kind(), err.to_string()));
-                s.insert(id, Submitted { expiration_ms, rejected });
-            }
-            return Err(ApiError::rejected(&err));
-        }
-        Verdict::Dropped => return Err(busy(&e, "the pool is full, retry later".into())),
-    }
-    if let Ok(mut s) = e.submitted.lock() {
-        s.insert(id, Submitted { expiration_ms, rejected: None });
-    }
-    Ok((StatusCode::ACCEPTED, Json(api::Accepted { id, status: api::AcceptedStatus::Pending })))
-}
-
-/// A 503 `busy` answer, counted.
-fn busy(e: &Explorer, why: String) -> ApiError {
-    e.host.refused_busy();
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why)
-}
-
-/// Hands a decoded transaction to the intake and waits (at most
-/// [`limits::SUBMIT_VERDICT_TIMEOUT`]) for admission's verdict on it.
-async fn admission(
-    e: &Explorer,
-    submitter: &IntakeSubmitter,
-    stx: SignedTransaction,
-    id: TxId,
-) -> Result<Verdict, ApiError> {
-    let (reply, verdict) = tokio::sync::oneshot::channel();
-    let reply: Reply = Box::new(move |verdicts| {
-        let _ = reply.send(verdicts);
-    });
-    match submitter.try_submit_decoded_with(Origin::Client, vec![(stx, id)], reply) {
-        Ok(()) => {}
-        Err(SubmitError::Full) => return Err(busy(e, "the verification queue is full, retry later".into())),
-        Err(SubmitError::Closed) => return Err(ApiError::unavailable()),
-    }
-    let verdicts = match tokio::time::timeout(limits::SUBMIT_VERDICT_TIMEOUT, verdict).await {
-        Ok(Ok(verdicts)) => verdicts,
-        Ok(Err(_)) => return Err(ApiError::unavailable()),
-        Err(_) => return Err(busy(e, "no verdict yet: the node is far behind, retry later".into())),
-    };
-    Ok(verdicts.into_iter().find(|(v, _)| *v == id).map_or(Verdict::Dropped, |(_, v)| v))
-}
-
-/// The transaction's bytes from a submission's body: raw, or `{"hex": …}` as JSON.
-fn submitted_bytes(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Vec<u8>, ApiError> {
-    let body = body.map_err(|r| {
-        if super::listener::BodyDeadlineMissed::caused(&r) {
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::Timeout, r.body_text())
-        } else {
-            ApiError::new(r.status(), ErrorCode::TooLarge, r.body_text())
-        }
-    })?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    let bytes: Vec<u8> = if is_json {
-        let parsed: api::SubmitHex = serde_json::from_slice(&body)
-            .map_err(|err| ApiError::bad_request(format!("expected {{\"hex\": \"…\"}}: {err}")))?;
-        hex::decode(parsed.hex.trim()).map_err(|err| ApiError::bad_request(format!("hex: {err}")))?
-    } else {
-        body.to_vec()
-    };
-    if bytes.is_empty() {
-        return Err(ApiError::bad_request("empty body: send the signed transaction's bytes"));
-    }
-    if bytes.len() > TX_BYTES_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge,
-            format!("a transaction is at most {TX_BYTES_MAX} bytes, not {}", bytes.len()),
-        ));
-    }
-    Ok(bytes)
 }
 
 async fn account(

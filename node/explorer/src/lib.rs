@@ -15,6 +15,7 @@ mod gate;
 mod headers;
 mod listener;
 mod stream;
+mod submit;
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -150,6 +150,8 @@ impl NodeConfig {
         if !(100..=60_000).contains(&f.block_interval_ms) {
             bail!("block_interval_ms must be 100 to 60000, not {}", f.block_interval_ms);
         }
+        // A network section is a node directory and an admin port (both, checked below).
+        let api_cors = explorer_settings(&f, f.node_dir.is_some() && f.admin_listen.is_some(), path)?;
         let net = match (f.node_dir, f.admin_listen) {
             (None, None) if f.peers.is_empty() && f.listen.is_none() => None,
             (Some(node_dir), Some(admin_listen)) => {
@@ -186,22 +188,6 @@ impl NodeConfig {
                 path.display()
             );
         }
-        if f.api_listen.is_some() && (f.role != Role::Explorer || net.is_none()) {
-            bail!("api_listen is for a networked explorer (role = \"explorer\" with a network section)");
-        }
-        if f.api_cors_origins.is_some() && f.api_listen.is_none() {
-            bail!("config {}: api_cors_origins is for an explorer with api_listen", path.display());
-        }
-        let api_cors = explorer::Cors::from_list(f.api_cors_origins.as_deref().unwrap_or(&["*".to_owned()]))
-            .map_err(|e| anyhow::anyhow!("config {}: api_cors_origins: {e}", path.display()))?;
-        if let Some(ch) = &f.clickhouse {
-            if f.role != Role::Explorer || net.is_none() {
-                bail!(
-                    "[clickhouse] is for a networked explorer (role = \"explorer\" with a network section)"
-                );
-            }
-            ch.validate().map_err(|e| anyhow::anyhow!("config {}: [clickhouse]: {e}", path.display()))?;
-        }
         Ok(Self {
             api_listen: f.api_listen,
             api_cors,
@@ -217,6 +203,27 @@ impl NodeConfig {
             sync: f.sync,
         })
     }
+}
+
+/// Checks the explorer's settings (its API, CORS, ClickHouse) are an explorer's; the API's
+/// CORS policy.
+fn explorer_settings(f: &File, networked: bool, path: &Path) -> anyhow::Result<explorer::Cors> {
+    let explorer = f.role == Role::Explorer && networked;
+    if f.api_listen.is_some() && !explorer {
+        bail!("api_listen is for a networked explorer (role = \"explorer\" with a network section)");
+    }
+    if f.api_cors_origins.is_some() && f.api_listen.is_none() {
+        bail!("config {}: api_cors_origins is for an explorer with api_listen", path.display());
+    }
+    let api_cors = explorer::Cors::from_list(f.api_cors_origins.as_deref().unwrap_or(&["*".to_owned()]))
+        .map_err(|e| anyhow::anyhow!("config {}: api_cors_origins: {e}", path.display()))?;
+    if let Some(ch) = &f.clickhouse {
+        if !explorer {
+            bail!("[clickhouse] is for a networked explorer (role = \"explorer\" with a network section)");
+        }
+        ch.validate().map_err(|e| anyhow::anyhow!("config {}: [clickhouse]: {e}", path.display()))?;
+    }
+    Ok(api_cors)
 }
 
 #[cfg(test)]

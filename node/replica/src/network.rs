@@ -231,50 +231,54 @@ async fn accept_peers(
                 }
             };
             // Beyond the bounds a connection is closed at once; a listed peer redials.
-            let refused = |reason: &str| {
-                metrics.refused_handshakes[crate::metrics::handshake_refusal(reason)]
-                    .fetch_add(1, Ordering::Relaxed);
-            };
             let Ok(slot) = handshakes.admit(from.ip()) else {
-                refused("busy");
+                metrics.refused_handshakes[crate::metrics::handshake_refusal("busy")]
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             let Ok(stream) = conns.transport.wrap(tcp) else { continue };
-            let (acceptor, identities) = (acceptor.clone(), identities.clone());
-            let (shared, conn_cfg, generation) =
-                (conns.shared.clone(), conns.conn_cfg.clone(), conns.generation.clone());
-            tokio::spawn(async move {
-                let refused = |reason: &str| {
-                    let i = crate::metrics::handshake_refusal(reason);
-                    shared.metrics.refused_handshakes[i].fetch_add(1, Ordering::Relaxed);
-                };
-                let handshake =
-                    tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
-                drop(slot);
-                let tls = match handshake {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(_)) => return refused("tls"),
-                    Err(_) => return refused("timeout"),
-                };
-                let Some(peer) = identities.iter().position(|p| *p == tls.peer) else {
-                    return refused("unknown_identity");
-                };
-                // A penalized peer is not heard until its ban ends.
-                if shared.bans.banned(peer) {
-                    return refused("banned");
-                }
-                let (handle, inbound, driver) = connection(conn_cfg);
-                let driver = driver.counted_in(shared.metrics.link_stats(peer));
-                let gen_ = generation.fetch_add(1, Ordering::Relaxed);
-                if !connected(peer, gen_, handle, inbound, &shared) {
-                    return;
-                }
-                let _ = driver.run(tls).await;
-                disconnected(peer, gen_, &shared);
-            });
+            tokio::spawn(handshake(stream, slot, (acceptor.clone(), identities.clone()), conns.clone()));
         }
     });
     Ok(())
+}
+
+/// One accepted connection: its TLS handshake within the hello timeout (holding its handshake
+/// `slot` until then), then, if it is a listed peer not banned, its connection until it ends.
+/// Refusals are counted by reason.
+async fn handshake(
+    stream: Box<dyn net::transport::Stream>,
+    slot: edge::Slot,
+    (acceptor, identities): (net::tls::Acceptor, Vec<Identity>),
+    conns: Connections,
+) {
+    let Connections { shared, conn_cfg, generation, .. } = conns;
+    let refused = |reason: &str| {
+        let i = crate::metrics::handshake_refusal(reason);
+        shared.metrics.refused_handshakes[i].fetch_add(1, Ordering::Relaxed);
+    };
+    let handshake = tokio::time::timeout(conn_cfg.hello_timeout, secure::accept(acceptor, stream)).await;
+    drop(slot);
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(_)) => return refused("tls"),
+        Err(_) => return refused("timeout"),
+    };
+    let Some(peer) = identities.iter().position(|p| *p == tls.peer) else {
+        return refused("unknown_identity");
+    };
+    // A penalized peer is not heard until its ban ends.
+    if shared.bans.banned(peer) {
+        return refused("banned");
+    }
+    let (handle, inbound, driver) = connection(conn_cfg);
+    let driver = driver.counted_in(shared.metrics.link_stats(peer));
+    let gen_ = generation.fetch_add(1, Ordering::Relaxed);
+    if !connected(peer, gen_, handle, inbound, &shared) {
+        return;
+    }
+    let _ = driver.run(tls).await;
+    disconnected(peer, gen_, &shared);
 }
 
 /// Keeps a connection to `peer` (at `spec.addr`, proven to be `id`) in a task: dialed, and

@@ -219,71 +219,7 @@ impl Metrics {
         let mut out = String::new();
         for &(name, help, kind, sample) in FAMILIES {
             let _ = writeln!(out, "# HELP caasiope_{name} {help}\n# TYPE caasiope_{name} {kind}");
-            match sample {
-                Sample::Value(value) => {
-                    let _ = writeln!(out, "caasiope_{name} {}", value(self).load(Ordering::Relaxed));
-                }
-                Sample::ByChannel => {
-                    for channel in [Channel::Gossip, Channel::Consensus, Channel::Sync] {
-                        let label = format!("{channel:?}").to_lowercase();
-                        let n = self.dropped_sends[channel as usize].load(Ordering::Relaxed);
-                        let _ = writeln!(out, "caasiope_{name}{{channel=\"{label}\"}} {n}");
-                    }
-                }
-                Sample::Labelled(label, values, samples) => {
-                    for (value, n) in values.iter().zip(samples(self)) {
-                        let n = n.load(Ordering::Relaxed);
-                        let _ = writeln!(out, "caasiope_{name}{{{label}=\"{value}\"}} {n}");
-                    }
-                }
-                Sample::ByListener(value) => {
-                    for (listener, stats) in Edge::LISTENERS.iter().zip(self.edge.all()) {
-                        let n = value(stats).load(Ordering::Relaxed);
-                        let _ = writeln!(out, "caasiope_{name}{{listener=\"{listener}\"}} {n}");
-                    }
-                }
-                Sample::Refused => {
-                    for (listener, stats) in Edge::LISTENERS.iter().zip(self.edge.all()) {
-                        for (reason, n) in [("full", &stats.refused_full), ("source", &stats.refused_source)]
-                        {
-                            let n = n.load(Ordering::Relaxed);
-                            let _ = writeln!(
-                                out,
-                                "caasiope_{name}{{listener=\"{listener}\",reason=\"{reason}\"}} {n}"
-                            );
-                        }
-                    }
-                }
-                Sample::Info => {
-                    let _ = writeln!(out, "caasiope_{name}{{role=\"{role}\",transport=\"{transport}\"}} 1");
-                }
-                Sample::Build => {
-                    let (version, commit) = (env!("CARGO_PKG_VERSION"), env!("CAASIOPE_COMMIT"));
-                    let _ = writeln!(out, "caasiope_{name}{{version=\"{version}\",commit=\"{commit}\"}} 1");
-                }
-                Sample::Timestamp(ms) => {
-                    let _ =
-                        writeln!(out, "caasiope_{name} {}", ms(self).load(Ordering::Relaxed) as f64 / 1e3);
-                }
-                Sample::Histogram(h) => h(self).render(&mut out, &format!("caasiope_{name}"), ""),
-                Sample::VerifyBatches => match self.intake.get() {
-                    Some(intake) => intake.verify_batches().render(&mut out, &format!("caasiope_{name}"), ""),
-                    None => Histogram::<Fast>::default().render(&mut out, &format!("caasiope_{name}"), ""),
-                },
-                Sample::ApiRequests => {
-                    if let Ok(requests) = self.api_requests.lock() {
-                        for (route, by_status) in requests.iter() {
-                            for (status, h) in by_status {
-                                let labels = format!(
-                                    "route=\"{}\",status=\"{status}\"",
-                                    exposition::label_value(route)
-                                );
-                                h.render(&mut out, &format!("caasiope_{name}"), &labels);
-                            }
-                        }
-                    }
-                }
-            }
+            self.render_samples(&mut out, name, sample, (role, transport));
         }
         self.render_peers(&mut out);
         exposition::process::render(&mut out);
@@ -291,6 +227,71 @@ impl Metrics {
             out.push_str(&(extra.0)());
         }
         out
+    }
+
+    /// The samples of family `name`.
+    fn render_samples(&self, out: &mut String, name: &str, sample: Sample, (role, transport): (&str, &str)) {
+        match sample {
+            Sample::Value(value) => {
+                let _ = writeln!(out, "caasiope_{name} {}", value(self).load(Ordering::Relaxed));
+            }
+            Sample::ByChannel => {
+                for channel in [Channel::Gossip, Channel::Consensus, Channel::Sync] {
+                    let label = format!("{channel:?}").to_lowercase();
+                    let n = self.dropped_sends[channel as usize].load(Ordering::Relaxed);
+                    let _ = writeln!(out, "caasiope_{name}{{channel=\"{label}\"}} {n}");
+                }
+            }
+            Sample::Labelled(label, values, samples) => {
+                for (value, n) in values.iter().zip(samples(self)) {
+                    let n = n.load(Ordering::Relaxed);
+                    let _ = writeln!(out, "caasiope_{name}{{{label}=\"{value}\"}} {n}");
+                }
+            }
+            Sample::ByListener(value) => {
+                for (listener, stats) in Edge::LISTENERS.iter().zip(self.edge.all()) {
+                    let n = value(stats).load(Ordering::Relaxed);
+                    let _ = writeln!(out, "caasiope_{name}{{listener=\"{listener}\"}} {n}");
+                }
+            }
+            Sample::Refused => {
+                for (listener, stats) in Edge::LISTENERS.iter().zip(self.edge.all()) {
+                    for (reason, n) in [("full", &stats.refused_full), ("source", &stats.refused_source)] {
+                        let n = n.load(Ordering::Relaxed);
+                        let _ = writeln!(
+                            out,
+                            "caasiope_{name}{{listener=\"{listener}\",reason=\"{reason}\"}} {n}"
+                        );
+                    }
+                }
+            }
+            Sample::Info => {
+                let _ = writeln!(out, "caasiope_{name}{{role=\"{role}\",transport=\"{transport}\"}} 1");
+            }
+            Sample::Build => {
+                let (version, commit) = (env!("CARGO_PKG_VERSION"), env!("CAASIOPE_COMMIT"));
+                let _ = writeln!(out, "caasiope_{name}{{version=\"{version}\",commit=\"{commit}\"}} 1");
+            }
+            Sample::Timestamp(ms) => {
+                let _ = writeln!(out, "caasiope_{name} {}", ms(self).load(Ordering::Relaxed) as f64 / 1e3);
+            }
+            Sample::Histogram(h) => h(self).render(out, &format!("caasiope_{name}"), ""),
+            Sample::VerifyBatches => match self.intake.get() {
+                Some(intake) => intake.verify_batches().render(out, &format!("caasiope_{name}"), ""),
+                None => Histogram::<Fast>::default().render(out, &format!("caasiope_{name}"), ""),
+            },
+            Sample::ApiRequests => {
+                if let Ok(requests) = self.api_requests.lock() {
+                    for (route, by_status) in requests.iter() {
+                        for (status, h) in by_status {
+                            let labels =
+                                format!("route=\"{}\",status=\"{status}\"", exposition::label_value(route));
+                            h.render(out, &format!("caasiope_{name}"), &labels);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
