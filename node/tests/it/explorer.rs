@@ -409,6 +409,21 @@ fn explorer_api_serves_submits_proves_and_streams() {
     net.stop_all();
 }
 
+/// Whether the explorer's API answers.
+fn up(api: &Api) -> bool {
+    api.agent.get(&format!("{}/healthz", api.base)).call().is_ok_and(|r| r.status() == 200)
+}
+
+/// A one-validator localnet (a block every 200 ms) and its explorer's API, answering.
+fn started() -> (Localnet, Api) {
+    let mut net = Localnet::init_n(1, 200);
+    net.start(0);
+    net.start(1);
+    let api = Api::new(&net);
+    net.wait("the explorer's API", 30, |_| up(&api));
+    (net, api)
+}
+
 /// A stream event: name, id and data.
 type Event = (String, String, String);
 
@@ -450,13 +465,7 @@ fn stream_events(
 /// explorer restarted (its feed then starts at its new head).
 #[test]
 fn the_stream_resumes_after_any_event_live_or_from_the_store() {
-    let mut net = Localnet::init_n(1, 200);
-    net.start(0);
-    net.start(1);
-    let mut api = Api::new(&net);
-    let up =
-        |api: &Api| api.agent.get(&format!("{}/healthz", api.base)).call().is_ok_and(|r| r.status() == 200);
-    net.wait("the explorer's API", 30, |_| up(&api));
+    let (mut net, mut api) = started();
     let faucet = net.faucet();
     let mut ids = Vec::new();
     for n in 0..8u64 {
@@ -517,13 +526,7 @@ fn light_clients_follow_certified_headers_and_set_changes_from_genesis() {
         ledger::{Certificate, LedgerHeader},
         tx::{Fee, Leg, TX_VERSION, Transaction},
     };
-    let mut net = Localnet::init_n(1, 200);
-    net.start(0);
-    net.start(1);
-    let mut api = Api::new(&net);
-    let up =
-        |api: &Api| api.agent.get(&format!("{}/healthz", api.base)).call().is_ok_and(|r| r.status() == 200);
-    net.wait("the explorer's API", 30, |_| up(&api));
+    let (mut net, mut api) = started();
     let genesis_text = std::fs::read_to_string(net.dir.path().join("genesis.toml")).unwrap();
     let genesis = engine::genesis::Genesis::from_toml(&genesis_text).unwrap();
     let faucet = net.faucet();
