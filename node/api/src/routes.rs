@@ -68,6 +68,27 @@ pub const STREAM_EVENT_TRANSACTION: &str = "transaction";
 /// Last event of a stream the server ends; its data is a [`crate::StreamEnd`], it has no id.
 pub const STREAM_EVENT_END: &str = "end";
 
+/// The route a request path is served by (its pattern in [`ALL`]: a literal route before a
+/// pattern with parameters), if any: what the API's metrics label a request with.
+pub fn template_of(path: &str) -> Option<&'static str> {
+    if let Some(literal) = ALL.iter().copied().find(|t| *t == path) {
+        return Some(literal);
+    }
+    // Only the patterns with parameters are left: same number of segments, literal segments
+    // equal, parameters not empty.
+    let slashes = |s: &str| s.bytes().filter(|b| *b == b'/').count();
+    let segments = slashes(path);
+    ALL.iter().copied().find(|template| {
+        let Some(prefix) = template.find('{').map(|i| &template[..i]) else { return false };
+        path.starts_with(prefix)
+            && slashes(template) == segments
+            && template
+                .split('/')
+                .zip(path.split('/'))
+                .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+    })
+}
+
 /// Largest page of headers or set changes (`limit`).
 pub const HEADERS_LIMIT_MAX: usize = 1_000;
 /// Default page of headers or set changes.

@@ -323,3 +323,15 @@ fn the_transaction_schema_describes_the_engines_json() {
         assert!(kinds.as_array().unwrap().contains(&json!(k)), "{k} missing from {kinds}");
     }
 }
+
+#[test]
+fn a_request_path_is_labelled_with_its_route() {
+    assert_eq!(routes::template_of("/v1/ledgers/latest"), Some(routes::LEDGER_LATEST));
+    assert_eq!(routes::template_of("/v1/ledgers/12"), Some(routes::LEDGER));
+    assert_eq!(routes::template_of("/v1/accounts/abc/history"), Some(routes::HISTORY));
+    assert_eq!(routes::template_of("/v1/accounts/abc"), Some(routes::ACCOUNT));
+    assert_eq!(routes::template_of("/healthz"), Some(routes::HEALTHZ));
+    for unmatched in ["/", "/v1", "/v1/ledgers", "/v1/ledgers/", "/v1/ledgers/1/2", "/nothing", ""] {
+        assert_eq!(routes::template_of(unmatched), None, "{unmatched}");
+    }
+}

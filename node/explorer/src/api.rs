@@ -85,7 +85,6 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The router of the API.
 pub(crate) fn router(explorer: Shared) -> Router {
-    let cors = super::gate::cors_layer(&explorer.cors);
     let router = Router::new()
         .route(routes::STATUS, get(status))
         .route(routes::LEDGER_LATEST, get(ledger_latest))
@@ -113,16 +112,8 @@ pub(crate) fn router(explorer: Shared) -> Router {
                 "this route does not take that method; see /v1/openapi.json",
             )
         })
-        .layer(DefaultBodyLimit::max(2 * TX_BYTES_MAX + 1024))
-        .layer(axum::middleware::map_request(super::listener::body_deadline))
-        .layer(axum::middleware::from_fn(super::gate::head_limits))
-        .layer(axum::middleware::from_fn_with_state(explorer.clone(), super::gate::timed));
-    // Outermost: every answer, errors included, carries the CORS headers.
-    match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
-    .with_state(explorer)
+        .layer(DefaultBodyLimit::max(2 * TX_BYTES_MAX + 1024));
+    router.with_state(explorer)
 }
 
 /// Serves the API on `listener` until the runtime stops, counting its connections in `stats`.
@@ -146,7 +137,8 @@ pub async fn serve(listener: tokio::net::TcpListener, explorer: Shared, stats: A
     tokio::spawn(super::feed::run(explorer.clone()));
     let scanner = explorer.clone();
     tokio::task::spawn_blocking(move || super::headers::scan_history(&scanner, scanner.started_at));
-    super::listener::serve(listener, router(explorer), limits::API_HEADER_DEADLINE).await;
+    let service = super::gate::service(router(explorer.clone()), explorer);
+    super::listener::serve(listener, service, limits::API_HEADER_DEADLINE).await;
 }
 
 pub(super) fn parse_height(text: &str) -> Result<u64, ApiError> {

@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Bytes};
+use axum::body::Bytes;
 use edge::{Slot, Slots, Stats};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -101,13 +101,23 @@ impl Limited {
     }
 }
 
-/// Serves `router` on `listener` until the runtime stops: HTTP/1.1, each connection on its own
+/// Serves `service` on `listener` until the runtime stops: HTTP/1.1, each connection on its own
 /// task, the header deadline kept by hyper's timer (axum's `serve` sets none).
-pub(crate) async fn serve(mut listener: Limited, router: Router, header_deadline: Duration) {
+pub(crate) async fn serve<S>(mut listener: Limited, service: S, header_deadline: Duration)
+where
+    S: tower::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     loop {
         let conn = listener.accept().await;
         let (stats, reading) = (conn.slot.stats().clone(), conn.reading.clone());
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
@@ -224,7 +234,7 @@ impl AsyncWrite for Conn {
 
 /// Gives a request's body its deadline, [`limits::API_BODY_DEADLINE`] from now (its header has
 /// just been read); a request without a body is left as it is.
-pub(crate) async fn body_deadline(request: axum::extract::Request) -> axum::extract::Request {
+pub(crate) fn with_body_deadline(request: axum::extract::Request) -> axum::extract::Request {
     if http_body::Body::is_end_stream(request.body()) {
         return request;
     }
@@ -303,6 +313,7 @@ mod tests {
     use std::io::{Read, Write};
 
     use axum::{
+        Router,
         extract::rejection::BytesRejection,
         http::StatusCode,
         routing::{get, post},

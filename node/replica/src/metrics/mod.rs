@@ -4,10 +4,9 @@
 //! `/metrics` and the explorer API's.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -17,6 +16,7 @@ use exposition::{Fast, Histogram, Render, Slow};
 
 mod clocks;
 mod peers;
+mod requests;
 
 pub(crate) use self::clocks::{Clocks, timed};
 use net::frame::Channel;
@@ -68,9 +68,8 @@ pub(crate) struct Metrics {
     pub(crate) round_duration: Histogram<Slow>,
     /// Storing one committed ledger.
     pub(crate) store_commit: Histogram<Fast>,
-    /// Explorer API requests answered, by route and status (bounded: the routes are fixed, the
-    /// statuses few).
-    pub(crate) api_requests: Mutex<BTreeMap<String, BTreeMap<u16, Histogram<Fast>>>>,
+    /// Explorer API requests answered, by route and status.
+    pub(crate) api_requests: requests::ApiRequests,
     /// The intake's own counters (its verification batches).
     pub(crate) intake: OnceLock<Arc<pipeline::Metrics>>,
     /// The listed peers, by index.
@@ -152,16 +151,7 @@ impl explorer::Host for ProcessView {
     }
 
     fn api_request(&self, route: &str, status: u16, elapsed: Duration) {
-        if let Ok(mut requests) = self.metrics.api_requests.lock() {
-            // Routes are the router's (or "unmatched"): the map stays small, and a route seen
-            // before is found without allocating.
-            match requests.get(route).and_then(|by_status| by_status.get(&status)) {
-                Some(h) => h.observe(elapsed),
-                None => {
-                    requests.entry(route.to_owned()).or_default().entry(status).or_default().observe(elapsed)
-                }
-            }
-        }
+        self.metrics.api_requests.observe(route, status, elapsed);
     }
 
     fn metrics_text(&self) -> String {
@@ -280,17 +270,7 @@ impl Metrics {
                 Some(intake) => intake.verify_batches().render(out, &format!("caasiope_{name}"), ""),
                 None => Histogram::<Fast>::default().render(out, &format!("caasiope_{name}"), ""),
             },
-            Sample::ApiRequests => {
-                if let Ok(requests) = self.api_requests.lock() {
-                    for (route, by_status) in requests.iter() {
-                        for (status, h) in by_status {
-                            let labels =
-                                format!("route=\"{}\",status=\"{status}\"", exposition::label_value(route));
-                            h.render(out, &format!("caasiope_{name}"), &labels);
-                        }
-                    }
-                }
-            }
+            Sample::ApiRequests => self.api_requests.render(out, &format!("caasiope_{name}")),
         }
     }
 }
@@ -391,14 +371,7 @@ mod tests {
         m.edge.submit.refused_source.store(3, Ordering::Relaxed);
         m.edge.api.deadline_closed.store(2, Ordering::Relaxed);
         m.submit_to_commit.observe(Duration::from_millis(700));
-        m.api_requests
-            .lock()
-            .unwrap()
-            .entry("/v1/status".into())
-            .or_default()
-            .entry(200)
-            .or_default()
-            .observe(Duration::from_millis(1));
+        m.api_requests.observe("/v1/status", 200, Duration::from_millis(1));
         let text = m.render("validator", "epoll");
         let mut families: std::collections::HashMap<String, (bool, Option<String>)> = Default::default();
         let mut infinity_buckets: std::collections::HashMap<String, f64> = Default::default();
