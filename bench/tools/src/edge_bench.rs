@@ -192,8 +192,8 @@ async fn commit_one(b: &EdgeBench, status: &api::Status) -> anyhow::Result<f64> 
 }
 
 /// The value of the sample `series` (name and labels, exactly) in Prometheus text.
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+pub(crate) fn sample<T: std::str::FromStr>(metrics: &str, series: &str) -> Option<T> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 pub(crate) fn run(b: &EdgeBench) -> anyhow::Result<Output> {
@@ -252,8 +252,8 @@ pub(crate) fn run(b: &EdgeBench) -> anyhow::Result<Output> {
                 "submit_opened": submit_attack.opened.load(Ordering::Relaxed),
                 "submit_closed_by_server": submit_attack.closed.load(Ordering::Relaxed),
             },
-            "explorer_refused_source": sample(&metrics, "caasiope_edge_refused_connections_total{listener=\"api\",reason=\"source\"}"),
-            "explorer_deadline_closed": sample(&metrics, "caasiope_edge_deadline_closed_connections_total{listener=\"api\"}"),
+            "explorer_refused_source": sample::<u64>(&metrics, "caasiope_edge_refused_connections_total{listener=\"api\",reason=\"source\"}"),
+            "explorer_deadline_closed": sample::<u64>(&metrics, "caasiope_edge_deadline_closed_connections_total{listener=\"api\"}"),
             "met": committed.is_ok() && loaded_failed == 0 && p(&loaded, 0.99) <= TARGET_P99_MS,
         });
         Output::json(&report)

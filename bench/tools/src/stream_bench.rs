@@ -25,7 +25,7 @@ use exit::Output;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::edge_bench::{connect, request};
+use crate::edge_bench::{connect, request, sample};
 
 /// Parameters of the stream benchmark (`caasiope bench stream`).
 #[derive(Debug, clap::Args)]
@@ -269,11 +269,6 @@ impl Chunked {
     }
 }
 
-/// A float sample of `series` in Prometheus text.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// The explorer's own figures now.
 #[derive(Clone, Copy, Debug, Default)]
 struct Process {
@@ -288,12 +283,12 @@ async fn process(api: SocketAddr) -> anyhow::Result<Process> {
     if code != 200 {
         bail!("/metrics answered {code}");
     }
-    let need = |name: &str| sample(&m, name).with_context(|| format!("/metrics has no {name}"));
+    let need = |name: &str| sample::<f64>(&m, name).with_context(|| format!("/metrics has no {name}"));
     Ok(Process {
         cpu_seconds: need("process_cpu_seconds_total")?,
         rss_bytes: need("process_resident_memory_bytes")?,
         threads: need("process_threads")?,
-        streams: sample(&m, "caasiope_api_streams").unwrap_or(0.0),
+        streams: sample::<f64>(&m, "caasiope_api_streams").unwrap_or(0.0),
     })
 }
 

@@ -71,14 +71,19 @@ pub const STREAM_EVENT_END: &str = "end";
 /// The route a request path is served by (its pattern in [`ALL`]: a literal route before a
 /// pattern with parameters), if any: what the API's metrics label a request with.
 pub fn template_of(path: &str) -> Option<&'static str> {
-    if let Some(literal) = ALL.iter().copied().find(|t| *t == path) {
+    route_index(path).map(|i| ALL[i])
+}
+
+/// The index in [`ALL`] of the route a request path is served by ([`template_of`]).
+pub fn route_index(path: &str) -> Option<usize> {
+    if let Some(literal) = ALL.iter().position(|t| *t == path) {
         return Some(literal);
     }
     // Only the patterns with parameters are left: same number of segments, literal segments
     // equal, parameters not empty.
     let slashes = |s: &str| s.bytes().filter(|b| *b == b'/').count();
     let segments = slashes(path);
-    ALL.iter().copied().find(|template| {
+    ALL.iter().position(|template| {
         let Some(prefix) = template.find('{').map(|i| &template[..i]) else { return false };
         path.starts_with(prefix)
             && slashes(template) == segments

@@ -499,7 +499,7 @@ async fn validators(
         .reader
         .header(height - 1)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {}", height - 1)))?;
-    let set = super::headers::set_certifying(&e, &e.genesis_validators, height)
+    let set = super::headers::set_certifying(&e, height)
         .filter(|s| s.hash() == previous.validator_set_hash)
         .or_else(|| e.validator_set(&previous.validator_set_hash))
         .ok_or_else(|| {

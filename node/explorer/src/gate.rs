@@ -83,7 +83,7 @@ impl Service<Request<hyper::body::Incoming>> for Gate {
 
     fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
         let at = Instant::now();
-        let route = routes::template_of(request.uri().path()).unwrap_or("unmatched");
+        let route = routes::route_index(request.uri().path());
         let explorer = self.explorer.clone();
         let answered = move |response: Response| {
             explorer.host.api_request(route, response.status().as_u16(), at.elapsed());

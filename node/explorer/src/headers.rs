@@ -238,8 +238,14 @@ pub(super) async fn validator_sets(
 
 /// The set certifying ledger `height` from the known changes (genesis's before any), if the
 /// history was scanned.
-pub(crate) fn set_certifying(e: &Explorer, genesis: &ValidatorSet, height: u64) -> Option<ValidatorSet> {
+pub(crate) fn set_certifying(e: &Explorer, height: u64) -> Option<ValidatorSet> {
     let chain = e.set_chain.lock().ok()?;
     chain.scanned?;
-    Some(chain.changes.range(..height).next_back().map_or_else(|| genesis.clone(), |(_, s)| s.clone()))
+    Some(
+        chain
+            .changes
+            .range(..height)
+            .next_back()
+            .map_or_else(|| e.genesis_validators.clone(), |(_, s)| s.clone()),
+    )
 }

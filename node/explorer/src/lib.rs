@@ -51,9 +51,9 @@ pub trait Host: Send + Sync + 'static {
     fn stream_ended(&self, reason: StreamEndReason);
     /// A submission was not a transaction's canonical bytes (for its metrics).
     fn undecodable(&self);
-    /// An API request on `route` (the router's pattern, or `unmatched`) was answered `status`
-    /// after `elapsed` (for its metrics).
-    fn api_request(&self, route: &str, status: u16, elapsed: std::time::Duration);
+    /// An API request on `route` (its index in `api::routes::ALL`, `None` for a path no route
+    /// serves) was answered `status` after `elapsed` (for its metrics).
+    fn api_request(&self, route: Option<usize>, status: u16, elapsed: std::time::Duration);
     /// The process's metrics as Prometheus text.
     fn metrics_text(&self) -> String;
 }

@@ -128,10 +128,9 @@ impl Api {
         loop {
             let page: api::SetChanges =
                 self.get(&format!("{}?from={from}&limit=1000", api::routes::VALIDATOR_SETS))?;
-            let done = page.next.is_none_or(|n| n >= height);
             out.extend(page.changes.into_iter().filter(|c| c.header.height < height));
             match page.next {
-                Some(next) if !done && next > from => from = next,
+                Some(next) if next < height && next > from => from = next,
                 _ => return Ok(out),
             }
         }

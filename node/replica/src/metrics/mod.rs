@@ -150,7 +150,7 @@ impl explorer::Host for ProcessView {
         self.metrics.undecodable_submissions[0].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn api_request(&self, route: &str, status: u16, elapsed: Duration) {
+    fn api_request(&self, route: Option<usize>, status: u16, elapsed: Duration) {
         self.metrics.api_requests.observe(route, status, elapsed);
     }
 
@@ -371,7 +371,7 @@ mod tests {
         m.edge.submit.refused_source.store(3, Ordering::Relaxed);
         m.edge.api.deadline_closed.store(2, Ordering::Relaxed);
         m.submit_to_commit.observe(Duration::from_millis(700));
-        m.api_requests.observe("/v1/status", 200, Duration::from_millis(1));
+        m.api_requests.observe(api::routes::route_index("/v1/status"), 200, Duration::from_millis(1));
         let text = m.render("validator", "epoll");
         let mut families: std::collections::HashMap<String, (bool, Option<String>)> = Default::default();
         let mut infinity_buckets: std::collections::HashMap<String, f64> = Default::default();

@@ -24,10 +24,10 @@ impl Default for ApiRequests {
 }
 
 impl ApiRequests {
-    /// A request on `route` (a pattern of [`routes::ALL`], or anything else: `unmatched`)
-    /// answered `status` after `elapsed`.
-    pub(crate) fn observe(&self, route: &str, status: u16, elapsed: Duration) {
-        let r = routes::ALL.iter().position(|t| *t == route).unwrap_or(routes::ALL.len());
+    /// A request on `route` (its index in [`routes::ALL`]; `None`: `unmatched`) answered
+    /// `status` after `elapsed`.
+    pub(crate) fn observe(&self, route: Option<usize>, status: u16, elapsed: Duration) {
+        let r = route.filter(|r| *r < routes::ALL.len()).unwrap_or(routes::ALL.len());
         let s = STATUSES.iter().position(|t| *t == status).unwrap_or(STATUSES.len());
         self.table[r * (STATUSES.len() + 1) + s].observe(elapsed);
     }
@@ -56,10 +56,11 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_and_status() {
         let r = ApiRequests::default();
-        r.observe(routes::ACCOUNT, 200, Duration::from_millis(1));
-        r.observe(routes::ACCOUNT, 200, Duration::from_millis(2));
-        r.observe("unmatched", 404, Duration::from_millis(1));
-        r.observe(routes::STATUS, 418, Duration::from_millis(1));
+        let index = |route| routes::ALL.iter().position(|r| *r == route);
+        r.observe(index(routes::ACCOUNT), 200, Duration::from_millis(1));
+        r.observe(index(routes::ACCOUNT), 200, Duration::from_millis(2));
+        r.observe(None, 404, Duration::from_millis(1));
+        r.observe(index(routes::STATUS), 418, Duration::from_millis(1));
         let mut out = String::new();
         r.render(&mut out, "x");
         assert!(out.contains("x_count{route=\"/v1/accounts/{address}\",status=\"200\"} 2\n"), "{out}");
