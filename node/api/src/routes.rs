@@ -74,24 +74,18 @@ pub fn template_of(path: &str) -> Option<&'static str> {
     route_index(path).map(|i| ALL[i])
 }
 
-/// The index in [`ALL`] of the route a request path is served by ([`template_of`]).
+/// The index in [`ALL`] of the route a request path is served by ([`template_of`]): looked up
+/// in the same kind of tree axum routes with (built once), a literal route before a pattern.
 pub fn route_index(path: &str) -> Option<usize> {
-    if let Some(literal) = ALL.iter().position(|t| *t == path) {
-        return Some(literal);
-    }
-    // Only the patterns with parameters are left: same number of segments, literal segments
-    // equal, parameters not empty.
-    let slashes = |s: &str| s.bytes().filter(|b| *b == b'/').count();
-    let segments = slashes(path);
-    ALL.iter().position(|template| {
-        let Some(prefix) = template.find('{').map(|i| &template[..i]) else { return false };
-        path.starts_with(prefix)
-            && slashes(template) == segments
-            && template
-                .split('/')
-                .zip(path.split('/'))
-                .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
-    })
+    static TREE: std::sync::LazyLock<matchit::Router<usize>> = std::sync::LazyLock::new(|| {
+        let mut tree = matchit::Router::new();
+        for (i, template) in ALL.iter().enumerate() {
+            // The routes are distinct and well formed (the test of every route checks the tree).
+            let _ = tree.insert(*template, i);
+        }
+        tree
+    });
+    TREE.at(path).ok().map(|found| *found.value)
 }
 
 /// Largest page of headers or set changes (`limit`).

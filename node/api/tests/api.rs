@@ -331,6 +331,9 @@ fn a_request_path_is_labelled_with_its_route() {
     assert_eq!(routes::template_of("/v1/accounts/abc/history"), Some(routes::HISTORY));
     assert_eq!(routes::template_of("/v1/accounts/abc"), Some(routes::ACCOUNT));
     assert_eq!(routes::template_of("/healthz"), Some(routes::HEALTHZ));
+    for (i, template) in routes::ALL.iter().enumerate() {
+        assert_eq!(routes::route_index(template), Some(i), "{template}");
+    }
     for unmatched in ["/", "/v1", "/v1/ledgers", "/v1/ledgers/", "/v1/ledgers/1/2", "/nothing", ""] {
         assert_eq!(routes::template_of(unmatched), None, "{unmatched}");
     }

@@ -339,7 +339,9 @@ async fn account(
 ) -> ApiResult<api::Account> {
     // Address32 text is either case: answered in lower case, its canonical form (what an
     // `Address` serializes to).
-    let address = parse_address(&path(p)?.to_ascii_lowercase())?;
+    let mut text = path(p)?;
+    text.make_ascii_lowercase();
+    let address = parse_address(&text)?;
     let latest = e.latest();
     let account = latest.state.account(&address);
     let declaration = account

@@ -8,6 +8,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -36,31 +37,32 @@ use limits::{API_HEADER_BYTES_MAX, API_HEADERS_MAX, API_URI_BYTES_MAX};
 pub(crate) fn service(router: Router, explorer: Shared) -> Api {
     let gate = Gate { router, explorer };
     let cors = cors_layer(&gate.explorer.cors).map(|layer| tower::Layer::layer(&layer, gate.clone()));
-    Api { gate, cors }
+    Api(Arc::new(Policies { gate, cors }))
 }
 
-/// The API's service ([`service`]).
+/// The API's service ([`service`]): hyper's kind, called by reference — cloned once per
+/// connection (one reference count), never per request.
 #[derive(Clone)]
-pub(crate) struct Api {
+pub(crate) struct Api(Arc<Policies>);
+
+struct Policies {
     gate: Gate,
     cors: Option<tower_http::cors::Cors<Gate>>,
 }
 
-impl Service<Request<hyper::body::Incoming>> for Api {
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for Api {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
-        match &self.cors {
+    fn call(&self, request: Request<hyper::body::Incoming>) -> Answer {
+        match &self.0.cors {
             Some(cors) if request.headers().contains_key(header::ORIGIN) => {
                 Box::pin(cors.clone().oneshot(request))
             }
-            _ => self.gate.call(request),
+            _ => self.0.gate.answer(request),
         }
     }
 }
@@ -72,16 +74,8 @@ struct Gate {
     explorer: Shared,
 }
 
-impl Service<Request<hyper::body::Incoming>> for Gate {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
+impl Gate {
+    fn answer(&self, request: Request<hyper::body::Incoming>) -> Answer {
         let at = Instant::now();
         let route = routes::route_index(request.uri().path());
         let explorer = self.explorer.clone();
@@ -100,6 +94,21 @@ impl Service<Request<hyper::body::Incoming>> for Gate {
                 Err(never) => match never {},
             }
         })
+    }
+}
+
+/// The gate as tower's kind, for the CORS layer around it.
+impl Service<Request<hyper::body::Incoming>> for Gate {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<hyper::body::Incoming>) -> Answer {
+        self.answer(request)
     }
 }
 
