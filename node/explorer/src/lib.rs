@@ -35,7 +35,7 @@ use storage::StoreReader;
 
 pub use self::api::serve;
 pub use ::api::StreamEndReason;
-use limits::SUBMITTED_MAX;
+use limits::{SUBMITTED_BYTES_MAX, SUBMITTED_ENTRY_BYTES, SUBMITTED_REASON_BYTES_MAX};
 
 /// What the explorer asks of the process that runs it: to count the submissions refused as
 /// busy (the busy check itself is the mempool's), and the process's metrics (the explorer
@@ -72,23 +72,79 @@ struct Submitted {
     rejected: Option<(&'static str, String)>,
 }
 
+/// The submissions remembered, within [`SUBMITTED_BYTES_MAX`] (each counted as
+/// [`SUBMITTED_ENTRY_BYTES`] and the words of its refusal); the oldest are forgotten first.
 #[derive(Default)]
 struct SubmittedSet {
     by_id: HashMap<TxId, Submitted>,
     order: VecDeque<TxId>,
+    bytes: usize,
 }
 
+// What an entry takes at most fits the bytes it is counted for: its id in the order of arrival
+// (a ring that may be twice its length), and in the map with its entry and hashbrown's control
+// byte, at the map's lowest load (7/16, just after it grew).
+const _: () = assert!(
+    2 * size_of::<TxId>() + (size_of::<TxId>() + size_of::<Submitted>() + 1) * 16 / 7 <= SUBMITTED_ENTRY_BYTES
+);
+
 impl SubmittedSet {
-    fn insert(&mut self, id: TxId, entry: Submitted) {
-        if self.by_id.insert(id, entry).is_none() {
-            self.order.push_back(id);
-            while self.order.len() > SUBMITTED_MAX {
-                if let Some(old) = self.order.pop_front() {
-                    self.by_id.remove(&old);
-                }
+    fn insert(&mut self, id: TxId, mut entry: Submitted) {
+        if let Some((_, reason)) = &mut entry.rejected {
+            cut(reason);
+        }
+        let bytes = entry.bytes();
+        match self.by_id.insert(id, entry) {
+            Some(old) => self.bytes = self.bytes - old.bytes() + bytes,
+            None => {
+                self.order.push_back(id);
+                self.bytes += bytes;
+            }
+        }
+        self.forget_oldest();
+    }
+
+    /// Records a refusal of `id`, if remembered and not refused yet.
+    fn refuse(&mut self, id: &TxId, kind: &'static str, mut reason: String) {
+        let Some(entry) = self.by_id.get_mut(id) else { return };
+        if entry.rejected.is_some() {
+            return;
+        }
+        cut(&mut reason);
+        self.bytes += reason.len();
+        entry.rejected = Some((kind, reason));
+        self.forget_oldest();
+    }
+
+    fn forget_oldest(&mut self) {
+        while self.bytes > SUBMITTED_BYTES_MAX {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(entry) = self.by_id.remove(&old) {
+                self.bytes -= entry.bytes();
             }
         }
     }
+}
+
+impl Submitted {
+    /// What it is counted for in [`SubmittedSet`].
+    fn bytes(&self) -> usize {
+        SUBMITTED_ENTRY_BYTES + self.rejected.as_ref().map_or(0, |(_, reason)| reason.len())
+    }
+}
+
+/// Cuts a refusal's words to [`SUBMITTED_REASON_BYTES_MAX`] (at a character boundary), and
+/// gives back the room they do not use.
+fn cut(reason: &mut String) {
+    if reason.len() > SUBMITTED_REASON_BYTES_MAX {
+        let mut end = SUBMITTED_REASON_BYTES_MAX - '…'.len_utf8();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason.shrink_to_fit();
 }
 
 /// Everything the API handlers share.
@@ -233,9 +289,7 @@ impl Explorer {
             return;
         }
         if let Ok(mut s) = self.submitted.lock() {
-            if let Some(entry) = s.by_id.get_mut(&id) {
-                entry.rejected.get_or_insert_with(|| (error.kind(), error.to_string()));
-            }
+            s.refuse(&id, error.kind(), error.to_string());
         }
     }
 
@@ -267,7 +321,46 @@ impl Explorer {
 
 #[cfg(test)]
 mod tests {
-    use super::Cors;
+    use super::{Cors, Submitted, SubmittedSet};
+    use engine::tx::TxId;
+    use limits::{SUBMITTED_BYTES_MAX, SUBMITTED_ENTRY_BYTES, SUBMITTED_REASON_BYTES_MAX};
+
+    fn id(n: usize) -> TxId {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        engine::hash::Hash(id)
+    }
+
+    #[test]
+    fn the_submissions_remembered_stay_within_their_bytes() {
+        let mut set = SubmittedSet::default();
+        // Refusals with long words: each cut, and counted with them.
+        let per_entry = SUBMITTED_ENTRY_BYTES + SUBMITTED_REASON_BYTES_MAX;
+        let fit = SUBMITTED_BYTES_MAX / per_entry;
+        for n in 0..fit + 1_000 {
+            let rejected = Some(("bad_signature", "x".repeat(1_000)));
+            set.insert(id(n), Submitted { expiration_ms: 1, rejected });
+        }
+        assert!(set.bytes <= SUBMITTED_BYTES_MAX);
+        assert_eq!(set.by_id.len(), fit);
+        assert!(!set.by_id.contains_key(&id(999)), "the oldest are forgotten");
+        let newest = &set.by_id[&id(fit + 999)];
+        let reason = &newest.rejected.as_ref().unwrap().1;
+        assert!(reason.len() <= SUBMITTED_REASON_BYTES_MAX && reason.ends_with('…'), "{}", reason.len());
+        // Cut at a character boundary.
+        let mut words = "é".repeat(1_000);
+        super::cut(&mut words);
+        assert!(words.len() <= SUBMITTED_REASON_BYTES_MAX && words.ends_with("é…"));
+        // A refusal recorded later is counted too, and only the first one is kept.
+        let accepted = id(usize::MAX);
+        set.insert(accepted, Submitted { expiration_ms: 1, rejected: None });
+        set.refuse(&accepted, "expired", "x".repeat(10));
+        set.refuse(&accepted, "bad_signature", "y".repeat(10));
+        assert_eq!(set.by_id[&accepted].rejected, Some(("expired", "x".repeat(10))));
+        let counted: usize = set.by_id.values().map(Submitted::bytes).sum();
+        assert_eq!(set.bytes, counted);
+        assert!(set.bytes <= SUBMITTED_BYTES_MAX);
+    }
 
     #[test]
     fn cors_policies_from_the_configuration() {

@@ -236,9 +236,16 @@ pub const SUBMIT_CLOCK_TXS_MAX: usize = 65_536;
 /// … and for at most this long (past any transaction's time to live).
 pub const SUBMIT_CLOCK_AGE_MAX: Duration = Duration::from_secs(2 * 3_600);
 
-/// Transactions submitted through this explorer whose fate it remembers (oldest forgotten
-/// first).
-pub const SUBMITTED_MAX: usize = 1_000_000;
+/// Memory for what this explorer remembers of the transactions submitted through it — ids,
+/// expirations and verdicts, never bodies; the oldest are forgotten first.
+pub const SUBMITTED_BYTES_MAX: usize = 128 << 20;
+
+/// What one remembered submission is counted for, the words of its refusal aside (its id in
+/// the map and in the order of arrival, its expiration and verdict, the map's overhead).
+pub const SUBMITTED_ENTRY_BYTES: usize = 256;
+
+/// The words of a refusal kept with a submission (longer ones are cut).
+pub const SUBMITTED_REASON_BYTES_MAX: usize = 256;
 
 /// Client connections served at once on the submit port.
 pub const SUBMIT_CONNECTIONS_MAX: usize = 64;
@@ -328,7 +335,7 @@ const _: () = {
     assert!(STAGE_BATCH_TXS_MAX <= INTAKE_ADMIT_MAX);
     assert!(STAGE_BATCH_TXS_MAX <= protocol::BLOCK_TXS_MAX);
     // The explorer remembers the fate of everything the pool can hold.
-    assert!(POOL_TXS_MAX <= SUBMITTED_MAX);
+    assert!(POOL_TXS_MAX * (SUBMITTED_ENTRY_BYTES + SUBMITTED_REASON_BYTES_MAX) <= SUBMITTED_BYTES_MAX);
     // Streams are connections too.
     assert!(STREAMS_MAX < API_CONNECTIONS_MAX);
     // hyper's minimum; the limits answered with a JSON body must fit in it.
