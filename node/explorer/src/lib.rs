@@ -85,7 +85,8 @@ struct SubmittedSet {
 // (a ring that may be twice its length), and in the map with its entry and hashbrown's control
 // byte, at the map's lowest load (7/16, just after it grew).
 const _: () = assert!(
-    2 * size_of::<TxId>() + (size_of::<TxId>() + size_of::<Submitted>() + 1) * 16 / 7 <= SUBMITTED_ENTRY_BYTES
+    2 * size_of::<TxId>() + (size_of::<TxId>() + size_of::<Submitted>() + 1) * 16 / 7
+        <= SUBMITTED_ENTRY_BYTES
 );
 
 impl SubmittedSet {
