@@ -93,7 +93,7 @@ pub use evidence::{
 };
 pub use layout::TxLocation;
 pub use pending::IndexBatch;
-pub use reader::StoreReader;
+pub use reader::{StoreReader, StoreSpace};
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,
     StoreOptions,

@@ -41,6 +41,15 @@ impl Gathered<'_> {
     }
 }
 
+/// What a store takes on disk ([`StoreReader::space`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreSpace {
+    /// The data file's size (it grows and shrinks by [`crate::GROWTH_STEP_BYTES`]).
+    pub file_bytes: u64,
+    /// The bytes of it in use: pages allocated and not free for reuse.
+    pub used_bytes: u64,
+}
+
 /// Reads a store from any thread while its [`crate::Store`] commits (MDBX readers never block
 /// the writer). Cheap to clone. Sees the tables only: see [`crate::Store::reader`].
 #[derive(Clone)]
@@ -65,6 +74,19 @@ impl StoreReader {
 
     pub(crate) const fn env_arc(&self) -> &Arc<Env> {
         &self.env
+    }
+
+    /// The data file's size and the bytes of it in use (pages up to the last one allocated,
+    /// less those free for reuse): what the store takes on disk, and what its contents need.
+    pub fn space(&self) -> Result<StoreSpace, StoreError> {
+        let info = self.env.info()?;
+        let page = self.env.stat()?.page_size() as u64;
+        let allocated = (info.last_pgno() as u64 + 1) * page;
+        let free = self.env.freelist()? as u64 * page;
+        Ok(StoreSpace {
+            file_bytes: info.geometry().current_size(),
+            used_bytes: allocated.saturating_sub(free),
+        })
     }
 
     /// Height of the last committed ledger.

@@ -158,6 +158,27 @@ fn commit_then_read_back() {
 }
 
 #[test]
+fn the_space_a_store_takes_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new(3, 20);
+    let (mut store, mut state) = create_every_ledger(dir.path(), &chain.genesis_toml);
+    let before = store.reader().space().unwrap();
+    assert!(before.used_bytes > 0 && before.used_bytes <= before.file_bytes, "{before:?}");
+    let mut block_bytes = 0;
+    for _ in 0..20 {
+        let (_, transactions) = commit(&mut store, &chain, &mut state, 50);
+        block_bytes += transactions.iter().map(|t| t.to_bytes().len() as u64).sum::<u64>();
+    }
+    let after = store.reader().space().unwrap();
+    assert!(after.used_bytes <= after.file_bytes, "{after:?}");
+    // At least the blocks' canonical bytes were added (and the indexes besides).
+    assert!(after.used_bytes >= before.used_bytes + block_bytes, "{before:?} {after:?} {block_bytes}");
+    // The file is what is on disk.
+    let file = std::fs::metadata(dir.path().join("mdbx.dat")).unwrap().len();
+    assert_eq!(after.file_bytes, file);
+}
+
+#[test]
 fn replay_window_is_pruned_as_time_passes() {
     let dir = tempfile::tempdir().unwrap();
     let chain = TestChain::new(2, 5);

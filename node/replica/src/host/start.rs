@@ -61,6 +61,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let chain = Chain::new(state, chain_config(cfg), mempool.clone());
     let height = chain.state().head().height;
     let metrics = Arc::new(Metrics::default());
+    let _ = metrics.store.set(store.reader());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
     let peers = cfg.net.as_ref().map_or(&[][..], |n| &n.peers[..]);
     metrics.name_peers(peers.iter().map(|(spec, _)| spec.name.clone()));

@@ -96,6 +96,8 @@ pub(crate) struct Metrics {
     pub(crate) edge: Edge,
     /// More metrics text, rendered after these (the ClickHouse replicator's).
     pub(crate) extra: std::sync::OnceLock<ExtraMetrics>,
+    /// The process's store, for the space it takes (read when rendered).
+    pub(crate) store: std::sync::OnceLock<storage::StoreReader>,
     /// The last committed ledgers: height, commit time, transaction ids (for `/committed`).
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
 }
@@ -212,11 +214,30 @@ impl Metrics {
             self.render_samples(&mut out, name, sample, (role, transport));
         }
         self.render_peers(&mut out);
+        self.render_store(&mut out);
         exposition::process::render(&mut out);
         if let Some(extra) = self.extra.get() {
             out.push_str(&(extra.0)());
         }
         out
+    }
+
+    /// The store's file size and the bytes of it in use (absent if it cannot be read).
+    fn render_store(&self, out: &mut String) {
+        let Some(space) = self.store.get().and_then(|r| r.space().ok()) else { return };
+        for (name, help, value) in [
+            ("store_file_bytes", "Size of the store's data file.", space.file_bytes),
+            (
+                "store_used_bytes",
+                "Bytes of the store's data file in use (pages allocated, less those free for reuse).",
+                space.used_bytes,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP caasiope_{name} {help}\n# TYPE caasiope_{name} gauge\ncaasiope_{name} {value}"
+            );
+        }
     }
 
     /// The samples of family `name`.
@@ -434,7 +455,15 @@ mod tests {
         let doc = include_str!("../../../../docs/METRICS.md");
         let m = Metrics::default();
         m.name_peers(["p".to_owned()]);
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = storage::test_utils::TestChain::new(1, 1).genesis_toml;
+        let (store, _) = storage::Store::create(dir.path(), &genesis).unwrap();
+        let _ = m.store.set(store.reader());
         let text = m.render("validator", "epoll");
+        for name in ["caasiope_store_file_bytes", "caasiope_store_used_bytes"] {
+            let value = text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap();
+            assert!(value.parse::<u64>().unwrap() > 0, "{name} {value}");
+        }
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
             let (name, kind) = line.split_once(' ').unwrap();
             let row = format!("| `{name}` | {kind} |");
