@@ -237,6 +237,13 @@ pub(crate) enum DbCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Rows and bytes of every table, and the data file's size, use and free pages; read-only
+    /// (a node may be running on the store); prints JSON.
+    Stats {
+        /// The store's directory (a node's `data_dir`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `caasiope evidence …`

@@ -56,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Run { config } => replica::run(&config),
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
+        Command::Db(cli::DbCommand::Stats { dir }) => Output::json(&storage::stats(&dir)?),
         Command::Evidence(command) => evidence::run(command),
         #[cfg(feature = "tools")]
         Command::Bench(command) => bench_tools::run(command),

@@ -75,6 +75,7 @@ mod history;
 mod layout;
 mod pending;
 mod reader;
+mod stats;
 mod store;
 mod table;
 #[cfg(any(test, feature = "test-utils"))]
@@ -94,6 +95,7 @@ pub use evidence::{
 pub use layout::TxLocation;
 pub use pending::IndexBatch;
 pub use reader::{StoreReader, StoreSpace};
+pub use stats::{StoreStats, TableStats, stats};
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,
     StoreOptions,

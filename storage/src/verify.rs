@@ -126,7 +126,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
 }
 
 /// Opens the environment of `dir` read-only.
-fn open_read_only(dir: &Path) -> Result<Env, StoreError> {
+pub(crate) fn open_read_only(dir: &Path) -> Result<Env, StoreError> {
     match open_env(dir, None) {
         // The last commit of a writer that died in `SafeNoSync` mode is intact but not yet
         // flushed ("weak"); MDBX makes it steady at the next read-write open, and refuses a
