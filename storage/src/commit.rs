@@ -69,7 +69,8 @@ impl Store {
         if self.writing.as_ref().is_some_and(|w| w.thread.is_finished()) {
             self.join_batch()?;
         }
-        let rows = LedgerRows::new(applied, transactions, &self.chain_id)?;
+        let rows =
+            LedgerRows::new(applied, transactions, &self.chain_id, !self.options.without_query_indexes)?;
 
         let txn = self.reader.env().begin_rw_txn()?;
         let t_meta = open::<Meta, RW>(&txn)?;
@@ -190,16 +191,19 @@ pub(crate) struct LedgerRows {
 }
 
 impl LedgerRows {
+    /// The rows of a ledger; `tx_index` and `history` ones only if `query_indexes` are kept.
     pub(crate) fn new(
         applied: &Applied,
         transactions: &[SignedTransaction],
         chain_id: &str,
+        query_indexes: bool,
     ) -> Result<Self, StoreError> {
         let height = applied.header.height;
         let n = transactions.len();
         let mut block = EncodedBlock::new(n, 4 + n * 256);
-        let mut tx_index = Vec::with_capacity(n);
-        let mut history = Vec::with_capacity(n * 2);
+        let indexed = if query_indexes { n } else { 0 };
+        let mut tx_index = Vec::with_capacity(indexed);
+        let mut history = Vec::with_capacity(indexed * 2);
         let mut replay = Vec::with_capacity(n);
         let mut addresses: Vec<Address> = Vec::new();
         for (i, (tx, expected)) in transactions.iter().zip(&applied.tx_ids).enumerate() {
@@ -207,15 +211,17 @@ impl LedgerRows {
             if id != *expected {
                 return Err(StoreError::InconsistentLedger("a transaction does not match its id"));
             }
-            let at = TxLocation { height, index: i as u32 };
-            tx_index.push((id, at));
-            addresses.clear();
-            addresses.extend(tx.tx.inputs.iter().chain(&tx.tx.outputs).map(|l| l.address));
-            addresses.push(tx.tx.fee.payer);
-            // Raw byte order, the order of the keys.
-            addresses.sort_unstable_by_key(|a| *a.raw());
-            addresses.dedup();
-            history.extend(addresses.iter().map(|a| (at, *a, id)));
+            if query_indexes {
+                let at = TxLocation { height, index: i as u32 };
+                tx_index.push((id, at));
+                addresses.clear();
+                addresses.extend(tx.tx.inputs.iter().chain(&tx.tx.outputs).map(|l| l.address));
+                addresses.push(tx.tx.fee.payer);
+                // Raw byte order, the order of the keys.
+                addresses.sort_unstable_by_key(|a| *a.raw());
+                addresses.dedup();
+                history.extend(addresses.iter().map(|a| (at, *a, id)));
+            }
             let key = ReplayKey::new(tx.tx.expiration_ms, id)
                 .ok_or(StoreError::InconsistentLedger("a transaction expires before 1970"))?;
             replay.push(key);

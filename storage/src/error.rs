@@ -55,6 +55,12 @@ pub enum StoreError {
     /// `create` on a directory that already holds a store.
     #[error("{} already holds a store", .0.display())]
     AlreadyExists(PathBuf),
+    /// Opened for the explorer's queries, a store made without their indexes.
+    #[error(
+        "{} was kept without the transaction index and account history (a validator's or a node's store); an explorer needs a store that kept them from genesis",
+        .0.display()
+    )]
+    NoQueryIndexes(PathBuf),
     /// `open` on a directory that holds no store.
     #[error("{} holds no store", .0.display())]
     NotAStore(PathBuf),

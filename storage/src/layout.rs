@@ -145,14 +145,21 @@ pub(crate) mod meta {
         Validators = b"validators", ValidatorSet, written as &'a ValidatorSet
     );
 
+    field!(
+        /// 0: `tx_index`, `history` and `history_heads` are not kept (a validator's or a node's
+        /// store: no query needs them there). Absent (every store that keeps them): kept.
+        QueryIndexes = b"query_indexes", u64, written as &'a u64
+    );
+
     /// Every key of `meta`.
-    pub(crate) const KEYS: [MetaKey; 6] = [
+    pub(crate) const KEYS: [MetaKey; 7] = [
         MetaKey(SchemaVersion::KEY),
         MetaKey(ChainId::KEY),
         MetaKey(Genesis::KEY),
         MetaKey(HeadHeight::KEY),
         MetaKey(IndexedHeight::KEY),
         MetaKey(Validators::KEY),
+        MetaKey(QueryIndexes::KEY),
     ];
 
     // The keys as the tests poke them, written out as schema version 4 wrote them.

@@ -219,6 +219,8 @@ pub(crate) struct StoredMeta {
     pub(crate) indexed_height: u64,
     /// The validator set certifying the ledger after the indexed height.
     pub(crate) validators: ValidatorSet,
+    /// Whether the transaction index and the account history are kept.
+    pub(crate) query_indexes: bool,
 }
 
 pub(crate) fn read_meta<K: TransactionKind>(txn: &Txn<'_, K>, dir: &Path) -> Result<StoredMeta, StoreError> {
@@ -247,7 +249,8 @@ pub(crate) fn read_meta<K: TransactionKind>(txn: &Txn<'_, K>, dir: &Path) -> Res
     let indexed_height = indexed_height(txn)?;
     let validators =
         t_meta.field::<meta::Validators>()?.ok_or_else(|| missing(Meta::NAME, "no validator set".into()))?;
-    Ok(StoredMeta { genesis, head_height, indexed_height, validators })
+    let query_indexes = t_meta.field::<meta::QueryIndexes>()?.is_none_or(|kept| kept != 0);
+    Ok(StoredMeta { genesis, head_height, indexed_height, validators, query_indexes })
 }
 
 /// The head height in `txn`'s snapshot.

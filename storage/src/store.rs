@@ -26,8 +26,8 @@ use crate::{
     StoreError, StoreReader,
     commit::gather,
     layout::{
-        Accounts, Blocks, EncodedBlock, Headers, Meta, MetaField, MetaKey, SCHEMA_VERSION, TABLES,
-        TxLocation, meta,
+        Accounts, Blocks, EncodedBlock, Headers, History, HistoryHeads, Meta, MetaField, MetaKey,
+        SCHEMA_VERSION, TABLES, TxIndex, TxLocation, meta,
     },
     pending::{IndexBatch, Pending},
     reader::{self, Gathered, missing},
@@ -93,6 +93,12 @@ pub struct StoreOptions {
     /// once written, as with any batch). One batch is written at a time, in order; a batch
     /// that fails to write fails the store's next commit.
     pub index_in_background: bool,
+    /// Keep neither the transaction index nor the account history (`tx_index`, `history`,
+    /// `history_heads`: only the explorer's API queries them) — a validator's or a node's store.
+    /// At open, a store that kept them drops them (their pages are reused); a store made
+    /// without them cannot be opened with them ([`StoreError::NoQueryIndexes`]): they would
+    /// lack every ledger before.
+    pub without_query_indexes: bool,
 }
 
 /// What [`Store::commit`] writes: a ledger as the engine applied it.
@@ -228,6 +234,11 @@ impl Store {
             t_meta.put_field::<meta::HeadHeight>(&0, flags)?;
             t_meta.put_field::<meta::IndexedHeight>(&0, flags)?;
             t_meta.put_field::<meta::Validators>(state.validators(), flags)?;
+            // Written only when they are not kept: a store that keeps them holds the bytes of
+            // schema version 4 exactly (format_tests.rs), as before the field existed.
+            if options.without_query_indexes {
+                t_meta.put_field::<meta::QueryIndexes>(&0, flags)?;
+            }
             let mut buf = Vec::new();
             let genesis_header = (state.head(), &Certificate::default());
             open::<Headers, _>(&txn)?.put(&0, genesis_header, WriteFlags::APPEND, &mut buf)?;
@@ -273,6 +284,13 @@ impl Store {
         require_env(dir)?;
         let env = open_env(dir, Some(options.durability))?;
         crate::evidence::ensure_tables(&env)?;
+        let kept = reader::read_meta(&env.begin_ro_txn()?, dir)?.query_indexes;
+        if !kept && !options.without_query_indexes {
+            return Err(StoreError::NoQueryIndexes(dir.to_owned()));
+        }
+        if kept && options.without_query_indexes {
+            drop_query_indexes(&env)?;
+        }
         let (chain_id, state, pending) = restore(&env.begin_ro_txn()?, dir)?;
         Ok((Self::new(env, dir, chain_id, options, pending), state))
     }
@@ -355,6 +373,19 @@ impl Store {
 /// Rebuilds the state at the head from a store's tables: the state as of the indexed height,
 /// checked against its header, then the blocks above it re-executed (see [`Store::open_with`]).
 /// Returns the chain id, the state and the re-gathered index rows.
+/// Empties `tx_index`, `history` and `history_heads` and records that they are not kept, in one
+/// write transaction (their pages go to the free list, reused before the file grows).
+fn drop_query_indexes(env: &Env) -> Result<(), StoreError> {
+    let txn = env.begin_rw_txn()?;
+    for name in [TxIndex::NAME, History::NAME, HistoryHeads::NAME] {
+        let table = txn.open_table(Some(name))?;
+        txn.clear_table(&table)?;
+    }
+    open::<Meta, _>(&txn)?.put_field::<meta::QueryIndexes>(&0, WriteFlags::UPSERT)?;
+    txn.commit()?;
+    Ok(())
+}
+
 fn restore<K: libmdbx::TransactionKind>(
     txn: &Txn<'_, K>,
     dir: &Path,
@@ -404,7 +435,7 @@ fn restore<K: libmdbx::TransactionKind>(
                 why: format!("ledger {height} re-executes to another header than the stored one"),
             });
         }
-        let rows = LedgerRows::new(&applied, &block.transactions, &chain_id)?;
+        let rows = LedgerRows::new(&applied, &block.transactions, &chain_id, m.query_indexes)?;
         let accounts: Vec<Account> =
             applied.touched.iter().filter_map(|a| state.account(a).cloned()).collect();
         gather(&mut pending, &applied, rows, accounts, state.validators());

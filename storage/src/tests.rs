@@ -194,6 +194,62 @@ fn the_space_a_store_takes_is_reported() {
 }
 
 #[test]
+fn a_store_without_query_indexes_keeps_the_state_and_drops_them_at_open() {
+    let entries = |dir: &Path, name: &str| {
+        crate::stats(dir).unwrap().tables.iter().find(|t| t.name == name).unwrap().entries
+    };
+    let without = StoreOptions {
+        index_batch: IndexBatch::EVERY_LEDGER,
+        without_query_indexes: true,
+        ..StoreOptions::default()
+    };
+    let chain = TestChain::new(3, 20);
+
+    // Made with them, then opened without: they are dropped, the state and window stay.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut state) = create_every_ledger(dir.path(), &chain.genesis_toml);
+    for _ in 0..5 {
+        commit(&mut store, &chain, &mut state, 12);
+    }
+    drop(store);
+    assert_eq!(entries(dir.path(), "tx_index"), 60);
+    let (mut store, reopened) = Store::open_with(dir.path(), without).unwrap();
+    assert_eq!(reopened.head(), state.head());
+    for _ in 0..5 {
+        commit(&mut store, &chain, &mut state, 12);
+    }
+    assert_eq!(store.account(&chain.sender(0)).unwrap().as_ref(), state.account(&chain.sender(0)));
+    drop(store);
+    let report = verify(dir.path()).unwrap();
+    assert!(!report.query_indexes);
+    assert_eq!(report.tx_count, 120);
+    for name in ["tx_index", "history", "history_heads"] {
+        assert_eq!(entries(dir.path(), name), 0, "{name}");
+    }
+    assert_eq!(entries(dir.path(), "replay"), 120);
+    // An explorer's open is refused, with the reason.
+    let refused = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(refused, StoreError::NoQueryIndexes(_)), "{refused}");
+
+    // Made without them, with index batches: a restart re-executes the ungathered ledgers.
+    let dir = tempfile::tempdir().unwrap();
+    let batches = StoreOptions { index_batch: IndexBatch::default(), ..without };
+    let (mut store, mut state) = Store::create_with(dir.path(), &chain.genesis_toml, batches).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.extend(commit(&mut store, &chain, &mut state, 12).0.tx_ids);
+    }
+    assert_eq!(store.tx_location(&ids[0]).unwrap(), None, "no index kept");
+    drop(store);
+    let (store, reopened) = Store::open_with(dir.path(), batches).unwrap();
+    assert_eq!(reopened.head(), state.head());
+    assert_eq!(accounts_sorted(&reopened), accounts_sorted(&state));
+    drop(store);
+    assert!(!verify(dir.path()).unwrap().query_indexes);
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::NoQueryIndexes(_))));
+}
+
+#[test]
 fn replay_window_is_pruned_as_time_passes() {
     let dir = tempfile::tempdir().unwrap();
     let chain = TestChain::new(2, 5);
@@ -625,7 +681,8 @@ fn commit_cost_of_large_ledgers() {
             let (applied, transactions) = chain.apply_next(&mut state, TXS, 1);
             let certificate = chain.certify(&applied);
             let t = Instant::now();
-            let prepared = crate::store::LedgerRows::new(&applied, &transactions, store.chain_id()).unwrap();
+            let prepared =
+                crate::store::LedgerRows::new(&applied, &transactions, store.chain_id(), true).unwrap();
             rows.push(t.elapsed());
             drop(prepared);
             let t = Instant::now();

@@ -70,6 +70,7 @@ fn writer_process() {
             durability,
             index_batch: INDEX_BATCH,
             index_in_background: env::var(WRITER_BACKGROUND).as_deref() == Ok("1"),
+            without_query_indexes: false,
         },
     )
     .unwrap_or_else(|e| panic!("writer: open: {e}"));

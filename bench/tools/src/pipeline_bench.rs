@@ -144,6 +144,8 @@ fn timed_run(
     let before = sigverify_bound(txs_path, cfg)?;
     let options = StoreOptions {
         durability: if cfg.durable { Durability::Durable } else { Durability::SafeNoSync },
+        // A validator's store (node/replica/src/run.rs).
+        without_query_indexes: true,
         ..StoreOptions::default()
     };
     let (store, state) = Store::create_with(dir.join("db"), genesis_toml, options)?;

@@ -31,7 +31,7 @@ use exit::{Output, read_text};
 use pipeline::Verdict;
 use storage::{Durability, IndexBatch, Store, StoreOptions};
 
-use crate::config::{NodeConfig, Sync};
+use crate::config::{NodeConfig, Role, Sync};
 
 /// Turns transparent huge pages off for this process (Linux `PR_SET_THP_DISABLE`; elsewhere,
 /// nothing). A node frees and allocates its large per-height buffers (a block's bodies, the
@@ -66,6 +66,9 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
         // measured on the localnet, every validator's batch lengthened that height's interval
         // by 0.4–1.6 s (docs/PERFORMANCE.md).
         index_in_background: cfg.api_listen.is_none(),
+        // The transaction index and account history serve the explorer's API alone: a
+        // validator or node keeps neither (a store that had them drops them at open).
+        without_query_indexes: cfg.role != Role::Explorer,
     };
     let exists = cfg.data_dir.join("mdbx.dat").exists();
     let (store, state) = if exists {

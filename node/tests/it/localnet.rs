@@ -230,7 +230,14 @@ impl Localnet {
 
     /// The header hash at every height 1..=h of the store of process `i` (stopped).
     pub(crate) fn chain_of(&self, i: usize) -> Vec<engine::Hash> {
-        let (store, state) = storage::Store::open(data_dir(self.dir.path(), &self.procs[i].name)).unwrap();
+        let dir = data_dir(self.dir.path(), &self.procs[i].name);
+        // A validator's store keeps no query indexes (the explorer's does).
+        let without = storage::StoreOptions { without_query_indexes: true, ..Default::default() };
+        let (store, state) = match storage::Store::open(&dir) {
+            Err(storage::StoreError::NoQueryIndexes(_)) => storage::Store::open_with(&dir, without),
+            opened => opened,
+        }
+        .unwrap();
         (1..=state.head().height).map(|h| store.header(h).unwrap().unwrap().0.hash(CHAIN)).collect()
     }
 }
