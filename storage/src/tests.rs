@@ -188,6 +188,7 @@ fn the_space_a_store_takes_is_reported() {
     assert_eq!(table("blocks").entries, 21, "genesis and 20 ledgers");
     assert_eq!(table("tx_index").entries, 20 * 50);
     assert!(table("blocks").bytes >= block_bytes);
+    assert_eq!(table("replay").entries, 20 * 50);
     let in_tables: u64 = stats.tables.iter().map(|t| t.bytes).sum();
     assert!(in_tables <= stats.used_bytes && stats.used_bytes <= stats.file_bytes, "{stats:?}");
     assert!(crate::stats(dir.path().join("nothing")).is_err());
