@@ -370,9 +370,6 @@ impl Store {
     }
 }
 
-/// Rebuilds the state at the head from a store's tables: the state as of the indexed height,
-/// checked against its header, then the blocks above it re-executed (see [`Store::open_with`]).
-/// Returns the chain id, the state and the re-gathered index rows.
 /// Empties `tx_index`, `history` and `history_heads` and records that they are not kept, in one
 /// write transaction (their pages go to the free list, reused before the file grows).
 fn drop_query_indexes(env: &Env) -> Result<(), StoreError> {
@@ -386,6 +383,9 @@ fn drop_query_indexes(env: &Env) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Rebuilds the state at the head from a store's tables: the state as of the indexed height,
+/// checked against its header, then the blocks above it re-executed (see [`Store::open_with`]).
+/// Returns the chain id, the state and the re-gathered index rows.
 fn restore<K: libmdbx::TransactionKind>(
     txn: &Txn<'_, K>,
     dir: &Path,
