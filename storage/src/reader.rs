@@ -48,6 +48,8 @@ pub struct StoreSpace {
     pub file_bytes: u64,
     /// The bytes of it in use: pages allocated and not free for reuse.
     pub used_bytes: u64,
+    /// Free pages, bytes: reused by later writes before the file grows.
+    pub free_bytes: u64,
 }
 
 /// Reads a store from any thread while its [`crate::Store`] commits (MDBX readers never block
@@ -86,6 +88,7 @@ impl StoreReader {
         Ok(StoreSpace {
             file_bytes: info.geometry().current_size(),
             used_bytes: allocated.saturating_sub(free),
+            free_bytes: free,
         })
     }
 

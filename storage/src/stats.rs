@@ -47,10 +47,9 @@ pub fn stats(dir: impl AsRef<Path>) -> Result<StoreStats, StoreError> {
     let dir = dir.as_ref();
     require_env(dir)?;
     let reader = StoreReader::new(std::sync::Arc::new(open_read_only(dir)?));
-    let StoreSpace { file_bytes, used_bytes } = reader.space()?;
+    let StoreSpace { file_bytes, used_bytes, free_bytes } = reader.space()?;
     let env = reader.env();
     let page_bytes = env.stat()?.page_size();
-    let free_bytes = env.freelist()? as u64 * u64::from(page_bytes);
     let txn = env.begin_ro_txn()?;
     let mut tables = Vec::new();
     for name in TABLES.into_iter().chain([Evidence::NAME, EvidenceCounts::NAME]) {

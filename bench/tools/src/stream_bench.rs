@@ -344,7 +344,7 @@ async fn load(
 
 /// The explorer over one window of `seconds`: CPU cores used, the highest resident memory
 /// sampled each second, the last threads and streams seen; and the ledgers committed.
-async fn window(api: SocketAddr, seconds: u64) -> anyhow::Result<(f64, f64, Process, u64)> {
+async fn window(api: SocketAddr, seconds: u64) -> anyhow::Result<Window> {
     let (start, at, height) = (process(api).await?, Instant::now(), status(api).await?.height);
     let mut rss = start.rss_bytes;
     let mut last = start;
@@ -354,7 +354,7 @@ async fn window(api: SocketAddr, seconds: u64) -> anyhow::Result<(f64, f64, Proc
         rss = rss.max(last.rss_bytes);
     }
     let cores = (last.cpu_seconds - start.cpu_seconds) / at.elapsed().as_secs_f64();
-    Ok((cores, rss, last, status(api).await?.height - height))
+    Ok(Window { cores, rss, process: last, ledgers: status(api).await?.height - height })
 }
 
 /// The explorer over one window.
@@ -426,7 +426,7 @@ pub(crate) fn run(b: &StreamBench) -> anyhow::Result<Output> {
             tokio::spawn(load((b.api, b.key.clone(), b.rate), st, accepted.clone(), stop_load.clone()));
         // Settle, then the bound: the same load, no subscriber.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (base_cores, base_rss, base, base_ledgers) = window(b.api, b.seconds).await?;
+        let bound = window(b.api, b.seconds).await?;
 
         let (counts, stop) = (Arc::new(Counts::default()), Arc::new(AtomicBool::new(false)));
         let from = status(b.api).await?.height + 1;
@@ -448,14 +448,12 @@ pub(crate) fn run(b: &StreamBench) -> anyhow::Result<Output> {
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (cores, rss, with, ledgers) = window(b.api, b.seconds).await?;
+        let loaded = window(b.api, b.seconds).await?;
         // Let the resumed ones catch up, then stop and check every subscriber's last event.
         stop_load.store(true, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop.store(true, Ordering::Relaxed);
         let _ = loader.await;
-        let bound = Window { cores: base_cores, rss: base_rss, process: base, ledgers: base_ledgers };
-        let loaded = Window { cores, rss, process: with, ledgers };
         let report = report(b, &bound, &loaded, &counts, accepted.load(Ordering::Relaxed));
         Output::json(&report)
     })
