@@ -30,7 +30,7 @@ use engine::{
 
 pub use pipeline::{Mempool, MempoolConfig, PoolError};
 
-use crate::message::Value;
+use crate::{message::Value, wal::SharedTxs};
 
 /// Limits and rules of the application. A node takes the limits from its limits module
 /// (`caasiope-limits`), so there is no default here.
@@ -172,17 +172,19 @@ impl ChainError {
 
 struct Executed {
     diff: StateDiff,
-    /// Shared with the log record of the bodies, if any (dropped once written).
-    transactions: Arc<Vec<SignedTransaction>>,
+    /// Shared with the pool and with the log record of the bodies, if any (dropped once
+    /// written): held, not copied.
+    transactions: SharedTxs,
     /// What the two above hold apart from the committed state: counted once, when kept (the
     /// committed state does not move before every execution of the height is dropped).
     bytes: usize,
 }
 
 impl Executed {
-    fn new(diff: StateDiff, transactions: Arc<Vec<SignedTransaction>>) -> Self {
+    fn new(diff: StateDiff, transactions: SharedTxs) -> Self {
+        // Counted as if held here alone (the pool may let them go first).
         let bodies: usize =
-            transactions.iter().map(|t| size_of::<SignedTransaction>() + t.signatures.len() * 129).sum();
+            transactions.iter().map(|v| size_of::<VerifiedTx>() + v.tx.signatures.len() * 129).sum();
         let bytes = diff.bytes() + bodies;
         Self { diff, transactions, bytes }
     }
@@ -301,9 +303,8 @@ impl Chain {
         let applied = diff.applied();
         // Those applied are the candidates less those skipped, in the candidates' order.
         let mut rest = candidates.iter();
-        let transactions = Arc::new(
-            applied.tx_ids.iter().filter_map(|id| rest.find(|v| v.id == *id).map(|v| v.tx.clone())).collect(),
-        );
+        let transactions =
+            Arc::new(applied.tx_ids.iter().filter_map(|id| rest.find(|v| v.id == *id).cloned()).collect());
         let value = Value { header: applied.header, tx_ids: applied.tx_ids.clone() };
         self.keep(Executed::new(diff, transactions));
         value
@@ -333,7 +334,7 @@ impl Chain {
     }
 
     /// The transactions of an executed value of the height and their ids, in block order.
-    pub fn executed_transactions(&self, id: &Hash) -> Option<(&[TxId], &Arc<Vec<SignedTransaction>>)> {
+    pub fn executed_transactions(&self, id: &Hash) -> Option<(&[TxId], &SharedTxs)> {
         self.executed.get(id).map(|e| (e.diff.applied().tx_ids.as_slice(), &e.transactions))
     }
 
@@ -414,18 +415,16 @@ impl Chain {
     /// Executes `value` with its bodies `txs` and keeps the result if it reproduces its header
     /// exactly.
     fn execute_bodies(&mut self, value: &Value, txs: &[Arc<VerifiedTx>]) -> Result<(), ChainError> {
-        let bodies: Arc<Vec<SignedTransaction>> = Arc::new(txs.iter().map(|v| v.tx.clone()).collect());
         let diff = execute_exactly(&mut self.state, &value.header, txs)?;
-        self.keep(Executed::new(diff, bodies));
+        self.keep(Executed::new(diff, Arc::new(txs.to_vec())));
         Ok(())
     }
 
     /// Executes `txs` at `header`'s time on the committed state (sealed, its accounts left ahead)
     /// and keeps the result if it reproduces `header` exactly.
-    fn execute(&mut self, header: &LedgerHeader, txs: Vec<VerifiedTx>) -> Result<(), ChainError> {
+    fn execute(&mut self, header: &LedgerHeader, txs: Vec<Arc<VerifiedTx>>) -> Result<(), ChainError> {
         let diff = execute_exactly(&mut self.state, header, &txs)?;
-        let transactions = Arc::new(txs.into_iter().map(|v| v.tx).collect());
-        self.keep(Executed::new(diff, transactions));
+        self.keep(Executed::new(diff, Arc::new(txs)));
         Ok(())
     }
 
@@ -470,9 +469,11 @@ impl Chain {
             let mut txs = Vec::with_capacity(ledger.transactions.len());
             for (tx, tx_id) in ledger.transactions.iter().zip(ids) {
                 let vtx = match self.pool.get(&tx_id) {
-                    Some(v) => Arc::unwrap_or_clone(v),
-                    None => verify(tx.clone(), tx_id, self.state.params(), self.cfg.backend)
-                        .map_err(|e| ChainError::Tx(tx_id, e))?,
+                    Some(v) => v,
+                    None => Arc::new(
+                        verify(tx.clone(), tx_id, self.state.params(), self.cfg.backend)
+                            .map_err(|e| ChainError::Tx(tx_id, e))?,
+                    ),
                 };
                 txs.push(vtx);
             }
@@ -500,7 +501,11 @@ impl Chain {
         let ledger = CommittedLedger {
             header: applied.header,
             certificate,
-            transactions: Arc::unwrap_or_clone(executed.transactions),
+            // The pool let them go above: the bodies move into the ledger, uncopied.
+            transactions: Arc::unwrap_or_clone(executed.transactions)
+                .into_iter()
+                .map(|v| Arc::try_unwrap(v).map_or_else(|shared| shared.tx.clone(), |v| v.tx))
+                .collect(),
         };
         Committed { ledger, applied, diff }
     }

@@ -45,5 +45,5 @@ pub use crate::{
     evidence::{Equivocation, EvidenceError},
     message::{Message, MessageError, Proposal, SignedProposal, SignedVote, Value},
     signer::{SIGN_STATE_VOTES_MAX, SignState, Slot, message_digest},
-    wal::WalRecord,
+    wal::{Bodies, SharedTxs, WalRecord},
 };

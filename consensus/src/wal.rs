@@ -22,6 +22,7 @@ use engine::{
     ledger::ValidatorSet,
     limits::{BLOCK_TXS_MAX, VALIDATORS_MAX},
     tx::SignedTransaction,
+    validate::VerifiedTx,
 };
 
 use crate::{
@@ -40,12 +41,55 @@ pub enum WalRecord {
     /// The transactions of a value this validator judged valid or built, logged before its
     /// verdict: a validator that voted for a value can commit it (and serve it) after a
     /// restart, even if every pool that held the bodies was lost with its process.
-    /// Shared with the executed value they belong to: logging them copies nothing.
-    Bodies(Arc<Vec<SignedTransaction>>),
+    Bodies(Bodies),
     /// Digests of the messages this validator is about to send (logged, and synced, before
     /// they leave): what a replay may send again. A message the signing state held back is
     /// rebuilt by a replay too, and is not among them.
     Sent(Vec<Hash>),
+}
+
+/// Verified transactions of an executed value in block order, shared by reference counts.
+pub type SharedTxs = Arc<Vec<Arc<VerifiedTx>>>;
+
+/// The transactions of a `Bodies` record: those of an executed value, shared with it and with
+/// the pool (logging them copies nothing), or those read back from the log.
+#[derive(Clone, Debug)]
+pub enum Bodies {
+    /// Verified transactions of an executed value, in block order.
+    Shared(SharedTxs),
+    /// Read back from the log (not verified: the pool takes them only once verified again).
+    Read(Vec<SignedTransaction>),
+}
+
+impl Bodies {
+    /// How many transactions.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Shared(txs) => txs.len(),
+            Self::Read(txs) => txs.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` on each transaction, in order.
+    pub fn for_each(&self, mut f: impl FnMut(&SignedTransaction)) {
+        match self {
+            Self::Shared(txs) => txs.iter().for_each(|v| f(&v.tx)),
+            Self::Read(txs) => txs.iter().for_each(f),
+        }
+    }
+
+    /// The transactions, owned (those shared are copied).
+    pub fn into_transactions(self) -> Vec<SignedTransaction> {
+        match self {
+            Self::Shared(txs) => txs.iter().map(|v| v.tx.clone()).collect(),
+            Self::Read(txs) => txs,
+        }
+    }
 }
 
 const BODIES: u8 = 0x10;
@@ -60,9 +104,7 @@ impl Encode for WalRecord {
             Self::Bodies(txs) => {
                 out.push(BODIES);
                 put_count_u32(out, txs.len());
-                for tx in txs.iter() {
-                    tx.encode(out);
-                }
+                txs.for_each(|tx| tx.encode(out));
             }
             Self::Sent(digests) => {
                 out.push(SENT);
@@ -85,7 +127,7 @@ impl Decode for WalRecord {
             for _ in 0..n {
                 txs.push(SignedTransaction::decode(r)?);
             }
-            return Ok(Self::Bodies(Arc::new(txs)));
+            return Ok(Self::Bodies(Bodies::Read(txs)));
         }
         if r.peek_u8() == Some(SENT) {
             r.u8("record tag")?;

@@ -1004,7 +1004,7 @@ fn peer_seeds(f: &Fixture) -> Vec<(&'static str, String, Vec<u8>)> {
                 valid: Some(Box::new(Pol { proposal: s.proposal(&s.value, 0, None, 0), prevotes })),
             }),
         ),
-        ("bodies", WalRecord::Bodies(std::sync::Arc::new(f.block.clone()))),
+        ("bodies", WalRecord::Bodies(caasiope_consensus::Bodies::Read(f.block.clone()))),
         ("sent", WalRecord::Sent(messages.iter().take(3).map(|(_, m)| message_digest(m)).collect())),
     ];
     for (name, kind) in [

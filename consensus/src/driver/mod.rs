@@ -23,7 +23,7 @@
 //! `env`: what it needs of its environment; `effects`: inputs logged and the core's effects
 //! executed (log, then sign, then send); `values`: checks, bodies, decisions and commits.
 
-use std::{collections::HashSet, sync::Arc};
+use std::collections::HashSet;
 
 use engine::{
     Hash,
@@ -367,7 +367,7 @@ impl Driver {
                 WalRecord::Input(i) => inputs.push(i),
                 // Bodies of the values this validator voted for: back in the pool before the
                 // replay, so that a decision among them commits.
-                WalRecord::Bodies(txs) => self.chain.restore_bodies(Arc::unwrap_or_clone(txs)),
+                WalRecord::Bodies(txs) => self.chain.restore_bodies(txs.into_transactions()),
                 // What left before the restart (or was about to): the replay rebuilds these
                 // very bytes, which may go again.
                 WalRecord::Sent(digests) => self.sent.extend(digests),

@@ -3,17 +3,14 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use engine::{
-    Hash,
-    tx::{SignedTransaction, TxId},
-};
+use engine::{Hash, tx::TxId};
 
 use super::{Decision, Driver, DriverError, Env, FETCH_RETRY_MAX_MS, Timer, Waiting};
 use crate::{
     chain::{Chain, ChainError, CheckOutcome, Committed},
     core::{Input, PeerId},
     message::Value,
-    wal::WalRecord,
+    wal::{Bodies, WalRecord},
     wire::FETCH_IDS_MAX,
 };
 
@@ -142,16 +139,14 @@ impl Driver {
 /// The bodies of an executed value the log of this height does not hold yet (marked as held
 /// from now on); `None` if there are none. A value's bodies logged for the first time (the
 /// common case) are shared with its execution, not copied.
-pub(super) fn unlogged_bodies(
-    chain: &Chain,
-    logged: &mut HashSet<TxId>,
-    id: &Hash,
-) -> Option<Arc<Vec<SignedTransaction>>> {
+pub(super) fn unlogged_bodies(chain: &Chain, logged: &mut HashSet<TxId>, id: &Hash) -> Option<Bodies> {
     let (ids, txs) = chain.executed_transactions(id)?;
     let fresh: Vec<bool> = ids.iter().map(|id| logged.insert(*id)).collect();
     match fresh.iter().filter(|f| **f).count() {
         0 => None,
-        n if n == txs.len() => Some(Arc::clone(txs)),
-        _ => Some(Arc::new(txs.iter().zip(fresh).filter(|(_, f)| *f).map(|(tx, _)| tx.clone()).collect())),
+        n if n == txs.len() => Some(Bodies::Shared(Arc::clone(txs))),
+        _ => Some(Bodies::Shared(Arc::new(
+            txs.iter().zip(fresh).filter(|(_, f)| *f).map(|(tx, _)| Arc::clone(tx)).collect(),
+        ))),
     }
 }

@@ -165,6 +165,10 @@ fn apply_candidates<'a>(
     max_txs: usize,
 ) -> Vec<(TxId, TxError)> {
     let mut rejected = Vec::new();
+    let candidates = candidates.into_iter();
+    // Sized once for what the block may take, rather than grown by doubling (each growth a copy
+    // of what is there and fresh pages).
+    exec.reserve(candidates.size_hint().0.min(max_txs).min(BLOCK_TXS_MAX));
     for tx in candidates {
         if exec.tx_ids.len() >= max_txs.min(BLOCK_TXS_MAX) {
             break;

@@ -88,6 +88,15 @@ impl BlockExecution<'_> {
         self.tx_ids.is_empty()
     }
 
+    /// Makes room for `txs` more transactions (and the two accounts a transfer touches).
+    pub fn reserve(&mut self, txs: usize) {
+        self.journal.reserve(2 * txs);
+        self.replay_added.reserve(txs);
+        self.holds_until.reserve(txs);
+        self.tx_ids.reserve(txs);
+        self.receipts.reserve(txs);
+    }
+
     /// The state as the transactions applied so far left it.
     pub fn state(&self) -> &State {
         self.state
