@@ -478,6 +478,9 @@ impl Stages {
         slot: &Mutex<Vec<Rebase>>,
         on_admitted: &mut impl FnMut(Admitted),
     ) {
+        // Admission never seals: its copy keeps no trie, so the host's is not shared and each
+        // ledger updates it in place.
+        post.detach_trie();
         loop {
             // The post-state is one open ledger on the committed state, never sealed: its
             // journal is rolled back when the next committed state arrives.
@@ -523,7 +526,10 @@ impl Stages {
                             break;
                         }
                     }
-                    Rebase::State(state) => post = *state,
+                    Rebase::State(state) => {
+                        post = *state;
+                        post.detach_trie();
+                    }
                 }
             }
         }

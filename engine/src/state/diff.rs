@@ -125,9 +125,11 @@ impl State {
         replay: &[(TxId, i64)],
         validators: Option<ValidatorSet>,
     ) -> Applied {
-        self.trie = trie;
-        // Accounts are never removed, and every account is a key of the trie.
-        assert_eq!(self.trie.len(), self.accounts.len(), "the trie and the accounts disagree");
+        if !self.trie_detached {
+            self.trie = trie;
+            // Accounts are never removed, and every account is a key of the trie.
+            assert_eq!(self.trie.len(), self.accounts.len(), "the trie and the accounts disagree");
+        }
         for &(id, expiration_ms) in replay {
             self.replay.insert(id, expiration_ms);
         }

@@ -175,6 +175,7 @@ impl BlockExecution<'_> {
     /// the transaction root and the header, installs validator-set changes for the next height,
     /// and forgets replay entries that can no longer matter.
     pub fn finish(mut self) -> Applied {
+        assert!(!self.state.trie_detached, "sealing a ledger on a state without its trie");
         let journal = std::mem::take(&mut self.journal);
         let state = &mut *self.state;
         let accounts = &state.accounts;
@@ -245,7 +246,7 @@ impl BlockExecution<'_> {
             accounts.extend(new);
         }
         accounts.sort_unstable_by_key(|a| a.address);
-        self.diff(touched, leaves, accounts)
+        self.diff(touched, leaves, accounts, false)
         // `self` drops here unfinished: the replay set is rolled back (the accounts were).
     }
 
@@ -259,15 +260,25 @@ impl BlockExecution<'_> {
 
     /// The sealed ledger, given its touched accounts, their leaves and their new values: the
     /// trie updated on a clone of the state's, the header, what was applied.
+    /// `in_place`: the state's trie takes the leaves itself (it is ahead, see
+    /// [`BlockExecution::seal_ahead`]) and the diff shares it; otherwise a clone does.
     fn diff(
         &mut self,
         touched: Vec<Address>,
         mut leaves: Vec<([u8; 21], Hash)>,
         accounts: Vec<Account>,
+        in_place: bool,
     ) -> StateDiff {
+        assert!(!self.state.trie_detached, "sealing a ledger on a state without its trie");
+        let (trie, trie_bytes) = if in_place {
+            let bytes = self.state.trie.update(&mut leaves);
+            (self.state.trie.clone(), bytes)
+        } else {
+            let mut trie = self.state.trie.clone();
+            let bytes = trie.update(&mut leaves);
+            (trie, bytes)
+        };
         let state = &*self.state;
-        let mut trie = state.trie.clone();
-        let trie_bytes = trie.update(&mut leaves);
         let validator_set_hash = self.next_validators.as_ref().unwrap_or(&state.validators).hash();
         let header = LedgerHeader {
             version: LEDGER_VERSION,
@@ -374,7 +385,9 @@ impl BlockExecution<'_> {
         self.holds_until.drain(..n);
         let state = &mut *self.state;
         state.replay.prune_keeping(header.timestamp_ms, &self.replay_added);
-        state.trie = committed.trie.clone();
+        if !state.trie_detached {
+            state.trie = committed.trie.clone();
+        }
         state.head = header;
         state.head_hash = committed.applied.hash;
         self.height = header.height + 1;
@@ -402,8 +415,14 @@ impl BlockExecution<'_> {
                 .unzip()
         };
         let undo = std::mem::take(&mut self.journal);
-        let diff = self.diff(touched, leaves, accounts);
-        self.state.ahead = Some(Box::new(super::Ahead { hash: diff.applied.hash, undo }));
+        // The trie goes ahead too when the ledger created no account (the trie has no removal,
+        // so one with new keys is updated on a clone): updated in place where this state alone
+        // holds its branches — no copy of each branch on the ledger's paths, nor its release
+        // once the ledger is committed — and set back by the undo values' leaves if another
+        // ledger is applied instead.
+        let trie_ahead = undo.iter().all(|(_, old)| old.is_some());
+        let diff = self.diff(touched, leaves, accounts, trie_ahead);
+        self.state.ahead = Some(Box::new(super::Ahead { hash: diff.applied.hash, undo, trie: trie_ahead }));
         diff
         // `self` drops here unfinished: the replay set is rolled back (the journal is empty).
     }

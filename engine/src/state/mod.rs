@@ -140,6 +140,9 @@ pub struct State {
     /// journaled values back (every execution does first) or [`State::apply_diff`] of that
     /// ledger keeps them.
     ahead: Option<Box<Ahead>>,
+    /// Whether this copy keeps no trie ([`State::detach_trie`]): it checks and applies
+    /// transactions but never seals a ledger.
+    trie_detached: bool,
 }
 
 /// The accounts of a sealed ledger left in place, and how to take them back.
@@ -150,6 +153,9 @@ struct Ahead {
     /// The value of every account before the ledger first touched it (`None`: it did not
     /// exist), in touch order.
     undo: Vec<(Address, Option<Account>)>,
+    /// Whether the trie is ahead too (updated in place; the ledger created no account, so
+    /// setting the undo values' leaves back restores it).
+    trie: bool,
 }
 
 impl State {
@@ -191,6 +197,7 @@ impl State {
             head,
             head_hash,
             ahead: None,
+            trie_detached: false,
         };
         debug_assert_eq!(state.check_conservation(), Ok(()));
         state
@@ -232,7 +239,17 @@ impl State {
         // Sealed now, so that cloning the restored state does not copy a large window.
         replay_set.prune(head.timestamp_ms);
         let head_hash = head.hash(&params.chain_id);
-        Ok(Self { params, accounts: map, trie, replay: replay_set, validators, head, head_hash, ahead: None })
+        Ok(Self {
+            params,
+            accounts: map,
+            trie,
+            replay: replay_set,
+            validators,
+            head,
+            head_hash,
+            ahead: None,
+            trie_detached: false,
+        })
     }
 
     /// The replay window: every included transaction id that has not expired, with its expiration.
@@ -284,6 +301,12 @@ impl State {
         self.ahead.is_some()
     }
 
+    /// Whether the trie is ahead too: updated in place by the sealed ledger whose accounts are
+    /// ahead (one that created no account), its branches not copied.
+    pub fn is_trie_ahead(&self) -> bool {
+        self.ahead.as_ref().is_some_and(|a| a.trie)
+    }
+
     /// Bytes held to take a sealed ledger's accounts back (0 when none is ahead).
     pub fn ahead_bytes(&self) -> usize {
         self.ahead.as_ref().map_or(0, |a| a.undo.len() * size_of::<(Address, Option<Account>)>())
@@ -293,6 +316,16 @@ impl State {
     /// state reads as its head again. Every execution starts with it.
     pub fn settle(&mut self) {
         if let Some(ahead) = self.ahead.take() {
+            if ahead.trie {
+                // Every undo value is an account's (none was created): its leaf goes back. An
+                // account journaled twice holds the same value in both entries.
+                let mut leaves: Vec<([u8; 21], Hash)> = ahead
+                    .undo
+                    .par_iter()
+                    .filter_map(|(address, old)| old.as_ref().map(|a| (*address.raw(), a.leaf_hash())))
+                    .collect();
+                self.trie.update(&mut leaves);
+            }
             // Newest first, so an account journaled twice ends at its first value.
             for (address, old) in ahead.undo.into_iter().rev() {
                 match old {
@@ -308,9 +341,29 @@ impl State {
         debug_assert!(self.ahead.is_none(), "accounts read while a sealed ledger's are ahead");
     }
 
-    /// Root of the state trie.
+    /// Root of the state trie (the head's: not that of a ledger whose trie is ahead).
     pub fn state_root(&self) -> Hash {
-        self.trie.root()
+        if self.trie_detached || self.ahead.as_ref().is_some_and(|a| a.trie) {
+            self.head.state_root
+        } else {
+            self.trie.root()
+        }
+    }
+
+    /// Drops this copy's trie, and keeps none from now on: for a copy that checks and applies
+    /// transactions (admission's post-state) but never seals a ledger, so that the trie of the
+    /// state that does is not shared and its ledgers update it in place rather than copying
+    /// every branch on their paths. Sealing ([`BlockExecution::finish`], `seal`, `seal_ahead`)
+    /// then panics, and proofs are not available.
+    pub fn detach_trie(&mut self) {
+        self.settle();
+        self.trie = StateTrie::new();
+        self.trie_detached = true;
+    }
+
+    /// Whether this copy keeps no trie ([`State::detach_trie`]).
+    pub const fn trie_detached(&self) -> bool {
+        self.trie_detached
     }
 
     /// Whether a transaction id is in the replay window.

@@ -5,8 +5,8 @@ use caasiope_engine::{
     declaration::htlc,
     hash::{keccak256, sha256},
     keys::Signature,
-    state::BlockError,
-    validate::TxError,
+    state::{BlockError, build_block, execute_build_ahead},
+    validate::{TxError, verify},
 };
 
 use crate::common::*;
@@ -831,4 +831,86 @@ fn removing_a_validator_that_is_not_there_is_refused_and_timelocks_are_not_store
     t.declarations.push(Declaration::TimeLock { unix_seconds: 0 });
     net.apply_one(t.sign(CHAIN, &[&key(0)])).unwrap();
     assert_eq!(net.state.account(&Address::timelock(0)).unwrap(), &root_before);
+}
+
+/// A ledger that creates no account is sealed ahead with the trie updated in place (no branch
+/// copied); readers see the head's root meanwhile; another value of the height sets the trie
+/// back first, and the first value's diff — whose trie shared those branches — still applies
+/// and gives its header's root. A ledger that creates an account updates a copy instead.
+#[test]
+fn the_trie_goes_ahead_in_place_and_comes_back() {
+    let mut net = Net::new();
+    // The fee account exists from now on.
+    net.apply_one(net.transfer(0, user(1), COIN)).unwrap();
+    let verified = |net: &Net, tx: caasiope_engine::tx::SignedTransaction| {
+        let id = tx.id(CHAIN);
+        verify(tx, id, net.state.params(), net.backend).unwrap()
+    };
+    let a = verified(&net, net.transfer(2, user(3), COIN));
+    let b = verified(&net, net.transfer(4, user(5), 2 * COIN));
+    let root = net.state.state_root();
+    let mut reference = net.state.clone();
+    let at = net.now + 1000;
+
+    let (first, _) = execute_build_ahead(&mut net.state, at, [&a], 10).unwrap();
+    assert!(net.state.is_trie_ahead(), "no account created: the trie is updated in place");
+    assert_eq!(net.state.state_root(), root, "readers see the head's root");
+    assert_ne!(first.applied().header.state_root, root);
+    let (second, _) = execute_build_ahead(&mut net.state, at + 1, [&b], 10).unwrap();
+    assert!(net.state.is_trie_ahead());
+    let mut settled = net.state.clone();
+    settled.settle();
+    assert_eq!(settled.state_root(), root, "put back, the trie is the head's again");
+    assert_eq!(
+        settled.prove_account(&user(5)).map(|(a, _)| a),
+        reference.prove_account(&user(5)).map(|(a, _)| a)
+    );
+
+    // The first value commits: the second is put back, the first's diff (sharing the branches
+    // the state's trie had when it was ahead) gives its header's root.
+    let applied = net.state.apply_shared_diff(&first).unwrap();
+    assert!(!net.state.is_ahead());
+    assert_eq!(net.state.state_root(), applied.header.state_root);
+    let (expected, _) = build_block(&mut reference, at, &[a], 10).unwrap();
+    assert_eq!(applied, expected);
+    assert_eq!(net.state.state_root(), reference.state_root());
+    assert!(net.state.apply_shared_diff(&second).is_err(), "of the other base");
+
+    // A ledger that creates an account: the trie is updated on a copy.
+    let fresh = address_of(&Declaration::MultiSig(multisig(&[6, 7], 1)));
+    let c = verified(&net, net.transfer(1, fresh, COIN));
+    let root = net.state.state_root();
+    let (created, rejected) = execute_build_ahead(&mut net.state, at + 1000, [&c], 10).unwrap();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert!(net.state.is_ahead());
+    assert!(!net.state.is_trie_ahead());
+    let mut settled = net.state.clone();
+    settled.settle();
+    assert_eq!(settled.state_root(), root);
+    net.state.apply_diff(created).unwrap();
+    let (expected, _) = build_block(&mut reference, at + 1000, &[c], 10).unwrap();
+    assert_eq!(net.state.state_root(), expected.header.state_root);
+}
+
+/// A copy without its trie checks and applies transactions, follows committed diffs, and
+/// reports the head's root; it refuses to seal.
+#[test]
+fn a_copy_without_its_trie_applies_but_never_seals() {
+    let mut net = Net::new();
+    let mut post = net.state.clone();
+    post.detach_trie();
+    assert!(post.trie_detached());
+    let tx = net.transfer(0, user(1), COIN);
+    let id = tx.id(CHAIN);
+    let v = verify(tx, id, net.state.params(), net.backend).unwrap();
+    let diff = caasiope_engine::state::execute_verified(&mut net.state, net.now + 1000, &[&v]).unwrap();
+    post.apply_shared_diff(&diff).unwrap();
+    net.state.apply_diff(diff).unwrap();
+    assert_eq!(post.state_root(), net.state.state_root());
+    assert_eq!(post.balance(&user(1), &Currency::CAS), net.balance(&user(1), &Currency::CAS));
+    let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let exec = post.begin_block(net.now + 2000).unwrap();
+        exec.finish()
+    }));
+    assert!(sealed.is_err(), "sealing needs the trie");
 }
