@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use engine::{
     Backend,
     genesis::ChainParams,
-    state::{BlockExecution, State, StateDiff},
+    state::{BlockExecution, ReplayWindow, State, StateDiff},
     tx::{SignedTransaction, TxId},
     validate::{TxError, VerifiedTx, check_stateless},
 };
@@ -141,8 +141,10 @@ type Verified = Receiver<Checked>;
 /// How the admission stage's copy of the committed state moves on.
 #[derive(Debug)]
 enum Rebase {
-    /// By what a committed ledger changed (the common case: costs what the block touched).
-    Diff(Arc<StateDiff>),
+    /// By what a committed ledger changed (the common case: costs what the block touched),
+    /// with the committed state's replay window, which the post-state shares rather than
+    /// holding the same ids a second time.
+    Diff(Arc<StateDiff>, ReplayWindow),
     /// To a copy of the committed state (after a diff failed to apply).
     State(Box<State>),
 }
@@ -282,7 +284,7 @@ impl Intake {
             pending.clear();
             pending.push(Rebase::State(Box::new(committed.clone())));
         } else {
-            pending.push(Rebase::Diff(diff));
+            pending.push(Rebase::Diff(diff, committed.replay_window()));
         }
         drop(pending);
         match bell.try_send(()) {
@@ -519,12 +521,13 @@ impl Stages {
                     // The open ledger is rolled back: `post` is the committed state the diff
                     // was executed on (every diff arrives, in order); what it holds is copied
                     // into `post` (the host may still hold the diff).
-                    Rebase::Diff(diff) => {
+                    Rebase::Diff(diff, window) => {
                         if post.apply_shared_diff(&diff).is_err() {
                             // Not the state the diff was made on (a bug): ask for a copy.
                             self.stale.store(true, Ordering::Relaxed);
                             break;
                         }
+                        post.adopt_replay(window);
                     }
                     Rebase::State(state) => {
                         post = *state;
@@ -541,21 +544,29 @@ impl Stages {
     /// exactly the rest — the common case for a validator alone or a leader whose proposal
     /// was decided. Returns the rebases left for the slow way (roll back, apply, readmit).
     fn move_on(&self, exec: &mut BlockExecution<'_>, mut rebases: Vec<Rebase>) -> Vec<Rebase> {
-        let diffs: Option<Vec<&StateDiff>> = rebases
+        let diffs: Option<Vec<(&StateDiff, &ReplayWindow)>> = rebases
             .iter()
             .map(|r| match r {
-                Rebase::Diff(diff) => Some(&**diff),
+                Rebase::Diff(diff, window) => Some((&**diff, window)),
                 Rebase::State(_) => None,
             })
             .collect();
         let Some(diffs) = diffs else { return rebases };
-        let committed: usize = diffs.iter().map(|d| d.applied().tx_ids.len()).sum();
+        let committed: usize = diffs.iter().map(|(d, _)| d.applied().tx_ids.len()).sum();
         let ids = exec.tx_ids();
         if ids.len() < committed || !self.mempool.admitted_are(&ids[committed..]) {
             return rebases;
         }
         let now_ms = (self.clock)();
-        let moved = diffs.iter().take_while(|diff| exec.rebase(diff, now_ms)).count();
+        // Only the last ledger's window is worth taking (each replaces the one before).
+        let last = diffs.len().saturating_sub(1);
+        let moved = diffs
+            .iter()
+            .enumerate()
+            .take_while(|(i, (diff, window))| {
+                exec.rebase(diff, now_ms, (*i == last).then(|| (*window).clone()))
+            })
+            .count();
         self.metrics.rebased(moved, 0);
         rebases.drain(..moved);
         rebases

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::{
-    Applied, BlockError, FastMap, Receipt, State, StateDiff,
+    Applied, BlockError, FastMap, Receipt, ReplayWindow, State, StateDiff,
     check::{Plan, check_tx},
 };
 use crate::{
@@ -332,7 +332,12 @@ impl BlockExecution<'_> {
     /// Returns `false`, changing nothing, otherwise: another base, other transactions or
     /// another order, a validator-set change, a payment channel spent or a transaction of the
     /// rest expiring, or an account the ledger changed that this execution has not journaled.
-    pub fn rebase(&mut self, committed: &StateDiff, timestamp_ms: i64) -> bool {
+    ///
+    /// `window`, the committed ledger's replay window ([`State::replay_window`] of the state
+    /// that committed it), replaces this state's own: the ids of the rest are added to it, and
+    /// the committed ones are held once by both states rather than sealed here a second time.
+    /// Another ledger's is ignored.
+    pub fn rebase(&mut self, committed: &StateDiff, timestamp_ms: i64, window: Option<ReplayWindow>) -> bool {
         let n = committed.applied.tx_ids.len();
         if committed.base != self.state.head_hash
             || committed.validators.is_some()
@@ -384,7 +389,15 @@ impl BlockExecution<'_> {
         self.replay_added.drain(..n);
         self.holds_until.drain(..n);
         let state = &mut *self.state;
-        state.replay.prune_keeping(header.timestamp_ms, &self.replay_added);
+        match window.filter(|w| w.ledger == committed.applied.hash) {
+            Some(window) => {
+                state.replay = window.set;
+                for &(id, expiration_ms) in &self.replay_added {
+                    state.replay.insert(id, expiration_ms);
+                }
+            }
+            None => state.replay.prune_keeping(header.timestamp_ms, &self.replay_added),
+        }
         if !state.trie_detached {
             state.trie = committed.trie.clone();
         }

@@ -145,6 +145,21 @@ pub struct State {
     trie_detached: bool,
 }
 
+/// The replay window of a ledger, shared between copies of its state ([`State::replay_window`]).
+#[derive(Clone, Debug)]
+pub struct ReplayWindow {
+    /// The ledger whose window it is.
+    ledger: Hash,
+    set: ReplaySet,
+}
+
+impl ReplayWindow {
+    /// The ledger whose window it is.
+    pub const fn ledger(&self) -> Hash {
+        self.ledger
+    }
+}
+
 /// The accounts of a sealed ledger left in place, and how to take them back.
 #[derive(Clone, Debug)]
 struct Ahead {
@@ -250,6 +265,23 @@ impl State {
             ahead: None,
             trie_detached: false,
         })
+    }
+
+    /// This state's replay window, to be shared by another copy of the same ledger
+    /// ([`State::adopt_replay`], [`BlockExecution::rebase`]): its sealed generations by
+    /// reference, its open one (at most a few ledgers' ids) copied.
+    pub fn replay_window(&self) -> ReplayWindow {
+        ReplayWindow { ledger: self.head_hash, set: self.replay.clone() }
+    }
+
+    /// Takes `window` as this state's replay window, if it is that of this state's ledger
+    /// (returns whether it did): the same ids, held once by both copies instead of twice.
+    pub fn adopt_replay(&mut self, window: ReplayWindow) -> bool {
+        if window.ledger != self.head_hash || self.ahead.is_some() {
+            return false;
+        }
+        self.replay = window.set;
+        true
     }
 
     /// The replay window: every included transaction id that has not expired, with its expiration.

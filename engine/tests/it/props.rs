@@ -391,7 +391,10 @@ proptest! {
 
     #[test]
     fn an_open_ledger_rebased_on_its_first_transactions_is_the_rest_applied_again(
-        rounds in prop::collection::vec((prop::collection::vec(op(), 0..8), any::<prop::sample::Index>()), 1..5),
+        rounds in prop::collection::vec(
+            (prop::collection::vec(op(), 0..8), any::<prop::sample::Index>(), any::<bool>()),
+            1..5,
+        ),
     ) {
         // Accounts as checks see them: everything but `last_height`, which marks what an
         // execution journaled.
@@ -413,7 +416,7 @@ proptest! {
         let mut exec = post.begin_block(net.now + 700).unwrap();
         // The transactions applied on the open ledger and not yet committed, in order.
         let mut open: Vec<VerifiedTx> = Vec::new();
-        for (ops, cut) in rounds {
+        for (ops, cut, share) in rounds {
             for t in ops.iter().map(|o| build(&net, o)) {
                 let id = t.id(CHAIN);
                 let Ok(v) = verify_tx(t, id, &params, Backend::K256) else { continue };
@@ -435,12 +438,14 @@ proptest! {
                 let mut other = net.state.clone();
                 if let Ok(d) = execute_verified(&mut other, net.now - 300, &swapped) {
                     let ids = exec.tx_ids().to_vec();
-                    prop_assert!(!exec.rebase(&d, net.now + 700));
+                    prop_assert!(!exec.rebase(&d, net.now + 700, None));
                     prop_assert_eq!(exec.tx_ids(), ids.as_slice());
                 }
             }
-            prop_assert!(exec.rebase(&diff, net.now + 700));
-            net.state.apply_diff(diff).unwrap();
+            net.state.apply_diff(diff.clone()).unwrap();
+            // The committed state's replay window shared, or the post-state's own kept.
+            let window = share.then(|| net.state.replay_window());
+            prop_assert!(exec.rebase(&diff, net.now + 700, window));
             prop_assert_eq!(exec.state().head_hash(), net.state.head_hash());
             // What the slow way gives: the rest applied again on the committed state.
             let mut again = net.state.clone();
@@ -449,6 +454,12 @@ proptest! {
                 prop_assert!(slow.apply_tx(v).is_ok());
             }
             prop_assert_eq!(contents(exec.state()), contents(slow.state()));
+            let replay = |s: &State| {
+                let mut v: Vec<_> = s.replay_entries().collect();
+                v.sort();
+                v
+            };
+            prop_assert_eq!(replay(exec.state()), replay(slow.state()));
             for v in &rest {
                 prop_assert!(exec.state().is_included(&v.id));
             }

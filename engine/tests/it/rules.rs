@@ -630,15 +630,24 @@ fn an_open_ledger_is_not_moved_past_a_time_that_changes_its_pending_transactions
     let mut exec = post.begin_block(net.now + 100).unwrap();
     exec.apply_tx(&first).unwrap();
     exec.apply_tx(&claim).unwrap();
-    assert!(!exec.rebase(&commit_first(expiry + 10), expiry + 20), "a claim across the channel's expiry");
-    assert!(!exec.rebase(&commit_first(net.now + 200), net.now + 300), "a channel spent: never in place");
+    assert!(
+        !exec.rebase(&commit_first(expiry + 10), expiry + 20, None),
+        "a claim across the channel's expiry"
+    );
+    assert!(
+        !exec.rebase(&commit_first(net.now + 200), net.now + 300, None),
+        "a channel spent: never in place"
+    );
     drop(exec);
     // A transaction pending that expires by the new time.
     let mut exec = post.begin_block(net.now + 100).unwrap();
     exec.apply_tx(&first).unwrap();
     exec.apply_tx(&soon).unwrap();
-    assert!(!exec.rebase(&commit_first(net.now + 1_000), net.now + 6_000), "expired by the new time");
-    assert!(exec.rebase(&commit_first(net.now + 1_000), net.now + 2_000), "still valid at the new time");
+    assert!(!exec.rebase(&commit_first(net.now + 1_000), net.now + 6_000, None), "expired by the new time");
+    assert!(
+        exec.rebase(&commit_first(net.now + 1_000), net.now + 2_000, None),
+        "still valid at the new time"
+    );
 }
 
 #[test]
