@@ -1,6 +1,9 @@
 //! The application a validator's consensus runs on: the committed state, proposal building and
 //! checking from the process's one [`Mempool`], and commit of decided or synced ledgers.
 //!
+//! Over 600 lines with its tests: the code is about 530; the tests drive the private executed
+//! values they check.
+//!
 //! Values are executed on the committed state and sealed ([`engine::state::StateDiff`]): the
 //! result holds what the block touched, never a copy of the state. Up to [`EXECUTED_MAX`]
 //! results are kept per height, so the decision of a value this validator built or checked

@@ -14,8 +14,13 @@
 //!
 //! Persistence: a branch's slots are shared (`Arc`) between clones of the trie and copied on
 //! write, so cloning a trie is O(1) and updating a clone copies only the branches on the updated
-//! paths. A validator executes a proposed block on a clone of the committed trie: the result
-//! costs what the block touched, not the size of the state, and committing it is a swap.
+//! paths. A validator executes a proposed block that creates accounts on a clone of the
+//! committed trie (the result costs what the block touched, not the size of the state, and
+//! committing it is a swap); one that creates none updates the state's own trie in place, where
+//! no other copy holds a branch, and is set back by its old leaves if not committed.
+//!
+//! Over 600 lines with its tests: the code is under 500; the tests (a reference root, proofs,
+//! properties) stay beside the private node types they check.
 
 use std::{fmt, sync::Arc};
 
