@@ -486,8 +486,8 @@ mod tests {
     fn a_run_refuses_ports_another_process_holds() {
         let free = |port| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let process = |admin: SocketAddr| Process {
+        let spare = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let process = |spare: u16, admin: SocketAddr| Process {
             name: "validator-0".into(),
             role: Role::Validator,
             config: PathBuf::new(),
@@ -497,8 +497,13 @@ mod tests {
             api: None,
             pid: None,
         };
-        assert!(ports_free(&[process(free(spare))]).is_ok());
-        let err = ports_free(&[process(taken.local_addr().unwrap())]).unwrap_err().to_string();
+        // A port just released may be taken again by a test running beside this one before it
+        // is checked: a few tries, each with another.
+        assert!((0..20).any(|_| {
+            let port = spare();
+            ports_free(&[process(port, free(port))]).is_ok()
+        }));
+        let err = ports_free(&[process(spare(), taken.local_addr().unwrap())]).unwrap_err().to_string();
         assert!(err.contains("is not free") && err.contains("validator-0"), "{err}");
     }
 
