@@ -246,6 +246,13 @@ impl Chain {
         &self.state
     }
 
+    /// Moves the replay ids of the ledgers the store holds out of the committed state's memory
+    /// (into its filter: [`State::spill_replay`]); returns how many left. Called after each
+    /// commit is stored.
+    pub fn spill_replay(&mut self) -> Result<usize, String> {
+        self.state.spill_replay()
+    }
+
     /// The height consensus decides next.
     pub fn next_height(&self) -> u64 {
         self.state.head().height + 1
@@ -274,7 +281,7 @@ impl Chain {
     /// Adds a verified transaction that was not admitted against the post-state (a body a
     /// proposal names, one restored from the log, a simulated client's) to the pool.
     pub fn add(&mut self, vtx: VerifiedTx) -> Result<(), PoolError> {
-        if self.state.is_included(&vtx.id) {
+        if self.state.is_included(&vtx.id, vtx.tx.tx.expiration_ms) {
             return Err(PoolError::Included);
         }
         if vtx.tx.tx.expiration_ms <= self.state.head().timestamp_ms {

@@ -250,7 +250,7 @@ pub fn tx_apply(data: &[u8]) -> bool {
     let Ok(receipt) = exec.apply_tx(&vtx) else {
         drop(exec);
         assert!(snapshot(&state) == before, "a refused transaction changed the state");
-        assert!(!state.is_included(&id), "a refused transaction is in the replay set");
+        assert!(!state.is_included(&id, vtx.tx.tx.expiration_ms), "a refused transaction is in the replay set");
         return false;
     };
     assert_eq!((receipt.id, receipt.index, receipt.fee), (id, 0, vtx.tx.tx.fee.amount));

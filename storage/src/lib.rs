@@ -75,6 +75,7 @@ mod history;
 mod layout;
 mod pending;
 mod reader;
+mod replay;
 mod stats;
 mod store;
 mod table;

@@ -99,6 +99,13 @@ pub struct StoreOptions {
     /// without them cannot be opened with them ([`StoreError::NoQueryIndexes`]): they would
     /// lack every ledger before.
     pub without_query_indexes: bool,
+    /// Bytes of the filter in front of the replay table, or 0 to keep the replay window in
+    /// memory. With a filter, the state the store returns keeps in memory only the ids of the
+    /// ledgers above the indexed height; the rest are in the table, behind the filter
+    /// ([`State::attach_replay_store`]; the host calls [`State::spill_replay`] after each
+    /// commit). The window's memory then stays within the filter's bytes whatever the rate,
+    /// and a lookup the filter cannot rule out reads the table.
+    pub replay_filter_bytes: usize,
 }
 
 /// What [`Store::commit`] writes: a ledger as the engine applied it.
@@ -252,13 +259,19 @@ impl Store {
             }
             txn.commit()?;
         }
+        let env = Arc::new(env);
+        let mut state = state;
+        if options.replay_filter_bytes > 0 {
+            let table = crate::replay::ReplayTable::new(&env);
+            state.attach_replay_store(Arc::new(table), options.replay_filter_bytes, []);
+        }
         let store = Self::new(env, dir, genesis.params.chain_id, options, Pending::default());
         Ok((store, state))
     }
 
-    fn new(env: Env, dir: &Path, chain_id: String, options: StoreOptions, pending: Pending) -> Self {
+    fn new(env: Arc<Env>, dir: &Path, chain_id: String, options: StoreOptions, pending: Pending) -> Self {
         Self {
-            reader: StoreReader::new(Arc::new(env)),
+            reader: StoreReader::new(env),
             dir: dir.to_owned(),
             chain_id,
             options,
@@ -291,7 +304,9 @@ impl Store {
         if kept && options.without_query_indexes {
             drop_query_indexes(&env)?;
         }
-        let (chain_id, state, pending) = restore(&env.begin_ro_txn()?, dir)?;
+        let env = Arc::new(env);
+        let (chain_id, state, pending) =
+            restore(&env, &env.begin_ro_txn()?, dir, options.replay_filter_bytes)?;
         Ok((Self::new(env, dir, chain_id, options, pending), state))
     }
 
@@ -387,8 +402,10 @@ fn drop_query_indexes(env: &Env) -> Result<(), StoreError> {
 /// checked against its header, then the blocks above it re-executed (see [`Store::open_with`]).
 /// Returns the chain id, the state and the re-gathered index rows.
 fn restore<K: libmdbx::TransactionKind>(
+    env: &Arc<Env>,
     txn: &Txn<'_, K>,
     dir: &Path,
+    replay_filter_bytes: usize,
 ) -> Result<(String, State, Pending), StoreError> {
     let m = reader::read_meta(txn, dir)?;
     if m.indexed_height > m.head_height {
@@ -414,9 +431,15 @@ fn restore<K: libmdbx::TransactionKind>(
         })?
         .0;
     let accounts = reader::accounts(txn)?;
-    let replay = reader::replay(txn)?;
     let chain_id = m.genesis.params.chain_id.clone();
-    let mut state = State::restore(m.genesis.params, m.validators, base, accounts, replay)?;
+    let mut state = if replay_filter_bytes > 0 {
+        let mut state = State::restore(m.genesis.params, m.validators, base, accounts, [])?;
+        crate::replay::attach(&mut state, env, txn, replay_filter_bytes)?;
+        state
+    } else {
+        let replay = reader::replay(txn)?;
+        State::restore(m.genesis.params, m.validators, base, accounts, replay)?
+    };
     let mut pending = Pending::default();
     for height in m.indexed_height + 1..=m.head_height {
         let (stored, _) = reader::header(txn, height)?

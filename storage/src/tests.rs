@@ -250,6 +250,56 @@ fn a_store_without_query_indexes_keeps_the_state_and_drops_them_at_open() {
     assert!(matches!(Store::open(dir.path()), Err(StoreError::NoQueryIndexes(_))));
 }
 
+/// The replay window behind a filter (a validator's store): once the store holds a ledger and
+/// the state spills it, its ids leave memory and are still refused as replays (read from the
+/// table), after a reopen too; `verify` still checks the table.
+#[test]
+fn a_replay_window_in_the_table_still_refuses_replays() {
+    use engine::{state::BlockError, validate::TxError};
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new(8, 50);
+    let options = StoreOptions {
+        index_batch: IndexBatch::EVERY_LEDGER,
+        replay_filter_bytes: 64 << 10,
+        ..StoreOptions::default()
+    };
+    let (mut store, mut state) = Store::create_with(dir.path(), &chain.genesis_toml, options).unwrap();
+    // Enough ids to seal a generation of the window (16,384), then a small ledger.
+    let (first, first_txs) = commit(&mut store, &chain, &mut state, 16_500);
+    let (second, second_txs) = commit(&mut store, &chain, &mut state, 20);
+    let in_memory = state.replay_entries().count();
+    let spilled = state.spill_replay().unwrap();
+    assert!(spilled >= 16_384, "a sealed generation left memory ({spilled})");
+    assert_eq!(state.replay_entries().count(), in_memory - spilled);
+    assert_eq!(state.replay_memory().1, Some(64 << 10));
+    let replay = |state: &mut State, tx: &SignedTransaction, id| {
+        let height = state.head().height + 1;
+        let block =
+            Block { height, timestamp_ms: TestChain::timestamp(height), transactions: vec![tx.clone()] };
+        let got = apply_block(state, &block, Backend::Libsecp256k1);
+        assert_eq!(got, Err(BlockError::InvalidTx { index: 0, error: TxError::Replayed(id) }));
+    };
+    for i in [0, 7_000, 16_499] {
+        assert!(state.is_included(&first.tx_ids[i], first_txs[i].tx.expiration_ms));
+        replay(&mut state, &first_txs[i], first.tx_ids[i]);
+    }
+    drop(store);
+    let (store, mut reopened) = Store::open_with(dir.path(), options).unwrap();
+    assert_eq!(reopened.replay_entries().count(), 0, "the stored window is in the table, not in memory");
+    for (applied, txs) in [(&first, &first_txs), (&second, &second_txs)] {
+        for (id, tx) in applied.tx_ids.iter().zip(txs.iter()).step_by(997) {
+            assert!(reopened.is_included(id, tx.tx.expiration_ms));
+        }
+    }
+    replay(&mut reopened, &second_txs[3], second.tx_ids[3]);
+    replay(&mut reopened, &first_txs[12_345], first.tx_ids[12_345]);
+    // A transaction never included is not.
+    let fresh = chain.transfers(9, 1, 1).remove(0);
+    assert!(!reopened.is_included(&fresh.id(crate::test_utils::CHAIN_ID), fresh.tx.expiration_ms));
+    drop(store);
+    verify(dir.path()).unwrap();
+}
+
 #[test]
 fn replay_window_is_pruned_as_time_passes() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,6 +307,7 @@ fn replay_window_is_pruned_as_time_passes() {
     let (mut store, mut state) = create_every_ledger(dir.path(), &chain.genesis_toml);
     let (applied, _) = commit(&mut store, &chain, &mut state, 5);
     let id = applied.tx_ids[0];
+    let expiration_ms = store.block(1).unwrap().unwrap()[0].tx.expiration_ms;
     // An empty ledger far past every expiration.
     let block = Block {
         height: 2,
@@ -276,7 +327,7 @@ fn replay_window_is_pruned_as_time_passes() {
     drop(store);
     let (store, reopened) = Store::open(dir.path()).unwrap();
     assert_eq!(reopened.replay_entries().count(), 0);
-    assert!(!reopened.is_included(&id));
+    assert!(!reopened.is_included(&id, expiration_ms));
     assert_eq!(
         store.tx_location(&id).unwrap(),
         Some(TxLocation { height: 1, index: 0 }),

@@ -71,6 +71,8 @@ fn writer_process() {
             index_batch: INDEX_BATCH,
             index_in_background: env::var(WRITER_BACKGROUND).as_deref() == Ok("1"),
             without_query_indexes: false,
+            // As a node's store: the replay window's stored ids in the table, behind a filter.
+            replay_filter_bytes: 1 << 20,
         },
     )
     .unwrap_or_else(|e| panic!("writer: open: {e}"));
@@ -89,6 +91,7 @@ fn writer_process() {
                 state: &state,
             })
             .unwrap_or_else(|e| panic!("writer: commit {height}: {e}"));
+        state.spill_replay().unwrap_or_else(|e| panic!("writer: spill {height}: {e}"));
         println!("committed {height}");
     }
 }

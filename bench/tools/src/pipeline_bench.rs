@@ -146,6 +146,7 @@ fn timed_run(
         durability: if cfg.durable { Durability::Durable } else { Durability::SafeNoSync },
         // A validator's store (node/replica/src/run.rs).
         without_query_indexes: true,
+        replay_filter_bytes: limits::REPLAY_FILTER_BYTES,
         ..StoreOptions::default()
     };
     let (store, state) = Store::create_with(dir.join("db"), genesis_toml, options)?;

@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use engine::{Hash, tx::TxId};
 
-use super::{Decision, Driver, DriverError, Env, FETCH_RETRY_MAX_MS, Timer, Waiting};
+use super::{Decision, Driver, DriverError, Env, FETCH_RETRY_MAX_MS, StorageError, Timer, Waiting};
 use crate::{
     chain::{Chain, ChainError, CheckOutcome, Committed},
     core::{Input, PeerId},
@@ -130,6 +130,8 @@ impl Driver {
 
     pub(super) fn committed<E: Env>(&mut self, env: &mut E, c: &Committed) -> Result<(), DriverError> {
         env.commit(c, self.chain.state())?;
+        // The committed state's replay ids of stored ledgers leave memory for the store.
+        self.chain.spill_replay().map_err(|e| StorageError(format!("the replay window's store: {e}")))?;
         self.waiting.clear();
         self.stuck = None;
         Ok(())

@@ -136,7 +136,7 @@ impl State {
         if let Some(v) = validators {
             self.validators = v;
         }
-        self.replay.prune(applied.header.timestamp_ms);
+        self.replay.prune(applied.header.timestamp_ms, applied.header.height);
         self.head = applied.header;
         self.head_hash = applied.hash;
         applied

@@ -199,7 +199,7 @@ impl BlockExecution<'_> {
             state_root: state.trie.root(),
             validator_set_hash: state.validators.hash(),
         };
-        state.replay.prune(self.timestamp_ms);
+        state.replay.prune(self.timestamp_ms, self.height);
         state.head = header;
         state.head_hash = header.hash(&state.params.chain_id);
         self.finished = true;
@@ -396,7 +396,7 @@ impl BlockExecution<'_> {
                     state.replay.insert(id, expiration_ms);
                 }
             }
-            None => state.replay.prune_keeping(header.timestamp_ms, &self.replay_added),
+            None => state.replay.prune_keeping(header.timestamp_ms, header.height, &self.replay_added),
         }
         if !state.trie_detached {
             state.trie = committed.trie.clone();

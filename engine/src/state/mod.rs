@@ -32,6 +32,7 @@ mod block;
 mod check;
 mod diff;
 mod execution;
+mod filter;
 mod replay;
 
 pub use self::{
@@ -119,6 +120,16 @@ pub enum RestoreError {
     /// Two accounts for one address.
     #[error("account {0} stored twice")]
     DuplicateAccount(Address),
+}
+
+/// Where a state's replay window keeps the ids of the ledgers a store holds (its replay table),
+/// behind a filter of fixed size ([`State::attach_replay_store`]).
+pub trait ReplayStore: Send + Sync {
+    /// Whether the store holds the id of a transaction expiring at `expiration_ms` (read when
+    /// the filter says it may).
+    fn holds(&self, id: &TxId, expiration_ms: i64) -> Result<bool, String>;
+    /// The height up to which the store holds every ledger's ids.
+    fn stored_height(&self) -> Result<u64, String>;
 }
 
 /// Hash maps keyed by addresses and ids. Keys are chosen by users, so the hasher is seeded per
@@ -252,7 +263,7 @@ impl State {
             }
         }
         // Sealed now, so that cloning the restored state does not copy a large window.
-        replay_set.prune(head.timestamp_ms);
+        replay_set.prune(head.timestamp_ms, head.height);
         let head_hash = head.hash(&params.chain_id);
         Ok(Self {
             params,
@@ -284,7 +295,39 @@ impl State {
         true
     }
 
-    /// The replay window: every included transaction id that has not expired, with its expiration.
+    /// Attaches the store that holds this state's ledgers up to its
+    /// [`ReplayStore::stored_height`], and `stored`, the ids it holds (its replay table), to the
+    /// replay window: those ids go into a filter of `filter_bytes` (taken at once), and from
+    /// then on [`State::spill_replay`] moves the ids of the ledgers it stores there too. The
+    /// window's memory then stays within the filter's bytes and the ids of ledgers not stored
+    /// yet, whatever the rate. Copies of this state made after share the store and the filter.
+    pub fn attach_replay_store(
+        &mut self,
+        store: std::sync::Arc<dyn ReplayStore>,
+        filter_bytes: usize,
+        stored: impl IntoIterator<Item = (TxId, i64)>,
+    ) {
+        let now = self.head.timestamp_ms;
+        let stored = stored.into_iter().filter(move |(_, exp)| *exp > now);
+        self.replay.attach(store, filter_bytes, self.params.max_ttl_ms, stored);
+    }
+
+    /// Moves the replay ids of the ledgers the attached store holds out of memory (into its
+    /// filter); returns how many left. To be called on the state of the committed chain only,
+    /// after its ledgers are stored: a copy executing another ledger of a stored height would
+    /// lose that ledger's ids. Without a store, does nothing.
+    pub fn spill_replay(&mut self) -> Result<usize, String> {
+        self.replay.spill(self.head.timestamp_ms)
+    }
+
+    /// Replay ids held in memory, and the bytes of the attached store's filter (if any).
+    pub fn replay_memory(&self) -> (usize, Option<usize>) {
+        (self.replay.len_in_memory(), self.replay.filter_bytes())
+    }
+
+    /// The replay window held in memory: every included transaction id that has not expired,
+    /// with its expiration — all of them unless a store is attached
+    /// ([`State::attach_replay_store`]), which holds the rest.
     pub fn replay_entries(&self) -> impl Iterator<Item = (TxId, i64)> + '_ {
         self.replay.entries(self.head.timestamp_ms)
     }
@@ -398,9 +441,10 @@ impl State {
         self.trie_detached
     }
 
-    /// Whether a transaction id is in the replay window.
-    pub fn is_included(&self, id: &TxId) -> bool {
-        self.replay.contains(id, self.head.timestamp_ms)
+    /// Whether the transaction `id`, expiring at `expiration_ms`, is in the replay window
+    /// (included, and not expired at the head).
+    pub fn is_included(&self, id: &TxId, expiration_ms: i64) -> bool {
+        expiration_ms > self.head.timestamp_ms && self.replay.contains_expiring(id, expiration_ms)
     }
 
     /// A proof of an account's state against [`State::state_root`].

@@ -1,9 +1,10 @@
 //! The replay set: ids of the transactions included within the TTL window, kept in
-//! generations shared between clones of the state.
+//! generations shared between clones of the state; once a store holds a generation's ids, in
+//! a fixed-size filter in front of the store ([`ReplaySet::spill`]).
 
 use std::sync::Arc;
 
-use super::FastMap;
+use super::{FastMap, ReplayStore, filter::ReplayFilter};
 use crate::tx::TxId;
 
 /// Ids a generation of the replay set gathers before it is sealed (shared, never copied again
@@ -14,18 +15,40 @@ const REPLAY_SEAL_IDS: usize = 16_384;
 /// this many maps, plus the open one.
 const REPLAY_GENERATIONS_MAX: usize = 8;
 
-/// One sealed generation of the replay set: ids with their expirations, and the range of those.
+/// One sealed generation of the replay set: ids with their expirations, the range of those,
+/// and the newest ledger whose ids it holds.
 #[derive(Debug)]
 struct Generation {
     ids: FastMap<TxId, i64>,
     min_expiration_ms: i64,
     max_expiration_ms: i64,
+    height: u64,
 }
 
 impl Generation {
-    fn new(ids: FastMap<TxId, i64>) -> Self {
+    fn new(ids: FastMap<TxId, i64>, height: u64) -> Self {
         let (min, max) = ids.values().fold((i64::MAX, i64::MIN), |(lo, hi), &e| (lo.min(e), hi.max(e)));
-        Self { ids, min_expiration_ms: min, max_expiration_ms: max }
+        Self { ids, min_expiration_ms: min, max_expiration_ms: max, height }
+    }
+}
+
+/// The ids a store holds: its filter, and the store that confirms what the filter may hold.
+struct Spill {
+    filter: ReplayFilter,
+    store: Arc<dyn ReplayStore>,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill").field("filter", &self.filter).finish_non_exhaustive()
+    }
+}
+
+impl Spill {
+    /// Whether the store holds the id: the filter first, then a read. A failed read counts as
+    /// held — a transaction refused is recoverable, one included twice is not.
+    fn holds(&self, id: &TxId, expiration_ms: i64) -> bool {
+        self.filter.may_contain(id, expiration_ms) && self.store.holds(id, expiration_ms).unwrap_or(true)
     }
 }
 
@@ -37,11 +60,17 @@ impl Generation {
 /// A generation is dropped once all its ids have expired; to bound the maps a lookup probes,
 /// the two smallest neighbouring generations are merged (dropping their expired ids) when there
 /// are more than [`REPLAY_GENERATIONS_MAX`]. An expired id may thus be kept a while: harmless,
-/// expiration is checked before replay, and lookups ([`ReplaySet::contains`]) ignore it.
+/// expiration is checked before replay, and lookups ignore it.
+///
+/// With a store attached ([`ReplaySet::attach`]), a sealed generation whose ledgers the store
+/// holds leaves memory for the store's table behind a filter of fixed size shared by every
+/// clone ([`ReplaySet::spill`]): memory no longer grows with rate × TTL. The ids of ledgers
+/// the store does not hold yet stay in the maps, exact.
 #[derive(Clone, Debug, Default)]
 pub(super) struct ReplaySet {
     sealed: Vec<Arc<Generation>>,
     open: FastMap<TxId, i64>,
+    spill: Option<Arc<Spill>>,
 }
 
 impl ReplaySet {
@@ -59,22 +88,18 @@ impl ReplaySet {
         std::iter::once(&self.open).chain(self.sealed.iter().rev().map(|g| &g.ids))
     }
 
-    /// Whether `id` is held and expires after `now_ms`.
-    pub(super) fn contains(&self, id: &TxId, now_ms: i64) -> bool {
-        self.maps().find_map(|ids| ids.get(id).copied()).is_some_and(|exp| exp > now_ms)
-    }
-
     /// Whether the id of a transaction expiring at `expiration_ms` is held: an id's expiration
     /// is part of what it hashes, so only generations whose range covers it are probed (one or
-    /// two when clients give similar time-to-lives).
+    /// two when clients give similar time-to-lives), then the store's filter.
     pub(super) fn contains_expiring(&self, id: &TxId, expiration_ms: i64) -> bool {
         self.open.contains_key(id)
             || self.sealed.iter().rev().any(|g| {
                 (g.min_expiration_ms..=g.max_expiration_ms).contains(&expiration_ms) && g.ids.contains_key(id)
             })
+            || self.spill.as_ref().is_some_and(|s| s.holds(id, expiration_ms))
     }
 
-    /// Every held id expiring after `now_ms`.
+    /// Every id held in memory expiring after `now_ms` (not those moved to a store).
     pub(super) fn entries(&self, now_ms: i64) -> impl Iterator<Item = (TxId, i64)> + '_ {
         self.maps()
             .flat_map(|ids| ids.iter())
@@ -82,35 +107,81 @@ impl ReplaySet {
             .map(|(id, exp)| (*id, *exp))
     }
 
+    /// Ids held in memory (sealed and open generations, expired ones not yet dropped included).
+    pub(super) fn len_in_memory(&self) -> usize {
+        self.maps().map(FastMap::len).sum()
+    }
+
+    /// Bytes of the store's filter, if a store is attached.
+    pub(super) fn filter_bytes(&self) -> Option<usize> {
+        self.spill.as_ref().map(|s| s.filter.bytes())
+    }
+
+    /// Attaches `store`, which holds `stored` (its replay table: ids of the ledgers up to its
+    /// [`ReplayStore::stored_height`]), behind a new filter of `filter_bytes` for a chain whose
+    /// transactions live at most `max_ttl_ms`. Ids already in memory stay there.
+    pub(super) fn attach(
+        &mut self,
+        store: Arc<dyn ReplayStore>,
+        filter_bytes: usize,
+        max_ttl_ms: i64,
+        stored: impl IntoIterator<Item = (TxId, i64)>,
+    ) {
+        let filter = ReplayFilter::new(max_ttl_ms, filter_bytes);
+        filter.insert_all(stored);
+        self.spill = Some(Arc::new(Spill { filter, store }));
+    }
+
+    /// Moves the sealed generations whose ledgers the attached store holds into its filter
+    /// (ids expired at `now_ms` are left out); returns how many ids left memory. Only the
+    /// state of the ledgers the store holds may do this (the host's committed state): a
+    /// generation of another ledger of the same height would be lost.
+    pub(super) fn spill(&mut self, now_ms: i64) -> Result<usize, String> {
+        let Some(spill) = &self.spill else { return Ok(0) };
+        let stored = spill.store.stored_height()?;
+        let n = self.sealed.iter().take_while(|g| g.height <= stored).count();
+        if n == 0 {
+            return Ok(0);
+        }
+        let gone: Vec<Arc<Generation>> = self.sealed.drain(..n).collect();
+        spill.filter.insert_all(
+            gone.iter()
+                .flat_map(|g| g.ids.iter())
+                .filter(|(_, exp)| **exp > now_ms)
+                .map(|(id, exp)| (*id, *exp)),
+        );
+        Ok(gone.iter().map(|g| g.ids.len()).sum())
+    }
+
     /// As [`ReplaySet::prune`], keeping `keep` in the open generation (the ids an open ledger
     /// added, which its rollback removes from there): an open ledger moved onto the next
     /// committed state ([`BlockExecution::rebase`](super::BlockExecution::rebase)) keeps its
     /// transactions' ids where it can still take them back.
-    pub(super) fn prune_keeping(&mut self, now_ms: i64, keep: &[(TxId, i64)]) {
+    pub(super) fn prune_keeping(&mut self, now_ms: i64, height: u64, keep: &[(TxId, i64)]) {
         if self.open.len() < REPLAY_SEAL_IDS {
             // The open generation is neither sealed nor filtered below the threshold.
-            self.prune(now_ms);
+            self.prune(now_ms, height);
             return;
         }
         for (id, _) in keep {
             self.open.remove(id);
         }
-        self.prune(now_ms);
+        self.prune(now_ms, height);
         for &(id, expiration_ms) in keep {
             self.open.insert(id, expiration_ms);
         }
     }
 
-    /// After a block at `now_ms`: drops the generations whose ids have all expired, seals the
-    /// open generation once it holds [`REPLAY_SEAL_IDS`], and merges generations above
-    /// [`REPLAY_GENERATIONS_MAX`].
-    pub(super) fn prune(&mut self, now_ms: i64) {
+    /// After the block of ledger `height` at `now_ms`: drops the generations whose ids have all
+    /// expired, seals the open generation once it holds [`REPLAY_SEAL_IDS`], and merges
+    /// generations above [`REPLAY_GENERATIONS_MAX`].
+    pub(super) fn prune(&mut self, now_ms: i64, height: u64) {
         self.sealed.retain(|g| g.max_expiration_ms > now_ms);
         if self.open.len() >= REPLAY_SEAL_IDS {
             let mut ids = std::mem::take(&mut self.open);
             ids.retain(|_, exp| *exp > now_ms);
             if !ids.is_empty() {
-                self.sealed.push(Arc::new(Generation::new(ids)));
+                self.sealed.push(Arc::new(Generation::new(ids, height)));
             }
         }
         while self.sealed.len() > REPLAY_GENERATIONS_MAX {
@@ -128,7 +199,8 @@ impl ReplaySet {
                 a.ids.iter().chain(b.ids.iter()).filter(|(_, exp)| **exp > now_ms).map(|(k, v)| (*k, *v)),
             );
             if !ids.is_empty() {
-                self.sealed.insert(i, Arc::new(Generation::new(ids)));
+                // Generations are in ledger order: the newer one's height covers both.
+                self.sealed.insert(i, Arc::new(Generation::new(ids, a.height.max(b.height))));
             }
         }
     }
@@ -136,7 +208,13 @@ impl ReplaySet {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::{
+        collections::HashMap,
+        sync::{
+            Mutex,
+            atomic::{AtomicU64, Ordering},
+        },
+    };
 
     use super::*;
     use crate::hash::Hash;
@@ -145,6 +223,25 @@ mod tests {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&n.to_le_bytes());
         Hash(b)
+    }
+
+    /// A store's replay table as a map: the ids of the ledgers up to `height`.
+    #[derive(Default)]
+    struct MapStore {
+        ids: Mutex<HashMap<TxId, i64>>,
+        height: AtomicU64,
+        reads: AtomicU64,
+    }
+
+    impl ReplayStore for MapStore {
+        fn holds(&self, id: &TxId, expiration_ms: i64) -> Result<bool, String> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Ok(self.ids.lock().unwrap().get(id) == Some(&expiration_ms))
+        }
+
+        fn stored_height(&self) -> Result<u64, String> {
+            Ok(self.height.load(Ordering::Relaxed))
+        }
     }
 
     /// Pruning while an open ledger keeps its ids: the kept ids stay in the open generation,
@@ -159,20 +256,47 @@ mod tests {
         for &(i, exp) in committed.iter().chain(&kept) {
             set.insert(i, exp);
         }
-        set.prune_keeping(now, &kept);
+        set.prune_keeping(now, 1, &kept);
         assert_eq!(set.sealed.len(), 1, "the open generation was sealed");
-        assert!(kept.iter().all(|(i, _)| set.contains(i, now)));
+        assert!(kept.iter().all(|(i, e)| set.contains_expiring(i, *e)));
         for (i, _) in &kept {
             set.remove(i);
         }
-        assert!(kept.iter().all(|(i, _)| !set.contains(i, now)), "the kept ids were taken back");
-        assert!(committed.iter().all(|(i, _)| set.contains(i, now)));
+        assert!(kept.iter().all(|(i, e)| !set.contains_expiring(i, *e)), "the kept ids were taken back");
+        assert!(committed.iter().all(|(i, e)| set.contains_expiring(i, *e)));
+    }
+
+    /// A store that cannot be read holds everything the filter may hold: a lookup refuses
+    /// rather than let an id in twice.
+    #[test]
+    fn a_failed_read_counts_as_held() {
+        struct Broken;
+        impl ReplayStore for Broken {
+            fn holds(&self, _: &TxId, _: i64) -> Result<bool, String> {
+                Err("unreadable".into())
+            }
+            fn stored_height(&self) -> Result<u64, String> {
+                Err("unreadable".into())
+            }
+        }
+        let mut set = ReplaySet::default();
+        set.attach(Arc::new(Broken), 4096, 60_000, [(id(1), 5_000)]);
+        assert!(set.contains_expiring(&id(1), 5_000));
+        assert!(!set.contains_expiring(&id(2), 5_000), "the filter answers no without a read");
+        assert!(set.spill(1_000).is_err());
     }
 
     /// The replay set against a plain map, over enough blocks to seal, merge and drop
-    /// generations, with rolled-back blocks and clones.
+    /// generations, with rolled-back blocks and clones, and a store taking the generations of
+    /// the ledgers it holds (through a small filter, so that it is read often).
     #[test]
     fn replay_set_matches_a_plain_map() {
+        for with_store in [false, true] {
+            matches_a_plain_map(with_store);
+        }
+    }
+
+    fn matches_a_plain_map(with_store: bool) {
         let mut rng = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {
             rng ^= rng << 13;
@@ -180,57 +304,86 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
+        let store = Arc::new(MapStore::default());
         let mut set = ReplaySet::default();
+        if with_store {
+            set.attach(store.clone(), 16 * 1024, 3_600_000, []);
+        }
         let mut model: HashMap<TxId, i64> = HashMap::new();
+        // Every id ever added, with its expiration and its ledger (0: rolled back).
+        let mut every: HashMap<TxId, (i64, u64)> = HashMap::new();
         let mut fresh = 0u64;
         let mut now = 1_000_000i64;
-        let (mut max_generations, mut shared) = (0, 0);
+        let mut height = 0u64;
+        let (mut max_generations, mut shared, mut spilled) = (0, 0, 0);
         for block in 0..160 {
             now += 1_000;
             let n = (next() % 4_000) as usize;
             let mut added = Vec::with_capacity(n);
+            let rolled_back = block % 7 == 3;
             for _ in 0..n {
                 fresh += 1;
                 // Time-to-lives of 1 to 60 s, and a few of an hour.
                 let ttl = if next() % 50 == 0 { 3_600_000 } else { 1_000 + (next() % 59_000) as i64 };
                 set.insert(id(fresh), now + ttl);
                 added.push((id(fresh), now + ttl));
+                every.insert(id(fresh), (now + ttl, if rolled_back { 0 } else { height + 1 }));
             }
             let before = set.clone();
-            if block % 7 == 3 {
-                // A rolled-back block.
+            if rolled_back {
                 for (i, _) in &added {
                     set.remove(i);
                 }
             } else {
+                height += 1;
                 model.extend(added.iter().copied());
-                set.prune(now);
+                set.prune(now, height);
+                if with_store && next() % 3 == 0 {
+                    // The store catches up with some of the ledgers; the expired ids it drops.
+                    let stored = height - next() % 3.min(height);
+                    let mut ids = store.ids.lock().unwrap();
+                    ids.extend(
+                        every
+                            .iter()
+                            .filter(|(_, (_, h))| (1..=stored).contains(h))
+                            .map(|(i, (e, _))| (*i, *e)),
+                    );
+                    ids.retain(|_, e| *e > now);
+                    drop(ids);
+                    store.height.store(stored, Ordering::Relaxed);
+                    spilled += set.spill(now).unwrap();
+                }
             }
             model.retain(|_, exp| *exp > now);
             assert!(set.sealed.len() <= REPLAY_GENERATIONS_MAX);
             max_generations = max_generations.max(set.sealed.len());
-            // The clone taken before the rollback or prune shares the generations that survived
-            // it, and still holds every id of the block.
+            // The clone taken before the rollback, prune or spill shares the generations that
+            // survived it, and still holds every id of the block.
             shared += set.sealed.iter().filter(|g| before.sealed.iter().any(|b| Arc::ptr_eq(g, b))).count();
-            assert!(
-                added.iter().all(|(i, exp)| before.contains(i, now) && before.contains_expiring(i, *exp))
-            );
+            assert!(added.iter().all(|(i, exp)| before.contains_expiring(i, *exp)));
             for _ in 0..200 {
                 let k = id(1 + next() % fresh.max(1));
-                let expected = model.get(&k).copied();
-                assert_eq!(set.contains(&k, now), expected.is_some(), "block {block}");
-                if let Some(exp) = expected {
-                    assert!(set.contains_expiring(&k, exp));
-                }
-                assert!(!set.contains(&id(fresh + 1 + next() % 1_000), now));
+                let (exp, _) = every[&k];
+                let held = exp > now && set.contains_expiring(&k, exp);
+                assert_eq!(held, model.contains_key(&k), "block {block}");
+                assert!(!set.contains_expiring(&id(fresh + 1 + next() % 1_000), now + 1_000));
             }
         }
-        let mut entries: Vec<_> = set.entries(now).collect();
-        let mut expected: Vec<_> = model.into_iter().collect();
-        entries.sort_unstable();
-        expected.sort_unstable();
-        assert_eq!(entries, expected);
-        assert!(max_generations >= 4, "the test seals and merges generations ({max_generations})");
+        let enough = if with_store { 1 } else { 4 };
+        assert!(max_generations >= enough, "the test seals and merges generations ({max_generations})");
         assert!(shared > 0, "clones share sealed generations");
+        if with_store {
+            assert!(spilled > 10_000, "generations went to the store ({spilled})");
+            assert!(store.reads.load(Ordering::Relaxed) > 1_000, "the store was read");
+            let in_memory: HashMap<TxId, i64> = set.entries(now).collect();
+            let stored = store.ids.lock().unwrap();
+            assert!(model.iter().all(|(i, e)| in_memory.get(i) == Some(e) || stored.get(i) == Some(e)));
+        } else {
+            let mut entries: Vec<_> = set.entries(now).collect();
+            let mut expected: Vec<_> = model.into_iter().collect();
+            entries.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(entries, expected);
+        }
     }
 }

@@ -461,7 +461,7 @@ proptest! {
             };
             prop_assert_eq!(replay(exec.state()), replay(slow.state()));
             for v in &rest {
-                prop_assert!(exec.state().is_included(&v.id));
+                prop_assert!(exec.state().is_included(&v.id, v.tx.tx.expiration_ms));
             }
             open = rest;
         }

@@ -188,7 +188,8 @@ fn replays_are_refused_within_the_window_without_nonces() {
         Err(BlockError::InvalidTx { index: 1, error: TxError::Replayed(id) })
     );
     net.apply_one(tx.clone()).unwrap();
-    assert!(net.state.is_included(&id));
+    let expiration_ms = tx.tx.expiration_ms;
+    assert!(net.state.is_included(&id, expiration_ms));
     assert_eq!(net.apply_one(tx.clone()), Err(TxError::Replayed(id)));
     // Two identical-looking payments are independent transactions if anything differs.
     let again = net
@@ -205,7 +206,7 @@ fn replays_are_refused_within_the_window_without_nonces() {
         Err(BlockError::InvalidTx { error: TxError::Expired { .. }, .. })
     ));
     net.apply_at(later, vec![]).unwrap();
-    assert!(!net.state.is_included(&id));
+    assert!(!net.state.is_included(&id, expiration_ms));
 }
 
 #[test]
@@ -697,7 +698,7 @@ fn an_invalid_transaction_leaves_the_block_without_trace() {
     assert_eq!(net.state.state_root(), root);
     assert_eq!(*net.state.head(), head);
     assert!(net.state.account(&fresh).is_none());
-    assert!(!net.state.is_included(&good.id(CHAIN)));
+    assert!(!net.state.is_included(&good.id(CHAIN), good.tx.expiration_ms));
     assert_eq!(net.balance(&user(2), &Currency::CAS), USER_CAS);
     // The same transactions are still valid afterwards.
     net.apply(vec![good, creates_account]).unwrap();

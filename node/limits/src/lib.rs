@@ -87,6 +87,13 @@ pub const STAGE_QUEUE_BATCHES_MAX: usize = 32;
 /// admit): deep enough for every peer's gossip and this node's clients at once.
 pub const INTAKE_QUEUE_BATCHES_MAX: usize = 256;
 
+/// Bytes of the filter in front of the store's replay table, taken at start by every role: the
+/// replay window's ids of stored ledgers are kept there instead of in memory (rate × TTL ids:
+/// 25 million at 7,000 tx/s and the one-hour TTL, ~1.5 GB in maps). At 7,000 tx/s and the
+/// one-hour TTL it gives ~10 bits an id (a few percent of lookups then read the table); past
+/// that, more lookups read the table and the memory stays the same.
+pub const REPLAY_FILTER_BYTES: usize = 32 << 20;
+
 /// Sealed ledgers waiting for the store (single-validator mode).
 pub const COMMIT_QUEUE_LEDGERS_MAX: usize = 4;
 

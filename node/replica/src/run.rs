@@ -69,6 +69,7 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
         // The transaction index and account history serve the explorer's API alone: a
         // validator or node keeps neither (a store that had them drops them at open).
         without_query_indexes: cfg.role != Role::Explorer,
+        replay_filter_bytes: limits::REPLAY_FILTER_BYTES,
     };
     let exists = cfg.data_dir.join("mdbx.dat").exists();
     let (store, state) = if exists {
