@@ -82,6 +82,14 @@ pub enum SyncMessage {
     /// An equivocation proof a validator found, pushed to the nodes and explorers that keep and
     /// serve evidence.
     Evidence(Box<Equivocation>),
+    /// The answer to a request for a ledger this peer's store no longer keeps (it prunes): it
+    /// keeps genesis and the ledgers from `first_kept` on. Ask another peer, or an archive.
+    NotKept {
+        /// The height asked for.
+        height: u64,
+        /// The lowest height above 0 it keeps.
+        first_kept: u64,
+    },
 }
 
 impl SyncMessage {
@@ -116,6 +124,11 @@ impl SyncMessage {
                 out.push(4);
                 proof.encode(&mut out);
             }
+            Self::NotKept { height, first_kept } => {
+                out.push(5);
+                out.extend_from_slice(&height.to_le_bytes());
+                out.extend_from_slice(&first_kept.to_le_bytes());
+            }
         }
         out
     }
@@ -139,6 +152,7 @@ impl SyncMessage {
             }
             3 => Self::Bodies(decode_txs(&mut r, FETCH_IDS_MAX)?),
             4 => Self::Evidence(Box::new(Equivocation::decode(&mut r)?)),
+            5 => Self::NotKept { height: r.u64("height")?, first_kept: r.u64("first kept height")? },
             tag => return Err(CodecError::UnknownTag { what: "sync tag", tag }),
         };
         r.finish()?;
@@ -171,11 +185,14 @@ mod tests {
             SyncMessage::LedgerRequest(7),
             SyncMessage::Fetch(vec![Hash([1; 32])]),
             SyncMessage::Bodies(vec![vec![1, 2, 3]]),
+            SyncMessage::NotKept { height: 3, first_kept: 90 },
         ] {
             let bytes = m.encode();
             assert_eq!(SyncMessage::decode(&bytes).unwrap().encode(), bytes);
         }
-        for garbage in [&[][..], &[9], &[2, 0, 0, 0, 0], &[2, 255, 255, 255, 255], &[0, 1]] {
+        for garbage in
+            [&[][..], &[9], &[2, 0, 0, 0, 0], &[2, 255, 255, 255, 255], &[0, 1], &[5, 1, 0, 0, 0, 0, 0, 0, 0]]
+        {
             assert!(SyncMessage::decode(garbage).is_err(), "{garbage:?}");
         }
     }

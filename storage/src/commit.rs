@@ -99,6 +99,9 @@ impl Store {
         if inline {
             write_pending(&txn, &self.pending, height)?;
         }
+        if let Some(retention) = self.options.retention {
+            crate::prune::prune(&txn, &t_meta, height, retention)?;
+        }
         txn.commit()?;
         if write {
             self.next_batch = None;

@@ -61,6 +61,10 @@ pub enum StoreError {
         .0.display()
     )]
     NoQueryIndexes(PathBuf),
+    /// A retention was asked of a store that keeps the query indexes (an explorer's keeps every
+    /// ledger: its indexes name them).
+    #[error("a store that keeps the transaction index and account history keeps every ledger: no retention")]
+    RetentionWithQueryIndexes,
     /// `open` on a directory that holds no store.
     #[error("{} holds no store", .0.display())]
     NotAStore(PathBuf),

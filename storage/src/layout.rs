@@ -151,8 +151,14 @@ pub(crate) mod meta {
         QueryIndexes = b"query_indexes", u64, written as &'a u64
     );
 
+    field!(
+        /// The lowest height above 0 whose header and block are kept: a pruning store deleted
+        /// those of heights `1..first_kept` (genesis's are always kept). Absent: nothing pruned.
+        FirstKept = b"first_kept", u64, written as &'a u64
+    );
+
     /// Every key of `meta`.
-    pub(crate) const KEYS: [MetaKey; 7] = [
+    pub(crate) const KEYS: [MetaKey; 8] = [
         MetaKey(SchemaVersion::KEY),
         MetaKey(ChainId::KEY),
         MetaKey(Genesis::KEY),
@@ -160,6 +166,7 @@ pub(crate) mod meta {
         MetaKey(IndexedHeight::KEY),
         MetaKey(Validators::KEY),
         MetaKey(QueryIndexes::KEY),
+        MetaKey(FirstKept::KEY),
     ];
 
     // The keys as the tests poke them, written out as schema version 4 wrote them.

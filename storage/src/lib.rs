@@ -74,6 +74,7 @@ mod evidence;
 mod history;
 mod layout;
 mod pending;
+mod prune;
 mod reader;
 mod replay;
 mod stats;
@@ -95,6 +96,7 @@ pub use evidence::{
 };
 pub use layout::TxLocation;
 pub use pending::IndexBatch;
+pub use prune::{PRUNE_LEDGERS_PER_COMMIT, Retention};
 pub use reader::{StoreReader, StoreSpace};
 pub use stats::{StoreStats, TableStats, stats};
 pub use store::{

@@ -97,6 +97,12 @@ impl StoreReader {
         head_height(&self.env.begin_ro_txn()?)
     }
 
+    /// The lowest height above 0 whose ledger (header, certificate, block) the store keeps: 1
+    /// unless it prunes ([`crate::Retention`]); genesis's is always kept.
+    pub fn first_kept(&self) -> Result<u64, StoreError> {
+        Ok(get_meta::<meta::FirstKept, _>(&self.env.begin_ro_txn()?)?.unwrap_or(1))
+    }
+
     /// Height up to which the index tables are written.
     pub fn indexed_height(&self) -> Result<u64, StoreError> {
         indexed_height(&self.env.begin_ro_txn()?)
@@ -224,6 +230,8 @@ pub(crate) struct StoredMeta {
     pub(crate) validators: ValidatorSet,
     /// Whether the transaction index and the account history are kept.
     pub(crate) query_indexes: bool,
+    /// The lowest height above 0 whose ledger is kept (1: nothing pruned).
+    pub(crate) first_kept: u64,
 }
 
 pub(crate) fn read_meta<K: TransactionKind>(txn: &Txn<'_, K>, dir: &Path) -> Result<StoredMeta, StoreError> {
@@ -253,7 +261,14 @@ pub(crate) fn read_meta<K: TransactionKind>(txn: &Txn<'_, K>, dir: &Path) -> Res
     let validators =
         t_meta.field::<meta::Validators>()?.ok_or_else(|| missing(Meta::NAME, "no validator set".into()))?;
     let query_indexes = t_meta.field::<meta::QueryIndexes>()?.is_none_or(|kept| kept != 0);
-    Ok(StoredMeta { genesis, head_height, indexed_height, validators, query_indexes })
+    let first_kept = t_meta.field::<meta::FirstKept>()?.unwrap_or(1);
+    if first_kept == 0 || first_kept > indexed_height.max(1) {
+        return Err(StoreError::Corrupt {
+            table: Meta::NAME,
+            why: format!("the first kept height {first_kept} is not within 1..={}", indexed_height.max(1)),
+        });
+    }
+    Ok(StoredMeta { genesis, head_height, indexed_height, validators, query_indexes, first_kept })
 }
 
 /// The head height in `txn`'s snapshot.

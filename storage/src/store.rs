@@ -106,6 +106,10 @@ pub struct StoreOptions {
     /// commit). The window's memory then stays within the filter's bytes whatever the rate,
     /// and a lookup the filter cannot rule out reads the table.
     pub replay_filter_bytes: usize,
+    /// Keep only the last ledgers ([`Retention`]): the headers and blocks below are deleted a
+    /// few at each commit (`None`: every ledger is kept). Needs
+    /// [`StoreOptions::without_query_indexes`] (the indexes would name deleted blocks).
+    pub retention: Option<crate::Retention>,
 }
 
 /// What [`Store::commit`] writes: a ledger as the engine applied it.
@@ -220,6 +224,9 @@ impl Store {
         options: StoreOptions,
     ) -> Result<(Self, State), StoreError> {
         let dir = dir.as_ref();
+        if options.retention.is_some() && !options.without_query_indexes {
+            return Err(StoreError::RetentionWithQueryIndexes);
+        }
         let genesis = Genesis::from_toml(genesis_toml)?;
         let state = State::from_genesis(&genesis);
         std::fs::create_dir_all(dir)?;
@@ -294,6 +301,9 @@ impl Store {
     /// re-computed header must equal the stored one. Their index rows are gathered again.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<(Self, State), StoreError> {
         let dir = dir.as_ref();
+        if options.retention.is_some() && !options.without_query_indexes {
+            return Err(StoreError::RetentionWithQueryIndexes);
+        }
         require_env(dir)?;
         let env = open_env(dir, Some(options.durability))?;
         crate::evidence::ensure_tables(&env)?;
@@ -401,7 +411,7 @@ fn drop_query_indexes(env: &Env) -> Result<(), StoreError> {
 /// Rebuilds the state at the head from a store's tables: the state as of the indexed height,
 /// checked against its header, then the blocks above it re-executed (see [`Store::open_with`]).
 /// Returns the chain id, the state and the re-gathered index rows.
-fn restore<K: libmdbx::TransactionKind>(
+pub(crate) fn restore<K: libmdbx::TransactionKind>(
     env: &Arc<Env>,
     txn: &Txn<'_, K>,
     dir: &Path,

@@ -140,6 +140,14 @@ impl<'t, T: Table, K: TransactionKind> TableRef<'t, '_, T, K> {
         Ok(self.txn.table_stat(&self.table)?.entries())
     }
 
+    /// Bytes of the table's pages (branch, leaf and overflow; in a write transaction, with its
+    /// own changes).
+    pub(crate) fn bytes(&self) -> Result<u64, StoreError> {
+        let stat = self.txn.table_stat(&self.table)?;
+        let pages = stat.branch_pages() + stat.leaf_pages() + stat.overflow_pages();
+        Ok(pages as u64 * u64::from(stat.page_size()))
+    }
+
     /// The last key (without decoding its value).
     pub(crate) fn last_key(&self) -> Result<Option<T::Key>, StoreError> {
         let mut cursor = self.txn.cursor(&self.table)?;
@@ -154,6 +162,11 @@ impl<'t, T: Table, K: TransactionKind> TableRef<'t, '_, T, K> {
 }
 
 impl<T: Table> TableRef<'_, '_, T, RW> {
+    /// Deletes the row at `key`; whether there was one.
+    pub(crate) fn delete(&self, key: &T::Key) -> Result<bool, StoreError> {
+        Ok(self.txn.del(&self.table, key.encode_key().as_ref(), None)?)
+    }
+
     /// Writes `value` at `key`, encoding it in `buf`.
     pub(crate) fn put(
         &self,

@@ -300,6 +300,84 @@ fn a_replay_window_in_the_table_still_refuses_replays() {
     verify(dir.path()).unwrap();
 }
 
+/// A store with a retention keeps the last ledgers and genesis's, deletes the rest a few at a
+/// commit, never above the indexed height, reuses the freed pages (the bytes in use stop
+/// growing), reopens, and verifies what it keeps; a kept ledger tampered with is caught.
+#[test]
+fn a_pruning_store_keeps_the_last_ledgers_and_verifies_them() {
+    use crate::{PRUNE_LEDGERS_PER_COMMIT, Retention};
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new(4, 50);
+    let retention = Retention { ledgers: 5, bytes: u64::MAX };
+    let options = StoreOptions {
+        index_batch: IndexBatch { txs: 1_000_000, ledgers: 4 },
+        without_query_indexes: true,
+        retention: Some(retention),
+        ..StoreOptions::default()
+    };
+    let (mut store, mut state) = Store::create_with(dir.path(), &chain.genesis_toml, options).unwrap();
+    let mut used = Vec::new();
+    for _ in 0..60 {
+        commit(&mut store, &chain, &mut state, 40);
+        used.push(store.reader().space().unwrap().used_bytes);
+        let (head, indexed, first) =
+            (state.head().height, store.indexed_height().unwrap(), store.reader().first_kept().unwrap());
+        assert!(first <= indexed.max(1), "never above the indexed height ({first} > {indexed})");
+        assert_eq!(first, head.saturating_sub(4).min(indexed.max(1)).max(1), "head {head}");
+        assert!(store.header(first).unwrap().is_some() && store.block(head).unwrap().is_some());
+        if first > 1 {
+            assert!(store.header(first - 1).unwrap().is_none() && store.block(first - 1).unwrap().is_none());
+        }
+        assert!(store.header(0).unwrap().is_some(), "genesis is kept");
+    }
+    // Once pruning keeps up, the ledgers deleted free as many pages as the new ones take.
+    let (early, late) = (used[20], used[59]);
+    assert!(late <= early + early / 5, "bytes in use grew from {early} to {late}");
+    store.flush().unwrap();
+    drop(store);
+    let report = verify(dir.path()).unwrap();
+    assert_eq!((report.first_kept, report.heights_checked, report.tx_count), (56, 6, 5 * 40));
+    // Reopened with a smaller retention: it catches up a few ledgers at a commit.
+    let smaller = StoreOptions { retention: Some(Retention { ledgers: 1, bytes: u64::MAX }), ..options };
+    let (mut store, mut state) = Store::open_with(dir.path(), smaller).unwrap();
+    commit(&mut store, &chain, &mut state, 5);
+    assert!(store.reader().first_kept().unwrap() > 56 && PRUNE_LEDGERS_PER_COMMIT >= 5);
+    // By bytes: a small budget keeps fewer ledgers than the count allows.
+    let by_bytes = StoreOptions { retention: Some(Retention { ledgers: 1_000, bytes: 1 }), ..options };
+    drop(store);
+    let (mut store, mut state) = Store::open_with(dir.path(), by_bytes).unwrap();
+    for _ in 0..6 {
+        commit(&mut store, &chain, &mut state, 5);
+    }
+    let (first, indexed) = (store.reader().first_kept().unwrap(), store.indexed_height().unwrap());
+    assert_eq!(first, indexed, "over its bytes, it keeps only what it must");
+    store.flush().unwrap();
+    drop(store);
+    verify(dir.path()).unwrap();
+    // A kept block replaced by another ledger's is caught.
+    let env = open_env(dir.path(), Some(Durability::Durable)).unwrap();
+    let txn = env.begin_rw_txn().unwrap();
+    let blocks = txn.open_table(Some(BLOCKS)).unwrap();
+    let other: Vec<u8> = txn.get(&blocks, height_key(0)).unwrap().unwrap();
+    txn.put(&blocks, height_key(first), other, WriteFlags::UPSERT).unwrap();
+    txn.commit().unwrap();
+    drop(env);
+    assert!(matches!(verify(dir.path()), Err(StoreError::Verify { .. })));
+}
+
+/// An explorer's store (with the query indexes) keeps every ledger: no retention.
+#[test]
+fn a_store_with_query_indexes_refuses_a_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = TestChain::new(2, 5);
+    let options = StoreOptions {
+        retention: Some(crate::Retention { ledgers: 5, bytes: u64::MAX }),
+        ..StoreOptions::default()
+    };
+    let got = Store::create_with(dir.path(), &chain.genesis_toml, options);
+    assert!(matches!(got, Err(StoreError::RetentionWithQueryIndexes)));
+}
+
 #[test]
 fn replay_window_is_pruned_as_time_passes() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,10 @@ use crate::{
         Accounts, Blocks, Headers, History, HistoryHeads, HistoryKey, HistoryValue, Replay, TxIndex,
         TxLocation,
     },
-    reader::{block as read_block, check_account, header as read_header, read_meta, replay as read_replay},
+    reader::{
+        StoredMeta, block as read_block, check_account, header as read_header, read_meta,
+        replay as read_replay,
+    },
     store::{Env, open_env, require_env},
     table::{Table, TableRef, Txn, open},
 };
@@ -41,6 +44,9 @@ pub struct VerifyReport {
     pub state_root: Hash,
     /// Whether the transaction index and account history are kept (and were checked).
     pub query_indexes: bool,
+    /// The lowest height above 0 the store keeps (1: nothing pruned). A pruned store is
+    /// checked from its stored state instead of from genesis (see [`verify`]).
+    pub first_kept: u64,
 }
 
 /// Verifies the store in `dir`, read-only (a node may be running on it), except that a store
@@ -59,6 +65,13 @@ pub struct VerifyReport {
 ///   set;
 /// * value is conserved in every currency.
 ///
+/// A pruned store ([`crate::Retention`]) no longer has the ledgers to re-execute from genesis:
+/// what it keeps is checked instead — the stored accounts hash to the indexed height's state
+/// root, the ledgers above it re-execute to their stored headers (as at open), the kept
+/// headers form one chain from the first kept height to the head, each kept block is the one
+/// its header commits to (its transaction root), the tables hold exactly genesis's ledger and
+/// the kept ones, and value is conserved.
+///
 /// Certificates are not checked: the store knows nothing of consensus.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
     let dir = dir.as_ref();
@@ -66,6 +79,10 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
     let env = open_read_only(dir)?;
     let txn = env.begin_ro_txn()?;
     let m = read_meta(&txn, dir)?;
+    if m.first_kept > 1 {
+        drop(txn);
+        return verify_pruned(dir, &std::sync::Arc::new(env), &m);
+    }
     let mut state = State::from_genesis(&m.genesis);
     let fail = |height: u64, what: String| StoreError::Verify { height, what };
 
@@ -126,6 +143,70 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         head_hash: state.head_hash(),
         state_root: state.state_root(),
         query_indexes: m.query_indexes,
+        first_kept: 1,
+    })
+}
+
+/// [`verify`] of a pruned store: from its stored state, over the ledgers it keeps.
+fn verify_pruned(dir: &Path, env: &std::sync::Arc<Env>, m: &StoredMeta) -> Result<VerifyReport, StoreError> {
+    let txn = env.begin_ro_txn()?;
+    let fail = |height: u64, what: String| StoreError::Verify { height, what };
+    // The accounts against the indexed height's state root, the ledgers above re-executed to
+    // their headers: as a store is opened.
+    let (chain_id, state, _) = crate::store::restore(env, &txn, dir, 0)?;
+    let genesis = State::from_genesis(&m.genesis);
+    match read_header(&txn, 0)? {
+        Some((header, _)) if header == *genesis.head() => {}
+        _ => return Err(fail(0, "the genesis header is missing or not the genesis's".into())),
+    }
+    let (first, head) = (m.first_kept, m.head_height);
+    let mut tx_count = 0u64;
+    let mut previous: Option<engine::ledger::LedgerHeader> = None;
+    for height in first..=head {
+        let (header, _) = read_header(&txn, height)?.ok_or_else(|| fail(height, "no header".into()))?;
+        let transactions = read_block(&txn, height)?.ok_or_else(|| fail(height, "no block".into()))?;
+        if header.height != height {
+            return Err(fail(height, format!("the header says height {}", header.height)));
+        }
+        if let Some(p) = previous {
+            if header.previous != p.hash(&chain_id) || header.timestamp_ms <= p.timestamp_ms {
+                return Err(fail(height, "the header does not follow the one below".into()));
+            }
+        }
+        let ids: Vec<TxId> = transactions.iter().map(|tx| tx.id(&chain_id)).collect();
+        if engine::merkle::tx_root(&ids) != header.tx_root {
+            return Err(fail(height, "the block is not the one its header commits to".into()));
+        }
+        tx_count += ids.len() as u64;
+        previous = Some(header);
+    }
+    if previous.map(|h| h.hash(&chain_id)) != Some(state.head_hash()) {
+        return Err(fail(head, "the kept headers do not lead to the restored head".into()));
+    }
+    let kept = head - first + 2;
+    for (name, found) in [
+        (Headers::NAME, open::<Headers, _>(&txn)?.entries()?),
+        (Blocks::NAME, open::<Blocks, _>(&txn)?.entries()?),
+    ] {
+        if found as u64 != kept {
+            return Err(fail(
+                head,
+                format!("table {name} holds {found} rows, not {kept} (genesis and {first}..={head})"),
+            ));
+        }
+    }
+    if let Err(currency) = state.check_conservation() {
+        return Err(fail(head, format!("{currency} is not conserved")));
+    }
+    Ok(VerifyReport {
+        heights_checked: kept,
+        tx_count,
+        accounts: state.accounts().count() as u64,
+        indexed_height: m.indexed_height,
+        head_hash: state.head_hash(),
+        state_root: state.state_root(),
+        query_indexes: m.query_indexes,
+        first_kept: first,
     })
 }
 

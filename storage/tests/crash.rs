@@ -73,6 +73,7 @@ fn writer_process() {
             without_query_indexes: false,
             // As a node's store: the replay window's stored ids in the table, behind a filter.
             replay_filter_bytes: 1 << 20,
+            retention: None,
         },
     )
     .unwrap_or_else(|e| panic!("writer: open: {e}"));

@@ -28,6 +28,13 @@ pub struct LocalnetArgs {
     /// The ClickHouse database of that replication.
     #[arg(long, value_name = "NAME", default_value = "caasiope", requires = "clickhouse")]
     pub clickhouse_database: String,
+    /// Ledgers each validator's store keeps (`keep_ledgers`; absent: the default, a day's at
+    /// one a second; 0: every ledger). The explorer keeps every ledger.
+    #[arg(long, value_name = "N")]
+    pub keep_ledgers: Option<u64>,
+    /// Bytes the kept ledgers of each validator's store may take (`keep_bytes`).
+    #[arg(long, value_name = "BYTES")]
+    pub keep_bytes: Option<u64>,
 }
 
 fn parse_currency(text: &str) -> Result<(engine::Currency, engine::Address), String> {

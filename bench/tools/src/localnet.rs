@@ -88,6 +88,10 @@ struct ConfigFile<'a> {
     transport: &'a str,
     peers: Vec<PeerSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    keep_ledgers: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     clickhouse: Option<ClickHouseSection<'a>>,
 }
 
@@ -233,6 +237,8 @@ fn write_config(
         api_listen: p.api,
         transport: &net.transport,
         peers,
+        keep_ledgers: net.keep_ledgers.filter(|_| p.role != Role::Explorer),
+        keep_bytes: net.keep_bytes.filter(|_| p.role != Role::Explorer),
         clickhouse: net
             .clickhouse
             .as_deref()

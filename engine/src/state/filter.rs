@@ -80,11 +80,17 @@ impl ReplayFilter {
         let width_ms =
             i64::try_from((max_ttl_ms.max(1) as u64).div_ceil(SLOTS as u64 - 2)).unwrap_or(i64::MAX);
         let blocks = (bytes / (SLOTS * BLOCK_BYTES)).max(1);
+        let words: Vec<AtomicU64> = (0..SLOTS * blocks * BLOCK_WORDS).map(|_| AtomicU64::new(0)).collect();
+        // Zeroed memory may come from the kernel untouched (calloc): write every page now, so
+        // the process's resident memory is the same at the first ledger and the millionth.
+        for w in words.iter().step_by(512) {
+            w.store(0, Ordering::Relaxed);
+        }
         Self {
             width_ms,
             blocks,
             ranges: (0..SLOTS).map(|_| AtomicI64::new(i64::MIN)).collect(),
-            words: (0..SLOTS * blocks * BLOCK_WORDS).map(|_| AtomicU64::new(0)).collect(),
+            words,
             keys: [rand::random(), rand::random()],
             writer: Mutex::new(()),
         }

@@ -9,6 +9,9 @@
 //! submit_listen = "127.0.0.1:7100"   # raw transaction submission (length-prefixed frames)
 //! backend = "libsecp256k1"           # or "k256"
 //! sync = "durable"                   # or "safe_no_sync" (see the storage crate)
+//! keep_ledgers = 86400               # ledgers a validator's or node's store keeps (0: all);
+//!                                    # an explorer keeps every ledger
+//! keep_bytes = 21474836480           # and at most these bytes of them (default: no limit)
 //! # The network (absent: single-validator mode, where this validator alone is a quorum).
 //! node_dir = "validator-0"           # TLS identity: node.crt, node.key
 //! listen = "127.0.0.1:7200"          # peer-to-peer (TLS 1.3)
@@ -78,8 +81,16 @@ struct File {
     api_listen: Option<SocketAddr>,
     /// Origins whose scripts may read the API (CORS): `["*"]` (the default) any, `[]` none.
     api_cors_origins: Option<Vec<String>>,
+    /// Ledgers a validator's or node's store keeps (0: every one); default [`KEEP_LEDGERS`].
+    keep_ledgers: Option<u64>,
+    /// Bytes the kept ledgers may take (default: no limit).
+    keep_bytes: Option<u64>,
     clickhouse: Option<storage::ClickHouseConfig>,
 }
+
+/// Ledgers a validator's or node's store keeps by default: a day's at one a second, so a peer
+/// down for a day catches up from any validator.
+pub(crate) const KEEP_LEDGERS: u64 = 86_400;
 
 /// A peer of the configuration.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -135,6 +146,8 @@ pub struct NodeConfig {
     pub api_cors: explorer::Cors,
     /// Replication into ClickHouse (explorers only).
     pub clickhouse: Option<storage::ClickHouseConfig>,
+    /// What the store keeps of the chain (`None`: every ledger, as an explorer does).
+    pub retention: Option<storage::Retention>,
 }
 
 use exit::read_text;
@@ -152,6 +165,7 @@ impl NodeConfig {
         }
         // A network section is a node directory and an admin port (both, checked below).
         let api_cors = explorer_settings(&f, f.node_dir.is_some() && f.admin_listen.is_some(), path)?;
+        let retention = retention(&f, path)?;
         let net = match (f.node_dir, f.admin_listen) {
             (None, None) if f.peers.is_empty() && f.listen.is_none() => None,
             (Some(node_dir), Some(admin_listen)) => {
@@ -189,6 +203,7 @@ impl NodeConfig {
             );
         }
         Ok(Self {
+            retention,
             api_listen: f.api_listen,
             api_cors,
             clickhouse: f.clickhouse,
@@ -203,6 +218,29 @@ impl NodeConfig {
             sync: f.sync,
         })
     }
+}
+
+/// The store's retention: an explorer keeps every ledger; a validator or a node keeps
+/// `keep_ledgers` (default [`KEEP_LEDGERS`], 0 for all) within `keep_bytes`.
+fn retention(f: &File, path: &Path) -> anyhow::Result<Option<storage::Retention>> {
+    if f.role == Role::Explorer {
+        if f.keep_ledgers.is_some() || f.keep_bytes.is_some() {
+            bail!(
+                "config {}: an explorer keeps every ledger (its API and indexes serve them): no keep_ledgers or keep_bytes",
+                path.display()
+            );
+        }
+        return Ok(None);
+    }
+    let ledgers = f.keep_ledgers.unwrap_or(KEEP_LEDGERS);
+    if f.keep_bytes == Some(0) {
+        bail!("config {}: keep_bytes must be positive (absent: no limit)", path.display());
+    }
+    Ok(match (ledgers, f.keep_bytes) {
+        (0, None) => None,
+        (0, Some(bytes)) => Some(storage::Retention { ledgers: u64::MAX, bytes }),
+        (ledgers, bytes) => Some(storage::Retention { ledgers, bytes: bytes.unwrap_or(u64::MAX) }),
+    })
 }
 
 /// Checks the explorer's settings (its API, CORS, ClickHouse) are an explorer's; the API's
@@ -249,6 +287,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(NodeConfig::load(&path).unwrap().sync, Sync::SafeNoSync);
+    }
+
+    /// Validators and nodes keep a day of ledgers unless told otherwise; explorers keep all.
+    #[test]
+    fn retention_is_a_validators_or_a_nodes() {
+        use storage::Retention;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        let base =
+            "role = \"validator\"\ndata_dir = \"data\"\ngenesis = \"g.toml\"\nvalidator_key = \"v.key\"\n";
+        let load = |extra: &str| {
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            NodeConfig::load(&path).map(|c| c.retention).map_err(|e| e.to_string())
+        };
+        assert_eq!(load(""), Ok(Some(Retention { ledgers: KEEP_LEDGERS, bytes: u64::MAX })));
+        assert_eq!(load("keep_ledgers = 0\n"), Ok(None));
+        assert_eq!(
+            load("keep_ledgers = 0\nkeep_bytes = 9\n"),
+            Ok(Some(Retention { ledgers: u64::MAX, bytes: 9 }))
+        );
+        assert_eq!(
+            load("keep_ledgers = 10\nkeep_bytes = 9\n"),
+            Ok(Some(Retention { ledgers: 10, bytes: 9 }))
+        );
+        assert!(load("keep_bytes = 0\n").unwrap_err().contains("positive"));
+        let explorer = "role = \"explorer\"\ndata_dir = \"data\"\ngenesis = \"g.toml\"\n";
+        std::fs::write(&path, explorer).unwrap();
+        assert_eq!(NodeConfig::load(&path).unwrap().retention, None);
+        std::fs::write(&path, format!("{explorer}keep_ledgers = 5\n")).unwrap();
+        assert!(NodeConfig::load(&path).unwrap_err().to_string().contains("every ledger"));
     }
 
     #[test]

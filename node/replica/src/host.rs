@@ -71,6 +71,8 @@ struct Io {
     gossip_out: Vec<SignedTransaction>,
     gossip_due: Option<Instant>,
     sync_cursor: usize,
+    /// The last height a peer answered it does not keep (logged once a height).
+    not_kept_logged: u64,
     explorer: Option<Arc<explorer::Explorer>>,
     replicator: Option<Arc<storage::Replicator>>,
 }

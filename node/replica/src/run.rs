@@ -70,6 +70,7 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
         // validator or node keeps neither (a store that had them drops them at open).
         without_query_indexes: cfg.role != Role::Explorer,
         replay_filter_bytes: limits::REPLAY_FILTER_BYTES,
+        retention: cfg.retention,
     };
     let exists = cfg.data_dir.join("mdbx.dat").exists();
     let (store, state) = if exists {

@@ -201,6 +201,7 @@ impl Host {
                 Ok(SyncMsg::Evidence(proof)) => {
                     self.driver.on_evidence(&mut self.io, peer as PeerId, &proof)?
                 }
+                Ok(SyncMsg::NotKept { height, first_kept }) => self.io.not_kept(peer, height, first_kept),
                 Err(_) => malformed(&mut self.io),
             },
             Channel::Control => {}

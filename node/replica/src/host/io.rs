@@ -94,6 +94,23 @@ impl Network for Io {
     }
 }
 
+impl Io {
+    /// A peer answered that it no longer keeps ledger `height` (it keeps from `first_kept` on):
+    /// counted, and said once a height; the next retry asks another peer. Costs the peer
+    /// nothing — a pruning peer is honest — and triggers no request (a peer cannot make this
+    /// process send requests by saying it).
+    pub(crate) fn not_kept(&mut self, peer: PeerIndex, height: u64, first_kept: u64) {
+        self.metrics.not_kept_answers.fetch_add(1, Ordering::Relaxed);
+        if height != self.not_kept_logged {
+            self.not_kept_logged = height;
+            let name = self.peers.get(peer).map_or("?", |p| p.spec.name.as_str());
+            eprintln!(
+                "caasiope: peer {name} no longer keeps ledger {height} (it keeps from {first_kept} on); asking other peers — if none keeps it, start from a store copied from an archive (an explorer keeps every ledger)"
+            );
+        }
+    }
+}
+
 impl Timers for Io {
     fn schedule(&mut self, timer: Timer, after_ms: u64) {
         self.timer_seq += 1;
@@ -162,6 +179,12 @@ impl Storage for Io {
             );
         }
         self.metrics.ledger_height.store(height, Ordering::Relaxed);
+        let (replay_ids, filter_bytes) = state.replay_memory();
+        self.metrics.replay_ids_in_memory.store(replay_ids as u64, Ordering::Relaxed);
+        self.metrics.replay_filter_bytes.store(filter_bytes.unwrap_or(0) as u64, Ordering::Relaxed);
+        if let Ok(first) = self.store.reader().first_kept() {
+            self.metrics.first_kept_height.store(first, Ordering::Relaxed);
+        }
         self.metrics.committed_txs.fetch_add(ledger.transactions.len() as u64, Ordering::Relaxed);
         let now = now_ms();
         self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);

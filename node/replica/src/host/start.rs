@@ -187,8 +187,13 @@ fn network_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn ledger_source(store: &Store) -> network::LedgerSource {
     let reader = store.reader();
     Arc::new(move |height: u64| {
-        let (header, certificate) = reader.header(height).ok().flatten()?;
-        let transactions = reader.block(height).ok().flatten()?;
+        let ledger = reader.header(height).ok().flatten().zip(reader.block(height).ok().flatten());
+        let Some(((header, certificate), transactions)) = ledger else {
+            // Pruned (deleted before or between the two reads): say so, and from where it keeps.
+            let first_kept = reader.first_kept().ok()?;
+            return (height > 0 && height < first_kept)
+                .then(|| SyncMsg::NotKept { height, first_kept }.encode());
+        };
         Some(SyncMsg::encode_ledger(&CommittedLedger { header, certificate, transactions }))
     })
 }
@@ -336,6 +341,7 @@ fn new_io(
         gossip_out: Vec::new(),
         gossip_due: None,
         sync_cursor: 0,
+        not_kept_logged: 0,
         explorer: None,
         replicator: None,
     }

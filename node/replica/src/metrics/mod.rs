@@ -34,6 +34,12 @@ impl std::fmt::Debug for ExtraMetrics {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub(crate) ledger_height: AtomicU64,
+    /// Replay-window ids held in memory (those of ledgers not in the store's table yet).
+    pub(crate) replay_ids_in_memory: AtomicU64,
+    /// Bytes of the filter in front of the store's replay table.
+    pub(crate) replay_filter_bytes: AtomicU64,
+    /// The lowest height above 0 whose ledger the store keeps (1: nothing pruned).
+    pub(crate) first_kept_height: AtomicU64,
     pub(crate) certified_ledgers: AtomicU64,
     pub(crate) synced_ledgers: AtomicU64,
     pub(crate) refused_ledgers: AtomicU64,
@@ -78,6 +84,7 @@ pub(crate) struct Metrics {
     /// known height does not trust.
     pub(crate) tolerated_faults: AtomicU64,
     pub(crate) served_ledgers: AtomicU64,
+    pub(crate) not_kept_answers: AtomicU64,
     pub(crate) dropped_requests: AtomicU64,
     pub(crate) penalties: AtomicU64,
     pub(crate) ignored_messages: AtomicU64,
@@ -328,6 +335,9 @@ enum Sample {
 #[rustfmt::skip]
 const FAMILIES: &[(&str, &str, &str, Sample)] = &[
     ("ledger_height", "Height of the last committed ledger.", "gauge", Sample::Value(|m| &m.ledger_height)),
+    ("replay_ids_in_memory", "Replay-window ids held in memory: those of ledgers the store's replay table does not hold yet (the rest are behind the filter).", "gauge", Sample::Value(|m| &m.replay_ids_in_memory)),
+    ("replay_filter_bytes", "Bytes of the filter in front of the store's replay table (fixed at start).", "gauge", Sample::Value(|m| &m.replay_filter_bytes)),
+    ("first_kept_height", "The lowest height above 0 whose ledger the store keeps (1: nothing pruned; a validator or node keeps keep_ledgers).", "gauge", Sample::Value(|m| &m.first_kept_height)),
     ("certified_ledgers_total", "Ledgers this process decided in consensus.", "counter", Sample::Value(|m| &m.certified_ledgers)),
     ("synced_ledgers_total", "Ledgers taken from peers (sync).", "counter", Sample::Value(|m| &m.synced_ledgers)),
     ("refused_ledgers_total", "Ledgers from peers refused as their sender's fault (a certificate that does not verify, transactions altered).", "counter", Sample::Value(|m| &m.refused_ledgers)),
@@ -350,6 +360,7 @@ const FAMILIES: &[(&str, &str, &str, Sample)] = &[
     ("refused_handshakes_total", "Peer connections closed before they served: the listener or the source held its most handshakes in progress (busy), the TLS handshake timed out (timeout) or failed (tls), the identity is no listed peer's (unknown_identity), the peer is penalized (banned).", "counter", Sample::Labelled("reason", &HANDSHAKE_REFUSALS, |m| &m.refused_handshakes)),
     ("undecodable_submissions_total", "Client submissions that are not a transaction's canonical bytes, by listener.", "counter", Sample::Labelled("listener", &["api", "submit"], |m| &m.undecodable_submissions)),
     ("served_ledgers_total", "Ledgers sent to peers that asked for them.", "counter", Sample::Value(|m| &m.served_ledgers)),
+    ("not_kept_ledgers_total", "Ledger requests a peer answered it no longer keeps that ledger (it prunes: docs/PROTOCOL.md); another peer is asked at the next retry.", "counter", Sample::Value(|m| &m.not_kept_answers)),
     ("dropped_ledger_requests_total", "Ledger requests dropped: the peer had too many waiting (its serving budget).", "counter", Sample::Value(|m| &m.dropped_requests)),
     ("peer_penalties_total", "Peers disconnected and not heard for a while for what no honest peer sends (forged or altered messages, ledgers or bodies).", "counter", Sample::Value(|m| &m.penalties)),
     ("ignored_messages_total", "Consensus messages that changed nothing (duplicates, outside the kept rounds, over a per-round bound): not logged.", "counter", Sample::Value(|m| &m.ignored_messages)),
