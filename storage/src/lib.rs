@@ -22,7 +22,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `schema_version`, `chain_id`, `genesis`, `head_height`, `indexed_height`, `validators` | u64; UTF-8; the genesis TOML text as given; u64; u64; the validator set certifying the ledger after the indexed height |
+//! | `meta` | `schema_version`, `chain_id`, `genesis`, `head_height`, `indexed_height`, `validators`; `query_indexes`, `first_kept` (only where not kept, pruned) | u64; UTF-8; the genesis TOML text as given; u64; u64; the validator set certifying the ledger after the indexed height; 0; u64 |
 //! | `headers` | height u64 BE | header ‖ certificate |
 //! | `blocks` | height u64 BE | u32 count ‖ signed transactions, in block order |
 //! | `tx_index` | transaction id (32) | height u64 BE ‖ index u32 BE |
@@ -40,7 +40,13 @@
 //!   costs one lookup per entry and only the heads — a table bounded by the accounts — take
 //!   writes at random places.
 //! * `replay` holds the ids whose expiration is after the head's timestamp: older ones are
-//!   deleted as each ledger commits, since no later ledger can include them again.
+//!   deleted as each ledger commits, since no later ledger can include them again. With
+//!   [`StoreOptions::replay_filter_bytes`] it is the replay window itself: the state keeps only
+//!   the ids of the ledgers above the indexed height in memory, and a filter of fixed size for
+//!   the rest, which a lookup the filter cannot rule out reads here.
+//! * A pruning store ([`crate::Retention`]: validators and nodes) keeps genesis's ledger and those from
+//!   `first_kept` on; the headers and blocks below are deleted a few at each commit
+//!   (`prune.rs`), never above the indexed height, and their pages reused.
 //!
 //! # Writes and crashes
 //!
@@ -65,7 +71,7 @@
 //! one — a crash loses no committed ledger, and no index row, since they are derived from the
 //! blocks. See [`Durability`] for what a commit survives. [`Store::flush`] writes the gathered
 //! rows at once (a clean shutdown does). [`verify`] re-executes the whole chain and compares
-//! every table.
+//! every table (a pruned store: what it keeps).
 
 pub mod analytics;
 mod commit;

@@ -106,7 +106,7 @@ pub struct StoreOptions {
     /// commit). The window's memory then stays within the filter's bytes whatever the rate,
     /// and a lookup the filter cannot rule out reads the table.
     pub replay_filter_bytes: usize,
-    /// Keep only the last ledgers ([`Retention`]): the headers and blocks below are deleted a
+    /// Keep only the last ledgers ([`crate::Retention`]): the headers and blocks below are deleted a
     /// few at each commit (`None`: every ledger is kept). Needs
     /// [`StoreOptions::without_query_indexes`] (the indexes would name deleted blocks).
     pub retention: Option<crate::Retention>,

@@ -50,6 +50,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
             connections,
             read_threads,
             drain,
+            ttl,
             json: _,
         } => load::run(&load::LoadBench {
             api,
@@ -60,6 +61,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
             connections: usize::try_from(connections)?,
             read_threads: usize::try_from(read_threads)?,
             drain_s: drain,
+            ttl_s: ttl,
         }),
         BenchCommand::Localnet { validators, rate, duration, accounts, net, runs, json: _ } => {
             localnet_bench::run(&localnet_bench::LocalnetBench {

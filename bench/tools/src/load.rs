@@ -42,6 +42,9 @@ pub(crate) struct LoadBench {
     pub(crate) connections: usize,
     pub(crate) read_threads: usize,
     pub(crate) drain_s: u64,
+    /// Each transfer's time to live after its scheduled send time (`None`: one expiration for
+    /// the whole run).
+    pub(crate) ttl_s: Option<u64>,
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
@@ -210,16 +213,36 @@ fn progress_bar() -> indicatif::ProgressBar {
     progress
 }
 
-/// What every transaction of a run shares: its chain, fee and expiration.
+/// What every transaction of a run shares: its chain, fee and expiration (or how the
+/// transfers' expirations follow their send times).
 struct Terms<'a> {
     chain_id: &'a str,
     min_fee: i64,
     expiration_ms: i64,
+    per_transfer: Option<PerTransfer>,
+}
+
+/// Transfer j expires `ttl_ms` after its scheduled send time, `start_ms + j / rate`.
+struct PerTransfer {
+    start_ms: i64,
+    rate: u64,
+    ttl_ms: i64,
+}
+
+impl Terms<'_> {
+    /// The expiration of transfer `j`.
+    fn transfer_expiration(&self, j: usize) -> i64 {
+        self.per_transfer.as_ref().map_or(self.expiration_ms, |p| {
+            let sent = p.start_ms.saturating_add(i64::try_from(j as u64 * 1000 / p.rate).unwrap_or(i64::MAX));
+            sent.saturating_add(p.ttl_ms)
+        })
+    }
 }
 
 /// One transfer of CAS from `payer` (who pays the fee) to `to`, signed by `key`.
 fn signed(
     terms: &Terms<'_>,
+    expiration_ms: i64,
     payer: Address,
     to: Vec<Leg>,
     message: Vec<u8>,
@@ -228,7 +251,7 @@ fn signed(
     let amount = to.iter().map(|l| l.amount).sum();
     let tx = Transaction {
         version: TX_VERSION,
-        expiration_ms: terms.expiration_ms,
+        expiration_ms,
         declarations: vec![],
         inputs: vec![Leg { address: payer, currency: Currency::CAS, amount }],
         outputs: to,
@@ -256,7 +279,7 @@ fn funding(
                 .iter()
                 .map(|a| Leg { address: *a, currency: Currency::CAS, amount: per_account })
                 .collect();
-            signed(terms, payer, to, format!("bench load funding {i}").into_bytes(), key)
+            signed(terms, terms.expiration_ms, payer, to, format!("bench load funding {i}").into_bytes(), key)
         })
         .collect()
 }
@@ -279,7 +302,7 @@ fn presign(
             let to = if to == from { (to + 1) % n } else { to };
             let amount = 1 + (j / n) as i64;
             let to = vec![Leg { address: addresses[to], currency: Currency::CAS, amount }];
-            signed(terms, addresses[from], to, vec![], &keys[from])
+            signed(terms, terms.transfer_expiration(j), addresses[from], to, vec![], &keys[from])
         })
         .collect()
 }
@@ -523,9 +546,16 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     progress.set_message("keys and funding");
     let keys: Vec<SecretKey> = (0..n).into_par_iter().map(|_| SecretKey::generate()).collect();
     let addresses: Vec<Address> = keys.par_iter().map(|k| k.public_key().address()).collect();
-    let expiration_ms = engine::clock::now_ms().max(head_ms)
-        + max_ttl_ms.min(((b.duration_s + b.drain_s) * 1000 + 120_000) as i64);
-    let terms = Terms { chain_id: &chain_id, min_fee, expiration_ms };
+    let now = engine::clock::now_ms().max(head_ms);
+    let expiration_ms = now + max_ttl_ms.min(((b.duration_s + b.drain_s) * 1000 + 120_000) as i64);
+    let per_transfer = match b.ttl_s {
+        Some(ttl) if ttl.saturating_mul(1000) > max_ttl_ms as u64 => {
+            anyhow::bail!("--ttl {ttl}: the chain's longest time to live is {} s", max_ttl_ms / 1000)
+        }
+        Some(ttl) => Some(PerTransfer { start_ms: now, rate: b.rate, ttl_ms: ttl as i64 * 1000 }),
+        None => None,
+    };
+    let terms = Terms { chain_id: &chain_id, min_fee, expiration_ms, per_transfer };
     let funding = funding(&terms, &key, &addresses, per_account);
     progress.set_length(funding.len() as u64);
     fund(&http, &api, &funding, &progress)?;
