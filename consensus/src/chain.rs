@@ -566,6 +566,7 @@ mod tests {
     fn pool() -> Arc<Mempool> {
         Arc::new(Mempool::new(pipeline::MempoolConfig {
             txs_max: 200_000,
+            bytes_max: usize::MAX,
             busy_txs: 15_000,
             busy_queued: 4_000,
         }))

@@ -1003,7 +1003,12 @@ fn boot(w: &World, i: usize, ledgers: &[CommittedLedger], signer: Option<SignSta
     };
     let chain_cfg =
         ChainConfig { backend: BACKEND, block_txs_max: 50, block_bytes_max: 4 << 20, drift_ms: 5_000 };
-    let pool = caasiope_consensus::MempoolConfig { txs_max: 10_000, busy_txs: 10_000, busy_queued: 10_000 };
+    let pool = caasiope_consensus::MempoolConfig {
+        txs_max: 10_000,
+        bytes_max: usize::MAX,
+        busy_txs: 10_000,
+        busy_queued: 10_000,
+    };
     let pool = std::sync::Arc::new(caasiope_consensus::Mempool::new(pool));
     let mut chain = Chain::new(State::from_genesis(&w.genesis), chain_cfg, pool);
     for l in ledgers {

@@ -36,6 +36,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub struct MempoolConfig {
     /// Most transactions held: past it, what arrives is dropped unjudged.
     pub txs_max: usize,
+    /// Most bytes of canonical encodings held (the pool's memory is a small multiple of it):
+    /// past it too, what arrives is dropped unjudged.
+    pub bytes_max: usize,
     /// Pending transactions at which clients are refused as busy (below `txs_max`, so the
     /// other validators' gossip and the bodies a proposal names still find room).
     pub busy_txs: usize,
@@ -95,12 +98,13 @@ struct Pool {
     next_seq: u64,
     /// Entries admitted against the post-state.
     admitted: usize,
-    /// Scratch buffer for measuring encodings.
-    scratch: Vec<u8>,
+    /// Bytes of the entries' canonical encodings.
+    bytes: usize,
 }
 
 impl Pool {
-    fn insert(&mut self, tx: Arc<VerifiedTx>, admitted: bool) -> Result<(), PoolError> {
+    /// Pools `tx`, whose canonical encoding is `bytes` long.
+    fn insert(&mut self, tx: Arc<VerifiedTx>, admitted: bool, bytes: u32) -> Result<(), PoolError> {
         if let Some(e) = self.entries.get_mut(&tx.id) {
             if admitted && !e.admitted {
                 e.admitted = true;
@@ -109,11 +113,9 @@ impl Pool {
             return Err(PoolError::Known);
         }
         self.admitted += usize::from(admitted);
+        self.bytes += bytes as usize;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.scratch.clear();
-        tx.tx.encode(&mut self.scratch);
-        let bytes = u32::try_from(self.scratch.len()).unwrap_or(u32::MAX);
         self.order.insert((Reverse(tx.tx.tx.fee.amount), seq, tx.id));
         self.entries.insert(tx.id, Entry { tx, seq, bytes, admitted });
         Ok(())
@@ -123,6 +125,7 @@ impl Pool {
         match self.entries.remove(id) {
             Some(e) => {
                 self.admitted -= usize::from(e.admitted);
+                self.bytes -= e.bytes as usize;
                 self.order.remove(&(Reverse(e.tx.tx.tx.fee.amount), e.seq, *id));
                 true
             }
@@ -138,6 +141,8 @@ pub struct Mempool {
     pool: Mutex<Pool>,
     /// The pool's size, read without the lock (busy checks, metrics).
     len: AtomicUsize,
+    /// The bytes of its entries' encodings, read without the lock (admission's room).
+    bytes: AtomicUsize,
     /// Transactions submitted to the intake and not yet verified.
     queued: AtomicI64,
 }
@@ -145,7 +150,13 @@ pub struct Mempool {
 impl Mempool {
     /// An empty mempool.
     pub fn new(cfg: MempoolConfig) -> Self {
-        Self { cfg, pool: Mutex::default(), len: AtomicUsize::new(0), queued: AtomicI64::new(0) }
+        Self {
+            cfg,
+            pool: Mutex::default(),
+            len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            queued: AtomicI64::new(0),
+        }
     }
 
     /// The pool; a thread that panicked holding it left it consistent (every method finishes
@@ -156,6 +167,12 @@ impl Mempool {
 
     fn set_len(&self, pool: &Pool) {
         self.len.store(pool.entries.len(), Ordering::Relaxed);
+        self.bytes.store(pool.bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of the pending transactions' canonical encodings.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Transactions pending.
@@ -248,11 +265,13 @@ impl Mempool {
     /// Adds a verified transaction that was not admitted against the post-state (a body a
     /// proposal names, one restored from the log): it stays until committed or expired.
     pub fn insert(&self, tx: VerifiedTx) -> Result<(), PoolError> {
+        let bytes = encoded_len(&tx, &mut Vec::new());
         let mut pool = self.pool();
-        if pool.entries.len() >= self.cfg.txs_max && !pool.entries.contains_key(&tx.id) {
+        let full = pool.entries.len() >= self.cfg.txs_max || pool.bytes + bytes as usize > self.cfg.bytes_max;
+        if full && !pool.entries.contains_key(&tx.id) {
             return Err(PoolError::Full);
         }
-        let result = pool.insert(Arc::new(tx), false);
+        let result = pool.insert(Arc::new(tx), false, bytes);
         self.set_len(&pool);
         result
     }
@@ -286,10 +305,14 @@ impl Mempool {
         batch: Vec<VerifiedTx>,
     ) -> (Vec<Arc<VerifiedTx>>, Vec<(TxId, Verdict)>) {
         let room = self.cfg.txs_max.saturating_sub(self.len());
+        let mut room_bytes = self.cfg.bytes_max.saturating_sub(self.bytes());
         let mut admitted = Vec::with_capacity(batch.len().min(room));
+        let mut sizes = Vec::with_capacity(batch.len().min(room));
         let mut verdicts = Vec::with_capacity(batch.len());
+        let mut scratch = Vec::new();
         for v in batch {
-            if admitted.len() >= room {
+            let bytes = encoded_len(&v, &mut scratch);
+            if admitted.len() >= room || bytes as usize > room_bytes {
                 verdicts.push((v.id, Verdict::Dropped));
                 continue;
             }
@@ -297,15 +320,17 @@ impl Mempool {
                 Ok(_) => {
                     verdicts.push((v.id, Verdict::Admitted));
                     admitted.push(Arc::new(v));
+                    sizes.push(bytes);
+                    room_bytes -= bytes as usize;
                 }
                 Err(e) => verdicts.push((v.id, Verdict::Refused(e))),
             }
         }
         if !admitted.is_empty() {
             let mut pool = self.pool();
-            for tx in &admitted {
+            for (tx, bytes) in admitted.iter().zip(sizes) {
                 // A body fetched earlier is now admitted too (the post-state holds it).
-                let _ = pool.insert(tx.clone(), true);
+                let _ = pool.insert(tx.clone(), true, bytes);
             }
             self.set_len(&pool);
         }
@@ -342,6 +367,14 @@ impl Mempool {
     }
 }
 
+/// The length of `tx`'s canonical encoding (at most `TX_BYTES_MAX`: it was decoded within it),
+/// measured in `scratch`.
+fn encoded_len(tx: &VerifiedTx, scratch: &mut Vec<u8>) -> u32 {
+    scratch.clear();
+    tx.tx.encode(scratch);
+    u32::try_from(scratch.len()).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use engine::{
@@ -362,7 +395,7 @@ mod tests {
     }
 
     fn config(txs_max: usize) -> MempoolConfig {
-        MempoolConfig { txs_max, busy_txs: txs_max, busy_queued: 100 }
+        MempoolConfig { txs_max, bytes_max: usize::MAX, busy_txs: txs_max, busy_queued: 100 }
     }
 
     /// A chain where key 2 holds 100 CAS, and transfers of `amount` from it with fee `fee`.
@@ -442,7 +475,8 @@ mod tests {
     #[test]
     fn a_full_pool_drops_unjudged_and_the_busy_check_reads_it() {
         let state = state();
-        let pool = Mempool::new(MempoolConfig { txs_max: 2, busy_txs: 1, busy_queued: 5 });
+        let pool =
+            Mempool::new(MempoolConfig { txs_max: 2, bytes_max: usize::MAX, busy_txs: 1, busy_queued: 5 });
         assert!(pool.busy().is_none());
         let txs: Vec<VerifiedTx> = (0..4).map(|i| transfer(&state, i, 1, 1)).collect();
         let mut s = state;
@@ -456,5 +490,31 @@ mod tests {
         assert!(pool.is_empty());
         pool.queue(5);
         assert!(pool.busy().is_some_and(|why| why.contains("verification")));
+    }
+
+    /// The pool is bounded in bytes too: a batch past them is dropped unjudged, a body past
+    /// them refused, and removing entries gives the bytes back.
+    #[test]
+    fn a_pool_full_in_bytes_drops_unjudged() {
+        let state = state();
+        let txs: Vec<VerifiedTx> = (0..4).map(|i| transfer(&state, i, 1, 1)).collect();
+        let one = txs[0].tx.to_bytes().len();
+        let pool = Mempool::new(MempoolConfig {
+            txs_max: 100,
+            bytes_max: 2 * one + one / 2,
+            busy_txs: 100,
+            busy_queued: 5,
+        });
+        let mut s = state;
+        let mut exec = s.begin_block(2_000).unwrap();
+        let (admitted, verdicts) = pool.admit(&mut exec, txs[..3].to_vec());
+        assert_eq!(admitted.len(), 2);
+        assert_eq!(verdicts[2], (txs[2].id, Verdict::Dropped));
+        assert_eq!(pool.bytes(), 2 * one);
+        assert_eq!(pool.insert(txs[3].clone()), Err(PoolError::Full));
+        pool.remove([&txs[0].id]);
+        assert_eq!(pool.bytes(), one);
+        assert_eq!(pool.insert(txs[3].clone()), Ok(()));
+        assert_eq!(pool.bytes(), 2 * one);
     }
 }

@@ -82,7 +82,12 @@ fn intake_config() -> IntakeConfig {
 }
 
 fn mempool() -> Arc<Mempool> {
-    Arc::new(Mempool::new(MempoolConfig { txs_max: 100_000, busy_txs: 50_000, busy_queued: 4_000 }))
+    Arc::new(Mempool::new(MempoolConfig {
+        txs_max: 100_000,
+        bytes_max: usize::MAX,
+        busy_txs: 50_000,
+        busy_queued: 4_000,
+    }))
 }
 
 #[test]

@@ -184,7 +184,12 @@ fn honest_driver(
     txs: Vec<VerifiedTx>,
     key: SecretKey,
 ) -> anyhow::Result<(Driver, Quiet)> {
-    let pool = MempoolConfig { txs_max: txs.len() + 1, busy_txs: txs.len() + 1, busy_queued: usize::MAX };
+    let pool = MempoolConfig {
+        txs_max: txs.len() + 1,
+        bytes_max: usize::MAX,
+        busy_txs: txs.len() + 1,
+        busy_queued: usize::MAX,
+    };
     let mut chain = Chain::new(state, chain_cfg, std::sync::Arc::new(Mempool::new(pool)));
     for v in &txs {
         let _ = chain.add(v.clone());

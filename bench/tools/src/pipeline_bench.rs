@@ -310,6 +310,7 @@ fn timed_validator(
     let started = Instant::now();
     let mempool = Arc::new(Mempool::new(MempoolConfig {
         txs_max: limits::POOL_TXS_MAX,
+        bytes_max: limits::POOL_BYTES_MAX,
         busy_txs: limits::POOL_TXS_MAX,
         busy_queued: usize::MAX,
     }));

@@ -58,6 +58,11 @@ pub const BLOCK_BYTES_MAX: usize = FRAME_PAYLOAD_MAX_BYTES - LEDGER_OVERHEAD_MAX
 /// Transactions admitted and not yet committed.
 pub const POOL_TXS_MAX: usize = 200_000;
 
+/// Bytes of canonical encodings the pool holds at most (its memory is a small multiple: the
+/// decoded transactions): 200,000 transfers take ~48 MB, so only large transactions meet it —
+/// 2,000 of the largest (32 KiB) fill it.
+pub const POOL_BYTES_MAX: usize = 64 << 20;
+
 /// Client submissions are refused ("busy") while this many transactions wait: past it, more
 /// intake only spends the CPU that consensus needs to commit what is already waiting
 /// (measured: without it, offered load above the peak halved the committed rate).

@@ -55,6 +55,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     stagger_index_batches(&mut store, &state, key.as_ref());
     let mempool = Arc::new(Mempool::new(MempoolConfig {
         txs_max: limits::POOL_TXS_MAX,
+        bytes_max: limits::POOL_BYTES_MAX,
         busy_txs: limits::POOL_ADMIT_MAX,
         busy_queued: limits::INTAKE_ADMIT_MAX,
     }));
