@@ -147,9 +147,9 @@ pub enum BenchCommand {
         drain: u64,
         /// Each transfer lives this many seconds after its scheduled send time (as clients with
         /// a fixed time to live: the replay window then holds rate × TTL ids, and reaches its
-        /// steady state after one TTL). Counted from the start of pre-signing, so it must
-        /// exceed the set-up time. Default: every transfer expires at the run's end plus two
-        /// minutes, or the chain's longest TTL.
+        /// steady state after one TTL). The schedule starts when pre-signing is expected to end
+        /// (timed on a sample; the run waits for it). Default: every transfer expires at the
+        /// run's end plus two minutes, or the chain's longest TTL less a minute.
         #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(60..=86_400))]
         ttl: Option<u64>,
         /// Print JSON (the only output form; accepted for clarity in scripts).

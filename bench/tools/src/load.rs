@@ -43,7 +43,7 @@ pub(crate) struct LoadBench {
     pub(crate) read_threads: usize,
     pub(crate) drain_s: u64,
     /// Each transfer's time to live after its scheduled send time (`None`: one expiration for
-    /// the whole run).
+    /// the whole run); the schedule starts when pre-signing is expected to end.
     pub(crate) ttl_s: Option<u64>,
 }
 
@@ -551,24 +551,44 @@ pub(crate) fn run(b: &LoadBench) -> anyhow::Result<Output> {
     // time to live after now (a 60-minute run's transfers would be refused at exactly it).
     let ttl_max_ms = (max_ttl_ms - 60_000).max(max_ttl_ms / 2);
     let expiration_ms = now + ttl_max_ms.min(((b.duration_s + b.drain_s) * 1000 + 120_000) as i64);
-    let per_transfer = match b.ttl_s {
-        Some(ttl) if ttl.saturating_mul(1000) > ttl_max_ms as u64 => {
-            anyhow::bail!(
-                "--ttl {ttl}: at most {} s on this chain (its longest time to live less a minute)",
-                ttl_max_ms / 1000
-            )
-        }
-        Some(ttl) => Some(PerTransfer { start_ms: now, rate: b.rate, ttl_ms: ttl as i64 * 1000 }),
-        None => None,
-    };
-    let terms = Terms { chain_id: &chain_id, min_fee, expiration_ms, per_transfer };
+    if let Some(ttl) = b.ttl_s.filter(|ttl| ttl.saturating_mul(1000) > ttl_max_ms as u64) {
+        anyhow::bail!(
+            "--ttl {ttl}: at most {} s on this chain (its longest time to live less a minute)",
+            ttl_max_ms / 1000
+        )
+    }
+    let terms = Terms { chain_id: &chain_id, min_fee, expiration_ms, per_transfer: None };
     let funding = funding(&terms, &key, &addresses, per_account);
     progress.set_length(funding.len() as u64);
     fund(&http, &api, &funding, &progress)?;
+    // With --ttl, transfer j is scheduled at start + j / rate, `start` being when pre-signing
+    // should end (a long run's takes minutes): timed on a sample, with a margin; the run waits
+    // for it if pre-signing ends sooner, so every transfer leaves with its whole TTL ahead.
+    let terms = match b.ttl_s {
+        Some(ttl) => {
+            let sample = total.min(20_000);
+            let timer = Instant::now();
+            drop(presign(&terms, &keys, &addresses, sample));
+            let estimate_s =
+                timer.elapsed().as_secs_f64() * total as f64 / sample.max(1) as f64 * 1.25 + 10.0;
+            let start_ms = engine::clock::now_ms() + (estimate_s * 1000.0) as i64;
+            Terms {
+                per_transfer: Some(PerTransfer { start_ms, rate: b.rate, ttl_ms: ttl as i64 * 1000 }),
+                ..terms
+            }
+        }
+        None => terms,
+    };
     progress.set_message("pre-signing");
     progress.set_position(0);
     progress.set_length(total as u64);
     let signed = presign(&terms, &keys, &addresses, total);
+    if let Some(p) = &terms.per_transfer {
+        let early = p.start_ms - engine::clock::now_ms();
+        if early > 0 {
+            std::thread::sleep(Duration::from_millis(early as u64));
+        }
+    }
     let head = get::<api::Ledger>(&http, &format!("{api}{}", routes::LEDGER_LATEST))?.height;
     let (seen, follower) = start_follower(&api, head, &signed)?;
     let readers = Readers::start(&api, &addresses, b.read_threads);
