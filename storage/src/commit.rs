@@ -99,10 +99,12 @@ impl Store {
         if inline {
             write_pending(&txn, &self.pending, height)?;
         }
-        if let Some(retention) = self.options.retention {
-            crate::prune::prune(&txn, &t_meta, height, retention)?;
-        }
+        let first_kept = match self.options.retention {
+            Some(retention) => crate::prune::prune(&txn, &t_meta, height, retention)?,
+            None => self.first_kept,
+        };
         txn.commit()?;
+        self.first_kept = first_kept;
         if write {
             self.next_batch = None;
         }

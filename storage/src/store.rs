@@ -153,6 +153,8 @@ pub struct Store {
     /// A commit failed after its rows were gathered: the gathered rows may be ahead of the
     /// tables, so nothing more is written until the store is reopened.
     pub(crate) failed: bool,
+    /// The lowest height above 0 whose ledger is kept, as the last commit left it.
+    pub(crate) first_kept: u64,
 }
 
 /// A batch of index rows being written by a thread of its own.
@@ -286,6 +288,7 @@ impl Store {
             writing: None,
             next_batch: None,
             failed: false,
+            first_kept: 1,
         }
     }
 
@@ -317,12 +320,20 @@ impl Store {
         let env = Arc::new(env);
         let (chain_id, state, pending) =
             restore(&env, &env.begin_ro_txn()?, dir, options.replay_filter_bytes)?;
-        Ok((Self::new(env, dir, chain_id, options, pending), state))
+        let mut store = Self::new(env, dir, chain_id, options, pending);
+        store.first_kept = store.reader.first_kept()?;
+        Ok((store, state))
     }
 
     /// The directory of the store.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The lowest height above 0 whose ledger the store keeps, as its last commit left it (no
+    /// read: [`StoreReader::first_kept`] reads it from another thread).
+    pub const fn first_kept(&self) -> u64 {
+        self.first_kept
     }
 
     /// The chain id of the stored genesis.

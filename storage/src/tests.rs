@@ -323,6 +323,7 @@ fn a_pruning_store_keeps_the_last_ledgers_and_verifies_them() {
         let (head, indexed, first) =
             (state.head().height, store.indexed_height().unwrap(), store.reader().first_kept().unwrap());
         assert!(first <= indexed.max(1), "never above the indexed height ({first} > {indexed})");
+        assert_eq!(store.first_kept(), first);
         assert_eq!(first, head.saturating_sub(4).min(indexed.max(1)).max(1), "head {head}");
         assert!(store.header(first).unwrap().is_some() && store.block(head).unwrap().is_some());
         if first > 1 {

@@ -182,9 +182,7 @@ impl Storage for Io {
         let (replay_ids, filter_bytes) = state.replay_memory();
         self.metrics.replay_ids_in_memory.store(replay_ids as u64, Ordering::Relaxed);
         self.metrics.replay_filter_bytes.store(filter_bytes.unwrap_or(0) as u64, Ordering::Relaxed);
-        if let Ok(first) = self.store.reader().first_kept() {
-            self.metrics.first_kept_height.store(first, Ordering::Relaxed);
-        }
+        self.metrics.first_kept_height.store(self.store.first_kept(), Ordering::Relaxed);
         self.metrics.committed_txs.fetch_add(ledger.transactions.len() as u64, Ordering::Relaxed);
         let now = now_ms();
         self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
