@@ -308,7 +308,7 @@ async fn transaction(
             bytes: Some(hex::encode(tx.to_bytes())),
         }));
     }
-    let entry = e.submitted.lock().ok().and_then(|s| s.by_id.get(&id).cloned());
+    let entry = e.submitted.lock().ok().and_then(|s| s.get(&id).cloned());
     let Some(entry) = entry else {
         return Err(ApiError::not_found(format!("transaction {id} is neither committed nor submitted here")));
     };

@@ -73,57 +73,83 @@ struct Submitted {
 }
 
 /// The submissions remembered, within [`SUBMITTED_BYTES_MAX`] (each counted as
-/// [`SUBMITTED_ENTRY_BYTES`] and the words of its refusal); the oldest are forgotten first.
-#[derive(Default)]
+/// [`SUBMITTED_ENTRY_BYTES`] and the words of its refusal), in two generations of half of it
+/// each: when the newer one is full, the older one is forgotten whole and a new one begins. A
+/// generation never loses entries one by one while it grows, so its map is never left with the
+/// slots of removed entries (which make hashbrown's table double however few entries it holds):
+/// between 7/16 and 7/8 of its table is used. The latest half of the bytes' worth is always
+/// remembered.
 struct SubmittedSet {
+    newer: Generation,
+    older: Generation,
+    /// Bytes of one generation: half of the bound, less the words of one refusal (which may
+    /// take it past its half once).
+    half: usize,
+}
+
+#[derive(Default)]
+struct Generation {
     by_id: HashMap<TxId, Submitted>,
-    order: VecDeque<TxId>,
     bytes: usize,
 }
 
-// What an entry takes at most fits the bytes it is counted for: its id in the order of arrival
-// (a ring that may be twice its length), and in the map with its entry and hashbrown's control
-// byte, at the map's lowest load (7/16, just after it grew).
-const _: () = assert!(
-    2 * size_of::<TxId>() + (size_of::<TxId>() + size_of::<Submitted>() + 1) * 16 / 7
-        <= SUBMITTED_ENTRY_BYTES
-);
+// What an entry takes at most fits the bytes it is counted for: its id, its entry and
+// hashbrown's control byte, at the map's lowest load (7/16, just after it grew).
+const _: () = assert!((size_of::<TxId>() + size_of::<Submitted>() + 1) * 16 / 7 <= SUBMITTED_ENTRY_BYTES);
+
+impl Default for SubmittedSet {
+    fn default() -> Self {
+        Self::with_bytes(SUBMITTED_BYTES_MAX)
+    }
+}
 
 impl SubmittedSet {
+    fn with_bytes(max: usize) -> Self {
+        Self {
+            newer: Generation::default(),
+            older: Generation::default(),
+            half: (max - SUBMITTED_REASON_BYTES_MAX) / 2,
+        }
+    }
+
+    fn get(&self, id: &TxId) -> Option<&Submitted> {
+        self.newer.by_id.get(id).or_else(|| self.older.by_id.get(id))
+    }
+
     fn insert(&mut self, id: TxId, mut entry: Submitted) {
         if let Some((_, reason)) = &mut entry.rejected {
             cut(reason);
         }
         let bytes = entry.bytes();
-        match self.by_id.insert(id, entry) {
-            Some(old) => self.bytes = self.bytes - old.bytes() + bytes,
-            None => {
-                self.order.push_back(id);
-                self.bytes += bytes;
+        // Replaced in place in the newer generation (a removal there would leave its slot).
+        if let Some(slot) = self.newer.by_id.get_mut(&id) {
+            self.newer.bytes = self.newer.bytes - slot.bytes() + bytes;
+            *slot = entry;
+        } else {
+            if let Some(old) = self.older.by_id.remove(&id) {
+                self.older.bytes -= old.bytes();
             }
+            if self.newer.bytes + bytes > self.half {
+                self.older = std::mem::take(&mut self.newer);
+            }
+            self.newer.bytes += bytes;
+            self.newer.by_id.insert(id, entry);
         }
-        self.forget_oldest();
+        // The words of a refusal recorded in place may take the newer one past its half.
+        if self.newer.bytes > self.half {
+            self.older = std::mem::take(&mut self.newer);
+        }
     }
 
-    /// Records a refusal of `id`, if remembered and not refused yet.
-    fn refuse(&mut self, id: &TxId, kind: &'static str, mut reason: String) {
-        let Some(entry) = self.by_id.get_mut(id) else { return };
+    /// Records a refusal of `id`, if remembered and not refused yet (the entry moves to the
+    /// newer generation, where its words are counted).
+    fn refuse(&mut self, id: &TxId, kind: &'static str, reason: String) {
+        let Some(entry) = self.get(id) else { return };
         if entry.rejected.is_some() {
             return;
         }
-        cut(&mut reason);
-        self.bytes += reason.len();
-        entry.rejected = Some((kind, reason));
-        self.forget_oldest();
-    }
-
-    fn forget_oldest(&mut self) {
-        while self.bytes > SUBMITTED_BYTES_MAX {
-            let Some(old) = self.order.pop_front() else { break };
-            if let Some(entry) = self.by_id.remove(&old) {
-                self.bytes -= entry.bytes();
-            }
-        }
+        let expiration_ms = entry.expiration_ms;
+        self.insert(*id, Submitted { expiration_ms, rejected: Some((kind, reason)) });
     }
 }
 
@@ -323,6 +349,36 @@ impl Explorer {
 #[cfg(test)]
 mod tests {
     use super::{Cors, Submitted, SubmittedSet};
+    use std::collections::HashMap;
+
+    impl SubmittedSet {
+        fn len(&self) -> usize {
+            self.newer.by_id.len() + self.older.by_id.len()
+        }
+
+        fn bytes(&self) -> usize {
+            self.newer.bytes + self.older.bytes
+        }
+
+        fn entries(&self) -> impl Iterator<Item = &Submitted> {
+            self.newer.by_id.values().chain(self.older.by_id.values())
+        }
+
+        /// The bytes its tables take.
+        fn heap_bytes(&self) -> usize {
+            table_bytes(&self.newer.by_id) + table_bytes(&self.older.by_id)
+        }
+    }
+
+    /// The bytes a hash map's table takes: hashbrown's buckets (a power of two, 8/7 of its
+    /// capacity) each with its entry and a control byte.
+    fn table_bytes<K, V>(map: &HashMap<K, V>) -> usize {
+        if map.capacity() == 0 {
+            return 0;
+        }
+        let buckets = (map.capacity() * 8 / 7).next_power_of_two();
+        buckets * (size_of::<(K, V)>() + 1)
+    }
     use engine::tx::TxId;
     use limits::{SUBMITTED_BYTES_MAX, SUBMITTED_ENTRY_BYTES, SUBMITTED_REASON_BYTES_MAX};
 
@@ -330,6 +386,31 @@ mod tests {
         let mut id = [0u8; 32];
         id[..8].copy_from_slice(&(n as u64).to_le_bytes());
         engine::hash::Hash(id)
+    }
+
+    #[test]
+    fn the_submissions_remembered_take_no_more_memory_than_their_bound() {
+        // Ids come and go for many times the set's length: the memory its tables hold stays
+        // within the bytes it counts (the map must not grow for the slots its removals leave).
+        let max = 256 * SUBMITTED_ENTRY_BYTES;
+        let mut set = SubmittedSet::with_bytes(max);
+        let mut most = 0;
+        for n in 0..200 * 256 {
+            set.insert(id(n), Submitted { expiration_ms: 1, rejected: None });
+            // Refusals of recent and older ones, and copies sent again.
+            if n % 3 == 0 {
+                set.refuse(&id(n / 2), "bad_signature", "x".repeat(n % 300));
+            }
+            if n % 5 == 0 {
+                set.insert(id(n - n % 7), Submitted { expiration_ms: 2, rejected: None });
+            }
+            let words: usize =
+                set.entries().filter_map(|e| e.rejected.as_ref()).map(|(_, r)| r.capacity()).sum();
+            most = most.max(set.heap_bytes() + words);
+            assert!(set.bytes() <= max);
+        }
+        assert!(set.len() >= 128, "{}", set.len());
+        assert!(most <= max, "{most} bytes held for a bound of {max}");
     }
 
     #[test]
@@ -342,10 +423,10 @@ mod tests {
             let rejected = Some(("bad_signature", "x".repeat(1_000)));
             set.insert(id(n), Submitted { expiration_ms: 1, rejected });
         }
-        assert!(set.bytes <= SUBMITTED_BYTES_MAX);
-        assert_eq!(set.by_id.len(), fit);
-        assert!(!set.by_id.contains_key(&id(999)), "the oldest are forgotten");
-        let newest = &set.by_id[&id(fit + 999)];
+        assert!(set.bytes() <= SUBMITTED_BYTES_MAX);
+        assert!(set.len() >= fit / 2 - 1 && set.len() <= fit, "{} of {fit}", set.len());
+        assert!(set.get(&id(999)).is_none(), "the oldest are forgotten");
+        let newest = set.get(&id(fit + 999)).unwrap();
         let reason = &newest.rejected.as_ref().unwrap().1;
         assert!(reason.len() <= SUBMITTED_REASON_BYTES_MAX && reason.ends_with('…'), "{}", reason.len());
         // Cut at a character boundary.
@@ -357,10 +438,10 @@ mod tests {
         set.insert(accepted, Submitted { expiration_ms: 1, rejected: None });
         set.refuse(&accepted, "expired", "x".repeat(10));
         set.refuse(&accepted, "bad_signature", "y".repeat(10));
-        assert_eq!(set.by_id[&accepted].rejected, Some(("expired", "x".repeat(10))));
-        let counted: usize = set.by_id.values().map(Submitted::bytes).sum();
-        assert_eq!(set.bytes, counted);
-        assert!(set.bytes <= SUBMITTED_BYTES_MAX);
+        assert_eq!(set.get(&accepted).unwrap().rejected, Some(("expired", "x".repeat(10))));
+        let counted: usize = set.entries().map(Submitted::bytes).sum();
+        assert_eq!(set.bytes(), counted);
+        assert!(set.bytes() <= SUBMITTED_BYTES_MAX);
     }
 
     #[test]

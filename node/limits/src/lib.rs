@@ -252,8 +252,8 @@ pub const SUBMIT_CLOCK_AGE_MAX: Duration = Duration::from_secs(2 * 3_600);
 /// expirations and verdicts, never bodies; the oldest are forgotten first.
 pub const SUBMITTED_BYTES_MAX: usize = 128 << 20;
 
-/// What one remembered submission is counted for, the words of its refusal aside (its id in
-/// the map and in the order of arrival, its expiration and verdict, the map's overhead).
+/// What one remembered submission is counted for, the words of its refusal aside (its id, its
+/// expiration and verdict, and the map's overhead at its lowest load).
 pub const SUBMITTED_ENTRY_BYTES: usize = 256;
 
 /// The words of a refusal kept with a submission (longer ones are cut).
