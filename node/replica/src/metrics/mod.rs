@@ -106,7 +106,17 @@ pub(crate) struct Metrics {
     /// The process's store, for the space it takes (read when rendered).
     pub(crate) store: std::sync::OnceLock<storage::StoreReader>,
     /// The last committed ledgers: height, commit time, transaction ids (for `/committed`).
-    recent: std::sync::Mutex<std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>>,
+    recent: std::sync::Mutex<Recent>,
+}
+
+/// The last committed ledgers' heights, commit times and transaction ids, within
+/// [`limits::ADMIN_RECENT_LEDGERS_MAX`] ledgers and [`limits::ADMIN_RECENT_IDS_BYTES_MAX`] of
+/// ids (the latest ledger is kept whatever its size).
+#[derive(Debug, Default)]
+struct Recent {
+    ledgers: std::collections::VecDeque<(u64, i64, Vec<engine::tx::TxId>)>,
+    /// Bytes of the ids held.
+    bytes: usize,
 }
 
 /// What each listener of the process counted, in [`Edge::LISTENERS`] order.
@@ -181,12 +191,17 @@ pub(crate) fn handshake_refusal(reason: &str) -> usize {
 
 impl Metrics {
     /// Records a committed ledger for `/committed`.
-    pub(crate) fn record_commit(&self, height: u64, unix_ms: i64, ids: Vec<engine::tx::TxId>) {
+    pub(crate) fn record_commit(&self, height: u64, unix_ms: i64, mut ids: Vec<engine::tx::TxId>) {
+        ids.shrink_to_fit();
         if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() >= limits::ADMIN_RECENT_LEDGERS_MAX {
-                recent.pop_front();
+            recent.bytes += ids.len() * size_of::<engine::tx::TxId>();
+            recent.ledgers.push_back((height, unix_ms, ids));
+            while recent.ledgers.len() > limits::ADMIN_RECENT_LEDGERS_MAX
+                || (recent.bytes > limits::ADMIN_RECENT_IDS_BYTES_MAX && recent.ledgers.len() > 1)
+            {
+                let Some((_, _, old)) = recent.ledgers.pop_front() else { break };
+                recent.bytes -= old.len() * size_of::<engine::tx::TxId>();
             }
-            recent.push_back((height, unix_ms, ids));
         }
     }
 
@@ -196,7 +211,7 @@ impl Metrics {
         let mut out = String::new();
         if let Ok(recent) = self.recent.lock() {
             for (h, ms, ids) in
-                recent.iter().filter(|(h, _, _)| *h >= from).take(limits::COMMITTED_PAGE_LEDGERS_MAX)
+                recent.ledgers.iter().filter(|(h, _, _)| *h >= from).take(limits::COMMITTED_PAGE_LEDGERS_MAX)
             {
                 // A page ends after the ledger that takes it past 4 MiB.
                 if out.len() > limits::COMMITTED_PAGE_BYTES {
@@ -543,5 +558,41 @@ mod tests {
     fn metric_families_have_distinct_names() {
         let names: std::collections::HashSet<&str> = FAMILIES.iter().map(|f| f.0).collect();
         assert_eq!(names.len(), FAMILIES.len());
+    }
+
+    /// `/committed` keeps the latest ledgers within their bytes of ids (and the latest one
+    /// whatever its size), and answers from what it keeps.
+    #[test]
+    fn recent_ledgers_stay_within_their_bytes() {
+        let m = Metrics::default();
+        let per_ledger = 10_000;
+        let ledgers = 3 * limits::ADMIN_RECENT_IDS_BYTES_MAX / (per_ledger * 32);
+        for h in 1..=ledgers as u64 {
+            let ids = (0..per_ledger as u64)
+                .map(|i| {
+                    let mut id = [0u8; 32];
+                    id[..8].copy_from_slice(&h.to_le_bytes());
+                    id[8..16].copy_from_slice(&i.to_le_bytes());
+                    engine::hash::Hash(id)
+                })
+                .collect();
+            m.record_commit(h, h as i64, ids);
+            let recent = m.recent.lock().unwrap();
+            assert!(recent.bytes <= limits::ADMIN_RECENT_IDS_BYTES_MAX, "{}", recent.bytes);
+            assert_eq!(recent.bytes, recent.ledgers.iter().map(|(_, _, ids)| ids.len() * 32).sum::<usize>());
+            assert_eq!(recent.ledgers.back().map(|l| l.0), Some(h));
+        }
+        let kept = limits::ADMIN_RECENT_IDS_BYTES_MAX / (per_ledger * 32);
+        let first = ledgers as u64 - kept as u64 + 1;
+        assert_eq!(m.recent.lock().unwrap().ledgers.front().map(|l| l.0), Some(first));
+        let page = m.committed(0);
+        assert!(page.starts_with(&format!("{first} {first} {per_ledger} ")), "{}", &page[..40]);
+        // One ledger larger than the bound is kept alone.
+        m.record_commit(
+            ledgers as u64 + 1,
+            0,
+            vec![engine::hash::Hash([7; 32]); limits::ADMIN_RECENT_IDS_BYTES_MAX / 32 + 1],
+        );
+        assert_eq!(m.recent.lock().unwrap().ledgers.len(), 1);
     }
 }
