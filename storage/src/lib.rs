@@ -54,7 +54,7 @@
 //! stored head's child: its header, its block and the head height. The rows that land at random
 //! places in large tables — accounts, transaction index, history, replay window — are gathered
 //! in memory and written with the ledger that completes an [`IndexBatch`] (by default every
-//! 100,000 transactions or 64 ledgers), in key order through one cursor per table, each account
+//! 50,000 transactions or 64 ledgers), in key order through one cursor per table, each account
 //! once however many ledgers of the batch touched it; that ledger's transaction also moves
 //! `indexed_height`. Each table's B-tree pages are so copied once per batch instead of once per
 //! ledger (measured in `docs/PERFORMANCE.md`). The store's readers see the gathered rows too.

@@ -30,12 +30,15 @@ impl IndexBatch {
 }
 
 impl Default for IndexBatch {
-    /// 100,000 transactions or 64 ledgers: at 10,000-transfer ledgers, a write per 10 ledgers,
-    /// and a restart re-verifies at most ~100,000 signatures (a few seconds on two cores).
-    /// Measured at 1M transfers: commit CPU 9.2 µs/tx with 50,000, 5.3 with 200,000 (whose
-    /// gathered rows and bigger write transactions cost ~190 MB more memory).
+    /// 50,000 transactions or 64 ledgers: at 10,000-transfer ledgers, a write per 5 ledgers,
+    /// and a restart re-verifies at most ~50,000 signatures. The gathered rows and the replay
+    /// ids not yet in the table make a validator's memory swing by up to a batch's worth (~24
+    /// MiB of live heap at 100,000); stores without the query indexes (validators, since the
+    /// batch is written on a thread of its own) showed no cost in `bench pipeline` from 100,000
+    /// to 50,000 (docs/PERFORMANCE.md). With the query indexes, in the commit, it was measured
+    /// at 1M transfers: 9.2 µs/tx with 50,000, 5.3 with 200,000 — explorers index every ledger.
     fn default() -> Self {
-        Self { txs: 100_000, ledgers: 64 }
+        Self { txs: 50_000, ledgers: 64 }
     }
 }
 
