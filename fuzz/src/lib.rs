@@ -250,7 +250,10 @@ pub fn tx_apply(data: &[u8]) -> bool {
     let Ok(receipt) = exec.apply_tx(&vtx) else {
         drop(exec);
         assert!(snapshot(&state) == before, "a refused transaction changed the state");
-        assert!(!state.is_included(&id, vtx.tx.tx.expiration_ms), "a refused transaction is in the replay set");
+        assert!(
+            !state.is_included(&id, vtx.tx.tx.expiration_ms),
+            "a refused transaction is in the replay set"
+        );
         return false;
     };
     assert_eq!((receipt.id, receipt.index, receipt.fee), (id, 0, vtx.tx.tx.fee.amount));
@@ -668,6 +671,10 @@ pub fn sync_message(data: &[u8]) {
                 check_bodies(bodies);
             }
             SyncMessage::Evidence(proof) => check_equivocation(proof),
+            // Two heights, any: the asker only counts and logs it (docs/CONSENSUS.md).
+            SyncMessage::NotKept { .. } => {
+                assert_eq!(data.len(), 17, "a not-kept answer is a tag and two heights")
+            }
         }
     }
     let mut r = Reader::new(data);
