@@ -35,6 +35,28 @@ impl Generation {
         Self { ids, min_expiration_ms: min, max_expiration_ms: max, height }
     }
 
+    /// The generation of the ids of `a` and `b` (each sorted) not expired at `now_ms`, merged
+    /// in one pass; its height is the newer one's.
+    fn merged(a: &Self, b: &Self, now_ms: i64) -> Self {
+        let live = |e: &&(TxId, i64)| e.1 > now_ms;
+        let (mut x, mut y) = (a.ids.iter().filter(live).peekable(), b.ids.iter().filter(live).peekable());
+        let mut ids = Vec::with_capacity(a.ids.len() + b.ids.len());
+        loop {
+            let next = match (x.peek(), y.peek()) {
+                (Some(p), Some(q)) if p.0 <= q.0 => x.next(),
+                (Some(_), Some(_)) => y.next(),
+                (Some(_), None) => x.next(),
+                (None, _) => y.next(),
+            };
+            let Some(&entry) = next else { break };
+            ids.push(entry);
+        }
+        debug_assert!(ids.windows(2).all(|w| w[0].0 < w[1].0), "a merged generation is sorted, each id once");
+        ids.shrink_to_fit();
+        let (min, max) = ids.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &(_, e)| (lo.min(e), hi.max(e)));
+        Self { ids, min_expiration_ms: min, max_expiration_ms: max, height: a.height.max(b.height) }
+    }
+
     fn contains(&self, id: &TxId) -> bool {
         self.ids.binary_search_by_key(id, |(i, _)| *i).is_ok()
     }
@@ -196,11 +218,10 @@ impl ReplaySet {
                 break;
             };
             let (a, b) = (self.sealed.remove(i), self.sealed.remove(i));
-            let mut ids = Vec::with_capacity(a.ids.len() + b.ids.len());
-            ids.extend(a.ids.iter().chain(b.ids.iter()).filter(|(_, exp)| *exp > now_ms));
-            if !ids.is_empty() {
-                // Generations are in ledger order: the newer one's height covers both.
-                self.sealed.insert(i, Arc::new(Generation::new(ids, a.height.max(b.height))));
+            // Generations are in ledger order: the newer one's height covers both.
+            let merged = Generation::merged(&a, &b, now_ms);
+            if !merged.ids.is_empty() {
+                self.sealed.insert(i, Arc::new(merged));
             }
         }
     }
