@@ -30,6 +30,12 @@ impl Generation {
     /// The generation of `ids` (any order, each id once) of the ledgers up to `height`.
     fn new(mut ids: Vec<(TxId, i64)>, height: u64) -> Self {
         ids.sort_unstable_by_key(|(id, _)| *id);
+        Self::from_sorted(ids, height)
+    }
+
+    /// The generation of `ids`, sorted by id, each once.
+    fn from_sorted(mut ids: Vec<(TxId, i64)>, height: u64) -> Self {
+        debug_assert!(ids.windows(2).all(|w| w[0].0 < w[1].0), "a generation is sorted, each id once");
         ids.shrink_to_fit();
         let (min, max) = ids.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &(_, e)| (lo.min(e), hi.max(e)));
         Self { ids, min_expiration_ms: min, max_expiration_ms: max, height }
@@ -51,10 +57,7 @@ impl Generation {
             let Some(&entry) = next else { break };
             ids.push(entry);
         }
-        debug_assert!(ids.windows(2).all(|w| w[0].0 < w[1].0), "a merged generation is sorted, each id once");
-        ids.shrink_to_fit();
-        let (min, max) = ids.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &(_, e)| (lo.min(e), hi.max(e)));
-        Self { ids, min_expiration_ms: min, max_expiration_ms: max, height: a.height.max(b.height) }
+        Self::from_sorted(ids, a.height.max(b.height))
     }
 
     fn contains(&self, id: &TxId) -> bool {
