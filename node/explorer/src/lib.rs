@@ -76,9 +76,11 @@ struct Submitted {
 /// [`SUBMITTED_ENTRY_BYTES`] and the words of its refusal), in two generations of half of it
 /// each: when the newer one is full, the older one is forgotten whole and a new one begins. A
 /// generation never loses entries one by one while it grows, so its map is never left with the
-/// slots of removed entries (which make hashbrown's table double however few entries it holds):
-/// between 7/16 and 7/8 of its table is used. The latest half of the bytes' worth is always
-/// remembered.
+/// slots of removed entries (which make hashbrown's table double however few entries it holds).
+/// Each generation's table is allocated at once for the most entries its half can count, so it
+/// never grows (no doubling, no old table beside the new one while it copies) and the memory
+/// held stays the same from one generation to the next: two tables of ~40.5 MiB at the
+/// default bound. The latest half of the bytes' worth is always remembered.
 struct SubmittedSet {
     newer: Generation,
     older: Generation,
@@ -93,8 +95,16 @@ struct Generation {
     bytes: usize,
 }
 
+impl Generation {
+    /// A generation whose table holds the most entries `bytes` can count without growing.
+    fn with_room(bytes: usize) -> Self {
+        Self { by_id: HashMap::with_capacity(bytes / SUBMITTED_ENTRY_BYTES), bytes: 0 }
+    }
+}
+
 // What an entry takes at most fits the bytes it is counted for: its id, its entry and
-// hashbrown's control byte, at the map's lowest load (7/16, just after it grew).
+// hashbrown's control byte, at the map's lowest load (7/16: a capacity just past a power of
+// two's 7/8 gets the next power of two).
 const _: () = assert!((size_of::<TxId>() + size_of::<Submitted>() + 1) * 16 / 7 <= SUBMITTED_ENTRY_BYTES);
 
 impl Default for SubmittedSet {
@@ -105,11 +115,16 @@ impl Default for SubmittedSet {
 
 impl SubmittedSet {
     fn with_bytes(max: usize) -> Self {
-        Self {
-            newer: Generation::default(),
-            older: Generation::default(),
-            half: (max - SUBMITTED_REASON_BYTES_MAX) / 2,
-        }
+        let half = (max - SUBMITTED_REASON_BYTES_MAX) / 2;
+        Self { newer: Generation::with_room(half), older: Generation::default(), half }
+    }
+
+    /// Forgets the older generation and begins a new one, the newer becoming the older. The
+    /// older table is freed before the new one is allocated, so the allocator can give its
+    /// memory back at once: never three tables at a time.
+    fn rotate(&mut self) {
+        self.older = Generation::default();
+        self.older = std::mem::replace(&mut self.newer, Generation::with_room(self.half));
     }
 
     fn get(&self, id: &TxId) -> Option<&Submitted> {
@@ -130,14 +145,14 @@ impl SubmittedSet {
                 self.older.bytes -= old.bytes();
             }
             if self.newer.bytes + bytes > self.half {
-                self.older = std::mem::take(&mut self.newer);
+                self.rotate();
             }
             self.newer.bytes += bytes;
             self.newer.by_id.insert(id, entry);
         }
         // The words of a refusal recorded in place may take the newer one past its half.
         if self.newer.bytes > self.half {
-            self.older = std::mem::take(&mut self.newer);
+            self.rotate();
         }
     }
 
@@ -411,6 +426,35 @@ mod tests {
         }
         assert!(set.len() >= 128, "{}", set.len());
         assert!(most <= max, "{most} bytes held for a bound of {max}");
+    }
+
+    #[test]
+    fn the_submissions_tables_never_grow() {
+        // A generation's table is allocated once with room for all it can count: the newer
+        // never grows while it fills (no doubling with the old table beside the new one), and
+        // a new generation gets the same room, so the memory held does not swing.
+        let max = 256 * SUBMITTED_ENTRY_BYTES;
+        let mut set = SubmittedSet::with_bytes(max);
+        let room = set.newer.by_id.capacity();
+        assert!(room >= set.half / SUBMITTED_ENTRY_BYTES, "{room}");
+        let mut rotations = 0;
+        let mut last = id(usize::MAX);
+        for n in 0..50 * 256 {
+            set.insert(id(n), Submitted { expiration_ms: 1, rejected: None });
+            if n % 3 == 0 {
+                set.refuse(&id(n / 2), "bad_signature", "x".repeat(n % 300));
+            }
+            if n % 5 == 0 {
+                set.insert(id(n - n % 7), Submitted { expiration_ms: 2, rejected: None });
+            }
+            assert_eq!(set.newer.by_id.capacity(), room, "after {n}");
+            assert!(set.older.by_id.capacity() <= room, "after {n}");
+            if set.older.by_id.contains_key(&last) {
+                rotations += 1;
+            }
+            last = id(n);
+        }
+        assert!(rotations > 10, "{rotations}");
     }
 
     #[test]
