@@ -403,6 +403,18 @@ mod tests {
         engine::hash::Hash(id)
     }
 
+    /// The `n`th step of a mix of submissions: a new one, refusals of recent and older ones,
+    /// and copies sent again.
+    fn churn(set: &mut SubmittedSet, n: usize) {
+        set.insert(id(n), Submitted { expiration_ms: 1, rejected: None });
+        if n % 3 == 0 {
+            set.refuse(&id(n / 2), "bad_signature", "x".repeat(n % 300));
+        }
+        if n % 5 == 0 {
+            set.insert(id(n - n % 7), Submitted { expiration_ms: 2, rejected: None });
+        }
+    }
+
     #[test]
     fn the_submissions_remembered_take_no_more_memory_than_their_bound() {
         // Ids come and go for many times the set's length: the memory its tables hold stays
@@ -411,14 +423,7 @@ mod tests {
         let mut set = SubmittedSet::with_bytes(max);
         let mut most = 0;
         for n in 0..200 * 256 {
-            set.insert(id(n), Submitted { expiration_ms: 1, rejected: None });
-            // Refusals of recent and older ones, and copies sent again.
-            if n % 3 == 0 {
-                set.refuse(&id(n / 2), "bad_signature", "x".repeat(n % 300));
-            }
-            if n % 5 == 0 {
-                set.insert(id(n - n % 7), Submitted { expiration_ms: 2, rejected: None });
-            }
+            churn(&mut set, n);
             let words: usize =
                 set.entries().filter_map(|e| e.rejected.as_ref()).map(|(_, r)| r.capacity()).sum();
             most = most.max(set.heap_bytes() + words);
@@ -440,13 +445,7 @@ mod tests {
         let mut rotations = 0;
         let mut last = id(usize::MAX);
         for n in 0..50 * 256 {
-            set.insert(id(n), Submitted { expiration_ms: 1, rejected: None });
-            if n % 3 == 0 {
-                set.refuse(&id(n / 2), "bad_signature", "x".repeat(n % 300));
-            }
-            if n % 5 == 0 {
-                set.insert(id(n - n % 7), Submitted { expiration_ms: 2, rejected: None });
-            }
+            churn(&mut set, n);
             assert_eq!(set.newer.by_id.capacity(), room, "after {n}");
             assert!(set.older.by_id.capacity() <= room, "after {n}");
             if set.older.by_id.contains_key(&last) {
