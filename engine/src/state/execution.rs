@@ -315,6 +315,12 @@ impl BlockExecution<'_> {
         &self.tx_ids
     }
 
+    /// Entries in the journal: what this open ledger holds beyond the state, one copy of an
+    /// account per account it changed (more only for one touched again without a change).
+    pub fn journaled(&self) -> usize {
+        self.journal.len()
+    }
+
     /// Moves this open ledger onto the next committed ledger, `committed` (a diff executed on
     /// this execution's base state), without undoing it — when that ledger's transactions are
     /// the first ones applied here, in the same order. The state then holds the committed
@@ -367,20 +373,28 @@ impl BlockExecution<'_> {
         // The journal's first values become the committed ledger's; an account whose value
         // here is the committed one (nothing still applied changed it) leaves the journal. Its
         // `last_height` is set to the committed one's, below this execution's next height, so a
-        // later touch journals it again.
+        // later touch journals it again. Every account that stays is marked as journaled at the
+        // next height, and keeps one entry (its first: a rollback ends at it): marked with the
+        // height that just committed, a busy account was journaled again at every height it
+        // stayed changed, and an open ledger moved in place for hours grew without end.
+        let next = header.height + 1;
         let accounts = &mut self.state.accounts;
+        let mut seen: HashSet<Address, foldhash::fast::RandomState> = HashSet::default();
+        seen.reserve(self.journal.len());
         self.journal.retain_mut(|(address, old)| {
-            let Some(&i) = index.get(address) else { return true };
-            let new = &committed.accounts[i];
-            if let Some(current) = accounts.get_mut(address) {
-                let height = current.last_height;
+            if !seen.insert(*address) {
+                return false;
+            }
+            let Some(current) = accounts.get_mut(address) else { return true };
+            if let Some(&i) = index.get(address) {
+                let new = &committed.accounts[i];
                 current.last_height = new.last_height;
                 if current == new {
                     return false;
                 }
-                current.last_height = height;
+                *old = Some(new.clone());
             }
-            *old = Some(new.clone());
+            current.last_height = next;
             true
         });
         self.tx_ids.drain(..n);

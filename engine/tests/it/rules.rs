@@ -5,7 +5,7 @@ use caasiope_engine::{
     declaration::htlc,
     hash::{keccak256, sha256},
     keys::Signature,
-    state::{BlockError, build_block, execute_build_ahead},
+    state::{BlockError, build_block, execute_build_ahead, execute_verified},
     validate::{TxError, verify},
 };
 
@@ -649,6 +649,42 @@ fn an_open_ledger_is_not_moved_past_a_time_that_changes_its_pending_transactions
         exec.rebase(&commit_first(net.now + 1_000), net.now + 2_000, None),
         "still valid at the new time"
     );
+}
+
+/// An open ledger moved in place ledger after ledger holds one journal entry per account it
+/// changed, however long it stays open: a busy sender, with a change still pending after every
+/// ledger, was journaled again at each new height, and an explorer's admission post-state grew
+/// without end (about 250 entries of 120 bytes a second at 3,000 tx/s in a soak).
+#[test]
+fn an_open_ledger_moved_in_place_journals_each_account_once() {
+    let mut net = Net::new();
+    let verified = |net: &Net, amount: i64| {
+        let tx = net.transfer(2, user(3), amount);
+        let id = tx.id(CHAIN);
+        verify(tx, id, net.state.params(), net.backend).unwrap()
+    };
+    let mut post = net.state.clone();
+    let mut exec = post.begin_block(net.now + 100).unwrap();
+    let mut pending = verified(&net, 1);
+    exec.apply_tx(&pending).unwrap();
+    // The sender, the payee and the fee account.
+    let accounts = exec.journaled();
+    for round in 0..50 {
+        let next = verified(&net, round + 2);
+        exec.apply_tx(&next).unwrap();
+        // The ledger commits the older transaction: the newer one stays pending.
+        let at = net.now + 1_000;
+        let diff = execute_verified(&mut net.state, at, std::slice::from_ref(&pending)).unwrap();
+        net.state.apply_diff(diff.clone()).unwrap();
+        net.now = at;
+        assert!(exec.rebase(&diff, at + 100, None), "round {round}");
+        assert_eq!(exec.journaled(), accounts, "round {round}");
+        pending = next;
+    }
+    // Rolled back, the open ledger leaves exactly the committed state.
+    drop(exec);
+    assert_eq!(post.state_root(), net.state.state_root());
+    assert_eq!(post.balance(&user(2), &Currency::CAS), net.balance(&user(2), &Currency::CAS));
 }
 
 #[test]
