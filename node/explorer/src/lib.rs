@@ -120,8 +120,8 @@ impl SubmittedSet {
     }
 
     /// Forgets the older generation and begins a new one, the newer becoming the older. The
-    /// older table is freed before the new one is allocated, so the allocator can give its
-    /// memory back at once: never three tables at a time.
+    /// older table is freed before the new one is allocated, so the allocator can reuse its
+    /// memory for the new one: never three tables at a time.
     fn rotate(&mut self) {
         self.older = Generation::default();
         self.older = std::mem::replace(&mut self.newer, Generation::with_room(self.half));
