@@ -42,6 +42,11 @@ pub(crate) enum Command {
     /// With `--validators N`: writes a whole local network instead — genesis, validator keys,
     /// node certificates and one config per process (N validators and an explorer) on loopback
     /// ports; prints its layout as JSON.
+    ///
+    /// With `--advertise`: one member of a genesis ceremony — its secrets (TLS identity, the
+    /// validator key of a validator, a governance key unless `--governance-address` names one)
+    /// stay in DIR (0600, never printed); DIR/member.json, printed too, is what it hands the
+    /// coordinator of `genesis new`.
     Init {
         /// The node directory (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -49,6 +54,8 @@ pub(crate) enum Command {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
+        #[command(flatten)]
+        member: MemberArgs,
         /// Write a local network of this many validators.
         #[cfg(feature = "tools")]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=128))]
@@ -70,6 +77,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         net: LocalnetArgs,
     },
+    /// A genesis ceremony: a network's genesis and configs from its members' public files.
+    #[command(subcommand, arg_required_else_help = false)]
+    Genesis(GenesisCommand),
     /// Runs one process in its role: a networked validator, node or explorer, or a single
     /// validator that alone is a quorum (no network section in its config).
     Run {
@@ -108,6 +118,94 @@ pub(crate) enum Command {
         /// Signature verification backend: k256 or libsecp256k1.
         #[arg(long, default_value = "libsecp256k1")]
         backend: engine::Backend,
+    },
+}
+
+/// The member options of `caasiope init --advertise`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MemberArgs {
+    /// Where this member's peers reach it (IP:PORT, peer-to-peer TLS): makes `init` write a
+    /// ceremony member (member.json).
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) advertise: Option<std::net::SocketAddr>,
+    /// The member's name [default: DIR's name].
+    #[arg(long, value_name = "NAME", requires = "advertise")]
+    pub(crate) name: Option<String>,
+    /// Its role: validator, node or explorer.
+    #[arg(long, default_value = "validator", value_parser = parse_role, requires = "advertise")]
+    pub(crate) role: replica::Role,
+    /// The address it signs governance with (a wallet key's) [default: a new key in
+    /// DIR/governance.key, for `wallet import`].
+    #[arg(long, value_name = "ADDR", requires = "advertise")]
+    pub(crate) governance_address: Option<Address>,
+    /// Where it listens for peers [default: 0.0.0.0 and the advertised port].
+    #[arg(long, value_name = "IP:PORT", requires = "advertise")]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// Where it takes raw transactions.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7100", requires = "advertise")]
+    pub(crate) submit_listen: std::net::SocketAddr,
+    /// Its /healthz and /metrics (loopback).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7300", requires = "advertise")]
+    pub(crate) admin_listen: std::net::SocketAddr,
+    /// An explorer's HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "IP:PORT", requires = "advertise")]
+    pub(crate) api_listen: Option<std::net::SocketAddr>,
+}
+
+fn parse_role(text: &str) -> Result<replica::Role, String> {
+    match text {
+        "validator" => Ok(replica::Role::Validator),
+        "node" => Ok(replica::Role::Node),
+        "explorer" => Ok(replica::Role::Explorer),
+        _ => Err("validator, node or explorer".into()),
+    }
+}
+
+/// `caasiope genesis …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum GenesisCommand {
+    /// Writes OUT/genesis.toml from the members' member.json files (their validators with
+    /// weight 1; governance and fees to a K-of-N MultiSig of their governance addresses unless
+    /// `--governance` names an address) and one config per member, OUT/<name>.toml, with its
+    /// peers and paths relative to the member's own directory; prints the genesis hash. Never
+    /// overwrites a file.
+    New {
+        /// The chain id.
+        #[arg(long, value_name = "ID")]
+        chain_id: String,
+        /// A member's member.json; repeat for each.
+        #[arg(long = "member", value_name = "FILE", required = true)]
+        members: Vec<PathBuf>,
+        /// Governance signatures required [default: more than two thirds of the members].
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=20))]
+        governance_required: Option<u16>,
+        /// A governance (and fee) address instead of the members' MultiSig.
+        #[arg(long, value_name = "ADDR", conflicts_with = "governance_required")]
+        governance: Option<Address>,
+        /// A currency besides CAS and its issuer's address; repeat for each, e.g. BTC=ADDRESS.
+        #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = replica::ceremony::parse_currency)]
+        currencies: Vec<(engine::Currency, Address)>,
+        /// A balance at genesis, in coins; repeat for each, e.g. ADDRESS=CAS:1000.
+        #[arg(long = "balance", value_name = "ADDR=SYMBOL:AMOUNT", value_parser = replica::ceremony::parse_balance)]
+        balances: Vec<engine::genesis::BalanceSpec>,
+        /// The block interval every config gets.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60000))]
+        block_interval_ms: u64,
+        /// The smallest fee, in raw units (10^-8 CAS).
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(i64).range(0..))]
+        min_fee: i64,
+        /// The longest time to live of a transaction, in milliseconds.
+        #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(i64).range(1..))]
+        max_ttl_ms: i64,
+        /// Where to write genesis.toml and the configs (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Prints a genesis file's hash (every member checks it is the one agreed) and contents.
+    Inspect {
+        /// The genesis file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 

@@ -18,7 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use exit::Output;
-use replica::identity;
+use replica::{ceremony, identity};
 
 use crate::cli::{Cli, Command};
 
@@ -36,13 +36,41 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Key(cli::KeyCommand::Inspect { secret_hex }) => identity::key_inspect(&secret_hex),
         Command::Cert(cli::CertCommand::New { dir, days }) => identity::cert_new(&dir, days),
         #[cfg(not(feature = "tools"))]
-        Command::Init { dir, days } => identity::init(&dir, days),
+        Command::Init { dir, days, member } => init(&dir, days, member),
         #[cfg(feature = "tools")]
-        Command::Init { dir, days, validators: None, net: _ } => identity::init(&dir, days),
+        Command::Init { dir, days, member, validators: None, net: _ } => init(&dir, days, member),
+        #[cfg(feature = "tools")]
+        Command::Init { member: cli::MemberArgs { advertise: Some(_), .. }, validators: Some(_), .. } => {
+            anyhow::bail!("--advertise writes one member, --validators a whole local network: not both")
+        }
         #[cfg(feature = "tools")]
         Command::Init { dir, validators: Some(n), net, .. } => {
             bench_tools::localnet_init(&dir, usize::from(n), &net)
         }
+        Command::Genesis(cli::GenesisCommand::New {
+            chain_id,
+            members,
+            governance_required,
+            governance,
+            currencies,
+            balances,
+            block_interval_ms,
+            min_fee,
+            max_ttl_ms,
+            out,
+        }) => ceremony::genesis_new(&ceremony::GenesisArgs {
+            chain_id,
+            members,
+            governance_required,
+            governance,
+            currencies,
+            balances,
+            block_interval_ms,
+            min_fee,
+            max_ttl_ms,
+            out,
+        }),
+        Command::Genesis(cli::GenesisCommand::Inspect { file }) => ceremony::genesis_inspect(&file),
         #[cfg(feature = "tools")]
         Command::Localnet { validators, dir, net } => {
             bench_tools::localnet(&dir, usize::from(validators), &net)
@@ -61,4 +89,23 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         #[cfg(feature = "tools")]
         Command::Bench(command) => bench_tools::run(command),
     }
+}
+
+/// `caasiope init --dir DIR`: a node directory, or with `--advertise` a ceremony's member.
+fn init(dir: &std::path::Path, days: u32, m: cli::MemberArgs) -> anyhow::Result<Output> {
+    let Some(advertise) = m.advertise else { return identity::init(dir, days) };
+    ceremony::init_member(
+        dir,
+        days,
+        &ceremony::MemberArgs {
+            name: m.name,
+            role: m.role,
+            advertise,
+            governance_address: m.governance_address,
+            listen: m.listen,
+            submit_listen: m.submit_listen,
+            admin_listen: m.admin_listen,
+            api_listen: m.api_listen,
+        },
+    )
 }

@@ -19,7 +19,7 @@ pub struct LocalnetArgs {
     pub transport: String,
     /// A currency besides CAS and its issuer's address (an issuer may go negative: that is the
     /// outstanding supply; sending to it destroys tokens); repeat for each, e.g. BTC=ADDRESS.
-    #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = parse_currency)]
+    #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = replica::ceremony::parse_currency)]
     pub currencies: Vec<(engine::Currency, engine::Address)>,
     /// The explorer replicates into the ClickHouse server at this HTTP URL
     /// (e.g. http://127.0.0.1:8123; see docs/ANALYTICS.md).
@@ -35,16 +35,6 @@ pub struct LocalnetArgs {
     /// Bytes the kept ledgers of each validator's store may take (`keep_bytes`).
     #[arg(long, value_name = "BYTES")]
     pub keep_bytes: Option<u64>,
-}
-
-fn parse_currency(text: &str) -> Result<(engine::Currency, engine::Address), String> {
-    let (symbol, issuer) = text.split_once('=').ok_or("expected SYMBOL=ISSUER")?;
-    let currency = engine::Currency::new(symbol).map_err(|e| e.0)?;
-    if currency == engine::Currency::CAS {
-        return Err("CAS is always there, issued at genesis".into());
-    }
-    let issuer = issuer.parse().map_err(|e| format!("issuer: {e}"))?;
-    Ok((currency, issuer))
 }
 
 /// `caasiope bench …`

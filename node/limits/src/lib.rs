@@ -310,6 +310,9 @@ pub const COMMITTED_PAGE_BYTES: usize = 4 << 20;
 /// [`protocol::GENESIS_BYTES_MAX`]).
 pub const CONFIG_BYTES_MAX: u64 = 1 << 20;
 
+/// Bytes of a ceremony's member file (`member.json`: a name, keys and addresses).
+pub const MEMBER_FILE_BYTES_MAX: u64 = 16 * 1024;
+
 /// Bytes of a key file (a secret key is 64 hex characters; comments and whitespace fit).
 pub const KEY_FILE_BYTES_MAX: u64 = 1024;
 

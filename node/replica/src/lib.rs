@@ -11,6 +11,7 @@
 //! ```
 
 mod admin;
+pub mod ceremony;
 mod config;
 mod host;
 pub mod identity;

@@ -94,6 +94,83 @@ impl Localnet {
         Self { dir, procs }
     }
 
+    /// `validators` validators and an explorer set up by a genesis ceremony, not started: each
+    /// member runs `init --advertise` in its own directory, a coordinator `genesis new` on their
+    /// `member.json` files alone, and each member copies the genesis and its config home.
+    pub(crate) fn ceremony(validators: usize, block_interval_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let base = free_base();
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut procs = Vec::new();
+        for i in 0..=validators {
+            let (name, role) = if i < validators {
+                (format!("member-{i}"), "validator")
+            } else {
+                ("explorer".into(), "explorer")
+            };
+            let home = dir.path().join(&name);
+            let o = i as u16;
+            let mut init = bin();
+            init.args(["init", "--dir"]).arg(&home).args(["--role", role]);
+            for (flag, port) in [
+                ("--advertise", base + 100 + o),
+                ("--listen", base + 100 + o),
+                ("--submit-listen", base + o),
+                ("--admin-listen", base + 200 + o),
+            ] {
+                init.args([flag, &addr(port).to_string()]);
+            }
+            if role == "explorer" {
+                init.args(["--api-listen", &addr(base + 300 + o).to_string()]);
+            }
+            let out = init.output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            procs.push(Proc {
+                config: home.join("config.toml"),
+                submit: addr(base + o),
+                admin: addr(base + 200 + o),
+                api: (role == "explorer").then(|| addr(base + 300 + o)),
+                name,
+                child: None,
+            });
+        }
+        let coordinator = dir.path().join("coordinator");
+        let mut genesis = bin();
+        genesis
+            .args([
+                "genesis",
+                "new",
+                "--chain-id",
+                CHAIN,
+                "--block-interval-ms",
+                &block_interval_ms.to_string(),
+                "--out",
+            ])
+            .arg(&coordinator);
+        for p in &procs {
+            genesis.arg("--member").arg(p.config.with_file_name("member.json"));
+        }
+        // The first member's governance address is funded, by its address alone.
+        let first: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(procs[0].config.with_file_name("member.json")).unwrap(),
+        )
+        .unwrap();
+        genesis.arg("--balance").arg(format!("{}=CAS:1000", first["governance_address"].as_str().unwrap()));
+        let out = genesis.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for p in &procs {
+            let home = p.config.parent().unwrap();
+            std::fs::copy(coordinator.join("genesis.toml"), home.join("genesis.toml")).unwrap();
+            std::fs::copy(coordinator.join(format!("{}.toml", p.name)), &p.config).unwrap();
+            // Every member checks the hash it was told against the genesis it holds.
+            let out = bin().args(["genesis", "inspect"]).arg(home.join("genesis.toml")).output().unwrap();
+            let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(inspected["genesis_hash"], report["genesis_hash"]);
+        }
+        Self { dir, procs }
+    }
+
     pub(crate) fn start(&mut self, i: usize) {
         let p = &mut self.procs[i];
         assert!(p.child.is_none());
@@ -444,6 +521,34 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A network from a genesis ceremony — no directory holds two members' secrets — certifies,
+/// and a transaction signed with a member's governance key (its funds given at genesis by
+/// address only) commits on every validator.
+#[test]
+fn a_network_from_a_ceremony_certifies_and_commits() {
+    let mut net = Localnet::ceremony(VALIDATORS, 200);
+    for i in 0..net.procs.len() {
+        net.start(i);
+    }
+    let all: Vec<usize> = (0..net.procs.len()).collect();
+    net.wait("the first certified ledgers", 30, |n| n.heights(&all).iter().all(|&h| h >= 2));
+    let home = net.procs[0].config.parent().unwrap().to_owned();
+    let key =
+        SecretKey::from_hex(std::fs::read_to_string(home.join("governance.key")).unwrap().trim()).unwrap();
+    let answer = net.submit(1, &transfer(&key, 1));
+    assert!(answer.starts_with("accepted "), "{answer}");
+    net.wait("the transfer committed on every process", 30, |n| {
+        all.iter().all(|&i| n.metric(i, "caasiope_committed_txs_total").unwrap_or(0) >= 1)
+    });
+    for p in &net.procs {
+        let home = p.config.parent().unwrap();
+        let member: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(home.join("member.json")).unwrap()).unwrap();
+        assert!(member.get("secret").is_none() && home.join("governance.key").exists());
+    }
+    net.stop_all();
 }
 
 #[test]
