@@ -61,6 +61,45 @@ pub struct Validator {
     pub weight: u64,
 }
 
+/// The validator set in force and the one after the changes committed so far
+/// (`GET /v1/validators`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ValidatorsNow {
+    /// The latest ledger's height.
+    pub height: u64,
+    /// The set that certified it.
+    pub in_force: ValidatorList,
+    /// The set that certifies the next ledger, `height + 1`: the one in force with the
+    /// changes (`ValidatorUpdate` transactions) the latest ledger committed.
+    pub next: ValidatorList,
+    /// What differs from the set in force to the next, by key.
+    pub changes: Vec<ValidatorChange>,
+}
+
+/// A validator set, readable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ValidatorList {
+    /// The set's hash (what headers commit to).
+    #[schema(value_type = HashHex)]
+    pub hash: Hash,
+    /// Its validators, in the set's order (a certificate's signer indexes).
+    pub validators: Vec<Validator>,
+    /// The sum of their weights.
+    pub total_weight: u64,
+}
+
+/// One validator's weight before and after a change; 0 is absent from the set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ValidatorChange {
+    /// Consensus key.
+    #[schema(value_type = PublicKeyHex)]
+    pub public_key: PublicKey,
+    /// Weight in the set in force (0: joins).
+    pub weight_before: u64,
+    /// Weight from the next ledger on (0: leaves).
+    pub weight_after: u64,
+}
+
 /// A committed ledger: its header, certificate and transaction ids.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ledger {

@@ -23,7 +23,7 @@ mod tx_schema;
 
 pub use self::{
     account::{Account, Balance, HistoryPage, TxRef},
-    chain::{Certificate, Ledger, Status, Validator},
+    chain::{Certificate, Ledger, Status, Validator, ValidatorChange, ValidatorList, ValidatorsNow},
     error::{ErrorBody, ErrorCode, ErrorDetail},
     evidence::{EvidenceItem, EvidenceKind, EvidencePage},
     header::{CertificateSignature, CertifiedHeader, HeaderPage, SetChange, SetChanges, SignedCertificate},

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 
 use crate::{
     Accepted, Account, CertifiedHeader, ErrorBody, EvidencePage, HeaderPage, HistoryPage, Ledger, Proof,
-    SetChanges, Status, StreamEnd, SubmitHex, TxRef, TxStatus, Validators,
+    SetChanges, Status, StreamEnd, SubmitHex, TxRef, TxStatus, Validators, ValidatorsNow,
     schema::{AddressText, HashHex, Height, TxBytes},
 };
 
@@ -23,7 +23,7 @@ use crate::{
     ),
     paths(
         status, ledger_latest, ledger, submit, transaction, account, history, proof_transaction,
-        proof_account, validators, headers, header, validator_sets, evidence, stream, openapi_json, healthz,
+        proof_account, validators_now, validators, headers, header, validator_sets, evidence, stream, openapi_json, healthz,
         metrics
     ),
     // The stream's events are not answers of their own: named here so the document defines them.
@@ -140,6 +140,11 @@ fn proof_transaction() {}
     )
 )]
 fn proof_account() {}
+
+/// The validator set in force (it certified the latest ledger), the next one (the changes the
+/// latest ledger committed applied) and what differs.
+#[utoipa::path(get, path = "/v1/validators", responses((status = 200, description = "Validator sets", body = ValidatorsNow)))]
+fn validators_now() {}
 
 /// The validator set certifying the ledger at a height (engine codec, hex).
 #[utoipa::path(

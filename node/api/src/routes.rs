@@ -19,6 +19,8 @@ pub const HISTORY: &str = "/v1/accounts/{address}/history";
 pub const PROOF_TRANSACTION: &str = "/v1/proofs/transactions/{id}";
 /// `GET`: state proof of an account ([`crate::Proof`]).
 pub const PROOF_ACCOUNT: &str = "/v1/proofs/accounts/{address}";
+/// `GET`: the validator set in force and the next one ([`crate::ValidatorsNow`]).
+pub const VALIDATORS_NOW: &str = "/v1/validators";
 /// `GET`: the validator set certifying a height ([`crate::Validators`]).
 pub const VALIDATORS: &str = "/v1/validators/{height}";
 /// `GET`: certified headers by pages ([`crate::HeaderPage`]).
@@ -39,7 +41,7 @@ pub const HEALTHZ: &str = "/healthz";
 pub const METRICS: &str = "/metrics";
 
 /// Every route of the API (the `/v1` routes, liveness and metrics).
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     STATUS,
     LEDGER_LATEST,
     LEDGER,
@@ -49,6 +51,7 @@ pub const ALL: [&str; 18] = [
     HISTORY,
     PROOF_TRANSACTION,
     PROOF_ACCOUNT,
+    VALIDATORS_NOW,
     VALIDATORS,
     HEADERS,
     HEADER,

@@ -13,8 +13,8 @@ use axum::{
     routing::get,
 };
 use engine::{
-    Address, Encode,
-    ledger::{Certificate, LedgerHeader},
+    Address, Encode, Hash,
+    ledger::{Certificate, LedgerHeader, ValidatorSet},
     limits::TX_BYTES_MAX,
     merkle::tx_proof,
     proof::{AccountStateProof, TxInclusionProof},
@@ -95,6 +95,7 @@ pub(crate) fn router(explorer: Shared) -> Router {
         .route(routes::HISTORY, get(history))
         .route(routes::PROOF_TRANSACTION, get(tx_proof_of))
         .route(routes::PROOF_ACCOUNT, get(account_proof))
+        .route(routes::VALIDATORS_NOW, get(validators_now))
         .route(routes::VALIDATORS, get(validators))
         .route(routes::HEADERS, get(super::headers::headers))
         .route(routes::HEADER, get(super::headers::header_at))
@@ -489,19 +490,14 @@ async fn account_proof(
     Ok(Json(api::Proof { kind: api::ProofKind::Account, height, proof: hex::encode(proof.to_bytes()) }))
 }
 
-async fn validators(
-    AxState(e): AxState<Shared>,
-    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> ApiResult<api::Validators> {
-    let height = parse_height(&path(p)?)?;
-    if height == 0 || height > *e.head.borrow() + 1 {
-        return Err(ApiError::not_found(format!("no validator set certifies a ledger at height {height}")));
-    }
+/// The validator set certifying `height` (≥ 1): the set whose hash the header at `height − 1`
+/// commits to.
+fn set_certifying(e: &Explorer, height: u64) -> Result<(Hash, ValidatorSet), ApiError> {
     let (previous, _) = e
         .reader
         .header(height - 1)?
         .ok_or_else(|| ApiError::not_found(format!("no ledger at height {}", height - 1)))?;
-    let set = super::headers::set_certifying(&e, height)
+    let set = super::headers::set_certifying(e, height)
         .filter(|s| s.hash() == previous.validator_set_hash)
         .or_else(|| e.validator_set(&previous.validator_set_hash))
         .ok_or_else(|| {
@@ -510,11 +506,53 @@ async fn validators(
                 previous.validator_set_hash
             ))
         })?;
-    Ok(Json(api::Validators {
-        height,
-        hash: previous.validator_set_hash,
-        validators: hex::encode(set.to_bytes()),
-    }))
+    Ok((previous.validator_set_hash, set))
+}
+
+async fn validators(
+    AxState(e): AxState<Shared>,
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult<api::Validators> {
+    let height = parse_height(&path(p)?)?;
+    if height == 0 || height > *e.head.borrow() + 1 {
+        return Err(ApiError::not_found(format!("no validator set certifies a ledger at height {height}")));
+    }
+    let (hash, set) = set_certifying(&e, height)?;
+    Ok(Json(api::Validators { height, hash, validators: hex::encode(set.to_bytes()) }))
+}
+
+async fn validators_now(AxState(e): AxState<Shared>) -> ApiResult<api::ValidatorsNow> {
+    let latest = e.latest();
+    let height = latest.state.head().height;
+    let next = latest.state.validators().clone();
+    // Nothing certified genesis: its set is the one in force until the first ledger.
+    let in_force = if height == 0 { next.clone() } else { set_certifying(&e, height)?.1 };
+    let weight = |set: &ValidatorSet, key: &engine::PublicKey| {
+        set.validators().iter().find(|v| v.public_key == *key).map_or(0, |v| v.weight)
+    };
+    let mut keys: Vec<engine::PublicKey> =
+        in_force.validators().iter().chain(next.validators()).map(|v| v.public_key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let changes = keys
+        .into_iter()
+        .map(|public_key| api::ValidatorChange {
+            public_key,
+            weight_before: weight(&in_force, &public_key),
+            weight_after: weight(&next, &public_key),
+        })
+        .filter(|c| c.weight_before != c.weight_after)
+        .collect();
+    let list = |set: &ValidatorSet| api::ValidatorList {
+        hash: set.hash(),
+        validators: set
+            .validators()
+            .iter()
+            .map(|v| api::Validator { public_key: v.public_key, weight: v.weight })
+            .collect(),
+        total_weight: set.validators().iter().map(|v| v.weight).sum(),
+    };
+    Ok(Json(api::ValidatorsNow { height, in_force: list(&in_force), next: list(&next), changes }))
 }
 
 async fn metrics(AxState(e): AxState<Shared>) -> impl IntoResponse {

@@ -525,7 +525,9 @@ impl Drop for Proxy {
 
 /// A network from a genesis ceremony — no directory holds two members' secrets — certifies,
 /// and a transaction signed with a member's governance key (its funds given at genesis by
-/// address only) commits on every validator.
+/// address only) commits on every validator. Governance through the wallet: a weight change
+/// built as a file for the members' 4-of-5 MultiSig (four validators and the explorer) is
+/// refused with three signatures and commits with four; `GET /v1/validators` then shows the new weight in force.
 #[test]
 fn a_network_from_a_ceremony_certifies_and_commits() {
     let mut net = Localnet::ceremony(VALIDATORS, 200);
@@ -542,6 +544,74 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
     net.wait("the transfer committed on every process", 30, |n| {
         all.iter().all(|&i| n.metric(i, "caasiope_committed_txs_total").unwrap_or(0) >= 1)
     });
+
+    // Governance: member-0's weight 1 → 2, signed by four members' governance keys.
+    let api = format!("http://{}", net.procs[VALIDATORS].api.unwrap());
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let validators = || -> serde_json::Value {
+        let body =
+            agent.get(&format!("{api}/v1/validators")).call().unwrap().body_mut().read_to_string().unwrap();
+        serde_json::from_str(&body).unwrap()
+    };
+    let now = validators();
+    assert_eq!(now["in_force"]["total_weight"], 4, "{now}");
+    assert_eq!(now["changes"], serde_json::json!([]));
+    let member = |i: usize| -> serde_json::Value {
+        let home = net.procs[i].config.parent().unwrap();
+        serde_json::from_str(&std::fs::read_to_string(home.join("member.json")).unwrap()).unwrap()
+    };
+    let key0 = member(0)["validator_public_key"].as_str().unwrap().to_owned();
+    let wallet_dir = net.dir.path().join("wallet");
+    let wallet = |args: &[&str], stdin: Option<String>| {
+        let mut cmd = bin();
+        cmd.arg("wallet")
+            .args(args)
+            .arg("--wallet-dir")
+            .arg(&wallet_dir)
+            .env("CAASIOPE_WALLET_PASSPHRASE", "ceremony test")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let file = net.dir.path().join("weight.json");
+    let file = file.to_str().unwrap();
+    let built = bin()
+        .args(["wallet", "governance", "set-weight", "--api", &api, "--public-key", &key0, "--weight", "2"])
+        .args(["--out", file])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    for i in 0..4 {
+        let home = net.procs[i].config.parent().unwrap().to_owned();
+        let secret = std::fs::read_to_string(home.join("governance.key")).unwrap();
+        let name = format!("gov{i}");
+        let out = wallet(&["import", "--name", &name], Some(secret));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = wallet(&["sign", "--name", &name, file], None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let submitted = bin().args(["wallet", "submit", "--api", &api, "--wait", file]).output().unwrap();
+        if i < 3 {
+            let err = String::from_utf8_lossy(&submitted.stderr);
+            assert!(!submitted.status.success() && err.contains("not complete"), "{i} signatures: {err}");
+        } else {
+            assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+        }
+    }
+    let weight_of_0 = |v: &serde_json::Value, set: &str| {
+        v[set]["validators"].as_array().unwrap().iter().find(|x| x["public_key"] == key0.as_str()).unwrap()["weight"].clone()
+    };
+    net.wait("the new weight in force", 30, |_| weight_of_0(&validators(), "in_force") == 2);
+    let now = validators();
+    assert_eq!(
+        (now["in_force"]["total_weight"].clone(), now["changes"].clone()),
+        (5.into(), serde_json::json!([]))
+    );
     for p in &net.procs {
         let home = p.config.parent().unwrap();
         let member: serde_json::Value =

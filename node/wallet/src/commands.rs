@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Subcommand};
-use engine::{Address, Currency, Hash, tx::Leg};
+use engine::{Address, Currency, Hash, PublicKey, tx::Leg};
 
 use crate::{
     build,
@@ -220,6 +220,11 @@ pub enum WalletCommand {
     /// MultiSig accounts.
     #[command(subcommand, arg_required_else_help = false)]
     Multisig(MultisigCommand),
+    /// Validator-set changes: a `ValidatorUpdate` for the chain's governance account, saved
+    /// unsigned for its signers (`wallet sign` by enough of them, then `wallet submit`). It
+    /// takes effect at the ledger after the one that commits it (`GET /v1/validators`).
+    #[command(subcommand, arg_required_else_help = false)]
+    Governance(GovernanceCommand),
     /// Hashed time-locked contracts (SHA-256), for atomic swaps with Bitcoin-family chains.
     #[command(subcommand, arg_required_else_help = false)]
     Htlc(HtlcCommand),
@@ -349,6 +354,61 @@ pub enum MultisigCommand {
         tx: Box<TxArgs>,
         #[command(flatten)]
         wait: WaitArgs,
+    },
+}
+
+fn parse_public_key(text: &str) -> Result<PublicKey, String> {
+    PublicKey::from_hex(text.trim()).map_err(|e| e.to_string())
+}
+
+/// `caasiope wallet governance …`: each builds a file whose fee the governance account pays.
+#[derive(Debug, Subcommand)]
+pub enum GovernanceCommand {
+    /// Adds a validator (its consensus key, `validator_public_key` of its member.json).
+    AddValidator {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The new validator's consensus public key (hex).
+        #[arg(long, value_name = "HEX", value_parser = parse_public_key)]
+        public_key: PublicKey,
+        /// Its voting weight.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        weight: u64,
+        /// The transaction file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        tx: Box<TxArgs>,
+    },
+    /// Removes a validator: its votes stop counting from the ledger after the one that commits
+    /// this (its process may keep following the chain).
+    RemoveValidator {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The validator's consensus public key (hex).
+        #[arg(long, value_name = "HEX", value_parser = parse_public_key)]
+        public_key: PublicKey,
+        /// The transaction file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        tx: Box<TxArgs>,
+    },
+    /// Changes a validator's voting weight.
+    SetWeight {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The validator's consensus public key (hex).
+        #[arg(long, value_name = "HEX", value_parser = parse_public_key)]
+        public_key: PublicKey,
+        /// Its new weight.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        weight: u64,
+        /// The transaction file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        tx: Box<TxArgs>,
     },
 }
 

@@ -9,8 +9,9 @@ use std::{
 use anyhow::{Context, bail};
 use api::TxState;
 use engine::{
-    Address, Currency, Declaration, Hash, MultiSig, SecretKey,
+    Address, Currency, Declaration, Hash, MultiSig, PublicKey, SecretKey, ValidatorUpdate,
     codec::Encode,
+    ledger::{Validator, ValidatorSet},
     tx::{Leg, SignedTransaction, Transaction},
 };
 use exit::Output;
@@ -284,6 +285,56 @@ pub(crate) fn submit_file(common: &Common, file: &Path) -> anyhow::Result<Output
     let chain = chain_of(&api, &partial.chain_id)?;
     let signed = partial.complete(chain.earliest_inclusion_ms())?;
     Output::json(&submit(&api, &partial.chain_id, &signed, common)?)
+}
+
+/// A change of the validator set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SetChange {
+    /// A new validator of this weight.
+    Add(u64),
+    /// A validator's new weight.
+    Weight(u64),
+    /// A validator out.
+    Remove,
+}
+
+/// `wallet governance …`: the `ValidatorUpdate`, checked against the set the next ledger will
+/// have, saved unsigned for the governance account's signers.
+pub(crate) fn governance(
+    common: &Common,
+    public_key: PublicKey,
+    change: SetChange,
+    out: &Path,
+    options: &TxOptions,
+) -> anyhow::Result<Output> {
+    let api = common.api()?;
+    let status = api.status()?;
+    let chain = ChainView { params: status.params(), now_ms: status.timestamp_ms };
+    let set = ValidatorSet::new(
+        status.validators.iter().map(|v| Validator { public_key: v.public_key, weight: v.weight }).collect(),
+    )
+    .context("the explorer's validator set")?;
+    let current = set.validators().iter().find(|v| v.public_key == public_key).map(|v| v.weight);
+    let key = public_key.to_hex();
+    let weight = match (change, current) {
+        (SetChange::Add(_), Some(w)) => {
+            bail!("{key} is a validator already (weight {w}): set-weight changes it")
+        }
+        (SetChange::Weight(_) | SetChange::Remove, None) => bail!("{key} is not a validator"),
+        (SetChange::Weight(w), Some(now)) if w == now => bail!("{key} has weight {w} already"),
+        (SetChange::Add(w) | SetChange::Weight(w), _) => w,
+        (SetChange::Remove, Some(_)) => 0,
+    };
+    // The chain refuses a set it cannot run (none left, too many, a weight too large).
+    set.with_update(public_key, weight).map_err(|e| anyhow::anyhow!("the new validator set: {e}"))?;
+    let update = Declaration::ValidatorUpdate(ValidatorUpdate { public_key, weight });
+    // Signers may take a while to gather: the longest time to live the chain allows.
+    let tx = Draft::new(chain.params.governance).declare(update).finish(
+        &chain,
+        options,
+        chain.params.max_ttl_ms,
+    )?;
+    Output::json(&sign_submit_or_save(&api, &chain, tx, None, Some(out), common)?)
 }
 
 /// `wallet multisig address`.

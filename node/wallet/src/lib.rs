@@ -40,8 +40,8 @@ use engine::{Address, SecretKey};
 use exit::Output;
 
 pub use self::commands::{
-    ApiArgs, ChannelCommand, DirArgs, HtlcCommand, MultisigCommand, ProofCommand, TxArgs, WaitArgs,
-    WalletCommand,
+    ApiArgs, ChannelCommand, DirArgs, GovernanceCommand, HtlcCommand, MultisigCommand, ProofCommand, TxArgs,
+    WaitArgs, WalletCommand,
 };
 use self::{
     client::Api,
@@ -136,6 +136,21 @@ pub fn run(command: WalletCommand) -> anyhow::Result<Output> {
         }
         W::Sign { dir, name, file } => flow::sign_file(&Common::new(Some(dir), None, None), &name, &file),
         W::Submit { api, file, wait } => flow::submit_file(&Common::new(None, Some(api), Some(wait)), &file),
+        W::Governance(command) => {
+            let (api, public_key, change, out, tx) = match command {
+                GovernanceCommand::AddValidator { api, public_key, weight, out, tx } => {
+                    (api, public_key, flow::SetChange::Add(weight), out, tx)
+                }
+                GovernanceCommand::RemoveValidator { api, public_key, out, tx } => {
+                    (api, public_key, flow::SetChange::Remove, out, tx)
+                }
+                GovernanceCommand::SetWeight { api, public_key, weight, out, tx } => {
+                    (api, public_key, flow::SetChange::Weight(weight), out, tx)
+                }
+            };
+            let options = tx.options()?;
+            flow::governance(&Common::new(None, Some(api), None), public_key, change, &out, &options)
+        }
         W::Multisig(MultisigCommand::Address { required, signers, out }) => {
             flow::multisig_address(required, signers, out.as_deref())
         }
