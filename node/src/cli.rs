@@ -166,7 +166,7 @@ fn parse_role(text: &str) -> Result<replica::Role, String> {
 pub(crate) enum GenesisCommand {
     /// Writes OUT/genesis.toml from the members' member.json files (their validators with
     /// weight 1; governance and fees to a K-of-N MultiSig of their governance addresses unless
-    /// `--governance` names an address) and one config per member, OUT/<name>.toml, with its
+    /// `--governance` names an address) and one config per member, `OUT/<name>.toml`, with its
     /// peers and paths relative to the member's own directory; prints the genesis hash. Never
     /// overwrites a file.
     New {
