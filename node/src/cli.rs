@@ -169,44 +169,66 @@ pub(crate) enum GenesisCommand {
     /// `--governance` names an address) and one config per member, `OUT/<name>.toml`, with its
     /// peers and paths relative to the member's own directory; prints the genesis hash. Never
     /// overwrites a file.
-    New {
-        /// The chain id.
-        #[arg(long, value_name = "ID")]
-        chain_id: String,
-        /// A member's member.json; repeat for each.
-        #[arg(long = "member", value_name = "FILE", required = true)]
-        members: Vec<PathBuf>,
-        /// Governance signatures required [default: more than two thirds of the members].
-        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=20))]
-        governance_required: Option<u16>,
-        /// A governance (and fee) address instead of the members' MultiSig.
-        #[arg(long, value_name = "ADDR", conflicts_with = "governance_required")]
-        governance: Option<Address>,
-        /// A currency besides CAS and its issuer's address; repeat for each, e.g. BTC=ADDRESS.
-        #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = replica::ceremony::parse_currency)]
-        currencies: Vec<(engine::Currency, Address)>,
-        /// A balance at genesis, in coins; repeat for each, e.g. ADDRESS=CAS:1000.
-        #[arg(long = "balance", value_name = "ADDR=SYMBOL:AMOUNT", value_parser = replica::ceremony::parse_balance)]
-        balances: Vec<engine::genesis::BalanceSpec>,
-        /// The block interval every config gets.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60000))]
-        block_interval_ms: u64,
-        /// The smallest fee, in raw units (10^-8 CAS).
-        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(i64).range(0..))]
-        min_fee: i64,
-        /// The longest time to live of a transaction, in milliseconds.
-        #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(i64).range(1..))]
-        max_ttl_ms: i64,
-        /// Where to write genesis.toml and the configs (created if missing).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
+    New(GenesisNew),
     /// Prints a genesis file's hash (every member checks it is the one agreed) and contents.
     Inspect {
         /// The genesis file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+/// The options of `caasiope genesis new`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GenesisNew {
+    /// The chain id.
+    #[arg(long, value_name = "ID")]
+    pub(crate) chain_id: String,
+    /// A member's member.json; repeat for each.
+    #[arg(long = "member", value_name = "FILE", required = true)]
+    pub(crate) members: Vec<PathBuf>,
+    /// Governance signatures required [default: more than two thirds of the members].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub(crate) governance_required: Option<u16>,
+    /// A governance (and fee) address instead of the members' MultiSig.
+    #[arg(long, value_name = "ADDR", conflicts_with = "governance_required")]
+    pub(crate) governance: Option<Address>,
+    /// A currency besides CAS and its issuer's address; repeat for each, e.g. BTC=ADDRESS.
+    #[arg(long = "currency", value_name = "SYMBOL=ISSUER", value_parser = replica::ceremony::parse_currency)]
+    pub(crate) currencies: Vec<(engine::Currency, Address)>,
+    /// A balance at genesis, in coins; repeat for each, e.g. ADDRESS=CAS:1000.
+    #[arg(long = "balance", value_name = "ADDR=SYMBOL:AMOUNT", value_parser = replica::ceremony::parse_balance)]
+    pub(crate) balances: Vec<engine::genesis::BalanceSpec>,
+    /// The block interval every config gets.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60000))]
+    pub(crate) block_interval_ms: u64,
+    /// The smallest fee, in raw units (10^-8 CAS).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(i64).range(0..))]
+    pub(crate) min_fee: i64,
+    /// The longest time to live of a transaction, in milliseconds.
+    #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub(crate) max_ttl_ms: i64,
+    /// Where to write genesis.toml and the configs (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+}
+
+impl GenesisNew {
+    /// The ceremony's arguments.
+    pub(crate) fn into_args(self) -> replica::ceremony::GenesisArgs {
+        replica::ceremony::GenesisArgs {
+            chain_id: self.chain_id,
+            members: self.members,
+            governance_required: self.governance_required,
+            governance: self.governance,
+            currencies: self.currencies,
+            balances: self.balances,
+            block_interval_ms: self.block_interval_ms,
+            min_fee: self.min_fee,
+            max_ttl_ms: self.max_ttl_ms,
+            out: self.out,
+        }
+    }
 }
 
 /// `caasiope cert …`

@@ -47,29 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Init { dir, validators: Some(n), net, .. } => {
             bench_tools::localnet_init(&dir, usize::from(n), &net)
         }
-        Command::Genesis(cli::GenesisCommand::New {
-            chain_id,
-            members,
-            governance_required,
-            governance,
-            currencies,
-            balances,
-            block_interval_ms,
-            min_fee,
-            max_ttl_ms,
-            out,
-        }) => ceremony::genesis_new(&ceremony::GenesisArgs {
-            chain_id,
-            members,
-            governance_required,
-            governance,
-            currencies,
-            balances,
-            block_interval_ms,
-            min_fee,
-            max_ttl_ms,
-            out,
-        }),
+        Command::Genesis(cli::GenesisCommand::New(args)) => ceremony::genesis_new(&args.into_args()),
         Command::Genesis(cli::GenesisCommand::Inspect { file }) => ceremony::genesis_inspect(&file),
         #[cfg(feature = "tools")]
         Command::Localnet { validators, dir, net } => {

@@ -34,7 +34,7 @@ use engine::{
 };
 use exit::Output;
 use net::NodeCert;
-use replica::{PeerSpec, Role};
+use replica::{ClickHouseSection, ConfigFile, PeerSpec, Role};
 
 use replica::identity::VALIDATOR_KEY_FILE;
 
@@ -69,37 +69,6 @@ struct InitReport {
     genesis: PathBuf,
     faucet: Address,
     processes: Vec<Process>,
-}
-
-#[derive(serde::Serialize)]
-struct ConfigFile<'a> {
-    role: Role,
-    data_dir: String,
-    genesis: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    validator_key: Option<String>,
-    block_interval_ms: u64,
-    submit_listen: SocketAddr,
-    node_dir: &'a str,
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    api_listen: Option<SocketAddr>,
-    transport: &'a str,
-    peers: Vec<PeerSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keep_ledgers: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keep_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    clickhouse: Option<ClickHouseSection<'a>>,
-}
-
-/// The `[clickhouse]` section of the explorer's config.
-#[derive(serde::Serialize)]
-struct ClickHouseSection<'a> {
-    url: &'a str,
-    database: &'a str,
 }
 
 fn addr(port: u32) -> anyhow::Result<SocketAddr> {
@@ -224,18 +193,20 @@ fn write_config(
         .filter(|(q, _)| q.name != p.name && (p.role == Role::Validator || q.role == Role::Validator))
         .map(|(q, id)| PeerSpec { name: q.name.clone(), role: q.role, identity: id.to_string(), addr: q.p2p })
         .collect();
+    let data_dir = format!("data/{}", p.name);
+    let validator_key = format!("{}/{VALIDATOR_KEY_FILE}", p.name);
     let file = ConfigFile {
         role: p.role,
-        data_dir: format!("data/{}", p.name),
+        data_dir: &data_dir,
         genesis: "genesis.toml",
-        validator_key: (p.role == Role::Validator).then(|| format!("{}/{VALIDATOR_KEY_FILE}", p.name)),
+        validator_key: (p.role == Role::Validator).then_some(validator_key.as_str()),
         block_interval_ms: net.block_interval_ms,
         submit_listen: p.submit,
         node_dir: &p.name,
         listen: p.p2p,
         admin_listen: p.admin,
         api_listen: p.api,
-        transport: &net.transport,
+        transport: Some(&net.transport),
         peers,
         keep_ledgers: net.keep_ledgers.filter(|_| p.role != Role::Explorer),
         keep_bytes: net.keep_bytes.filter(|_| p.role != Role::Explorer),

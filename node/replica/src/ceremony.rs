@@ -31,7 +31,7 @@ use limits::{CONFIG_BYTES_MAX, MEMBER_FILE_BYTES_MAX};
 use net::NodeCert;
 
 use crate::{
-    PeerSpec, Role,
+    ConfigFile, PeerSpec, Role,
     identity::{VALIDATOR_KEY_FILE, create_key_file},
 };
 
@@ -251,24 +251,6 @@ pub struct GenesisArgs {
     pub out: PathBuf,
 }
 
-/// A member's config, as `genesis new` writes it for the member's own directory.
-#[derive(serde::Serialize)]
-struct MemberConfig<'a> {
-    role: Role,
-    data_dir: &'a str,
-    genesis: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    validator_key: Option<&'a str>,
-    block_interval_ms: u64,
-    submit_listen: SocketAddr,
-    node_dir: &'a str,
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    api_listen: Option<SocketAddr>,
-    peers: Vec<PeerSpec>,
-}
-
 /// The peers of `m`: a validator talks to every other member; a node or an explorer to the
 /// validators.
 fn peers_of(m: &Member, members: &[Member]) -> Vec<PeerSpec> {
@@ -418,7 +400,7 @@ pub fn genesis_new(args: &GenesisArgs) -> anyhow::Result<Output> {
     }
     fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     for (m, path) in members.iter().zip(&configs) {
-        let config = MemberConfig {
+        let config = ConfigFile {
             role: m.role,
             data_dir: "data",
             genesis: "genesis.toml",
@@ -429,7 +411,11 @@ pub fn genesis_new(args: &GenesisArgs) -> anyhow::Result<Output> {
             listen: m.listen,
             admin_listen: m.admin_listen,
             api_listen: m.api_listen,
+            transport: None,
             peers: peers_of(m, &members),
+            keep_ledgers: None,
+            keep_bytes: None,
+            clickhouse: None,
         };
         let text = toml::to_string(&config).context("writing a config")?;
         if text.len() as u64 > CONFIG_BYTES_MAX {

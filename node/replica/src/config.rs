@@ -88,6 +88,57 @@ struct File {
     clickhouse: Option<storage::ClickHouseConfig>,
 }
 
+/// A config file as `init --validators` and `genesis new` write it (what [`NodeConfig::load`]
+/// reads; absent options are left out).
+#[derive(Debug, serde::Serialize)]
+pub struct ConfigFile<'a> {
+    /// The process's role.
+    pub role: Role,
+    /// Its store's directory.
+    pub data_dir: &'a str,
+    /// The genesis file.
+    pub genesis: &'a str,
+    /// A validator's key file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validator_key: Option<&'a str>,
+    /// The block interval.
+    pub block_interval_ms: u64,
+    /// Raw transaction submission.
+    pub submit_listen: SocketAddr,
+    /// The TLS identity's directory.
+    pub node_dir: &'a str,
+    /// Peer-to-peer.
+    pub listen: SocketAddr,
+    /// `/healthz` and `/metrics` (loopback).
+    pub admin_listen: SocketAddr,
+    /// An explorer's HTTP API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<SocketAddr>,
+    /// auto, io_uring or epoll (absent: auto).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'a str>,
+    /// Every peer it talks to.
+    pub peers: Vec<PeerSpec>,
+    /// Ledgers kept (validators and nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_ledgers: Option<u64>,
+    /// Bytes of kept ledgers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_bytes: Option<u64>,
+    /// An explorer's replication into ClickHouse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<ClickHouseSection<'a>>,
+}
+
+/// The `[clickhouse]` section of an explorer's config.
+#[derive(Debug, serde::Serialize)]
+pub struct ClickHouseSection<'a> {
+    /// The server's HTTP URL.
+    pub url: &'a str,
+    /// The database.
+    pub database: &'a str,
+}
+
 /// Ledgers a validator's or node's store keeps by default: a day's at one a second, so a peer
 /// down for a day catches up from any validator.
 pub(crate) const KEEP_LEDGERS: u64 = 86_400;

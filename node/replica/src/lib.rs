@@ -24,6 +24,6 @@ mod wire;
 
 pub use self::{
     admin::{get as admin_get, metric},
-    config::{NodeConfig, PeerSpec, Role},
+    config::{ClickHouseSection, ConfigFile, NodeConfig, PeerSpec, Role},
     run::{run, transparent_huge_pages_off},
 };
