@@ -163,6 +163,12 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A link shaped in user space for WAN tests (not a benchmark): relays TCP connections
+    /// from --listen to --to with a delay, jitter and loss; SIGUSR1 cuts it, SIGUSR2 heals it.
+    Relay {
+        #[command(flatten)]
+        args: crate::relay::RelayArgs,
+    },
     /// The full single-node path (decode, verify, apply, seal, MDBX commit) against the
     /// machine's signature-verification bound.
     Pipeline {

@@ -15,6 +15,7 @@ mod localnet_bench;
 mod net_bench;
 mod net_kernel;
 mod pipeline_bench;
+pub mod relay;
 mod stats;
 mod stream_bench;
 
@@ -41,6 +42,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
         }
         BenchCommand::Edge { args, json: _ } => edge_bench::run(&args),
         BenchCommand::Stream { args, json: _ } => stream_bench::run(&args),
+        BenchCommand::Relay { args } => relay::run(&args),
         BenchCommand::Load {
             api,
             rate,
