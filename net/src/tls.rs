@@ -6,7 +6,10 @@
 //! and no name is involved. The handshake signature is still verified against the certificate's
 //! key, so presenting a listed certificate without its private key fails.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
@@ -25,20 +28,44 @@ pub fn peer_server_name() -> ServerName<'static> {
         .unwrap_or_else(|_| ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into()))
 }
 
+/// The identities a listener accepts, shared with whoever adds peers while it runs (a reloaded
+/// configuration): a handshake checks the set as it is then.
+#[derive(Clone, Debug, Default)]
+pub struct AllowList(Arc<RwLock<HashSet<Identity>>>);
+
+impl AllowList {
+    /// A list of `identities`.
+    pub fn new(identities: impl IntoIterator<Item = Identity>) -> Self {
+        Self(Arc::new(RwLock::new(identities.into_iter().collect())))
+    }
+
+    /// Accepts `identity` from now on; whether it is new.
+    pub fn add(&self, identity: Identity) -> bool {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).insert(identity)
+    }
+
+    /// Whether `identity` is accepted.
+    pub fn contains(&self, identity: &Identity) -> bool {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).contains(identity)
+    }
+}
+
 /// Accepts exactly the certificates of a set of identities, valid at the handshake's time.
 #[derive(Debug)]
 pub struct PeerVerifier {
-    allowed: HashSet<Identity>,
+    allowed: AllowList,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl PeerVerifier {
     /// A verifier accepting `allowed`.
     pub fn new(allowed: impl IntoIterator<Item = Identity>) -> Self {
-        Self {
-            allowed: allowed.into_iter().collect(),
-            algorithms: provider().signature_verification_algorithms,
-        }
+        Self::allowing(AllowList::new(allowed))
+    }
+
+    /// A verifier accepting the identities of `allowed` at each handshake.
+    pub fn allowing(allowed: AllowList) -> Self {
+        Self { allowed, algorithms: provider().signature_verification_algorithms }
     }
 
     /// The identity of `cert` if it is one of the allowed and valid at `now`.
@@ -178,9 +205,14 @@ pub fn server_config(
     node: &NodeCert,
     peers: impl IntoIterator<Item = Identity>,
 ) -> Result<Arc<ServerConfig>, NetError> {
+    server_config_allowing(node, AllowList::new(peers))
+}
+
+/// As [`server_config`], accepting the peers `allowed` holds at each handshake.
+pub fn server_config_allowing(node: &NodeCert, allowed: AllowList) -> Result<Arc<ServerConfig>, NetError> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(PeerVerifier::new(peers)))
+        .with_client_cert_verifier(Arc::new(PeerVerifier::allowing(allowed)))
         .with_single_cert(vec![node.cert_der()], node.key_der())?;
     // The records after the handshake are sealed and opened by `crate::secure`, which takes the
     // traffic secrets from rustls.

@@ -8,7 +8,7 @@ use caasiope_net::{
     Identity, NodeCert,
     frame::{self, Channel, Decoder},
     secure::{self, SecureError},
-    tls::{client_config, server_config},
+    tls::{AllowList, client_config, server_config_allowing},
     transport::{Transport, TransportChoice},
 };
 use time::OffsetDateTime;
@@ -30,8 +30,17 @@ async fn listen(
     peers: Vec<Identity>,
     t: &Transport,
 ) -> (std::net::SocketAddr, mpsc::Receiver<Outcome>) {
+    listen_allowing(node, AllowList::new(peers), t).await
+}
+
+/// [`listen`], accepting the peers `allowed` holds at each handshake.
+async fn listen_allowing(
+    node: &NodeCert,
+    allowed: AllowList,
+    t: &Transport,
+) -> (std::net::SocketAddr, mpsc::Receiver<Outcome>) {
     let t = t.clone();
-    let acceptor = server_config(node, peers).unwrap();
+    let acceptor = server_config_allowing(node, allowed).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel(16);
@@ -197,4 +206,21 @@ async fn a_rotated_certificate_replaces_the_old_one() {
     assert!(exchange(&old, vec![a.identity()], addr, &t).await.is_err());
     assert!(outcomes.recv().await.unwrap().is_err());
     assert_eq!(exchange(&new, vec![a.identity()], addr, &t).await, Ok(a.identity()));
+}
+
+/// A peer added to a running listener's list (a reloaded configuration) is accepted from then
+/// on, without a new listener; before, it is refused like any stranger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_added_while_listening_is_accepted_from_then_on() {
+    let t = Transport::start(TransportChoice::Epoll).unwrap();
+    let (a, b, late) =
+        (NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap(), NodeCert::generate(30).unwrap());
+    let allowed = AllowList::new([b.identity()]);
+    let (addr, mut outcomes) = listen_allowing(&a, allowed.clone(), &t).await;
+    assert!(exchange(&late, vec![a.identity()], addr, &t).await.is_err());
+    assert!(outcomes.recv().await.unwrap().is_err());
+    assert!(allowed.add(late.identity()) && !allowed.add(late.identity()));
+    assert_eq!(exchange(&late, vec![a.identity()], addr, &t).await, Ok(a.identity()));
+    assert_eq!(outcomes.recv().await.unwrap(), Ok(late.identity()));
+    assert_eq!(exchange(&b, vec![a.identity()], addr, &t).await, Ok(a.identity()));
 }

@@ -105,6 +105,10 @@ pub const COMMIT_QUEUE_LEDGERS_MAX: usize = 4;
 // ---------------------------------------------------------------------------------------------
 // Peers (the replica host): what one peer may make this node hold or do
 
+/// Peers a running process may add to its configuration's (SIGHUP reloads `[[peers]]`): the
+/// host's queue keeps room for their frames too; more need a restart.
+pub const PEERS_ADDED_MAX: usize = 16;
+
 /// Events queued for the host thread besides the peers' frames (each peer has its own share,
 /// [`FRAMES_IN_FLIGHT_PER_PEER`]): connections, verified batches.
 pub const HOST_EVENTS_BASE: usize = 4_096;

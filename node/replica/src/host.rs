@@ -75,4 +75,10 @@ struct Io {
     not_kept_logged: u64,
     explorer: Option<Arc<explorer::Explorer>>,
     replicator: Option<Arc<storage::Replicator>>,
+    /// The network's peers, which SIGHUP adds to from the configuration file (`None`: alone).
+    peer_set: Option<crate::network::PeerSet>,
+    /// The configuration file, and the flag SIGHUP sets to have it read again.
+    reload: (std::path::PathBuf, Arc<std::sync::atomic::AtomicBool>),
+    /// Peers there is room for: the configuration's at start and [`limits::PEERS_ADDED_MAX`].
+    peers_room: usize,
 }

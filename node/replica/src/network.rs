@@ -13,7 +13,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -27,7 +27,7 @@ use net::{
     dial::{Attempt, Backoff, keep_connected},
     frame::Channel,
     secure,
-    tls::{client_config, server_config},
+    tls::{AllowList, client_config, server_config_allowing},
     transport::Transport,
 };
 
@@ -166,53 +166,89 @@ async fn serve_ledgers(
 }
 
 /// What every connection task starts from: the shared state, the transport, the connection
-/// settings, and the counter whose values tell a peer's connection from its successor.
+/// settings, the counter whose values tell a peer's connection from its successor, and the
+/// peers' identities by index (appended to when the configuration adds one), which the
+/// listener accepts.
 #[derive(Clone)]
 struct Connections {
     shared: Shared,
     transport: Transport,
     conn_cfg: ConnConfig,
     generation: Arc<AtomicU64>,
+    identities: Arc<RwLock<Vec<Identity>>>,
+    allowed: AllowList,
 }
 
-/// Starts the listener and the dialers on the current tokio runtime.
+/// Whether a process of `my_role` and identity `me` dials `spec` (else it waits to be dialed).
+fn dials(my_role: Role, me: Identity, spec: &PeerSpec, id: Identity) -> bool {
+    match my_role {
+        Role::Validator => spec.role == Role::Validator && id.0 > me.0,
+        Role::Node | Role::Explorer => spec.role == Role::Validator,
+    }
+}
+
+/// The peers of a running process, which a reloaded configuration adds to.
+pub(crate) struct PeerSet {
+    conns: Connections,
+    node: Arc<NodeCert>,
+    my_role: Role,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PeerSet {
+    /// Adds a peer: accepted from now on, and dialed if this process dials such a peer; its
+    /// index (the next one).
+    pub(crate) fn add(&self, spec: &PeerSpec, id: Identity) -> anyhow::Result<PeerIndex> {
+        let index = {
+            let mut ids = self.conns.identities.write().unwrap_or_else(PoisonError::into_inner);
+            ids.push(id);
+            ids.len() - 1
+        };
+        self.conns.allowed.add(id);
+        if dials(self.my_role, self.node.identity(), spec, id) {
+            let _runtime = self.runtime.enter();
+            keep_dialing(index, spec, id, &self.node, self.conns.clone())?;
+        }
+        Ok(index)
+    }
+}
+
+/// Starts the listener and the dialers on the current tokio runtime; the peer set, to add to.
 pub(crate) async fn start(
     cfg: &NetConfig,
     my_role: Role,
-    node: &NodeCert,
+    node: Arc<NodeCert>,
     chain_id: &str,
     transport: Transport,
     shared: Shared,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PeerSet> {
     let conn_cfg = ConnConfig::new(chain_id);
     let identities: Vec<Identity> = cfg.peers.iter().map(|(_, id)| *id).collect();
-    let conns = Connections { shared, transport, conn_cfg, generation: Arc::new(AtomicU64::new(0)) };
+    let conns = Connections {
+        shared,
+        transport,
+        conn_cfg,
+        generation: Arc::new(AtomicU64::new(0)),
+        allowed: AllowList::new(identities.iter().copied()),
+        identities: Arc::new(RwLock::new(identities)),
+    };
     if let Some(listen) = cfg.listen {
-        accept_peers(listen, node, identities, conns.clone()).await?;
+        accept_peers(listen, &node, conns.clone()).await?;
     }
     let me = node.identity();
     for (peer, (spec, id)) in cfg.peers.iter().enumerate() {
-        let dial = match my_role {
-            Role::Validator => spec.role == Role::Validator && id.0 > me.0,
-            Role::Node | Role::Explorer => spec.role == Role::Validator,
-        };
-        if dial {
-            keep_dialing(peer, spec, *id, node, conns.clone())?;
+        if dials(my_role, me, spec, *id) {
+            keep_dialing(peer, spec, *id, &node, conns.clone())?;
         }
     }
-    Ok(())
+    Ok(PeerSet { conns, node, my_role, runtime: tokio::runtime::Handle::current() })
 }
 
 /// Binds the peer listener and accepts the configured peers on it, in a task: each
 /// connection's TLS handshake runs in its own task, within the bounds on handshakes in
 /// progress (in all and per source).
-async fn accept_peers(
-    listen: SocketAddr,
-    node: &NodeCert,
-    identities: Vec<Identity>,
-    conns: Connections,
-) -> anyhow::Result<()> {
-    let acceptor = server_config(node, identities.clone())?;
+async fn accept_peers(listen: SocketAddr, node: &NodeCert, conns: Connections) -> anyhow::Result<()> {
+    let acceptor = server_config_allowing(node, conns.allowed.clone())?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     if let Err(e) = edge::widen_backlog(&listener, limits::LISTEN_BACKLOG) {
@@ -240,7 +276,7 @@ async fn accept_peers(
                 continue;
             };
             let Ok(stream) = conns.transport.wrap(tcp) else { continue };
-            tokio::spawn(handshake(stream, slot, (acceptor.clone(), identities.clone()), conns.clone()));
+            tokio::spawn(handshake(stream, slot, acceptor.clone(), conns.clone()));
         }
     });
     Ok(())
@@ -252,10 +288,10 @@ async fn accept_peers(
 async fn handshake(
     stream: Box<dyn net::transport::Stream>,
     slot: edge::Slot,
-    (acceptor, identities): (net::tls::Acceptor, Vec<Identity>),
+    acceptor: net::tls::Acceptor,
     conns: Connections,
 ) {
-    let Connections { shared, conn_cfg, generation, .. } = conns;
+    let Connections { shared, conn_cfg, generation, identities, .. } = conns;
     let refused = |reason: &str| {
         let i = crate::metrics::handshake_refusal(reason);
         shared.metrics.refused_handshakes[i].fetch_add(1, Ordering::Relaxed);
@@ -267,7 +303,8 @@ async fn handshake(
         Ok(Err(_)) => return refused("tls"),
         Err(_) => return refused("timeout"),
     };
-    let Some(peer) = identities.iter().position(|p| *p == tls.peer) else {
+    let known = identities.read().unwrap_or_else(PoisonError::into_inner).iter().position(|p| *p == tls.peer);
+    let Some(peer) = known else {
         return refused("unknown_identity");
     };
     // A penalized peer is not heard until its ban ends.
@@ -296,7 +333,7 @@ fn keep_dialing(
     // One verifier per dialed peer, accepting only that peer: the connection is known to
     // be with it.
     let connector = client_config(node, [id])?;
-    let Connections { shared, transport, conn_cfg, generation } = conns;
+    let Connections { shared, transport, conn_cfg, generation, .. } = conns;
     let (addr, name): (SocketAddr, _) = (spec.addr, spec.name.clone());
     tokio::spawn(async move {
         let backoff =
@@ -420,7 +457,7 @@ mod tests {
     /// address, its certificate, the peer's, its connection events and its metrics.
     struct Listening {
         addr: SocketAddr,
-        me: NodeCert,
+        me: Arc<NodeCert>,
         peer: NodeCert,
         events: crossbeam_channel::Receiver<Event>,
         metrics: Arc<Metrics>,
@@ -428,7 +465,7 @@ mod tests {
 
     impl Listening {
         async fn start() -> Self {
-            let (me, peer) = (NodeCert::generate(1).unwrap(), NodeCert::generate(1).unwrap());
+            let (me, peer) = (Arc::new(NodeCert::generate(1).unwrap()), NodeCert::generate(1).unwrap());
             let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
             let spec = PeerSpec {
                 name: "peer".into(),
@@ -448,7 +485,7 @@ mod tests {
             let transport = Transport::start(TransportChoice::Epoll).unwrap();
             let metrics = Arc::new(Metrics::default());
             let shared = Shared::new(tx, metrics.clone(), Arc::default(), Arc::new(|_| None));
-            start(&cfg, Role::Validator, &me, "test", transport, shared).await.unwrap();
+            start(&cfg, Role::Validator, me.clone(), "test", transport, shared).await.unwrap();
             Self { addr, me, peer, events, metrics }
         }
 
@@ -563,7 +600,7 @@ mod fairness {
     }
 
     async fn flood_and_calm() {
-        let me = NodeCert::generate(1).unwrap();
+        let me = Arc::new(NodeCert::generate(1).unwrap());
         let (flooder, honest) = (NodeCert::generate(1).unwrap(), NodeCert::generate(1).unwrap());
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let spec = |name: &str, cert: &NodeCert| PeerSpec {
@@ -586,9 +623,16 @@ mod fairness {
         let (tx, events) = crossbeam_channel::bounded(64 + 2 * FRAMES_IN_FLIGHT_PER_PEER);
         let metrics = Arc::new(Metrics::default());
         let shared = Shared::new(tx, metrics.clone(), Arc::default(), Arc::new(|_| None));
-        start(&cfg, Role::Validator, &me, "test", Transport::start(TransportChoice::Epoll).unwrap(), shared)
-            .await
-            .unwrap();
+        start(
+            &cfg,
+            Role::Validator,
+            me.clone(),
+            "test",
+            Transport::start(TransportChoice::Epoll).unwrap(),
+            shared,
+        )
+        .await
+        .unwrap();
         let dial = |cert: &NodeCert| {
             let connector = client_config(cert, [me.identity()]).unwrap();
             async move {

@@ -100,7 +100,15 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<Output> {
         eprintln!("caasiope: cannot raise the open-files limit: {e}");
     }
     let cfg = NodeConfig::load(config_path)?;
-    crate::host::run(&cfg)
+    crate::host::run(&cfg, config_path)
+}
+
+/// A flag SIGHUP sets: the configuration file is read again for new peers.
+pub(crate) fn reload_on_sighup() -> anyhow::Result<Arc<AtomicBool>> {
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing signal handlers")?;
+    Ok(reload)
 }
 
 /// A flag SIGINT and SIGTERM set: what a process stops on.

@@ -171,6 +171,83 @@ impl Localnet {
         Self { dir, procs }
     }
 
+    /// Process `i`'s directory (a ceremony's member).
+    fn home(&self, i: usize) -> PathBuf {
+        self.procs[i].config.parent().unwrap().to_owned()
+    }
+
+    /// Process `i`'s `member.json`.
+    fn member(&self, i: usize) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.home(i).join("member.json")).unwrap()).unwrap()
+    }
+
+    /// The explorer's API.
+    fn api(&self) -> String {
+        format!("http://{}", self.procs.iter().find_map(|p| p.api).unwrap())
+    }
+
+    /// `GET /v1/validators` of the explorer.
+    fn validators(&self) -> serde_json::Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let body = agent
+            .get(&format!("{}/v1/validators", self.api()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// `caasiope wallet ARGS` on the test's wallet, `stdin` on its input.
+    fn wallet(&self, args: &[&str], stdin: Option<String>) -> std::process::Output {
+        let mut cmd = bin();
+        cmd.arg("wallet")
+            .args(args)
+            .arg("--wallet-dir")
+            .arg(self.dir.path().join("wallet"))
+            .env("CAASIOPE_WALLET_PASSPHRASE", "ceremony test")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// A validator-set change (`wallet governance CHANGE…`) built into a file, signed in turn by
+    /// the governance keys of `signers` (imported into the wallet first); after each signature
+    /// `wallet submit --wait` is tried: its outputs.
+    fn governance(&self, change: &[&str], signers: &[usize]) -> Vec<std::process::Output> {
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let file = self.dir.path().join(format!("change-{}.json", FILES.fetch_add(1, Ordering::Relaxed)));
+        let file = file.to_str().unwrap();
+        let api = self.api();
+        let built = bin()
+            .args(["wallet", "governance"])
+            .args(change)
+            .args(["--api", &api, "--out", file])
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+        let mut submits = Vec::new();
+        for &i in signers {
+            let name = format!("gov{i}");
+            if !self.dir.path().join("wallet").join(format!("{name}.json")).exists() {
+                let secret = std::fs::read_to_string(self.home(i).join("governance.key")).unwrap();
+                let out = self.wallet(&["import", "--name", &name], Some(secret));
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+            let out = self.wallet(&["sign", "--name", &name, file], None);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            submits.push(bin().args(["wallet", "submit", "--api", &api, "--wait", file]).output().unwrap());
+        }
+        submits
+    }
+
     pub(crate) fn start(&mut self, i: usize) {
         let p = &mut self.procs[i];
         assert!(p.child.is_none());
@@ -307,7 +384,10 @@ impl Localnet {
 
     /// The header hash at every height 1..=h of the store of process `i` (stopped).
     pub(crate) fn chain_of(&self, i: usize) -> Vec<engine::Hash> {
-        let dir = data_dir(self.dir.path(), &self.procs[i].name);
+        // The store its config names (relative to the config file).
+        let config: toml::Value =
+            toml::from_str(&std::fs::read_to_string(&self.procs[i].config).unwrap()).unwrap();
+        let dir = self.procs[i].config.parent().unwrap().join(config["data_dir"].as_str().unwrap());
         // A validator's store keeps no query indexes (the explorer's does).
         let without = storage::StoreOptions { without_query_indexes: true, ..Default::default() };
         let (store, state) = match storage::Store::open(&dir) {
@@ -546,68 +626,34 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
     });
 
     // Governance: member-0's weight 1 → 2, signed by four members' governance keys.
-    let api = format!("http://{}", net.procs[VALIDATORS].api.unwrap());
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let validators = || -> serde_json::Value {
-        let body =
-            agent.get(&format!("{api}/v1/validators")).call().unwrap().body_mut().read_to_string().unwrap();
-        serde_json::from_str(&body).unwrap()
-    };
-    let now = validators();
+    let now = net.validators();
     assert_eq!(now["in_force"]["total_weight"], 4, "{now}");
     assert_eq!(now["changes"], serde_json::json!([]));
-    let member = |i: usize| -> serde_json::Value {
-        let home = net.procs[i].config.parent().unwrap();
-        serde_json::from_str(&std::fs::read_to_string(home.join("member.json")).unwrap()).unwrap()
-    };
-    let key0 = member(0)["validator_public_key"].as_str().unwrap().to_owned();
-    let wallet_dir = net.dir.path().join("wallet");
-    let wallet = |args: &[&str], stdin: Option<String>| {
-        let mut cmd = bin();
-        cmd.arg("wallet")
-            .args(args)
-            .arg("--wallet-dir")
-            .arg(&wallet_dir)
-            .env("CAASIOPE_WALLET_PASSPHRASE", "ceremony test")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
-    };
-    let file = net.dir.path().join("weight.json");
-    let file = file.to_str().unwrap();
-    let built = bin()
-        .args(["wallet", "governance", "set-weight", "--api", &api, "--public-key", &key0, "--weight", "2"])
-        .args(["--out", file])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    for i in 0..4 {
-        let home = net.procs[i].config.parent().unwrap().to_owned();
-        let secret = std::fs::read_to_string(home.join("governance.key")).unwrap();
-        let name = format!("gov{i}");
-        let out = wallet(&["import", "--name", &name], Some(secret));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = wallet(&["sign", "--name", &name, file], None);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let submitted = bin().args(["wallet", "submit", "--api", &api, "--wait", file]).output().unwrap();
+    let key0 = net.member(0)["validator_public_key"].as_str().unwrap().to_owned();
+    let submits = net.governance(&["set-weight", "--public-key", &key0, "--weight", "2"], &[0, 1, 2, 3]);
+    for (i, submitted) in submits.iter().enumerate() {
+        let err = String::from_utf8_lossy(&submitted.stderr);
         if i < 3 {
-            let err = String::from_utf8_lossy(&submitted.stderr);
-            assert!(!submitted.status.success() && err.contains("not complete"), "{i} signatures: {err}");
+            assert!(
+                !submitted.status.success() && err.contains("not complete"),
+                "{} signatures: {err}",
+                i + 1
+            );
         } else {
-            assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+            assert!(submitted.status.success(), "{err}");
         }
     }
-    let weight_of_0 = |v: &serde_json::Value, set: &str| {
-        v[set]["validators"].as_array().unwrap().iter().find(|x| x["public_key"] == key0.as_str()).unwrap()["weight"].clone()
+    let weight_of_0 = |v: &serde_json::Value| {
+        v["in_force"]["validators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["public_key"] == key0.as_str())
+            .unwrap()["weight"]
+            .clone()
     };
-    net.wait("the new weight in force", 30, |_| weight_of_0(&validators(), "in_force") == 2);
-    let now = validators();
+    net.wait("the new weight in force", 30, |n| weight_of_0(&n.validators()) == 2);
+    let now = net.validators();
     assert_eq!(
         (now["in_force"]["total_weight"].clone(), now["changes"].clone()),
         (5.into(), serde_json::json!([]))
@@ -619,6 +665,145 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
         assert!(member.get("secret").is_none() && home.join("governance.key").exists());
     }
     net.stop_all();
+}
+
+/// A validator joins a live network: governance adds its key, the running members are told its
+/// address by a reloaded configuration (SIGHUP, no restart), and its process — started from the
+/// genesis and the members' addresses — syncs the chain and votes from the height its update
+/// takes effect: with one of the original four killed, the other three certify only with it
+/// (4 of the 5 weights).
+#[test]
+fn a_validator_joins_a_live_network_and_votes() {
+    let mut net = Localnet::ceremony(VALIDATORS, 200);
+    for i in 0..net.procs.len() {
+        net.start(i);
+    }
+    let all: Vec<usize> = (0..net.procs.len()).collect();
+    net.wait("the first certified ledgers", 30, |n| n.heights(&all).iter().all(|&h| h >= 2));
+
+    // The newcomer's own init, on ports of its own.
+    let port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (p2p, submit, admin) = (port(), port(), port());
+    let home = net.dir.path().join("newcomer");
+    let out = bin()
+        .args(["init", "--dir"])
+        .arg(&home)
+        .args(["--advertise", &p2p.to_string(), "--listen", &p2p.to_string()])
+        .args(["--submit-listen", &submit.to_string(), "--admin-listen", &admin.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let newcomer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("member.json")).unwrap()).unwrap();
+
+    // Governance adds it (four of the five members' keys).
+    let key = newcomer["validator_public_key"].as_str().unwrap();
+    let submits = net.governance(&["add-validator", "--public-key", key], &[0, 1, 2, 3]);
+    let last = submits.last().unwrap();
+    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    net.wait("the newcomer in the set", 30, |n| {
+        n.validators()["in_force"]["validators"].as_array().unwrap().len() == 5
+    });
+
+    // Every running member lists it and reloads; the newcomer lists them all.
+    let entry = |m: &serde_json::Value| {
+        let mut t = toml::map::Map::new();
+        for k in ["name", "role", "identity"] {
+            t.insert(k.into(), toml::Value::String(m[k].as_str().unwrap().into()));
+        }
+        t.insert("addr".into(), toml::Value::String(m["advertise"].as_str().unwrap().into()));
+        toml::Value::Table(t)
+    };
+    for i in 0..net.procs.len() {
+        let path = net.procs[i].config.clone();
+        let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg["peers"].as_array_mut().unwrap().push(entry(&newcomer));
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+        let pid = net.procs[i].child.as_ref().unwrap().id();
+        // SAFETY: kill(2) on our own child with a valid signal.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    }
+    std::fs::copy(net.home(0).join("genesis.toml"), home.join("genesis.toml")).unwrap();
+    let peers: Vec<toml::Value> = (0..net.procs.len()).map(|i| entry(&net.member(i))).collect();
+    let config = toml::toml! {
+        role = "validator"
+        data_dir = "data"
+        genesis = "genesis.toml"
+        validator_key = "validator.key"
+        block_interval_ms = 200
+        node_dir = "."
+    };
+    let mut config = toml::Value::Table(config);
+    for (k, v) in [("submit_listen", submit), ("listen", p2p), ("admin_listen", admin)] {
+        config.as_table_mut().unwrap().insert(k.into(), toml::Value::String(v.to_string()));
+    }
+    config.as_table_mut().unwrap().insert("peers".into(), toml::Value::Array(peers));
+    std::fs::write(home.join("config.toml"), toml::to_string(&config).unwrap()).unwrap();
+    net.procs.push(Proc {
+        name: "newcomer".into(),
+        config: home.join("config.toml"),
+        submit,
+        admin,
+        api: None,
+        child: None,
+    });
+    let n = net.procs.len() - 1;
+    net.start(n);
+    net.wait("the newcomer caught up", 60, |net| {
+        let hs = net.heights(&all);
+        net.height(n) + 2 >= *hs.iter().max().unwrap()
+    });
+
+    // One of the original four killed: the rest certify only with the newcomer's votes.
+    net.kill9(3);
+    let at = net.heights(&[0, 1, 2, n]).into_iter().max().unwrap();
+    net.wait("progress with the newcomer voting", 60, |net| {
+        net.heights(&[0, 1, 2, n]).iter().all(|&h| h >= at + 5)
+    });
+
+    // The killed validator removed: with another one down too, the three left certify — a
+    // quorum of the four left in the set, not of the five before.
+    let key3 = net.member(3)["validator_public_key"].as_str().unwrap().to_owned();
+    let last = net.governance(&["remove-validator", "--public-key", &key3], &[0, 1, 2, 4]).pop().unwrap();
+    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    net.wait("the removal in force", 30, |n| {
+        n.validators()["in_force"]["validators"].as_array().unwrap().len() == 4
+    });
+    net.kill9(1);
+    let at = net.heights(&[0, 2, n]).into_iter().max().unwrap();
+    net.wait("progress with three of the four", 60, |net| {
+        net.heights(&[0, 2, n]).iter().all(|&h| h >= at + 5)
+    });
+    // The removed one, back, follows the chain without a vote.
+    net.start(1);
+    net.start(3);
+    net.wait("the removed validator following", 60, |net| {
+        let top = net.heights(&[0, 1, 2, n]).into_iter().max().unwrap();
+        net.height(3) + 2 >= top && net.height(1) + 2 >= top
+    });
+
+    // More than a third of the weight on one validator: killing it halts certification.
+    let key0 = net.member(0)["validator_public_key"].as_str().unwrap().to_owned();
+    let last =
+        net.governance(&["set-weight", "--public-key", &key0, "--weight", "2"], &[0, 1, 2, 4]).pop().unwrap();
+    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    net.wait("the weight in force", 30, |n| n.validators()["in_force"]["total_weight"] == 5);
+    net.kill9(0);
+    std::thread::sleep(Duration::from_secs(1));
+    let halted = net.heights(&[1, 2, 3, n]);
+    std::thread::sleep(Duration::from_secs(3));
+    let later = net.heights(&[1, 2, 3, n]);
+    assert!(
+        later.iter().zip(&halted).all(|(l, h)| *l <= h + 1),
+        "2 of weight 5 down: no quorum, yet {halted:?} -> {later:?}"
+    );
+    // And no fork: every store holds one chain.
+    net.stop_all();
+    let chains: Vec<Vec<engine::Hash>> = [0, 1, 2, 3, n].iter().map(|&i| net.chain_of(i)).collect();
+    for (i, c) in chains.iter().enumerate() {
+        let common = c.len().min(chains[0].len());
+        assert_eq!(c[..common], chains[0][..common], "store {i} forked");
+    }
 }
 
 #[test]

@@ -70,6 +70,7 @@ impl Host {
             if self.io.gossip_due.is_some_and(|at| at <= now) {
                 self.io.flush_gossip();
             }
+            self.io.reload_peers();
             self.export_metrics();
         }
         self.io.wal_sync().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -6,6 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::PeerSlot;
+use crate::config::NodeConfig;
+
 use net::{conn::PeerHandle, frame::Channel};
 
 use super::Io;
@@ -21,6 +24,59 @@ pub(super) const GOSSIP_FLUSH: Duration = Duration::from_millis(5);
 const GOSSIP_RETRY: Duration = Duration::from_millis(100);
 
 impl Io {
+    /// After SIGHUP: the configuration's `[[peers]]` read again, and those with an identity not
+    /// listed before added — accepted from now on, dialed as at start (a member that joined the
+    /// network). Any other change (a peer's address or role, a removed peer, the rest of the
+    /// file) takes a restart: it is said, not applied.
+    pub(super) fn reload_peers(&mut self) {
+        if !self.reload.1.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let cfg = match NodeConfig::load(&self.reload.0) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                return eprintln!("caasiope: reloading {}: {e:#}; nothing changed", self.reload.0.display());
+            }
+        };
+        let (Some(set), Some(net)) = (&self.peer_set, cfg.net) else {
+            return eprintln!("caasiope: reload: no network to add peers to; nothing changed");
+        };
+        let mut added = 0;
+        for (spec, id) in net.peers {
+            if let Some(known) = self.peers.iter().find(|p| p.spec.identity == spec.identity) {
+                if known.spec.name != spec.name
+                    || known.spec.addr != spec.addr
+                    || known.spec.role != spec.role
+                {
+                    eprintln!("caasiope: reload: peer {} changed: takes a restart", known.spec.name);
+                }
+                continue;
+            }
+            if self.peers.iter().any(|p| p.spec.name == spec.name) {
+                eprintln!("caasiope: reload: peer {} has a new identity: takes a restart", spec.name);
+                continue;
+            }
+            let index = self.peers.len();
+            if index >= self.peers_room || !self.metrics.name_peer(index, spec.name.clone()) {
+                eprintln!("caasiope: reload: no room for peer {} (restart to add more)", spec.name);
+                break;
+            }
+            self.peers.push(PeerSlot {
+                spec: spec.clone(),
+                link: None,
+                fetch_budget: limits::FETCH_IDS_PER_SECOND,
+                fetch_at: Instant::now(),
+            });
+            match set.add(&spec, id) {
+                Ok(i) => debug_assert_eq!(i, index, "the host's and the network's peers in step"),
+                Err(e) => eprintln!("caasiope: reload: dialing peer {}: {e:#}", spec.name),
+            }
+            eprintln!("caasiope: peer {} ({} at {}) added", spec.name, spec.identity, spec.addr);
+            added += 1;
+        }
+        eprintln!("caasiope: configuration reloaded: {added} peer(s) added");
+    }
+
     /// The validators with a live link, and their handles.
     pub(super) fn validator_peers(&self) -> impl Iterator<Item = (PeerIndex, &PeerHandle)> {
         self.peers

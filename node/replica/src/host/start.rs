@@ -30,7 +30,7 @@ use crate::{
     config::{NetConfig, NodeConfig, Role},
     metrics::{self, Metrics},
     network::{self, Bans, PeerIndex, Shared},
-    run::{open_store, serve_submissions, stop_on_signals},
+    run::{open_store, reload_on_sighup, serve_submissions, stop_on_signals},
     signer::SignerFile,
     wal::Wal,
     wire::Sync as SyncMsg,
@@ -45,7 +45,7 @@ type ConsensusParts = (Option<Core>, Option<(Wal, WalRead)>, Option<SignerFile>,
 
 /// Runs a process until SIGINT or SIGTERM: with peers (its configuration's network), or, for a
 /// validator without one, alone — consensus over a validator set of one, the same path.
-pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
+pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Result<Output> {
     let (mut store, state) = open_store(cfg)?;
     let chain_id = state.params().chain_id.clone();
     let key = validator_key(cfg)?;
@@ -68,16 +68,19 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     metrics.name_peers(peers.iter().map(|(spec, _)| spec.name.clone()));
     // Room for every peer's frames in flight, so one peer's flood never fills the queue for
     // the others.
-    let events_max = limits::HOST_EVENTS_BASE + peers.len() * limits::FRAMES_IN_FLIGHT_PER_PEER;
+    let peers_room = peers.len() + limits::PEERS_ADDED_MAX;
+    let events_max = limits::HOST_EVENTS_BASE + peers_room * limits::FRAMES_IN_FLIGHT_PER_PEER;
     let (events_tx, events_rx) = crossbeam_channel::bounded(events_max);
     let stop = stop_on_signals()?;
     let role_name = role_name(cfg.role);
     let runtime = network_runtime()?;
     let bans = Arc::new(Bans::default());
-    let transport_name = match &cfg.net {
+    let reload = (config_path.to_owned(), reload_on_sighup()?);
+    let (transport_name, peer_set) = match &cfg.net {
         Some(net_cfg) => {
             let shared = Shared::new(events_tx.clone(), metrics.clone(), bans.clone(), ledger_source(&store));
-            start_network(&runtime, net_cfg, cfg, height, &chain_id, shared)?
+            let (name, set) = start_network(&runtime, net_cfg, cfg, height, &chain_id, shared)?;
+            (name, Some(set))
         }
         None => {
             let address = key.as_ref().map(|k| k.public_key().address().to_string()).unwrap_or_default();
@@ -85,7 +88,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
             eprintln!(
                 "caasiope: validator {address} alone at height {height}, block interval {interval} ms, submit on {submit}"
             );
-            "none"
+            ("none", None)
         }
     };
     let (core, wal, signer, signed) = open_consensus(cfg, key, chain_id)?;
@@ -93,6 +96,7 @@ pub(crate) fn run(cfg: &NodeConfig) -> anyhow::Result<Output> {
     let intake = start_intake(cfg, &chain, mempool, events_tx.clone(), explorer_slot.clone())?;
     let _ = metrics.intake.set(intake.shared_metrics());
     let mut io = new_io(cfg, peers, intake, store, signer, bans, metrics.clone());
+    (io.peer_set, io.reload, io.peers_room) = (peer_set, reload, peers_room);
     if let Some(api_listen) = cfg.api_listen {
         let view =
             metrics::ProcessView { metrics: metrics.clone(), role: role_name, transport: transport_name };
@@ -208,8 +212,8 @@ fn start_network(
     height: u64,
     chain_id: &str,
     shared: Shared,
-) -> anyhow::Result<&'static str> {
-    let node = NodeCert::load(&net_cfg.node_dir)?;
+) -> anyhow::Result<(&'static str, network::PeerSet)> {
+    let node = Arc::new(NodeCert::load(&net_cfg.node_dir)?);
     let transport = Transport::start(net_cfg.transport).context("starting the transport")?;
     let (role, role_name, transport_name) = (cfg.role, role_name(cfg.role), transport.name());
     eprintln!(
@@ -220,14 +224,15 @@ fn start_network(
         net_cfg.admin_listen,
         cfg.submit_listen
     );
-    runtime.block_on(async {
-        let admin = tokio::net::TcpListener::bind(net_cfg.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", net_cfg.admin_listen))?;
-        tokio::spawn(admin::serve(admin, shared.metrics.clone(), role_name, transport_name));
-        network::start(net_cfg, role, &node, chain_id, transport, shared).await
-    })?;
-    Ok(transport_name)
+    runtime
+        .block_on(async {
+            let admin = tokio::net::TcpListener::bind(net_cfg.admin_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", net_cfg.admin_listen))?;
+            tokio::spawn(admin::serve(admin, shared.metrics.clone(), role_name, transport_name));
+            network::start(net_cfg, role, node, chain_id, transport, shared).await
+        })
+        .map(|peers| (transport_name, peers))
 }
 
 /// A validator without a network must be a quorum by itself (a set of one, or the weight of
@@ -345,6 +350,9 @@ fn new_io(
         not_kept_logged: 0,
         explorer: None,
         replicator: None,
+        peer_set: None,
+        reload: (std::path::PathBuf::new(), Arc::default()),
+        peers_room: peers.len(),
     }
 }
 

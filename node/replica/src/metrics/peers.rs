@@ -5,7 +5,7 @@
 use std::{
     fmt::Write as _,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -14,11 +14,11 @@ use net::conn::LinkStats;
 
 use super::Metrics;
 
-/// One listed peer.
+/// One listed peer (or the room for one added later: unnamed until then).
 #[derive(Debug, Default)]
 pub(crate) struct PeerLink {
     /// Its name in the configuration (the `peer` label).
-    pub(crate) name: String,
+    pub(crate) name: OnceLock<String>,
     /// What its connections carried (the dialed and the accepted alike).
     pub(crate) stats: Arc<LinkStats>,
     /// Its connections up now.
@@ -32,10 +32,18 @@ pub(crate) struct PeerLink {
 type PeerSample = dyn Fn(&PeerLink) -> Option<String>;
 
 impl Metrics {
-    /// Names the listed peers (once, at start; index = the peer's index).
+    /// Names the listed peers (once, at start; index = the peer's index), with room for
+    /// [`limits::PEERS_ADDED_MAX`] more.
     pub(crate) fn name_peers(&self, names: impl IntoIterator<Item = String>) {
-        let _ =
-            self.peers.set(names.into_iter().map(|name| PeerLink { name, ..PeerLink::default() }).collect());
+        let mut links: Vec<PeerLink> =
+            names.into_iter().map(|name| PeerLink { name: name.into(), ..PeerLink::default() }).collect();
+        links.extend((0..limits::PEERS_ADDED_MAX).map(|_| PeerLink::default()));
+        let _ = self.peers.set(links);
+    }
+
+    /// Names peer `i`, added while running; false if there is no room for it.
+    pub(crate) fn name_peer(&self, i: usize, name: String) -> bool {
+        self.peers.get().and_then(|p| p.get(i)).is_some_and(|p| p.name.set(name).is_ok())
     }
 
     /// Where peer `i`'s connections count their bytes and round trips.
@@ -79,7 +87,7 @@ impl Metrics {
     /// Appends the per-peer families and the best known height and lag.
     pub(crate) fn render_peers(&self, out: &mut String) {
         let peers = self.peers.get().map(Vec::as_slice).unwrap_or_default();
-        let labelled = |p: &PeerLink| format!("peer=\"{}\"", exposition::label_value(&p.name));
+        let labelled = |name: &str| format!("peer=\"{}\"", exposition::label_value(name));
         let families: [(&str, &str, &str, &PeerSample); 5] = [
             ("peer_up", "gauge", "1 if a connection to the peer is up, else 0.", &|p| {
                 Some(u64::from(p.connections.load(Ordering::Relaxed) > 0).to_string())
@@ -112,8 +120,9 @@ impl Metrics {
         for (name, kind, help, value) in families {
             exposition::header(out, &format!("caasiope_{name}"), kind, help);
             for p in peers {
+                let Some(peer) = p.name.get() else { continue };
                 if let Some(v) = value(p) {
-                    let _ = writeln!(out, "caasiope_{name}{{{}}} {v}", labelled(p));
+                    let _ = writeln!(out, "caasiope_{name}{{{}}} {v}", labelled(peer));
                 }
             }
         }
