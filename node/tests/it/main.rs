@@ -7,3 +7,4 @@ mod deploy;
 mod e2e;
 mod explorer;
 mod localnet;
+mod wan;
