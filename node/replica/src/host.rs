@@ -79,6 +79,4 @@ struct Io {
     peer_set: Option<crate::network::PeerSet>,
     /// The configuration file, and the flag SIGHUP sets to have it read again.
     reload: (std::path::PathBuf, Arc<std::sync::atomic::AtomicBool>),
-    /// Peers there is room for: the configuration's at start and [`limits::PEERS_ADDED_MAX`].
-    peers_room: usize,
 }

@@ -631,9 +631,9 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
     }
     let all: Vec<usize> = (0..net.procs.len()).collect();
     net.wait("the first certified ledgers", 30, |n| n.heights(&all).iter().all(|&h| h >= 2));
-    let home = net.procs[0].config.parent().unwrap().to_owned();
     let key =
-        SecretKey::from_hex(std::fs::read_to_string(home.join("governance.key")).unwrap().trim()).unwrap();
+        SecretKey::from_hex(std::fs::read_to_string(net.home(0).join("governance.key")).unwrap().trim())
+            .unwrap();
     let answer = net.submit(1, &transfer(&key, 1));
     assert!(answer.starts_with("accepted "), "{answer}");
     net.wait("the transfer committed on every process", 30, |n| {
@@ -673,11 +673,8 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
         (now["in_force"]["total_weight"].clone(), now["changes"].clone()),
         (5.into(), serde_json::json!([]))
     );
-    for p in &net.procs {
-        let home = p.config.parent().unwrap();
-        let member: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(home.join("member.json")).unwrap()).unwrap();
-        assert!(member.get("secret").is_none() && home.join("governance.key").exists());
+    for i in 0..net.procs.len() {
+        assert!(net.member(i).get("secret").is_none() && net.home(i).join("governance.key").exists());
     }
     net.stop_all();
 }

@@ -57,7 +57,8 @@ impl Io {
                 continue;
             }
             let index = self.peers.len();
-            if index >= self.peers_room || !self.metrics.name_peer(index, spec.name.clone()) {
+            // The metrics keep a link for each peer there is room for (the host's queue too).
+            if !self.metrics.name_peer(index, spec.name.clone()) {
                 eprintln!("caasiope: reload: no room for peer {} (restart to add more)", spec.name);
                 break;
             }

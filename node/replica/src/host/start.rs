@@ -96,7 +96,7 @@ pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Re
     let intake = start_intake(cfg, &chain, mempool, events_tx.clone(), explorer_slot.clone())?;
     let _ = metrics.intake.set(intake.shared_metrics());
     let mut io = new_io(cfg, peers, intake, store, signer, bans, metrics.clone());
-    (io.peer_set, io.reload, io.peers_room) = (peer_set, reload, peers_room);
+    (io.peer_set, io.reload) = (peer_set, reload);
     if let Some(api_listen) = cfg.api_listen {
         let view =
             metrics::ProcessView { metrics: metrics.clone(), role: role_name, transport: transport_name };
@@ -352,7 +352,6 @@ fn new_io(
         replicator: None,
         peer_set: None,
         reload: (std::path::PathBuf::new(), Arc::default()),
-        peers_room: peers.len(),
     }
 }
 
