@@ -26,8 +26,13 @@
 //! commit to the whole key**, and a verifier must check that the account it hashed carries the
 //! address it asked for.
 
+mod chunks;
 mod state;
 mod tx;
+
+pub use chunks::{
+    CHUNK_DEPTH, CHUNK_PREFIXES, ChunkError, ChunkSummary, chunk_of, chunk_summary, root_of_chunks,
+};
 
 pub use state::{StateKey, StateProof, StateProofLevel, StateTrie, verify_state_proof};
 pub use tx::{TxProof, tx_proof, tx_root, verify_tx_proof};

@@ -38,7 +38,7 @@ use crate::{
 pub type StateKey = [u8; ADDRESS_LEN];
 
 /// One upsert: a key and its new leaf hash.
-type Entry = (StateKey, Hash);
+pub(super) type Entry = (StateKey, Hash);
 
 const RADIX: usize = 16;
 
@@ -101,7 +101,11 @@ const fn position(bitmap: u16, slot: usize) -> Option<usize> {
 
 /// The hash of a branch at `depth` with children `bitmap` whose hashes, in nibble order, are
 /// `children`.
-fn branch_hash<'a>(depth: usize, bitmap: u16, children: impl IntoIterator<Item = &'a Hash>) -> Hash {
+pub(super) fn branch_hash<'a>(
+    depth: usize,
+    bitmap: u16,
+    children: impl IntoIterator<Item = &'a Hash>,
+) -> Hash {
     // One contiguous buffer and a one-shot keyed hash: a streaming `blake3::Hasher` is ~2 KB to
     // set up and tear down, which dominated branch hashing in profiles.
     let mut buf = [0u8; 3 + RADIX * 32];
@@ -214,6 +218,15 @@ fn update_child(child: &mut Child, depth: usize, batch: &[Entry]) -> Updated {
     let here = if fresh { branch_bytes(children.len()) } else { 0 };
     child.node = Node::Branch { bitmap, children: shared };
     below + Updated { inserted: 0, allocated: here }
+}
+
+/// The hash of the subtree at `depth` holding exactly `batch` (sorted, unique keys that share
+/// their first `depth` nibbles): what the node at that prefix of a trie holding these keys and
+/// others elsewhere hashes to.
+pub(super) fn subtree_hash(batch: &[Entry], depth: usize) -> Hash {
+    let mut child = Child::EMPTY;
+    update_child(&mut child, depth, batch);
+    child.hash
 }
 
 /// `children` (one per bit of `bitmap`) with an empty slot inserted for each bit of `new`.
