@@ -206,7 +206,7 @@ mod tests {
         changed.insert(first, leaf(&first, 1));
         assert_ne!(root_of_chunks(&summaries(&changed)).unwrap(), root);
         // A key removed (a chunk missing a key, its summary recomputed).
-        let mut fewer = set.clone();
+        let mut fewer = set;
         fewer.remove(&first);
         assert_ne!(root_of_chunks(&summaries(&fewer)).unwrap(), root);
         // A lying key count that would make a chunk alone under its parent a leaf: the parent
