@@ -87,6 +87,7 @@ impl Store {
         }
 
         let mut buf = Vec::new();
+        crate::snapshot::record_set_change(&txn, &head, header, certificate, validators)?;
         open::<Headers, RW>(&txn)?.put(&height, (header, certificate), WriteFlags::APPEND, &mut buf)?;
         open::<Blocks, RW>(&txn)?.put(&height, &rows.block, WriteFlags::APPEND, &mut buf)?;
         t_meta.put_field::<meta::HeadHeight>(&height, WriteFlags::UPSERT)?;

@@ -86,6 +86,10 @@ pub enum StoreError {
     /// (which resumes from what is on disk).
     #[error("an earlier commit failed; reopen the store")]
     Failed,
+    /// A snapshot file is malformed, or does not hold what the chain certifies
+    /// ([`crate::restore`]), or a store cannot give one ([`crate::snapshot`]).
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// [`crate::verify`] found the stored chain inconsistent with its re-execution.
     #[error("verification failed at height {height}: {what}")]
     Verify {

@@ -8,6 +8,8 @@
 //!   into SQL tables (ledgers, transactions, legs, declarations, balance changes) by several
 //!   writer threads, each table tracking its replicated height so a restart resumes exactly
 //!   once. See [`analytics`] and `docs/ANALYTICS.md`.
+//! * State snapshots ([`snapshot`], [`restore`]): the certified state at one height in a file of
+//!   chunks, each checked against the certified state root before a new store keeps it.
 //!
 //! Storage knows nothing of consensus: it stores what the engine applied and the certificate it
 //! is handed.
@@ -30,6 +32,7 @@
 //! | `history` | height u64 BE ‖ index u32 BE ‖ raw address (21) | transaction id (32) ‖ the address's previous entry: height u64 BE ‖ index u32 BE (zero: none) |
 //! | `history_heads` | raw address (21) | the address's newest entry: height u64 BE ‖ index u32 BE |
 //! | `replay` | expiration ms u64 BE ‖ transaction id | empty |
+//! | `set_changes` | height u64 BE | header ‖ certificate ‖ the validator set it names (a ledger naming another set than its parent's; never pruned) |
 //!
 //! * Genesis is height 0: its header (with an empty certificate), an empty block and every
 //!   genesis account.
@@ -83,6 +86,7 @@ mod pending;
 mod prune;
 mod reader;
 mod replay;
+mod snapshot;
 mod stats;
 mod store;
 mod table;
@@ -92,6 +96,8 @@ mod verify;
 
 #[cfg(test)]
 mod format_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -104,6 +110,7 @@ pub use layout::TxLocation;
 pub use pending::IndexBatch;
 pub use prune::{PRUNE_LEDGERS_PER_COMMIT, Retention};
 pub use reader::{StoreReader, StoreSpace};
+pub use snapshot::{SNAPSHOT_RECORD_BYTES_MAX, SnapshotReport, TrustedLedger, restore, snapshot};
 pub use stats::{StoreStats, TableStats, stats};
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,

@@ -57,7 +57,7 @@ const TXN_DIRTY_PAGES_MAX: u64 = 4 * 1024;
 const TABLES_MAX: u64 = 32;
 
 /// The MDBX data file inside a store's directory (MDBX's default name).
-const DATA_FILE: &str = "mdbx.dat";
+pub(crate) const DATA_FILE: &str = "mdbx.dat";
 
 pub(crate) type Env = Database<NoWriteMap>;
 
@@ -239,6 +239,7 @@ impl Store {
                 txn.create_table(Some(name), TableFlags::default())?;
             }
             crate::evidence::create_tables(&txn)?;
+            crate::snapshot::create_tables(&txn)?;
             let t_meta = open::<Meta, _>(&txn)?;
             if t_meta.contains(&MetaKey(<meta::SchemaVersion as MetaField>::KEY))? {
                 return Err(StoreError::AlreadyExists(dir.to_owned()));
@@ -310,6 +311,7 @@ impl Store {
         require_env(dir)?;
         let env = open_env(dir, Some(options.durability))?;
         crate::evidence::ensure_tables(&env)?;
+        crate::snapshot::ensure_tables(&env)?;
         let kept = reader::read_meta(&env.begin_ro_txn()?, dir)?.query_indexes;
         if !kept && !options.without_query_indexes {
             return Err(StoreError::NoQueryIndexes(dir.to_owned()));

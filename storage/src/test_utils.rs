@@ -63,6 +63,12 @@ pub fn fee_account() -> Address {
 impl TestChain {
     /// A chain with `senders` funded keys and `fillers` funded keyless accounts.
     pub fn new(senders: usize, fillers: u64) -> Self {
+        Self::new_with(senders, fillers, 3_600_000, false)
+    }
+
+    /// [`TestChain::new`] with the chain's `max_ttl_ms`, and with sender 0 as the governance
+    /// account when `sender_governs` (else the validator's address, which holds nothing).
+    pub fn new_with(senders: usize, fillers: u64, max_ttl_ms: i64, sender_governs: bool) -> Self {
         let senders: Vec<(SecretKey, PublicKey, Address)> = (1..=senders as u64)
             .map(|i| {
                 let k = key(1, i);
@@ -95,9 +101,12 @@ impl TestChain {
             chain_id: CHAIN_ID.into(),
             timestamp_ms: GENESIS_MS,
             min_fee: MIN_FEE,
-            max_ttl_ms: 3_600_000,
+            max_ttl_ms,
             fee_account: fee_account(),
-            governance: validator.public_key().address(),
+            governance: match senders.first() {
+                Some((_, _, address)) if sender_governs => *address,
+                _ => validator.public_key().address(),
+            },
             validators: vec![Validator { public_key: validator.public_key(), weight: 1 }],
             currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
             declarations: vec![],
