@@ -364,6 +364,45 @@ pub(crate) enum DbCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Writes the store's certified state (at its indexed height) to a file a new node restores
+    /// instead of re-executing the chain: the accounts in chunks, the validator-set changes
+    /// since genesis and the replay window. Read-only (a node may be running on the store); the
+    /// store must keep `max_ttl` of ledgers. Prints a JSON report.
+    Snapshot {
+        /// The store's directory (a node's `data_dir`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The file to write (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Makes a new store from a snapshot, trusting only the genesis given: the set changes are
+    /// followed from its validator set, the snapshot's ledger must be certified, the accounts
+    /// hash to its state root chunk by chunk. Nothing is kept unless every check passes. The
+    /// node then syncs the ledgers after it from its peers. Prints a JSON report.
+    Restore {
+        /// The snapshot file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The new store's directory (a node's `data_dir`; refused if it holds a store).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The chain's genesis file, as the node's config names it.
+        #[arg(long, value_name = "FILE")]
+        genesis: PathBuf,
+        /// Refuse the snapshot unless its ledger is this one, learnt from members out of band
+        /// (`GET /v1/ledgers/{height}` on an explorer you trust): HEIGHT:HASH.
+        #[arg(long, value_name = "HEIGHT:HASH", value_parser = parse_trusted)]
+        trust: Option<storage::TrustedLedger>,
+    },
+}
+
+/// `HEIGHT:HASH` (the hash in 64 hex digits).
+fn parse_trusted(s: &str) -> Result<storage::TrustedLedger, String> {
+    let (height, hash) = s.split_once(':').ok_or("expected HEIGHT:HASH")?;
+    let height = height.parse::<u64>().map_err(|e| format!("height: {e}"))?;
+    let hash = parse_hash32(hash).map_err(|e| format!("hash: {e}"))?;
+    Ok(storage::TrustedLedger { height, hash: engine::Hash(hash) })
 }
 
 /// `caasiope evidence …`

@@ -63,6 +63,12 @@ fn run(cli: Cli) -> anyhow::Result<Output> {
         Command::Submit { to } => submit::run(&to, &mut std::io::stdin().lock()),
         Command::Db(cli::DbCommand::Verify { dir }) => Output::json(&storage::verify(&dir)?),
         Command::Db(cli::DbCommand::Stats { dir }) => Output::json(&storage::stats(&dir)?),
+        Command::Db(cli::DbCommand::Snapshot { dir, out }) => Output::json(&storage::snapshot(&dir, &out)?),
+        Command::Db(cli::DbCommand::Restore { from, dir, genesis, trust }) => {
+            let genesis =
+                exit::read_text(&genesis, limits::protocol::GENESIS_BYTES_MAX as u64, "the genesis")?;
+            Output::json(&storage::restore(&from, &dir, &genesis, trust, storage::Durability::Durable)?)
+        }
         Command::Evidence(command) => evidence::run(command),
         #[cfg(feature = "tools")]
         Command::Bench(command) => bench_tools::run(command),

@@ -453,16 +453,15 @@ pub(crate) fn restore<K: libmdbx::TransactionKind>(
             missing(Headers::NAME, format!("no header at the indexed height {}", m.indexed_height))
         })?
         .0;
-    let accounts = reader::accounts(txn)?;
     let chain_id = m.genesis.params.chain_id.clone();
-    let mut state = if replay_filter_bytes > 0 {
-        let mut state = State::restore(m.genesis.params, m.validators, base, accounts, [])?;
+    // With a filter, the replay window stays in its table (attached below).
+    let replay = if replay_filter_bytes > 0 { Vec::new() } else { reader::replay(txn)? };
+    let (params, validators) = (m.genesis.params, m.validators);
+    let mut state =
+        reader::with_accounts(txn, |accounts| State::restore(params, validators, base, accounts, replay))??;
+    if replay_filter_bytes > 0 {
         crate::replay::attach(&mut state, env, txn, replay_filter_bytes)?;
-        state
-    } else {
-        let replay = reader::replay(txn)?;
-        State::restore(m.genesis.params, m.validators, base, accounts, replay)?
-    };
+    }
     let mut pending = Pending::default();
     for height in m.indexed_height + 1..=m.head_height {
         let (stored, _) = reader::header(txn, height)?

@@ -163,6 +163,27 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A node joining a chain of --txs committed transfers that made as many accounts: by
+    /// replaying every ledger from genesis against restoring a snapshot (`db snapshot` /
+    /// `db restore`), both in the same run; the ratio against the bound of 10.
+    StateSync {
+        /// Committed transfers, each to a new account.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=20_000_000))]
+        txs: u64,
+        /// Transfers per ledger.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        block_txs: u64,
+        /// Funded senders.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        senders: u64,
+        /// Keep the stores, the snapshot and the genesis here (an empty or new directory);
+        /// without it they go to a temporary directory, removed at the end.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// A link shaped in user space for WAN tests (not a benchmark): relays TCP connections
     /// from --listen to --to with a delay, jitter and loss; SIGUSR1 cuts it, SIGUSR2 heals it.
     Relay {

@@ -16,6 +16,7 @@ mod net_bench;
 mod net_kernel;
 mod pipeline_bench;
 pub mod relay;
+mod state_sync_bench;
 mod stats;
 mod stream_bench;
 
@@ -43,6 +44,14 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
         BenchCommand::Edge { args, json: _ } => edge_bench::run(&args),
         BenchCommand::Stream { args, json: _ } => stream_bench::run(&args),
         BenchCommand::Relay { args } => relay::run(&args),
+        BenchCommand::StateSync { txs, block_txs, senders, dir, json: _ } => {
+            state_sync_bench::run(&state_sync_bench::StateSyncBench {
+                txs: usize::try_from(txs)?,
+                block_txs: usize::try_from(block_txs)?,
+                senders: usize::try_from(senders)?,
+                dir,
+            })
+        }
         BenchCommand::Load {
             api,
             rate,

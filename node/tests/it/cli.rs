@@ -778,4 +778,81 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
     let report = ok_json(&["db", "verify", "--dir", data.to_str().unwrap()], None);
     assert_eq!(report["tx_count"], 4);
     assert!(report["heights_checked"].as_u64().unwrap() > height);
+
+    // A snapshot of the store restores into a new one at the same ledger, which verifies.
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let genesis = path("genesis.toml");
+    let taken = ok_json(&["db", "snapshot", "--dir", data.to_str().unwrap(), "--out", &path("snap")], None);
+    let head = report["heights_checked"].as_u64().unwrap() - 1;
+    assert_eq!(taken["height"].as_u64(), Some(head), "{taken}");
+    assert_eq!(taken["ledger_hash"], report["head_hash"]);
+    let trust = format!("{head}:{}", s(&taken["ledger_hash"]));
+    let restored = ok_json(
+        &[
+            "db",
+            "restore",
+            "--from",
+            &path("snap"),
+            "--dir",
+            &path("restored"),
+            "--genesis",
+            &genesis,
+            "--trust",
+            &trust,
+        ],
+        None,
+    );
+    assert_eq!(restored["ledger_hash"], taken["ledger_hash"]);
+    assert_eq!(restored["accounts"], taken["accounts"]);
+    let check = ok_json(&["db", "verify", "--dir", &path("restored")], None);
+    assert_eq!(check["head_hash"], report["head_hash"]);
+    assert_eq!(check["first_kept"].as_u64(), Some(head));
+    // What is refused, with its reason.
+    let again = fails(&["db", "snapshot", "--dir", data.to_str().unwrap(), "--out", &path("snap")], None);
+    assert!(again.contains("exists"), "{again}");
+    let twice = fails(
+        &["db", "restore", "--from", &path("snap"), "--dir", &path("restored"), "--genesis", &genesis],
+        None,
+    );
+    assert!(twice.contains("already holds a store"), "{twice}");
+    let pinned = format!("{head}:{}", "ab".repeat(32));
+    let wrong = fails(
+        &[
+            "db",
+            "restore",
+            "--from",
+            &path("snap"),
+            "--dir",
+            &path("other"),
+            "--genesis",
+            &genesis,
+            "--trust",
+            &pinned,
+        ],
+        None,
+    );
+    assert!(wrong.contains("not the trusted ledger"), "{wrong}");
+    let bad_pin = fails(
+        &[
+            "db",
+            "restore",
+            "--from",
+            &path("snap"),
+            "--dir",
+            &path("other"),
+            "--genesis",
+            &genesis,
+            "--trust",
+            "7",
+        ],
+        None,
+    );
+    assert!(bad_pin.contains("HEIGHT:HASH"), "{bad_pin}");
+    std::fs::write(path("cut"), &std::fs::read(path("snap")).unwrap()[..100]).unwrap();
+    let cut = fails(
+        &["db", "restore", "--from", &path("cut"), "--dir", &path("other"), "--genesis", &genesis],
+        None,
+    );
+    assert!(cut.starts_with("error: snapshot:"), "{cut}");
+    assert!(!dir.path().join("other").exists(), "a refused restore left its directory");
 }

@@ -188,14 +188,14 @@ impl Localnet {
 
     /// `GET /v1/validators` of the explorer.
     fn validators(&self) -> serde_json::Value {
+        self.get("/v1/validators")
+    }
+
+    /// `GET PATH` of the explorer's API, as JSON.
+    fn get(&self, path: &str) -> serde_json::Value {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let body = agent
-            .get(&format!("{}/v1/validators", self.api()))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
+        let body =
+            agent.get(&format!("{}{path}", self.api())).call().unwrap().body_mut().read_to_string().unwrap();
         serde_json::from_str(&body).unwrap()
     }
 
@@ -411,6 +411,20 @@ impl Localnet {
         }
         .unwrap();
         (1..=state.head().height).map(|h| store.header(h).unwrap().unwrap().0.hash(CHAIN)).collect()
+    }
+
+    /// The header hash at every height from..=h of the store of process `i` (stopped; a store
+    /// restored from a snapshot of height `from` keeps none below it).
+    pub(crate) fn chain_of_from(&self, i: usize, from: u64) -> Vec<engine::Hash> {
+        let config: toml::Value =
+            toml::from_str(&std::fs::read_to_string(&self.procs[i].config).unwrap()).unwrap();
+        let dir = self.procs[i].config.parent().unwrap().join(config["data_dir"].as_str().unwrap());
+        let without = storage::StoreOptions { without_query_indexes: true, ..Default::default() };
+        let (store, state) = storage::Store::open_with(&dir, without).unwrap();
+        if from < store.first_kept() {
+            return Vec::new();
+        }
+        (from..=state.head().height).map(|h| store.header(h).unwrap().unwrap().0.hash(CHAIN)).collect()
     }
 }
 
@@ -676,7 +690,76 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
     for i in 0..net.procs.len() {
         assert!(net.member(i).get("secret").is_none() && net.home(i).join("governance.key").exists());
     }
+
+    // State sync: member-3 loses its store (killed, `data/` gone but its signing state and
+    // write-ahead log kept, as docs/DEPLOY.md says), restores a snapshot taken from member-0's
+    // running store — with the set change above in it — pinned on the explorer's hash of that
+    // ledger, and starts: it syncs only the ledgers after the snapshot, then votes. With
+    // member-1 killed, member-0 (2), member-2 (1) and member-3 (1) are 4 of 5: the quorum needs
+    // member-3's vote.
+    net.kill9(3);
+    let data = net.home(3).join("data");
+    let lost = net.home(3).join("data.lost");
+    std::fs::rename(&data, &lost).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    for kept in ["signer.state", "consensus.wal"] {
+        std::fs::copy(lost.join(kept), data.join(kept)).unwrap();
+    }
+    // A validator writes its accounts table every 64 ledgers at most (its index batch): the
+    // snapshot is of that height, taken again until it is past the set change.
+    let snapshot = net.dir.path().join("member-0.snapshot");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let taken = loop {
+        let _ = std::fs::remove_file(&snapshot);
+        let out = bin()
+            .args(["db", "snapshot", "--dir"])
+            .arg(net.home(0).join("data"))
+            .arg("--out")
+            .arg(&snapshot)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() || err.contains("at genesis"), "{err}");
+        if out.status.success() {
+            let taken: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if taken["set_changes"] == 1 {
+                break taken;
+            }
+        }
+        assert!(Instant::now() < deadline, "no snapshot past the set change in 60 s: {err}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let height = taken["height"].as_u64().unwrap();
+    let ledger = net.get(&format!("/v1/ledgers/{height}"));
+    assert_eq!(ledger["hash"], taken["ledger_hash"], "the explorer's ledger {height}");
+    let restored = bin()
+        .args(["db", "restore", "--from"])
+        .arg(&snapshot)
+        .arg("--dir")
+        .arg(&data)
+        .arg("--genesis")
+        .arg(net.home(3).join("genesis.toml"))
+        .args(["--trust", &format!("{height}:{}", taken["ledger_hash"].as_str().unwrap())])
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    net.start(3);
+    let others = [0, 2, 4];
+    net.wait("the restored member at the others' height", 60, |n| {
+        n.height(3) >= n.heights(&others).into_iter().min().unwrap_or(0)
+    });
+    net.kill9(1);
+    let before = net.height(0);
+    net.wait("certification with the restored member's vote", 60, |n| n.height(0) >= before + 3);
     net.stop_all();
+    // The restored store keeps the snapshot's ledger and those after it, one chain with the
+    // others' (genesis aside).
+    let restored_chain = net.chain_of_from(3, height);
+    assert!(net.chain_of_from(3, height - 1).is_empty(), "a ledger below the snapshot's");
+    let chain = net.chain_of(0);
+    let common = restored_chain.len().min(chain.len() - height as usize + 1);
+    assert!(common >= 3, "{common} ledgers in common");
+    assert_eq!(restored_chain[..common], chain[height as usize - 1..height as usize - 1 + common]);
 }
 
 /// A validator joins a live network: governance adds its key, the running members are told its
