@@ -1,7 +1,9 @@
 //! The ClickHouse replicator against a real server, at `CAASIOPE_CLICKHOUSE_URL` (started by
 //! `scripts/test` with `scripts/clickhouse`). Without it the tests are skipped, or fail under
 //! CI. Each test uses a fresh database and drops it at the end (kept, for inspection, when
-//! `CAASIOPE_CLICKHOUSE_KEEP` is set).
+//! `CAASIOPE_CLICKHOUSE_KEEP` is set). The sharded test starts a cluster of its own
+//! (`scripts/clickhouse cluster start`), skipped only when clickhouse-server cannot be installed
+//! (and then failing under CI).
 //!
 //! The expected rows are computed here from the committed chain, independently of the
 //! replicator's code, and compared with the tables row for row through the server's plain HTTP
@@ -525,7 +527,8 @@ fn replicates_exactly_once_across_stops_and_crashes() {
     let mut progress = 0;
     for writers in [3, 5, 2] {
         let replicator = chain.start(small_batches(&db, writers));
-        wait_for(&replicator, "some progress", |s| total(s) > progress + 3);
+        // A fast run may reach the head before the stop, leaving less than that to the next.
+        wait_for(&replicator, "some progress", |s| total(s) > progress + 3 || caught_up(&chain)(s));
         let status = replicator.stop();
         eprintln!("stopped at {:?}", status.tables.iter().map(|t| t.next_height).collect::<Vec<_>>());
         assert_eq!(status.writers_running, 0);
@@ -801,4 +804,172 @@ fn a_database_dropped_under_it_is_refilled_at_restart() {
     wait_for(&replicator, "the head again", caught_up(&chain));
     replicator.stop();
     check_database(&db, &chain);
+}
+
+/// The cluster `scripts/clickhouse cluster start` configures.
+const CLUSTER: &str = "caasiope";
+
+/// A cluster of two shards (`scripts/clickhouse cluster start`) in a directory of its own,
+/// stopped when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    /// Each shard's HTTP URL, in shard order.
+    shards: Vec<String>,
+}
+
+impl Cluster {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse")
+    }
+
+    /// The running cluster, or `None` (after saying so) when clickhouse-server is missing and
+    /// cannot be installed (the script exits 3); under CI that fails instead.
+    fn start() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(Self::script())
+            .args(["cluster", "start"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(3) {
+            assert!(std::env::var_os("CI").is_none(), "clickhouse-server cannot be installed: {stderr}");
+            eprintln!(
+                "clickhouse-server is missing and cannot be installed: cluster test skipped ({stderr})"
+            );
+            return None;
+        }
+        let mut cluster = Self { dir, shards: Vec::new() };
+        assert!(out.status.success(), "scripts/clickhouse cluster start: {}\n{stderr}", out.status);
+        let urls = std::process::Command::new(Self::script())
+            .args(["cluster", "urls"])
+            .arg(cluster.dir.path())
+            .output()
+            .unwrap();
+        cluster.shards = String::from_utf8(urls.stdout).unwrap().lines().map(str::to_owned).collect();
+        assert_eq!(cluster.shards.len(), 2, "{}", String::from_utf8_lossy(&urls.stderr));
+        Some(cluster)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["cluster", "stop"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+#[test]
+fn a_sharded_replica_is_exactly_once_mended_and_checked() {
+    // Runs of 3 ledgers, batches of up to 4: batches are cut at the runs' ends.
+    const RUN: u64 = 3;
+    let Some(cluster) = Cluster::start() else { return };
+    let db = Database::new(&cluster.shards[0]);
+    let mut chain = Chain::new(4, 8);
+    chain.grow(20);
+    let config = ClickHouseConfig {
+        cluster: Some(CLUSTER.into()),
+        shards: cluster.shards.clone(),
+        shard_ledgers: RUN,
+        batch_ledgers_max: 4,
+        ..db.config()
+    };
+
+    // A batch ends with its run of ledgers (here 0..=2, although up to 4 were asked for): its
+    // INSERT goes to one shard, whole.
+    let first = ClickHouseConfig {
+        tables: vec![Table::Legs],
+        writers: 1,
+        crash_after_inserts: Some(1),
+        ..config.clone()
+    };
+    let replicator = chain.start(first);
+    wait_for(&replicator, "the writer to crash", |s| s.writers_running == 0);
+    replicator.stop();
+    assert_eq!(
+        db.query("SELECT min(height), max(height) FROM DB.legs"),
+        [format!("1\t{}", RUN - 1)],
+        "the first INSERT: ledgers 1 to {} (genesis has no legs)",
+        RUN - 1
+    );
+
+    // The writer killed right after its n-th INSERT (through the Distributed tables, so on
+    // either shard): between a table's rows and its checkpoint, between tables and batches.
+    for n in [1, 2, 3, 5, 8, 13] {
+        let replicator =
+            chain.start(ClickHouseConfig { crash_after_inserts: Some(n), writers: 1, ..config.clone() });
+        let status =
+            wait_for(&replicator, "the writer to crash", |s| s.writers_running == 0 || caught_up(&chain)(s));
+        assert!(!caught_up(&chain)(&status), "the crashes came before the end: {status:#?}");
+        let status = replicator.stop();
+        assert!(status.tables.iter().all(|t| t.repairs == 0), "{status:#?}");
+    }
+    let replicator = chain.start(config.clone());
+    wait_for(&replicator, "the head", caught_up(&chain));
+    replicator.stop();
+    check_database(&db, &chain);
+    // Both shards hold rows, each only those of its runs.
+    for (i, url) in cluster.shards.iter().enumerate() {
+        for table in ["ledgers", "legs", "balance_changes", "transactions"] {
+            let got = lines(
+                url,
+                &format!(
+                    "SELECT count() > 0, countIf(intDiv(height, {RUN}) % 2 != {i}) FROM {}.{table}_local",
+                    db.name
+                ),
+            );
+            assert_eq!(got, ["1\t0"], "shard {} {table}", i + 1);
+        }
+    }
+
+    // An INSERT cut short leaves the start of a ledger on the shard of its run; the resume
+    // deletes it there (the Distributed table takes no DELETE) and writes the ledger again.
+    let cut = chain.head() + 1;
+    chain.grow(2);
+    let legs: Vec<String> = expected_legs(&chain)
+        .into_iter()
+        .filter(|r| r.split('\t').next() == Some(&cut.to_string()))
+        .take(2)
+        .collect();
+    assert_eq!(legs.len(), 2);
+    let shard = &cluster.shards[((cut / RUN) % 2) as usize];
+    sql(
+        shard,
+        &format!(
+            "INSERT INTO {}.legs_local ({LEG_COLUMNS}) FORMAT TabSeparated\n{}\n",
+            db.name,
+            legs.join("\n")
+        ),
+    );
+    let replicator = chain.start(config.clone());
+    let status = wait_for(&replicator, "the head", caught_up(&chain));
+    let repairs: Vec<u64> = status.tables.iter().map(|t| t.repairs).collect();
+    assert_eq!(repairs, [0, 0, 1, 0, 0], "{status:#?}");
+    replicator.stop();
+    check_database(&db, &chain);
+
+    // Refused, writing nothing: another sharding key, the shards in another order, no cluster
+    // for a sharded database.
+    let before = db.query("SELECT count() FROM DB.ledgers");
+    chain.grow(1);
+    let mut reversed = cluster.shards.clone();
+    reversed.reverse();
+    for (bad, why) in [
+        (ClickHouseConfig { shard_ledgers: RUN + 1, ..config.clone() }, "intDiv(height, 4)"),
+        (
+            ClickHouseConfig { shards: reversed, ..config.clone() },
+            "is shard 2 of cluster caasiope, not shard 1",
+        ),
+        (ClickHouseConfig { cluster: None, shards: vec![], ..config }, "names none"),
+    ] {
+        let replicator = chain.start(bad);
+        let status = wait_for(&replicator, why, |s| {
+            s.last_error.as_deref().is_some_and(|e| e.contains(why)) && s.errors >= 2
+        });
+        assert!(status.tables.iter().all(|t| t.next_height.is_none()), "{status:#?}");
+        replicator.stop();
+    }
+    assert_eq!(db.query("SELECT count() FROM DB.ledgers"), before, "nothing written");
 }

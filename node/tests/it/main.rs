@@ -3,6 +3,7 @@
 mod adversary;
 mod attack;
 mod cli;
+mod cluster;
 mod deploy;
 mod e2e;
 mod explorer;

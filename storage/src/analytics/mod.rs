@@ -25,6 +25,15 @@
 //! carries a `query_id` naming the table), so an INSERT whose outcome it never learnt (the
 //! connection dropped) is neither written twice nor left short.
 //!
+//! # A cluster
+//!
+//! With [`ClickHouseConfig::cluster`], the tables are sharded: each name above is a
+//! `Distributed` table over `<name>_local` tables on every shard, sharded by
+//! `intDiv(height, shard_ledgers)`. The writer cuts its batches at those ranges, so every
+//! INSERT (through the `Distributed` table, with `insert_distributed_sync = 1`) lands whole on one
+//! shard, as one part, before it is acknowledged: the invariant above holds over the union of
+//! the shards, which is what the resume reads through the `Distributed` tables.
+//!
 //! See `docs/ANALYTICS.md` for the schema, the sign convention of legs and example queries.
 
 mod rows;
@@ -45,7 +54,7 @@ use std::{
 
 use engine::genesis::Genesis;
 
-pub use schema::create_statements;
+pub use schema::{ClusterStatements, create_cluster_statements, create_statements};
 pub use source::{LedgerSource, SourceLedger};
 pub use status::{ReplicationStatus, TableStatus};
 
@@ -64,6 +73,10 @@ pub const BATCH_LEDGERS_LIMIT: usize = 10_000;
 pub const RETRY_BACKOFF_MIN_MS: u64 = 100;
 /// Longest wait between two attempts.
 pub const RETRY_BACKOFF_MAX_MS: u64 = 5_000;
+/// Most shards of a cluster (each is asked about its running INSERTs at every resume).
+pub const SHARDS_MAX: usize = 64;
+/// Largest allowed `shard_ledgers`.
+pub const SHARD_LEDGERS_LIMIT: u64 = 1_000_000;
 
 const _: () = {
     // A batch of several ledgers never reaches the server's block size: it stays one part.
@@ -152,6 +165,20 @@ pub struct ClickHouseConfig {
     pub poll_interval_ms: u64,
     /// Longest one request to the server may take before it counts as failed.
     pub request_timeout_ms: u64,
+    /// The cluster (a name of the servers' `remote_servers`) to shard the tables over, `None`
+    /// for one server: each table is then a `Distributed` table over `<table>_local` tables on
+    /// every shard, and [`ClickHouseConfig::url`] the server the INSERTs and reads go through.
+    pub cluster: Option<String>,
+    /// With `cluster`: every shard's HTTP URL, in the cluster's shard order, at most
+    /// [`SHARDS_MAX`]. The replicator creates the local tables on each (no `ON CLUSTER`: that
+    /// needs ZooKeeper), deletes an incomplete ledger on each and looks there for its INSERTs
+    /// still running.
+    pub shards: Vec<String>,
+    /// With `cluster`: consecutive ledgers one shard holds before the next shard's turn, 1 to
+    /// [`SHARD_LEDGERS_LIMIT`]; the sharding key is `intDiv(height, shard_ledgers)`. A batch never
+    /// spans two such ranges, so each INSERT lands whole on one shard. Fixed when the tables are
+    /// created: the replicator refuses a `Distributed` table with another key.
+    pub shard_ledgers: u64,
     /// Testing only: each writer thread ends abruptly, as if the process were killed, right
     /// after its n-th successful INSERT (data or checkpoint).
     #[cfg(any(test, feature = "test-utils"))]
@@ -172,6 +199,9 @@ impl Default for ClickHouseConfig {
             batch_rows_max: 100_000,
             poll_interval_ms: 200,
             request_timeout_ms: 30_000,
+            cluster: None,
+            shards: Vec::new(),
+            shard_ledgers: 1_000,
             #[cfg(any(test, feature = "test-utils"))]
             crash_after_inserts: None,
         }
@@ -191,6 +221,9 @@ impl fmt::Debug for ClickHouseConfig {
             .field("batch_rows_max", &self.batch_rows_max)
             .field("poll_interval_ms", &self.poll_interval_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("cluster", &self.cluster)
+            .field("shards", &self.shards)
+            .field("shard_ledgers", &self.shard_ledgers)
             .finish()
     }
 }
@@ -199,16 +232,39 @@ impl ClickHouseConfig {
     /// Checks every setting against its bounds.
     pub fn validate(&self) -> Result<(), AnalyticsError> {
         let bad = |why: String| Err(AnalyticsError::Config(why));
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+        let is_http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        if !is_http(&self.url) {
             return bad(format!("url {:?} is not http:// or https://", self.url));
         }
-        let db = self.database.as_bytes();
-        let valid_db = !db.is_empty()
-            && db.len() <= 64
-            && (db[0].is_ascii_alphabetic() || db[0] == b'_')
-            && db.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
-        if !valid_db {
+        if !is_identifier(&self.database) {
             return bad(format!("database {:?} is not [A-Za-z_][A-Za-z0-9_]*, at most 64", self.database));
+        }
+        match &self.cluster {
+            None if !self.shards.is_empty() => return bad("shards are for a cluster: set cluster".into()),
+            None => {}
+            Some(cluster) => {
+                if !is_identifier(cluster) {
+                    return bad(format!("cluster {cluster:?} is not [A-Za-z_][A-Za-z0-9_]*, at most 64"));
+                }
+                if !(1..=SHARDS_MAX).contains(&self.shards.len()) {
+                    return bad(format!("a cluster needs 1 to {SHARDS_MAX} shards (their URLs)"));
+                }
+                if let Some(url) = self.shards.iter().find(|u| !is_http(u)) {
+                    return bad(format!("shard {url:?} is not http:// or https://"));
+                }
+                let mut urls: Vec<&String> = self.shards.iter().collect();
+                urls.sort_unstable();
+                urls.dedup();
+                if urls.len() != self.shards.len() {
+                    return bad("shards lists a URL twice".into());
+                }
+                if !(1..=SHARD_LEDGERS_LIMIT).contains(&self.shard_ledgers) {
+                    return bad(format!(
+                        "shard_ledgers {} is not 1 to {SHARD_LEDGERS_LIMIT}",
+                        self.shard_ledgers
+                    ));
+                }
+            }
         }
         if !(1..=WRITERS_MAX).contains(&self.writers) {
             return bad(format!("writers {} is not 1 to {WRITERS_MAX}", self.writers));
@@ -230,6 +286,15 @@ impl ClickHouseConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is safe in SQL unquoted: `[A-Za-z_][A-Za-z0-9_]*`, at most 64 bytes.
+fn is_identifier(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// Why replication failed (every failure is counted and retried; only [`Replicator::start`]
@@ -266,6 +331,10 @@ pub enum AnalyticsError {
     /// The database holds ledgers of another chain (or beyond the source's head).
     #[error("database holds another chain: {0}")]
     OtherChain(String),
+    /// The servers or the tables are not what the configuration describes (a cluster whose
+    /// shards are not the configured ones, a table sharded otherwise or not at all).
+    #[error("clickhouse: {0}")]
+    Layout(String),
     /// A thread or runtime could not be started.
     #[error("could not start a writer: {0}")]
     Start(#[from] std::io::Error),
@@ -507,6 +576,25 @@ mod tests {
             ClickHouseConfig { batch_rows_max: BATCH_ROWS_LIMIT + 1, ..Default::default() },
             ClickHouseConfig { poll_interval_ms: 0, ..Default::default() },
             ClickHouseConfig { url: "ftp://x".into(), ..Default::default() },
+            ClickHouseConfig { shards: vec!["http://a:1".into()], ..Default::default() },
+            ClickHouseConfig { cluster: Some("c".into()), ..Default::default() },
+            ClickHouseConfig {
+                cluster: Some("c-1".into()),
+                shards: vec!["http://a:1".into()],
+                ..Default::default()
+            },
+            ClickHouseConfig { cluster: Some("c".into()), shards: vec!["a:1".into()], ..Default::default() },
+            ClickHouseConfig {
+                cluster: Some("c".into()),
+                shards: vec!["http://a:1".into(), "http://a:1".into()],
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                cluster: Some("c".into()),
+                shards: vec!["http://a:1".into()],
+                shard_ledgers: 0,
+                ..Default::default()
+            },
         ];
         for config in bad {
             assert!(matches!(config.validate(), Err(AnalyticsError::Config(_))), "{config:?}");
@@ -520,6 +608,12 @@ mod tests {
         assert_eq!(config.tables, [Table::Legs, Table::BalanceChanges]);
         assert_eq!(config.batch_rows_max, ClickHouseConfig::default().batch_rows_max);
         assert!(serde_json::from_str::<ClickHouseConfig>(r#"{"urls": "x"}"#).is_err());
+        let config: ClickHouseConfig = serde_json::from_str(
+            r#"{"url": "http://a:1", "cluster": "caasiope", "shards": ["http://a:1", "http://b:1"], "shard_ledgers": 10}"#,
+        )
+        .unwrap();
+        assert!(config.validate().is_ok(), "{config:?}");
+        assert_eq!((config.shards.len(), config.shard_ledgers), (2, 10));
         assert!(
             !format!("{:?}", ClickHouseConfig { password: Some("secret".into()), ..Default::default() })
                 .contains("secret")

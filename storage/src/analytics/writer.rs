@@ -64,6 +64,8 @@ pub(super) struct Writer {
     /// Requests outside any database: `CREATE DATABASE` (a client whose database does not
     /// exist yet is refused by the server).
     admin: Client,
+    /// With a cluster: each shard's server, outside any database, in shard order.
+    shards: Vec<Client>,
     schema_ready: bool,
     /// Successful INSERTs so far (for the test hook).
     inserts: u64,
@@ -77,11 +79,11 @@ fn query_id_prefix(database: &str, table: Table) -> String {
     format!("caasiope-{database}-{}-", table.name())
 }
 
-fn client(config: &ClickHouseConfig) -> Client {
+/// A client of the server at `url` with the configured credentials.
+fn client(config: &ClickHouseConfig, url: &str) -> Client {
     // No compression and no schema validation: ClickHouse 18.16 knows neither the client's
     // LZ4 framing nor RowBinaryWithNamesAndTypes.
-    let mut c =
-        Client::default().with_url(&config.url).with_compression(Compression::None).with_validation(false);
+    let mut c = Client::default().with_url(url).with_compression(Compression::None).with_validation(false);
     if let Some(user) = &config.user {
         c = c.with_user(user);
     }
@@ -89,6 +91,15 @@ fn client(config: &ClickHouseConfig) -> Client {
         c = c.with_password(password);
     }
     c
+}
+
+/// Whether `shown` (a `system.tables.engine_full`) is the engine `want`: servers differ in
+/// spacing and quoting (18.16 shows `Distributed(c, db, t, intDiv(height, 4))` as written, current
+/// ones `Distributed('c', 'db', 't', intDiv(height, 4))`).
+fn same_engine(shown: &str, want: &str) -> bool {
+    let normal =
+        |s: &str| s.chars().filter(|c| !c.is_whitespace() && !"`'\"".contains(*c)).collect::<String>();
+    normal(shown) == normal(want)
 }
 
 impl Writer {
@@ -100,8 +111,9 @@ impl Writer {
         chain: Arc<ChainInfo>,
         runtime: tokio::runtime::Runtime,
     ) -> Self {
-        let admin = client(&config);
+        let admin = client(&config, &config.url);
         let client = admin.clone().with_database(&config.database);
+        let shards = config.shards.iter().map(|url| self::client(&config, url)).collect();
         Self {
             tables: tables.into_iter().map(|t| (t, None)).collect(),
             config,
@@ -111,6 +123,7 @@ impl Writer {
             runtime,
             client,
             admin,
+            shards,
             schema_ready: false,
             inserts: 0,
         }
@@ -195,12 +208,21 @@ impl Writer {
     }
 
     /// Whole ledgers from `from`, at most `batch_ledgers_max`, until the rows reach
-    /// `batch_rows_max` (always at least one ledger, whatever its size).
+    /// `batch_rows_max` (always at least one ledger, whatever its size); on a cluster, none past
+    /// the end of `from`'s run of `shard_ledgers` ledgers: the batch's INSERTs then go whole to
+    /// one shard.
     fn read_batch(&self, from: u64, head: u64) -> Result<Vec<SourceLedger>, Failure> {
         let mut ledgers: Vec<SourceLedger> = Vec::new();
         let mut rows_estimate = 0;
         let mut height = from;
-        while height <= head
+        let last = match self.config.cluster {
+            Some(_) => {
+                let k = self.config.shard_ledgers;
+                head.min((from - from % k).saturating_add(k - 1))
+            }
+            None => head,
+        };
+        while height <= last
             && ledgers.len() < self.config.batch_ledgers_max
             && rows_estimate < self.config.batch_rows_max
         {
@@ -274,16 +296,132 @@ impl Writer {
         let mut ready = self.shared.schema_ready.lock().unwrap_or_else(PoisonError::into_inner);
         if !*ready {
             let db = &self.config.database;
-            let mut statements = vec![schema::create_database(db)];
-            statements.extend(self.config.tables.iter().map(|&t| schema::create_table(db, t)));
-            statements.push(schema::create_progress_table(db));
-            for sql in &statements {
-                self.block_on(self.admin.query(sql).execute())?;
+            match &self.config.cluster {
+                None => {
+                    let mut statements = vec![schema::create_database(db)];
+                    statements.extend(self.config.tables.iter().map(|&t| schema::create_table(db, t)));
+                    statements.push(schema::create_progress_table(db));
+                    for sql in &statements {
+                        self.block_on(self.admin.query(sql).execute())?;
+                    }
+                }
+                Some(cluster) => {
+                    self.check_cluster(cluster)?;
+                    let ddl = schema::create_cluster_statements(
+                        db,
+                        &self.config.tables,
+                        cluster,
+                        self.config.shard_ledgers,
+                    );
+                    // Without `ON CLUSTER` (ZooKeeper in 18.16): on each shard's server itself.
+                    for shard in &self.shards {
+                        for sql in &ddl.shard {
+                            self.block_on(shard.query(sql).execute())?;
+                        }
+                    }
+                    for server in self.servers() {
+                        for sql in &ddl.distributed {
+                            self.block_on(server.query(sql).execute())?;
+                        }
+                    }
+                }
             }
+            self.check_engines()?;
             *ready = true;
         }
         drop(ready);
         self.schema_ready = true;
+        Ok(())
+    }
+
+    /// The servers a writer talks to: the configured one, and every other shard of a cluster.
+    fn servers(&self) -> impl Iterator<Item = &Client> {
+        let others = self.shards.iter().zip(&self.config.shards).filter(|(_, url)| **url != self.config.url);
+        std::iter::once(&self.admin).chain(others.map(|(c, _)| c))
+    }
+
+    /// Refuses a cluster whose shards are not the configured servers: the configured server
+    /// must see `cluster` with as many shards as configured, and each configured shard must be
+    /// that shard of it (`system.clusters.is_local`).
+    fn check_cluster(&self, cluster: &str) -> Result<(), AnalyticsError> {
+        let count: u64 = self.block_on(
+            self.admin
+                .query(&format!(
+                    "SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = '{cluster}'"
+                ))
+                .fetch_one(),
+        )?;
+        if count != self.shards.len() as u64 {
+            return Err(AnalyticsError::Layout(format!(
+                "{} sees {count} shards in cluster {cluster}, but {} are configured",
+                self.config.url,
+                self.shards.len()
+            )));
+        }
+        for (i, (shard, url)) in self.shards.iter().zip(&self.config.shards).enumerate() {
+            let (n, shard_num): (u64, u64) = self.block_on(
+                shard
+                    .query(&format!(
+                        "SELECT count(), toUInt64(min(shard_num)) FROM system.clusters \
+                         WHERE cluster = '{cluster}' AND is_local = 1"
+                    ))
+                    .fetch_one(),
+            )?;
+            if (n, shard_num) != (1, i as u64 + 1) {
+                let is = match n {
+                    0 => format!("is no shard of cluster {cluster}"),
+                    1 => format!("is shard {shard_num} of cluster {cluster}"),
+                    _ => format!("is {n} replicas of cluster {cluster}"),
+                };
+                return Err(AnalyticsError::Layout(format!(
+                    "the server of shards[{i}] ({url}) {is}, not shard {}",
+                    i + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses tables that are not what the configuration asks for: on one server, a
+    /// `Distributed` table (a database set up for a cluster); on a cluster, anything but the
+    /// `Distributed` table with this cluster, local table and sharding key (another
+    /// `shard_ledgers` would let an INSERT straddle two shards). Any other engine on one server
+    /// is the user's choice (a replicated one, see `docs/ANALYTICS.md`).
+    fn check_engines(&self) -> Result<(), AnalyticsError> {
+        let db = &self.config.database;
+        let names: Vec<&str> =
+            self.config.tables.iter().map(|t| t.name()).chain(std::iter::once(PROGRESS_TABLE)).collect();
+        let list = names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+        let engines: Vec<(String, String)> = self.block_on(
+            self.admin
+                .query(&format!(
+                    "SELECT name, engine_full FROM system.tables WHERE database = '{db}' AND name IN ({list})"
+                ))
+                .fetch_all(),
+        )?;
+        for name in names {
+            let Some((_, engine)) = engines.iter().find(|(n, _)| n == name) else {
+                return Err(AnalyticsError::Layout(format!("table {name} was not created")));
+            };
+            match &self.config.cluster {
+                None if engine.starts_with("Distributed") => {
+                    return Err(AnalyticsError::Layout(format!(
+                        "{name} is {engine}: the database is sharded over a cluster, and the \
+                         configuration names none"
+                    )));
+                }
+                None => {}
+                Some(cluster) => {
+                    let want = schema::distributed_engine(cluster, db, name, self.config.shard_ledgers);
+                    if !same_engine(engine, &want) {
+                        return Err(AnalyticsError::Layout(format!(
+                            "{name} is {engine}, not {want} (created with another cluster or shard_ledgers, \
+                             or without a cluster)"
+                        )));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -301,16 +439,19 @@ impl Writer {
         let name = table.name();
         // One request (every request of a resume can fail on a flaky link, and each failure
         // starts the resume over after a longer backoff): the table's rows, highest height and
-        // rows at that height, and its checkpoints. One join at most, and a scalar subquery, for
-        // ClickHouse 18.16.
+        // rows at that height, and its checkpoints. One join per SELECT, and the scalar subquery
+        // in a WHERE, not in an aggregate: ClickHouse 18.16 refuses the latter on a Distributed
+        // table ("Not found column countIf(equals(height, _subquery1))").
         let (rows, max_height, at_max, checkpoints, checkpoint): (u64, u64, u64, u64, u64) = self.block_on(
             self.client
                 .query(&format!(
-                    "SELECT r.rows, r.top, r.at_top, c.n, c.top FROM \
-                     (SELECT count() AS rows, max(height) AS top, \
-                      countIf(height = (SELECT max(height) FROM `{name}`)) AS at_top FROM `{name}`) AS r \
-                     CROSS JOIN (SELECT count() AS n, max(height) AS top FROM `{PROGRESS_TABLE}` \
-                      WHERE table_name = '{name}') AS c"
+                    "SELECT rc.rows, rc.top, a.at_top, rc.n, rc.checkpoint FROM \
+                     (SELECT r.rows, r.top, c.n, c.checkpoint FROM \
+                      (SELECT count() AS rows, max(height) AS top FROM `{name}`) AS r \
+                      CROSS JOIN (SELECT count() AS n, max(height) AS checkpoint FROM `{PROGRESS_TABLE}` \
+                       WHERE table_name = '{name}') AS c) AS rc \
+                     CROSS JOIN (SELECT count() AS at_top FROM `{name}` \
+                      WHERE height = (SELECT max(height) FROM `{name}`)) AS a"
                 ))
                 .fetch_one(),
         )?;
@@ -336,40 +477,67 @@ impl Writer {
     /// Fails (to be retried) while the server still runs an INSERT of this writer into `table`
     /// (one whose connection dropped: its outcome is only final once it ends) or a deletion in
     /// it: the table's position is read only once both are settled.
+    ///
+    /// On a cluster, every server is asked: a shard's part of an INSERT runs there as an INSERT
+    /// into the local table, under another query id (18.16 does not pass the initiator's on), and
+    /// could outlive the initiator's if their connection broke.
     fn check_quiet(&self, table: Table) -> Result<(), AnalyticsError> {
         let name = table.name();
-        let (running, deleting): (u64, u64) = self.block_on(
-            self.admin
-                .query(&format!(
-                    "SELECT p.n, m.n FROM \
-                     (SELECT count() AS n FROM system.processes WHERE startsWith(query_id, '{}')) AS p \
-                     CROSS JOIN ({}) AS m",
-                    query_id_prefix(&self.config.database, table),
-                    self.pending_deletions_query(table),
-                ))
-                .fetch_one(),
-        )?;
-        if running > 0 {
-            return Err(AnalyticsError::Unsettled(format!("an earlier INSERT into {name} still runs")));
-        }
-        if deleting > 0 {
-            return Err(AnalyticsError::Unsettled(format!("a deletion in {name} still runs")));
+        let prefix = query_id_prefix(&self.config.database, table);
+        let ours = match self.config.cluster {
+            None => format!("startsWith(query_id, '{prefix}')"),
+            // Only the replicator writes into the local tables. (No `?` in the SQL: the client
+            // takes it for a bound argument.)
+            Some(_) => format!(
+                "startsWith(query_id, '{prefix}') OR startsWith(initial_query_id, '{prefix}') \
+                 OR match(query, '^INSERT INTO [`]*{}[`]*[.][`]*{}[`]*[ (]')",
+                self.config.database,
+                schema::local_name(name)
+            ),
+        };
+        let sql = format!(
+            "SELECT p.n, m.n FROM (SELECT count() AS n FROM system.processes WHERE {ours}) AS p \
+             CROSS JOIN ({}) AS m",
+            self.pending_deletions_query(table),
+        );
+        for server in self.servers() {
+            let (running, deleting): (u64, u64) = self.block_on(server.query(&sql).fetch_one())?;
+            if running > 0 {
+                return Err(AnalyticsError::Unsettled(format!("an earlier INSERT into {name} still runs")));
+            }
+            if deleting > 0 {
+                return Err(AnalyticsError::Unsettled(format!("a deletion in {name} still runs")));
+            }
         }
         Ok(())
     }
 
-    /// The query counting the mutations of `table` the server has not finished (as `n`).
+    /// The table whose rows a deletion rewrites: the table itself, or on a cluster its local
+    /// table on each shard.
+    fn stored_name(&self, table: Table) -> String {
+        match self.config.cluster {
+            None => table.name().to_owned(),
+            Some(_) => schema::local_name(table.name()),
+        }
+    }
+
+    /// The query counting the mutations of `table` a server has not finished (as `n`).
     fn pending_deletions_query(&self, table: Table) -> String {
         format!(
             "SELECT count() AS n FROM system.mutations WHERE database = '{}' AND table = '{}' AND is_done = 0",
             self.config.database,
-            table.name()
+            self.stored_name(table)
         )
     }
 
-    /// Mutations of `table` the server has not finished.
+    /// Mutations of `table` the servers have not finished.
     fn pending_deletions(&self, table: Table) -> Result<u64, AnalyticsError> {
-        self.block_on(self.admin.query(&self.pending_deletions_query(table)).fetch_one())
+        let sql = self.pending_deletions_query(table);
+        let mut pending = 0;
+        for server in self.servers() {
+            pending += self.block_on(server.query(&sql).fetch_one::<u64>())?;
+        }
+        Ok(pending)
     }
 
     /// How many rows of `table` the source's ledger `height` makes.
@@ -386,12 +554,23 @@ impl Writer {
     }
 
     /// Deletes the rows of ledger `height` from `table` and waits (up to the request timeout)
-    /// until the server has applied the deletion.
+    /// until the server has applied the deletion. On a cluster: from the local table of every
+    /// shard (a `Distributed` table takes no `ALTER … DELETE`, and `ON CLUSTER` needs ZooKeeper).
     fn delete_ledger(&self, table: Table, height: u64) -> Result<(), AnalyticsError> {
         let name = table.name();
-        self.block_on(
-            self.client.query(&format!("ALTER TABLE `{name}` DELETE WHERE height = {height}")).execute(),
-        )?;
+        let sql = format!(
+            "ALTER TABLE `{}`.`{}` DELETE WHERE height = {height}",
+            self.config.database,
+            self.stored_name(table)
+        );
+        match self.config.cluster {
+            None => self.block_on(self.admin.query(&sql).execute())?,
+            Some(_) => {
+                for shard in &self.shards {
+                    self.block_on(shard.query(&sql).execute())?;
+                }
+            }
+        }
         let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
         while self.pending_deletions(table)? > 0 {
             if Instant::now() >= deadline || self.shared.stopping() {
@@ -455,6 +634,11 @@ impl Writer {
             if let Some(id) = query_id {
                 insert = insert.with_setting("query_id", id);
             }
+            if self.config.cluster.is_some() {
+                // Acknowledged only once the rows are in their shard's local table, not queued
+                // on this server for a later send: a resume reads every acknowledged row back.
+                insert = insert.with_setting("insert_distributed_sync", "1");
+            }
             if rows.len() >= SERVER_BLOCK_ROWS {
                 // A single ledger larger than the server's default block: raise the block size
                 // for this INSERT so it still forms one block.
@@ -465,5 +649,20 @@ impl Writer {
             }
             insert.end().await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_compare_across_server_versions() {
+        let want = schema::distributed_engine("caasiope", "db", "legs", 1000);
+        assert!(same_engine("Distributed(caasiope, db, legs_local, intDiv(height, 1000))", &want));
+        assert!(same_engine("Distributed('caasiope', 'db', 'legs_local', intDiv(height, 1000))", &want));
+        assert!(!same_engine("Distributed('caasiope', 'db', 'legs_local', intDiv(height, 100))", &want));
+        assert!(!same_engine("Distributed('other', 'db', 'legs_local', intDiv(height, 1000))", &want));
+        assert!(!same_engine("MergeTree ORDER BY (height, tx_index, leg_index)", &want));
     }
 }
