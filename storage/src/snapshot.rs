@@ -79,7 +79,7 @@ table!(
 pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 << 20;
 
 /// First bytes of a snapshot file.
-const MAGIC: &[u8; 16] = b"caasiope-snapsho";
+const MAGIC: &[u8; 16] = b"caasiope-state/1";
 /// Format version of the file.
 const FORMAT: u32 = 1;
 /// Most set changes, window ledgers or chunks a preamble may announce (each is read before
@@ -623,10 +623,11 @@ fn restore_into(
     }
     // The root commits to the ids, which leave the signatures out: the block is kept and
     // served to peers, so every signature is checked too.
-    for (tx, id) in block.iter().zip(&ids) {
+    block.par_iter().zip(&ids).try_for_each(|(tx, id)| {
         engine::validate::verify_signatures(tx, id, &chain_id, Backend::Libsecp256k1)
-            .map_err(|e| bad(format!("ledger {height}, transaction {id}: {e}")))?;
-    }
+            .map(drop)
+            .map_err(|e| bad(format!("ledger {height}, transaction {id}: {e}")))
+    })?;
     for (tx, id) in block.iter().zip(&ids) {
         if let Some(key) = ReplayKey::new(tx.tx.expiration_ms, *id) {
             if tx.tx.expiration_ms > head.timestamp_ms {

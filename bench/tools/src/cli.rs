@@ -176,6 +176,9 @@ pub enum BenchCommand {
         /// Funded senders.
         #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         senders: u64,
+        /// Rounds of both joins, alternating which goes first; the report compares medians.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+        rounds: u64,
         /// Keep the stores, the snapshot and the genesis here (an empty or new directory);
         /// without it they go to a temporary directory, removed at the end.
         #[arg(long, value_name = "DIR")]

@@ -44,11 +44,12 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
         BenchCommand::Edge { args, json: _ } => edge_bench::run(&args),
         BenchCommand::Stream { args, json: _ } => stream_bench::run(&args),
         BenchCommand::Relay { args } => relay::run(&args),
-        BenchCommand::StateSync { txs, block_txs, senders, dir, json: _ } => {
+        BenchCommand::StateSync { txs, block_txs, senders, rounds, dir, json: _ } => {
             state_sync_bench::run(&state_sync_bench::StateSyncBench {
                 txs: usize::try_from(txs)?,
                 block_txs: usize::try_from(block_txs)?,
                 senders: usize::try_from(senders)?,
+                rounds: usize::try_from(rounds)?,
                 dir,
             })
         }

@@ -44,6 +44,8 @@ pub(crate) struct StateSyncBench {
     pub(crate) block_txs: usize,
     /// Funded senders.
     pub(crate) senders: usize,
+    /// Rounds of both joins (alternating which goes first); medians are compared.
+    pub(crate) rounds: usize,
     /// Where the stores and the snapshot go, kept after the run (with the genesis, to restore
     /// the snapshot again by hand); a temporary directory, removed, when `None`.
     pub(crate) dir: Option<std::path::PathBuf>,
@@ -110,14 +112,58 @@ fn commit(
     Ok(())
 }
 
+/// A joining node's replay into a new store in `dir`: every ledger of the store in `src`, its
+/// certificate checked, applied and committed. Returns its seconds.
+fn replay(
+    src: &std::path::Path,
+    dir: &std::path::Path,
+    genesis_toml: &str,
+    head: engine::Hash,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let reader = {
+        let (store, _) = Store::open_with(src, options())?;
+        store.reader()
+    };
+    let (mut joined, mut state) = Store::create_with(dir, genesis_toml, options())?;
+    let chain_id = state.params().chain_id.clone();
+    for height in 1..=reader.head_height()? {
+        let (header, certificate) = reader.header(height)?.context("source header")?;
+        let transactions = reader.block(height)?.context("source block")?;
+        certificate.verify_header(state.validators(), &chain_id, &header, Backend::Libsecp256k1)?;
+        let block = Block { height, timestamp_ms: header.timestamp_ms, transactions };
+        commit(&mut joined, &mut state, &block, &certificate)?;
+        if state.head() != &header {
+            bail!("ledger {height} replays to another header");
+        }
+    }
+    joined.flush()?;
+    let seconds = start.elapsed().as_secs_f64();
+    if state.head_hash() != head {
+        bail!("the replay did not reach the source's head");
+    }
+    Ok(seconds)
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 pub(crate) fn run(b: &StateSyncBench) -> anyhow::Result<Output> {
     Output::json(&measure(b)?)
 }
 
 /// The run, as its JSON report.
 fn measure(b: &StateSyncBench) -> anyhow::Result<serde_json::Value> {
-    if b.txs == 0 || b.block_txs == 0 || b.senders == 0 {
-        bail!("--txs, --block-txs and --senders must be positive");
+    if b.txs == 0 || b.block_txs == 0 || b.senders == 0 || b.rounds == 0 {
+        bail!("--txs, --block-txs, --senders and --rounds must be positive");
     }
     let tmp = tempfile::tempdir()?;
     let work = b.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
@@ -152,58 +198,58 @@ fn measure(b: &StateSyncBench) -> anyhow::Result<serde_json::Value> {
     }
     store.flush()?;
     let head = state.head_hash();
+    let head_height = state.head().height;
     let accounts = state.accounts().count();
     let tx_bytes: usize = ledgers.iter().flat_map(|l| &l.transactions).map(|tx| tx.to_bytes().len()).sum();
     drop((store, state, ledgers));
     let setup_s = setup.elapsed().as_secs_f64();
 
-    // Replay: every ledger from genesis, as a joining node without a snapshot.
-    let replay = Instant::now();
-    let reader = {
-        let (store, _) = Store::open_with(&src, options())?;
-        store.reader()
-    };
-    let (mut joined, mut state) = Store::create_with(work.join("replayed"), &genesis_toml, options())?;
-    let last = reader.head_height()?;
-    for height in 1..=last {
-        let (header, certificate) = reader.header(height)?.context("source header")?;
-        let transactions = reader.block(height)?.context("source block")?;
-        certificate.verify_header(state.validators(), &chain_id, &header, Backend::Libsecp256k1)?;
-        let block = Block { height, timestamp_ms: header.timestamp_ms, transactions };
-        commit(&mut joined, &mut state, &block, &certificate)?;
-        if state.head() != &header {
-            bail!("ledger {height} replays to another header");
-        }
-    }
-    joined.flush()?;
-    let replay_s = replay.elapsed().as_secs_f64();
-    if state.head_hash() != head {
-        bail!("the replay did not reach the source's head");
-    }
-    drop((joined, state, reader));
-
-    // Snapshot and restore.
+    // The snapshot, taken once (a member's cost, for any number of joiners).
     let file = work.join("state.snapshot");
     let taken = storage::snapshot(&src, &file)?;
-    let restored = storage::restore(&file, work.join("restored"), &genesis_toml, None, Durability::Durable)?;
-    if restored.ledger_hash != head || restored.accounts as usize != accounts {
-        bail!("the restored store is not the source's state");
-    }
 
-    let ratio = replay_s / restored.seconds;
-    let ratio_with_take = replay_s / (restored.seconds + taken.seconds);
+    // Rounds of both joins, alternating which goes first (each leaves the page cache and the
+    // allocator in a state the next pays for); medians compared.
+    let mut replays = Vec::new();
+    let mut restores = Vec::new();
+    let mut open_s = Vec::new();
+    for round in 0..b.rounds {
+        for replay_now in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            let dir = work.join(format!("join-{round}-{}", if replay_now { "replay" } else { "restore" }));
+            if replay_now {
+                replays.push(replay(&src, &dir, &genesis_toml, head)?);
+            } else {
+                let restored = storage::restore(&file, &dir, &genesis_toml, None, Durability::Durable)?;
+                if restored.ledger_hash != head || restored.accounts as usize != accounts {
+                    bail!("the restored store is not the source's state");
+                }
+                restores.push(restored.seconds);
+                open_s.push(restored.open_seconds);
+            }
+            if b.dir.is_none() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+        }
+    }
+    let (replay_s, restore_s) = (median(&replays), median(&restores));
+    let ledgers_committed = head_height;
+    let ratio = replay_s / restore_s;
+    let ratio_with_take = replay_s / (restore_s + taken.seconds);
     let report = serde_json::json!({
         "bench": "state-sync",
         "accounts": accounts,
         "committed_txs": b.txs,
-        "ledgers": last,
+        "ledgers": ledgers_committed,
+        "rounds": b.rounds,
         "block_txs": b.block_txs,
         "tx_bytes": tx_bytes,
         "setup_s": setup_s,
         "replay_s": replay_s,
+        "replay_s_each": replays,
         "snapshot_take_s": taken.seconds,
-        "restore_s": restored.seconds,
-        "restore_open_s": restored.open_seconds,
+        "restore_s": restore_s,
+        "restore_s_each": restores,
+        "restore_open_s": median(&open_s),
         "snapshot_bytes": taken.bytes,
         "snapshot_chunks": taken.chunks,
         "window_ids": taken.window_ids,
@@ -222,13 +268,14 @@ mod tests {
 
     #[test]
     fn a_small_chain_joins_by_replay_and_by_snapshot_to_the_same_state() {
-        let b = StateSyncBench { txs: 300, block_txs: 40, senders: 7, dir: None };
+        let b = StateSyncBench { txs: 300, block_txs: 40, senders: 7, rounds: 2, dir: None };
         // `measure` fails unless both joins reach the source's head and the restored store
         // holds every account.
         let report = measure(&b).unwrap();
         // The senders and one account per transfer, besides the genesis's own (fee, issuer).
         assert!(report["accounts"].as_u64().unwrap() >= 7 + 300, "{report}");
         assert_eq!(report["ledgers"], 8);
+        assert_eq!(report["replay_s_each"].as_array().unwrap().len(), 2);
         assert!(report["window_ids"].as_u64().unwrap() > 0);
     }
 }

@@ -261,6 +261,8 @@ impl State {
             return Err(RestoreError::StateRoot { computed: trie.root(), expected: head.state_root });
         }
         let mut replay_set = ReplaySet::default();
+        let replay = replay.into_iter();
+        replay_set.reserve(replay.size_hint().0);
         for (id, expiration_ms) in replay {
             if expiration_ms > head.timestamp_ms {
                 replay_set.insert(id, expiration_ms);

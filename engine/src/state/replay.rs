@@ -111,6 +111,11 @@ impl ReplaySet {
         self.open.insert(id, expiration_ms);
     }
 
+    /// Room for `n` more ids in the open generation (a restored window, inserted at once).
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.open.reserve(n);
+    }
+
     /// Forgets an id inserted since the last [`ReplaySet::prune`] (a rolled-back block's).
     pub(super) fn remove(&mut self, id: &TxId) {
         self.open.remove(id);
