@@ -787,21 +787,16 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
     assert_eq!(taken["height"].as_u64(), Some(head), "{taken}");
     assert_eq!(taken["ledger_hash"], report["head_hash"]);
     let trust = format!("{head}:{}", s(&taken["ledger_hash"]));
-    let restored = ok_json(
-        &[
-            "db",
-            "restore",
-            "--from",
-            &path("snap"),
-            "--dir",
-            &path("restored"),
-            "--genesis",
-            &genesis,
-            "--trust",
-            &trust,
-        ],
-        None,
-    );
+    // `db restore` of snapshot file FROM into DIR, with the genesis and, if given, a pin.
+    let restore = |from: &str, into: &str, trust: Option<&str>| -> Vec<String> {
+        let mut args = ["db", "restore", "--from", &path(from), "--dir", &path(into), "--genesis", &genesis]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(trust.map(|t| ["--trust".to_owned(), t.to_owned()]).into_iter().flatten());
+        args
+    };
+    let args = restore("snap", "restored", Some(&trust));
+    let restored = ok_json(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
     assert_eq!(restored["ledger_hash"], taken["ledger_hash"]);
     assert_eq!(restored["accounts"], taken["accounts"]);
     let check = ok_json(&["db", "verify", "--dir", &path("restored")], None);
@@ -810,49 +805,18 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
     // What is refused, with its reason.
     let again = fails(&["db", "snapshot", "--dir", data.to_str().unwrap(), "--out", &path("snap")], None);
     assert!(again.contains("exists"), "{again}");
-    let twice = fails(
-        &["db", "restore", "--from", &path("snap"), "--dir", &path("restored"), "--genesis", &genesis],
-        None,
-    );
-    assert!(twice.contains("already holds a store"), "{twice}");
     let pinned = format!("{head}:{}", "ab".repeat(32));
-    let wrong = fails(
-        &[
-            "db",
-            "restore",
-            "--from",
-            &path("snap"),
-            "--dir",
-            &path("other"),
-            "--genesis",
-            &genesis,
-            "--trust",
-            &pinned,
-        ],
-        None,
-    );
-    assert!(wrong.contains("not the trusted ledger"), "{wrong}");
-    let bad_pin = fails(
-        &[
-            "db",
-            "restore",
-            "--from",
-            &path("snap"),
-            "--dir",
-            &path("other"),
-            "--genesis",
-            &genesis,
-            "--trust",
-            "7",
-        ],
-        None,
-    );
-    assert!(bad_pin.contains("HEIGHT:HASH"), "{bad_pin}");
     std::fs::write(path("cut"), &std::fs::read(path("snap")).unwrap()[..100]).unwrap();
-    let cut = fails(
-        &["db", "restore", "--from", &path("cut"), "--dir", &path("other"), "--genesis", &genesis],
-        None,
-    );
-    assert!(cut.starts_with("error: snapshot:"), "{cut}");
+    for (from, into, trust, says) in [
+        ("snap", "restored", None, "already holds a store"),
+        ("snap", "other", Some(pinned.as_str()), "not the trusted ledger"),
+        ("snap", "other", Some("7"), "HEIGHT:HASH"),
+        ("cut", "other", None, "error: snapshot:"),
+    ] {
+        let args = restore(from, into, trust);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args, None);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
     assert!(!dir.path().join("other").exists(), "a refused restore left its directory");
 }

@@ -32,7 +32,10 @@ use engine::{
 };
 use serde_json::Value;
 
-use super::localnet::free_base;
+use super::{
+    e2e::{int, text},
+    localnet::free_base,
+};
 
 const CHAIN: &str = "localnet";
 const BLOCK_INTERVAL_MS: u64 = 200;
@@ -56,19 +59,6 @@ fn bin() -> Command {
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse")
-}
-
-/// An integer of a JSON answer: ClickHouse quotes 64-bit integers, the API does not.
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Number(n) => n.as_i64().unwrap_or_else(|| panic!("not an i64: {v}")),
-        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not an integer: {v}")),
-        _ => panic!("not an integer: {v}"),
-    }
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
 }
 
 fn agent() -> ureq::Agent {

@@ -64,7 +64,7 @@ fn coins(raw: i64) -> String {
 }
 
 /// An integer of a JSON answer: ClickHouse quotes 64-bit integers, the API does not.
-fn int(v: &Value) -> i64 {
+pub(crate) fn int(v: &Value) -> i64 {
     match v {
         Value::Number(n) => n.as_i64().unwrap_or_else(|| panic!("not an i64: {v}")),
         Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not an integer: {v}")),
@@ -72,7 +72,7 @@ fn int(v: &Value) -> i64 {
     }
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
 }
 
