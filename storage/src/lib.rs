@@ -97,8 +97,6 @@ mod verify;
 #[cfg(test)]
 mod format_tests;
 #[cfg(test)]
-mod snapshot_tests;
-#[cfg(test)]
 mod tests;
 
 pub use analytics::{ClickHouseConfig, LedgerSource, ReplicationStatus, Replicator};
