@@ -8,11 +8,17 @@
 //!        | 0x02 n u32 (1..=FETCH_IDS_MAX) | n × id [32]  body request
 //!        | 0x03 Gossip                                   bodies
 //!        | 0x04 Equivocation                             a proof a validator found
+//!        | 0x05 height u64 | first_kept u64              not kept (pruned)
+//!        | 0x06 height u64 | record u32                  snapshot record request (height 0:
+//!                                                        the latest snapshot's)
+//!        | 0x07 height u64 | record u32 | records u32 | len u32 | bytes
+//!                                                        a snapshot record (docs/PROTOCOL.md §4.15)
+//!        | 0x08                                          no such snapshot (none, or replaced)
 //! ```
 
 use engine::{
     CodecError, Decode, Encode, Hash,
-    codec::{Reader, decode_exact},
+    codec::{Reader, decode_exact, put_count_u32},
     limits::TX_BYTES_MAX,
     tx::{SignedTransaction, TxId},
 };
@@ -90,6 +96,40 @@ pub enum SyncMessage {
         /// The lowest height above 0 it keeps.
         first_kept: u64,
     },
+    /// Send me record `record` of your snapshot of `height` (0: of your latest snapshot).
+    SnapshotRequest {
+        /// The snapshot's height, or 0.
+        height: u64,
+        /// The record's index in the file.
+        record: u32,
+    },
+    /// One record of a state snapshot (the file's record, checked by the receiver against the
+    /// chain when the whole file is restored).
+    SnapshotRecord {
+        /// The snapshot's height.
+        height: u64,
+        /// The record's index.
+        record: u32,
+        /// How many records the file holds.
+        records: u32,
+        /// The record's bytes.
+        bytes: Vec<u8>,
+    },
+    /// The answer to a snapshot request this peer cannot serve: it has no snapshot, not of that
+    /// height (replaced by a newer one), or not that record.
+    NoSnapshot,
+}
+
+/// The height and record a sync payload asks for, if it is a snapshot request (read without
+/// decoding the rest: the connection's server takes these before the host sees them).
+pub fn snapshot_request(payload: &[u8]) -> Option<(u64, u32)> {
+    match payload {
+        [6, rest @ ..] if rest.len() == 12 => {
+            let (height, record) = rest.split_at(8);
+            Some((u64::from_le_bytes(height.try_into().ok()?), u32::from_le_bytes(record.try_into().ok()?)))
+        }
+        _ => None,
+    }
 }
 
 impl SyncMessage {
@@ -129,6 +169,20 @@ impl SyncMessage {
                 out.extend_from_slice(&height.to_le_bytes());
                 out.extend_from_slice(&first_kept.to_le_bytes());
             }
+            Self::SnapshotRequest { height, record } => {
+                out.push(6);
+                out.extend_from_slice(&height.to_le_bytes());
+                out.extend_from_slice(&record.to_le_bytes());
+            }
+            Self::SnapshotRecord { height, record, records, bytes } => {
+                out.push(7);
+                out.extend_from_slice(&height.to_le_bytes());
+                out.extend_from_slice(&record.to_le_bytes());
+                out.extend_from_slice(&records.to_le_bytes());
+                put_count_u32(&mut out, bytes.len());
+                out.extend_from_slice(bytes);
+            }
+            Self::NoSnapshot => out.push(8),
         }
         out
     }
@@ -153,6 +207,13 @@ impl SyncMessage {
             3 => Self::Bodies(decode_txs(&mut r, FETCH_IDS_MAX)?),
             4 => Self::Evidence(Box::new(Equivocation::decode(&mut r)?)),
             5 => Self::NotKept { height: r.u64("height")?, first_kept: r.u64("first kept height")? },
+            6 => Self::SnapshotRequest { height: r.u64("height")?, record: r.u32("record")? },
+            7 => {
+                let (height, record, records) = (r.u64("height")?, r.u32("record")?, r.u32("records")?);
+                let n = r.count_u32("record bytes", 0, r.remaining())?;
+                Self::SnapshotRecord { height, record, records, bytes: r.take(n, "record bytes")?.to_vec() }
+            }
+            8 => Self::NoSnapshot,
             tag => return Err(CodecError::UnknownTag { what: "sync tag", tag }),
         };
         r.finish()?;
@@ -186,13 +247,29 @@ mod tests {
             SyncMessage::Fetch(vec![Hash([1; 32])]),
             SyncMessage::Bodies(vec![vec![1, 2, 3]]),
             SyncMessage::NotKept { height: 3, first_kept: 90 },
+            SyncMessage::SnapshotRequest { height: 0, record: 7 },
+            SyncMessage::SnapshotRecord { height: 9, record: 1, records: 4, bytes: vec![1, 2, 3] },
+            SyncMessage::NoSnapshot,
         ] {
             let bytes = m.encode();
             assert_eq!(SyncMessage::decode(&bytes).unwrap().encode(), bytes);
         }
-        for garbage in
-            [&[][..], &[9], &[2, 0, 0, 0, 0], &[2, 255, 255, 255, 255], &[0, 1], &[5, 1, 0, 0, 0, 0, 0, 0, 0]]
-        {
+        assert_eq!(
+            snapshot_request(&SyncMessage::SnapshotRequest { height: 5, record: 2 }.encode()),
+            Some((5, 2))
+        );
+        assert_eq!(snapshot_request(&SyncMessage::LedgerRequest(5).encode()), None);
+        for garbage in [
+            &[][..],
+            &[9],
+            &[2, 0, 0, 0, 0],
+            &[2, 255, 255, 255, 255],
+            &[0, 1],
+            &[5, 1, 0, 0, 0, 0, 0, 0, 0],
+            &[6, 1, 0],
+            &[7, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1],
+            &[8, 0],
+        ] {
             assert!(SyncMessage::decode(garbage).is_err(), "{garbage:?}");
         }
     }

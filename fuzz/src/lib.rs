@@ -19,7 +19,10 @@ use std::{any::type_name, fmt::Debug, ops::Range, sync::LazyLock};
 use caasiope_consensus::{
     CommittedLedger, Equivocation, Input, Message, MessageError, Pol, Proposal, SIGN_STATE_VOTES_MAX,
     SignState, SignedProposal, SignedVote, Slot, Timeout, TimeoutKind, Value, WalRecord, message_digest,
-    wire::{FETCH_IDS_MAX, GOSSIP_TXS_MAX, SyncMessage, decode_txs, encode_txs, ledger_request, put_bodies},
+    wire::{
+        FETCH_IDS_MAX, GOSSIP_TXS_MAX, SyncMessage, decode_txs, encode_txs, ledger_request, put_bodies,
+        snapshot_request,
+    },
 };
 use caasiope_engine::{
     Address, Backend, Currency, Declaration, Hash, HashType, MultiSig, SecretKey, ValidatorUpdate,
@@ -648,7 +651,7 @@ fn signed_by_fixture(message: &Message) {
 /// payload (`decode_txs`), as the node reads them.
 ///
 /// Sync: what decodes re-encodes exactly and keeps its counts within the protocol's bounds;
-/// `ledger_request` (what a connection's server reads first) finds a request exactly when the
+/// `ledger_request` and `snapshot_request` (what a connection's server reads first) find a request exactly when the
 /// decoder does, for the same height; bodies go through [`tx_decode`], a ledger's certificate
 /// and transactions are checked against the fixture's ledger 1, evidence as in [`wal_record`].
 /// Gossip: a batch of 1 to `GOSSIP_TXS_MAX` bodies of 1 to `TX_BYTES_MAX` bytes, whose bytes
@@ -660,6 +663,11 @@ pub fn sync_message(data: &[u8]) {
         _ => None,
     };
     assert_eq!(ledger_request(data), request, "ledger_request and the decoder disagree");
+    let snapshot = match &decoded {
+        Ok(SyncMessage::SnapshotRequest { height, record }) => Some((*height, *record)),
+        _ => None,
+    };
+    assert_eq!(snapshot_request(data), snapshot, "snapshot_request and the decoder disagree");
     if let Ok(message) = &decoded {
         assert!(message.encode() == data, "an accepted sync message is not in canonical form");
         match message {
@@ -675,6 +683,10 @@ pub fn sync_message(data: &[u8]) {
             SyncMessage::NotKept { .. } => {
                 assert_eq!(data.len(), 17, "a not-kept answer is a tag and two heights")
             }
+            SyncMessage::SnapshotRequest { .. } => assert_eq!(data.len(), 13, "a tag, a height, a record"),
+            // The record's bytes are the receiver's restore's to check, as it reads them.
+            SyncMessage::SnapshotRecord { bytes, .. } => assert_eq!(data.len(), 21 + bytes.len()),
+            SyncMessage::NoSnapshot => assert_eq!(data.len(), 1),
         }
     }
     let mut r = Reader::new(data);

@@ -108,7 +108,10 @@ pub use layout::TxLocation;
 pub use pending::IndexBatch;
 pub use prune::{PRUNE_LEDGERS_PER_COMMIT, Retention};
 pub use reader::{StoreReader, StoreSpace};
-pub use snapshot::{SNAPSHOT_RECORD_BYTES_MAX, SnapshotReport, TrustedLedger, restore, snapshot};
+pub use snapshot::{
+    SNAPSHOT_RECORD_BYTES_MAX, SnapshotFile, SnapshotReport, TrustedLedger, append_record, restore,
+    restore_from, snapshot, snapshot_of,
+};
 pub use stats::{StoreStats, TableStats, stats};
 pub use store::{
     Durability, GROWTH_STEP_BYTES, HISTORY_PAGE_MAX, HistoryEntry, LedgerToCommit, MAP_SIZE_MAX_BYTES, Store,

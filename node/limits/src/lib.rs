@@ -136,6 +136,23 @@ pub const SERVES_AT_ONCE: usize = 2;
 /// Ledgers served per second to one peer, and its burst.
 pub const SERVE_LEDGERS_PER_SECOND: f64 = 100.0;
 
+/// Snapshot records served per second to one peer, and its burst: a million accounts are
+/// ~4,100 records, served in seconds within the bytes budget below (which they share with
+/// ledgers).
+pub const SERVE_SNAPSHOT_RECORDS_PER_SECOND: f64 = 2_000.0;
+
+/// Records a process fetching a snapshot keeps asked for and not yet answered: within what the
+/// serving connection queues ([`SERVE_QUEUE_MAX`]), so none is dropped.
+pub const SNAPSHOT_RECORDS_IN_FLIGHT: usize = SERVE_QUEUE_MAX;
+
+/// How long a process fetching a snapshot waits for a record before it tries another peer.
+pub const SNAPSHOT_RECORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ledgers between two snapshots a networked process takes of its store, to serve peers that
+/// join by state sync (`snapshot_every_ledgers`; 0: none). About 3 hours at a ledger a second;
+/// each replaces the last (~74 MB at a million accounts).
+pub const SNAPSHOT_EVERY_LEDGERS: u64 = 10_000;
+
 /// Bytes of ledgers served per second to one peer, and its burst: a peer catching up a day of
 /// full ledgers still gets them at this rate; one asking for nothing else cannot take the
 /// store's or the link's whole bandwidth.

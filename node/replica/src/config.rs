@@ -12,6 +12,8 @@
 //! keep_ledgers = 86400               # ledgers a validator's or node's store keeps (0: all);
 //!                                    # an explorer keeps every ledger
 //! keep_bytes = 21474836480           # and at most these bytes of them (default: no limit)
+//! snapshot_every_ledgers = 10000     # a snapshot of the store served to joining peers (0: none)
+//! state_sync = false                 # true: a new store starts from a peer's snapshot
 //! # The network (absent: single-validator mode, where this validator alone is a quorum).
 //! node_dir = "validator-0"           # TLS identity: node.crt, node.key
 //! listen = "127.0.0.1:7200"          # peer-to-peer (TLS 1.3)
@@ -86,6 +88,13 @@ struct File {
     /// Bytes the kept ledgers may take (default: no limit).
     keep_bytes: Option<u64>,
     clickhouse: Option<storage::ClickHouseConfig>,
+    /// Ledgers between two snapshots of the store served to joining peers (0: none); default
+    /// [`limits::SNAPSHOT_EVERY_LEDGERS`] for a networked process.
+    snapshot_every_ledgers: Option<u64>,
+    /// A store that does not exist yet starts from a peer's snapshot (checked against the
+    /// chain), not from genesis.
+    #[serde(default)]
+    state_sync: bool,
 }
 
 /// A config file as `init --validators` and `genesis new` write it (what [`NodeConfig::load`]
@@ -199,6 +208,11 @@ pub struct NodeConfig {
     pub clickhouse: Option<storage::ClickHouseConfig>,
     /// What the store keeps of the chain (`None`: every ledger, as an explorer does).
     pub retention: Option<storage::Retention>,
+    /// Ledgers between two snapshots served to peers (0: none; a process without a network
+    /// takes none).
+    pub snapshot_every_ledgers: u64,
+    /// Whether a store that does not exist yet starts from a peer's snapshot.
+    pub state_sync: bool,
 }
 
 use exit::read_text;
@@ -253,8 +267,20 @@ impl NodeConfig {
                 path.display()
             );
         }
+        if f.state_sync && net.is_none() {
+            bail!(
+                "config {}: state_sync takes a snapshot from peers: it needs the network section",
+                path.display()
+            );
+        }
+        let snapshot_every_ledgers = match &net {
+            Some(_) => f.snapshot_every_ledgers.unwrap_or(limits::SNAPSHOT_EVERY_LEDGERS),
+            None => 0,
+        };
         Ok(Self {
             retention,
+            snapshot_every_ledgers,
+            state_sync: f.state_sync,
             api_listen: f.api_listen,
             api_cors,
             clickhouse: f.clickhouse,
@@ -338,6 +364,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(NodeConfig::load(&path).unwrap().sync, Sync::SafeNoSync);
+    }
+
+    /// Snapshots are served by networked processes (every `SNAPSHOT_EVERY_LEDGERS` unless told
+    /// otherwise); state sync needs peers to take one from.
+    #[test]
+    fn snapshots_and_state_sync_are_a_networked_processs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        let alone =
+            "role = \"validator\"\ndata_dir = \"data\"\ngenesis = \"g.toml\"\nvalidator_key = \"v.key\"\n";
+        let networked = format!(
+            "{alone}node_dir = \".\"\nadmin_listen = \"127.0.0.1:9\"\n[[peers]]\nname = \"p\"\nrole = \"validator\"\n\
+             identity = \"{}\"\naddr = \"127.0.0.1:8\"\n",
+            "ab".repeat(32)
+        );
+        let load = |text: String| {
+            std::fs::write(&path, text).unwrap();
+            NodeConfig::load(&path)
+                .map(|c| (c.snapshot_every_ledgers, c.state_sync))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(load(alone.into()), Ok((0, false)));
+        assert_eq!(load(networked.clone()), Ok((limits::SNAPSHOT_EVERY_LEDGERS, false)));
+        assert_eq!(
+            load(format!("snapshot_every_ledgers = 0\nstate_sync = true\n{networked}")),
+            Ok((0, true))
+        );
+        let e = load(format!("state_sync = true\n{alone}")).unwrap_err();
+        assert!(e.contains("state_sync"), "{e}");
     }
 
     /// Validators and nodes keep a day of ledgers unless told otherwise; explorers keep all.

@@ -75,6 +75,8 @@ struct Io {
     not_kept_logged: u64,
     explorer: Option<Arc<explorer::Explorer>>,
     replicator: Option<Arc<storage::Replicator>>,
+    /// The snapshots this process takes and serves (`None`: none).
+    snapshots: Option<Arc<crate::snapshots::Snapshots>>,
     /// The network's peers, which SIGHUP adds to from the configuration file (`None`: alone).
     peer_set: Option<crate::network::PeerSet>,
     /// The configuration file, and the flag SIGHUP sets to have it read again.

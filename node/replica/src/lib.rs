@@ -19,6 +19,7 @@ mod metrics;
 mod network;
 mod run;
 pub mod signer;
+mod snapshots;
 pub mod wal;
 mod wire;
 

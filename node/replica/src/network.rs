@@ -31,10 +31,11 @@ use net::{
     transport::Transport,
 };
 
-use crate::{host::Event, metrics::Metrics};
+use crate::{host::Event, metrics::Metrics, wire::Sync as SyncMsg};
 use limits::{
     BAN_MAX, BAN_MIN, FRAMES_IN_FLIGHT_PER_PEER, HANDSHAKES_MAX, HANDSHAKES_PER_SOURCE,
-    SERVE_BYTES_PER_SECOND, SERVE_LEDGERS_PER_SECOND, SERVE_QUEUE_MAX, SERVES_AT_ONCE,
+    SERVE_BYTES_PER_SECOND, SERVE_LEDGERS_PER_SECOND, SERVE_QUEUE_MAX, SERVE_SNAPSHOT_RECORDS_PER_SECOND,
+    SERVES_AT_ONCE,
 };
 
 use crate::config::{NetConfig, PeerSpec, Role};
@@ -66,14 +67,23 @@ impl Bans {
     }
 }
 
-/// Hands heights to a connection's ledger server (bounded: a full queue drops the request).
+/// What a connection's server sends its peer.
+#[derive(Clone, Copy, Debug)]
+enum Serve {
+    /// The committed ledger at a height.
+    Ledger(u64),
+    /// A record of a state snapshot: the snapshot's height (0: the latest) and the record.
+    Snapshot(u64, u32),
+}
+
+/// Hands requests to a connection's server (bounded: a full queue drops the request).
 #[derive(Clone, Debug)]
-pub(crate) struct ServeHandle(tokio::sync::mpsc::Sender<u64>);
+pub(crate) struct ServeHandle(tokio::sync::mpsc::Sender<Serve>);
 
 impl ServeHandle {
-    /// Queues `height` to be sent to the peer; `false` if the queue is full.
+    /// Queues the ledger at `height` to be sent to the peer; `false` if the queue is full.
     pub(crate) fn serve(&self, height: u64) -> bool {
-        self.0.try_send(height).is_ok()
+        self.0.try_send(Serve::Ledger(height)).is_ok()
     }
 }
 
@@ -85,6 +95,8 @@ pub(crate) struct Shared {
     pub(crate) bans: Arc<Bans>,
     pub(crate) ledgers: LedgerSource,
     pub(crate) serving: Arc<tokio::sync::Semaphore>,
+    /// The snapshots this process serves (`None`: it takes none).
+    pub(crate) snapshots: Option<Arc<crate::snapshots::Snapshots>>,
 }
 
 impl Shared {
@@ -100,6 +112,7 @@ impl Shared {
             bans,
             ledgers,
             serving: Arc::new(tokio::sync::Semaphore::new(SERVES_AT_ONCE)),
+            snapshots: None,
         }
     }
 }
@@ -131,34 +144,47 @@ impl Bucket {
     }
 }
 
-/// Serves one connection's ledger requests: in order, one at a time, within its peer's rate
-/// and byte budgets, read from the store off the host thread.
+/// Serves one connection's ledger and snapshot requests: in order, one at a time, within its
+/// peer's rate and byte budgets, read from the store or the snapshot file off the host thread.
 async fn serve_ledgers(
-    mut heights: tokio::sync::mpsc::Receiver<u64>,
+    mut requests: tokio::sync::mpsc::Receiver<Serve>,
     handle: PeerHandle,
     shared: Shared,
     mut close: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut requests = Bucket::new(SERVE_LEDGERS_PER_SECOND, SERVE_LEDGERS_PER_SECOND);
+    let mut ledgers = Bucket::new(SERVE_LEDGERS_PER_SECOND, SERVE_LEDGERS_PER_SECOND);
+    let mut records = Bucket::new(SERVE_SNAPSHOT_RECORDS_PER_SECOND, SERVE_SNAPSHOT_RECORDS_PER_SECOND);
     let mut bytes = Bucket::new(SERVE_BYTES_PER_SECOND, 2.0 * SERVE_BYTES_PER_SECOND);
     loop {
-        let height = tokio::select! {
-            h = heights.recv() => match h { Some(h) => h, None => return },
+        let request = tokio::select! {
+            r = requests.recv() => match r { Some(r) => r, None => return },
             _ = close.changed() => return,
         };
-        let wait = requests.wait_for(1.0);
+        let bucket = match request {
+            Serve::Ledger(_) => &mut ledgers,
+            Serve::Snapshot(..) => &mut records,
+        };
+        let wait = bucket.wait_for(1.0);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
         let Ok(permit) = shared.serving.clone().acquire_owned().await else { return };
-        let source = shared.ledgers.clone();
-        let Ok(Some(payload)) = tokio::task::spawn_blocking(move || source(height)).await else { continue };
+        let (source, snapshots) = (shared.ledgers.clone(), shared.snapshots.clone());
+        let read = move || match request {
+            Serve::Ledger(height) => source(height),
+            Serve::Snapshot(height, record) => {
+                Some(snapshots.map_or_else(|| SyncMsg::NoSnapshot.encode(), |s| s.record(height, record)))
+            }
+        };
+        let Ok(Some(payload)) = tokio::task::spawn_blocking(read).await else { continue };
         drop(permit);
         let wait = bytes.wait_for(payload.len() as f64);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        shared.metrics.served_ledgers.fetch_add(1, Ordering::Relaxed);
+        if matches!(request, Serve::Ledger(_)) {
+            shared.metrics.served_ledgers.fetch_add(1, Ordering::Relaxed);
+        }
         if handle.send(Channel::Sync, payload).is_err() {
             shared.metrics.dropped_events.fetch_add(1, Ordering::Relaxed);
         }
@@ -407,6 +433,12 @@ fn connected(
                     _ = closed.changed() => return,
                 };
                 if channel == Channel::Sync {
+                    if let Some((height, record)) = crate::wire::snapshot_request(&payload) {
+                        if serve.0.try_send(Serve::Snapshot(height, record)).is_err() {
+                            metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
                     if let Some(height) = crate::wire::ledger_request(&payload) {
                         // It asks for the ledger after the ones it has.
                         metrics.peer_at(peer, height.saturating_sub(1));

@@ -3,6 +3,7 @@
 
 pub(crate) use consensus::wire::{
     FETCH_IDS_MAX, GOSSIP_TXS_MAX, SyncMessage as Sync, decode_txs, encode_txs, ledger_request,
+    snapshot_request,
 };
 
 #[cfg(test)]

@@ -40,7 +40,10 @@ mod take;
 #[cfg(test)]
 mod tests;
 
-use std::io::{Read, Write};
+use std::{
+    io::{Read, Write},
+    path::Path,
+};
 
 use engine::{
     Hash,
@@ -48,8 +51,8 @@ use engine::{
     ledger::{Certificate, LedgerHeader, ValidatorSet},
 };
 use libmdbx::{NoWriteMap, RW, TableFlags, Transaction, WriteFlags};
-pub use restore::restore;
-pub use take::snapshot;
+pub use restore::{restore, restore_from};
+pub use take::{snapshot, snapshot_of};
 
 use crate::{
     StoreError,
@@ -227,6 +230,77 @@ fn get_record<'b>(input: &mut impl Read, buf: &'b mut Vec<u8>, what: &str) -> Re
 /// Decodes a whole record.
 fn decode_record<T: Decode>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     decode_exact(bytes).map_err(|e| bad(format!("{what}: {e}")))
+}
+
+/// A snapshot file opened to serve its records by index, to peers restoring from it: its
+/// records' places are read once; each record is then read on demand (positioned reads, from
+/// any thread).
+#[derive(Debug)]
+pub struct SnapshotFile {
+    file: std::fs::File,
+    /// Each record's bytes: offset and length.
+    records: Vec<(u64, u32)>,
+    height: u64,
+}
+
+impl SnapshotFile {
+    /// Opens the snapshot file at `path` (one this process wrote: only its framing and its
+    /// preamble's height are read here).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut input = std::io::BufReader::new(&file);
+        let mut records = Vec::new();
+        let mut at = 0u64;
+        let mut preamble = Vec::new();
+        while at < size {
+            let mut len = [0u8; 4];
+            input.read_exact(&mut len)?;
+            let len = u32::from_le_bytes(len);
+            if records.is_empty() {
+                preamble.resize(len as usize, 0);
+                input.read_exact(&mut preamble)?;
+            } else {
+                std::io::Seek::seek_relative(&mut input, i64::from(len))?;
+            }
+            records.push((at + 4, len));
+            at += 4 + u64::from(len);
+        }
+        if at != size {
+            return Err(bad("the file ends inside a record"));
+        }
+        // Magic, format, genesis text, then the height.
+        let mut r = Reader::new(&preamble);
+        let e = |e: engine::CodecError| bad(format!("the preamble: {e}"));
+        r.take(MAGIC.len() + 4, "magic and format").map_err(e)?;
+        let n = r.count_u32("genesis bytes", 0, r.remaining()).map_err(e)?;
+        r.take(n, "genesis").map_err(e)?;
+        let height = r.u64("height").map_err(e)?;
+        Ok(Self { file, records, height })
+    }
+
+    /// The snapshot's height.
+    pub const fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// How many records the file holds.
+    pub fn records(&self) -> u32 {
+        u32::try_from(self.records.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Record `i`'s bytes, `None` past the last.
+    pub fn record(&self, i: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(&(offset, len)) = self.records.get(i as usize) else { return Ok(None) };
+        let mut bytes = vec![0; len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut bytes, offset)?;
+        Ok(Some(bytes))
+    }
+}
+
+/// Appends one record (length and bytes) to a snapshot file being received.
+pub fn append_record(out: &mut impl Write, bytes: &[u8]) -> Result<(), StoreError> {
+    put_record(out, bytes, "a record").map(drop)
 }
 
 /// Where a restore may be pinned: the hash of one ledger the operator trusts (learnt from

@@ -52,12 +52,26 @@ pub fn restore(
     trusted: Option<TrustedLedger>,
     durability: Durability,
 ) -> Result<SnapshotReport, StoreError> {
-    let (file, dir) = (file.as_ref(), dir.as_ref());
+    let input = BufReader::with_capacity(1 << 20, File::open(file)?);
+    restore_from(input, dir, genesis_toml, trusted, durability)
+}
+
+/// [`restore`] of a snapshot read from `input` as it arrives (from a peer, say): each record
+/// is checked when it is read, so a snapshot that is not the chain's is refused at its first
+/// wrong record, and nothing of it is kept.
+pub fn restore_from(
+    input: impl Read,
+    dir: impl AsRef<Path>,
+    genesis_toml: &str,
+    trusted: Option<TrustedLedger>,
+    durability: Durability,
+) -> Result<SnapshotReport, StoreError> {
+    let dir = dir.as_ref();
     if require_env(dir).is_ok() {
         return Err(StoreError::AlreadyExists(dir.to_owned()));
     }
     let made_dir = !dir.exists();
-    let result = restore_into(file, dir, genesis_toml, trusted, durability);
+    let result = restore_into(Counted { input, bytes: 0 }, dir, genesis_toml, trusted, durability);
     if result.is_err() {
         // Nothing was committed: remove what the environment left (its files, and the
         // directory if this made it), so the restore may simply be run again.
@@ -71,13 +85,27 @@ pub fn restore(
     result
 }
 
-/// The chain being restored, and the file being read.
-struct Restore<'g> {
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    input: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// The chain being restored, and the snapshot being read.
+struct Restore<'g, R> {
     genesis: Genesis,
     genesis_toml: &'g str,
     genesis_state: State,
     chain_id: String,
-    input: BufReader<File>,
+    input: Counted<R>,
     /// The current record's bytes.
     buf: Vec<u8>,
     /// Rows' bytes being written.
@@ -103,8 +131,8 @@ struct Head {
     window_ids: u64,
 }
 
-fn restore_into(
-    file: &Path,
+fn restore_into<R: Read>(
+    input: Counted<R>,
     dir: &Path,
     genesis_toml: &str,
     trusted: Option<TrustedLedger>,
@@ -117,11 +145,10 @@ fn restore_into(
         genesis_state: State::from_genesis(&genesis),
         genesis,
         genesis_toml,
-        input: BufReader::with_capacity(1 << 20, File::open(file)?),
+        input,
         buf: Vec::new(),
         wbuf: Vec::new(),
     };
-    let bytes = std::fs::metadata(file)?.len();
     let preamble = r.preamble()?;
     let (set, changes) = r.set_changes(&preamble)?;
 
@@ -132,7 +159,7 @@ fn restore_into(
     }
     crate::evidence::create_tables(&txn)?;
     create_tables(&txn)?;
-    let head = r.window_and_head(&txn, &preamble, &set, trusted)?;
+    let head = r.head_and_window(&txn, &preamble, &set, trusted)?;
     let next: ValidatorSet = decode_record(
         get_record(&mut r.input, &mut r.buf, "the next validator set")?,
         "the next validator set",
@@ -165,13 +192,13 @@ fn restore_into(
         set_changes: changes.len() as u64,
         window_ledgers: head.window_ledgers,
         window_ids: head.window_ids,
-        bytes,
+        bytes: r.input.bytes,
         seconds: start.elapsed().as_secs_f64(),
         open_seconds,
     })
 }
 
-impl Restore<'_> {
+impl<R: Read> Restore<'_, R> {
     /// The preamble: the format, this chain's genesis text, the height and the counts.
     fn preamble(&mut self) -> Result<Preamble, StoreError> {
         let rec = get_record(&mut self.input, &mut self.buf, "the preamble")?;
@@ -232,54 +259,16 @@ impl Restore<'_> {
         Ok((set, changes))
     }
 
-    /// The window's headers, one chain from its boundary to `H`, each ledger's ids under its
-    /// root kept as the replay window; then ledger `H`, certified by `set`, its block whole.
-    fn window_and_head(
+    /// Ledger `H`, certified by `set`, its block whole; then the window down from `H − 1`, each
+    /// header the parent of the one before it and its ids under its root, kept as the replay
+    /// window; then the window's boundary. Every record is checked as it arrives.
+    fn head_and_window(
         &mut self,
         txn: &Txn<'_, RW>,
         p: &Preamble,
         set: &ValidatorSet,
         trusted: Option<TrustedLedger>,
     ) -> Result<Head, StoreError> {
-        let boundary: LedgerHeader = decode_record(
-            get_record(&mut self.input, &mut self.buf, "the window's first header")?,
-            "the window's first header",
-        )?;
-        if boundary.height == 0 && boundary != *self.genesis_state.head() {
-            return Err(bad("the window starts at a genesis header other than this genesis's"));
-        }
-        let t_replay = open::<Replay, RW>(txn)?;
-        let max_ttl = self.genesis.params.max_ttl_ms;
-        let mut parent = boundary;
-        let mut window_ids = 0u64;
-        for _ in 0..p.window {
-            let rec = get_record(&mut self.input, &mut self.buf, "a window ledger")?;
-            let mut r = Reader::new(rec);
-            let e = |e: engine::CodecError| bad(format!("a window ledger: {e}"));
-            let header = LedgerHeader::decode(&mut r).map_err(e)?;
-            let n = r.count_u32("ids", 0, engine::limits::BLOCK_TXS_MAX).map_err(e)?;
-            let mut ids: Vec<TxId> = r.items::<Hash>(n).map_err(e)?;
-            r.finish().map_err(e)?;
-            follows(&header, &parent, &self.chain_id)?;
-            if tx_root(&ids) != header.tx_root {
-                return Err(bad(format!(
-                    "the ids of ledger {} are not those its header commits to",
-                    header.height
-                )));
-            }
-            // One expiration a ledger, rising with the ledgers' times: the ids sorted append.
-            let expiration = header.timestamp_ms.saturating_add(max_ttl);
-            ids.sort_unstable();
-            ids.dedup();
-            for id in ids {
-                if let Some(key) = ReplayKey::new(expiration, id) {
-                    t_replay.put(&key, (), WriteFlags::APPEND, &mut self.wbuf)?;
-                    window_ids += 1;
-                }
-            }
-            parent = header;
-        }
-
         let rec = get_record(&mut self.input, &mut self.buf, "the snapshot's ledger")?;
         let mut r = Reader::new(rec);
         let e = |e: engine::CodecError| bad(format!("the snapshot's ledger: {e}"));
@@ -295,12 +284,6 @@ impl Restore<'_> {
                 header.height
             )));
         }
-        follows(&header, &parent, &self.chain_id)?;
-        if parent.validator_set_hash != set.hash() {
-            return Err(bad(format!(
-                "the set changes do not lead to the set of ledger {height} (a change is missing)"
-            )));
-        }
         certificate
             .verify_header(set, &self.chain_id, &header, Backend::Libsecp256k1)
             .map_err(|e| bad(format!("ledger {height} is not certified: {e}")))?;
@@ -311,9 +294,6 @@ impl Restore<'_> {
                     t.height, t.hash
                 )));
             }
-        }
-        if boundary.height != 0 && boundary.timestamp_ms > header.timestamp_ms.saturating_sub(max_ttl) {
-            return Err(bad("the replay window starts too late: it must reach max_ttl back"));
         }
         let mut encoded = EncodedBlock::new(block.len(), 0);
         let ids: Vec<TxId> = block.iter().map(|tx| encoded.push(tx, &self.chain_id)).collect();
@@ -328,6 +308,8 @@ impl Restore<'_> {
                 .map(drop)
                 .map_err(|e| bad(format!("ledger {height}, transaction {id}: {e}")))
         })?;
+        let t_replay = open::<Replay, RW>(txn)?;
+        let mut window_ids = 0u64;
         for (tx, id) in block.iter().zip(&ids) {
             if let Some(key) = ReplayKey::new(tx.tx.expiration_ms, *id) {
                 if tx.tx.expiration_ms > header.timestamp_ms {
@@ -336,6 +318,68 @@ impl Restore<'_> {
                 }
             }
         }
+
+        let max_ttl = self.genesis.params.max_ttl_ms;
+        let oldest = header.timestamp_ms.saturating_sub(max_ttl);
+        // The set that certified H is the one its parent names.
+        let names_the_set = |parent: &LedgerHeader| {
+            if parent.validator_set_hash == set.hash() {
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "the set changes do not lead to the set of ledger {height} (a change is missing)"
+                )))
+            }
+        };
+        let mut child = header;
+        let mut parent = None;
+        for _ in 0..p.window {
+            let rec = get_record(&mut self.input, &mut self.buf, "a window ledger")?;
+            let mut r = Reader::new(rec);
+            let e = |e: engine::CodecError| bad(format!("a window ledger: {e}"));
+            let ledger = LedgerHeader::decode(&mut r).map_err(e)?;
+            let n = r.count_u32("ids", 0, engine::limits::BLOCK_TXS_MAX).map_err(e)?;
+            let ids: Vec<TxId> = r.items::<Hash>(n).map_err(e)?;
+            r.finish().map_err(e)?;
+            follows(&child, &ledger, &self.chain_id)?;
+            if child.height == height {
+                names_the_set(&ledger)?;
+                parent = Some(ledger);
+            }
+            if ledger.timestamp_ms <= oldest {
+                return Err(bad(format!("ledger {} is older than the replay window", ledger.height)));
+            }
+            if tx_root(&ids) != ledger.tx_root {
+                return Err(bad(format!(
+                    "the ids of ledger {} are not those its header commits to",
+                    ledger.height
+                )));
+            }
+            let expiration = ledger.timestamp_ms.saturating_add(max_ttl);
+            for id in ids {
+                if let Some(key) = ReplayKey::new(expiration, id) {
+                    t_replay.put(&key, (), WriteFlags::UPSERT, &mut self.wbuf)?;
+                    window_ids += 1;
+                }
+            }
+            child = ledger;
+        }
+        let boundary: LedgerHeader = decode_record(
+            get_record(&mut self.input, &mut self.buf, "the window's boundary header")?,
+            "the window's boundary header",
+        )?;
+        follows(&child, &boundary, &self.chain_id)?;
+        if child.height == height {
+            names_the_set(&boundary)?;
+        }
+        if boundary.height == 0 {
+            if boundary != *self.genesis_state.head() {
+                return Err(bad("the window ends at a genesis header other than this genesis's"));
+            }
+        } else if boundary.timestamp_ms > oldest {
+            return Err(bad("the replay window ends too early: it must reach max_ttl back"));
+        }
+        let parent = parent.unwrap_or(boundary);
         Ok(Head { header, certificate, block: encoded, parent, window_ledgers: p.window as u64, window_ids })
     }
 

@@ -17,10 +17,10 @@ use engine::{
 
 use super::{FORMAT, MAGIC, SnapshotReport, bad, put_record, set_changes_below};
 use crate::{
-    StoreError,
+    StoreError, StoreReader,
     layout::{Accounts, Meta, meta},
     reader::{self, read_meta},
-    store::require_env,
+    store::{Env, require_env},
     table::{Table, open},
     verify::open_read_only,
 };
@@ -28,20 +28,36 @@ use crate::{
 /// Takes a snapshot of the store in `dir` into the file `out` (created; refused if it exists),
 /// read-only: a node may be running on the store (one read transaction sees one commit).
 pub fn snapshot(dir: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<SnapshotReport, StoreError> {
-    let out = out.as_ref();
+    let dir = dir.as_ref();
+    removed_on_error(out.as_ref(), |out| {
+        require_env(dir)?;
+        take(&open_read_only(dir)?, dir, out)
+    })
+}
+
+/// [`snapshot`] of the store `reader` reads, from the process that has it open (its
+/// environment cannot be opened twice in one process).
+pub fn snapshot_of(reader: &StoreReader, out: impl AsRef<Path>) -> Result<SnapshotReport, StoreError> {
+    removed_on_error(out.as_ref(), |out| take(reader.env(), Path::new("the store"), out))
+}
+
+/// `write(out)`, with the file removed if it fails (a file begun is not a snapshot; one that
+/// existed before was never opened, and is left).
+fn removed_on_error(
+    out: &Path,
+    write: impl FnOnce(&Path) -> Result<SnapshotReport, StoreError>,
+) -> Result<SnapshotReport, StoreError> {
     let existed = out.exists();
-    let result = snapshot_into(dir.as_ref(), out);
+    let result = write(out);
     if result.is_err() && !existed {
-        // A file begun is not a snapshot: removed (one that existed was never opened).
         let _ = std::fs::remove_file(out);
     }
     result
 }
 
-fn snapshot_into(dir: &Path, out: &Path) -> Result<SnapshotReport, StoreError> {
+/// The snapshot of the store in `env` (named `dir` in errors) at its indexed height, in `out`.
+fn take(env: &Env, dir: &Path, out: &Path) -> Result<SnapshotReport, StoreError> {
     let start = Instant::now();
-    require_env(dir)?;
-    let env = open_read_only(dir)?;
     let txn = env.begin_ro_txn()?;
     let m = read_meta(&txn, dir)?;
     let chain_id = m.genesis.params.chain_id.clone();
@@ -70,11 +86,10 @@ fn snapshot_into(dir: &Path, out: &Path) -> Result<SnapshotReport, StoreError> {
         window.push(header);
         h -= 1;
     };
-    window.reverse();
 
     // The set changes, checked to lead from the genesis set to the set that certified H.
     let changes = set_changes_below(&txn, height)?;
-    let parent = window.last().unwrap_or(&boundary);
+    let parent = window.first().unwrap_or(&boundary);
     let mut set_hash = m.genesis.validators.hash();
     for c in &changes {
         set_hash = c.validators.hash();
@@ -140,11 +155,17 @@ fn snapshot_into(dir: &Path, out: &Path) -> Result<SnapshotReport, StoreError> {
         c.encode(&mut buf);
         bytes += put_record(&mut w, &buf, "a set change")?;
     }
-    // 3. The window: boundary header, ledgers by ids, ledger H whole.
+    // 3. Ledger H whole, then the window down from H − 1 (ledgers by ids), then its boundary's
+    // header: each record checks against the one before it as it arrives.
     buf.clear();
-    boundary.encode(&mut buf);
-    bytes += put_record(&mut w, &buf, "the window's first header")?;
-    let mut window_ids = 0u64;
+    head.encode(&mut buf);
+    head_certificate.encode(&mut buf);
+    put_count_u32(&mut buf, head_block.len());
+    for tx in &head_block {
+        tx.encode(&mut buf);
+    }
+    let mut window_ids = head_block.len() as u64;
+    bytes += put_record(&mut w, &buf, "the snapshot's ledger")?;
     for header in &window {
         let block = reader::block(&txn, header.height)?
             .ok_or_else(|| bad(format!("no block at {}", header.height)))?;
@@ -158,14 +179,8 @@ fn snapshot_into(dir: &Path, out: &Path) -> Result<SnapshotReport, StoreError> {
         bytes += put_record(&mut w, &buf, "a window ledger")?;
     }
     buf.clear();
-    head.encode(&mut buf);
-    head_certificate.encode(&mut buf);
-    put_count_u32(&mut buf, head_block.len());
-    for tx in &head_block {
-        tx.encode(&mut buf);
-    }
-    window_ids += head_block.len() as u64;
-    bytes += put_record(&mut w, &buf, "the snapshot's ledger")?;
+    boundary.encode(&mut buf);
+    bytes += put_record(&mut w, &buf, "the window's boundary header")?;
     // 4. The next set.
     buf.clear();
     m.validators.encode(&mut buf);

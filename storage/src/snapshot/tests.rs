@@ -270,3 +270,32 @@ fn a_pruned_store_keeps_the_window_or_says_it_cannot_snapshot() {
     let r = snapshot(tmp.path().join("short"), tmp.path().join("short.snap"));
     assert!(matches!(r, Err(StoreError::Snapshot(ref why)) if why.contains("no longer keeps")), "{r:?}");
 }
+
+#[test]
+fn a_snapshot_served_record_by_record_is_the_file_and_restores() {
+    let chain = TestChain::new_with(3, 20, 3_600_000, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, state) = build(&chain, &tmp.path().join("src"), 6, 3, Some(2), StoreOptions::default());
+    // Taken by the process that has the store open, through its reader.
+    let file = tmp.path().join("snap");
+    let taken = crate::snapshot_of(&store.reader(), &file).unwrap();
+    assert_eq!(taken.ledger_hash, state.head_hash());
+    let served = crate::SnapshotFile::open(&file).unwrap();
+    assert_eq!(served.height(), 6);
+    assert!(served.record(served.records()).unwrap().is_none());
+    // Received record by record, as a joining node writes them.
+    let received = tmp.path().join("received");
+    let mut out = std::fs::File::create(&received).unwrap();
+    for i in 0..served.records() {
+        crate::append_record(&mut out, &served.record(i).unwrap().unwrap()).unwrap();
+    }
+    drop(out);
+    assert_eq!(std::fs::read(&received).unwrap(), std::fs::read(&file).unwrap());
+    let restored =
+        restore(&received, tmp.path().join("dst"), &chain.genesis_toml, None, Durability::Durable).unwrap();
+    assert_eq!(restored.ledger_hash, state.head_hash());
+    // A file cut inside a record is not served.
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(tmp.path().join("cut"), &bytes[..bytes.len() - 3]).unwrap();
+    assert!(crate::SnapshotFile::open(tmp.path().join("cut")).is_err());
+}

@@ -203,6 +203,11 @@ impl Host {
                     self.driver.on_evidence(&mut self.io, peer as PeerId, &proof)?
                 }
                 Ok(SyncMsg::NotKept { height, first_kept }) => self.io.not_kept(peer, height, first_kept),
+                // Snapshot requests are answered by the connection's server before the host
+                // sees them; a running process never asks for a record, so one is unsolicited.
+                Ok(
+                    SyncMsg::SnapshotRequest { .. } | SyncMsg::SnapshotRecord { .. } | SyncMsg::NoSnapshot,
+                ) => {}
                 Err(_) => malformed(&mut self.io),
             },
             Channel::Control => {}

@@ -193,6 +193,9 @@ impl Storage for Io {
         if let Some(r) = &self.replicator {
             r.notify();
         }
+        if let Some(s) = &self.snapshots {
+            s.committed(height, &self.store);
+        }
         // The intake's post-state moves onto the new committed state (by its diff: a copy of the
         // state would cost what the state holds, every ledger).
         self.intake.rebase(diff.clone(), state).map_err(|_| storage_error("the intake stopped"))?;

@@ -46,6 +46,7 @@ type ConsensusParts = (Option<Core>, Option<(Wal, WalRead)>, Option<SignerFile>,
 /// Runs a process until SIGINT or SIGTERM: with peers (its configuration's network), or, for a
 /// validator without one, alone — consensus over a validator set of one, the same path.
 pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Result<Output> {
+    crate::snapshots::join(cfg)?;
     let (mut store, state) = open_store(cfg)?;
     let chain_id = state.params().chain_id.clone();
     let key = validator_key(cfg)?;
@@ -61,6 +62,8 @@ pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Re
     }));
     let chain = Chain::new(state, chain_config(cfg), mempool.clone());
     let height = chain.state().head().height;
+    let snapshots = (cfg.snapshot_every_ledgers > 0)
+        .then(|| crate::snapshots::Snapshots::new(&cfg.data_dir, cfg.snapshot_every_ledgers, height));
     let metrics = Arc::new(Metrics::default());
     let _ = metrics.store.set(store.reader());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
@@ -78,7 +81,9 @@ pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Re
     let reload = (config_path.to_owned(), reload_on_sighup()?);
     let (transport_name, peer_set) = match &cfg.net {
         Some(net_cfg) => {
-            let shared = Shared::new(events_tx.clone(), metrics.clone(), bans.clone(), ledger_source(&store));
+            let mut shared =
+                Shared::new(events_tx.clone(), metrics.clone(), bans.clone(), ledger_source(&store));
+            shared.snapshots = snapshots.clone();
             let (name, set) = start_network(&runtime, net_cfg, cfg, height, &chain_id, shared)?;
             (name, Some(set))
         }
@@ -96,6 +101,7 @@ pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Re
     let intake = start_intake(cfg, &chain, mempool, events_tx.clone(), explorer_slot.clone())?;
     let _ = metrics.intake.set(intake.shared_metrics());
     let mut io = new_io(cfg, peers, intake, store, signer, bans, metrics.clone());
+    io.snapshots = snapshots;
     (io.peer_set, io.reload) = (peer_set, reload);
     if let Some(api_listen) = cfg.api_listen {
         let view =
@@ -350,6 +356,7 @@ fn new_io(
         not_kept_logged: 0,
         explorer: None,
         replicator: None,
+        snapshots: None,
         peer_set: None,
         reload: (std::path::PathBuf::new(), Arc::default()),
     }
