@@ -186,6 +186,20 @@ impl Localnet {
         format!("http://{}", self.procs.iter().find_map(|p| p.api).unwrap())
     }
 
+    /// Process `i` (stopped) loses its store: its data directory is moved aside and a new one
+    /// made with only its signing state and write-ahead log, as docs/DEPLOY.md says to keep.
+    /// Returns the new directory.
+    fn lose_store(&self, i: usize) -> PathBuf {
+        let data = self.home(i).join("data");
+        let lost = self.home(i).join("data.lost");
+        std::fs::rename(&data, &lost).unwrap();
+        std::fs::create_dir(&data).unwrap();
+        for kept in ["signer.state", "consensus.wal"] {
+            std::fs::copy(lost.join(kept), data.join(kept)).unwrap();
+        }
+        data
+    }
+
     /// Puts `line` (a top-level `key = value`) at the start of process `i`'s config, before
     /// its tables.
     fn set_config(&self, i: usize, line: &str) {
@@ -718,13 +732,7 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
     // member-1 killed, member-0 (2), member-2 (1) and member-3 (1) are 4 of 5: the quorum needs
     // member-3's vote.
     net.kill9(3);
-    let data = net.home(3).join("data");
-    let lost = net.home(3).join("data.lost");
-    std::fs::rename(&data, &lost).unwrap();
-    std::fs::create_dir(&data).unwrap();
-    for kept in ["signer.state", "consensus.wal"] {
-        std::fs::copy(lost.join(kept), data.join(kept)).unwrap();
-    }
+    let data = net.lose_store(3);
     // A validator writes its accounts table every 64 ledgers at most (its index batch): the
     // snapshot is of that height, taken again until it is past the set change.
     let snapshot = net.dir.path().join("member-0.snapshot");
@@ -781,13 +789,7 @@ fn a_network_from_a_ceremony_certifies_and_commits() {
     net.kill9(2);
     // Halted now (3 of 5): no ledger, so no new snapshot replaces the one served.
     std::thread::sleep(Duration::from_secs(1));
-    let data = net.home(2).join("data");
-    let lost = net.home(2).join("data.lost");
-    std::fs::rename(&data, &lost).unwrap();
-    std::fs::create_dir(&data).unwrap();
-    for kept in ["signer.state", "consensus.wal"] {
-        std::fs::copy(lost.join(kept), data.join(kept)).unwrap();
-    }
+    net.lose_store(2);
     net.set_config(2, "state_sync = true");
     // Its first peer, member-0, serves a snapshot altered on its disk (a byte of an account
     // flipped): refused at that chunk, and the next peer's is taken (member-1 is down, member-3
