@@ -14,7 +14,7 @@ use libmdbx::{NoWriteMap, RW, TableFlags, Transaction, WriteFlags};
 use crate::{
     StoreError, StoreReader,
     layout::table,
-    store::{Env, Store},
+    store::Store,
     table::{DecodeValue, EncodeValue, Invalid, Key, Table, open},
 };
 
@@ -135,14 +135,6 @@ pub(crate) fn create_tables(txn: &Transaction<'_, RW, NoWriteMap>) -> Result<(),
     for name in [Evidence::NAME, EvidenceCounts::NAME] {
         txn.create_table(Some(name), TableFlags::default())?;
     }
-    Ok(())
-}
-
-/// Creates the tables in a store made before they existed.
-pub(crate) fn ensure_tables(env: &Env) -> Result<(), StoreError> {
-    let txn = env.begin_rw_txn()?;
-    create_tables(&txn)?;
-    txn.commit()?;
     Ok(())
 }
 

@@ -204,6 +204,15 @@ pub(crate) fn open_env(dir: &Path, durability: Option<Durability>) -> Result<Env
     Ok(Database::open_with_options(dir, options)?)
 }
 
+/// Creates (if missing) the tables added after schema version 4's first stores, which are not
+/// in [`TABLES`]: the evidence tables and `set_changes`.
+pub(crate) fn create_later_tables(
+    txn: &libmdbx::Transaction<'_, libmdbx::RW, NoWriteMap>,
+) -> Result<(), StoreError> {
+    crate::evidence::create_tables(txn)?;
+    crate::snapshot::create_tables(txn)
+}
+
 /// Whether `dir` holds an MDBX environment at all (checked before opening, which would create
 /// one).
 pub(crate) fn require_env(dir: &Path) -> Result<(), StoreError> {
@@ -238,8 +247,7 @@ impl Store {
             for name in TABLES {
                 txn.create_table(Some(name), TableFlags::default())?;
             }
-            crate::evidence::create_tables(&txn)?;
-            crate::snapshot::create_tables(&txn)?;
+            create_later_tables(&txn)?;
             let t_meta = open::<Meta, _>(&txn)?;
             if t_meta.contains(&MetaKey(<meta::SchemaVersion as MetaField>::KEY))? {
                 return Err(StoreError::AlreadyExists(dir.to_owned()));
@@ -310,8 +318,12 @@ impl Store {
         }
         require_env(dir)?;
         let env = open_env(dir, Some(options.durability))?;
-        crate::evidence::ensure_tables(&env)?;
-        crate::snapshot::ensure_tables(&env)?;
+        {
+            // A store made before them gains them (empty).
+            let txn = env.begin_rw_txn()?;
+            create_later_tables(&txn)?;
+            txn.commit()?;
+        }
         let kept = reader::read_meta(&env.begin_ro_txn()?, dir)?.query_indexes;
         if !kept && !options.without_query_indexes {
             return Err(StoreError::NoQueryIndexes(dir.to_owned()));

@@ -85,6 +85,12 @@ impl ServeHandle {
     pub(crate) fn serve(&self, height: u64) -> bool {
         self.0.try_send(Serve::Ledger(height)).is_ok()
     }
+
+    /// Queues record `record` of the snapshot of `height` (0: the latest); `false` if the queue
+    /// is full.
+    fn serve_snapshot(&self, height: u64, record: u32) -> bool {
+        self.0.try_send(Serve::Snapshot(height, record)).is_ok()
+    }
 }
 
 /// What the connections share: the events queue, metrics, bans, and the ledger source.
@@ -434,7 +440,7 @@ fn connected(
                 };
                 if channel == Channel::Sync {
                     if let Some((height, record)) = crate::wire::snapshot_request(&payload) {
-                        if serve.0.try_send(Serve::Snapshot(height, record)).is_err() {
+                        if !serve.serve_snapshot(height, record) {
                             metrics.dropped_requests.fetch_add(1, Ordering::Relaxed);
                         }
                         continue;

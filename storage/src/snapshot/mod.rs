@@ -57,7 +57,6 @@ pub use take::{snapshot, snapshot_of};
 use crate::{
     StoreError,
     layout::table,
-    store::Env,
     table::{DecodeValue, EncodeValue, Invalid, Table, Txn, open},
 };
 
@@ -122,14 +121,6 @@ impl EncodeValue for SetChange {
 
 pub(crate) fn create_tables(txn: &Transaction<'_, RW, NoWriteMap>) -> Result<(), StoreError> {
     txn.create_table(Some(SetChanges::NAME), TableFlags::default())?;
-    Ok(())
-}
-
-/// Creates the table in a store made before it existed.
-pub(crate) fn ensure_tables(env: &Env) -> Result<(), StoreError> {
-    let txn = env.begin_rw_txn()?;
-    create_tables(&txn)?;
-    txn.commit()?;
     Ok(())
 }
 

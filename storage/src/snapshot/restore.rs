@@ -24,8 +24,8 @@ use libmdbx::{RW, TableFlags, WriteFlags};
 use rayon::prelude::*;
 
 use super::{
-    COUNT_MAX, FORMAT, MAGIC, SetChange, SetChanges, SnapshotReport, TrustedLedger, bad, create_tables,
-    decode_record, get_record,
+    COUNT_MAX, FORMAT, MAGIC, SetChange, SetChanges, SnapshotReport, TrustedLedger, bad, decode_record,
+    get_record,
 };
 use crate::{
     Durability, Store, StoreError, StoreOptions,
@@ -157,8 +157,7 @@ fn restore_into<R: Read>(
     for name in TABLES {
         txn.create_table(Some(name), TableFlags::default())?;
     }
-    crate::evidence::create_tables(&txn)?;
-    create_tables(&txn)?;
+    crate::store::create_later_tables(&txn)?;
     let head = r.head_and_window(&txn, &preamble, &set, trusted)?;
     let next: ValidatorSet = decode_record(
         get_record(&mut r.input, &mut r.buf, "the next validator set")?,
