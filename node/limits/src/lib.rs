@@ -148,6 +148,11 @@ pub const SNAPSHOT_RECORDS_IN_FLIGHT: usize = SERVE_QUEUE_MAX;
 /// How long a process fetching a snapshot waits for a record before it tries another peer.
 pub const SNAPSHOT_RECORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a process fetching a snapshot gives one peer for the whole of it: a peer that
+/// answers each record just within [`SNAPSHOT_RECORD_TIMEOUT`] cannot hold the join for hours
+/// (a 10M-account snapshot, ~540 MB, takes ~20 s within the serving budget).
+pub const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// Ledgers between two snapshots a networked process takes of its store, to serve peers that
 /// join by state sync (`snapshot_every_ledgers`; 0: none). About 3 hours at a ledger a second;
 /// each replaces the last (~74 MB at a million accounts).

@@ -146,7 +146,10 @@ pub(crate) fn join(cfg: &NodeConfig) -> anyhow::Result<bool> {
                 storage::Durability::Durable,
             )
         })?;
-        let fetched = runtime.block_on(fetch(spec.addr, *id, &node, &chain_id, transport.clone(), records));
+        let fetched = runtime.block_on(async {
+            let fetching = fetch(spec.addr, *id, &node, &chain_id, transport.clone(), records);
+            tokio::time::timeout(limits::SNAPSHOT_FETCH_TIMEOUT, fetching).await.context("too slow")?
+        });
         let restored = restoring.join().map_err(|_| anyhow::anyhow!("the restore panicked"))?;
         match (fetched, restored) {
             (Ok(_), Ok(r)) => {
@@ -242,7 +245,8 @@ async fn fetch(
     .await
     .context("connecting: timed out")??;
     let (handle, inbound, driver) = connection(conn_cfg);
-    let driven = tokio::spawn(driver.run(tls));
+    // The connection ends with this function, however it ends (an error, a timeout).
+    let _driven = AbortOnDrop(tokio::spawn(driver.run(tls)));
     let [_, gossip, consensus, mut sync] = inbound.channels;
     // What else the peer sends (it takes this connection for a peer's) is read and dropped, so
     // that it never waits on us.
@@ -284,6 +288,14 @@ async fn fetch(
             asked += 1;
         }
     }
-    driven.abort();
     Ok(height)
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
