@@ -581,6 +581,7 @@ mod tests {
         let (validator, user) = (key(1), key(2));
         let (from, to) = (user.public_key().address(), key(3).public_key().address());
         let genesis = Genesis::new(GenesisConfig {
+            generated: vec![],
             chain_id: CHAIN.into(),
             timestamp_ms: 1_000,
             min_fee: 1,

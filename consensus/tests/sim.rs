@@ -613,6 +613,7 @@ impl Sim {
             })
             .collect();
         let config = GenesisConfig {
+            generated: vec![],
             chain_id: CHAIN.into(),
             timestamp_ms: GENESIS_MS,
             min_fee: 1,

@@ -38,6 +38,10 @@ pub const STATE_PROOF_DEPTH_MAX: usize = 42;
 pub const ACCOUNT_CURRENCIES_MAX: usize = 256;
 /// Largest genesis file, in bytes.
 pub const GENESIS_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most accounts a genesis may generate from seeds (`[[generated]]`, all entries together).
+pub const GENERATED_ACCOUNTS_MAX: u64 = 16 * 1024 * 1024;
+/// Longest seed of generated genesis accounts, in bytes.
+pub const GENERATED_SEED_LEN_MAX: usize = 64;
 
 const _: () = {
     assert!(CHAIN_ID_LEN_MAX <= u8::MAX as usize);

@@ -123,6 +123,7 @@ fn build_fixture() -> Fixture {
         .collect();
     balances.push(BalanceSpec { address: address(&users[1]), currency: usd, amount: 1_000_000 });
     let config = GenesisConfig {
+ generated: vec![],
         chain_id: CHAIN.into(),
         timestamp_ms: GENESIS_MS,
         min_fee: MIN_FEE,

@@ -402,6 +402,7 @@ mod tests {
     fn state() -> State {
         let from = key(2).public_key().address();
         let genesis = Genesis::new(GenesisConfig {
+            generated: vec![],
             chain_id: CHAIN.into(),
             timestamp_ms: 1_000,
             min_fee: 1,

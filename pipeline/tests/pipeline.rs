@@ -25,6 +25,7 @@ fn key(i: u32) -> SecretKey {
 
 fn genesis(users: u32) -> Genesis {
     Genesis::new(GenesisConfig {
+        generated: vec![],
         chain_id: CHAIN.into(),
         timestamp_ms: T0,
         min_fee: FEE,

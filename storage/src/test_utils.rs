@@ -98,6 +98,7 @@ impl TestChain {
             amount: FUNDING,
         }));
         let config = GenesisConfig {
+            generated: vec![],
             chain_id: CHAIN_ID.into(),
             timestamp_ms: GENESIS_MS,
             min_fee: MIN_FEE,

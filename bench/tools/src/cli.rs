@@ -71,9 +71,13 @@ pub enum BenchCommand {
         /// Seconds of offered load.
         #[arg(long, value_name = "S", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
         duration: u64,
-        /// Funded accounts the transfers move between.
-        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(2..=5_000_000))]
+        /// Funded accounts (generated at genesis); transfers draw both ends over all of them.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(2..=engine::limits::GENERATED_ACCOUNTS_MAX))]
         accounts: u64,
+        /// Share of transfers between two accounts of the hot set (the first 1 % of the
+        /// accounts), 0 to 1; the rest are uniform over all accounts.
+        #[arg(long, value_name = "S", default_value_t = 0.0, value_parser = share)]
+        hot_share: f64,
         #[command(flatten)]
         net: LocalnetArgs,
         /// Runs, each on a fresh localnet with its own bound; the report is the run of median
@@ -199,9 +203,13 @@ pub enum BenchCommand {
         /// Transfers to push through (pre-signed, not timed).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
         txs: u64,
-        /// Funded accounts the transfers move between.
-        #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(2..=50_000_000))]
+        /// Funded accounts (generated at genesis); transfers draw both ends over all of them.
+        #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(2..=engine::limits::GENERATED_ACCOUNTS_MAX))]
         accounts: u64,
+        /// Share of transfers between two accounts of the hot set (the first 1 % of the
+        /// accounts), 0 to 1; the rest are uniform over all accounts.
+        #[arg(long, value_name = "S", default_value_t = 0.0, value_parser = share)]
+        hot_share: f64,
         /// Signature backend.
         #[arg(long, default_value = "libsecp256k1")]
         backend: engine::Backend,
@@ -222,4 +230,12 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A share: a number from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
 }

@@ -117,6 +117,7 @@ fn genesis_config(validator: &SecretKey) -> anyhow::Result<(GenesisConfig, Multi
         amount: coins * COIN,
     };
     let config = GenesisConfig {
+        generated: vec![],
         chain_id: CHAIN.into(),
         timestamp_ms: GENESIS_MS,
         min_fee: FEE,

@@ -75,26 +75,36 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
             drain_s: drain,
             ttl_s: ttl,
         }),
-        BenchCommand::Localnet { validators, rate, duration, accounts, net, runs, json: _ } => {
+        BenchCommand::Localnet { validators, rate, duration, accounts, hot_share, net, runs, json: _ } => {
             localnet_bench::run(&localnet_bench::LocalnetBench {
                 validators: usize::from(validators),
                 rate,
                 duration_s: duration,
                 accounts: usize::try_from(accounts)?,
+                hot_share,
                 net,
                 runs: usize::try_from(runs)?,
             })
         }
-        BenchCommand::Pipeline { txs, accounts, backend, block_txs, dir, durable, runs, json: _ } => {
-            pipeline_bench::pipeline(&pipeline_bench::PipelineBench {
-                txs: usize::try_from(txs)?,
-                accounts: usize::try_from(accounts)?,
-                backend,
-                block_txs: usize::try_from(block_txs)?,
-                dir,
-                durable,
-                runs: usize::try_from(runs)?,
-            })
-        }
+        BenchCommand::Pipeline {
+            txs,
+            accounts,
+            hot_share,
+            backend,
+            block_txs,
+            dir,
+            durable,
+            runs,
+            json: _,
+        } => pipeline_bench::pipeline(&pipeline_bench::PipelineBench {
+            txs: usize::try_from(txs)?,
+            accounts: usize::try_from(accounts)?,
+            hot_share,
+            backend,
+            block_txs: usize::try_from(block_txs)?,
+            dir,
+            durable,
+            runs: usize::try_from(runs)?,
+        }),
     }
 }

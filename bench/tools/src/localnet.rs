@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context, bail};
 use engine::{
     Address, Currency,
-    genesis::{BalanceSpec, CurrencySpec, Genesis, GenesisConfig},
+    genesis::{BalanceSpec, CurrencySpec, GeneratedSpec, Genesis, GenesisConfig},
     ledger::Validator,
 };
 use exit::Output;
@@ -81,12 +81,12 @@ pub(crate) fn init(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow:
     init_with(dir, validators, net, Vec::new())
 }
 
-/// [`init`] with more funded accounts in the genesis (`bench localnet`'s senders and receivers).
+/// [`init`] with generated accounts in the genesis (`bench localnet`'s senders and receivers).
 pub(crate) fn init_with(
     dir: &Path,
     validators: usize,
     net: &LocalnetArgs,
-    extra_balances: Vec<BalanceSpec>,
+    generated: Vec<GeneratedSpec>,
 ) -> anyhow::Result<Vec<Process>> {
     if !(1..=engine::limits::VALIDATORS_MAX).contains(&validators) {
         bail!("--validators must be 1 to {}", engine::limits::VALIDATORS_MAX);
@@ -101,7 +101,7 @@ pub(crate) fn init_with(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (processes, identities, keys) = create_identities(dir, validators, u32::from(net.base_port))?;
     let faucet = replica::identity::create_key_file(&dir.join("faucet.key"))?;
-    let genesis = localnet_genesis(faucet.public_key().address(), &keys, &net.currencies, extra_balances)?;
+    let genesis = localnet_genesis(faucet.public_key().address(), &keys, &net.currencies, generated)?;
     for (i, p) in processes.iter().enumerate() {
         write_config(p, &processes, &identities, net)?;
         debug_assert_eq!(i < validators, p.role == Role::Validator);
@@ -150,14 +150,15 @@ fn create_identities(
 }
 
 /// The localnet's genesis: the validators of `keys`, CAS and `currencies`, the faucet funded
-/// (and `extra_balances`).
+/// (and the `generated` accounts).
 fn localnet_genesis(
     faucet: Address,
     keys: &[engine::SecretKey],
     currencies: &[(Currency, Address)],
-    extra_balances: Vec<BalanceSpec>,
+    generated: Vec<GeneratedSpec>,
 ) -> anyhow::Result<Genesis> {
     Ok(Genesis::new(GenesisConfig {
+        generated,
         chain_id: LOCALNET_CHAIN.into(),
         timestamp_ms: engine::clock::now_ms(),
         min_fee: 1_000,
@@ -169,13 +170,7 @@ fn localnet_genesis(
             .chain(currencies.iter().map(|&(symbol, issuer)| CurrencySpec { symbol, issuer }))
             .collect(),
         declarations: vec![],
-        balances: std::iter::once(BalanceSpec {
-            address: faucet,
-            currency: Currency::CAS,
-            amount: FAUCET_FUNDING,
-        })
-        .chain(extra_balances)
-        .collect(),
+        balances: vec![BalanceSpec { address: faucet, currency: Currency::CAS, amount: FAUCET_FUNDING }],
     })?)
 }
 

@@ -22,6 +22,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use bench::workload::{Mix, generated_accounts, generated_transfer};
 use engine::{
     Backend, Hash,
     clock::now_ms,
@@ -44,6 +45,8 @@ pub(crate) struct LocalnetBench {
     pub(crate) rate: u64,
     pub(crate) duration_s: u64,
     pub(crate) accounts: usize,
+    /// Share of transfers within the hot set ([`Mix`]).
+    pub(crate) hot_share: f64,
     pub(crate) net: crate::cli::LocalnetArgs,
     /// Runs, each on a fresh localnet with its own bound; the report is the one of median ratio.
     pub(crate) runs: usize,
@@ -241,13 +244,11 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!((1..=5_000_000).contains(&n), "rate × duration must be 1 to 5,000,000 transactions");
     anyhow::ensure!(cfg.accounts >= 2, "at least two accounts");
     let setup = Instant::now();
-    // Senders: enough that no account's balance or ordering limits the load.
-    let senders = cfg.accounts.min(n.max(2));
-    let w = bench::workload::workload(senders, cfg.accounts);
+    let mix = Mix { accounts: cfg.accounts as u64, hot_share: cfg.hot_share };
     let expiration = now_ms() + (cfg.duration_s as i64 + 300) * 1000;
-    let txs: Vec<Vec<u8>> = (0..n)
+    let txs: Vec<Vec<u8>> = (0..n as u64)
         .into_par_iter()
-        .map(|j| bench::workload::transfer_bytes_on(&w, LOCALNET_CHAIN, j, cfg.accounts, expiration))
+        .map(|j| generated_transfer(LOCALNET_CHAIN, &mix, j, expiration))
         .collect();
     let ids: Vec<TxId> = txs
         .par_iter()
@@ -260,7 +261,7 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
-    init_with(&dir, cfg.validators, &cfg.net, w.genesis.config.balances)?;
+    init_with(&dir, cfg.validators, &cfg.net, vec![generated_accounts(mix.accounts)])?;
     let procs: Vec<_> = processes(&dir)?.into_iter().filter(|p| p.role == Role::Validator).collect();
     ports_free(&procs)?;
     let mut children = Vec::new();
@@ -287,6 +288,7 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     report["validators"] = serde_json::json!(cfg.validators);
     report["block_interval_ms"] = serde_json::json!(cfg.net.block_interval_ms);
     report["accounts"] = serde_json::json!(cfg.accounts);
+    report["hot_share"] = serde_json::json!(cfg.hot_share);
     report["transport"] = serde_json::json!(cfg.net.transport);
     report["threads"] = serde_json::json!(rayon::current_num_threads());
     report["machine_sigverify_tx_per_s"] = serde_json::json!(machine);

@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::Context;
-use bench::workload::{GENESIS_MS, transfer_bytes, validator_key, workload};
+use bench::workload::{CHAIN, GENESIS_MS, Mix, generated_genesis, generated_transfer, validator_key};
 use consensus::{
     Chain, ChainConfig, Clock, Committed, Config, Core, Driver, DriverConfig, Equivocation, Fault, Mempool,
     MempoolConfig, Message, Network, PeerId, SignState, Storage, StorageError, Timeouts, Timer, Timers,
@@ -49,6 +49,8 @@ use crate::stats::{median_run, proc_status_kb, process_cpu_s};
 pub(crate) struct PipelineBench {
     pub(crate) txs: usize,
     pub(crate) accounts: usize,
+    /// Share of transfers within the hot set ([`Mix`]).
+    pub(crate) hot_share: f64,
     pub(crate) backend: Backend,
     pub(crate) block_txs: usize,
     pub(crate) dir: Option<PathBuf>,
@@ -70,14 +72,14 @@ fn expiration_ms(j: usize, block_txs: usize) -> i64 {
     GENESIS_MS + ledger * STEP_MS + TX_TTL_MS
 }
 
-fn write_transfers(path: &Path, w: &bench::workload::Workload, cfg: &PipelineBench) -> anyhow::Result<()> {
+fn write_transfers(path: &Path, mix: &Mix, cfg: &PipelineBench) -> anyhow::Result<()> {
     let mut out = BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
     const CHUNK: usize = 20_000;
     for start in (0..cfg.txs).step_by(CHUNK) {
         let end = (start + CHUNK).min(cfg.txs);
         let signed: Vec<Vec<u8>> = (start..end)
             .into_par_iter()
-            .map(|j| transfer_bytes(w, j, cfg.accounts, expiration_ms(j, cfg.block_txs)))
+            .map(|j| generated_transfer(CHAIN, mix, j as u64, expiration_ms(j, cfg.block_txs)))
             .collect();
         for tx in signed {
             out.write_all(&(tx.len() as u32).to_le_bytes())?;
@@ -485,6 +487,7 @@ fn report(
         "benchmark": "pipeline",
         "txs": cfg.txs,
         "accounts": cfg.accounts,
+        "hot_share": cfg.hot_share,
         "backend": cfg.backend.name(),
         "threads": threads,
         "block_txs": cfg.block_txs,
@@ -526,25 +529,27 @@ pub(crate) fn pipeline(cfg: &PipelineBench) -> anyhow::Result<Output> {
     let setup = Instant::now();
     // A genesis and transfers made by an earlier run with the same parameters are reused (kept
     // with `--dir`), so a profiler can watch the timed part alone.
-    let txs_path =
-        dir.join(format!("transfers-{}-{}-{}-ttl{}.bin", cfg.txs, cfg.accounts, cfg.block_txs, TX_TTL_MS));
-    let genesis_path = dir.join(format!("genesis-{}.toml", cfg.accounts));
+    let mix = Mix { accounts: cfg.accounts as u64, hot_share: cfg.hot_share };
+    let txs_path = dir.join(format!(
+        "transfers-{}-{}-hot{}-{}-ttl{}.bin",
+        cfg.txs, cfg.accounts, cfg.hot_share, cfg.block_txs, TX_TTL_MS
+    ));
     std::fs::create_dir_all(&dir)?;
-    let genesis_toml = if txs_path.exists() && genesis_path.exists() {
-        std::fs::read_to_string(&genesis_path)?
-    } else {
-        let w = workload(cfg.accounts, cfg.accounts);
+    let genesis = engine::genesis::Genesis::new(generated_genesis(
+        CHAIN,
+        mix.accounts,
+        &[validator_key().public_key()],
+    ))?;
+    anyhow::ensure!(
+        TX_TTL_MS + STEP_MS < genesis.params.max_ttl_ms,
+        "benchmark TTL above the chain's maximum"
+    );
+    let genesis_toml = genesis.to_toml();
+    if !txs_path.exists() {
         let partial = txs_path.with_extension("partial");
-        anyhow::ensure!(
-            TX_TTL_MS + STEP_MS < w.genesis.params.max_ttl_ms,
-            "benchmark TTL above the chain's maximum"
-        );
-        write_transfers(&partial, &w, cfg)?;
+        write_transfers(&partial, &mix, cfg)?;
         std::fs::rename(&partial, &txs_path)?;
-        let toml = w.genesis.to_toml();
-        std::fs::write(&genesis_path, &toml)?;
-        toml
-    };
+    }
     let setup_s = setup.elapsed().as_secs_f64();
 
     let mut runs = Vec::with_capacity(cfg.runs);

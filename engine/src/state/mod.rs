@@ -188,6 +188,10 @@ impl State {
     /// The state of ledger 0.
     pub fn from_genesis(genesis: &Genesis) -> Self {
         let mut accounts: FastMap<Address, Account> = FastMap::default();
+        // Sized once (see `restore`): generated geneses run to millions of accounts.
+        accounts.reserve(
+            genesis.balances.len() + genesis.declarations.len() + genesis.generated_count() as usize,
+        );
         for d in &genesis.declarations {
             if let Some(address) = d.address() {
                 accounts.entry(address).or_insert_with(|| Account::new(address)).declaration =
@@ -200,6 +204,15 @@ impl State {
                 .or_insert_with(|| Account::new(*address))
                 .set_balance(*currency, *amount);
         }
+        genesis.for_each_generated(|addresses, currency, amount| {
+            for address in addresses {
+                let account = accounts.entry(*address).or_insert_with(|| Account::new(*address));
+                // Every amount given an account adds up; the supply check of `Genesis::new`
+                // bounds each sum by the currency's supply.
+                let sum = account.balance(&currency).saturating_add(amount);
+                account.set_balance(currency, sum);
+            }
+        });
         let mut trie = StateTrie::new();
         let mut leaves: Vec<([u8; 21], Hash)> =
             accounts.par_iter().map(|(address, a)| (*address.raw(), a.leaf_hash())).collect();

@@ -78,6 +78,7 @@ pub(crate) fn genesis_config() -> GenesisConfig {
         _ => unreachable!(),
     };
     GenesisConfig {
+        generated: vec![],
         chain_id: CHAIN.into(),
         timestamp_ms: GENESIS_MS,
         min_fee: MIN_FEE,

@@ -369,6 +369,7 @@ pub fn genesis_new(args: &GenesisArgs) -> anyhow::Result<Output> {
     let (governance, declaration, required) =
         governance(&members, args.governance, args.governance_required)?;
     let config = GenesisConfig {
+        generated: vec![],
         chain_id: args.chain_id.clone(),
         timestamp_ms: engine::clock::now_ms(),
         min_fee: args.min_fee,
@@ -467,11 +468,13 @@ pub fn genesis_inspect(path: &Path) -> anyhow::Result<Output> {
     let genesis = Genesis::from_toml(&text)?;
     let state = State::from_genesis(&genesis);
     let mut supply: std::collections::BTreeMap<Currency, i128> = std::collections::BTreeMap::new();
-    let mut funded = BTreeSet::new();
-    for (&(address, currency), &amount) in &genesis.balances {
-        *supply.entry(currency).or_default() += i128::from(amount);
-        funded.insert(address);
+    for account in state.accounts() {
+        for &(currency, amount) in account.balances() {
+            *supply.entry(currency).or_default() += i128::from(amount);
+        }
     }
+    // Funded: holding a positive balance (the issuers hold the negative side).
+    let funded = state.accounts().filter(|a| a.balances().iter().any(|&(_, x)| x > 0)).count();
     let c = &genesis.config;
     Output::json(&Inspection {
         chain_id: c.chain_id.clone(),
@@ -492,7 +495,7 @@ pub fn genesis_inspect(path: &Path) -> anyhow::Result<Output> {
             .collect(),
         currencies: c.currencies.clone(),
         declarations: c.declarations.clone(),
-        accounts_funded: funded.len(),
+        accounts_funded: funded,
         supply: supply.into_iter().collect(),
     })
 }

@@ -686,6 +686,7 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
     let alice = SecretKey::from_bytes(&[42; 32]).unwrap();
     let bob = SecretKey::from_bytes(&[43; 32]).unwrap().public_key().address();
     let genesis = engine::genesis::Genesis::new(engine::genesis::GenesisConfig {
+        generated: vec![],
         chain_id: "single".into(),
         timestamp_ms: now_ms() - 60_000,
         min_fee: 10,
@@ -819,4 +820,38 @@ fn single_validator_commits_submissions_and_resumes_after_restart() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
     assert!(!dir.path().join("other").exists(), "a refused restore left its directory");
+}
+
+/// `bench pipeline` over a generated genesis of 100,000 accounts (a few lines of TOML), both
+/// ends of each transfer drawn over all of them or the hot set: everything commits, the same
+/// figures as ever are reported, and a share outside 0 to 1 is refused.
+#[test]
+fn bench_pipeline_runs_on_a_generated_state() {
+    let run = caasiope(
+        &[
+            "bench",
+            "pipeline",
+            "--txs",
+            "2000",
+            "--accounts",
+            "100000",
+            "--hot-share",
+            "0.3",
+            "--block-txs",
+            "500",
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let r: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(r["committed"], 2000, "{r}");
+    assert_eq!(r["accounts"], 100_000);
+    assert_eq!(r["hot_share"], 0.3);
+    assert!(r["ratio"].as_f64().unwrap() > 0.0 && r["ledgers"].as_u64().unwrap() >= 4, "{r}");
+    for bad in ["1.5", "-0.1", "half"] {
+        let share = format!("--hot-share={bad}");
+        let run = caasiope(&["bench", "pipeline", "--txs", "10", "--accounts", "10", &share], None);
+        assert_eq!(run.code, Some(2), "{bad}: {}", run.stderr);
+        assert!(run.stderr.contains("0 to 1"), "{}", run.stderr);
+    }
 }

@@ -1030,7 +1030,8 @@ fn bench_localnet_commits_what_it_accepts_and_reports_its_bound() {
     let base = free_base();
     let out = bin()
         .args(["bench", "localnet", "--validators", "4", "--rate", "300", "--duration", "6"])
-        .args(["--accounts", "400", "--runs", "2", "--base-port", &base.to_string(), "--json"])
+        .args(["--accounts", "400", "--hot-share", "0.5", "--runs", "2", "--base-port", &base.to_string()])
+        .arg("--json")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -400,6 +400,7 @@ mod tests {
     #[test]
     fn set_changes_are_followed_from_genesis_each_certified_by_the_set_before() {
         let config = GenesisConfig {
+            generated: vec![],
             chain_id: "localnet".into(),
             timestamp_ms: 0,
             min_fee: 1,

@@ -64,6 +64,7 @@ impl Net {
             amount: coins * COIN,
         };
         let config = GenesisConfig {
+            generated: vec![],
             chain_id: CHAIN.into(),
             timestamp_ms: T0_MS,
             min_fee: MIN_FEE,

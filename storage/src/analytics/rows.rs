@@ -33,10 +33,26 @@ impl ChainInfo {
         Self {
             chain_id: genesis.params.chain_id.clone(),
             fee_account: genesis.params.fee_account,
-            genesis_balances: genesis.balances.iter().map(|(&(a, c), &amount)| (a, c, amount)).collect(),
+            genesis_balances: genesis_balances(genesis),
             genesis_declarations: genesis.declarations.clone(),
         }
     }
+}
+
+/// Every genesis balance as the state holds it (listed, generated and the issuers' derived
+/// ones), sorted by account and currency.
+fn genesis_balances(genesis: &Genesis) -> Vec<(Address, Currency, i64)> {
+    if genesis.config.generated.is_empty() {
+        return genesis.balances.iter().map(|(&(a, c), &amount)| (a, c, amount)).collect();
+    }
+    let mut all = genesis.balances.clone();
+    genesis.for_each_generated(|addresses, currency, amount| {
+        for &a in addresses {
+            let x = all.entry((a, currency)).or_insert(0);
+            *x = x.saturating_add(amount);
+        }
+    });
+    all.into_iter().map(|((a, c), amount)| (a, c, amount)).collect()
 }
 
 /// A `ledgers` row.

@@ -25,7 +25,15 @@
 //! address = "qy…"
 //! currency = "CAS"
 //! amount = 100000000000          # raw units; the issuer's balance becomes −Σ
+//!
+//! [[generated]]                  # test and benchmark chains: accounts whose keys follow
+//! seed = "bench"                 # from a public seed (see [`generated`])
+//! count = 10000000
+//! currency = "CAS"
+//! amount = 100000000000          # each
 //! ```
+
+pub mod generated;
 
 use std::collections::BTreeMap;
 
@@ -35,7 +43,10 @@ use crate::{
     declaration::{Declaration, HashType, MultiSig, PaymentChannel},
     hash::Hash,
     ledger::{Validator, ValidatorSet, ValidatorSetError},
-    limits::{ACCOUNT_CURRENCIES_MAX, CHAIN_ID_LEN_MAX, GENESIS_BYTES_MAX},
+    limits::{
+        ACCOUNT_CURRENCIES_MAX, CHAIN_ID_LEN_MAX, GENERATED_ACCOUNTS_MAX, GENERATED_SEED_LEN_MAX,
+        GENESIS_BYTES_MAX,
+    },
 };
 
 /// The parameters every validation needs, fixed at genesis.
@@ -89,6 +100,9 @@ pub struct GenesisConfig {
     /// Initial balances.
     #[serde(default)]
     pub balances: Vec<BalanceSpec>,
+    /// Generated accounts: funded accounts whose keys follow from a public seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generated: Vec<GeneratedSpec>,
 }
 
 const fn default_ttl() -> i64 {
@@ -114,6 +128,21 @@ pub struct BalanceSpec {
     /// Currency.
     pub currency: Currency,
     /// Raw units, positive.
+    pub amount: i64,
+}
+
+/// Generated accounts: keys `0..count` of `seed` ([`generated::generated_key`]), each given
+/// `amount` of `currency`. Whoever knows the seed holds the keys: test and benchmark chains only.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedSpec {
+    /// Public seed, 1 to [`GENERATED_SEED_LEN_MAX`] bytes.
+    pub seed: String,
+    /// Accounts, at least one; all entries together at most [`GENERATED_ACCOUNTS_MAX`].
+    pub count: u64,
+    /// Currency.
+    pub currency: Currency,
+    /// Raw units given to each account, positive.
     pub amount: i64,
 }
 
@@ -205,9 +234,14 @@ pub struct Genesis {
     pub validators: ValidatorSet,
     /// Declarations to publish.
     pub declarations: Vec<Declaration>,
-    /// Every initial balance, the issuers' negative ones included, sorted.
+    /// Every listed initial balance and the issuers' negative ones (which count the generated
+    /// accounts too), sorted. The generated accounts' own balances are not here: they are
+    /// derived when needed ([`Genesis::for_each_generated`]).
     pub balances: BTreeMap<(Address, Currency), i64>,
 }
+
+/// Generated addresses handed over at once by [`Genesis::for_each_generated`].
+pub const GENERATED_CHUNK: u64 = 1 << 20;
 
 /// A chain id that is not 1 to 32 characters of `[a-z0-9-]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -285,6 +319,36 @@ impl Genesis {
                 .checked_add(b.amount)
                 .ok_or_else(|| invalid(format!("supply of {} overflows", b.currency)))?;
         }
+        let mut generated_total: u64 = 0;
+        for g in &config.generated {
+            if g.seed.is_empty() || g.seed.len() > GENERATED_SEED_LEN_MAX {
+                return Err(invalid(format!("generated seed is not 1 to {GENERATED_SEED_LEN_MAX} bytes")));
+            }
+            if !issuers.contains_key(&g.currency) {
+                return Err(invalid(format!("generated accounts in unknown currency {}", g.currency)));
+            }
+            if g.amount <= 0 {
+                return Err(invalid(format!("generated amount of seed {:?} is not positive", g.seed)));
+            }
+            generated_total = generated_total.saturating_add(g.count);
+            if g.count == 0 || generated_total > GENERATED_ACCOUNTS_MAX {
+                return Err(invalid(format!(
+                    "generated counts must be 1 or more, {GENERATED_ACCOUNTS_MAX} in all"
+                )));
+            }
+            if !generated::seed_covers(&g.seed, g.count) {
+                return Err(invalid(format!(
+                    "seed {:?} gives a zero key below {}: choose another",
+                    g.seed, g.count
+                )));
+            }
+            let s = supply.entry(g.currency).or_insert(0);
+            *s = i64::try_from(g.count)
+                .ok()
+                .and_then(|n| n.checked_mul(g.amount))
+                .and_then(|x| s.checked_add(x))
+                .ok_or_else(|| invalid(format!("supply of {} overflows", g.currency)))?;
+        }
         for (currency, total) in supply {
             balances.insert((issuers[&currency], currency), -total);
         }
@@ -297,6 +361,26 @@ impl Genesis {
             issuers,
         };
         Ok(Self { config, params, validators, declarations, balances })
+    }
+
+    /// Accounts given a balance by `[[generated]]` entries, in all.
+    pub fn generated_count(&self) -> u64 {
+        self.config.generated.iter().map(|g| g.count).sum()
+    }
+
+    /// Calls `f` with the generated accounts, entry by entry and in index order, at most
+    /// [`GENERATED_CHUNK`] addresses at a time (derived on the rayon pool), with the currency and
+    /// amount each is given. An account may appear in several entries and in `balances`: the
+    /// amounts add up.
+    pub fn for_each_generated(&self, mut f: impl FnMut(&[Address], Currency, i64)) {
+        for g in &self.config.generated {
+            let mut start = 0;
+            while start < g.count {
+                let n = (g.count - start).min(GENERATED_CHUNK);
+                f(&generated::generated_addresses(&g.seed, start, n), g.currency, g.amount);
+                start += n;
+            }
+        }
     }
 
     /// The TOML text of this genesis.
@@ -387,6 +471,47 @@ amount = 3
     }
 
     #[test]
+    fn generated_accounts_are_the_same_state_as_listed_ones() {
+        let generated = format!(
+            "{}\n[[generated]]\nseed = \"s\"\ncount = 40\ncurrency = \"CAS\"\namount = 5\n\n[[generated]]\nseed = \"s\"\ncount = 3\ncurrency = \"BTC\"\namount = 2\n",
+            sample()
+        );
+        let g = Genesis::from_toml(&generated).unwrap();
+        assert_eq!(g.generated_count(), 43);
+        assert_eq!(
+            g.balances[&(Address::timelock(0), Currency::CAS)],
+            -1200 - 40 * 5,
+            "the issuer counts them"
+        );
+        // The same accounts listed one by one: the same state, hence the same genesis hash.
+        let mut listed = g.config.clone();
+        listed.generated.clear();
+        let keys: Vec<Address> =
+            (0..40).map(|i| generated::generated_key("s", i).unwrap().public_key().address()).collect();
+        for (i, a) in keys.iter().enumerate() {
+            listed.balances.push(BalanceSpec { address: *a, currency: Currency::CAS, amount: 5 });
+            if i < 3 {
+                listed.balances.push(BalanceSpec {
+                    address: *a,
+                    currency: Currency::new("BTC").unwrap(),
+                    amount: 2,
+                });
+            }
+        }
+        let listed = Genesis::new(listed).unwrap();
+        let (a, b) = (crate::state::State::from_genesis(&g), crate::state::State::from_genesis(&listed));
+        assert_eq!(a.head_hash(), b.head_hash());
+        assert_eq!(a.account(&keys[0]).unwrap().balances().len(), 2);
+        assert_eq!(a.check_conservation(), Ok(()));
+        // A listed balance of a generated account adds to it.
+        let mut both = g.config;
+        both.balances.push(BalanceSpec { address: keys[7], currency: Currency::CAS, amount: 1 });
+        let both = crate::state::State::from_genesis(&Genesis::new(both).unwrap());
+        assert_eq!(both.account(&keys[7]).unwrap().balance(&Currency::CAS), 6);
+        assert_eq!(both.check_conservation(), Ok(()));
+    }
+
+    #[test]
     fn refuses_what_a_genesis_may_not_say() {
         let base = sample();
         let cases = [
@@ -401,6 +526,26 @@ amount = 3
             (base.replace("amount = 700", "amount = 9223372036854775800"), "overflows"),
             (base.replace("required = 1", "required = 3"), "multisig"),
             ("not toml at all [".to_owned(), ""),
+        ];
+        for (text, why) in cases {
+            let err = Genesis::from_toml(&text).expect_err(why);
+            assert!(err.to_string().contains(why), "{why}: got {err}");
+        }
+        let generated =
+            format!("{base}\n[[generated]]\nseed = \"s\"\ncount = 10\ncurrency = \"CAS\"\namount = 77\n");
+        assert!(Genesis::from_toml(&generated).is_ok());
+        let cases = [
+            (generated.replace("seed = \"s\"", "seed = \"\""), "seed"),
+            (generated.replace("seed = \"s\"", &format!("seed = \"{}\"", "x".repeat(65))), "seed"),
+            (generated.replace("count = 10", "count = 0"), "counts"),
+            (generated.replace("count = 10", &format!("count = {}", GENERATED_ACCOUNTS_MAX + 1)), "counts"),
+            (generated.replace("amount = 77", "amount = 0"), "not positive"),
+            (
+                generated.replace("currency = \"CAS\"\namount = 77", "currency = \"ETH\"\namount = 77"),
+                "unknown currency",
+            ),
+            (generated.replace("amount = 77", "amount = 922337203685477580"), "overflows"),
+            (generated.replace("amount = 77", "amount = 77\nsurprise = 1"), "unknown field"),
         ];
         for (text, why) in cases {
             let err = Genesis::from_toml(&text).expect_err(why);
