@@ -122,6 +122,14 @@ impl StoreReader {
         header(&self.env.begin_ro_txn()?, height)
     }
 
+    /// The genesis text the store was made from.
+    pub fn genesis_toml(&self) -> Result<String, StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        open::<Meta, _>(&txn)?
+            .field::<meta::Genesis>()?
+            .ok_or_else(|| missing(Meta::NAME, "no genesis".into()))
+    }
+
     /// The transactions of ledger `height`, in block order, if committed.
     pub fn block(&self, height: u64) -> Result<Option<Vec<SignedTransaction>>, StoreError> {
         block(&self.env.begin_ro_txn()?, height)

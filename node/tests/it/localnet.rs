@@ -1084,3 +1084,43 @@ pub(crate) fn promtool_check(what: &str, text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A store is opened only with the genesis it was made from, compared parsed: the same file laid
+/// out differently is accepted; one differing only in a chain parameter the genesis ledger does
+/// not commit (min_fee) is refused with a clear error, as any other difference.
+#[test]
+fn a_store_opens_only_with_its_own_genesis() {
+    let mut net = Localnet::init_n(1, 250);
+    net.start(0);
+    net.wait("the validator commits", 60, |n| n.height(0) >= 2);
+    net.stop_all();
+    let genesis_path = net.dir.path().join("genesis.toml");
+    let original = std::fs::read_to_string(&genesis_path).unwrap();
+    // Laid out differently (a comment, keys as TOML writes them again): the same genesis.
+    let parsed: toml::Value = toml::from_str(&original).unwrap();
+    std::fs::write(&genesis_path, format!("# kept by hand\n{}", toml::to_string(&parsed).unwrap())).unwrap();
+    net.start(0);
+    let h = net.height(0);
+    net.wait("the validator commits on", 60, |n| n.height(0) > h);
+    net.stop_all();
+    // Another minimum fee: another chain, whatever the genesis ledger's hash says.
+    assert!(original.contains("min_fee = 1000\n"));
+    std::fs::write(&genesis_path, original.replace("min_fee = 1000\n", "min_fee = 1001\n")).unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg("--config")
+        .arg(&net.procs[0].config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("was made from another genesis than the file"), "{stderr}");
+}
