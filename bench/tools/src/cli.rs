@@ -191,6 +191,30 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// How long a validator process takes to come back on a store of --accounts generated
+    /// accounts: from exec to its admin port reporting the height it stopped at (the store
+    /// opened: every account read, the state trie rebuilt and checked against the head's root),
+    /// median of --runs, against the bound of 30 s; with each run's peak memory.
+    Open {
+        /// Generated accounts of the genesis.
+        #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(2..=engine::limits::GENERATED_ACCOUNTS_MAX))]
+        accounts: u64,
+        /// Starts timed, one after another on the same store.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=20))]
+        runs: u64,
+        /// Drop the kernel's page cache before each start (as after a reboot; needs root).
+        #[arg(long)]
+        cold: bool,
+        /// Keep the network and its store here (an empty or new directory); without it they go
+        /// to a temporary directory, removed at the end.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        net: LocalnetArgs,
+        /// Print JSON (the only output form; accepted for clarity in scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// A link shaped in user space for WAN tests (not a benchmark): relays TCP connections
     /// from --listen to --to with a delay, jitter and loss; SIGUSR1 cuts it, SIGUSR2 heals it.
     Relay {

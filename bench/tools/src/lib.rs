@@ -14,6 +14,7 @@ mod localnet;
 mod localnet_bench;
 mod net_bench;
 mod net_kernel;
+mod open_bench;
 mod pipeline_bench;
 pub mod relay;
 mod state_sync_bench;
@@ -44,6 +45,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<Output> {
         BenchCommand::Edge { args, json: _ } => edge_bench::run(&args),
         BenchCommand::Stream { args, json: _ } => stream_bench::run(&args),
         BenchCommand::Relay { args } => relay::run(&args),
+        BenchCommand::Open { accounts, runs, cold, dir, net, json: _ } => {
+            open_bench::run(&open_bench::OpenBench { accounts, runs: usize::try_from(runs)?, cold, dir, net })
+        }
         BenchCommand::StateSync { txs, block_txs, senders, rounds, dir, json: _ } => {
             state_sync_bench::run(&state_sync_bench::StateSyncBench {
                 txs: usize::try_from(txs)?,

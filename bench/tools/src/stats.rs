@@ -4,7 +4,16 @@
 /// A field of `/proc/self/status`, in kB (0 if absent): `VmHWM:` is the peak resident memory
 /// (file-backed MDBX pages included), `RssAnon:` the process's own allocations now.
 pub(crate) fn proc_status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_kb("/proc/self/status", field)
+}
+
+/// [`proc_status_kb`] of process `pid` (0 if it is gone).
+pub(crate) fn proc_status_kb_of(pid: u32, field: &str) -> u64 {
+    status_kb(&format!("/proc/{pid}/status"), field)
+}
+
+fn status_kb(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -48,17 +48,22 @@ pub(crate) struct Snapshots {
     every: u64,
     current: RwLock<Option<Arc<SnapshotFile>>>,
     taking: AtomicBool,
-    /// The head height at which the last snapshot was started (or the process started).
+    /// The head height at which the last snapshot was started, or [`NONE`]: none to serve yet,
+    /// one is taken at the next commit.
     last: AtomicU64,
 }
 
+/// [`Snapshots::last`] of a process with no snapshot to serve.
+const NONE: u64 = u64::MAX;
+
 impl Snapshots {
-    /// The snapshots kept in `data_dir/snapshots`, taken every `every` ledgers from `height`
-    /// on: the one left by an earlier run is served until a new one replaces it.
-    pub(crate) fn new(data_dir: &Path, every: u64, height: u64) -> Arc<Self> {
+    /// The snapshots kept in `data_dir/snapshots`, taken every `every` ledgers: the one left by
+    /// an earlier run is served until a new one replaces it; without one, one is taken at the
+    /// first commit (a process that just joined serves joiners at once, not `every` ledgers on).
+    pub(crate) fn new(data_dir: &Path, every: u64) -> Arc<Self> {
         let dir = data_dir.join("snapshots");
         let current = SnapshotFile::open(dir.join(LATEST)).ok().map(Arc::new);
-        let last = current.as_ref().map_or(height, |s| s.height());
+        let last = current.as_ref().map_or(NONE, |s| s.height());
         Arc::new(Self {
             dir,
             every,
@@ -71,7 +76,8 @@ impl Snapshots {
     /// After a commit at `height`: starts taking a snapshot if one is due and none is being
     /// taken (on a thread of its own, reading through a reader of `store`).
     pub(crate) fn committed(self: &Arc<Self>, height: u64, store: &storage::Store) {
-        if self.every == 0 || height < self.last.load(Ordering::Relaxed).saturating_add(self.every) {
+        let last = self.last.load(Ordering::Relaxed);
+        if self.every == 0 || (last != NONE && height < last.saturating_add(self.every)) {
             return;
         }
         if self.taking.swap(true, Ordering::AcqRel) {
@@ -297,5 +303,63 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storage::{LedgerToCommit, Store, test_utils::TestChain};
+
+    use super::*;
+
+    /// Commits the next ledger of `chain` (2 transfers) to `store`; its height.
+    fn commit_next(chain: &TestChain, store: &mut Store, state: &mut engine::state::State) -> u64 {
+        let (applied, transactions) = chain.apply_next(state, 2, 1);
+        let certificate = chain.certify(&applied);
+        store
+            .commit(LedgerToCommit {
+                applied: &applied,
+                transactions: &transactions,
+                certificate: &certificate,
+                state,
+            })
+            .unwrap();
+        store.flush().unwrap();
+        applied.header.height
+    }
+
+    /// Waits for the snapshot thread to finish; the height served then.
+    fn served(snapshots: &Snapshots) -> Option<u64> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while snapshots.taking.load(Ordering::Acquire) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        snapshots.current.read().unwrap().as_ref().map(|s| s.height())
+    }
+
+    #[test]
+    fn a_process_with_none_to_serve_takes_one_at_its_first_commit_then_every_n_ledgers() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = TestChain::new(2, 4);
+        let (mut store, mut state) = Store::create(dir.path().join("db"), &chain.genesis_toml).unwrap();
+        let snapshots = Snapshots::new(dir.path(), 3);
+        assert_eq!(served(&snapshots), None);
+        let h = commit_next(&chain, &mut store, &mut state);
+        snapshots.committed(h, &store);
+        assert_eq!(served(&snapshots), Some(1), "taken at the first commit");
+        for _ in 0..2 {
+            let h = commit_next(&chain, &mut store, &mut state);
+            snapshots.committed(h, &store);
+            assert_eq!(served(&snapshots), Some(1), "not due before 3 ledgers");
+        }
+        let h = commit_next(&chain, &mut store, &mut state);
+        snapshots.committed(h, &store);
+        assert_eq!(served(&snapshots), Some(4));
+        // The next process on the same directory serves the file left and keeps the rhythm.
+        let again = Snapshots::new(dir.path(), 3);
+        assert_eq!(served(&again), Some(4));
+        let h = commit_next(&chain, &mut store, &mut state);
+        again.committed(h, &store);
+        assert_eq!(served(&again), Some(4));
     }
 }

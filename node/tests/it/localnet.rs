@@ -1124,3 +1124,25 @@ fn a_store_opens_only_with_its_own_genesis() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("was made from another genesis than the file"), "{stderr}");
 }
+
+/// `bench open` starts a validator on a store of generated accounts again and again: each run's
+/// time to ready and memory are reported, with the bound they are compared to.
+#[test]
+fn bench_open_reports_each_start_on_a_generated_store() {
+    let base = free_base();
+    let out = bin()
+        .args(["bench", "open", "--accounts", "5000", "--runs", "2", "--block-interval-ms", "250"])
+        .args(["--base-port", &base.to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["accounts"], 5000);
+    assert_eq!(r["bound_s"], 30.0);
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{r}");
+    for run in runs {
+        assert!(run["open_s"].as_f64().unwrap() > 0.0 && run["anon_rss_bytes"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert!(r["store_bytes"].as_u64().unwrap() > 0 && r["open_s"].as_f64().unwrap() > 0.0, "{r}");
+}

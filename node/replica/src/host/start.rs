@@ -63,7 +63,7 @@ pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Re
     let chain = Chain::new(state, chain_config(cfg), mempool.clone());
     let height = chain.state().head().height;
     let snapshots = (cfg.snapshot_every_ledgers > 0)
-        .then(|| crate::snapshots::Snapshots::new(&cfg.data_dir, cfg.snapshot_every_ledgers, height));
+        .then(|| crate::snapshots::Snapshots::new(&cfg.data_dir, cfg.snapshot_every_ledgers));
     let metrics = Arc::new(Metrics::default());
     let _ = metrics.store.set(store.reader());
     metrics.ledger_height.store(chain.state().head().height, Ordering::Relaxed);
