@@ -136,6 +136,12 @@ impl Store {
         Ok(())
     }
 
+    /// From now on, gathers index rows in batches of `batch` (the next batch included, unless
+    /// [`Store::stagger_index_batch`] is called after).
+    pub fn set_index_batch(&mut self, batch: IndexBatch) {
+        self.options.index_batch = batch;
+    }
+
     /// Makes the next batch of index rows due at `share` (clamped to 1/64..=1) of
     /// [`crate::StoreOptions::index_batch`], the ones after it at the whole of it. Stores that
     /// commit the same ledgers at the same time — the validators of a network run on one

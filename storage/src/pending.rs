@@ -27,6 +27,18 @@ pub struct IndexBatch {
 impl IndexBatch {
     /// Index rows written with every ledger.
     pub const EVERY_LEDGER: Self = Self { txs: 1, ledgers: 1 };
+
+    /// The batch of a validator's or node's store holding `accounts` accounts: the default up
+    /// to 1.25M accounts, then one transaction per 25 accounts, at most 500,000. A batch writes
+    /// each account it changed once, in key order, but a B-tree page is written whole: at 10M
+    /// accounts (~250,000 leaf pages) a batch of 50,000 transfers (~100,000 accounts) rewrote
+    /// ~80 % of them as many pages, ~3.4 KB per account; one of 400,000 writes ~1.2 KB per
+    /// account (`bench pipeline --accounts 10000000`, docs/PERFORMANCE.md). A restart then
+    /// executes up to that many transactions again (~5 s at 400,000 here) and the gathered rows
+    /// swing the memory by up to ~8 % of what the state itself takes.
+    pub fn for_accounts(accounts: usize) -> Self {
+        Self { txs: (accounts / 25).clamp(50_000, 500_000), ledgers: 64 }
+    }
 }
 
 impl Default for IndexBatch {

@@ -383,6 +383,11 @@ impl State {
         self.accounts.get(address).map_or(0, |a| a.balance(currency))
     }
 
+    /// How many accounts exist.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
     /// Every account, in no particular order.
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.debug_assert_settled();

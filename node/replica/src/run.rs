@@ -84,6 +84,10 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
     // laid out differently). Not the genesis ledger's hash: it does not commit the chain's
     // parameters (min_fee, max_ttl_ms, issuers …) that validation depends on, and rebuilding the
     // genesis state for it took 19 s and 3 GB at ten million generated accounts.
+    let (mut store, state) = (store, state);
+    if cfg.api_listen.is_none() {
+        store.set_index_batch(IndexBatch::for_accounts(state.account_count()));
+    }
     let stored = Genesis::from_toml(&store.reader().genesis_toml()?)?;
     if stored.config != genesis.config {
         bail!(
