@@ -213,6 +213,28 @@ impl TestChain {
         (applied, block.transactions)
     }
 
+    /// Applies the next ledger of `state` ([`TestChain::apply_next`], `txs` transfers to
+    /// `outputs` receivers each), certifies it and commits it to `store`.
+    pub fn commit_next(
+        &self,
+        store: &mut crate::Store,
+        state: &mut State,
+        txs: usize,
+        outputs: usize,
+    ) -> (Applied, Vec<SignedTransaction>) {
+        let (applied, transactions) = self.apply_next(state, txs, outputs);
+        let certificate = self.certify(&applied);
+        store
+            .commit(crate::LedgerToCommit {
+                applied: &applied,
+                transactions: &transactions,
+                certificate: &certificate,
+                state,
+            })
+            .unwrap_or_else(|e| panic!("test ledger {}: {e}", applied.header.height));
+        (applied, transactions)
+    }
+
     /// The validator's certificate of an applied ledger.
     pub fn certify(&self, applied: &Applied) -> Certificate {
         let mut certificate = Certificate::new(0);

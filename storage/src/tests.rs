@@ -25,17 +25,7 @@ fn commit(
     state: &mut State,
     txs: usize,
 ) -> (Applied, Vec<SignedTransaction>) {
-    let (applied, transactions) = chain.apply_next(state, txs, 2);
-    let certificate = chain.certify(&applied);
-    store
-        .commit(LedgerToCommit {
-            applied: &applied,
-            transactions: &transactions,
-            certificate: &certificate,
-            state,
-        })
-        .unwrap();
-    (applied, transactions)
+    chain.commit_next(store, state, txs, 2)
 }
 
 /// A store whose index rows are written with every ledger, for tests that read or poke the

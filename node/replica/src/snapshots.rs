@@ -308,22 +308,13 @@ impl<T> Drop for AbortOnDrop<T> {
 
 #[cfg(test)]
 mod tests {
-    use storage::{LedgerToCommit, Store, test_utils::TestChain};
+    use storage::{Store, test_utils::TestChain};
 
     use super::*;
 
-    /// Commits the next ledger of `chain` (2 transfers) to `store`; its height.
+    /// Commits the next ledger of `chain` (2 transfers) to `store` and flushes it; its height.
     fn commit_next(chain: &TestChain, store: &mut Store, state: &mut engine::state::State) -> u64 {
-        let (applied, transactions) = chain.apply_next(state, 2, 1);
-        let certificate = chain.certify(&applied);
-        store
-            .commit(LedgerToCommit {
-                applied: &applied,
-                transactions: &transactions,
-                certificate: &certificate,
-                state,
-            })
-            .unwrap();
+        let (applied, _) = chain.commit_next(store, state, 2, 1);
         store.flush().unwrap();
         applied.header.height
     }
