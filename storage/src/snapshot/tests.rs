@@ -299,3 +299,51 @@ fn a_snapshot_served_record_by_record_is_the_file_and_restores() {
     std::fs::write(tmp.path().join("cut"), &bytes[..bytes.len() - 3]).unwrap();
     assert!(crate::SnapshotFile::open(tmp.path().join("cut")).is_err());
 }
+
+/// The snapshot's genesis text, replaced by `text` (the lengths of the text and of the preamble
+/// record fixed).
+fn with_genesis(file: &[u8], text: &str) -> Vec<u8> {
+    let u32_at = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    // The preamble record: its length, then the magic, the format, the text's length, the text.
+    let record = u32_at(0);
+    let at = 4 + super::MAGIC.len() + 4;
+    let n = u32_at(at);
+    let mut preamble = file[4..at].to_vec();
+    preamble.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    preamble.extend_from_slice(text.as_bytes());
+    preamble.extend_from_slice(&file[at + 4 + n..4 + record]);
+    let mut out = (preamble.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&preamble);
+    out.extend_from_slice(&file[4 + record..]);
+    out
+}
+
+/// A snapshot naming another genesis is refused by comparing the genesis files parsed, never by
+/// building the other one's state: a peer's preamble naming the most generated accounts a
+/// genesis may (16.7M: minutes and gigabytes to build) is refused at once. (Reproduced first:
+/// the restore built their genesis state to word its error.)
+#[test]
+fn a_snapshot_of_another_genesis_is_refused_without_building_it() {
+    let chain = TestChain::new(2, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, file) = (tmp.path().join("src"), tmp.path().join("dst"), tmp.path().join("snap"));
+    let (store, _) = build(&chain, &src, 4, 2, None, StoreOptions::default());
+    drop(store);
+    snapshot(&src, &file).unwrap();
+    let good = std::fs::read(&file).unwrap();
+    let huge = format!(
+        "{}\n[[generated]]\nseed = \"x\"\ncount = {}\ncurrency = \"CAS\"\namount = 1\n",
+        chain.genesis_toml,
+        engine::limits::GENERATED_ACCOUNTS_MAX
+    );
+    let bad = tmp.path().join("bad");
+    std::fs::write(&bad, with_genesis(&good, &huge)).unwrap();
+    let r = restore(&bad, &dst, &chain.genesis_toml, None, Durability::Durable);
+    assert!(matches!(r, Err(StoreError::Snapshot(ref why)) if why.contains("another chain")), "{r:?}");
+    // The same genesis laid out otherwise: the same chain, but the file must be the chain's own.
+    std::fs::write(&bad, with_genesis(&good, &format!("# a comment\n{}", chain.genesis_toml))).unwrap();
+    let r = restore(&bad, &dst, &chain.genesis_toml, None, Durability::Durable);
+    assert!(matches!(r, Err(StoreError::Snapshot(ref why)) if why.contains("written otherwise")), "{r:?}");
+    assert!(!dst.join("mdbx.dat").exists());
+    restore(&file, &dst, &chain.genesis_toml, None, Durability::Durable).unwrap();
+}
