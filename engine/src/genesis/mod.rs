@@ -383,6 +383,16 @@ impl Genesis {
         }
     }
 
+    /// The hash of the genesis file as parsed: SHA-256 of its TOML as this build writes it back
+    /// ([`Genesis::to_toml`]), so files laid out differently but saying the same have the same
+    /// one, and any difference — a chain parameter included — changes it. The genesis ledger's
+    /// hash commits the state, the validators and the chain id, but not the parameters
+    /// (`min_fee`, `max_ttl_ms`, the fee and governance accounts, the issuers): members of a
+    /// ceremony compare both.
+    pub fn file_hash(&self) -> Hash {
+        Hash(crate::hash::sha256(self.to_toml().as_bytes()))
+    }
+
     /// The TOML text of this genesis.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(&self.config).unwrap_or_default()
@@ -468,6 +478,13 @@ amount = 3
         // Written back and read again, it is the same genesis.
         let again = Genesis::from_toml(&g.to_toml()).unwrap();
         assert_eq!(again.config, g.config);
+        // The file hash: the same for the same genesis laid out otherwise, another for a
+        // parameter the genesis ledger does not commit.
+        assert_eq!(Genesis::from_toml(&format!("# note\n{}", sample())).unwrap().file_hash(), g.file_hash());
+        let fee = Genesis::from_toml(&sample().replace("min_fee = 1000", "min_fee = 1001")).unwrap();
+        assert_ne!(fee.file_hash(), g.file_hash());
+        let (a, b) = (crate::state::State::from_genesis(&fee), crate::state::State::from_genesis(&g));
+        assert_eq!(a.head_hash(), b.head_hash(), "the genesis ledger does not commit min_fee");
     }
 
     #[test]

@@ -349,6 +349,8 @@ struct GenesisReport {
     chain_id: String,
     genesis: PathBuf,
     genesis_hash: engine::Hash,
+    /// The hash of the genesis file as parsed (its parameters too): members compare it as well.
+    genesis_file_hash: engine::Hash,
     governance: Address,
     governance_required: u16,
     validators: usize,
@@ -429,6 +431,7 @@ pub fn genesis_new(args: &GenesisArgs) -> anyhow::Result<Output> {
         chain_id: genesis.params.chain_id.clone(),
         genesis: genesis_path,
         genesis_hash: hash,
+        genesis_file_hash: genesis.file_hash(),
         governance,
         governance_required: required,
         validators: genesis.validators.validators().len(),
@@ -441,6 +444,9 @@ pub fn genesis_new(args: &GenesisArgs) -> anyhow::Result<Output> {
 struct Inspection {
     chain_id: String,
     genesis_hash: engine::Hash,
+    /// The hash of the genesis file as parsed (its parameters too, which `genesis_hash` does
+    /// not commit).
+    genesis_file_hash: engine::Hash,
     timestamp_ms: i64,
     min_fee: i64,
     max_ttl_ms: i64,
@@ -479,6 +485,7 @@ pub fn genesis_inspect(path: &Path) -> anyhow::Result<Output> {
     Output::json(&Inspection {
         chain_id: c.chain_id.clone(),
         genesis_hash: state.head_hash(),
+        genesis_file_hash: genesis.file_hash(),
         timestamp_ms: c.timestamp_ms,
         min_fee: c.min_fee,
         max_ttl_ms: c.max_ttl_ms,

@@ -167,6 +167,7 @@ impl Localnet {
             let out = bin().args(["genesis", "inspect"]).arg(home.join("genesis.toml")).output().unwrap();
             let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(inspected["genesis_hash"], report["genesis_hash"]);
+            assert_eq!(inspected["genesis_file_hash"], report["genesis_file_hash"]);
         }
         Self { dir, procs }
     }

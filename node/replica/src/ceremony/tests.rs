@@ -90,6 +90,16 @@ fn genesis_new_writes_a_config_each_member_loads_and_a_hash_inspect_agrees_on() 
     assert_eq!(report["governance_required"], 3, "more than two thirds of four");
     let inspected = json(genesis_inspect(&out.join("genesis.toml")).unwrap());
     assert_eq!(inspected["genesis_hash"], report["genesis_hash"]);
+    assert_eq!(inspected["genesis_file_hash"], report["genesis_file_hash"]);
+    // A coordinator handing one member a file that differs in a parameter alone: the genesis
+    // ledger's hash is the same, the file hash tells.
+    let text = std::fs::read_to_string(out.join("genesis.toml")).unwrap();
+    let other = root.path().join("other.toml");
+    let min_fee = text.lines().find(|l| l.starts_with("min_fee = ")).unwrap();
+    std::fs::write(&other, text.replace(min_fee, "min_fee = 123457")).unwrap();
+    let lied = json(genesis_inspect(&other).unwrap());
+    assert_eq!(lied["genesis_hash"], report["genesis_hash"]);
+    assert_ne!(lied["genesis_file_hash"], report["genesis_file_hash"]);
     assert_eq!(inspected["governance"], report["governance"]);
     assert_eq!(inspected["declarations"][0]["required"], 3);
     assert_eq!(inspected["declarations"][0]["signers"].as_array().unwrap().len(), 4);
