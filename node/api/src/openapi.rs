@@ -27,9 +27,52 @@ use crate::{
         metrics
     ),
     // The stream's events are not answers of their own: named here so the document defines them.
-    components(schemas(Ledger, TxRef, ErrorBody, StreamEnd, Height))
+    components(schemas(Ledger, TxRef, ErrorBody, StreamEnd, Height)),
+    modifiers(&EdgeAnswers)
 )]
 struct Doc;
+
+/// The answers any route may give before its own handler runs (docs/API.md), added to every
+/// operation: 414 for a request target over 8 KiB and 431 for too many or too large header
+/// fields (both `too_large`), 503 while the process stops (with `Retry-After`).
+struct EdgeAnswers;
+
+impl utoipa::Modify for EdgeAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, ResponseBuilder, content::Content};
+        const ANSWERS: [(&str, &str); 3] = [
+            ("414", "Request target over 8 KiB (too_large)"),
+            ("431", "Too many or too large header fields (too_large)"),
+            ("503", "The process is stopping (unavailable), with Retry-After"),
+        ];
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, description) in ANSWERS {
+                    operation.responses.responses.entry(status.to_owned()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                            )
+                            .build()
+                            .into()
+                    });
+                }
+            }
+        }
+    }
+}
 
 /// The OpenAPI document of the `/v1` API (served at [`crate::routes::OPENAPI`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
