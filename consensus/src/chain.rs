@@ -508,6 +508,8 @@ impl Chain {
         self.pinned = [None; 2];
         self.pool.remove(applied.tx_ids.iter().chain(std::mem::take(&mut self.rejected).iter()));
         self.pool.remove_expired(self.state.head().timestamp_ms);
+        // The commit rate clients are admitted by.
+        self.pool.committed(applied.tx_ids.len());
         let ledger = CommittedLedger {
             header: applied.header,
             certificate,
@@ -569,6 +571,7 @@ mod tests {
             bytes_max: usize::MAX,
             busy_txs: 15_000,
             busy_queued: 4_000,
+            busy_wait: None,
         }))
     }
 

@@ -1009,6 +1009,7 @@ fn boot(w: &World, i: usize, ledgers: &[CommittedLedger], signer: Option<SignSta
         bytes_max: usize::MAX,
         busy_txs: 10_000,
         busy_queued: 10_000,
+        busy_wait: None,
     };
     let pool = std::sync::Arc::new(caasiope_consensus::Mempool::new(pool));
     let mut chain = Chain::new(State::from_genesis(&w.genesis), chain_cfg, pool);

@@ -29,7 +29,7 @@ use engine::{
     validate::{VerifiedTx, check_stateless, verify_signatures},
 };
 pub use intake::{Admitted, Intake, IntakeConfig, IntakeSubmitter, Origin, Reply};
-pub use mempool::{Mempool, MempoolConfig, PoolError, Verdict};
+pub use mempool::{BusyWait, DRAIN_LEDGERS, Mempool, MempoolConfig, PoolError, Verdict};
 pub use metrics::{Metrics, MetricsSnapshot, Stage, StageSnapshot};
 
 /// Threads for a verification pool: one a core (the stages' own threads mostly wait on it).

@@ -17,6 +17,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicI64, AtomicUsize, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use engine::{
@@ -40,12 +41,70 @@ pub struct MempoolConfig {
     /// past it too, what arrives is dropped unjudged.
     pub bytes_max: usize,
     /// Pending transactions at which clients are refused as busy (below `txs_max`, so the
-    /// other validators' gossip and the bodies a proposal names still find room).
+    /// other validators' gossip and the bodies a proposal names still find room): the most,
+    /// whatever `busy_wait` says.
     pub busy_txs: usize,
+    /// Refuse clients by the rate ledgers commit at, so that a transaction admitted waits a
+    /// bounded time rather than behind seconds of others (`None`: by `busy_txs` alone).
+    pub busy_wait: Option<BusyWait>,
     /// Transactions waiting for verification at which clients are refused as busy (the other
     /// validators' gossip waits in the same queue: a deep one means proposals name transactions
     /// this validator has not verified yet).
     pub busy_queued: usize,
+}
+
+/// Admission by the commit rate: clients are refused as busy while the transactions waiting
+/// (pending, and received but not yet verified) would take longer than `wait` to commit at the
+/// rate the last ledgers committed — measured on this process's clock over the last
+/// [`DRAIN_LEDGERS`] commits — never below `floor_txs` waiting, nor above `busy_txs`.
+///
+/// `wait` must be longer than the interval between ledgers (a node passes two intervals): a
+/// ledger may then take all that waited, so when the load grows the measured rate grows with
+/// it — each ledger can hold more than the last, by up to `wait` over the interval — up to
+/// what the network can commit, and stops there: past it, transactions wait no longer than
+/// `wait` (plus the ledger deciding them) before they commit, and the rest are refused with
+/// a reason the client can retry on.
+#[derive(Clone, Copy, Debug)]
+pub struct BusyWait {
+    /// The longest a client's transaction should wait for a ledger.
+    pub wait: Duration,
+    /// Transactions admitted whatever the rate (an idle network takes a burst; the rate has
+    /// room to grow from nothing).
+    pub floor_txs: usize,
+}
+
+/// Commits the rate is measured over: the last three, so the estimate spans two intervals and
+/// follows a growing load within a few ledgers.
+pub const DRAIN_LEDGERS: usize = 3;
+
+/// The last commits' times and sizes, and the admission limit they give.
+#[derive(Debug, Default)]
+struct Drain {
+    commits: std::collections::VecDeque<(Instant, usize)>,
+}
+
+impl Drain {
+    /// Records a commit of `txs` at `at`; the transactions waiting at which clients are
+    /// refused, by `rule`, within `[floor_txs, cap]`.
+    fn record(&mut self, at: Instant, txs: usize, rule: BusyWait, cap: usize) -> usize {
+        if self.commits.len() == DRAIN_LEDGERS {
+            self.commits.pop_front();
+        }
+        self.commits.push_back((at, txs));
+        let floor = rule.floor_txs.min(cap);
+        let (Some(&(first, _)), Some(&(last, _))) = (self.commits.front(), self.commits.back()) else {
+            return floor;
+        };
+        let span = last.saturating_duration_since(first).as_secs_f64();
+        if span <= 0.0 {
+            return floor;
+        }
+        // The first commit only opens the span: what committed after it, over it.
+        let committed: usize = self.commits.iter().skip(1).map(|(_, n)| n).sum();
+        let limit = committed as f64 / span * rule.wait.as_secs_f64();
+        // `as` saturates: an endless wait is the cap.
+        (limit as usize).clamp(floor, cap)
+    }
 }
 
 /// Why the pool did not take a transaction.
@@ -145,6 +204,10 @@ pub struct Mempool {
     bytes: AtomicUsize,
     /// Transactions submitted to the intake and not yet verified.
     queued: AtomicI64,
+    /// Transactions waiting at which clients are refused now (`busy_txs`, or by the commit
+    /// rate: [`BusyWait`]).
+    admit_txs: AtomicUsize,
+    drain: Mutex<Drain>,
 }
 
 impl Mempool {
@@ -156,6 +219,11 @@ impl Mempool {
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             queued: AtomicI64::new(0),
+            admit_txs: AtomicUsize::new(match cfg.busy_wait {
+                Some(rule) => rule.floor_txs.min(cfg.busy_txs),
+                None => cfg.busy_txs,
+            }),
+            drain: Mutex::default(),
         }
     }
 
@@ -196,12 +264,36 @@ impl Mempool {
         self.queued.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Why client submissions are refused now, if they are: too many transactions wait for a
-    /// ledger, or verification is behind.
+    /// Tells the pool a ledger committed `txs` transactions now (the consensus host, at each
+    /// commit): the commit rate that admission by [`BusyWait`] follows.
+    pub fn committed(&self, txs: usize) {
+        let Some(rule) = self.cfg.busy_wait else { return };
+        let limit = self.drain.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(
+            Instant::now(),
+            txs,
+            rule,
+            self.cfg.busy_txs,
+        );
+        self.admit_txs.store(limit, Ordering::Relaxed);
+    }
+
+    /// Transactions waiting (pending, and received but not verified) at which client
+    /// submissions are refused now.
+    pub fn admit_limit(&self) -> usize {
+        self.admit_txs.load(Ordering::Relaxed)
+    }
+
+    /// Why client submissions are refused now, if they are: more transactions wait for a
+    /// ledger than commit within the wait admission allows ([`BusyWait`]; or than `busy_txs`),
+    /// or verification is behind.
     pub fn busy(&self) -> Option<String> {
         let (pool, queued) = (self.len(), self.queued_txs());
-        if pool >= self.cfg.busy_txs {
-            Some(format!("{pool} transactions pending, retry later"))
+        let limit = self.admit_limit();
+        let waiting = pool.saturating_add(usize::try_from(queued).unwrap_or(usize::MAX));
+        if waiting >= limit {
+            Some(format!(
+                "{waiting} transactions waiting for a ledger (admitting up to {limit} now), retry later"
+            ))
         } else if queued >= self.cfg.busy_queued as u64 {
             Some(format!("{queued} transactions waiting for verification, retry later"))
         } else {
@@ -395,7 +487,7 @@ mod tests {
     }
 
     fn config(txs_max: usize) -> MempoolConfig {
-        MempoolConfig { txs_max, bytes_max: usize::MAX, busy_txs: txs_max, busy_queued: 100 }
+        MempoolConfig { txs_max, bytes_max: usize::MAX, busy_txs: txs_max, busy_queued: 100, busy_wait: None }
     }
 
     /// A chain where key 2 holds 100 CAS, and transfers of `amount` from it with fee `fee`.
@@ -476,8 +568,13 @@ mod tests {
     #[test]
     fn a_full_pool_drops_unjudged_and_the_busy_check_reads_it() {
         let state = state();
-        let pool =
-            Mempool::new(MempoolConfig { txs_max: 2, bytes_max: usize::MAX, busy_txs: 1, busy_queued: 5 });
+        let pool = Mempool::new(MempoolConfig {
+            txs_max: 2,
+            bytes_max: usize::MAX,
+            busy_txs: 2,
+            busy_queued: 1,
+            busy_wait: None,
+        });
         assert!(pool.busy().is_none());
         let txs: Vec<VerifiedTx> = (0..4).map(|i| transfer(&state, i, 1, 1)).collect();
         let mut s = state;
@@ -485,11 +582,11 @@ mod tests {
         let (admitted, verdicts) = pool.admit(&mut exec, txs.clone());
         assert_eq!(admitted.len(), 2);
         assert_eq!(verdicts[2..].iter().filter(|(_, v)| *v == Verdict::Dropped).count(), 2, "unjudged");
-        assert!(pool.busy().is_some_and(|why| why.contains("pending")));
+        assert!(pool.busy().is_some_and(|why| why.contains("waiting for a ledger")));
         assert_eq!(pool.insert(txs[3].clone()), Err(PoolError::Full));
         pool.remove_expired(60_000);
         assert!(pool.is_empty());
-        pool.queue(5);
+        pool.queue(1);
         assert!(pool.busy().is_some_and(|why| why.contains("verification")));
     }
 
@@ -505,6 +602,7 @@ mod tests {
             bytes_max: 2 * one + one / 2,
             busy_txs: 100,
             busy_queued: 5,
+            busy_wait: None,
         });
         let mut s = state;
         let mut exec = s.begin_block(2_000).unwrap();
@@ -517,5 +615,72 @@ mod tests {
         assert_eq!(pool.bytes(), one);
         assert_eq!(pool.insert(txs[3].clone()), Ok(()));
         assert_eq!(pool.bytes(), 2 * one);
+    }
+
+    /// Admission by the commit rate: an idle pool takes the floor; the limit is what the last
+    /// ledgers committed in the wait allowed, measured over the last commits' span; it grows
+    /// when ledgers take all that waited (each can take more than the last), and stays within
+    /// the cap.
+    #[test]
+    fn admission_follows_the_commit_rate_within_its_floor_and_cap() {
+        let rule = BusyWait { wait: Duration::from_millis(500), floor_txs: 1_000 };
+        let (cap, t0) = (15_000, Instant::now());
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut d = Drain::default();
+        assert_eq!(d.record(at(0), 0, rule, cap), 1_000, "one commit: no span yet");
+        assert_eq!(d.record(at(250), 0, rule, cap), 1_000, "nothing committed: the floor");
+        // 1,000 over the 500 ms of three commits: 2,000/s, 1,000 in the 500 ms wait.
+        assert_eq!(d.record(at(500), 1_000, rule, cap), 1_000);
+        // 1,000 + 1,500 over 500 ms: 5,000/s → 2,500.
+        assert_eq!(d.record(at(750), 1_500, rule, cap), 2_500);
+        // Ledgers taking all that waited: the limit grows ledger after ledger.
+        assert_eq!(d.record(at(1_000), 2_500, rule, cap), 4_000);
+        assert_eq!(d.record(at(1_250), 4_000, rule, cap), 6_500);
+        // Ledgers slower than the interval: the rate, not the count per ledger, decides.
+        assert_eq!(d.record(at(2_250), 4_000, rule, cap), 8_000 * 500 / 1_250);
+        // Never above the cap, and an endless wait is the cap.
+        assert_eq!(d.record(at(2_251), 100_000, rule, cap), cap);
+        let endless = BusyWait { wait: Duration::MAX, floor_txs: 0 };
+        assert_eq!(Drain::default().record(at(0), 1, endless, cap), 0);
+        let mut d = Drain::default();
+        d.record(at(0), 1, endless, cap);
+        assert_eq!(d.record(at(1), 1, endless, cap), cap);
+        // A floor above the cap is the cap.
+        let high = BusyWait { wait: Duration::from_secs(1), floor_txs: 20_000 };
+        assert_eq!(Drain::default().record(at(0), 0, high, cap), cap);
+    }
+
+    /// The pool refuses clients by that limit, counting what waits for verification too, and
+    /// moves it at each commit; without the rule, by `busy_txs` alone.
+    #[test]
+    fn the_busy_check_reads_the_limit_the_commits_set() {
+        let state = state();
+        let rule = BusyWait { wait: Duration::from_secs(3_600), floor_txs: 2 };
+        let pool = Mempool::new(MempoolConfig {
+            txs_max: 100,
+            bytes_max: usize::MAX,
+            busy_txs: 50,
+            busy_queued: 100,
+            busy_wait: Some(rule),
+        });
+        assert_eq!(pool.admit_limit(), 2);
+        let txs: Vec<VerifiedTx> = (0..4).map(|i| transfer(&state, i, 1, 1)).collect();
+        let mut s = state;
+        let mut exec = s.begin_block(2_000).unwrap();
+        let (admitted, _) = pool.admit(&mut exec, txs[..1].to_vec());
+        assert_eq!(admitted.len(), 1);
+        assert!(pool.busy().is_none());
+        pool.queue(1);
+        assert!(pool.busy().is_some_and(|why| why.contains("2 transactions waiting")), "queued counts");
+        pool.queue(-1);
+        // Commits a moment apart at an hour's wait: the cap.
+        pool.committed(1);
+        std::thread::sleep(Duration::from_millis(2));
+        pool.committed(1);
+        assert_eq!(pool.admit_limit(), 50);
+        assert!(pool.busy().is_none());
+        let off = Mempool::new(config(10));
+        off.committed(1_000);
+        assert_eq!(off.admit_limit(), 10, "no rule: busy_txs");
     }
 }

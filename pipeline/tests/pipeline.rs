@@ -88,6 +88,7 @@ fn mempool() -> Arc<Mempool> {
         bytes_max: usize::MAX,
         busy_txs: 50_000,
         busy_queued: 4_000,
+        busy_wait: None,
     }))
 }
 

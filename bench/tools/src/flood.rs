@@ -189,6 +189,7 @@ fn honest_driver(
         bytes_max: usize::MAX,
         busy_txs: txs.len() + 1,
         busy_queued: usize::MAX,
+        busy_wait: None,
     };
     let mut chain = Chain::new(state, chain_cfg, std::sync::Arc::new(Mempool::new(pool)));
     for v in &txs {

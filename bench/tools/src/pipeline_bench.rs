@@ -317,6 +317,7 @@ fn timed_validator(
         bytes_max: limits::POOL_BYTES_MAX,
         busy_txs: limits::POOL_TXS_MAX,
         busy_queued: usize::MAX,
+        busy_wait: None,
     }));
     let intake_cfg = IntakeConfig {
         backend: cfg.backend,

@@ -63,10 +63,22 @@ pub const POOL_TXS_MAX: usize = 200_000;
 /// 2,000 of the largest (32 KiB) fill it.
 pub const POOL_BYTES_MAX: usize = 64 << 20;
 
-/// Client submissions are refused ("busy") while this many transactions wait: past it, more
-/// intake only spends the CPU that consensus needs to commit what is already waiting
-/// (measured: without it, offered load above the peak halved the committed rate).
+/// Client submissions are refused ("busy") while this many transactions wait, whatever the
+/// commit rate allows: past it, more intake only spends the CPU that consensus needs to commit
+/// what is already waiting (measured: without it, offered load above the peak halved the
+/// committed rate).
 pub const POOL_ADMIT_MAX: usize = 15_000;
+
+/// Client submissions are refused ("busy") while the transactions waiting would take longer
+/// than this many block intervals to commit at the rate the last ledgers committed (more than
+/// one, so a ledger may take all that waited and the rate can grow with the load): at the peak
+/// a transaction waits about this long, not seconds behind a full pool (docs/PERFORMANCE.md,
+/// issue 21).
+pub const POOL_WAIT_INTERVALS: u32 = 2;
+
+/// Transactions admitted whatever the commit rate (an idle network takes a burst of this many,
+/// and the measured rate has room to grow from nothing).
+pub const POOL_ADMIT_MIN: usize = 2_000;
 
 /// Client submissions are refused ("busy") while this many received transactions wait for
 /// verification: the intake is behind, and what it admits late reaches proposals the others
@@ -285,11 +297,16 @@ pub const SUBMITTED_ENTRY_BYTES: usize = 256;
 /// The words of a refusal kept with a submission (longer ones are cut).
 pub const SUBMITTED_REASON_BYTES_MAX: usize = 256;
 
-/// Client connections served at once on the submit port.
+/// Client connections served at once on the submit port (each on two threads: one reads and
+/// submits, one writes the answers).
 pub const SUBMIT_CONNECTIONS_MAX: usize = 64;
 
 /// Frames of the submit port taken as one intake batch.
 pub const SUBMIT_BATCH_FRAMES_MAX: usize = 256;
+
+/// Batches of one submit-port connection submitted and not yet answered: past it, the
+/// connection is not read until the oldest is answered (the intake is far behind).
+pub const SUBMIT_BATCHES_IN_FLIGHT: usize = 16;
 
 /// Submit-port connections served at once to one source (an IPv4 address or an IPv6 /64).
 pub const SUBMIT_CONNECTIONS_PER_SOURCE: usize = 8;
@@ -377,6 +394,8 @@ const _: () = {
     // a full block still waits, and the pool never refuses a body a proposal needs for want of
     // room taken by clients.
     assert!(BLOCK_TXS_MAX <= POOL_ADMIT_MAX);
+    assert!(POOL_ADMIT_MIN <= POOL_ADMIT_MAX);
+    assert!(POOL_WAIT_INTERVALS > 1);
     assert!(POOL_ADMIT_MAX + INTAKE_ADMIT_MAX + BLOCK_TXS_MAX <= POOL_TXS_MAX);
     assert!(STAGE_BATCH_TXS_MAX <= INTAKE_ADMIT_MAX);
     assert!(STAGE_BATCH_TXS_MAX <= protocol::BLOCK_TXS_MAX);

@@ -88,6 +88,7 @@ impl Host {
         }
         let mempool = self.io.intake.mempool();
         m.pool_size.store(mempool.len() as u64, Ordering::Relaxed);
+        m.pool_admit_txs.store(mempool.admit_limit() as u64, Ordering::Relaxed);
         m.intake_queued_txs.store(mempool.queued_txs(), Ordering::Relaxed);
         let intake = self.io.intake.metrics();
         m.rejected_txs.store(intake.rejected_total(), Ordering::Relaxed);

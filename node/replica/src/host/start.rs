@@ -21,7 +21,7 @@ use crossbeam_channel::Sender;
 use engine::{SecretKey, genesis::Genesis, state::State, tx::TxId};
 use exit::{Output, read_text};
 use net::{NodeCert, transport::Transport};
-use pipeline::{Admitted, Intake, IntakeConfig, IntakeSubmitter, Mempool, MempoolConfig, Origin};
+use pipeline::{Admitted, BusyWait, Intake, IntakeConfig, IntakeSubmitter, Mempool, MempoolConfig, Origin};
 use storage::Store;
 
 use super::{Event, Host, Io, PeerSlot};
@@ -30,7 +30,7 @@ use crate::{
     config::{NetConfig, NodeConfig, Role},
     metrics::{self, Metrics},
     network::{self, Bans, PeerIndex, Shared},
-    run::{open_store, reload_on_sighup, serve_submissions, stop_on_signals},
+    run::{Answer, open_store, reload_on_sighup, serve_submissions, stop_on_signals},
     signer::SignerFile,
     wal::Wal,
     wire::Sync as SyncMsg,
@@ -59,6 +59,10 @@ pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Re
         bytes_max: limits::POOL_BYTES_MAX,
         busy_txs: limits::POOL_ADMIT_MAX,
         busy_queued: limits::INTAKE_ADMIT_MAX,
+        busy_wait: Some(BusyWait {
+            wait: Duration::from_millis(cfg.block_interval_ms) * limits::POOL_WAIT_INTERVALS,
+            floor_txs: limits::POOL_ADMIT_MIN,
+        }),
     }));
     let chain = Chain::new(state, chain_config(cfg), mempool.clone());
     let height = chain.state().head().height;
@@ -450,10 +454,11 @@ fn boot_consensus(host: &mut Host, wal: Option<(Wal, WalRead)>, metrics: &Metric
     Ok(())
 }
 
-/// Submissions: decoded on the connection's thread (for the id and a clear error), then
-/// handed to the intake decoded, which verifies and admits them; each frame is answered with
-/// admission's verdict (as the API answers), waited for at most
-/// [`limits::SUBMIT_VERDICT_TIMEOUT`]. Served on their own thread until `stop`.
+/// Submissions: refused at once as busy ([`Mempool::busy`]) or decoded on the connection's
+/// reading thread (for the id and a clear error) and handed to the intake decoded, which
+/// verifies and admits them; each frame is answered with admission's verdict (as the API
+/// answers), which the connection's writer waits for at most [`limits::SUBMIT_VERDICT_TIMEOUT`]
+/// after the submission. Served on their own thread until `stop`.
 fn start_submit_server(
     submit_listen: SocketAddr,
     metrics: Arc<Metrics>,
@@ -462,10 +467,11 @@ fn start_submit_server(
     chain_id: String,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let stats = metrics.edge.submit.clone();
-    let accept = move |frames: Vec<Vec<u8>>| -> Vec<String> {
+    let accept = move |frames: Vec<Vec<u8>>| -> Answer {
         if let Some(why) = submitter.mempool().busy() {
             metrics.busy_txs.fetch_add(frames.len() as u64, Ordering::Relaxed);
-            return vec![format!("rejected busy: {why}"); frames.len()];
+            let lines = vec![format!("rejected busy: {why}"); frames.len()];
+            return Box::new(move || lines);
         }
         let (ids, batch) = crate::run::decode_frames(&frames, &chain_id);
         let undecodable = ids.len() - batch.len();
@@ -473,25 +479,30 @@ fn start_submit_server(
             metrics.undecodable_submissions[1].fetch_add(undecodable as u64, Ordering::Relaxed);
         }
         if batch.is_empty() {
-            return crate::run::answer_lines(ids, Some(&[]), |_, _| false);
+            return Box::new(move || crate::run::answer_lines(ids, Some(&[]), |_, _| false));
         }
         let (send, verdicts) = std::sync::mpsc::sync_channel(1);
         let reply: pipeline::Reply = Box::new(move |v| {
             let _ = send.send(v);
         });
         if submitter.submit_decoded_with(Origin::Client, batch, reply).is_err() {
-            return vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()];
+            let lines = vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()];
+            return Box::new(move || lines);
         }
-        let verdicts = match verdicts.recv_timeout(limits::SUBMIT_VERDICT_TIMEOUT) {
-            Ok(verdicts) => Some(verdicts),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            // The intake dropped the reply: it is stopping.
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()];
-            }
-        };
-        let pool = submitter.mempool();
-        crate::run::answer_lines(ids, verdicts.as_deref(), |id, e| pool.pending_again(id, e))
+        // The verdicts are waited for by the connection's writer, in order, from now.
+        let deadline = Instant::now() + limits::SUBMIT_VERDICT_TIMEOUT;
+        let pool = submitter.mempool().clone();
+        Box::new(move || {
+            let verdicts = match verdicts.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(verdicts) => Some(verdicts),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                // The intake dropped the reply: it is stopping.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()];
+                }
+            };
+            crate::run::answer_lines(ids, verdicts.as_deref(), |id, e| pool.pending_again(id, e))
+        })
     };
     std::thread::Builder::new()
         .name("caasiope-submit".into())
