@@ -53,28 +53,30 @@ pub struct MempoolConfig {
     pub busy_queued: usize,
 }
 
-/// Admission by the commit rate: clients are refused as busy while the transactions waiting
-/// (pending, and received but not yet verified) would take longer than `wait` to commit at the
-/// rate the last ledgers committed — measured on this process's clock over the last
-/// [`DRAIN_LEDGERS`] commits — never below `floor_txs` waiting, nor above `busy_txs`.
+/// Admission by the commit rate: clients are refused as busy while more transactions wait
+/// (pending, and received but not yet verified) than `intervals` times what commits in an
+/// `interval` at the rate the last ledgers committed (measured on this process's clock over
+/// the last [`DRAIN_LEDGERS`] commits) or `intervals` times the last ledger's count, whichever
+/// is more — never fewer than `floor_txs`, nor more than `busy_txs`.
 ///
-/// `wait` must be longer than the interval between ledgers (a node passes two intervals): a
-/// ledger may then take all that waited, so when the load grows the measured rate grows with
-/// it — each ledger can hold more than the last, by up to `wait` over the interval — up to
-/// what the network can commit, and stops there: past it, transactions wait no longer than
-/// `wait` (plus the ledger deciding them) before they commit, and the rest are refused with
-/// a reason the client can retry on.
+/// `intervals` must be more than one: a ledger may then take all that waited, and the next
+/// `intervals` times as many, so when the load grows admission grows with it, ledger after
+/// ledger, up to what the network can commit, and stops there: past it, transactions wait about
+/// `intervals` intervals (plus the ledger deciding them) before they commit, and the rest are
+/// refused with a reason the client can retry on. The last ledger's count is what keeps that
+/// growth when ledgers come slower than configured (large blocks at the peak).
 #[derive(Clone, Copy, Debug)]
 pub struct BusyWait {
-    /// The longest a client's transaction should wait for a ledger.
-    pub wait: Duration,
+    /// The configured interval between ledgers.
+    pub interval: Duration,
+    /// How many intervals a client's transaction should wait for its ledger at most.
+    pub intervals: f64,
     /// Transactions admitted whatever the rate (an idle network takes a burst; the rate has
     /// room to grow from nothing).
     pub floor_txs: usize,
 }
 
-/// Commits the rate is measured over: the last three, so the estimate spans two intervals and
-/// follows a growing load within a few ledgers.
+/// Commits the rate is measured over: the last three, so the estimate spans two intervals.
 pub const DRAIN_LEDGERS: usize = 3;
 
 /// The last commits' times and sizes, and the admission limit they give.
@@ -101,7 +103,8 @@ impl Drain {
         }
         // The first commit only opens the span: what committed after it, over it.
         let committed: usize = self.commits.iter().skip(1).map(|(_, n)| n).sum();
-        let limit = committed as f64 / span * rule.wait.as_secs_f64();
+        let last_txs = self.commits.back().map_or(0, |&(_, n)| n) as f64;
+        let limit = (committed as f64 / span * rule.interval.as_secs_f64()).max(last_txs) * rule.intervals;
         // `as` saturates: an endless wait is the cap.
         (limit as usize).clamp(floor, cap)
     }
@@ -623,30 +626,38 @@ mod tests {
     /// the cap.
     #[test]
     fn admission_follows_the_commit_rate_within_its_floor_and_cap() {
-        let rule = BusyWait { wait: Duration::from_millis(500), floor_txs: 1_000 };
+        let rule = BusyWait { interval: Duration::from_millis(250), intervals: 2.0, floor_txs: 1_000 };
         let (cap, t0) = (15_000, Instant::now());
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut d = Drain::default();
         assert_eq!(d.record(at(0), 0, rule, cap), 1_000, "one commit: no span yet");
         assert_eq!(d.record(at(250), 0, rule, cap), 1_000, "nothing committed: the floor");
-        // 1,000 over the 500 ms of three commits: 2,000/s, 1,000 in the 500 ms wait.
-        assert_eq!(d.record(at(500), 1_000, rule, cap), 1_000);
-        // 1,000 + 1,500 over 500 ms: 5,000/s → 2,500.
-        assert_eq!(d.record(at(750), 1_500, rule, cap), 2_500);
+        // 1,000 over the 500 ms of three commits: 2,000/s, 500 in an interval; the last ledger
+        // took 1,000.
+        assert_eq!(d.record(at(500), 1_000, rule, cap), 2_000, "twice the last ledger");
         // Ledgers taking all that waited: the limit grows ledger after ledger.
-        assert_eq!(d.record(at(1_000), 2_500, rule, cap), 4_000);
-        assert_eq!(d.record(at(1_250), 4_000, rule, cap), 6_500);
-        // Ledgers slower than the interval: the rate, not the count per ledger, decides.
-        assert_eq!(d.record(at(2_250), 4_000, rule, cap), 8_000 * 500 / 1_250);
+        assert_eq!(d.record(at(750), 2_000, rule, cap), 4_000);
+        assert_eq!(d.record(at(1_000), 4_000, rule, cap), 8_000);
+        // A ledger that left some: the rate decides when it is above the last ledger (4,000 +
+        // 3,000 over the last two intervals' 500 ms: 3,500 an interval, the last 3,000).
+        assert_eq!(d.record(at(1_250), 3_000, rule, cap), 2 * (7_000 * 250 / 500));
+        // Ledgers slower than configured (1 s): the last ledger's count keeps room for the
+        // next to take twice as many.
+        assert_eq!(d.record(at(2_250), 4_000, rule, cap), 8_000);
+        // Faster than configured (125 ms): two intervals at the rate measured.
+        let mut fast = Drain::default();
+        fast.record(at(0), 0, rule, cap);
+        fast.record(at(125), 1_000, rule, cap);
+        assert_eq!(fast.record(at(250), 1_000, rule, cap), 2 * (2_000 * 250 / 250));
         // Never above the cap, and an endless wait is the cap.
         assert_eq!(d.record(at(2_251), 100_000, rule, cap), cap);
-        let endless = BusyWait { wait: Duration::MAX, floor_txs: 0 };
+        let endless = BusyWait { interval: Duration::MAX, intervals: 2.0, floor_txs: 0 };
         assert_eq!(Drain::default().record(at(0), 1, endless, cap), 0);
         let mut d = Drain::default();
         d.record(at(0), 1, endless, cap);
         assert_eq!(d.record(at(1), 1, endless, cap), cap);
         // A floor above the cap is the cap.
-        let high = BusyWait { wait: Duration::from_secs(1), floor_txs: 20_000 };
+        let high = BusyWait { interval: Duration::from_secs(1), intervals: 2.0, floor_txs: 20_000 };
         assert_eq!(Drain::default().record(at(0), 0, high, cap), cap);
     }
 
@@ -655,7 +666,7 @@ mod tests {
     #[test]
     fn the_busy_check_reads_the_limit_the_commits_set() {
         let state = state();
-        let rule = BusyWait { wait: Duration::from_secs(3_600), floor_txs: 2 };
+        let rule = BusyWait { interval: Duration::from_secs(3_600), intervals: 2.0, floor_txs: 2 };
         let pool = Mempool::new(MempoolConfig {
             txs_max: 100,
             bytes_max: usize::MAX,

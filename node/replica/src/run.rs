@@ -59,7 +59,7 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
             Sync::SafeNoSync => Durability::SafeNoSync,
         },
         // The explorer API reads the index tables from other threads: they are written with
-        // every ledger there.
+        // every ledger there. Elsewhere batches are sized by the state once it is open (below).
         index_batch: if cfg.api_listen.is_some() { IndexBatch::EVERY_LEDGER } else { IndexBatch::default() },
         // Elsewhere a batch (~100,000 transactions' rows, 0.6 s here) is written beside the
         // next heights instead of holding up the commit of the ledger that completes it:
@@ -73,7 +73,7 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
         retention: cfg.retention,
     };
     let exists = cfg.data_dir.join("mdbx.dat").exists();
-    let (store, state) = if exists {
+    let (mut store, state) = if exists {
         Store::open_with(&cfg.data_dir, options)?
     } else {
         std::fs::create_dir_all(&cfg.data_dir)
@@ -84,10 +84,6 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
     // laid out differently). Not the genesis ledger's hash: it does not commit the chain's
     // parameters (min_fee, max_ttl_ms, issuers …) that validation depends on, and rebuilding the
     // genesis state for it took 19 s and 3 GB at ten million generated accounts.
-    let (mut store, state) = (store, state);
-    if cfg.api_listen.is_none() {
-        store.set_index_batch(IndexBatch::for_accounts(state.account_count()));
-    }
     let stored = Genesis::from_toml(&store.reader().genesis_toml()?)?;
     if stored.config != genesis.config {
         bail!(
@@ -96,6 +92,11 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Store, State)> {
             cfg.data_dir.display(),
             cfg.genesis.display()
         );
+    }
+    // A batch writes each account it changed once, but a B-tree page whole: over a large state
+    // larger batches rewrite fewer pages per account (`IndexBatch::for_accounts`).
+    if cfg.api_listen.is_none() {
+        store.set_index_batch(IndexBatch::for_accounts(state.account_count()));
     }
     Ok((store, state))
 }

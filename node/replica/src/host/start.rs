@@ -60,7 +60,8 @@ pub(crate) fn run(cfg: &NodeConfig, config_path: &std::path::Path) -> anyhow::Re
         busy_txs: limits::POOL_ADMIT_MAX,
         busy_queued: limits::INTAKE_ADMIT_MAX,
         busy_wait: Some(BusyWait {
-            wait: Duration::from_millis(cfg.block_interval_ms) * limits::POOL_WAIT_INTERVALS,
+            interval: Duration::from_millis(cfg.block_interval_ms),
+            intervals: limits::POOL_WAIT_INTERVALS,
             floor_txs: limits::POOL_ADMIT_MIN,
         }),
     }));
