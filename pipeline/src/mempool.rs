@@ -94,17 +94,15 @@ impl Drain {
         }
         self.commits.push_back((at, txs));
         let floor = rule.floor_txs.min(cap);
-        let (Some(&(first, _)), Some(&(last, _))) = (self.commits.front(), self.commits.back()) else {
-            return floor;
-        };
-        let span = last.saturating_duration_since(first).as_secs_f64();
+        // Not empty: a commit was just pushed.
+        let (first, _) = self.commits[0];
+        let span = at.saturating_duration_since(first).as_secs_f64();
         if span <= 0.0 {
             return floor;
         }
         // The first commit only opens the span: what committed after it, over it.
         let committed: usize = self.commits.iter().skip(1).map(|(_, n)| n).sum();
-        let last_txs = self.commits.back().map_or(0, |&(_, n)| n) as f64;
-        let limit = (committed as f64 / span * rule.interval.as_secs_f64()).max(last_txs) * rule.intervals;
+        let limit = (committed as f64 / span * rule.interval.as_secs_f64()).max(txs as f64) * rule.intervals;
         // `as` saturates: an endless wait is the cap.
         (limit as usize).clamp(floor, cap)
     }

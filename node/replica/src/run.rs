@@ -133,6 +133,11 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 /// connection's answers reach it, in order (it may wait for the intake's verdicts).
 pub(crate) type Answer = Box<dyn FnOnce() -> Vec<String> + Send>;
 
+/// An [`Answer`] known already.
+pub(crate) fn ready(lines: Vec<String>) -> Answer {
+    Box::new(move || lines)
+}
+
 /// Submits a batch of frames (decoded, or refused at once as busy) as soon as it is read: its
 /// [`Answer`].
 pub(crate) type Accept = dyn Fn(Vec<Vec<u8>>) -> Answer + std::marker::Sync;
@@ -258,7 +263,6 @@ fn read_frames(
     // The writer ended (the client does not take its answers): so does the connection.
     let send =
         |answer: Answer| answers.send(answer).map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut));
-    let last_line = |line: String| -> Answer { Box::new(move || vec![line]) };
     // Bounded: a frame longer than TX_BYTES_MAX is refused as soon as its length is read.
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -275,9 +279,9 @@ fn read_frames(
             send(accept(frames))?;
         }
         if let Some(len) = oversized {
-            send(last_line(format!(
+            send(ready(vec![format!(
                 "rejected too_large: frame of {len} bytes is over the limit of {TX_BYTES_MAX}"
-            )))?;
+            )]))?;
             return Ok(());
         }
         if buf.len() >= 4 && buf.len() >= 4 + (u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize)
@@ -289,7 +293,9 @@ fn read_frames(
         if buf.is_empty() {
             frame_started = None;
         } else if frame_started.get_or_insert_with(std::time::Instant::now).elapsed() >= frame_deadline {
-            send(last_line(format!("rejected timeout: frame not received whole within {frame_deadline:?}")))?;
+            send(ready(vec![format!(
+                "rejected timeout: frame not received whole within {frame_deadline:?}"
+            )]))?;
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         match stream.read(&mut chunk) {
@@ -417,9 +423,8 @@ mod tests {
         let stats = Arc::new(edge::Stats::default());
         let s = stats.clone();
         let server = std::thread::spawn(move || {
-            let accept = |frames: Vec<Vec<u8>>| -> Answer {
-                let lines = frames.iter().map(|f| format!("accepted {}", f.len())).collect();
-                Box::new(move || lines)
+            let accept = |frames: Vec<Vec<u8>>| {
+                ready(frames.iter().map(|f| format!("accepted {}", f.len())).collect())
             };
             serve_submissions_on(&listener, &accept, stop, s, frame_deadline).unwrap();
         });

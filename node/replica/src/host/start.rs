@@ -30,7 +30,7 @@ use crate::{
     config::{NetConfig, NodeConfig, Role},
     metrics::{self, Metrics},
     network::{self, Bans, PeerIndex, Shared},
-    run::{Answer, open_store, reload_on_sighup, serve_submissions, stop_on_signals},
+    run::{Answer, open_store, ready, reload_on_sighup, serve_submissions, stop_on_signals},
     signer::SignerFile,
     wal::Wal,
     wire::Sync as SyncMsg,
@@ -471,8 +471,7 @@ fn start_submit_server(
     let accept = move |frames: Vec<Vec<u8>>| -> Answer {
         if let Some(why) = submitter.mempool().busy() {
             metrics.busy_txs.fetch_add(frames.len() as u64, Ordering::Relaxed);
-            let lines = vec![format!("rejected busy: {why}"); frames.len()];
-            return Box::new(move || lines);
+            return ready(vec![format!("rejected busy: {why}"); frames.len()]);
         }
         let (ids, batch) = crate::run::decode_frames(&frames, &chain_id);
         let undecodable = ids.len() - batch.len();
@@ -487,8 +486,7 @@ fn start_submit_server(
             let _ = send.send(v);
         });
         if submitter.submit_decoded_with(Origin::Client, batch, reply).is_err() {
-            let lines = vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()];
-            return Box::new(move || lines);
+            return ready(vec!["rejected unavailable: the process is stopping".to_owned(); ids.len()]);
         }
         // The verdicts are waited for by the connection's writer, in order, from now.
         let deadline = Instant::now() + limits::SUBMIT_VERDICT_TIMEOUT;
