@@ -1,10 +1,11 @@
 //! The explorer's public HTTP API (docs/API.md): reads committed ledgers, blocks, the
 //! transaction index and account histories from the store through a [`StoreReader`] (MDBX
 //! readers never block the writer), account state and proofs from the state of the latest
-//! ledger the host published, and hands submissions to the same intake as the submit port.
+//! ledger the host published (the explorer's copy of the state, moved by each ledger's diff),
+//! and hands submissions to the same intake as the submit port.
 //!
 //! ```text
-//! host thread ──publish(ledger, state)──> Explorer { latest: state + certificate, head: watch }
+//! host thread ──publish(ledger, diff)───> Explorer { latest: state + certificate, head: watch }
 //!                                            │            ▲
 //! HTTP (axum, on the network runtime) ───────┘            └── StoreReader (ledgers, index, history)
 //! ```
@@ -19,14 +20,14 @@ mod submit;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock, RwLockReadGuard},
 };
 
 use engine::{
     Hash,
     genesis::ChainParams,
     ledger::{Certificate, ValidatorSet},
-    state::State,
+    state::{State, StateDiff},
     tx::TxId,
     validate::TxError,
 };
@@ -58,10 +59,33 @@ pub trait Host: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
 }
 
-/// The state after the latest committed ledger, with the certificate that made it final.
+/// The state after the latest committed ledger, with the certificate that made it final: the
+/// explorer's own copy of the committed state, moved ledger by ledger by what each ledger
+/// changed ([`Latest::follow`]) — never copied whole on the ledger path, where a copy would cost
+/// what the state holds (seconds at 10M accounts) every ledger.
 struct Latest {
     state: State,
     certificate: Certificate,
+}
+
+impl Latest {
+    /// Moves onto the ledger `diff` made, `committed` being the state after it and
+    /// `certificate` what made it final: by the diff when this copy is its base (every ledger
+    /// after the first), otherwise (at start, after a state sync) by a copy of `committed`.
+    /// Returns whether the diff did.
+    fn follow(&mut self, committed: &State, diff: &StateDiff, certificate: &Certificate) -> bool {
+        let by_diff =
+            self.state.apply_shared_diff(diff).is_ok() && self.state.head_hash() == committed.head_hash();
+        if by_diff {
+            // The replay window is the host's, shared rather than held twice (the API reads
+            // none of it; left alone it would keep every id until it expires).
+            self.state.adopt_replay(committed.replay_window());
+        } else {
+            self.state = committed.clone();
+        }
+        self.certificate = certificate.clone();
+        by_diff
+    }
 }
 
 /// What the API knows of a transaction submitted through it.
@@ -194,7 +218,8 @@ pub struct Explorer {
     chain_id: String,
     params: ChainParams,
     reader: StoreReader,
-    latest: RwLock<Arc<Latest>>,
+    /// Written once a ledger, for the time its diff takes to apply; read for a lookup.
+    latest: RwLock<Latest>,
     /// Every validator set seen, by hash: genesis's, the one at start and each change since.
     sets: Mutex<HashMap<Hash, ValidatorSet>>,
     genesis_validators: ValidatorSet,
@@ -290,7 +315,7 @@ impl Explorer {
             chain_id: params.chain_id.clone(),
             params,
             reader: p.reader,
-            latest: RwLock::new(Arc::new(Latest { state: p.state, certificate: p.certificate })),
+            latest: RwLock::new(Latest { state: p.state, certificate: p.certificate }),
             sets: Mutex::new(sets),
             genesis_validators: p.genesis_validators,
             started_at,
@@ -306,8 +331,9 @@ impl Explorer {
         })
     }
 
-    /// A ledger was committed and stored: `state` is the state after it.
-    pub fn publish(&self, state: &State, certificate: &Certificate) {
+    /// A ledger was committed and stored: `state` is the state after it, `diff` what it
+    /// changed (applied to the explorer's copy: the cost of the block, not of the state).
+    pub fn publish(&self, state: &State, diff: &StateDiff, certificate: &Certificate) {
         let height = state.head().height;
         if let Ok(mut sets) = self.sets.lock() {
             sets.entry(state.validators().hash()).or_insert_with(|| state.validators().clone());
@@ -315,10 +341,9 @@ impl Explorer {
         if let Ok(mut chain) = self.set_chain.lock() {
             chain.record(height, state.validators());
         }
-        let latest = Arc::new(Latest { state: state.clone(), certificate: certificate.clone() });
-        if let Ok(mut l) = self.latest.write() {
-            *l = latest;
-        }
+        let mut latest = self.latest.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        latest.follow(state, diff, certificate);
+        drop(latest);
         self.head.send_replace(height);
     }
 
@@ -352,8 +377,9 @@ impl Explorer {
         self.submitter.lock().ok()?.clone()
     }
 
-    fn latest(&self) -> Arc<Latest> {
-        self.latest.read().map(|l| l.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    /// The latest ledger's state, read-locked: held for a lookup, never across an await.
+    fn latest(&self) -> RwLockReadGuard<'_, Latest> {
+        self.latest.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn validator_set(&self, hash: &Hash) -> Option<ValidatorSet> {
@@ -506,5 +532,101 @@ mod tests {
             assert!(list(&[bad]).is_err(), "{bad}");
         }
         assert!(list(&["*", "https://a.example"]).is_err(), "* is alone or not at all");
+    }
+}
+
+#[cfg(test)]
+mod latest_tests {
+    use engine::{
+        Address, Backend, Currency, SecretKey,
+        genesis::{BalanceSpec, CurrencySpec, Genesis, GenesisConfig},
+        ledger::{Certificate, Validator},
+        state::{State, execute_verified},
+        tx::{Fee, Leg, TX_VERSION, Transaction},
+        validate::{VerifiedTx, verify},
+    };
+
+    use super::Latest;
+
+    const CHAIN: &str = "latest";
+
+    fn key(i: u8) -> SecretKey {
+        SecretKey::from_bytes(&[i; 32]).unwrap()
+    }
+
+    /// A chain where key 2 holds 1,000 CAS.
+    fn genesis_state() -> State {
+        let from = key(2).public_key().address();
+        let genesis = Genesis::new(GenesisConfig {
+            generated: vec![],
+            chain_id: CHAIN.into(),
+            timestamp_ms: 1_000,
+            min_fee: 1,
+            max_ttl_ms: 3_600_000,
+            fee_account: from,
+            governance: from,
+            validators: vec![Validator { public_key: key(1).public_key(), weight: 1 }],
+            currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
+            declarations: vec![],
+            balances: vec![BalanceSpec { address: from, currency: Currency::CAS, amount: 1_000 }],
+        })
+        .unwrap();
+        State::from_genesis(&genesis)
+    }
+
+    /// A transfer of `amount` from key 2 to key `to`.
+    fn transfer(state: &State, to: u8, amount: i64) -> VerifiedTx {
+        let from = key(2).public_key().address();
+        let stx = Transaction {
+            version: TX_VERSION,
+            expiration_ms: 60_000,
+            declarations: vec![],
+            inputs: vec![Leg { address: from, currency: Currency::CAS, amount }],
+            outputs: vec![Leg { address: key(to).public_key().address(), currency: Currency::CAS, amount }],
+            message: amount.to_le_bytes().to_vec(),
+            fee: Fee { payer: from, amount: 1 },
+        }
+        .sign(CHAIN, &[&key(2)]);
+        let id = stx.tx.id(CHAIN);
+        verify(stx, id, state.params(), Backend::Libsecp256k1).unwrap()
+    }
+
+    /// Whether `a` serves what `b` holds: the head, the root, and every account with its proof.
+    fn same(a: &State, b: &State) {
+        assert_eq!(a.head_hash(), b.head_hash());
+        assert_eq!(a.state_root(), b.state_root());
+        assert_eq!(a.account_count(), b.account_count());
+        for account in b.accounts() {
+            assert_eq!(a.prove_account(&account.address), b.prove_account(&account.address));
+        }
+    }
+
+    #[test]
+    fn the_explorer_follows_each_ledger_by_its_diff_and_copies_only_off_its_base() {
+        let mut host = genesis_state();
+        let mut latest =
+            Latest { state: host.clone(), certificate: Certificate { round: 0, signatures: vec![] } };
+        // Ledger by ledger: the explorer's copy moves by the diff alone and serves what the
+        // host's state holds (new accounts and their proofs included).
+        for (h, to, amount) in [(1, 3, 30), (2, 4, 40), (3, 3, 35)] {
+            let tx = transfer(&host, to, amount);
+            let diff = execute_verified(&mut host, 1_000 + 1_000 * h, &[tx]).unwrap();
+            host.apply_shared_diff(&diff).unwrap();
+            let certificate = Certificate { round: h as u32, signatures: vec![] };
+            assert!(latest.follow(&host, &diff, &certificate), "ledger {h} by its diff");
+            same(&latest.state, &host);
+            assert_eq!(latest.certificate, certificate);
+        }
+        // A ledger missed (a state sync jumped over it): the next diff is not on the
+        // explorer's copy, which becomes a copy of the host's state instead.
+        let tx = transfer(&host, 5, 50);
+        let skipped = execute_verified(&mut host, 5_000, &[tx]).unwrap();
+        host.apply_shared_diff(&skipped).unwrap();
+        let tx = transfer(&host, 6, 60);
+        let next = execute_verified(&mut host, 6_000, &[tx]).unwrap();
+        host.apply_shared_diff(&next).unwrap();
+        assert!(!latest.follow(&host, &next, &Certificate { round: 9, signatures: vec![] }), "off its base");
+        same(&latest.state, &host);
+        assert_eq!(latest.state.balance(&key(6).public_key().address(), &Currency::CAS), 60);
     }
 }

@@ -188,7 +188,7 @@ impl Storage for Io {
         self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
         self.metrics.record_commit(height, now, applied.tx_ids.clone());
         if let Some(x) = &self.explorer {
-            x.publish(state, &ledger.certificate);
+            x.publish(state, diff, &ledger.certificate);
         }
         if let Some(r) = &self.replicator {
             r.notify();
