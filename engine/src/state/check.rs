@@ -1,9 +1,8 @@
 //! The stateful rules of one transaction: what it may do to the state as the block's earlier
 //! transactions left it, and the [`Plan`] of what it will change.
 
-use super::{FastMap, State};
+use super::{State, accounts::Accounts};
 use crate::{
-    account::Account,
     address::Address,
     currency::Currency,
     declaration::Declaration,
@@ -64,7 +63,7 @@ pub(super) fn check_tx(
 }
 
 /// The ledger judges spend rules against the state's accounts.
-impl Published for FastMap<Address, Account> {
+impl Published for Accounts {
     fn declaration(&self, address: &Address) -> Option<&Declaration> {
         self.get(address).and_then(|a| a.declaration.as_deref())
     }

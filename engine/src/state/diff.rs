@@ -78,7 +78,7 @@ impl State {
         let StateDiff { applied, accounts, trie, replay, validators, .. } = diff;
         if !self.keep_ahead(&applied.hash) {
             for account in accounts {
-                self.accounts.insert(account.address, account);
+                self.accounts.insert(account);
             }
         }
         Ok(self.finish_diff(applied, trie, &replay, validators))
@@ -91,7 +91,7 @@ impl State {
         self.check_base(diff)?;
         if !self.keep_ahead(&diff.applied.hash) {
             for account in &diff.accounts {
-                self.accounts.insert(account.address, account.clone());
+                self.accounts.insert(account.clone());
             }
         }
         Ok(self.finish_diff(diff.applied.clone(), diff.trie.clone(), &diff.replay, diff.validators.clone()))

@@ -156,19 +156,13 @@ impl BlockExecution<'_> {
     fn touch(&mut self, address: Address) -> &mut Account {
         // One probe of the account map: `last_height` tells whether this block already
         // journaled the account (every change sets it to the block's height).
-        match self.state.accounts.entry(address) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                let account = e.into_mut();
-                if account.last_height != self.height {
-                    self.journal.push((address, Some(account.clone())));
-                }
-                account
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                self.journal.push((address, None));
-                e.insert(Account::new(address))
-            }
+        let (account, existed) = self.state.accounts.get_or_insert_with(address, || Account::new(address));
+        if !existed {
+            self.journal.push((address, None));
+        } else if account.last_height != self.height {
+            self.journal.push((address, Some(account.clone())));
         }
+        account
     }
 
     /// Seals the ledger: rehashes touched accounts into the state trie (in parallel), computes
@@ -240,7 +234,7 @@ impl BlockExecution<'_> {
                 continue;
             }
             let new = match old {
-                Some(account) => self.state.accounts.insert(address, account),
+                Some(account) => self.state.accounts.insert(account),
                 None => self.state.accounts.remove(&address),
             };
             accounts.extend(new);
@@ -463,7 +457,7 @@ impl Drop for BlockExecution<'_> {
         // Newest first, so an account journaled twice ends at its first (pre-block) value.
         for (address, old) in self.journal.drain(..).rev() {
             match old {
-                Some(account) => self.state.accounts.insert(address, account),
+                Some(account) => self.state.accounts.insert(account),
                 None => self.state.accounts.remove(&address),
             };
         }

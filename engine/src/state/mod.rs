@@ -28,6 +28,7 @@ use crate::{
     validate::{TxError, VerifiedTx},
 };
 
+mod accounts;
 mod block;
 mod check;
 mod diff;
@@ -35,6 +36,7 @@ mod execution;
 mod filter;
 mod replay;
 
+use self::{accounts::Accounts, check::check_tx, replay::ReplaySet};
 pub use self::{
     block::{
         Block, apply_block, apply_verified, build_block, execute_build, execute_build_ahead,
@@ -43,7 +45,6 @@ pub use self::{
     diff::{DiffBaseError, StateDiff},
     execution::BlockExecution,
 };
-use self::{check::check_tx, replay::ReplaySet};
 
 /// Why a block cannot be applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -140,7 +141,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Clone, Debug)]
 pub struct State {
     params: ChainParams,
-    accounts: FastMap<Address, Account>,
+    accounts: Accounts,
     trie: StateTrie,
     replay: ReplaySet,
     validators: ValidatorSet,
@@ -187,26 +188,26 @@ struct Ahead {
 impl State {
     /// The state of ledger 0.
     pub fn from_genesis(genesis: &Genesis) -> Self {
-        let mut accounts: FastMap<Address, Account> = FastMap::default();
+        let mut accounts = Accounts::default();
         // Sized once (see `restore`): generated geneses run to millions of accounts.
         accounts.reserve(
             genesis.balances.len() + genesis.declarations.len() + genesis.generated_count() as usize,
         );
         for d in &genesis.declarations {
             if let Some(address) = d.address() {
-                accounts.entry(address).or_insert_with(|| Account::new(address)).declaration =
+                accounts.get_or_insert_with(address, || Account::new(address)).0.declaration =
                     Some(Box::new(d.clone()));
             }
         }
         for ((address, currency), amount) in &genesis.balances {
             accounts
-                .entry(*address)
-                .or_insert_with(|| Account::new(*address))
+                .get_or_insert_with(*address, || Account::new(*address))
+                .0
                 .set_balance(*currency, *amount);
         }
         genesis.for_each_generated(|addresses, currency, amount| {
             for address in addresses {
-                let account = accounts.entry(*address).or_insert_with(|| Account::new(*address));
+                let (account, _) = accounts.get_or_insert_with(*address, || Account::new(*address));
                 // Every amount given an account adds up; the supply check of `Genesis::new`
                 // bounds each sum by the currency's supply.
                 let sum = account.balance(&currency).saturating_add(amount);
@@ -215,7 +216,7 @@ impl State {
         });
         let mut trie = StateTrie::new();
         let mut leaves: Vec<([u8; 21], Hash)> =
-            accounts.par_iter().map(|(address, a)| (*address.raw(), a.leaf_hash())).collect();
+            accounts.par_values().map(|a| (*a.address.raw(), a.leaf_hash())).collect();
         trie.update(&mut leaves);
         let head = LedgerHeader {
             version: LEDGER_VERSION,
@@ -258,16 +259,16 @@ impl State {
         // Sized once: grown by doubling, a million accounts' table is rehashed and its fresh
         // pages zeroed again at every step (measured: most of a store's open at 1M accounts).
         let accounts = accounts.into_iter();
-        let mut map: FastMap<Address, Account> = FastMap::default();
+        let mut map = Accounts::default();
         map.reserve(accounts.size_hint().0);
         for a in accounts {
             let address = a.address;
-            if map.insert(address, a).is_some() {
+            if map.insert(a).is_some() {
                 return Err(RestoreError::DuplicateAccount(address));
             }
         }
         let mut leaves: Vec<([u8; 21], Hash)> =
-            map.par_iter().map(|(address, a)| (*address.raw(), a.leaf_hash())).collect();
+            map.par_values().map(|a| (*a.address.raw(), a.leaf_hash())).collect();
         let mut trie = StateTrie::new();
         trie.update(&mut leaves);
         if trie.root() != head.state_root {
@@ -428,7 +429,7 @@ impl State {
             // Newest first, so an account journaled twice ends at its first value.
             for (address, old) in ahead.undo.into_iter().rev() {
                 match old {
-                    Some(account) => self.accounts.insert(address, account),
+                    Some(account) => self.accounts.insert(account),
                     None => self.accounts.remove(&address),
                 };
             }
