@@ -35,6 +35,11 @@ pub struct LocalnetArgs {
     /// Bytes the kept ledgers of each validator's store may take (`keep_bytes`).
     #[arg(long, value_name = "BYTES")]
     pub keep_bytes: Option<u64>,
+    /// Accounts generated at genesis besides the faucet (the benchmarks' seed, each funded with
+    /// CAS; a few lines of genesis at any count): a network whose state starts at that size.
+    /// `bench localnet` takes `--accounts` instead.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=16_000_000))]
+    pub generated_accounts: u64,
 }
 
 /// `caasiope bench …`

@@ -78,7 +78,11 @@ fn addr(port: u32) -> anyhow::Result<SocketAddr> {
 
 /// Writes the layout of a localnet into `dir`; refuses if `dir` already holds a genesis.
 pub(crate) fn init(dir: &Path, validators: usize, net: &LocalnetArgs) -> anyhow::Result<Vec<Process>> {
-    init_with(dir, validators, net, Vec::new())
+    let generated = (net.generated_accounts > 0)
+        .then(|| bench::workload::generated_accounts(net.generated_accounts))
+        .into_iter()
+        .collect();
+    init_with(dir, validators, net, generated)
 }
 
 /// [`init`] with generated accounts in the genesis (`bench localnet`'s senders and receivers).
@@ -421,6 +425,34 @@ fn print_heights(processes: &[Process]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--generated-accounts N` makes a genesis that funds N generated accounts besides the
+    /// faucet (a few lines of TOML); without it, none.
+    #[test]
+    fn a_localnet_can_start_with_generated_accounts() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Args {
+            #[command(flatten)]
+            net: LocalnetArgs,
+        }
+        let mut without = None;
+        for (given, count) in [(None, 0), (Some("2500"), 2_500)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut argv = vec!["localnet", "--base-port", "29000"];
+            argv.extend(given.iter().flat_map(|n| ["--generated-accounts", n]));
+            let args = Args::try_parse_from(argv).unwrap();
+            init(dir.path(), 1, &args.net).unwrap();
+            let text = std::fs::read_to_string(dir.path().join("genesis.toml")).unwrap();
+            assert!(text.len() < 4096, "{} bytes", text.len());
+            let genesis = Genesis::from_toml(&text).unwrap();
+            assert_eq!(genesis.generated_count(), count);
+            let accounts = engine::state::State::from_genesis(&genesis).account_count() as u64;
+            let base = *without.get_or_insert(accounts);
+            assert_eq!(accounts, base + count, "the faucet's genesis and the generated accounts");
+        }
+        assert!(Args::try_parse_from(["localnet", "--generated-accounts", "16000001"]).is_err());
+    }
 
     /// The scrape configuration `localnet` writes is one Prometheus takes (`promtool check
     /// config`, where promtool is installed: always in CI).

@@ -243,6 +243,10 @@ fn one_run(cfg: &LocalnetBench) -> anyhow::Result<serde_json::Value> {
     let n = usize::try_from(cfg.rate * cfg.duration_s)?;
     anyhow::ensure!((1..=5_000_000).contains(&n), "rate × duration must be 1 to 5,000,000 transactions");
     anyhow::ensure!(cfg.accounts >= 2, "at least two accounts");
+    anyhow::ensure!(
+        cfg.net.generated_accounts == 0,
+        "bench localnet takes --accounts, not --generated-accounts"
+    );
     let setup = Instant::now();
     let mix = Mix { accounts: cfg.accounts as u64, hot_share: cfg.hot_share };
     let expiration = now_ms() + (cfg.duration_s as i64 + 300) * 1000;

@@ -76,6 +76,9 @@ pub(crate) fn run(b: &OpenBench) -> anyhow::Result<Output> {
     if dir.join("genesis.toml").exists() {
         bail!("{} already holds a network; give an empty or new directory", dir.display());
     }
+    if b.net.generated_accounts != 0 {
+        bail!("bench open takes --accounts, not --generated-accounts");
+    }
     init_with(&dir, 1, &b.net, vec![generated_accounts(b.accounts)])?;
     let result = measure(b, &dir);
     if b.dir.is_none() {
