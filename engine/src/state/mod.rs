@@ -8,8 +8,8 @@
 //!
 //! The parts: `block` applies whole blocks (strictly, or building one as a leader does),
 //! `execution` is the [`BlockExecution`] with its journal, `check` holds the stateful rules of
-//! one transaction, `diff` the [`StateDiff`] a sealed execution leaves, and `replay` the set of
-//! recent transaction ids.
+//! one transaction, `diff` the [`StateDiff`] a sealed execution leaves, `replay` the set of
+//! recent transaction ids, and `accounts` the table of accounts found by their own address.
 
 use std::collections::HashMap;
 
