@@ -538,57 +538,32 @@ mod tests {
 #[cfg(test)]
 mod latest_tests {
     use engine::{
-        Address, Backend, Currency, SecretKey,
-        genesis::{BalanceSpec, CurrencySpec, Genesis, GenesisConfig},
-        ledger::{Certificate, Validator},
-        state::{State, execute_verified},
-        tx::{Fee, Leg, TX_VERSION, Transaction},
+        Backend,
+        genesis::Genesis,
+        ledger::Certificate,
+        state::{State, StateDiff, execute_verified},
         validate::{VerifiedTx, verify},
     };
+    use storage::test_utils::{CHAIN_ID, TestChain};
 
     use super::Latest;
 
-    const CHAIN: &str = "latest";
-
-    fn key(i: u8) -> SecretKey {
-        SecretKey::from_bytes(&[i; 32]).unwrap()
-    }
-
-    /// A chain where key 2 holds 1,000 CAS.
-    fn genesis_state() -> State {
-        let from = key(2).public_key().address();
-        let genesis = Genesis::new(GenesisConfig {
-            generated: vec![],
-            chain_id: CHAIN.into(),
-            timestamp_ms: 1_000,
-            min_fee: 1,
-            max_ttl_ms: 3_600_000,
-            fee_account: from,
-            governance: from,
-            validators: vec![Validator { public_key: key(1).public_key(), weight: 1 }],
-            currencies: vec![CurrencySpec { symbol: Currency::CAS, issuer: Address::timelock(0) }],
-            declarations: vec![],
-            balances: vec![BalanceSpec { address: from, currency: Currency::CAS, amount: 1_000 }],
-        })
-        .unwrap();
-        State::from_genesis(&genesis)
-    }
-
-    /// A transfer of `amount` from key 2 to key `to`.
-    fn transfer(state: &State, to: u8, amount: i64) -> VerifiedTx {
-        let from = key(2).public_key().address();
-        let stx = Transaction {
-            version: TX_VERSION,
-            expiration_ms: 60_000,
-            declarations: vec![],
-            inputs: vec![Leg { address: from, currency: Currency::CAS, amount }],
-            outputs: vec![Leg { address: key(to).public_key().address(), currency: Currency::CAS, amount }],
-            message: amount.to_le_bytes().to_vec(),
-            fee: Fee { payer: from, amount: 1 },
-        }
-        .sign(CHAIN, &[&key(2)]);
-        let id = stx.tx.id(CHAIN);
-        verify(stx, id, state.params(), Backend::Libsecp256k1).unwrap()
+    /// The next ledger of `host` (`count` transfers, each to two accounts, new ones among
+    /// them), applied to it: its diff and certificate.
+    fn next(chain: &TestChain, host: &mut State, count: usize) -> (StateDiff, Certificate) {
+        let height = host.head().height + 1;
+        let txs: Vec<VerifiedTx> = chain
+            .transfers(height, count, 2)
+            .into_iter()
+            .map(|stx| {
+                let id = stx.tx.id(CHAIN_ID);
+                verify(stx, id, host.params(), Backend::Libsecp256k1).unwrap()
+            })
+            .collect();
+        let diff = execute_verified(host, TestChain::timestamp(height), &txs).unwrap();
+        host.apply_shared_diff(&diff).unwrap();
+        let certificate = chain.certify(diff.applied());
+        (diff, certificate)
     }
 
     /// Whether `a` serves what `b` holds: the head, the root, and every account with its proof.
@@ -603,30 +578,24 @@ mod latest_tests {
 
     #[test]
     fn the_explorer_follows_each_ledger_by_its_diff_and_copies_only_off_its_base() {
-        let mut host = genesis_state();
-        let mut latest =
-            Latest { state: host.clone(), certificate: Certificate { round: 0, signatures: vec![] } };
+        let chain = TestChain::new(4, 0);
+        let mut host = State::from_genesis(&Genesis::from_toml(&chain.genesis_toml).unwrap());
+        let mut latest = Latest { state: host.clone(), certificate: Certificate::new(0) };
         // Ledger by ledger: the explorer's copy moves by the diff alone and serves what the
         // host's state holds (new accounts and their proofs included).
-        for (h, to, amount) in [(1, 3, 30), (2, 4, 40), (3, 3, 35)] {
-            let tx = transfer(&host, to, amount);
-            let diff = execute_verified(&mut host, 1_000 + 1_000 * h, &[tx]).unwrap();
-            host.apply_shared_diff(&diff).unwrap();
-            let certificate = Certificate { round: h as u32, signatures: vec![] };
-            assert!(latest.follow(&host, &diff, &certificate), "ledger {h} by its diff");
+        for _ in 0..3 {
+            let (diff, certificate) = next(&chain, &mut host, 5);
+            assert!(latest.follow(&host, &diff, &certificate), "ledger {} by its diff", host.head().height);
             same(&latest.state, &host);
             assert_eq!(latest.certificate, certificate);
         }
         // A ledger missed (a state sync jumped over it): the next diff is not on the
         // explorer's copy, which becomes a copy of the host's state instead.
-        let tx = transfer(&host, 5, 50);
-        let skipped = execute_verified(&mut host, 5_000, &[tx]).unwrap();
-        host.apply_shared_diff(&skipped).unwrap();
-        let tx = transfer(&host, 6, 60);
-        let next = execute_verified(&mut host, 6_000, &[tx]).unwrap();
-        host.apply_shared_diff(&next).unwrap();
-        assert!(!latest.follow(&host, &next, &Certificate { round: 9, signatures: vec![] }), "off its base");
+        let accounts = latest.state.account_count();
+        next(&chain, &mut host, 5);
+        let (diff, certificate) = next(&chain, &mut host, 5);
+        assert!(!latest.follow(&host, &diff, &certificate), "off its base");
         same(&latest.state, &host);
-        assert_eq!(latest.state.balance(&key(6).public_key().address(), &Currency::CAS), 60);
+        assert!(latest.state.account_count() > accounts);
     }
 }
