@@ -274,17 +274,24 @@ impl Intake {
         &self.mempool
     }
 
-    /// Moves the post-state onto the next committed ledger, `diff` being what it changed and
-    /// `committed` the state after it (copied only if the admission stage's copy went astray),
-    /// without waiting. Every committed ledger is handed over, in order.
-    pub fn rebase(&self, diff: Arc<StateDiff>, committed: &State) -> Result<(), SubmitError> {
+    /// Moves the post-state onto the next committed ledger, `diff` being what it changed,
+    /// `committed` the state after it (copied only if the admission stage's copy went astray)
+    /// and `window` its replay window ([`State::replay_window`], taken once by the caller for
+    /// every copy that follows), without waiting. Every committed ledger is handed over, in
+    /// order.
+    pub fn rebase(
+        &self,
+        diff: Arc<StateDiff>,
+        committed: &State,
+        window: ReplayWindow,
+    ) -> Result<(), SubmitError> {
         let bell = self.rebase_bell.as_ref().ok_or(SubmitError::Closed)?;
         let mut pending = self.rebase.lock().map_err(|_| SubmitError::Closed)?;
         if self.stale.swap(false, Ordering::Relaxed) {
             pending.clear();
             pending.push(Rebase::State(Box::new(committed.clone())));
         } else {
-            pending.push(Rebase::Diff(diff, committed.replay_window()));
+            pending.push(Rebase::Diff(diff, window));
         }
         drop(pending);
         match bell.try_send(()) {

@@ -121,7 +121,7 @@ fn the_post_state_refuses_a_double_spend_and_is_rebuilt_on_each_committed_ledger
     let b_verified = engine::validate::verify(b_tx, b_id, committed.params(), Backend::K256).unwrap();
     let diff = execute_verified(&mut committed, now_ms(), &[b_verified]).unwrap();
     committed.apply_diff(diff.clone()).unwrap();
-    intake.rebase(Arc::new(diff), &committed).unwrap();
+    intake.rebase(Arc::new(diff), &committed, committed.replay_window()).unwrap();
     let d = transfer(0, 1, 100_000, exp);
     let too_much = transfer(0, 1, 350_000, exp);
     intake.try_submit(Origin::Client, vec![d]).unwrap();
@@ -162,7 +162,7 @@ fn a_diff_that_does_not_apply_is_followed_by_a_copy_of_the_state() {
     let small = verified(&committed, &transfer(1, 2, 5, exp));
     let d2 = execute_verified(&mut committed, now_ms() + 1, &[small]).unwrap();
     committed.apply_diff(d2.clone()).unwrap();
-    intake.rebase(Arc::new(d2), &committed).unwrap();
+    intake.rebase(Arc::new(d2), &committed, committed.replay_window()).unwrap();
     let spend = transfer(7, 1, 100_000, exp);
     let (tx, verdicts) = mpsc::channel();
     let ask = |bytes: &[u8]| {
@@ -178,7 +178,7 @@ fn a_diff_that_does_not_apply_is_followed_by_a_copy_of_the_state() {
     let small = verified(&committed, &transfer(2, 1, 5, exp));
     let d3 = execute_verified(&mut committed, now_ms() + 2, &[small]).unwrap();
     committed.apply_diff(d3.clone()).unwrap();
-    intake.rebase(Arc::new(d3), &committed).unwrap();
+    intake.rebase(Arc::new(d3), &committed, committed.replay_window()).unwrap();
     let until = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match ask(&transfer(7, 1, 100_000 + 1, exp)) {
@@ -224,7 +224,7 @@ fn a_ledger_of_the_next_admitted_transactions_moves_the_post_state_in_place() {
         committed.apply_diff(diff.clone()).unwrap();
         // As the host does: the pool loses what the ledger included, then the intake moves on.
         intake.mempool().remove(txs.iter().map(|v| &v.id));
-        intake.rebase(Arc::new(diff), &committed).unwrap();
+        intake.rebase(Arc::new(diff), &committed, committed.replay_window()).unwrap();
     };
     let wait_for = |in_place: u64, again: u64| {
         let until = std::time::Instant::now() + Duration::from_secs(10);

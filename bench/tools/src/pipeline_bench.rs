@@ -263,7 +263,7 @@ impl Storage for Alone<'_> {
         self.commit_ns += u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.committed_txs += c.ledger.transactions.len() as u64;
         self.ledgers += 1;
-        self.intake.rebase(c.diff.clone(), state).map_err(storage_error)
+        self.intake.rebase(c.diff.clone(), state, state.replay_window()).map_err(storage_error)
     }
 
     fn evidence(&mut self, _: &Equivocation, _: &PublicKey) -> Result<(), StorageError> {

@@ -27,7 +27,7 @@ use engine::{
     Hash,
     genesis::ChainParams,
     ledger::{Certificate, ValidatorSet},
-    state::{State, StateDiff},
+    state::{ReplayWindow, State, StateDiff},
     tx::TxId,
     validate::TxError,
 };
@@ -69,17 +69,23 @@ struct Latest {
 }
 
 impl Latest {
-    /// Moves onto the ledger `diff` made, `committed` being the state after it and
-    /// `certificate` what made it final: by the diff when this copy is its base (every ledger
+    /// Moves onto the ledger `diff` made, `committed` being the state after it, `window` its
+    /// replay window and `certificate` what made it final: by the diff when this copy is its base (every ledger
     /// after the first), otherwise (at start, after a state sync) by a copy of `committed`.
     /// Returns whether the diff did.
-    fn follow(&mut self, committed: &State, diff: &StateDiff, certificate: &Certificate) -> bool {
+    fn follow(
+        &mut self,
+        committed: &State,
+        diff: &StateDiff,
+        window: ReplayWindow,
+        certificate: &Certificate,
+    ) -> bool {
         let by_diff =
             self.state.apply_shared_diff(diff).is_ok() && self.state.head_hash() == committed.head_hash();
         if by_diff {
             // The replay window is the host's, shared rather than held twice (the API reads
             // none of it; left alone it would keep every id until it expires).
-            self.state.adopt_replay(committed.replay_window());
+            self.state.adopt_replay(window);
         } else {
             self.state = committed.clone();
         }
@@ -332,8 +338,9 @@ impl Explorer {
     }
 
     /// A ledger was committed and stored: `state` is the state after it, `diff` what it
-    /// changed (applied to the explorer's copy: the cost of the block, not of the state).
-    pub fn publish(&self, state: &State, diff: &StateDiff, certificate: &Certificate) {
+    /// changed (applied to the explorer's copy: the cost of the block, not of the state) and
+    /// `window` its replay window ([`State::replay_window`]).
+    pub fn publish(&self, state: &State, diff: &StateDiff, window: ReplayWindow, certificate: &Certificate) {
         let height = state.head().height;
         if let Ok(mut sets) = self.sets.lock() {
             sets.entry(state.validators().hash()).or_insert_with(|| state.validators().clone());
@@ -342,7 +349,7 @@ impl Explorer {
             chain.record(height, state.validators());
         }
         let mut latest = self.latest.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        latest.follow(state, diff, certificate);
+        latest.follow(state, diff, window, certificate);
         drop(latest);
         self.head.send_replace(height);
     }
@@ -585,7 +592,11 @@ mod latest_tests {
         // host's state holds (new accounts and their proofs included).
         for _ in 0..3 {
             let (diff, certificate) = next(&chain, &mut host, 5);
-            assert!(latest.follow(&host, &diff, &certificate), "ledger {} by its diff", host.head().height);
+            assert!(
+                latest.follow(&host, &diff, host.replay_window(), &certificate),
+                "ledger {} by its diff",
+                host.head().height
+            );
             same(&latest.state, &host);
             assert_eq!(latest.certificate, certificate);
         }
@@ -594,7 +605,7 @@ mod latest_tests {
         let accounts = latest.state.account_count();
         next(&chain, &mut host, 5);
         let (diff, certificate) = next(&chain, &mut host, 5);
-        assert!(!latest.follow(&host, &diff, &certificate), "off its base");
+        assert!(!latest.follow(&host, &diff, host.replay_window(), &certificate), "off its base");
         same(&latest.state, &host);
         assert!(latest.state.account_count() > accounts);
     }

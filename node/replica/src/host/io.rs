@@ -187,8 +187,11 @@ impl Storage for Io {
         let now = now_ms();
         self.metrics.last_commit_unix_ms.store(now as u64, Ordering::Relaxed);
         self.metrics.record_commit(height, now, applied.tx_ids.clone());
+        // The ledger's replay window, shared by every copy that follows the state (taken once:
+        // it copies the ids not yet sealed).
+        let window = state.replay_window();
         if let Some(x) = &self.explorer {
-            x.publish(state, diff, &ledger.certificate);
+            x.publish(state, diff, window.clone(), &ledger.certificate);
         }
         if let Some(r) = &self.replicator {
             r.notify();
@@ -198,7 +201,7 @@ impl Storage for Io {
         }
         // The intake's post-state moves onto the new committed state (by its diff: a copy of the
         // state would cost what the state holds, every ledger).
-        self.intake.rebase(diff.clone(), state).map_err(|_| storage_error("the intake stopped"))?;
+        self.intake.rebase(diff.clone(), state, window).map_err(|_| storage_error("the intake stopped"))?;
         // Followers get each ledger pushed (and poll for what they miss).
         if self.role == Role::Validator {
             let mut bytes = None;
