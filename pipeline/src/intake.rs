@@ -7,10 +7,13 @@
 //! already admitted (double spend, insufficient balance, replay, expiry) is refused at once
 //! with its rule, and only admitted transactions reach the pool and are gossiped. After each
 //! committed ledger the host calls [`Intake::rebase`] with what the ledger changed (its
-//! [`StateDiff`]). When the ledger holds the next admitted transactions in admission order, the
-//! pool's admitted transactions are exactly the rest (a validator alone; a leader whose
-//! proposal was decided), and the new time changes none of their verdicts (no payment channel
-//! spent, none of the rest expiring), the open ledger moves onto it in place
+//! [`StateDiff`]). When every transaction of the ledger was admitted here, the pool's admitted
+//! transactions are exactly the rest, the ledger's order may stand for the admission order —
+//! the same order (a validator alone; a leader whose proposal was decided), or any order for
+//! transactions that read and change balances only, none of the rest debiting an account a
+//! transaction the ledger committed and admitted after it debits (the other validators, at
+//! the commit of a plain transfer load) — and the new time changes none of their verdicts (no
+//! payment channel spent, none of the rest expiring), the open ledger moves onto it in place
 //! ([`BlockExecution::rebase`]: the rest stays applied, at the cost of the ledger's accounts
 //! and the journal). Otherwise the open ledger is rolled back, the diff applied — the admission
 //! stage's copy of the committed state follows the host's at the cost of what each block
@@ -29,6 +32,7 @@
 //! ```
 
 use std::{
+    collections::HashSet,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicI64, Ordering},
@@ -546,10 +550,11 @@ impl Stages {
     }
 
     /// Moves the open ledger onto the committed ledgers of `rebases` without applying the
-    /// pool again, while it can ([`BlockExecution::rebase`]): each ledger's transactions are
-    /// the next ones admitted, in admission order, and the pool's admitted transactions are
-    /// exactly the rest — the common case for a validator alone or a leader whose proposal
-    /// was decided. Returns the rebases left for the slow way (roll back, apply, readmit).
+    /// pool again, while it can ([`BlockExecution::rebase`]): each ledger's transactions were
+    /// admitted here — in admission order (a validator alone, a leader whose proposal was
+    /// decided), or in another where it does not matter (the other validators: transfers whose
+    /// debits the ledger's order does not lower) — and the pool's admitted transactions are
+    /// exactly the rest. Returns the rebases left for the slow way (roll back, apply, readmit).
     fn move_on(&self, exec: &mut BlockExecution<'_>, mut rebases: Vec<Rebase>) -> Vec<Rebase> {
         let diffs: Option<Vec<(&StateDiff, &ReplayWindow)>> = rebases
             .iter()
@@ -559,9 +564,13 @@ impl Stages {
             })
             .collect();
         let Some(diffs) = diffs else { return rebases };
-        let committed: usize = diffs.iter().map(|(d, _)| d.applied().tx_ids.len()).sum();
-        let ids = exec.tx_ids();
-        if ids.len() < committed || !self.mempool.admitted_are(&ids[committed..]) {
+        // The ledgers' transactions must all be applied here and the pool's admitted ones be
+        // exactly the rest: nothing admitted left the pool since (expired, or found invalid by
+        // a build), or it would stay in the post-state.
+        let committed: HashSet<&TxId, foldhash::fast::RandomState> =
+            diffs.iter().flat_map(|(d, _)| &d.applied().tx_ids).collect();
+        let rest: Vec<TxId> = exec.tx_ids().iter().filter(|id| !committed.contains(id)).copied().collect();
+        if exec.tx_ids().len() - rest.len() != committed.len() || !self.mempool.admitted_are(&rest) {
             return rebases;
         }
         let now_ms = (self.clock)();

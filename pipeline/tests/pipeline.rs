@@ -190,8 +190,9 @@ fn a_diff_that_does_not_apply_is_followed_by_a_copy_of_the_state() {
 }
 
 /// A committed ledger holding the next admitted transactions, in admission order (a validator
-/// alone, a leader whose proposal was decided), moves the post-state in place: what is still
-/// pending stays applied — a double spend of it is still refused — and what the ledger
+/// alone, a leader whose proposal was decided), or plain transfers in another order (the other
+/// validators) while the pending ones stay funded, moves the post-state in place: what is
+/// still pending stays applied — a double spend of it is still refused — and what the ledger
 /// committed is not counted twice. Any other ledger takes the slow way (roll back, apply,
 /// admit the pool again) with the same verdicts.
 #[test]
@@ -249,24 +250,32 @@ fn a_ledger_of_the_next_admitted_transactions_moves_the_post_state_in_place() {
     assert!(matches!(ask(vec![transfer(5, 7, 200_000, exp)])[..], [Verdict::Refused(_)]));
     // User 0 holds 1,000,000 − 300,000 − fee: t1 counted once.
     let t4 = transfer(0, 8, 600_000, exp);
-    assert_eq!(ask(vec![t4.clone()]), vec![Verdict::Admitted]);
+    assert_eq!(ask(vec![t4]), vec![Verdict::Admitted]);
 
-    // t3 alone is not the next admitted (t2 is): the slow way, same verdicts.
+    // t3 alone, though t2 was admitted before it: plain transfers whose balances still
+    // suffice, in place too, same verdicts.
     commit(&[&t3], now_ms() + 1);
-    wait_for(1, 1);
+    wait_for(2, 0);
     assert!(matches!(ask(vec![transfer(5, 7, 200_000, exp)])[..], [Verdict::Refused(_)]));
     assert!(matches!(ask(vec![transfer(0, 8, 200_000, exp)])[..], [Verdict::Refused(_)]));
     assert_eq!(intake.mempool().len(), 2, "t2 and t4 pending");
 
-    // Readmitted in admission order, t2 then t4 are the next admitted again.
-    commit(&[&t2, &t4], now_ms() + 2);
+    // A ledger with a transaction never admitted here that spends what t4 needs: the slow
+    // way, t4 leaves the pool (reported), t2 stays.
+    commit(&[&transfer(0, 9, 300_000, exp)], now_ms() + 2);
     wait_for(2, 1);
+    assert_eq!(intake.mempool().len(), 1, "t2 pending");
+    assert!(matches!(ask(vec![transfer(5, 7, 200_000, exp)])[..], [Verdict::Refused(_)]));
+
+    // Readmitted, t2 is the next admitted again.
+    commit(&[&t2], now_ms() + 3);
+    wait_for(3, 1);
     assert_eq!(intake.mempool().len(), 0);
     assert_eq!(
         ask(vec![transfer(5, 7, 90_000, exp), transfer(0, 8, 90_000, exp)]),
         vec![Verdict::Admitted; 2]
     );
-    assert_eq!(intake.metrics().rejected_total(), 3, "{:?}", intake.metrics().rejected);
+    assert_eq!(intake.metrics().rejected_total(), 5, "{:?}", intake.metrics().rejected);
 }
 
 /// A transaction that spends what one in an earlier batch gave is admitted: batches are

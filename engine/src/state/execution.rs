@@ -16,6 +16,7 @@ use super::{
 use crate::{
     account::Account,
     address::{Address, AddressType},
+    currency::Currency,
     declaration::Declaration,
     hash::Hash,
     ledger::{LEDGER_VERSION, LedgerHeader, ValidatorSet},
@@ -39,6 +40,9 @@ impl State {
             journal: Vec::new(),
             replay_added: Vec::new(),
             holds_until: Vec::new(),
+            order_free: Vec::new(),
+            deltas: Vec::new(),
+            delta_ends: Vec::new(),
             next_validators: None,
             tx_ids: Vec::new(),
             receipts: Vec::new(),
@@ -66,6 +70,16 @@ pub struct BlockExecution<'s> {
     /// after, and only a claim changes the claimed total). Time locks and the time-to-live
     /// bound only loosen with time. Read by [`BlockExecution::rebase`].
     holds_until: Vec<i64>,
+    /// Per applied transaction, in order: whether its verdict reads nothing of the state but
+    /// balances, the replay set and the time, and its effects are balance changes alone — no
+    /// declaration (published, read or carried), no payment channel, every input and the fee
+    /// payer an ECDSA or time-lock address. Such a transaction applies on any state where the
+    /// balances it debits suffice, with the same effects ([`BlockExecution::rebase`]).
+    order_free: Vec<bool>,
+    /// The net balance changes of each applied transaction, flat: those of the `i`-th end at
+    /// `delta_ends[i]`.
+    deltas: Vec<(Address, Currency, i64)>,
+    delta_ends: Vec<u32>,
     next_validators: Option<ValidatorSet>,
     pub(super) tx_ids: Vec<TxId>,
     receipts: Vec<Receipt>,
@@ -93,6 +107,9 @@ impl BlockExecution<'_> {
         self.journal.reserve(2 * txs);
         self.replay_added.reserve(txs);
         self.holds_until.reserve(txs);
+        self.order_free.reserve(txs);
+        self.deltas.reserve(3 * txs);
+        self.delta_ends.reserve(txs);
         self.tx_ids.reserve(txs);
         self.receipts.reserve(txs);
     }
@@ -115,6 +132,8 @@ impl BlockExecution<'_> {
     fn commit(&mut self, vtx: &VerifiedTx, plan: Plan) -> Receipt {
         let tx = &vtx.tx.tx;
         let height = self.height;
+        self.deltas.extend_from_slice(&plan.deltas);
+        self.delta_ends.push(u32::try_from(self.deltas.len()).unwrap_or(u32::MAX));
         for &(address, currency, change) in &plan.deltas {
             let account = self.touch(address);
             // Checked in `check`; the state has not changed since.
@@ -147,6 +166,13 @@ impl BlockExecution<'_> {
         self.replay_added.push((vtx.id, tx.expiration_ms));
         let channel = tx.inputs.iter().any(|l| l.address.kind() == AddressType::PaymentChannel);
         self.holds_until.push(if channel { i64::MIN } else { tx.expiration_ms });
+        let balances_only = |a: &Address| matches!(a.kind(), AddressType::Ecdsa | AddressType::TimeLock);
+        self.order_free.push(
+            tx.declarations.is_empty()
+                && !channel
+                && balances_only(&tx.fee.payer)
+                && tx.inputs.iter().all(|l| balances_only(&l.address)),
+        );
         let receipt = Receipt { id: vtx.id, index: self.tx_ids.len() as u32, fee: tx.fee.amount };
         self.tx_ids.push(vtx.id);
         self.receipts.push(receipt);
@@ -316,37 +342,82 @@ impl BlockExecution<'_> {
     }
 
     /// Moves this open ledger onto the next committed ledger, `committed` (a diff executed on
-    /// this execution's base state), without undoing it — when that ledger's transactions are
-    /// the first ones applied here, in the same order. The state then holds the committed
-    /// ledger with the rest of this execution applied on it, exactly what rolling back,
-    /// applying `committed` and applying the rest again at `timestamp_ms` (raised above the
-    /// ledger's) would give, at the cost of the journal and the ledger's accounts rather than
-    /// of the rest's execution: a transaction's effects are a function of the state it applies
-    /// on, and its verdict of the state and the time — so this holds only while no transaction
-    /// involved spends a payment channel (a payee's claim holds before the channel's expiry,
-    /// the payer's refund after, and only a claim moves the claimed total) and none of the rest
-    /// expires by `timestamp_ms`; time locks and the time-to-live bound only loosen with time.
-    /// Later transactions are checked at `timestamp_ms`; dropping the execution rolls it back to
-    /// the committed ledger.
+    /// this execution's base state), without undoing it: the state then holds the committed
+    /// ledger with the rest of this execution — the transactions applied here that the ledger
+    /// did not commit — applied on it, exactly what rolling back, applying `committed` and
+    /// applying the rest again in their order at `timestamp_ms` (raised above the ledger's)
+    /// would give, at the cost of the journal and the ledger's accounts rather than of the
+    /// rest's execution. A transaction's effects are a function of the state it applies on,
+    /// and its verdict of the state and the time; none of the rest may expire by
+    /// `timestamp_ms` (time locks and the time-to-live bound only loosen with time). Two cases:
     ///
-    /// Returns `false`, changing nothing, otherwise: another base, other transactions or
-    /// another order, a validator-set change, a payment channel spent or a transaction of the
-    /// rest expiring, or an account the ledger changed that this execution has not journaled.
+    /// - the ledger's transactions are the first ones applied here, in the same order, none of
+    ///   them spending a payment channel (a payee's claim holds before the channel's expiry,
+    ///   the payer's refund after, and only a claim moves the claimed total), and every
+    ///   account the ledger changed was journaled here: the rest stays as it is (a validator
+    ///   alone, a leader whose proposal was decided);
+    /// - or every transaction of the rest reads and changes nothing but balances (no
+    ///   declaration, no payment channel, inputs and fee payer ECDSA or time-locked), and
+    ///   their balance changes, replayed from the ledger's values of its accounts, leave no
+    ///   balance negative but an issuer's and none overflowing (the other validators, whose
+    ///   admission order is not the proposer's).
+    ///
+    /// Later transactions are checked at `timestamp_ms`; dropping the execution rolls it back
+    /// to the committed ledger. Returns `false`, changing nothing, otherwise: another base, a
+    /// validator-set change, or neither case.
     ///
     /// `window`, the committed ledger's replay window ([`State::replay_window`] of the state
     /// that committed it), replaces this state's own: the ids of the rest are added to it, and
     /// the committed ones are held once by both states rather than sealed here a second time.
     /// Another ledger's is ignored.
     pub fn rebase(&mut self, committed: &StateDiff, timestamp_ms: i64, window: Option<ReplayWindow>) -> bool {
-        let n = committed.applied.tx_ids.len();
-        if committed.base != self.state.head_hash
-            || committed.validators.is_some()
-            || self.tx_ids.get(..n) != Some(committed.applied.tx_ids.as_slice())
-        {
+        if committed.base != self.state.head_hash || committed.validators.is_some() {
             return false;
         }
         let header = committed.applied.header;
         let timestamp_ms = timestamp_ms.max(header.timestamp_ms.saturating_add(1));
+        let ids = &committed.applied.tx_ids;
+        let in_order = self.tx_ids.get(..ids.len()) == Some(ids.as_slice());
+        let moved = if in_order {
+            self.move_past_first(committed, timestamp_ms)
+        } else {
+            self.move_balances(committed, timestamp_ms)
+        };
+        if !moved {
+            return false;
+        }
+        let state = &mut *self.state;
+        match window.filter(|w| w.ledger == committed.applied.hash) {
+            Some(window) => {
+                state.replay = window.set;
+                for &(id, expiration_ms) in &self.replay_added {
+                    state.replay.insert(id, expiration_ms);
+                }
+            }
+            None => {
+                if !in_order {
+                    // Some of the ledger's ids may not have been applied here.
+                    for &(id, expiration_ms) in &committed.replay {
+                        state.replay.insert(id, expiration_ms);
+                    }
+                }
+                state.replay.prune_keeping(header.timestamp_ms, header.height, &self.replay_added);
+            }
+        }
+        if !state.trie_detached {
+            state.trie = committed.trie.clone();
+        }
+        state.head = header;
+        state.head_hash = committed.applied.hash;
+        self.height = header.height + 1;
+        self.timestamp_ms = timestamp_ms;
+        true
+    }
+
+    /// [`BlockExecution::rebase`] onto a ledger of the first transactions applied here, in
+    /// order: the journal's first values become the ledger's, the rest stays as it is.
+    fn move_past_first(&mut self, committed: &StateDiff, timestamp_ms: i64) -> bool {
+        let n = committed.applied.tx_ids.len();
         // The ledger's transactions must have had the same effects at its time as here, and
         // the rest the same verdicts at the new time.
         let (done, rest) = self.holds_until.split_at(n);
@@ -371,7 +442,7 @@ impl BlockExecution<'_> {
         // next height, and keeps one entry (its first: a rollback ends at it): marked with the
         // height that just committed, a busy account was journaled again at every height it
         // stayed changed, and an open ledger moved in place for hours grew without end.
-        let next = header.height + 1;
+        let next = committed.applied.header.height + 1;
         let accounts = &mut self.state.accounts;
         let mut seen: HashSet<Address, foldhash::fast::RandomState> = HashSet::default();
         seen.reserve(self.journal.len());
@@ -391,29 +462,110 @@ impl BlockExecution<'_> {
             current.last_height = next;
             true
         });
-        self.tx_ids.drain(..n);
-        self.receipts.drain(..n);
-        // One entry per applied transaction, in order: the ledger's ids are now committed.
-        self.replay_added.drain(..n);
-        self.holds_until.drain(..n);
-        let state = &mut *self.state;
-        match window.filter(|w| w.ledger == committed.applied.hash) {
-            Some(window) => {
-                state.replay = window.set;
-                for &(id, expiration_ms) in &self.replay_added {
-                    state.replay.insert(id, expiration_ms);
-                }
-            }
-            None => state.replay.prune_keeping(header.timestamp_ms, header.height, &self.replay_added),
-        }
-        if !state.trie_detached {
-            state.trie = committed.trie.clone();
-        }
-        state.head = header;
-        state.head_hash = committed.applied.hash;
-        self.height = header.height + 1;
-        self.timestamp_ms = timestamp_ms;
+        let done: Vec<bool> = (0..self.tx_ids.len()).map(|i| i < n).collect();
+        self.forget_applied(&done);
         true
+    }
+
+    /// [`BlockExecution::rebase`] onto a ledger of other transactions, or of these in another
+    /// order, when every transaction of the rest changes balances only (`order_free`): the
+    /// ledger's accounts take its values with the rest's balance changes on them, each change
+    /// checked on the way as applying the rest again would (a debit must leave the balance
+    /// non-negative but an issuer's, no balance may overflow); the accounts only the rest
+    /// touched stay as they are. Transactions applied here that the ledger committed touched
+    /// only the ledger's accounts, whose values replace theirs.
+    fn move_balances(&mut self, committed: &StateDiff, timestamp_ms: i64) -> bool {
+        let ids: HashSet<&TxId, foldhash::fast::RandomState> = committed.applied.tx_ids.iter().collect();
+        if ids.len() != committed.applied.tx_ids.len() {
+            return false;
+        }
+        let done: Vec<bool> = self.tx_ids.iter().map(|id| ids.contains(id)).collect();
+        let rest = || (0..done.len()).filter(|&i| !done[i]);
+        if rest().any(|i| !self.order_free[i] || self.holds_until[i] <= timestamp_ms) {
+            return false;
+        }
+        let index: FastMap<Address, usize> =
+            committed.accounts.iter().enumerate().map(|(i, a)| (a.address, i)).collect();
+        // The balances the rest finds on the ledger's accounts, in order, from the ledger's.
+        let params = &self.state.params;
+        let mut balances: FastMap<(Address, Currency), i64> = FastMap::default();
+        for i in rest() {
+            for &(address, currency, change) in self.deltas_of(i) {
+                let Some(&k) = index.get(&address) else { continue };
+                let balance = balances
+                    .entry((address, currency))
+                    .or_insert_with(|| committed.accounts[k].balance(&currency));
+                let Some(after) = balance.checked_add(change) else { return false };
+                if after < 0 && !params.is_issuer(&address, &currency) {
+                    return false;
+                }
+                *balance = after;
+            }
+        }
+        // Nothing fails from here. The accounts the ledger did not touch keep their values and
+        // their first values (the ledger's too), marked as journaled at the next height. Only a
+        // repeated declaration journals an account twice, and the rest declares nothing: those
+        // are the ledger's accounts.
+        let next = committed.applied.header.height + 1;
+        let accounts = &mut self.state.accounts;
+        self.journal.retain(|(address, _)| {
+            if index.contains_key(address) {
+                return false;
+            }
+            if let Some(current) = accounts.get_mut(address) {
+                current.last_height = next;
+            }
+            true
+        });
+        // The ledger's accounts: its values, the rest's balances on those it changes (journaled
+        // with the ledger's value as their first).
+        let mut changed: FastMap<Address, Vec<(Currency, i64)>> = FastMap::default();
+        for ((address, currency), balance) in balances {
+            changed.entry(address).or_default().push((currency, balance));
+        }
+        for new in &committed.accounts {
+            let mut account = new.clone();
+            if let Some(balances) = changed.get(&new.address) {
+                for &(currency, balance) in balances {
+                    account.set_balance(currency, balance);
+                }
+                account.last_height = next;
+                self.journal.push((new.address, Some(new.clone())));
+            }
+            accounts.insert(account);
+        }
+        self.forget_applied(&done);
+        true
+    }
+
+    /// The net balance changes of the `i`-th applied transaction.
+    fn deltas_of(&self, i: usize) -> &[(Address, Currency, i64)] {
+        let start = if i == 0 { 0 } else { self.delta_ends[i - 1] as usize };
+        &self.deltas[start..self.delta_ends[i] as usize]
+    }
+
+    /// Drops what is kept per applied transaction for those `done` marks.
+    fn forget_applied(&mut self, done: &[bool]) {
+        fn keep_rest<T>(v: &mut Vec<T>, done: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                !done[i - 1]
+            });
+        }
+        let mut deltas = Vec::with_capacity(self.deltas.len());
+        let mut ends = Vec::with_capacity(self.delta_ends.len());
+        for i in (0..done.len()).filter(|&i| !done[i]) {
+            deltas.extend_from_slice(self.deltas_of(i));
+            ends.push(u32::try_from(deltas.len()).unwrap_or(u32::MAX));
+        }
+        self.deltas = deltas;
+        self.delta_ends = ends;
+        keep_rest(&mut self.tx_ids, done);
+        keep_rest(&mut self.receipts, done);
+        keep_rest(&mut self.replay_added, done);
+        keep_rest(&mut self.holds_until, done);
+        keep_rest(&mut self.order_free, done);
     }
 }
 

@@ -687,6 +687,85 @@ fn an_open_ledger_moved_in_place_journals_each_account_once() {
     assert_eq!(post.balance(&user(2), &Currency::CAS), net.balance(&user(2), &Currency::CAS));
 }
 
+/// A validator that did not propose admits transactions in another order than the ledger
+/// that commits them: its open ledger moves onto that ledger in place when the order does not
+/// matter (transfers from other senders, whose debits no committed transaction applied later
+/// lowers), and otherwise is left as it was for the slow way.
+#[test]
+fn an_open_ledger_moves_onto_its_transactions_committed_in_another_order() {
+    let net = Net::new();
+    let verified = |net: &Net, tx: caasiope_engine::tx::SignedTransaction| {
+        let id = tx.id(CHAIN);
+        verify(tx, id, net.state.params(), net.backend).unwrap()
+    };
+    // Three senders pay one payee; the ledger commits the third and the first, in that order.
+    let a = verified(&net, net.transfer(1, user(4), COIN));
+    let b = verified(&net, net.transfer(2, user(4), 2 * COIN));
+    let c = verified(&net, net.transfer(3, user(4), 3 * COIN));
+    let at = net.now + 1_000;
+    let mut committed = net.state.clone();
+    let diff = execute_verified(&mut committed, at, &[c.clone(), a.clone()]).unwrap();
+    committed.apply_diff(diff.clone()).unwrap();
+    let mut post = net.state.clone();
+    let mut exec = post.begin_block(net.now + 100).unwrap();
+    for v in [&a, &b, &c] {
+        exec.apply_tx(v).unwrap();
+    }
+    assert!(exec.rebase(&diff, at + 100, None), "the order does not matter");
+    assert_eq!(exec.tx_ids(), &[b.id]);
+    assert_eq!(exec.state().head_hash(), committed.head_hash());
+    for (i, expected) in
+        [(1, USER_CAS - COIN - MIN_FEE), (2, USER_CAS - 2 * COIN - MIN_FEE), (4, USER_CAS + 6 * COIN)]
+    {
+        assert_eq!(exec.state().balance(&user(i), &Currency::CAS), expected, "user {i}");
+    }
+    assert_eq!(exec.state().balance(&fee_account(), &Currency::CAS), 3 * MIN_FEE);
+    // Rolled back, the open ledger leaves the committed ledger.
+    drop(exec);
+    assert_eq!(post.state_root(), committed.state_root());
+    assert_eq!(post.balance(&user(2), &Currency::CAS), USER_CAS);
+
+    // A sender pays, is paid, pays again; the ledger commits its second payment alone. Its
+    // first, still pending, no longer finds the funds it spends: not in place, nothing changed.
+    let net = Net::new();
+    let a = verified(&net, net.transfer(1, user(4), USER_CAS / 10 * 6));
+    let b = verified(&net, net.transfer(2, user(1), USER_CAS / 10 * 5));
+    let c = verified(&net, net.transfer(1, user(5), USER_CAS / 10 * 8));
+    let mut post = net.state.clone();
+    let mut exec = post.begin_block(net.now + 100).unwrap();
+    for v in [&a, &b, &c] {
+        exec.apply_tx(v).unwrap();
+    }
+    let journaled = exec.journaled();
+    let one = exec.state().balance(&user(1), &Currency::CAS);
+    let mut committed = net.state.clone();
+    let diff = execute_verified(&mut committed, at, std::slice::from_ref(&c)).unwrap();
+    assert!(!exec.rebase(&diff, at + 100, None), "a pending debit no longer funded");
+    assert_eq!(exec.tx_ids(), &[a.id, b.id, c.id]);
+    assert_eq!(exec.journaled(), journaled);
+    assert_eq!(exec.state().balance(&user(1), &Currency::CAS), one);
+    // A ledger with a transaction never applied here and the payment in, the pending ones
+    // still funded: in place, the rest's changes on the ledger's values.
+    let other = verified(&net, net.transfer(3, user(5), COIN));
+    let mut committed = net.state;
+    let diff = execute_verified(&mut committed, at, &[other, b.clone()]).unwrap();
+    committed.apply_diff(diff.clone()).unwrap();
+    assert!(exec.rebase(&diff, at + 100, None));
+    assert_eq!(exec.tx_ids(), &[a.id, c.id]);
+    let balances = [
+        (1, USER_CAS / 10 * 15 - USER_CAS / 10 * 14 - 2 * MIN_FEE),
+        (2, USER_CAS / 10 * 5 - MIN_FEE),
+        (3, USER_CAS - COIN - MIN_FEE),
+        (5, USER_CAS + COIN + USER_CAS / 10 * 8),
+    ];
+    for (i, expected) in balances {
+        assert_eq!(exec.state().balance(&user(i), &Currency::CAS), expected, "user {i}");
+    }
+    assert_eq!(exec.state().balance(&fee_account(), &Currency::CAS), 4 * MIN_FEE);
+    drop(exec);
+    assert_eq!(post.state_root(), committed.state_root());
+}
+
 #[test]
 fn validator_set_changes_need_governance_and_apply_next_height() {
     let mut net = Net::new();
