@@ -7,13 +7,13 @@
 //! already admitted (double spend, insufficient balance, replay, expiry) is refused at once
 //! with its rule, and only admitted transactions reach the pool and are gossiped. After each
 //! committed ledger the host calls [`Intake::rebase`] with what the ledger changed (its
-//! [`StateDiff`]). When every transaction of the ledger was admitted here, the pool's admitted
-//! transactions are exactly the rest, the ledger's order may stand for the admission order —
-//! the same order (a validator alone; a leader whose proposal was decided), or any order for
-//! transactions that read and change balances only, none of the rest debiting an account a
-//! transaction the ledger committed and admitted after it debits (the other validators, at
-//! the commit of a plain transfer load) — and the new time changes none of their verdicts (no
-//! payment channel spent, none of the rest expiring), the open ledger moves onto it in place
+//! [`StateDiff`]). When the pool's admitted transactions are exactly the rest (those the ledger
+//! did not commit), the new time changes none of their verdicts (no payment channel spent,
+//! none of the rest expiring), and either the ledger holds the next admitted transactions in
+//! admission order (a validator alone; a leader whose proposal was decided) or the rest
+//! change balances only and stay funded when their changes are replayed on the ledger's
+//! values (the other validators, whose admission order is not the proposer's and who may not
+//! have admitted all of the ledger yet), the open ledger moves onto it in place
 //! ([`BlockExecution::rebase`]: the rest stays applied, at the cost of the ledger's accounts
 //! and the journal). Otherwise the open ledger is rolled back, the diff applied — the admission
 //! stage's copy of the committed state follows the host's at the cost of what each block
@@ -550,11 +550,11 @@ impl Stages {
     }
 
     /// Moves the open ledger onto the committed ledgers of `rebases` without applying the
-    /// pool again, while it can ([`BlockExecution::rebase`]): each ledger's transactions were
-    /// admitted here — in admission order (a validator alone, a leader whose proposal was
-    /// decided), or in another where it does not matter (the other validators: transfers whose
-    /// debits the ledger's order does not lower) — and the pool's admitted transactions are
-    /// exactly the rest. Returns the rebases left for the slow way (roll back, apply, readmit).
+    /// pool again, while it can ([`BlockExecution::rebase`]): the pool's admitted transactions
+    /// are exactly those the ledgers did not commit, and each ledger either holds the next
+    /// admitted ones in admission order (a validator alone, a leader whose proposal was
+    /// decided) or leaves the rest funded, changing balances only (the other validators).
+    /// Returns the rebases left for the slow way (roll back, apply, readmit).
     fn move_on(&self, exec: &mut BlockExecution<'_>, mut rebases: Vec<Rebase>) -> Vec<Rebase> {
         let diffs: Option<Vec<(&StateDiff, &ReplayWindow)>> = rebases
             .iter()
@@ -564,13 +564,14 @@ impl Stages {
             })
             .collect();
         let Some(diffs) = diffs else { return rebases };
-        // The ledgers' transactions must all be applied here and the pool's admitted ones be
-        // exactly the rest: nothing admitted left the pool since (expired, or found invalid by
-        // a build), or it would stay in the post-state.
+        // The pool's admitted transactions must be exactly the rest: nothing admitted left the
+        // pool since (expired, or found invalid by a build), or it would stay in the
+        // post-state. A committed transaction not admitted yet is refused as a replay when it
+        // comes.
         let committed: HashSet<&TxId, foldhash::fast::RandomState> =
             diffs.iter().flat_map(|(d, _)| &d.applied().tx_ids).collect();
         let rest: Vec<TxId> = exec.tx_ids().iter().filter(|id| !committed.contains(id)).copied().collect();
-        if exec.tx_ids().len() - rest.len() != committed.len() || !self.mempool.admitted_are(&rest) {
+        if !self.mempool.admitted_are(&rest) {
             return rebases;
         }
         let now_ms = (self.clock)();
