@@ -11,7 +11,7 @@ use caasiope_engine::{
     merkle::{StateProof, TxProof, tx_proof},
     proof::{AccountStateProof, TxInclusionProof, verify_account_state, verify_tx_inclusion},
     state::{State, build_block, execute_build, execute_build_ahead, execute_verified},
-    tx::{Fee, Leg, SignedTransaction, TX_VERSION, Transaction, TxSignature},
+    tx::{Fee, Leg, SignedTransaction, TX_VERSION, Transaction, TxId, TxSignature},
     validate::{VerifiedTx, verify as verify_tx},
 };
 use proptest::prelude::*;
@@ -296,6 +296,28 @@ fn build(net: &Net, op: &Op) -> SignedTransaction {
     }
 }
 
+/// Accounts as checks see them: everything but `last_height`, which marks what an execution
+/// journaled.
+fn contents(s: &State) -> Vec<Account> {
+    let mut v: Vec<Account> = s
+        .accounts()
+        .cloned()
+        .map(|mut a| {
+            a.last_height = 0;
+            a
+        })
+        .collect();
+    v.sort_by_key(|a| a.address);
+    v
+}
+
+/// The replay set's ids and expirations, sorted.
+fn replay(s: &State) -> Vec<(TxId, i64)> {
+    let mut v: Vec<_> = s.replay_entries().collect();
+    v.sort();
+    v
+}
+
 /// The transactions of `ops` built on `net`'s balances, those whose signatures verify.
 fn verified_ops(net: &Net, ops: &[Op]) -> Vec<VerifiedTx> {
     let params = net.state.params();
@@ -396,20 +418,6 @@ proptest! {
             1..5,
         ),
     ) {
-        // Accounts as checks see them: everything but `last_height`, which marks what an
-        // execution journaled.
-        fn contents(s: &State) -> Vec<Account> {
-            let mut v: Vec<Account> = s
-                .accounts()
-                .cloned()
-                .map(|mut a| {
-                    a.last_height = 0;
-                    a
-                })
-                .collect();
-            v.sort_by_key(|a| a.address);
-            v
-        }
         let mut net = Net::new();
         let params = net.state.params().clone();
         let mut post = net.state.clone();
@@ -445,11 +453,6 @@ proptest! {
             prop_assert_eq!(contents(exec.state()), contents(slow.state()));
             // No more kept to roll back than the rest journals (an account once each).
             prop_assert!(exec.journaled() <= slow.journaled());
-            let replay = |s: &State| {
-                let mut v: Vec<_> = s.replay_entries().collect();
-                v.sort();
-                v
-            };
             prop_assert_eq!(replay(exec.state()), replay(slow.state()));
             for v in &rest {
                 prop_assert!(exec.state().is_included(&v.id, v.tx.tx.expiration_ms));
@@ -475,23 +478,6 @@ proptest! {
             1..6,
         ),
     ) {
-        fn contents(s: &State) -> Vec<Account> {
-            let mut v: Vec<Account> = s
-                .accounts()
-                .cloned()
-                .map(|mut a| {
-                    a.last_height = 0;
-                    a
-                })
-                .collect();
-            v.sort_by_key(|a| a.address);
-            v
-        }
-        let replay = |s: &State| {
-            let mut v: Vec<_> = s.replay_entries().collect();
-            v.sort();
-            v
-        };
         let mut net = Net::new();
         let params = net.state.params().clone();
         let mut post = net.state.clone();
