@@ -9,7 +9,10 @@
 
 use std::time::Instant;
 
-use caasiope_bench::workload::{Mix, generated_genesis, generated_transfer, validator_key};
+use caasiope_bench::{
+    median,
+    workload::{Mix, generated_genesis, generated_transfer, validator_key},
+};
 use engine::{
     Backend,
     genesis::Genesis,
@@ -21,11 +24,6 @@ use rayon::prelude::*;
 
 const CHAIN: &str = "explorer-follow";
 const LEDGERS: u64 = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

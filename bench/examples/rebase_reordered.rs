@@ -13,7 +13,10 @@
 
 use std::time::Instant;
 
-use caasiope_bench::workload::{Mix, generated_genesis, generated_transfer, validator_key};
+use caasiope_bench::{
+    median,
+    workload::{Mix, generated_genesis, generated_transfer, validator_key},
+};
 use engine::{
     Backend, Currency,
     genesis::Genesis,
@@ -25,11 +28,6 @@ use rayon::prelude::*;
 
 const CHAIN: &str = "rebase-reordered";
 const ROUNDS: u64 = 7;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn transfers(host: &State, mix: &Mix, from: u64, n: u64) -> Result<Vec<VerifiedTx>, String> {
     let expiration_ms = host.head().timestamp_ms + 3_600_000;

@@ -7,3 +7,10 @@
 
 pub mod budget;
 pub mod workload;
+
+/// The median of `xs` (not empty): with an even count, the mean of the two middle values.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}

@@ -44,12 +44,7 @@ pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     sorted[i.min(last)]
 }
 
-/// The median of `xs` (not empty): with an even count, the mean of the two middle values.
-pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
-}
+pub(crate) use bench::median;
 
 /// The report of the run of median `ratio`, with `summary` of every run (in run order) under
 /// `runs`: the machine is shared and its speed drifts by tens of percent between runs.
